@@ -1,0 +1,62 @@
+// Package match is clusterwall's one decision function. Every enforcement
+// point — the kernel compiler, the L7 proxy, the DNS proxy and
+// `clusterwall explain` — asks the same compiled Matcher. Nothing else in
+// the tree matches rules.
+//
+// Azure Firewall's documented semantics: default deny, first match wins;
+// kinds are evaluated in a fixed order (threat intel, DNAT, Network,
+// Application) whatever their priorities; inside a kind, rule collection
+// group priority, then collection priority, then rule order. If any network
+// rule matches (Allow or Deny), application rules are not consulted.
+package match
+
+import (
+	"net/netip"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+// Flow describes one new connection (or the first packet of one) as an
+// enforcement point sees it.
+type Flow struct {
+	Src   netip.Addr
+	Dst   netip.Addr // may be invalid when only Name is known
+	Proto policy.Proto
+	Port  uint16 // destination port; 0 for ICMP
+	// Name is the destination name when one is known: the TLS SNI, the HTTP
+	// Host (without port), or the name explain was asked about.
+	Name string
+	// Scheme is set by the L7 proxy (or explain) when the flow is HTTP or
+	// HTTPS; application rules only apply to such flows.
+	Scheme policy.Scheme
+}
+
+// Decision is the outcome of Decide. The zero value (ActionInvalid) is never
+// returned by Decide and never means Allow.
+type Decision struct {
+	Action policy.Action
+	// Kind is the kind of the deciding rule; KindInvalid for a default deny.
+	Kind policy.Kind
+	// Rule is the deciding rule (its Collection and Collection.Group give the
+	// collection and group); nil for a default deny.
+	Rule *policy.Rule
+	// Reason says why, e.g. "no rule matched".
+	Reason string
+	// TranslatedAddr and TranslatedPort are set for DNAT.
+	TranslatedAddr netip.Addr
+	TranslatedPort uint16
+}
+
+// Reasons used in decisions.
+const (
+	ReasonNoRuleMatched = "no rule matched"
+	ReasonRuleMatched   = "rule matched"
+)
+
+// FQDNResolver answers whether addr is one of the addresses the firewall
+// resolved for name (a network rule's destinationFqdns entry). The daemon
+// answers from the DNS proxy's table; explain from --resolve or the system
+// resolver. Implementations used on the hot path must not allocate.
+type FQDNResolver interface {
+	Resolved(name string, addr netip.Addr) bool
+}

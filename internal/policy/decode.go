@@ -1,0 +1,295 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// positions maps a field path to where its value (or, for keys, its key)
+// starts in the source.
+type positions struct {
+	file string
+	vals map[string]Pos
+	keys map[string]Pos
+}
+
+// lookup returns the position of path, or of its nearest ancestor.
+func (p *positions) lookup(path string) Pos {
+	if p == nil {
+		return Pos{}
+	}
+	for path != "" {
+		if pos, ok := p.vals[path]; ok {
+			return pos
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return Pos{File: p.file}
+}
+
+// key returns the position of the key of a mapping field, falling back to
+// its value's.
+func (p *positions) key(path string) Pos {
+	if p != nil {
+		if pos, ok := p.keys[path]; ok {
+			return pos
+		}
+	}
+	return p.lookup(path)
+}
+
+// DecodeYAML parses a policy file's bytes into its wire form. Unknown fields,
+// values of the wrong shape and duplicate keys are errors with positions.
+// The returned positions are used by Validate to place its errors.
+func DecodeYAML(file string, data []byte) (*File, *positions, error) {
+	pos := &positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
+		}
+		return nil, pos, ErrorList{yamlSyntaxError(file, err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, pos, ErrorList{{Pos: Pos{File: file, Line: extra.Line, Column: extra.Column}, Msg: "more than one YAML document in a policy file"}}
+	}
+	if len(doc.Content) == 0 {
+		return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
+	}
+	root := doc.Content[0]
+	var errs ErrorList
+	w := walker{pos: pos, errs: &errs}
+	w.walk(root, reflect.TypeOf(File{}), "")
+	if w.shapeErrors {
+		return nil, pos, errs
+	}
+	// Only unknown or duplicate fields so far: decode the rest so that
+	// validation can report every other problem too.
+	var f File
+	if err := root.Decode(&f); err != nil {
+		return nil, pos, append(errs, yamlSyntaxError(file, err))
+	}
+	return &f, pos, errs.Err()
+}
+
+var yamlLineRe = strings.NewReplacer("yaml: ", "")
+
+func yamlSyntaxError(file string, err error) *Error {
+	msg := yamlLineRe.Replace(err.Error())
+	line := 0
+	// yaml.v3 reports "line N: ..."; keep the number as a position.
+	if strings.HasPrefix(msg, "line ") {
+		rest := msg[len("line "):]
+		if i := strings.Index(rest, ":"); i > 0 {
+			if n, e := strconv.Atoi(rest[:i]); e == nil {
+				line = n
+				msg = strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	if line == 0 {
+		return &Error{Pos: Pos{File: file}, Msg: "YAML syntax: " + msg}
+	}
+	return &Error{Pos: Pos{File: file, Line: line, Column: 1}, Msg: "YAML syntax: " + msg}
+}
+
+type walker struct {
+	pos         *positions
+	errs        *ErrorList
+	shapeErrors bool // a value of the wrong shape: the file cannot be decoded
+}
+
+func (w *walker) errorf(n *yaml.Node, path, format string, args ...any) {
+	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
+	w.shapeErrors = true
+}
+
+// fieldErrorf reports an unknown or duplicate field, which does not stop decoding.
+func (w *walker) fieldErrorf(n *yaml.Node, path, format string, args ...any) {
+	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	w.pos.vals[path] = Pos{File: w.pos.file, Line: n.Line, Column: n.Column}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty value: the zero value
+	}
+	field := path
+	if field == "" {
+		field = "policy"
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			w.errorf(n, path, "%s: expected a mapping, found %s", field, describe(n))
+			return
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = t.Field(i).Type
+			names = append(names, tag)
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := join(path, k.Value)
+			if seen[k.Value] {
+				w.fieldErrorf(k, sub, "duplicate field %q", k.Value)
+				continue
+			}
+			seen[k.Value] = true
+			ft, ok := fields[k.Value]
+			if !ok {
+				hint := ""
+				if s := closest(k.Value, names); s != "" {
+					hint = fmt.Sprintf(" (did you mean %q?)", s)
+				}
+				w.fieldErrorf(k, sub, "unknown field %q in %s%s", k.Value, describeType(t), hint)
+				continue
+			}
+			w.pos.keys[sub] = Pos{File: w.pos.file, Line: k.Line, Column: k.Column}
+			w.walk(v, ft, sub)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.errorf(n, path, "%s: expected a mapping, found %s", field, describe(n))
+			return
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := path + "." + k.Value
+			if seen[k.Value] {
+				w.errorf(k, sub, "duplicate key %q", k.Value)
+				continue
+			}
+			seen[k.Value] = true
+			w.pos.keys[sub] = Pos{File: w.pos.file, Line: k.Line, Column: k.Column}
+			w.walk(v, t.Elem(), sub)
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			w.errorf(n, path, "%s: expected a list, found %s", field, describe(n))
+			return
+		}
+		for i, c := range n.Content {
+			w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			w.errorf(n, path, "%s: expected a single value, found %s", field, describe(n))
+		}
+	case reflect.Int:
+		if n.Kind != yaml.ScalarNode {
+			w.errorf(n, path, "%s: expected a number, found %s", field, describe(n))
+			return
+		}
+		if _, err := strconv.Atoi(n.Value); err != nil {
+			w.errorf(n, path, "%s: expected a whole number, found %q", field, n.Value)
+		}
+	case reflect.Bool:
+		var b bool
+		if n.Kind != yaml.ScalarNode || n.Decode(&b) != nil {
+			w.errorf(n, path, "%s: expected true or false, found %s", field, describe(n))
+		}
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "something else"
+}
+
+func describeType(t reflect.Type) string {
+	switch t {
+	case reflect.TypeOf(File{}):
+		return "the policy"
+	case reflect.TypeOf(WireGroup{}):
+		return "a rule collection group"
+	case reflect.TypeOf(WireCollection{}):
+		return "a rule collection"
+	case reflect.TypeOf(WireRule{}):
+		return "a rule"
+	case reflect.TypeOf(WireThreatIntel{}):
+		return "threatIntel"
+	case reflect.TypeOf(WireAllowlist{}):
+		return "threatIntel.allowlist"
+	case reflect.TypeOf(WireFeed{}):
+		return "a threat-intel feed"
+	case reflect.TypeOf(WireDNS{}):
+		return "dns"
+	}
+	return t.Name()
+}
+
+// closest returns the candidate nearest to s by edit distance, if close.
+func closest(s string, cands []string) string {
+	best, bestD := "", 4
+	ls := strings.ToLower(s)
+	sort.Strings(cands)
+	for _, c := range cands {
+		if d := editDistance(ls, strings.ToLower(c)); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
