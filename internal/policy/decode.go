@@ -135,6 +135,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		return // an empty value: the zero value
 	}
 	field := path
+	if i := strings.LastIndex(field, "."); i >= 0 {
+		field = field[i+1:]
+	}
 	if field == "" {
 		field = "policy"
 	}
