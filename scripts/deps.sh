@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what clusterwall's build, tests and lab need on a fresh Debian
+# machine (as root). Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip || need+=(iproute2)
+have curl || need+=(curl)
+have dig || need+=(dnsutils)
+have conntrack || need+=(conntrack)
+have ping || need+=(iputils-ping)
+have git || need+=(git)
+have make || need+=(make)
+have gcc || need+=(gcc) # the race detector needs cgo
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing ${need[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! have go; then
+  if [ -x /usr/local/go/bin/go ]; then
+    export PATH=/usr/local/go/bin:$PATH
+  else
+    echo "deps: Go is not installed (expected /usr/local/go)" >&2
+    exit 1
+  fi
+fi
+go mod download
