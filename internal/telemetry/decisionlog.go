@@ -1,0 +1,158 @@
+// Package telemetry holds clusterwall's decision log: one JSON line per
+// decision, with Azure Firewall's structured log table names as the category
+// and their field names, so existing queries and habits carry over.
+package telemetry
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Categories (Azure's structured log table names).
+const (
+	CategoryNetworkRule     = "AZFWNetworkRule"
+	CategoryApplicationRule = "AZFWApplicationRule"
+	CategoryNatRule         = "AZFWNatRule"
+	CategoryDNSQuery        = "AZFWDnsQuery"
+	CategoryThreatIntel     = "AZFWThreatIntel"
+	CategoryWAF             = "WAF"
+)
+
+// Record is one decision. Field names follow Azure's AZFW* tables; fields a
+// category does not use are omitted.
+type Record struct {
+	Time                time.Time `json:"time"`
+	Category            string    `json:"category"`
+	SourceIp            string    `json:"SourceIp,omitempty"`
+	SourcePort          int       `json:"SourcePort,omitempty"`
+	DestinationIp       string    `json:"DestinationIp,omitempty"`
+	DestinationPort     int       `json:"DestinationPort,omitempty"`
+	Protocol            string    `json:"Protocol,omitempty"`
+	Fqdn                string    `json:"Fqdn,omitempty"`
+	Action              string    `json:"Action"`
+	ActionReason        string    `json:"ActionReason,omitempty"`
+	Policy              string    `json:"Policy,omitempty"`
+	RuleCollectionGroup string    `json:"RuleCollectionGroup,omitempty"`
+	RuleCollection      string    `json:"RuleCollection,omitempty"`
+	Rule                string    `json:"Rule,omitempty"`
+	TranslatedIp        string    `json:"TranslatedIp,omitempty"`
+	TranslatedPort      int       `json:"TranslatedPort,omitempty"`
+	// Enforcement point that decided: kernel, proxy, dns, waf.
+	Source string `json:"source,omitempty"`
+}
+
+// DecisionLog writes records as JSON lines without ever blocking the
+// caller: records wait in a bounded queue; when the queue is full or the
+// rate limit is exceeded, they are counted as dropped.
+type DecisionLog struct {
+	queue   chan Record
+	done    chan struct{}
+	rate    float64 // lines per second; 0 means unlimited
+	burst   float64
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+	written atomic.Uint64
+	dropped atomic.Uint64
+	limited atomic.Uint64
+	onWrite func(Record)
+}
+
+// Options configure a DecisionLog.
+type Options struct {
+	// Rate is the maximum lines per second (0: unlimited); Burst the bucket size.
+	Rate  float64
+	Burst int
+	// Queue is the bounded queue length (default 4096).
+	Queue int
+	// OnWrite, if set, sees every written record (metrics, live streams).
+	OnWrite func(Record)
+}
+
+// NewDecisionLog starts a writer goroutine writing to w; Close stops it.
+func NewDecisionLog(w io.Writer, o Options) *DecisionLog {
+	if o.Queue <= 0 {
+		o.Queue = 4096
+	}
+	if o.Burst <= 0 {
+		o.Burst = int(o.Rate)
+		if o.Burst < 10 {
+			o.Burst = 10
+		}
+	}
+	l := &DecisionLog{queue: make(chan Record, o.Queue), done: make(chan struct{}), rate: o.Rate, burst: float64(o.Burst), tokens: float64(o.Burst), onWrite: o.OnWrite}
+	go l.run(w)
+	return l
+}
+
+func (l *DecisionLog) run(w io.Writer) {
+	defer close(l.done)
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	for r := range l.queue {
+		if enc.Encode(r) != nil {
+			l.dropped.Add(1)
+			continue
+		}
+		l.written.Add(1)
+		if l.onWrite != nil {
+			l.onWrite(r)
+		}
+		if len(l.queue) == 0 {
+			bw.Flush()
+		}
+	}
+	bw.Flush()
+}
+
+// Log queues r. It never blocks.
+func (l *DecisionLog) Log(r Record) {
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	if !l.allow(r.Time) {
+		l.limited.Add(1)
+		return
+	}
+	select {
+	case l.queue <- r:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+func (l *DecisionLog) allow(now time.Time) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() {
+		l.tokens += now.Sub(l.last).Seconds() * l.rate
+		if l.tokens > l.burst {
+			l.tokens = l.burst
+		}
+	}
+	l.last = now
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
+}
+
+// Stats returns lines written, dropped (queue full or write error) and
+// rate-limited.
+func (l *DecisionLog) Stats() (written, dropped, limited uint64) {
+	return l.written.Load(), l.dropped.Load(), l.limited.Load()
+}
+
+// Close flushes queued records and stops the writer.
+func (l *DecisionLog) Close() {
+	close(l.queue)
+	<-l.done
+}

@@ -1,0 +1,75 @@
+package telemetry
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"testing"
+	"time"
+)
+
+func TestDecisionLogLines(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewDecisionLog(&buf, Options{})
+	l.Log(Record{Category: CategoryNetworkRule, SourceIp: "10.42.1.10", SourcePort: 5000, DestinationIp: "192.0.2.13", DestinationPort: 123, Protocol: "UDP", Action: "Allow", Policy: "p", RuleCollectionGroup: "g", RuleCollection: "c", Rule: "time"})
+	l.Log(Record{Category: CategoryNatRule, Action: "DNAT", TranslatedIp: "10.42.1.100", TranslatedPort: 80})
+	l.Close()
+	sc := bufio.NewScanner(&buf)
+	var lines []map[string]any
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines", len(lines))
+	}
+	if lines[0]["Rule"] != "time" || lines[0]["DestinationPort"] != float64(123) || lines[0]["category"] != "AZFWNetworkRule" {
+		t.Errorf("line 0 = %v", lines[0])
+	}
+	if _, ok := lines[0]["TranslatedIp"]; ok {
+		t.Error("unused field not omitted")
+	}
+	if lines[1]["TranslatedIp"] != "10.42.1.100" {
+		t.Errorf("line 1 = %v", lines[1])
+	}
+}
+
+// blockingWriter never returns until released: a stuck log sink.
+type blockingWriter struct{ release chan struct{} }
+
+func (b blockingWriter) Write(p []byte) (int, error) { <-b.release; return len(p), nil }
+
+func TestDecisionLogNeverBlocks(t *testing.T) {
+	w := blockingWriter{release: make(chan struct{})}
+	l := NewDecisionLog(w, Options{Queue: 8})
+	start := time.Now()
+	for i := 0; i < 10000; i++ {
+		l.Log(Record{Category: CategoryNetworkRule, Action: "Deny"})
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Log blocked for %v with a stuck sink", d)
+	}
+	_, dropped, _ := l.Stats()
+	if dropped < 10000-8-100 { // queue + what fits the 4 KiB write buffer
+		t.Errorf("dropped = %d, want nearly all of 10000", dropped)
+	}
+	close(w.release)
+	l.Close()
+}
+
+func TestDecisionLogRateLimit(t *testing.T) {
+	l := NewDecisionLog(io.Discard, Options{Rate: 100, Burst: 50})
+	now := time.Now()
+	for i := 0; i < 1000; i++ {
+		l.Log(Record{Time: now, Category: CategoryNetworkRule, Action: "Deny"})
+	}
+	l.Close()
+	written, _, limited := l.Stats()
+	if written != 50 || limited != 950 {
+		t.Errorf("written=%d limited=%d, want 50 and 950 (burst 50 at one instant)", written, limited)
+	}
+}
