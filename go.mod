@@ -3,6 +3,7 @@ module github.com/clusterwall/clusterwall
 go 1.26.8
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/nftables v0.3.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect

@@ -296,3 +296,28 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// DecodeStrict decodes a YAML document into out (a pointer to a struct with
+// yaml tags) the way policy files are decoded: unknown fields, values of the
+// wrong shape and duplicate keys are errors naming FILE:LINE:COL. Other
+// configuration files (the daemon's) use it too.
+func DecodeStrict(file string, data []byte, out any) error {
+	pos := &positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return ErrorList{yamlSyntaxError(file, err)}
+	}
+	if len(doc.Content) == 0 {
+		return ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty file"}}
+	}
+	var errs ErrorList
+	w := walker{pos: pos, errs: &errs}
+	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
+	if len(errs) > 0 {
+		return errs
+	}
+	if err := doc.Content[0].Decode(out); err != nil {
+		return ErrorList{yamlSyntaxError(file, err)}
+	}
+	return nil
+}

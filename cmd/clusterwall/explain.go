@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+func explainCommands() []*cobra.Command {
+	var (
+		policyFile, tagsFile, src, dst, proto, scheme string
+		port                                          int
+		resolve                                       []string
+		asJSON                                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "explain --policy FILE --src IP --dst IP|NAME [--proto tcp|udp|icmp] [--port N] [--scheme http|https]",
+		Short: "Explain the decision for one flow: action, rule kind, group, collection, rule and why",
+		Long: `Explain asks the same compiled matcher the data plane uses and prints the decision.
+
+--dst may be an IP address or a name. A name is resolved with --resolve
+(name=ip pairs, comma-separated or repeated) or else by the system resolver;
+the same answers decide network rules' destinationFqdns. For TCP, --scheme
+defaults to https on port 443 and http on port 80 (application rules apply
+only to HTTP/HTTPS); --scheme none evaluates L3/L4 rules only.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if policyFile == "" || src == "" || dst == "" {
+				return &exitError{code: 1, msg: "explain: --policy, --src and --dst are required"}
+			}
+			p, err := loadPolicy(policyFile, tagsFile)
+			if err != nil {
+				return err
+			}
+			res, err := newExplainResolver(resolve)
+			if err != nil {
+				return &exitError{code: 1, msg: "explain: " + err.Error()}
+			}
+			flow, note, err := explainFlow(src, dst, proto, port, scheme, res)
+			if err != nil {
+				return &exitError{code: 1, msg: "explain: " + err.Error()}
+			}
+			m, err := match.Compile(p, match.Options{Resolver: res})
+			if err != nil {
+				return &exitError{code: 1, msg: "explain: " + err.Error()}
+			}
+			d := m.Decide(flow)
+			out := newExplanation(flow, dst, d)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			printExplanation(cmd.OutOrStdout(), out, d, note)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&policyFile, "policy", "", "policy file (YAML)")
+	f.StringVar(&tagsFile, "service-tags", "", "service tags file (overrides the policy's serviceTags)")
+	f.StringVar(&src, "src", "", "source IP address")
+	f.StringVar(&dst, "dst", "", "destination IP address or name")
+	f.StringVar(&proto, "proto", "tcp", "protocol: tcp, udp or icmp")
+	f.IntVar(&port, "port", 0, "destination port (tcp/udp)")
+	f.StringVar(&scheme, "scheme", "", "http, https or none (default: from the port for TCP 80/443)")
+	f.StringSliceVar(&resolve, "resolve", nil, "DNS answers as name=ip[,name=ip...] (repeatable)")
+	f.BoolVar(&asJSON, "json", false, "print the decision as JSON")
+	return []*cobra.Command{cmd}
+}
+
+// explanation is explain's JSON output; the key names are a contract.
+type explanation struct {
+	Action              string `json:"action"`
+	Kind                string `json:"kind"`
+	RuleCollectionGroup string `json:"ruleCollectionGroup"`
+	RuleCollection      string `json:"ruleCollection"`
+	Rule                string `json:"rule"`
+	Reason              string `json:"reason"`
+	TranslatedAddress   string `json:"translatedAddress,omitempty"`
+	TranslatedPort      int    `json:"translatedPort,omitempty"`
+	// The flow as evaluated.
+	Source             string `json:"source"`
+	Destination        string `json:"destination"`
+	DestinationAddress string `json:"destinationAddress,omitempty"`
+	Protocol           string `json:"protocol"`
+	Port               int    `json:"port,omitempty"`
+	Scheme             string `json:"scheme,omitempty"`
+	RulePosition       string `json:"rulePosition,omitempty"`
+}
+
+func newExplanation(f match.Flow, dst string, d match.Decision) explanation {
+	e := explanation{
+		Action:      d.Action.String(),
+		Reason:      d.Reason,
+		Source:      f.Src.String(),
+		Destination: dst,
+		Protocol:    f.Proto.String(),
+		Port:        int(f.Port),
+	}
+	if f.Dst.IsValid() {
+		e.DestinationAddress = f.Dst.String()
+	}
+	if f.Scheme != policy.SchemeNone {
+		e.Scheme = strings.ToLower(f.Scheme.String())
+	}
+	if d.Rule != nil {
+		e.Kind = d.Kind.String()
+		e.Rule = d.Rule.Name
+		e.RuleCollection = d.Rule.Collection.Name
+		e.RuleCollectionGroup = d.Rule.Collection.Group.Name
+		e.RulePosition = d.Rule.Pos.String()
+	}
+	if d.Action == policy.ActionDNAT {
+		if d.TranslatedAddr.IsValid() {
+			e.TranslatedAddress = d.TranslatedAddr.String()
+		} else if d.Rule != nil {
+			e.TranslatedAddress = d.Rule.TranslatedFQDN
+		}
+		e.TranslatedPort = int(d.TranslatedPort)
+	}
+	return e
+}
+
+func printExplanation(w io.Writer, e explanation, d match.Decision, note string) {
+	dst := e.Destination
+	if e.DestinationAddress != "" && e.DestinationAddress != e.Destination {
+		dst += " (" + e.DestinationAddress + ")"
+	}
+	flow := fmt.Sprintf("%s -> %s %s", e.Source, dst, e.Protocol)
+	if e.Port != 0 {
+		flow += fmt.Sprintf("/%d", e.Port)
+	}
+	if e.Scheme != "" {
+		flow += " " + e.Scheme
+	}
+	fmt.Fprintf(w, "Flow:    %s\n", flow)
+	if note != "" {
+		fmt.Fprintf(w, "Note:    %s\n", note)
+	}
+	fmt.Fprintf(w, "Action:  %s\n", e.Action)
+	if d.Rule == nil {
+		fmt.Fprintf(w, "Reason:  %s (default deny)\n", e.Reason)
+		return
+	}
+	c := d.Rule.Collection
+	fmt.Fprintf(w, "Kind:    %s rule\n", e.Kind)
+	fmt.Fprintf(w, "Group:   %s (priority %d)\n", c.Group.Name, c.Group.Priority)
+	fmt.Fprintf(w, "Collection: %s (priority %d, %s)\n", c.Name, c.Priority, c.Action)
+	fmt.Fprintf(w, "Rule:    %s", e.Rule)
+	if e.RulePosition != "" {
+		fmt.Fprintf(w, " (%s)", e.RulePosition)
+	}
+	fmt.Fprintln(w)
+	if e.TranslatedAddress != "" {
+		fmt.Fprintf(w, "Translated: %s\n", net.JoinHostPort(e.TranslatedAddress, fmt.Sprint(e.TranslatedPort)))
+	}
+	fmt.Fprintf(w, "Reason:  %s\n", e.Reason)
+}
+
+// explainFlow builds the flow from explain's flags.
+func explainFlow(src, dst, proto string, port int, scheme string, res *explainResolver) (match.Flow, string, error) {
+	var f match.Flow
+	var note string
+	s, err := netip.ParseAddr(src)
+	if err != nil {
+		return f, "", fmt.Errorf("--src %q is not an IP address", src)
+	}
+	f.Src = s.Unmap()
+	p, ok := policy.ParseProto(proto)
+	if !ok || p == policy.ProtoAny {
+		return f, "", fmt.Errorf("--proto must be tcp, udp or icmp, not %q", proto)
+	}
+	f.Proto = p
+	switch {
+	case p == policy.ProtoICMP:
+		if port != 0 {
+			return f, "", fmt.Errorf("--port does not apply to icmp")
+		}
+	case port < 1 || port > 65535:
+		return f, "", fmt.Errorf("--port must be 1-65535 for %s", strings.ToLower(proto))
+	default:
+		f.Port = uint16(port)
+	}
+	if a, err := netip.ParseAddr(dst); err == nil {
+		f.Dst = a.Unmap()
+	} else {
+		name, err := policy.NormalizeFQDN(dst)
+		if err != nil {
+			return f, "", fmt.Errorf("--dst %q is neither an IP address nor a valid name: %v", dst, err)
+		}
+		f.Name = name
+		addrs := res.lookup(name)
+		if len(addrs) == 0 {
+			note = fmt.Sprintf("%s did not resolve; only application rules can match it", name)
+		} else {
+			f.Dst = addrs[0]
+			if len(addrs) > 1 {
+				note = fmt.Sprintf("%s resolves to %d addresses; explaining the first (%s)", name, len(addrs), addrs[0])
+			}
+		}
+	}
+	switch strings.ToLower(scheme) {
+	case "":
+		if p == policy.ProtoTCP {
+			switch f.Port {
+			case 443:
+				f.Scheme = policy.SchemeHTTPS
+			case 80:
+				f.Scheme = policy.SchemeHTTP
+			}
+		}
+	case "none":
+	default:
+		sc, ok := policy.ParseScheme(scheme)
+		if !ok {
+			return f, "", fmt.Errorf("--scheme must be http, https, mssql or none, not %q", scheme)
+		}
+		if p != policy.ProtoTCP {
+			return f, "", fmt.Errorf("--scheme %s needs --proto tcp", scheme)
+		}
+		f.Scheme = sc
+	}
+	return f, note, nil
+}
+
+// explainResolver answers from --resolve, then from the system resolver
+// (cached). It serves both the --dst name and network rules'
+// destinationFqdns, so explain sees the same answers for both.
+type explainResolver struct {
+	mu     sync.Mutex
+	static map[string][]netip.Addr
+	cache  map[string][]netip.Addr
+}
+
+func newExplainResolver(pairs []string) (*explainResolver, error) {
+	r := &explainResolver{static: map[string][]netip.Addr{}, cache: map[string][]netip.Addr{}}
+	for _, pair := range pairs {
+		name, ip, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("--resolve %q: want name=ip", pair)
+		}
+		n, err := policy.NormalizeFQDN(name)
+		if err != nil {
+			return nil, fmt.Errorf("--resolve %q: %v", pair, err)
+		}
+		a, err := netip.ParseAddr(strings.TrimSpace(ip))
+		if err != nil {
+			return nil, fmt.Errorf("--resolve %q: %q is not an IP address", pair, ip)
+		}
+		r.static[n] = append(r.static[n], a.Unmap())
+	}
+	return r, nil
+}
+
+func (r *explainResolver) lookup(name string) []netip.Addr {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if a, ok := r.static[name]; ok {
+		return a
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a, ok := r.cache[name]; ok {
+		return a
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	r.cache[name] = addrs
+	return addrs
+}
+
+// Resolved implements match.FQDNResolver.
+func (r *explainResolver) Resolved(name string, addr netip.Addr) bool {
+	for _, a := range r.lookup(name) {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}

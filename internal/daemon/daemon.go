@@ -1,0 +1,317 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/nflog"
+	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/telemetry"
+)
+
+// Dataplane programs the kernel. Apply replaces the whole ruleset in one
+// atomic batch: on error the kernel keeps the previous ruleset.
+type Dataplane interface {
+	Apply(p *policy.Policy, m *match.Matcher) (LogIndex, error)
+}
+
+// LogIndex maps the prefix of an NFLOG message to the decision it records.
+type LogIndex interface {
+	Lookup(prefix string) (LoggedDecision, bool)
+}
+
+// LoggedDecision is what a kernel log rule records.
+type LoggedDecision struct {
+	Action policy.Action
+	Kind   policy.Kind
+	Rule   *policy.Rule // nil for the default deny
+}
+
+// state is one applied policy generation; it is replaced atomically.
+type state struct {
+	policy  *policy.Policy
+	matcher *match.Matcher
+	index   LogIndex
+	gen     uint64
+	applied time.Time
+}
+
+// Status is what the admin API reports.
+type Status struct {
+	Generation     uint64    `json:"generation"`
+	PolicyFile     string    `json:"policyFile"`
+	PolicyName     string    `json:"policyName"`
+	Rules          int       `json:"rules"`
+	AppliedAt      time.Time `json:"appliedAt"`
+	LastReload     string    `json:"lastReload"` // "ok" or the error
+	LastReloadAt   time.Time `json:"lastReloadAt"`
+	ConnsCut       uint64    `json:"connectionsCut"`
+	LogWritten     uint64    `json:"logLinesWritten"`
+	LogDropped     uint64    `json:"logLinesDropped"`
+	LogRateLimited uint64    `json:"logLinesRateLimited"`
+}
+
+// Daemon is a running firewall.
+type Daemon struct {
+	cfg  *Config
+	log  *slog.Logger
+	dp   Dataplane
+	dlog *telemetry.DecisionLog
+
+	reloadMu   sync.Mutex
+	cur        atomic.Pointer[state]
+	lastErr    atomic.Value // string
+	lastAt     atomic.Value // time.Time
+	connsCut   atomic.Uint64
+	nflogGroup uint16
+}
+
+// New makes a daemon; Start applies the policy.
+func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLog, nflogGroup uint16) *Daemon {
+	return &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup}
+}
+
+// Current returns the applied policy and matcher (nil before the first apply).
+func (d *Daemon) Current() (*policy.Policy, *match.Matcher) {
+	s := d.cur.Load()
+	if s == nil {
+		return nil, nil
+	}
+	return s.policy, s.matcher
+}
+
+// Reload loads the policy file, validates and compiles it, programs the
+// kernel and swaps the running state. Any failure leaves the running policy
+// (and the kernel) as they were.
+func (d *Daemon) Reload(reason string) error {
+	data, err := os.ReadFile(d.cfg.Policy)
+	if err != nil {
+		return d.reloadDone(reason, err)
+	}
+	return d.ApplyBytes(reason, data)
+}
+
+// ApplyBytes validates policy bytes (as if they were the policy file) and
+// applies them. The file itself is not written.
+func (d *Daemon) ApplyBytes(reason string, data []byte) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	start := time.Now()
+	p, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
+	if err != nil {
+		return d.reloadDone(reason, err)
+	}
+	m, err := match.Compile(p, match.Options{})
+	if err != nil {
+		return d.reloadDone(reason, err)
+	}
+	idx, err := d.dp.Apply(p, m)
+	if err != nil {
+		return d.reloadDone(reason, fmt.Errorf("programming the kernel: %w (the previous ruleset stays)", err))
+	}
+	var gen uint64 = 1
+	if old := d.cur.Load(); old != nil {
+		gen = old.gen + 1
+	}
+	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now()})
+	applied := time.Since(start)
+	var cut uint
+	if local, err := localAddrs(); err != nil {
+		d.log.Warn("listing local addresses for conntrack", "err", err)
+	} else if cut, err = cutDenied(m, local, d.cfg.publicIPs); err != nil {
+		d.log.Warn("cutting connections the new policy denies", "err", err)
+	}
+	d.connsCut.Add(uint64(cut))
+	d.log.Info("policy applied", "reason", reason, "generation", gen, "policy", p.Name,
+		"rules", countRules(p), "apply_ms", applied.Milliseconds(), "connections_cut", cut)
+	return d.reloadDone(reason, nil)
+}
+
+func (d *Daemon) reloadDone(reason string, err error) error {
+	d.lastAt.Store(time.Now())
+	if err != nil {
+		d.lastErr.Store(err.Error())
+		d.log.Error("policy rejected; the running policy stays", "reason", reason, "err", err.Error())
+		return err
+	}
+	d.lastErr.Store("ok")
+	return nil
+}
+
+func countRules(p *policy.Policy) int {
+	n := 0
+	for _, g := range p.Groups {
+		for _, c := range g.Collections {
+			n += len(c.Rules)
+		}
+	}
+	return n
+}
+
+// Status reports the daemon's state.
+func (d *Daemon) Status() Status {
+	var s Status
+	s.PolicyFile = d.cfg.Policy
+	if st := d.cur.Load(); st != nil {
+		s.Generation = st.gen
+		s.PolicyName = st.policy.Name
+		s.Rules = countRules(st.policy)
+		s.AppliedAt = st.applied
+	}
+	s.LastReload, _ = d.lastErr.Load().(string)
+	s.LastReloadAt, _ = d.lastAt.Load().(time.Time)
+	s.ConnsCut = d.connsCut.Load()
+	if d.dlog != nil {
+		s.LogWritten, s.LogDropped, s.LogRateLimited = d.dlog.Stats()
+	}
+	return s
+}
+
+// Run applies the policy, then serves until ctx ends: NFLOG decisions, the
+// policy file watcher, and reload requests on the hup channel. When Run
+// returns the kernel rules stay in place (fail closed).
+func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
+	if err := d.Reload("start"); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+
+	if d.dlog != nil {
+		r, err := nflog.Open(d.nflogGroup, 0)
+		if err != nil {
+			d.log.Warn("decision log from the kernel unavailable", "err", err)
+		} else {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.readNFLOG(ctx, r) }()
+		}
+	}
+	var events <-chan fsnotify.Event
+	if d.cfg.Watch() {
+		w, err := fsnotify.NewWatcher()
+		if err == nil {
+			err = w.Add(filepath.Dir(d.cfg.Policy))
+		}
+		if err != nil {
+			d.log.Warn("cannot watch the policy file; reload with SIGHUP or the admin API", "err", err)
+		} else {
+			defer w.Close()
+			events = w.Events
+		}
+	}
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping; the kernel ruleset stays in place (fail closed)")
+			return nil
+		case <-hup:
+			d.Reload("SIGHUP")
+		case ev := <-events:
+			if filepath.Clean(ev.Name) == filepath.Clean(d.cfg.Policy) && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				debounce = time.After(200 * time.Millisecond)
+			}
+		case <-debounce:
+			debounce = nil
+			d.Reload("policy file changed")
+		}
+	}
+}
+
+func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
+	go func() { <-ctx.Done(); r.SetDeadline(time.Now()) }()
+	defer r.Close()
+	for ctx.Err() == nil {
+		pkts, _, err := r.Receive()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// ENOBUFS: the kernel dropped log messages under load; keep reading.
+			if strings.Contains(err.Error(), "no buffer space") {
+				continue
+			}
+			d.log.Warn("reading NFLOG", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		st := d.cur.Load()
+		for i := range pkts {
+			d.logPacket(st, &pkts[i])
+		}
+	}
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "TCP"
+	case 17:
+		return "UDP"
+	case 1, 58:
+		return "ICMP"
+	}
+	return fmt.Sprint(p)
+}
+
+func (d *Daemon) logPacket(st *state, p *nflog.Packet) {
+	if st == nil || st.index == nil {
+		return
+	}
+	ld, ok := st.index.Lookup(p.Prefix)
+	if !ok {
+		return
+	}
+	rec := telemetry.Record{
+		Time:          p.Time.UTC(),
+		Category:      telemetry.CategoryNetworkRule,
+		SourceIp:      p.Src.String(),
+		SourcePort:    int(p.SrcPort),
+		DestinationIp: p.Dst.String(),
+		Protocol:      protoName(p.Proto),
+		Action:        ld.Action.String(),
+		Policy:        st.policy.Name,
+		Source:        "kernel",
+	}
+	if p.Proto == 6 || p.Proto == 17 {
+		rec.DestinationPort = int(p.DstPort)
+	}
+	if ld.Rule == nil {
+		rec.ActionReason = "Default Action: " + match.ReasonNoRuleMatched
+	} else {
+		rec.RuleCollectionGroup = ld.Rule.Collection.Group.Name
+		rec.RuleCollection = ld.Rule.Collection.Name
+		rec.Rule = ld.Rule.Name
+	}
+	if ld.Kind == policy.KindDNAT && ld.Rule != nil {
+		rec.Category = telemetry.CategoryNatRule
+		rec.Action = "DNAT"
+		if ld.Rule.TranslatedAddress.IsValid() {
+			rec.TranslatedIp = ld.Rule.TranslatedAddress.String()
+		} else {
+			rec.TranslatedIp = ld.Rule.TranslatedFQDN
+		}
+		rec.TranslatedPort = int(ld.Rule.TranslatedPort)
+	}
+	d.dlog.Log(rec)
+}
+
+// PublicIPs returns the configured public addresses.
+func (c *Config) PublicAddrs() []netip.Addr { return c.publicIPs }
