@@ -1,0 +1,82 @@
+package azure
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+// sameFile compares two wire policies by their YAML (nil and empty lists
+// are the same there).
+func sameFile(t testing.TB, a, b *policy.File) bool {
+	t.Helper()
+	ya, err := yaml.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yb, err := yaml.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ya) == string(yb)
+}
+
+// FuzzImport: any input gives a policy or a positioned error, never a
+// panic; a policy renders to YAML that decodes back to the same policy.
+func FuzzImport(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.json")
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, s := range []string{
+		``, `{}`, `[]`, `null`, `[[[]]]`, `{"resources": {}}`, `{"type": "x"}`,
+		`{"ruleCollections": [{"rules": [{"ruleType": "ApplicationRule", "webCategories": ["x"]}]}]}`,
+		`{"networkRuleCollections": [{"name": "n\nx: y", "action": {"type": "Deny"}, "rules": [{"name": "#r", "protocols": ["[concat('a']"]}]}]}`,
+		`{"$schema": "deploymentTemplate", "parameters": {"p": {"defaultValue": "[parameters('p')]"}}, "resources": [{"type": "Microsoft.Network/firewallPolicies", "name": "[parameters('p')]"}]}`,
+		`{"name": "g", "priority": 1e99, "ruleCollections": []}`,
+		`{"additionalProperties": {"Network.DNS.Servers": []}, "natRuleCollections": [{"action": {"type": "Snat"}}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pf, warns, err := Import("fuzz.json", data)
+		if err != nil {
+			var el policy.ErrorList
+			if !errors.As(err, &el) || len(el) == 0 {
+				t.Fatalf("error without positions: %v", err)
+			}
+			for _, e := range el {
+				if e.Pos.Line < 1 || e.Pos.Column < 1 {
+					t.Fatalf("error without a line and column: %v", e)
+				}
+			}
+			return
+		}
+		if pf == nil {
+			t.Fatal("no policy and no error")
+		}
+		_, verr := policy.Validate(pf, "", policy.Options{ServiceTags: policy.ServiceTags{}})
+		var errs policy.ErrorList
+		errors.As(verr, &errs)
+		out, err := Render(pf, "fuzz.json", warns, errs)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		back, _, err := policy.DecodeYAML("out.yaml", out)
+		if err != nil {
+			t.Fatalf("rendered YAML does not decode: %v\n%s", err, out)
+		}
+		if !sameFile(t, back, pf) {
+			t.Fatalf("rendered YAML decodes differently:\n%s", out)
+		}
+	})
+}
