@@ -67,8 +67,10 @@ func Open(group uint16, netnsFD int) (*Reader, error) {
 	}
 	r := &Reader{conn: c, group: group}
 	// Unbind first: a previous (crashed) daemon may still hold the group in
-	// another socket; the kernel refuses a second binder.
-	_ = r.config(0, netlink.Attribute{Type: attrCfgCmd, Data: []byte{cfgCmdUnbind}})
+	// another socket; the kernel refuses a second binder. Acknowledged, so
+	// that its error (ENODEV when nobody holds the group) is read here and
+	// not taken for the answer to the bind.
+	_ = r.config(netlink.Acknowledge, netlink.Attribute{Type: attrCfgCmd, Data: []byte{cfgCmdUnbind}})
 	if err := r.config(netlink.Acknowledge, netlink.Attribute{Type: attrCfgCmd, Data: []byte{cfgCmdBind}}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("nflog: bind group %d: %w", group, err)
