@@ -41,6 +41,27 @@ type Record struct {
 	Rule                string    `json:"Rule,omitempty"`
 	TranslatedIp        string    `json:"TranslatedIp,omitempty"`
 	TranslatedPort      int       `json:"TranslatedPort,omitempty"`
+	// OriginalDestinationIp is the address the client connected to before
+	// the kernel steered the connection to the L7 proxy;
+	// ResolvedDestinationIp is the address the proxy connected to (one the
+	// firewall resolved for Fqdn).
+	OriginalDestinationIp string `json:"OriginalDestinationIp,omitempty"`
+	ResolvedDestinationIp string `json:"ResolvedDestinationIp,omitempty"`
+	// AZFWDnsQuery fields (category AZFWDnsQuery; SourceIp, SourcePort and
+	// Protocol above are shared).
+	QueryId             int     `json:"QueryId,omitempty"`
+	QueryType           string  `json:"QueryType,omitempty"`
+	QueryClass          string  `json:"QueryClass,omitempty"`
+	QueryName           string  `json:"QueryName,omitempty"`
+	RequestSize         int     `json:"RequestSize,omitempty"`
+	DnssecOkBit         bool    `json:"DnssecOkBit,omitempty"`
+	EDNS0BufferSize     int     `json:"EDNS0BufferSize,omitempty"`
+	ResponseCode        string  `json:"ResponseCode,omitempty"`
+	ResponseFlags       string  `json:"ResponseFlags,omitempty"`
+	ResponseSize        int     `json:"ResponseSize,omitempty"`
+	RequestDurationSecs float64 `json:"RequestDurationSecs,omitempty"`
+	ErrorNumber         int     `json:"ErrorNumber,omitempty"`
+	ErrorMessage        string  `json:"ErrorMessage,omitempty"`
 	// Enforcement point that decided: kernel, proxy, dns, waf.
 	Source string `json:"source,omitempty"`
 }

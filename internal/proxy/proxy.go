@@ -1,0 +1,556 @@
+// Package proxy enforces application rules on the wire: a transparent
+// proxy for TCP the kernel steers to it (nft redirect or tproxy) that
+// decides HTTPS on the TLS ClientHello's SNI without terminating TLS and
+// HTTP on the Host header, and an explicit proxy (HTTP CONNECT and
+// absolute-URI requests) for clients that are configured to use one.
+//
+// Every decision is one call to the compiled matcher (internal/match); the
+// proxy adds only what the wire needs:
+//
+//   - it connects only to an address the firewall resolved for the
+//     SNI/Host name (the DNS proxy's answers, else one fresh lookup), never
+//     blindly to the client's destination, so a client cannot reach an
+//     arbitrary address by sending an allowed name;
+//   - an IP-literal SNI/Host is decided like a name (a rule must list the
+//     literal, or "*" allow it) and must equal the original destination;
+//     in explicit mode the literal is the address dialled;
+//   - a flow a network rule allows is dialled as addressed: network rules
+//     are about addresses, so there is nothing to verify;
+//   - it replays the peeked bytes upstream and then splices both directions
+//     with splice(2) ((*net.TCPConn).ReadFrom), with half-close;
+//   - it bounds everything a client can make it hold: one peek buffer of
+//     fixed size per connection, read timeouts for the ClientHello and the
+//     request head, an idle timeout read from TCP_INFO (no deadlines on the
+//     data path), per-source and global connection limits.
+//
+// Each decision is one telemetry.Record with Azure's AZFWApplicationRule
+// fields (AZFWNetworkRule when a network rule decided) plus the original
+// and resolved destination addresses.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/telemetry"
+)
+
+// SpoofPolicy says what to do with a connection whose destination is not an
+// address of the name it asks for.
+type SpoofPolicy uint8
+
+const (
+	// SpoofRefuse refuses the connection (the default).
+	SpoofRefuse SpoofPolicy = iota
+	// SpoofReroute connects to the first address the firewall resolved for
+	// the name instead, and logs that it did.
+	SpoofReroute
+)
+
+func (s SpoofPolicy) String() string {
+	if s == SpoofReroute {
+		return "reroute"
+	}
+	return "refuse"
+}
+
+// ParseSpoofPolicy parses "refuse" or "reroute".
+func ParseSpoofPolicy(s string) (SpoofPolicy, bool) {
+	switch s {
+	case "refuse", "":
+		return SpoofRefuse, true
+	case "reroute":
+		return SpoofReroute, true
+	}
+	return SpoofRefuse, false
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultHelloTimeout      = 10 * time.Second
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultResolveTimeout    = 5 * time.Second
+	DefaultIdleTimeout       = 4 * time.Minute // Azure Firewall's TCP idle timeout
+	DefaultMaxConns          = 16384
+	DefaultMaxConnsPerSource = 512
+)
+
+// Config configures a Proxy. The zero value of every field but Matcher and
+// Resolver is usable.
+type Config struct {
+	// Matcher is the initial compiled policy; SetMatcher swaps it. With no
+	// matcher every connection is denied.
+	Matcher *match.Matcher
+	// Resolver answers which addresses belong to a name. Nil means no
+	// name can be verified: only network-rule and IP-literal allows pass.
+	Resolver Resolver
+	// Log receives one record per decision. It must not block (a
+	// telemetry.DecisionLog's Log does not). Nil drops them.
+	Log func(telemetry.Record)
+	// Logger gets operational messages (upstream failures, reroutes).
+	// Nil discards them.
+	Logger *slog.Logger
+
+	// OriginalDst returns the destination a transparent connection was
+	// for. Nil means the kernel's answer (KernelOriginalDst: SO_ORIGINAL_DST
+	// or the TPROXY local address). Tests set a fixed one.
+	OriginalDst func(c net.Conn) (netip.AddrPort, error)
+	// Dial connects upstream. Nil means a net.Dialer with DialTimeout.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Spoof is what to do when a destination is not an address of its name.
+	Spoof SpoofPolicy
+
+	// HelloTimeout bounds reading the ClientHello or the request head
+	// (slowloris). Default DefaultHelloTimeout.
+	HelloTimeout time.Duration
+	// DialTimeout bounds one upstream connection attempt.
+	DialTimeout time.Duration
+	// ResolveTimeout bounds the fresh lookup of a name.
+	ResolveTimeout time.Duration
+	// IdleTimeout closes a spliced connection that moved no data in either
+	// direction for this long. Negative disables it.
+	IdleTimeout time.Duration
+	// MaxConns limits connections in all; MaxConnsPerSource limits them
+	// per client address. Negative disables a limit.
+	MaxConns          int
+	MaxConnsPerSource int
+	// MaxClientHello limits the ClientHello message (default
+	// DefaultMaxClientHello); MaxHTTPHead the request head (default
+	// DefaultMaxHTTPHead). Together they size the per-connection buffer.
+	MaxClientHello int
+	MaxHTTPHead    int
+	// HTTPKeepAlive, when false (the default), makes every plain-HTTP
+	// request its own connection: the proxy sets "Connection: close" on
+	// the request it forwards, so that a second request for another Host
+	// cannot ride on an approved connection. When true, transparent HTTP
+	// bytes are replayed unchanged (and later requests on the connection
+	// are not inspected).
+	HTTPKeepAlive bool
+}
+
+// ErrClosed is returned by Serve after Close.
+var ErrClosed = errors.New("proxy: closed")
+
+// Proxy is the transparent and explicit L7 proxy. Its methods are safe for
+// concurrent use.
+type Proxy struct {
+	cfg     Config
+	matcher atomic.Pointer[match.Matcher]
+	logger  *slog.Logger
+	bufSize int
+	bufs    sync.Pool
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	perSource map[netip.Addr]int
+	wg        sync.WaitGroup
+
+	stats struct {
+		accepted, limited, idleClosed, allowed, denied atomic.Uint64
+	}
+}
+
+// Stats are the proxy's counters.
+type Stats struct {
+	Active     int    // connections being handled
+	Accepted   uint64 // connections admitted
+	Limited    uint64 // connections refused by a connection limit
+	Allowed    uint64 // decisions that allowed
+	Denied     uint64 // decisions that denied (rules, spoofing, bad input)
+	IdleClosed uint64 // spliced connections closed by the idle timeout
+}
+
+// New returns a proxy for cfg. It does not listen: pass listeners to Serve
+// (transparent) and ServeExplicit.
+func New(cfg Config) *Proxy {
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = DefaultHelloTimeout
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ResolveTimeout <= 0 {
+		cfg.ResolveTimeout = DefaultResolveTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerSource == 0 {
+		cfg.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	if cfg.MaxClientHello <= 0 {
+		cfg.MaxClientHello = DefaultMaxClientHello
+	}
+	if cfg.MaxHTTPHead <= 0 {
+		cfg.MaxHTTPHead = DefaultMaxHTTPHead
+	}
+	if cfg.Log == nil {
+		cfg.Log = func(telemetry.Record) {}
+	}
+	if cfg.Dial == nil {
+		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+		cfg.Dial = d.DialContext
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		logger:    cfg.Logger,
+		bufSize:   max(maxPeek(cfg.MaxClientHello), cfg.MaxHTTPHead),
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*session]struct{}{},
+		perSource: map[netip.Addr]int{},
+	}
+	if p.logger == nil {
+		p.logger = slog.New(slog.DiscardHandler)
+	}
+	p.bufs.New = func() any { b := make([]byte, p.bufSize); return &b }
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if cfg.Matcher != nil {
+		p.matcher.Store(cfg.Matcher)
+	}
+	return p
+}
+
+// SetMatcher swaps the compiled policy. Connections already decided keep
+// going; the next decision uses m.
+func (p *Proxy) SetMatcher(m *match.Matcher) { p.matcher.Store(m) }
+
+// Matcher returns the current compiled policy.
+func (p *Proxy) Matcher() *match.Matcher { return p.matcher.Load() }
+
+// Serve accepts transparent connections on ln until ln fails or the proxy
+// is closed. Every connection must have been steered here by the kernel;
+// its original destination comes from Config.OriginalDst.
+func (p *Proxy) Serve(ln net.Listener) error { return p.serve(ln, false) }
+
+// ServeExplicit accepts explicit-proxy connections (HTTP CONNECT and
+// absolute-URI requests) on ln.
+func (p *Proxy) ServeExplicit(ln net.Listener) error { return p.serve(ln, true) }
+
+// Stats returns the counters.
+func (p *Proxy) Stats() Stats {
+	p.mu.Lock()
+	active := len(p.sessions)
+	p.mu.Unlock()
+	return Stats{
+		Active: active, Accepted: p.stats.accepted.Load(), Limited: p.stats.limited.Load(),
+		Allowed: p.stats.allowed.Load(), Denied: p.stats.denied.Load(), IdleClosed: p.stats.idleClosed.Load(),
+	}
+}
+
+// Close stops every listener, closes every connection and waits for the
+// handlers to return.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	lns := make([]net.Listener, 0, len(p.listeners))
+	for ln := range p.listeners {
+		lns = append(lns, ln)
+	}
+	ss := make([]*session, 0, len(p.sessions))
+	for s := range p.sessions {
+		ss = append(ss, s)
+	}
+	p.mu.Unlock()
+	p.cancel()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, s := range ss {
+		s.closeAll()
+	}
+	p.wg.Wait()
+	return nil
+}
+
+func (p *Proxy) serve(ln net.Listener, explicit bool) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.listeners[ln] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.listeners, ln)
+		p.mu.Unlock()
+	}()
+	lnAddr, _ := addrPortOf(ln.Addr())
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			p.mu.Lock()
+			closed := p.closed
+			p.mu.Unlock()
+			if closed {
+				return ErrClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// EMFILE and the like: back off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.logger.Warn("proxy: accept failed; retrying", "err", err, "delay", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return ErrClosed
+			}
+			continue
+		}
+		backoff = 0
+		src, _ := addrPortOf(c.RemoteAddr())
+		s, reason := p.admit(c, src)
+		if s == nil {
+			p.reject(c, src, reason)
+			continue
+		}
+		go func() {
+			defer p.finish(s)
+			if explicit {
+				p.handleExplicit(s)
+			} else {
+				p.handleTransparent(s, lnAddr)
+			}
+		}()
+	}
+}
+
+// session is one client connection and, once dialled, its upstream.
+type session struct {
+	client net.Conn
+	src    netip.AddrPort
+
+	mu       sync.Mutex
+	upstream net.Conn
+	closed   bool
+}
+
+// setUpstream records the upstream connection; it returns false (and
+// closes up) when the session was closed meanwhile.
+func (s *session) setUpstream(up net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		up.Close()
+		return false
+	}
+	s.upstream = up
+	return true
+}
+
+func (s *session) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	up := s.upstream
+	s.mu.Unlock()
+	s.client.Close()
+	if up != nil {
+		up.Close()
+	}
+}
+
+// admit applies the connection limits and registers the session.
+func (p *Proxy) admit(c net.Conn, src netip.AddrPort) (*session, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return nil, "proxy is shutting down"
+	case p.cfg.MaxConns > 0 && len(p.sessions) >= p.cfg.MaxConns:
+		return nil, "global connection limit reached"
+	case p.cfg.MaxConnsPerSource > 0 && p.perSource[src.Addr()] >= p.cfg.MaxConnsPerSource:
+		return nil, "per-source connection limit reached"
+	}
+	s := &session{client: c, src: src}
+	p.sessions[s] = struct{}{}
+	p.perSource[src.Addr()]++
+	p.wg.Add(1)
+	p.stats.accepted.Add(1)
+	return s, ""
+}
+
+func (p *Proxy) finish(s *session) {
+	s.closeAll()
+	p.mu.Lock()
+	delete(p.sessions, s)
+	if n := p.perSource[s.src.Addr()] - 1; n > 0 {
+		p.perSource[s.src.Addr()] = n
+	} else {
+		delete(p.perSource, s.src.Addr())
+	}
+	p.mu.Unlock()
+	p.wg.Done()
+}
+
+// reject refuses a connection over a limit: a reset (no lingering state),
+// and one log line.
+func (p *Proxy) reject(c net.Conn, src netip.AddrPort, reason string) {
+	p.stats.limited.Add(1)
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+	p.stats.denied.Add(1)
+	p.cfg.Log(telemetry.Record{
+		Time: time.Now().UTC(), Category: telemetry.CategoryApplicationRule, Source: "proxy",
+		SourceIp: src.Addr().String(), SourcePort: int(src.Port()),
+		Action: "Deny", ActionReason: reason, Policy: p.policyName(p.matcher.Load()),
+	})
+}
+
+func (p *Proxy) policyName(m *match.Matcher) string {
+	if m == nil || m.Policy() == nil {
+		return ""
+	}
+	return m.Policy().Name
+}
+
+func (p *Proxy) getBuf() *[]byte  { return p.bufs.Get().(*[]byte) }
+func (p *Proxy) putBuf(b *[]byte) { p.bufs.Put(b) }
+
+// dialAny connects to the first of addrs that answers.
+func (p *Proxy) dialAny(addrs []netip.AddrPort) (net.Conn, netip.AddrPort, error) {
+	var firstErr error
+	for _, a := range addrs {
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
+		c, err := p.cfg.Dial(ctx, "tcp", a.String())
+		cancel()
+		if err == nil {
+			return c, a, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		firstErr = errors.New("no address to dial")
+	}
+	return nil, netip.AddrPort{}, firstErr
+}
+
+// splice replays nothing: the caller has written the peeked bytes. It
+// copies both directions until both are done, with half-close: when one
+// side ends its stream, the other side's write half is shut and the other
+// direction goes on.
+func (p *Proxy) splice(s *session, client, up net.Conn) {
+	stop := p.watchIdle(s, client)
+	done := make(chan struct{})
+	go func() {
+		pipe(up, client, p.cfg.IdleTimeout, stop == nil)
+		close(done)
+	}()
+	pipe(client, up, p.cfg.IdleTimeout, stop == nil)
+	<-done
+	if stop != nil {
+		stop()
+	}
+}
+
+// pipe copies src to dst. Between two *net.TCPConn, (*TCPConn).ReadFrom
+// moves the bytes with splice(2) through a pipe, never through user space.
+// At EOF it shuts dst's write half; on an error it closes both.
+func pipe(dst, src net.Conn, idle time.Duration, userspaceIdle bool) {
+	var err error
+	switch {
+	case userspaceIdle && idle > 0:
+		err = copyIdle(dst, src, idle)
+	default:
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_, err = tc.ReadFrom(src)
+		} else {
+			_, err = io.Copy(dst, src)
+		}
+	}
+	if err != nil {
+		dst.Close()
+		src.Close()
+		return
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() == nil {
+			return
+		}
+	}
+	dst.Close()
+}
+
+// copyIdle is the fallback for connections that are not kernel TCP
+// sockets (no TCP_INFO): a user-space copy with a read deadline.
+func copyIdle(dst, src net.Conn, idle time.Duration) error {
+	buf := make([]byte, 32<<10)
+	for {
+		src.SetReadDeadline(time.Now().Add(idle))
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// watchIdle closes the session when TCP_INFO says the client socket moved
+// no data for IdleTimeout. It returns nil (the caller then uses copyIdle)
+// when the client is not a kernel TCP socket, and a no-op when the idle
+// timeout is off.
+func (p *Proxy) watchIdle(s *session, client net.Conn) (stop func()) {
+	idle := p.cfg.IdleTimeout
+	if idle <= 0 {
+		return func() {}
+	}
+	if _, ok := tcpIdle(client); !ok {
+		return nil
+	}
+	var mu sync.Mutex
+	var t *time.Timer
+	stopped := false
+	check := func() {
+		ms, ok := tcpIdle(client)
+		if !ok {
+			return // closed meanwhile
+		}
+		quiet := time.Duration(ms) * time.Millisecond
+		if quiet >= idle {
+			p.stats.idleClosed.Add(1)
+			s.closeAll()
+			return
+		}
+		mu.Lock()
+		if !stopped {
+			t.Reset(idle - quiet)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	t = time.AfterFunc(idle, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}
