@@ -1,0 +1,339 @@
+package dnsproxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// Listener holds the proxy's sockets: several UDP sockets bound to the same
+// address with SO_REUSEPORT (the kernel spreads clients over them, one
+// reader goroutine each) and one TCP listener.
+type Listener struct {
+	UDP []*net.UDPConn
+	TCP *net.TCPListener
+}
+
+// Listen opens the proxy's sockets on addr ("IP:port"; port 0 picks a free
+// one, the same for UDP and TCP). udpSockets <= 0 means one per CPU.
+// Listen on a specific address: replies leave from the socket's address, so
+// a wildcard address on a multi-homed host could answer from the wrong one.
+func Listen(addr string, udpSockets int) (*Listener, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	if udpSockets <= 0 {
+		udpSockets = runtime.GOMAXPROCS(0)
+	}
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ctx := context.Background()
+	for attempt := 0; ; attempt++ {
+		l, err := listenOnce(ctx, lc, ap, udpSockets)
+		if err == nil {
+			return l, nil
+		}
+		// With port 0 the kernel picked a UDP port whose TCP twin may be
+		// taken: try another.
+		if ap.Port() != 0 || attempt >= 10 {
+			return nil, err
+		}
+	}
+}
+
+func listenOnce(ctx context.Context, lc net.ListenConfig, ap netip.AddrPort, n int) (*Listener, error) {
+	l := &Listener{}
+	pc, err := lc.ListenPacket(ctx, "udp", ap.String())
+	if err != nil {
+		return nil, err
+	}
+	first := pc.(*net.UDPConn)
+	l.UDP = append(l.UDP, first)
+	bound := first.LocalAddr().(*net.UDPAddr).AddrPort()
+	port := bound.Port()
+	at := netip.AddrPortFrom(ap.Addr(), port).String()
+	for len(l.UDP) < n {
+		pc, err := lc.ListenPacket(ctx, "udp", at)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		l.UDP = append(l.UDP, pc.(*net.UDPConn))
+	}
+	tl, err := net.Listen("tcp", at)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.TCP = tl.(*net.TCPListener)
+	return l, nil
+}
+
+// Addr is the address the proxy listens on.
+func (l *Listener) Addr() netip.AddrPort {
+	return l.UDP[0].LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Close closes all sockets.
+func (l *Listener) Close() error {
+	var errs []error
+	for _, c := range l.UDP {
+		errs = append(errs, c.Close())
+	}
+	if l.TCP != nil {
+		errs = append(errs, l.TCP.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ListenAndServe listens on addr and serves until ctx is done.
+func (p *Proxy) ListenAndServe(ctx context.Context, addr string) error {
+	l, err := Listen(addr, 0)
+	if err != nil {
+		return err
+	}
+	return p.Serve(ctx, l)
+}
+
+// Serve answers queries on l until ctx is done, then closes l and waits
+// for the queries being served. It also runs the upstream health checks.
+func (p *Proxy) Serve(ctx context.Context, l *Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { p.healthLoop(ctx) })
+	for _, c := range l.UDP {
+		wg.Go(func() { p.serveUDP(ctx, c, &wg) })
+	}
+	conns := &connSet{m: map[net.Conn]struct{}{}}
+	if l.TCP != nil {
+		wg.Go(func() { p.serveTCP(ctx, l.TCP, conns, &wg) })
+	}
+	<-ctx.Done()
+	l.Close()
+	conns.closeAll()
+	wg.Wait()
+	return nil
+}
+
+// udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
+const udpBatch = 32
+
+// maxUDPQuery bounds a UDP query; larger datagrams (truncated on read) are
+// dropped.
+const maxUDPQuery = 4096
+
+// batchConn is ipv4.PacketConn or ipv6.PacketConn: recvmmsg/sendmmsg.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// serveUDP reads queries in batches (recvmmsg), answers cache hits inline
+// and sends the answers of a batch together (sendmmsg); queries that must
+// wait for an upstream or a hook are handed to goroutines, bounded by
+// MaxInflight.
+func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
+	var bc batchConn = ipv4.NewPacketConn(c)
+	if a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); a.Is6() && !a.Is4In6() {
+		bc = ipv6.NewPacketConn(c)
+	}
+	in := make([]ipv4.Message, udpBatch)
+	out := make([]ipv4.Message, udpBatch)
+	outBufs := make([][]byte, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
+		outBufs[i] = make([]byte, 0, 1232)
+		out[i].Buffers = make([][]byte, 1)
+	}
+	var r request
+	for {
+		n, err := bc.ReadBatch(in, 0)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		k := 0
+		for i := range in[:n] {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+				continue
+			}
+			src := ua.AddrPort()
+			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+			wire := m.Buffers[0][:m.N]
+			resp, deferred := p.serveWire(ctx, &r, wire, src, "udp", true, outBufs[k][:0])
+			if deferred {
+				resp = p.deferUDP(ctx, c, wg, &r, wire, src, outBufs[k][:0])
+			}
+			if resp == nil {
+				continue
+			}
+			outBufs[k] = resp[:0]
+			out[k].Buffers[0] = resp
+			out[k].Addr = m.Addr
+			k++
+		}
+		for sent := 0; sent < k; {
+			w, err := bc.WriteBatch(out[sent:k], 0)
+			if err != nil {
+				// Skip the message that failed (e.g. an unreachable
+				// client) and go on with the rest.
+				w = max(w, 0) + 1
+			}
+			sent += w
+		}
+	}
+}
+
+// deferUDP hands a query to a goroutine, or answers SERVFAIL at once when
+// MaxInflight queries are already waiting.
+func (p *Proxy) deferUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup, r *request, wire []byte, src netip.AddrPort, dst []byte) []byte {
+	if p.inflight.Add(1) > int64(p.cfg.Load().maxInflight) {
+		p.inflight.Add(-1)
+		return p.serveOverloaded(r, wire, src, "udp", dst)
+	}
+	wire = append([]byte(nil), wire...)
+	wg.Go(func() {
+		defer p.inflight.Add(-1)
+		var r request
+		resp, _ := p.serveWire(ctx, &r, wire, src, "udp", false, make([]byte, 0, 512))
+		if resp != nil {
+			c.WriteToUDPAddrPort(resp, src)
+		}
+	})
+	return nil
+}
+
+// connSet tracks TCP connections so Serve can close them on shutdown.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[net.Conn]struct{}
+	closed bool
+}
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.m[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.m {
+		c.Close()
+	}
+}
+
+func (p *Proxy) serveTCP(ctx context.Context, l *net.TCPListener, conns *connSet, wg *sync.WaitGroup) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// E.g. EMFILE: wait a little rather than spin.
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		if n := p.tcpConns.Add(1); n > int64(p.cfg.Load().maxTCP) {
+			p.tcpConns.Add(-1)
+			p.log.Debug("dns tcp connection refused: limit reached", "client", c.RemoteAddr(), "conns", n-1)
+			c.Close()
+			continue
+		}
+		if !conns.add(c) {
+			p.tcpConns.Add(-1)
+			c.Close()
+			return
+		}
+		wg.Go(func() {
+			defer p.tcpConns.Add(-1)
+			defer conns.remove(c)
+			defer c.Close()
+			p.serveConn(ctx, c)
+		})
+	}
+}
+
+// serveConn answers length-prefixed queries on one TCP connection, one at a
+// time. Each query must arrive whole within TCPIdle; a frame too short for
+// a DNS header or a message that deserves no answer closes the connection.
+// Memory per connection is bounded by one 64 KiB frame.
+func (p *Proxy) serveConn(ctx context.Context, c *net.TCPConn) {
+	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	var r request
+	var hdr [2]byte
+	var buf []byte
+	out := make([]byte, 0, 512)
+	frame := make([]byte, 0, 514)
+	for ctx.Err() == nil {
+		cfg := p.cfg.Load()
+		c.SetReadDeadline(time.Now().Add(cfg.tcpIdle))
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(hdr[:]))
+		if n < headerLen {
+			return
+		}
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		resp, _ := p.serveWire(ctx, &r, buf, src, "tcp", false, out[:0])
+		if resp == nil || len(resp) > 65535 {
+			return
+		}
+		out = resp[:0]
+		frame = binary.BigEndian.AppendUint16(frame[:0], uint16(len(resp)))
+		frame = append(frame, resp...)
+		c.SetWriteDeadline(time.Now().Add(cfg.tcpIdle))
+		if _, err := c.Write(frame); err != nil {
+			return
+		}
+	}
+}
