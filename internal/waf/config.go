@@ -1,0 +1,904 @@
+package waf
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/corazawaf/coraza/v3"
+	"gopkg.in/yaml.v3"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+// File is the WAF configuration file in its wire (YAML) form. docs/waf.md
+// documents every field.
+type File struct {
+	Listeners []WireListener `yaml:"listeners"`
+	Routes    []WireRoute    `yaml:"routes"`
+	Policies  []WirePolicy   `yaml:"policies"`
+}
+
+// WireListener is one HTTP or HTTPS listener.
+type WireListener struct {
+	Name           string             `yaml:"name"`
+	Address        string             `yaml:"address"`
+	TLS            *WireTLS           `yaml:"tls"`
+	Policy         string             `yaml:"policy"`
+	TrustedProxies []string           `yaml:"trustedProxies"`
+	Limits         WireLimits         `yaml:"limits"`
+	Timeouts       WireServerTimeouts `yaml:"timeouts"`
+}
+
+// WireTLS turns a listener into an HTTPS listener.
+type WireTLS struct {
+	Certificates []WireCertificate `yaml:"certificates"`
+	MinVersion   string            `yaml:"minVersion"`
+}
+
+// WireCertificate is one certificate and key (PEM files). ServerNames are
+// the SNI names it answers; empty means the names in the certificate.
+type WireCertificate struct {
+	CertFile    string   `yaml:"certFile"`
+	KeyFile     string   `yaml:"keyFile"`
+	ServerNames []string `yaml:"serverNames"`
+}
+
+// WireLimits bound what one client can make the listener hold.
+type WireLimits struct {
+	MaxHeaderBytes string `yaml:"maxHeaderBytes"`
+	MaxBodyBytes   string `yaml:"maxBodyBytes"`
+	MaxConnections int    `yaml:"maxConnections"`
+}
+
+// WireServerTimeouts are a listener's client-side timeouts (Go durations).
+type WireServerTimeouts struct {
+	ReadHeader string `yaml:"readHeader"`
+	Read       string `yaml:"read"`
+	Write      string `yaml:"write"`
+	Idle       string `yaml:"idle"`
+}
+
+// WireRoute sends requests for some hosts and a path prefix to backends.
+type WireRoute struct {
+	Name          string             `yaml:"name"`
+	Listeners     []string           `yaml:"listeners"`
+	Hosts         []string           `yaml:"hosts"`
+	PathPrefix    string             `yaml:"pathPrefix"`
+	Backends      []string           `yaml:"backends"`
+	Policy        string             `yaml:"policy"`
+	HealthCheck   *WireHealthCheck   `yaml:"healthCheck"`
+	PassiveHealth WirePassiveHealth  `yaml:"passiveHealth"`
+	Timeouts      WireBackendTimeout `yaml:"timeouts"`
+}
+
+// WireHealthCheck is an active health check of each backend of a route.
+type WireHealthCheck struct {
+	Path               string `yaml:"path"`
+	Interval           string `yaml:"interval"`
+	Timeout            string `yaml:"timeout"`
+	HealthyThreshold   int    `yaml:"healthyThreshold"`
+	UnhealthyThreshold int    `yaml:"unhealthyThreshold"`
+}
+
+// WirePassiveHealth takes a backend out after consecutive proxy failures.
+type WirePassiveHealth struct {
+	MaxFails    int    `yaml:"maxFails"`
+	FailTimeout string `yaml:"failTimeout"`
+}
+
+// WireBackendTimeout are a route's backend-side timeouts.
+type WireBackendTimeout struct {
+	Dial           string `yaml:"dial"`
+	ResponseHeader string `yaml:"responseHeader"`
+}
+
+// WirePolicy is a named WAF policy.
+type WirePolicy struct {
+	Name                     string          `yaml:"name"`
+	Mode                     string          `yaml:"mode"`
+	ParanoiaLevel            int             `yaml:"paranoiaLevel"`
+	InboundAnomalyThreshold  int             `yaml:"inboundAnomalyThreshold"`
+	OutboundAnomalyThreshold int             `yaml:"outboundAnomalyThreshold"`
+	RequestBodyLimit         string          `yaml:"requestBodyLimit"`
+	RequestBodyInMemoryLimit string          `yaml:"requestBodyInMemoryLimit"`
+	ResponseInspection       bool            `yaml:"responseInspection"`
+	ResponseBodyLimit        string          `yaml:"responseBodyLimit"`
+	ResponseBodyMimeTypes    []string        `yaml:"responseBodyMimeTypes"`
+	Exclusions               []WireExclusion `yaml:"exclusions"`
+	CustomRules              string          `yaml:"customRules"`
+}
+
+// WireExclusion removes CRS rules, or some targets from them, for all
+// requests or for requests under a path prefix.
+type WireExclusion struct {
+	RuleIDs    []string `yaml:"ruleIds"`
+	Tags       []string `yaml:"tags"`
+	Targets    []string `yaml:"targets"`
+	PathPrefix string   `yaml:"pathPrefix"`
+}
+
+// Mode is what a WAF policy does with a request whose anomaly score
+// reaches the threshold.
+type Mode string
+
+// Modes. Off skips inspection altogether.
+const (
+	ModePrevention Mode = "Prevention"
+	ModeDetection  Mode = "Detection"
+	ModeOff        Mode = "Off"
+)
+
+// Config is a validated WAF configuration.
+type Config struct {
+	File      string
+	Listeners []*Listener
+	Routes    []*Route
+	Policies  []*Policy // in file order
+}
+
+// Listener is a validated listener.
+type Listener struct {
+	Name              string
+	Address           string
+	TLS               *TLSConfig // nil: plain HTTP
+	Policy            *Policy
+	TrustedProxies    []netip.Prefix
+	MaxHeaderBytes    int
+	MaxBodyBytes      int64
+	MaxConnections    int
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+}
+
+// TLSConfig is a listener's certificates.
+type TLSConfig struct {
+	Certificates []Certificate
+	MinVersion   uint16
+}
+
+// Certificate is one certificate file pair and the SNI names it serves.
+type Certificate struct {
+	CertFile, KeyFile string
+	ServerNames       []string
+}
+
+// Route is a validated route.
+type Route struct {
+	Name       string
+	Index      int
+	Listeners  []string // empty: every listener
+	Hosts      []string // lower case; "*.example.com" wildcards; empty: any host
+	PathPrefix string
+	Backends   []string // host:port
+	Policy     *Policy  // nil: the listener's policy
+
+	HealthCheck           *HealthCheck
+	MaxFails              int
+	FailTimeout           time.Duration
+	DialTimeout           time.Duration
+	ResponseHeaderTimeout time.Duration
+}
+
+// HealthCheck is a validated active health check.
+type HealthCheck struct {
+	Path               string
+	Interval, Timeout  time.Duration
+	HealthyThreshold   int
+	UnhealthyThreshold int
+}
+
+// Policy is a validated WAF policy.
+type Policy struct {
+	Name                     string
+	Mode                     Mode
+	ParanoiaLevel            int
+	InboundAnomalyThreshold  int
+	OutboundAnomalyThreshold int
+	RequestBodyLimit         int64
+	RequestBodyInMemoryLimit int64
+	ResponseInspection       bool
+	ResponseBodyLimit        int64
+	ResponseBodyMimeTypes    []string
+	Exclusions               []Exclusion
+	CustomRules              string
+	// customRulesPos is where the custom rules start in the file, to place
+	// SecLang errors.
+	customRulesPos policy.Pos
+	customRulesKey string // field path
+	// customRulesBlock: the custom rules are a YAML block scalar (| or >),
+	// whose text starts on the line after customRulesPos.
+	customRulesBlock bool
+	blockIndent      int // indentation of the block scalar's text
+
+	waf coraza.WAF // compiled by compile; nil in mode Off
+}
+
+// Exclusion is a validated rule exclusion.
+type Exclusion struct {
+	RuleIDs    []string // "942100" or "942100-942199"
+	Tags       []string
+	Targets    []string
+	PathPrefix string
+}
+
+// Defaults.
+const (
+	DefaultMaxHeaderBytes    = 32 << 10
+	DefaultMaxBodyBytes      = 16 << 20
+	DefaultMaxConnections    = 4096
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 60 * time.Second
+	DefaultWriteTimeout      = 120 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultResponseHeader    = 60 * time.Second
+	DefaultRequestBodyLimit  = 13107200 // CRS/Coraza recommended
+	DefaultInMemoryBodyLimit = 131072
+	DefaultResponseBodyLimit = 524288
+	DefaultMaxFails          = 3
+	DefaultFailTimeout       = 10 * time.Second
+)
+
+// DefaultResponseMimeTypes are inspected when responseInspection is on and
+// responseBodyMimeTypes is empty.
+var DefaultResponseMimeTypes = []string{"text/plain", "text/html", "text/xml", "application/json"}
+
+// LoadConfig reads, decodes strictly, validates and compiles-checks a WAF
+// configuration file. Relative certificate paths are relative to the file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig decodes and validates a configuration. Errors are a
+// policy.ErrorList naming FILE:LINE:COL and the field. SecLang custom rules
+// are checked by compiling each policy with Coraza.
+func ParseConfig(file string, data []byte) (*Config, error) {
+	var f File
+	if err := policy.DecodeStrict(file, data, &f); err != nil {
+		return nil, err
+	}
+	pos := newPosIndex(file, data)
+	c, err := validate(file, &f, pos)
+	if err != nil {
+		return nil, err
+	}
+	// SecLang errors surface only when Coraza compiles the policy. Each
+	// policy is compiled once here; the server uses the result.
+	var errs policy.ErrorList
+	for _, p := range c.Policies {
+		if err := p.compile(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return c, nil
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func validate(file string, f *File, pos *posIndex) (*Config, error) {
+	var errs policy.ErrorList
+	bad := func(path, format string, args ...any) {
+		e := &policy.Error{Pos: pos.at(path), Path: path, Msg: fmt.Sprintf(format, args...)}
+		if e.Pos.Line > 0 {
+			// Error() prints the position only: keep the field in the text.
+			e.Msg = path + ": " + e.Msg
+		}
+		errs = append(errs, e)
+	}
+	dir := filepath.Dir(file)
+	c := &Config{File: file}
+
+	// Policies first: listeners and routes refer to them.
+	policies := map[string]*Policy{}
+	for i, wp := range f.Policies {
+		at := fmt.Sprintf("policies[%d]", i)
+		p := &Policy{Name: wp.Name, CustomRules: wp.CustomRules, customRulesKey: at + ".customRules"}
+		p.customRulesPos, p.customRulesBlock = pos.scalarAt(at + ".customRules")
+		if p.customRulesBlock {
+			p.blockIndent = pos.indentOfLine(p.customRulesPos.Line + 1)
+		}
+		if p.customRulesPos.Line == 0 {
+			p.customRulesPos = pos.at(at)
+		}
+		switch {
+		case wp.Name == "":
+			bad(at+".name", "a policy needs a name")
+		case !nameRe.MatchString(wp.Name):
+			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-')", wp.Name)
+		case policies[wp.Name] != nil:
+			bad(at+".name", "duplicate policy name %q", wp.Name)
+		default:
+			policies[wp.Name] = p
+		}
+		switch strings.ToLower(wp.Mode) {
+		case "", "prevention":
+			p.Mode = ModePrevention
+		case "detection", "detectiononly":
+			p.Mode = ModeDetection
+		case "off":
+			p.Mode = ModeOff
+		default:
+			bad(at+".mode", "mode must be Prevention, Detection or Off, not %q", wp.Mode)
+		}
+		p.ParanoiaLevel = wp.ParanoiaLevel
+		if p.ParanoiaLevel == 0 {
+			p.ParanoiaLevel = 1
+		} else if p.ParanoiaLevel < 1 || p.ParanoiaLevel > 4 {
+			bad(at+".paranoiaLevel", "paranoia level must be 1 to 4, not %d", wp.ParanoiaLevel)
+		}
+		p.InboundAnomalyThreshold = wp.InboundAnomalyThreshold
+		if p.InboundAnomalyThreshold == 0 {
+			p.InboundAnomalyThreshold = 5
+		} else if p.InboundAnomalyThreshold < 1 || p.InboundAnomalyThreshold > 10000 {
+			bad(at+".inboundAnomalyThreshold", "threshold must be 1 to 10000, not %d", wp.InboundAnomalyThreshold)
+		}
+		p.OutboundAnomalyThreshold = wp.OutboundAnomalyThreshold
+		if p.OutboundAnomalyThreshold == 0 {
+			p.OutboundAnomalyThreshold = 4
+		} else if p.OutboundAnomalyThreshold < 1 || p.OutboundAnomalyThreshold > 10000 {
+			bad(at+".outboundAnomalyThreshold", "threshold must be 1 to 10000, not %d", wp.OutboundAnomalyThreshold)
+		}
+		size := func(field, s string, def, max int64) int64 {
+			if s == "" {
+				return def
+			}
+			n, err := ParseSize(s)
+			if err != nil {
+				bad(at+"."+field, "%v", err)
+				return def
+			}
+			if n < 1 || n > max {
+				bad(at+"."+field, "%s must be between 1 byte and %s, not %s", field, FormatSize(max), s)
+				return def
+			}
+			return n
+		}
+		p.RequestBodyLimit = size("requestBodyLimit", wp.RequestBodyLimit, DefaultRequestBodyLimit, 1<<30)
+		p.RequestBodyInMemoryLimit = size("requestBodyInMemoryLimit", wp.RequestBodyInMemoryLimit, min(DefaultInMemoryBodyLimit, p.RequestBodyLimit), 1<<30)
+		if p.RequestBodyInMemoryLimit > p.RequestBodyLimit {
+			bad(at+".requestBodyInMemoryLimit", "requestBodyInMemoryLimit (%s) is larger than requestBodyLimit (%s)", FormatSize(p.RequestBodyInMemoryLimit), FormatSize(p.RequestBodyLimit))
+		}
+		p.ResponseInspection = wp.ResponseInspection
+		p.ResponseBodyLimit = size("responseBodyLimit", wp.ResponseBodyLimit, DefaultResponseBodyLimit, 1<<30)
+		for j, mt := range wp.ResponseBodyMimeTypes {
+			if !mimeRe.MatchString(mt) {
+				bad(fmt.Sprintf("%s.responseBodyMimeTypes[%d]", at, j), "%q is not a MIME type like text/html", mt)
+			}
+		}
+		p.ResponseBodyMimeTypes = wp.ResponseBodyMimeTypes
+		if len(p.ResponseBodyMimeTypes) == 0 {
+			p.ResponseBodyMimeTypes = DefaultResponseMimeTypes
+		}
+		for j, we := range wp.Exclusions {
+			eat := fmt.Sprintf("%s.exclusions[%d]", at, j)
+			e := Exclusion{Tags: we.Tags, Targets: we.Targets, PathPrefix: we.PathPrefix}
+			if len(we.RuleIDs) == 0 && len(we.Tags) == 0 {
+				bad(eat, "an exclusion needs ruleIds or tags")
+			}
+			for k, id := range we.RuleIDs {
+				if err := checkRuleIDRange(id); err != nil {
+					bad(fmt.Sprintf("%s.ruleIds[%d]", eat, k), "%v", err)
+				}
+				e.RuleIDs = append(e.RuleIDs, strings.TrimSpace(id))
+			}
+			for k, tag := range we.Tags {
+				if tag == "" || strings.ContainsAny(tag, "\"',; \t\n\\") {
+					bad(fmt.Sprintf("%s.tags[%d]", eat, k), "%q is not a rule tag (no spaces, quotes, commas or semicolons)", tag)
+				}
+			}
+			for k, t := range we.Targets {
+				if err := checkTarget(t); err != nil {
+					bad(fmt.Sprintf("%s.targets[%d]", eat, k), "%v", err)
+				}
+			}
+			if len(we.Targets) > 0 && we.PathPrefix == "" {
+				for k, id := range we.RuleIDs {
+					if strings.Contains(id, "-") {
+						bad(fmt.Sprintf("%s.ruleIds[%d]", eat, k), "a rule ID range cannot be combined with targets; list the IDs")
+					}
+				}
+			}
+			if we.PathPrefix != "" && !strings.HasPrefix(we.PathPrefix, "/") {
+				bad(eat+".pathPrefix", "pathPrefix must start with /, not %q", we.PathPrefix)
+			} else if strings.ContainsAny(we.PathPrefix, "\"' \t\r\n\\") {
+				bad(eat+".pathPrefix", "pathPrefix %q contains quotes or spaces", we.PathPrefix)
+			}
+			p.Exclusions = append(p.Exclusions, e)
+		}
+		c.Policies = append(c.Policies, p)
+	}
+	lookupPolicy := func(path, name string) *Policy {
+		if name == "" {
+			return nil
+		}
+		p := policies[name]
+		if p == nil {
+			var names []string
+			for n := range policies {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			if len(names) == 0 {
+				bad(path, "no policy named %q: the file defines no policies", name)
+			} else {
+				bad(path, "no policy named %q (defined: %s)", name, strings.Join(names, ", "))
+			}
+		}
+		return p
+	}
+
+	if len(f.Listeners) == 0 {
+		bad("listeners", "at least one listener is required")
+	}
+	listeners := map[string]*Listener{}
+	addrs := map[string]string{}
+	for i, wl := range f.Listeners {
+		at := fmt.Sprintf("listeners[%d]", i)
+		l := &Listener{Name: wl.Name, Address: wl.Address}
+		switch {
+		case wl.Name == "":
+			bad(at+".name", "a listener needs a name")
+		case !nameRe.MatchString(wl.Name):
+			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-')", wl.Name)
+		case listeners[wl.Name] != nil:
+			bad(at+".name", "duplicate listener name %q", wl.Name)
+		default:
+			listeners[wl.Name] = l
+		}
+		if _, port, err := net.SplitHostPort(wl.Address); err != nil {
+			bad(at+".address", "%q is not host:port (e.g. 0.0.0.0:443)", wl.Address)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad(at+".address", "%q has an invalid port", wl.Address)
+		} else if other, dup := addrs[wl.Address]; dup && n != 0 {
+			bad(at+".address", "address %s is already used by listener %q", wl.Address, other)
+		} else {
+			addrs[wl.Address] = wl.Name
+		}
+		if wl.TLS != nil {
+			t := &TLSConfig{MinVersion: tls.VersionTLS12}
+			switch wl.TLS.MinVersion {
+			case "", "1.2":
+			case "1.3":
+				t.MinVersion = tls.VersionTLS13
+			default:
+				bad(at+".tls.minVersion", "minVersion must be 1.2 or 1.3, not %q", wl.TLS.MinVersion)
+			}
+			if len(wl.TLS.Certificates) == 0 {
+				bad(at+".tls.certificates", "an HTTPS listener needs at least one certificate")
+			}
+			for j, wc := range wl.TLS.Certificates {
+				cat := fmt.Sprintf("%s.tls.certificates[%d]", at, j)
+				cert := Certificate{CertFile: absTo(dir, wc.CertFile), KeyFile: absTo(dir, wc.KeyFile)}
+				if wc.CertFile == "" || wc.KeyFile == "" {
+					bad(cat, "certFile and keyFile are both required")
+					continue
+				}
+				for k, n := range wc.ServerNames {
+					if !validServerName(n) {
+						bad(fmt.Sprintf("%s.serverNames[%d]", cat, k), "%q is not a DNS name or *.wildcard", n)
+					}
+					cert.ServerNames = append(cert.ServerNames, strings.ToLower(n))
+				}
+				if _, err := tls.LoadX509KeyPair(cert.CertFile, cert.KeyFile); err != nil {
+					bad(cat, "cannot load the certificate: %v", err)
+				}
+				t.Certificates = append(t.Certificates, cert)
+			}
+			l.TLS = t
+		}
+		if wl.Policy != "" {
+			l.Policy = lookupPolicy(at+".policy", wl.Policy)
+		} else if p := policies["default"]; p != nil {
+			l.Policy = p
+		} else {
+			bad(at+".policy", "listener %q names no WAF policy and there is no policy named \"default\" (set policy: NAME, or a policy with mode: Off to proxy uninspected)", wl.Name)
+		}
+		for j, s := range wl.TrustedProxies {
+			pfx, err := parsePrefixOrAddr(s)
+			if err != nil {
+				bad(fmt.Sprintf("%s.trustedProxies[%d]", at, j), "%q is not an IP address or CIDR prefix", s)
+				continue
+			}
+			l.TrustedProxies = append(l.TrustedProxies, pfx)
+		}
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+		if s := wl.Limits.MaxHeaderBytes; s != "" {
+			n, err := ParseSize(s)
+			switch {
+			case err != nil:
+				bad(at+".limits.maxHeaderBytes", "%v", err)
+			case n < 1024 || n > 1<<20:
+				bad(at+".limits.maxHeaderBytes", "maxHeaderBytes must be between 1KiB and 1MiB, not %s", s)
+			default:
+				l.MaxHeaderBytes = int(n)
+			}
+		}
+		l.MaxBodyBytes = DefaultMaxBodyBytes
+		if s := wl.Limits.MaxBodyBytes; s != "" {
+			n, err := ParseSize(s)
+			switch {
+			case err != nil:
+				bad(at+".limits.maxBodyBytes", "%v", err)
+			case n < 1:
+				bad(at+".limits.maxBodyBytes", "maxBodyBytes must be positive")
+			default:
+				l.MaxBodyBytes = n
+			}
+		}
+		l.MaxConnections = wl.Limits.MaxConnections
+		if l.MaxConnections == 0 {
+			l.MaxConnections = DefaultMaxConnections
+		} else if l.MaxConnections < 1 || l.MaxConnections > 1000000 {
+			bad(at+".limits.maxConnections", "maxConnections must be 1 to 1000000, not %d", l.MaxConnections)
+		}
+		dur := func(field, s string, def time.Duration) time.Duration {
+			if s == "" {
+				return def
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				bad(at+"."+field, "%q is not a positive duration like 30s or 2m", s)
+				return def
+			}
+			return d
+		}
+		l.ReadHeaderTimeout = dur("timeouts.readHeader", wl.Timeouts.ReadHeader, DefaultReadHeaderTimeout)
+		l.ReadTimeout = dur("timeouts.read", wl.Timeouts.Read, DefaultReadTimeout)
+		l.WriteTimeout = dur("timeouts.write", wl.Timeouts.Write, DefaultWriteTimeout)
+		l.IdleTimeout = dur("timeouts.idle", wl.Timeouts.Idle, DefaultIdleTimeout)
+		if l.ReadHeaderTimeout > l.ReadTimeout {
+			bad(at+".timeouts.readHeader", "readHeader (%s) is longer than read (%s)", l.ReadHeaderTimeout, l.ReadTimeout)
+		}
+		c.Listeners = append(c.Listeners, l)
+	}
+
+	if len(f.Routes) == 0 {
+		bad("routes", "at least one route is required")
+	}
+	routeNames := map[string]bool{}
+	type routeKey struct{ listener, host, prefix string }
+	seen := map[routeKey]string{}
+	for i, wr := range f.Routes {
+		at := fmt.Sprintf("routes[%d]", i)
+		r := &Route{Name: wr.Name, Index: i, PathPrefix: wr.PathPrefix, Listeners: wr.Listeners}
+		switch {
+		case wr.Name == "":
+			bad(at+".name", "a route needs a name")
+		case !nameRe.MatchString(wr.Name):
+			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-')", wr.Name)
+		case routeNames[wr.Name]:
+			bad(at+".name", "duplicate route name %q", wr.Name)
+		default:
+			routeNames[wr.Name] = true
+		}
+		for j, ln := range wr.Listeners {
+			if listeners[ln] == nil {
+				bad(fmt.Sprintf("%s.listeners[%d]", at, j), "no listener named %q", ln)
+			}
+		}
+		for j, h := range wr.Hosts {
+			h = strings.ToLower(strings.TrimSuffix(h, "."))
+			if !validServerName(h) {
+				bad(fmt.Sprintf("%s.hosts[%d]", at, j), "%q is not a host name or *.wildcard", wr.Hosts[j])
+				continue
+			}
+			r.Hosts = append(r.Hosts, h)
+		}
+		if r.PathPrefix == "" {
+			r.PathPrefix = "/"
+		} else if !strings.HasPrefix(r.PathPrefix, "/") {
+			bad(at+".pathPrefix", "pathPrefix must start with /, not %q", wr.PathPrefix)
+		}
+		if len(wr.Backends) == 0 {
+			bad(at+".backends", "a route needs at least one backend (host:port)")
+		}
+		for j, b := range wr.Backends {
+			host, port, err := net.SplitHostPort(b)
+			n, perr := strconv.Atoi(port)
+			if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+				bad(fmt.Sprintf("%s.backends[%d]", at, j), "%q is not host:port (e.g. 10.0.0.5:8080)", b)
+				continue
+			}
+			r.Backends = append(r.Backends, b)
+		}
+		r.Policy = lookupPolicy(at+".policy", wr.Policy)
+		dur := func(field, s string, def time.Duration) time.Duration {
+			if s == "" {
+				return def
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				bad(at+"."+field, "%q is not a positive duration like 5s", s)
+				return def
+			}
+			return d
+		}
+		r.DialTimeout = dur("timeouts.dial", wr.Timeouts.Dial, DefaultDialTimeout)
+		r.ResponseHeaderTimeout = dur("timeouts.responseHeader", wr.Timeouts.ResponseHeader, DefaultResponseHeader)
+		r.MaxFails = wr.PassiveHealth.MaxFails
+		if r.MaxFails == 0 {
+			r.MaxFails = DefaultMaxFails
+		} else if r.MaxFails < 0 {
+			bad(at+".passiveHealth.maxFails", "maxFails must be positive")
+		}
+		r.FailTimeout = dur("passiveHealth.failTimeout", wr.PassiveHealth.FailTimeout, DefaultFailTimeout)
+		if hc := wr.HealthCheck; hc != nil {
+			h := &HealthCheck{Path: hc.Path, HealthyThreshold: hc.HealthyThreshold, UnhealthyThreshold: hc.UnhealthyThreshold}
+			if h.Path == "" {
+				h.Path = "/"
+			} else if !strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \t\r\n") {
+				bad(at+".healthCheck.path", "path must start with / and contain no spaces, not %q", hc.Path)
+			}
+			h.Interval = dur("healthCheck.interval", hc.Interval, 10*time.Second)
+			h.Timeout = dur("healthCheck.timeout", hc.Timeout, 2*time.Second)
+			if h.Timeout > h.Interval {
+				bad(at+".healthCheck.timeout", "timeout (%s) is longer than interval (%s)", h.Timeout, h.Interval)
+			}
+			if h.HealthyThreshold == 0 {
+				h.HealthyThreshold = 2
+			}
+			if h.UnhealthyThreshold == 0 {
+				h.UnhealthyThreshold = 3
+			}
+			if h.HealthyThreshold < 1 || h.HealthyThreshold > 100 {
+				bad(at+".healthCheck.healthyThreshold", "must be 1 to 100")
+			}
+			if h.UnhealthyThreshold < 1 || h.UnhealthyThreshold > 100 {
+				bad(at+".healthCheck.unhealthyThreshold", "must be 1 to 100")
+			}
+			r.HealthCheck = h
+		}
+		// Two routes with the same listener, host and prefix: the second
+		// could never be chosen.
+		ls := r.Listeners
+		if len(ls) == 0 {
+			ls = []string{"*"}
+		}
+		hosts := r.Hosts
+		if len(hosts) == 0 {
+			hosts = []string{"*"}
+		}
+		for _, ln := range ls {
+			for _, h := range hosts {
+				k := routeKey{ln, h, r.PathPrefix}
+				if other, dup := seen[k]; dup {
+					bad(at, "route %q can never match: route %q has the same host %q and pathPrefix %q", wr.Name, other, h, r.PathPrefix)
+				} else {
+					seen[k] = wr.Name
+				}
+			}
+		}
+		c.Routes = append(c.Routes, r)
+	}
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool {
+			a, b := errs[i].Pos, errs[j].Pos
+			if a.Line != b.Line {
+				return a.Line < b.Line
+			}
+			return a.Column < b.Column
+		})
+		return nil, errs
+	}
+	return c, nil
+}
+
+var mimeRe = regexp.MustCompile(`^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$`)
+
+var ruleIDRe = regexp.MustCompile(`^([1-9][0-9]{0,9})(?:-([1-9][0-9]{0,9}))?$`)
+
+func checkRuleIDRange(s string) error {
+	m := ruleIDRe.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return fmt.Errorf("%q is not a rule ID or range like 942100 or 942100-942199", s)
+	}
+	if m[2] != "" {
+		lo, _ := strconv.Atoi(m[1])
+		hi, _ := strconv.Atoi(m[2])
+		if lo > hi {
+			return fmt.Errorf("range %q runs backwards", s)
+		}
+	}
+	return nil
+}
+
+// targetRe accepts a SecLang variable with an optional key or /regex/ key,
+// e.g. ARGS:password, REQUEST_COOKIES:/^sess_/, REQUEST_HEADERS:User-Agent.
+var targetRe = regexp.MustCompile(`^[A-Z][A-Z_]*(?::(?:[^\s"',;|/][^\s"',;|]*|/[^"',;]+/))?$`)
+
+func checkTarget(s string) error {
+	if !targetRe.MatchString(s) {
+		return fmt.Errorf("%q is not a target like ARGS:password, REQUEST_COOKIES:/^sess_/ or REQUEST_HEADERS:User-Agent", s)
+	}
+	return nil
+}
+
+var serverNameRe = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+func validServerName(s string) bool {
+	s = strings.ToLower(s)
+	if len(s) > 253 {
+		return false
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	return serverNameRe.MatchString(s)
+}
+
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func absTo(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+var sizeRe = regexp.MustCompile(`^([0-9]+)\s*([KMG]i?B?|B)?$`)
+
+// ParseSize reads a byte size: 131072, 128KiB, 12MiB, 1GiB, 64KB (KB, MB,
+// GB are taken as powers of 1024 too, as nginx and ModSecurity users expect).
+func ParseSize(s string) (int64, error) {
+	m := sizeRe.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size like 131072, 128KiB or 12MiB", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || n > 1<<40 {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	switch strings.ToUpper(m[2][:min(1, len(m[2]))]) {
+	case "K":
+		n <<= 10
+	case "M":
+		n <<= 20
+	case "G":
+		n <<= 30
+	}
+	return n, nil
+}
+
+// FormatSize prints a size the way ParseSize reads it.
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// posIndex finds where a field path (listeners[0].tls.certificates[1]) is
+// in the source, to place semantic errors.
+type posIndex struct {
+	file  string
+	root  *yaml.Node
+	lines []string
+}
+
+// indentOfLine is the indentation of a 1-based source line.
+func (p *posIndex) indentOfLine(n int) int {
+	if p == nil || n < 1 || n > len(p.lines) {
+		return 0
+	}
+	l := p.lines[n-1]
+	return len(l) - len(strings.TrimLeft(l, " "))
+}
+
+func newPosIndex(file string, data []byte) *posIndex {
+	var doc yaml.Node
+	lines := strings.Split(string(data), "\n")
+	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
+		return &posIndex{file: file, lines: lines}
+	}
+	return &posIndex{file: file, root: doc.Content[0], lines: lines}
+}
+
+var pathSegRe = regexp.MustCompile(`([^.\[\]]+)|\[(\d+)\]`)
+
+// at returns the position of path's value, or of its nearest ancestor.
+func (p *posIndex) at(path string) policy.Pos {
+	if p == nil || p.root == nil {
+		return policy.Pos{File: p.fileName()}
+	}
+	n := p.root
+	best := policy.Pos{File: p.file, Line: n.Line, Column: n.Column}
+	for _, m := range pathSegRe.FindAllStringSubmatch(path, -1) {
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		var next *yaml.Node
+		if m[1] != "" {
+			if n.Kind != yaml.MappingNode {
+				break
+			}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == m[1] {
+					next = n.Content[i+1]
+					break
+				}
+			}
+		} else {
+			idx, _ := strconv.Atoi(m[2])
+			if n.Kind == yaml.SequenceNode && idx < len(n.Content) {
+				next = n.Content[idx]
+			}
+		}
+		if next == nil {
+			break
+		}
+		n = next
+		best = policy.Pos{File: p.file, Line: n.Line, Column: n.Column}
+	}
+	return best
+}
+
+// scalarAt is at for a scalar value, also telling whether it is a block
+// scalar (its text starts on the next line).
+func (p *posIndex) scalarAt(path string) (policy.Pos, bool) {
+	pos := p.at(path)
+	if p == nil || p.root == nil || pos.Line == 0 {
+		return pos, false
+	}
+	n := p.root
+	for _, m := range pathSegRe.FindAllStringSubmatch(path, -1) {
+		var next *yaml.Node
+		if m[1] != "" && n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == m[1] {
+					next = n.Content[i+1]
+				}
+			}
+		} else if idx, err := strconv.Atoi(m[2]); err == nil && n.Kind == yaml.SequenceNode && idx < len(n.Content) {
+			next = n.Content[idx]
+		}
+		if next == nil {
+			return pos, false
+		}
+		n = next
+	}
+	if n.Line != pos.Line {
+		return pos, false
+	}
+	return pos, n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0
+}
+
+func (p *posIndex) fileName() string {
+	if p == nil {
+		return ""
+	}
+	return p.file
+}
