@@ -25,6 +25,8 @@ vet:
 
 test: deps fmt vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# The whole CRS regression suite (too slow under -race; see docs/waf.md).
+	$(GO) test -count=1 -run 'TestCRSRegression|TestLoadEmbedded' ./internal/waf/crstest/
 
 demo: deps build
 	@scripts/demo.sh $(BIN)
