@@ -20,14 +20,18 @@ func probeCommands() []*cobra.Command {
 		send    string
 	)
 	cmd := &cobra.Command{
-		Use:    "probe tcp|udp ADDR:PORT",
+		Use:    "probe tcp|udp|ntp ADDR:PORT",
 		Short:  "Connect to ADDR:PORT once and report whether an answer came back (lab helper)",
 		Hidden: true,
 		Args:   cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			network := args[0]
+			if network == "ntp" {
+				// An NTP client request (LI 0, version 3, mode 3).
+				network, send = "udp", "\x1b"+strings.Repeat("\x00", 47)
+			}
 			if network != "tcp" && network != "udp" {
-				return &exitError{code: 2, msg: "probe: network must be tcp or udp"}
+				return &exitError{code: 2, msg: "probe: network must be tcp, udp or ntp"}
 			}
 			d := net.Dialer{Timeout: timeout}
 			if source != "" {
@@ -64,6 +68,13 @@ func probeCommands() []*cobra.Command {
 			n, err := c.Read(buf)
 			if n == 0 && err != nil {
 				return fail(err)
+			}
+			if args[0] == "ntp" {
+				if n < 48 || buf[0]&7 != 4 {
+					return fail(fmt.Errorf("not an NTP server reply (%d bytes)", n))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ok \"ntp stratum %d\"\n", buf[1])
+				return nil
 			}
 			line, _, _ := strings.Cut(string(buf[:n]), "\n")
 			fmt.Fprintf(cmd.OutOrStdout(), "ok %q\n", line)

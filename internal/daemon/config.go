@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/clusterwall/clusterwall/internal/dnsproxy"
+	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -29,7 +31,7 @@ type Config struct {
 	PublicIPs []string `yaml:"publicIPs"`
 	// PrivateIP is the firewall's private address (DNS proxy, explicit proxy).
 	PrivateIP string `yaml:"privateIP,omitempty"`
-	// SNAT is "masquerade" (default) or "publicIP" (snat to the first public IP of each family) or "off".
+	// SNAT is "masquerade" (default), "fixed" (snat to the first public IP of each family) or "off".
 	SNAT string `yaml:"snat,omitempty"`
 	// Admin is the admin API listener.
 	Admin struct {
@@ -42,6 +44,16 @@ type Config struct {
 		// RatePerSecond limits decision lines (default 1000; kernel-side the log rule is rate limited too).
 		RatePerSecond int `yaml:"ratePerSecond,omitempty"`
 	} `yaml:"log"`
+	// DNS configures the DNS proxy the cluster uses as its resolver.
+	DNS struct {
+		// Listen is IP:port; default privateIP:53 when privateIP is set.
+		// "off" disables the DNS proxy (network rules' destinationFqdns
+		// then never match).
+		Listen string `yaml:"listen,omitempty"`
+		// Upstreams override the policy's dns.servers (default: the
+		// nameservers of /etc/resolv.conf).
+		Upstreams []string `yaml:"upstreams,omitempty"`
+	} `yaml:"dns"`
 	// WatchPolicy reloads when the policy file changes (default true).
 	WatchPolicy *bool `yaml:"watchPolicy,omitempty"`
 
@@ -49,6 +61,7 @@ type Config struct {
 	path      string
 	publicIPs []netip.Addr
 	privateIP netip.Addr
+	snat      nft.SNATMode
 }
 
 // LoadConfig reads and checks a daemon config file.
@@ -95,12 +108,23 @@ func LoadConfig(path string) (*Config, error) {
 		}
 		c.privateIP = a
 	}
-	switch c.SNAT {
-	case "":
-		c.SNAT = "masquerade"
-	case "masquerade", "publicIP", "off":
-	default:
-		bad("snat", "snat must be masquerade, publicIP or off, not %q", c.SNAT)
+	if c.snat, err = nft.ParseSNATMode(c.SNAT); err != nil {
+		bad("snat", "%v", err)
+	}
+	switch {
+	case c.DNS.Listen == "off":
+		c.DNS.Listen = ""
+	case c.DNS.Listen == "" && c.privateIP.IsValid():
+		c.DNS.Listen = netip.AddrPortFrom(c.privateIP, 53).String()
+	case c.DNS.Listen != "":
+		if _, err := netip.ParseAddrPort(c.DNS.Listen); err != nil {
+			bad("dns.listen", "%q is not IP:port", c.DNS.Listen)
+		}
+	}
+	for i, u := range c.DNS.Upstreams {
+		if _, err := dnsproxy.ParseUpstream(u); err != nil {
+			bad(fmt.Sprintf("dns.upstreams[%d]", i), "%v", err)
+		}
 	}
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:9180"
@@ -115,6 +139,22 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, errs
 	}
 	return &c, nil
+}
+
+// DataplaneConfig is the nftables configuration this daemon programs.
+func (c *Config) DataplaneConfig() nft.Config {
+	dc := nft.Config{
+		Inside:    c.Interfaces.Inside,
+		Outside:   c.Interfaces.Outside,
+		PublicIPs: c.publicIPs,
+		SNAT:      c.snat,
+		LogRate:   uint64(c.Log.RatePerSecond),
+		LogBurst:  uint32(2 * c.Log.RatePerSecond),
+	}
+	if c.privateIP.IsValid() {
+		dc.PrivateIPs = []netip.Addr{c.privateIP}
+	}
+	return dc
 }
 
 // PolicyOptions are the options every policy load of this daemon uses.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/clusterwall/clusterwall/internal/dnsproxy"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nflog"
 	"github.com/clusterwall/clusterwall/internal/policy"
@@ -25,6 +26,9 @@ import (
 // atomic batch: on error the kernel keeps the previous ruleset.
 type Dataplane interface {
 	Apply(p *policy.Policy, m *match.Matcher) (LogIndex, error)
+	// AddFQDNAddrs adds addresses resolved for a network rule's
+	// destinationFqdns entry to the kernel's sets, for ttl.
+	AddFQDNAddrs(name string, addrs []netip.Addr, ttl time.Duration) error
 }
 
 // LogIndex maps the prefix of an NFLOG message to the decision it records.
@@ -46,6 +50,7 @@ type state struct {
 	index   LogIndex
 	gen     uint64
 	applied time.Time
+	fqdns   map[string]bool // network rules' destinationFqdns
 }
 
 // Status is what the admin API reports.
@@ -76,11 +81,18 @@ type Daemon struct {
 	lastAt     atomic.Value // time.Time
 	connsCut   atomic.Uint64
 	nflogGroup uint16
+
+	// table holds the addresses the DNS proxy handed out (or refreshed) for
+	// names; the matcher decides destinationFqdns rules with it.
+	table *dnsproxy.Table
+	dns   *dnsproxy.Proxy // nil when the DNS proxy is off
 }
 
-// New makes a daemon; Start applies the policy.
+// New makes a daemon; Run applies the policy.
 func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLog, nflogGroup uint16) *Daemon {
-	return &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup}
+	d := &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup}
+	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse})
+	return d
 }
 
 // Current returns the applied policy and matcher (nil before the first apply).
@@ -113,7 +125,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}
-	m, err := match.Compile(p, match.Options{})
+	m, err := match.Compile(p, match.Options{Resolver: d.table})
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}
@@ -125,7 +137,13 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 	if old := d.cur.Load(); old != nil {
 		gen = old.gen + 1
 	}
-	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now()})
+	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(p)})
+	if d.dns != nil {
+		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {
+			d.log.Warn("DNS proxy settings of the new policy rejected; the old ones stay", "err", err)
+		}
+		go d.dns.Refresh(context.Background(), d.currentFQDNs())
+	}
 	applied := time.Since(start)
 	var cut uint
 	if local, err := localAddrs(); err != nil {
@@ -189,6 +207,11 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
+	if d.cfg.DNS.Listen != "" {
+		if err := d.startDNS(ctx); err != nil {
+			return fmt.Errorf("DNS proxy: %w", err)
+		}
+	}
 
 	if d.dlog != nil {
 		r, err := nflog.Open(d.nflogGroup, 0)

@@ -33,7 +33,7 @@ type Record struct {
 	DestinationPort     int       `json:"DestinationPort,omitempty"`
 	Protocol            string    `json:"Protocol,omitempty"`
 	Fqdn                string    `json:"Fqdn,omitempty"`
-	Action              string    `json:"Action"`
+	Action              string    `json:"Action,omitempty"`
 	ActionReason        string    `json:"ActionReason,omitempty"`
 	Policy              string    `json:"Policy,omitempty"`
 	RuleCollectionGroup string    `json:"RuleCollectionGroup,omitempty"`
@@ -47,6 +47,9 @@ type Record struct {
 	// firewall resolved for Fqdn).
 	OriginalDestinationIp string `json:"OriginalDestinationIp,omitempty"`
 	ResolvedDestinationIp string `json:"ResolvedDestinationIp,omitempty"`
+	// ThreatDescription says which feed entry a threat-intel decision
+	// matched (category AZFWThreatIntel).
+	ThreatDescription string `json:"ThreatDescription,omitempty"`
 	// AZFWDnsQuery fields (category AZFWDnsQuery; SourceIp, SourcePort and
 	// Protocol above are shared).
 	QueryId             int     `json:"QueryId,omitempty"`
