@@ -86,12 +86,22 @@ type Daemon struct {
 	// names; the matcher decides destinationFqdns rules with it.
 	table *dnsproxy.Table
 	dns   *dnsproxy.Proxy // nil when the DNS proxy is off
+
+	// cut deletes the conntrack entries m denies (cutDenied; tests replace it).
+	cut func(m *match.Matcher) (uint, error)
 }
 
 // New makes a daemon; Run applies the policy.
 func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLog, nflogGroup uint16) *Daemon {
 	d := &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup}
 	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse})
+	d.cut = func(m *match.Matcher) (uint, error) {
+		local, err := localAddrs()
+		if err != nil {
+			return 0, fmt.Errorf("listing local addresses: %w", err)
+		}
+		return cutDenied(m, local, cfg.publicIPs)
+	}
 	return d
 }
 
@@ -145,10 +155,8 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		go d.dns.Refresh(context.Background(), d.currentFQDNs())
 	}
 	applied := time.Since(start)
-	var cut uint
-	if local, err := localAddrs(); err != nil {
-		d.log.Warn("listing local addresses for conntrack", "err", err)
-	} else if cut, err = cutDenied(m, local, d.cfg.publicIPs); err != nil {
+	cut, err := d.cut(m)
+	if err != nil {
 		d.log.Warn("cutting connections the new policy denies", "err", err)
 	}
 	d.connsCut.Add(uint64(cut))
