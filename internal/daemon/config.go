@@ -14,6 +14,7 @@ import (
 	"github.com/clusterwall/clusterwall/internal/dnsproxy"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/proxy"
 )
 
 // Config is the daemon's configuration file (YAML). docs/daemon.md documents it.
@@ -54,6 +55,18 @@ type Config struct {
 		// nameservers of /etc/resolv.conf).
 		Upstreams []string `yaml:"upstreams,omitempty"`
 	} `yaml:"dns"`
+	// Proxy configures the L7 proxy that decides application rules.
+	Proxy struct {
+		// Listen is where the kernel redirects cluster TCP to application
+		// rules' ports (default "[::]:15001"; "off" disables the proxy, and
+		// application rules then never allow anything).
+		Listen string `yaml:"listen,omitempty"`
+		// Explicit, when set, is an HTTP CONNECT / absolute-URI proxy listener.
+		Explicit string `yaml:"explicit,omitempty"`
+		// Spoof is "refuse" (default) or "reroute": what to do when a TLS SNI
+		// or HTTP Host names an address the firewall did not resolve for it.
+		Spoof string `yaml:"spoof,omitempty"`
+	} `yaml:"proxy"`
 	// WatchPolicy reloads when the policy file changes (default true).
 	WatchPolicy *bool `yaml:"watchPolicy,omitempty"`
 
@@ -62,6 +75,8 @@ type Config struct {
 	publicIPs []netip.Addr
 	privateIP netip.Addr
 	snat      nft.SNATMode
+	spoof     proxy.SpoofPolicy
+	proxyPort uint16
 }
 
 // LoadConfig reads and checks a daemon config file.
@@ -125,6 +140,28 @@ func LoadConfig(path string) (*Config, error) {
 		if _, err := dnsproxy.ParseUpstream(u); err != nil {
 			bad(fmt.Sprintf("dns.upstreams[%d]", i), "%v", err)
 		}
+	}
+	switch c.Proxy.Listen {
+	case "off":
+		c.Proxy.Listen = ""
+	case "":
+		c.Proxy.Listen = "[::]:15001"
+	}
+	if c.Proxy.Listen != "" {
+		ap, err := netip.ParseAddrPort(c.Proxy.Listen)
+		if err != nil || ap.Port() == 0 {
+			bad("proxy.listen", "%q is not IP:port", c.Proxy.Listen)
+		}
+		c.proxyPort = ap.Port()
+	}
+	if c.Proxy.Explicit != "" {
+		if _, err := netip.ParseAddrPort(c.Proxy.Explicit); err != nil {
+			bad("proxy.explicit", "%q is not IP:port", c.Proxy.Explicit)
+		}
+	}
+	var ok bool
+	if c.spoof, ok = proxy.ParseSpoofPolicy(c.Proxy.Spoof); !ok {
+		bad("proxy.spoof", "spoof must be refuse or reroute, not %q", c.Proxy.Spoof)
 	}
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:9180"

@@ -19,6 +19,7 @@ import (
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nflog"
 	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/proxy"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
@@ -86,6 +87,7 @@ type Daemon struct {
 	// names; the matcher decides destinationFqdns rules with it.
 	table *dnsproxy.Table
 	dns   *dnsproxy.Proxy // nil when the DNS proxy is off
+	proxy *proxy.Proxy    // nil when the L7 proxy is off
 
 	// cut deletes the conntrack entries m denies (cutDenied; tests replace it).
 	cut func(m *match.Matcher) (uint, error)
@@ -154,6 +156,9 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		}
 		go d.dns.Refresh(context.Background(), d.currentFQDNs())
 	}
+	if d.proxy != nil {
+		d.proxy.SetMatcher(m)
+	}
 	applied := time.Since(start)
 	cut, err := d.cut(m)
 	if err != nil {
@@ -218,6 +223,11 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	if d.cfg.DNS.Listen != "" {
 		if err := d.startDNS(ctx); err != nil {
 			return fmt.Errorf("DNS proxy: %w", err)
+		}
+	}
+	if d.cfg.Proxy.Listen != "" {
+		if err := d.startProxy(ctx); err != nil {
+			return fmt.Errorf("L7 proxy: %w", err)
 		}
 	}
 
