@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/clusterwall/clusterwall/internal/nft"
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+func TestDataplaneCompile(t *testing.T) {
+	out, err := run(t, "dataplane", "compile", "../../examples/aks-egress.yaml", "--public-ip", "203.0.113.32", "--private-ip", "10.42.2.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"table inet clusterwall {",
+		`goto dnat_0 comment "cw:N:0 DefaultDnatRuleCollectionGroup/exampleset/inboundrule"`,
+		`log prefix "cw:A:1" group 100 accept comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`,
+		"3 network rules, 2 DNAT rules",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if _, err := run(t, "dataplane", "compile", "../../examples/aks-egress.yaml", "--public-ip", "192.0.2.1"); err == nil ||
+		!strings.Contains(err.Error(), "not a public IP of the firewall") {
+		t.Fatalf("DNAT to a foreign address: %v", err)
+	}
+	if _, err := run(t, "dataplane", "compile", "../../examples/aks-egress.yaml", "--snat", "nope"); err == nil {
+		t.Fatal("bad --snat accepted")
+	}
+}
+
+// TestDataplaneShowFlush programs a namespace it creates and runs
+// `dataplane show` and `dataplane flush` against it (root only).
+func TestDataplaneShowFlush(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ns := fmt.Sprintf("cwcli-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	p, err := policy.LoadFile("../../examples/aks-egress.yaml", policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := nft.Compile(p, nft.Config{Inside: "inside", Outside: "outside", PublicIPs: []netip.Addr{netip.MustParseAddr("203.0.113.32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := nft.OpenNetNS(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := nft.NewNetlinkRunner(nft.NetlinkOptions{NetNSFd: int(f.Fd())}).Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "dataplane", "show", "--netns", ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"chain forward (type filter hook forward priority 0 policy drop)", "cw:A:1", "DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := run(t, "dataplane", "flush", "--netns", ns); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, "dataplane", "show", "--netns", ns)
+	if err != nil || !strings.Contains(out, "not present") {
+		t.Fatalf("show after flush: %v\n%s", err, out)
+	}
+	if _, err := run(t, "dataplane", "show", "--netns", "no-such-ns-"+ns); err == nil {
+		t.Fatal("show in a missing namespace succeeded")
+	}
+}

@@ -1,0 +1,97 @@
+package nft
+
+import (
+	"golang.org/x/sys/unix"
+	"testing"
+	"time"
+)
+
+// TestKernelApply10k compiles and applies a 10,000-rule policy in a fresh
+// namespace, twice (the second apply replaces a full table), and logs the
+// times. Apply must stay under a second.
+func TestKernelApply10k(t *testing.T) {
+	requireRoot(t)
+	fw := newNS(t, "fw10k")
+	f, err := OpenNetNS(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+	p := bigPolicy(10000, 1)
+	for i := range 2 {
+		start := time.Now()
+		rs, err := Compile(p, labConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		compiled := time.Now()
+		if err := r.Apply(rs); err != nil {
+			t.Fatal(err)
+		}
+		applied := time.Now()
+		t.Logf("apply %d: 10000 rules (%d entries): compile %v, kernel apply %v, total %v; %d chains, %d sets, %d leaf rules, %d map elements, max sequential %d",
+			i+1, rs.Stats.Entries, compiled.Sub(start), applied.Sub(compiled), applied.Sub(start), len(rs.Chains), len(rs.Sets),
+			rs.Stats.Leaves, rs.Stats.MapElements, rs.Stats.MaxSequential)
+		// The target is < 1s (see BenchmarkApply10k); the test only
+		// catches gross regressions, as other load on the machine skews
+		// wall times.
+		if d := applied.Sub(start); d > 5*time.Second {
+			t.Errorf("compile and apply took %v", d)
+		}
+	}
+	start := time.Now()
+	st, err := r.Show()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("show: %d chains read back in %v", len(st.Chains), time.Since(start))
+}
+
+func cpuTimes() (user, sys time.Duration) {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+// BenchmarkApply10k measures replacing the table with a 10,000-rule policy
+// (compiled once) in a namespace. cpu-ms/op is the process's CPU time per
+// apply (user and kernel), a figure less sensitive to other load on the
+// machine than the wall time.
+func BenchmarkApply10k(b *testing.B) {
+	requireRoot(b)
+	fw := newNS(b, "bench")
+	f, err := OpenNetNS(fw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+	rs, err := Compile(bigPolicy(10000, 1), labConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Apply(rs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	u0, s0 := cpuTimes()
+	for range b.N {
+		if err := r.Apply(rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	u1, s1 := cpuTimes()
+	b.ReportMetric(float64((u1-u0).Milliseconds())/float64(b.N), "user-ms/op")
+	b.ReportMetric(float64((s1-s0).Milliseconds())/float64(b.N), "sys-ms/op")
+}
+
+// BenchmarkCompile10k measures compiling a 10,000-rule policy.
+func BenchmarkCompile10k(b *testing.B) {
+	p := bigPolicy(10000, 1)
+	for range b.N {
+		if _, err := Compile(p, labConfig()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,474 @@
+package nft
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// The classifier finds, for a new flow of one family and protocol, the
+// first network rule (in policy order) that matches it, without testing
+// the rules one after the other.
+//
+// It is a decision tree built from the rules' normalized sets and made of
+// ordinary nftables objects:
+//
+//   - a dispatch node is a chain with one rule, `<field> vmap @map`, where
+//     the map is an interval map over one field (source address,
+//     destination address or destination port). The field's value space is
+//     cut into elementary intervals at every rule's interval boundaries;
+//     each interval maps (goto) to the child built from exactly the rules
+//     that cover it, in policy order. A rule that covers the interval needs
+//     no further test of that field, so children drop it; rules that do not
+//     cover it cannot match there, so children do not hold them. Children
+//     with the same rules are shared.
+//   - a leaf is a chain that tests its few rules in order, each with the
+//     fields not dispatched on yet (one comparison, or a lookup in a named
+//     interval set), then the rule's decision: counter, log, verdict. A
+//     child that is one rule with nothing left to test is the rule's
+//     decision chain, rule_<i>, itself.
+//   - a sequence is a chain of `jump` rules, used only when the rules of a
+//     node cannot be dispatched on any field without copying them too
+//     often (see below): its parts are classified separately and tried in
+//     policy order.
+//
+// The field of a node is the one whose largest child is smallest, among
+// those whose copies stay within budget (dupFactor times the rules, plus
+// dupSlack): a rule that is a wildcard in the field, or that spans many
+// intervals, lands in many children. When no field is within budget the
+// rules are cut into consecutive segments (greedily, by an estimate of the
+// copies) or, failing that, halves. First-match order is kept exactly: a
+// child holds its rules in policy order, segments are tried in policy
+// order, and a rule after one that matches everything left is dropped.
+//
+// A lookup in an interval map (the kernel's rbtree set) grows with the
+// logarithm of its size, so a new flow meets a few map lookups and a short
+// leaf however many rules the policy has; Stats.MaxSequential reports the
+// longest path (the number of rules a flow can be tested against).
+type classifier struct {
+	c      *compiler
+	fam    family
+	proto  uint8
+	fields []field
+	prefix string
+	memo   map[string][]string
+	seqs   map[string]string
+	leaves map[string]string // leaf content -> chain
+	cost   map[string]int    // chain -> largest number of leaf rules a flow meets in it
+}
+
+// entry is one rule of the classifier: a network rule for one family and
+// protocol, with its intervals per field (nil: any value) and, for a rule's
+// destinationFqdns, the FQDN set its destination is looked up in.
+type entry struct {
+	rule    int // index in RulesOf(KindNetwork)
+	tag     LogTag
+	deny    bool
+	comment string
+	iv      [numFields][]ivl
+	fqdnSet string
+	id      int // position in the classifier's list
+}
+
+// Tuning of the classifier, measured on the 10,000-rule policy of the
+// tests (bigPolicy): a larger dupFactor shortens the worst path (3 gives
+// 76 rules, 6 gives 4) but makes the ruleset bigger and its apply slower.
+const (
+	leafMax   = 4  // a node of this many entries is a leaf
+	dupFactor = 3  // a dispatch may copy entries up to this many times
+	dupSlack  = 16 // ... plus this many
+)
+
+func budget(n int) int { return dupFactor*n + dupSlack }
+
+func newClassifier(c *compiler, fam family, proto uint8) *classifier {
+	cl := &classifier{c: c, fam: fam, proto: proto, memo: map[string][]string{}, seqs: map[string]string{}, leaves: map[string]string{}, cost: map[string]int{}}
+	cl.fields = []field{fieldSrc, fieldDst, fieldPort}
+	if proto == protoICMP || proto == protoICMPv6 {
+		cl.fields = cl.fields[:2]
+	}
+	cl.prefix = protoName(proto)
+	if proto == protoICMPv6 {
+		cl.prefix = "icmp"
+	}
+	cl.prefix += strconv.Itoa(int(fam))
+	return cl
+}
+
+// root classifies the entries and returns the chain to jump to.
+func (cl *classifier) root(l []*entry) string {
+	for k, e := range l {
+		e.id = k
+	}
+	seq := cl.build(l, 0)
+	switch len(seq) {
+	case 0:
+		return ""
+	case 1:
+		return seq[0]
+	}
+	return cl.seqChain(seq)
+}
+
+func (cl *classifier) maxSeq() int {
+	m := 0
+	for _, v := range cl.cost {
+		m = max(m, v)
+	}
+	return m
+}
+
+// prune drops the entries after the first one that matches every flow
+// reaching this node.
+func (cl *classifier) prune(es []*entry, used uint8) []*entry {
+	for k, e := range es {
+		if cl.full(e, used) {
+			return es[:k+1]
+		}
+	}
+	return es
+}
+
+// full reports whether e matches every flow that reaches a node where the
+// fields in used were dispatched on.
+func (cl *classifier) full(e *entry, used uint8) bool {
+	if e.fqdnSet != "" {
+		return false
+	}
+	for _, f := range cl.fields {
+		if used&(1<<f) == 0 && e.iv[f] != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func memoKey(used uint8, es []*entry) string {
+	b := make([]byte, 0, 1+3*len(es))
+	b = append(b, used)
+	for _, e := range es {
+		b = binary.AppendUvarint(b, uint64(e.id))
+	}
+	return string(b)
+}
+
+// build returns the chains that, tried in order, classify es.
+func (cl *classifier) build(es []*entry, used uint8) []string {
+	es = cl.prune(es, used)
+	if len(es) == 0 {
+		return nil
+	}
+	if len(es) == 1 && cl.full(es[0], used) {
+		// Nothing left to test: go straight to the rule's decision.
+		name := cl.c.decisionChain(es[0], cl.proto)
+		cl.cost[name] = 1
+		return []string{name}
+	}
+	key := memoKey(used, es)
+	if r, ok := cl.memo[key]; ok {
+		return r
+	}
+	var out []string
+	switch {
+	case len(es) <= leafMax:
+		out = []string{cl.leaf(es, used)}
+	default:
+		if f, pieces := cl.bestDispatch(es, used); pieces != nil {
+			out = []string{cl.dispatch(f, pieces, used)}
+			break
+		}
+		segs := cl.segment(es, used)
+		if segs == nil {
+			out = []string{cl.leaf(es, used)}
+			break
+		}
+		for _, s := range segs {
+			out = append(out, cl.build(s, used)...)
+		}
+	}
+	cl.memo[key] = out
+	return out
+}
+
+func (cl *classifier) newChain(kind string) *Chain {
+	return cl.c.chain(cl.c.name(cl.prefix + kind))
+}
+
+func (cl *classifier) leaf(es []*entry, used uint8) string {
+	rules := make([]*Rule, 0, len(es))
+	var key strings.Builder
+	for _, e := range es {
+		var stmts []Stmt
+		for _, f := range cl.fields {
+			if f == fieldDst && e.fqdnSet != "" {
+				stmts = append(stmts, MatchSet{Family: cl.fam, Field: fieldDst, Set: e.fqdnSet})
+				continue
+			}
+			if used&(1<<f) != 0 || e.iv[f] == nil {
+				continue
+			}
+			stmts = append(stmts, cl.c.match(cl.fam, f, e.iv[f]))
+		}
+		rules = append(rules, &Rule{Comment: e.comment, Stmts: append(stmts, cl.c.decision(e, cl.proto)...)})
+		// What the rule tests and does: its rule, and its intervals in
+		// the fields still tested.
+		fmt.Fprintf(&key, "%d/%s", e.rule, e.fqdnSet)
+		for _, f := range cl.fields {
+			if used&(1<<f) == 0 {
+				for _, iv := range e.iv[f] {
+					fmt.Fprintf(&key, "/%x.%x-%x.%x", iv.lo.hi, iv.lo.lo, iv.hi.hi, iv.hi.lo)
+				}
+			}
+			key.WriteByte('|')
+		}
+		key.WriteByte('\n')
+	}
+	// Leaves with the same rules (the copies of one rule made by expand,
+	// once the field they differ in was dispatched on) are one chain.
+	if name, ok := cl.leaves[key.String()]; ok {
+		return name
+	}
+	ch := cl.newChain("_leaf")
+	ch.Rules = rules
+	cl.leaves[key.String()] = ch.Name
+	cl.c.rs.Stats.Leaves += len(es)
+	cl.cost[ch.Name] = len(es)
+	return ch.Name
+}
+
+func (cl *classifier) seqChain(names []string) string {
+	key := strings.Join(names, ",")
+	if n, ok := cl.seqs[key]; ok {
+		return n
+	}
+	ch := cl.newChain("_seq")
+	sum := 0
+	for _, n := range names {
+		ch.add("", Verdict{Kind: VerdictJump, Chain: n})
+		sum += cl.cost[n]
+	}
+	cl.cost[ch.Name] = sum
+	cl.seqs[key] = ch.Name
+	return ch.Name
+}
+
+func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
+	mapName := cl.c.name(cl.prefix + "_map")
+	set := &Set{Name: mapName, Kind: SetVMap, Family: cl.fam, Field: f}
+	if f == fieldPort {
+		set.Family = 0
+	}
+	worst := 0
+	for _, p := range pieces {
+		kids := cl.build(p.members, used|1<<f)
+		var target string
+		switch len(kids) {
+		case 0:
+			continue
+		case 1:
+			target = kids[0]
+		default:
+			target = cl.seqChain(kids)
+		}
+		worst = max(worst, cl.cost[target])
+		set.Elems = append(set.Elems, Elem{iv: p.iv, Chain: target})
+	}
+	ch := cl.newChain("_by_" + f.String())
+	ch.add("", VMap{Family: set.Family, Field: f, Map: mapName})
+	cl.c.rs.Sets = append(cl.c.rs.Sets, set)
+	cl.c.rs.Stats.DispatchMaps++
+	cl.c.rs.Stats.MapElements += len(set.Elems)
+	cl.cost[ch.Name] = worst
+	return ch.Name
+}
+
+// piece is an interval of a field and the entries (in order) covering it.
+type piece struct {
+	iv      ivl
+	members []*entry
+}
+
+// bestDispatch picks the field to dispatch es on, or returns nil pieces
+// when no field stays within the copy budget.
+func (cl *classifier) bestDispatch(es []*entry, used uint8) (field, []piece) {
+	var (
+		bestF      field
+		best       []piece
+		bestMax    int
+		bestCost   int
+		bestPieces int
+	)
+	for _, f := range cl.fields {
+		if used&(1<<f) != 0 {
+			continue
+		}
+		if allWild(es, f) {
+			continue // a dispatch on f would not narrow anything
+		}
+		pieces, cost, maxSize, ok := cl.partition(es, f, budget(len(es)))
+		if !ok || len(pieces) == 0 {
+			continue
+		}
+		if best == nil || maxSize < bestMax || (maxSize == bestMax && (cost < bestCost || (cost == bestCost && len(pieces) < bestPieces))) {
+			bestF, best, bestMax, bestCost, bestPieces = f, pieces, maxSize, cost, len(pieces)
+		}
+	}
+	return bestF, best
+}
+
+type event struct {
+	pos u128
+	add bool
+	k   int
+}
+
+// partition cuts field f's value space at the entries' interval bounds.
+// cost is the number of entries in distinct children; ok is false when it
+// exceeds limit.
+func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece, cost, maxSize int, ok bool) {
+	fmax := fieldMax(cl.fam, f)
+	var evs []event
+	for k, e := range es {
+		ivs := e.iv[f]
+		if ivs == nil {
+			ivs = []ivl{{u128{}, fmax}}
+		}
+		for _, iv := range ivs {
+			evs = append(evs, event{iv.lo, true, k})
+			if iv.hi != fmax {
+				evs = append(evs, event{iv.hi.next(), false, k})
+			}
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool {
+		if evs[i].pos != evs[j].pos {
+			return evs[i].pos.less(evs[j].pos)
+		}
+		return !evs[i].add && evs[j].add
+	})
+	var active []int
+	distinct := map[string]bool{}
+	materialized := 0
+	for i := 0; i < len(evs); {
+		pos := evs[i].pos
+		for ; i < len(evs) && evs[i].pos == pos; i++ {
+			k := evs[i].k
+			at := sort.SearchInts(active, k)
+			if evs[i].add {
+				active = append(active, 0)
+				copy(active[at+1:], active[at:])
+				active[at] = k
+			} else if at < len(active) && active[at] == k {
+				active = append(active[:at], active[at+1:]...)
+			}
+		}
+		if len(active) == 0 {
+			continue
+		}
+		hi := fmax
+		if i < len(evs) {
+			hi = evs[i].pos.prev()
+		}
+		if n := len(pieces); n > 0 && pieces[n-1].iv.hi.next() == pos && sameMembers(pieces[n-1].members, es, active) {
+			pieces[n-1].iv.hi = hi
+			continue
+		}
+		members := make([]*entry, len(active))
+		for j, k := range active {
+			members[j] = es[k]
+		}
+		pieces = append(pieces, piece{ivl{pos, hi}, members})
+		materialized += len(members)
+		maxSize = max(maxSize, len(members))
+		key := memoKey(0, members)
+		if !distinct[key] {
+			distinct[key] = true
+			cost += len(members)
+		}
+		if cost > limit || materialized > 8*limit {
+			return nil, 0, 0, false
+		}
+	}
+	return pieces, cost, maxSize, true
+}
+
+func sameMembers(m []*entry, es []*entry, active []int) bool {
+	if len(m) != len(active) {
+		return false
+	}
+	for j, k := range active {
+		if m[j] != es[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// segment cuts es into consecutive parts that can each be dispatched
+// within budget, by estimate; nil when es is too small to cut.
+func (cl *classifier) segment(es []*entry, used uint8) [][]*entry {
+	if len(es) <= 2*leafMax {
+		return nil
+	}
+	free := false
+	for _, f := range cl.fields {
+		if used&(1<<f) == 0 && !allWild(es, f) {
+			free = true
+		}
+	}
+	if !free {
+		return nil // no field can tell these rules apart: test them in order
+	}
+	var segs [][]*entry
+	start := 0
+	var wild, spec [numFields]int
+	for k, e := range es {
+		var w, s [numFields]int
+		ok := false
+		for _, f := range cl.fields {
+			if used&(1<<f) != 0 {
+				continue
+			}
+			w[f], s[f] = wild[f], spec[f]
+			if e.iv[f] == nil {
+				w[f]++
+			} else {
+				s[f] += len(e.iv[f])
+			}
+			if s[f]*(1+w[f])+w[f] <= budget(k-start+1) {
+				ok = true
+			}
+		}
+		if !ok && k > start {
+			segs = append(segs, es[start:k])
+			start = k
+			wild, spec = [numFields]int{}, [numFields]int{}
+			for _, f := range cl.fields {
+				if e.iv[f] == nil {
+					wild[f]++
+				} else {
+					spec[f] += len(e.iv[f])
+				}
+			}
+			continue
+		}
+		wild, spec = w, s
+	}
+	segs = append(segs, es[start:])
+	if len(segs) == 1 {
+		h := len(es) / 2
+		return [][]*entry{es[:h], es[h:]}
+	}
+	return segs
+}
+
+func allWild(es []*entry, f field) bool {
+	for _, e := range es {
+		if e.iv[f] != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,137 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// SNATMode says how outbound traffic leaving the outside interface is
+// source-translated.
+type SNATMode uint8
+
+const (
+	// SNATMasquerade rewrites the source to the outside interface's
+	// address (the default).
+	SNATMasquerade SNATMode = iota
+	// SNATFixed rewrites the source to the first public IP of the packet's
+	// family (masquerade for a family without one).
+	SNATFixed
+	// SNATOff does no source translation (a routed deployment).
+	SNATOff
+)
+
+func (m SNATMode) String() string {
+	switch m {
+	case SNATMasquerade:
+		return "masquerade"
+	case SNATFixed:
+		return "fixed"
+	case SNATOff:
+		return "off"
+	}
+	return fmt.Sprintf("SNATMode(%d)", m)
+}
+
+// ParseSNATMode parses "masquerade" (or ""), "fixed" or "off".
+func ParseSNATMode(s string) (SNATMode, error) {
+	switch s {
+	case "", "masquerade":
+		return SNATMasquerade, nil
+	case "fixed":
+		return SNATFixed, nil
+	case "off":
+		return SNATOff, nil
+	}
+	return 0, fmt.Errorf("snat mode must be masquerade, fixed or off, not %q", s)
+}
+
+// Config is what the data plane needs beyond the policy: the gateway's
+// interfaces and addresses.
+type Config struct {
+	// Inside is the cluster-facing interface, Outside the internet-facing one.
+	Inside, Outside string
+	// PublicIPs are the firewall's public addresses (on the outside). DNAT
+	// rules may only name these as destinations; SNATFixed uses them.
+	PublicIPs []netip.Addr
+	// PrivateIPs are the firewall's addresses the cluster uses as its DNS
+	// server; when empty, DNS from the inside is accepted to any local
+	// address.
+	PrivateIPs []netip.Addr
+	// InsideTCPPorts are TCP ports the firewall itself serves to the inside
+	// (SSH, the L7 proxy's ports); by default only DNS is.
+	InsideTCPPorts []uint16
+	SNAT           SNATMode
+	// LogGroup is the NFLOG group of the decision log (default 100).
+	LogGroup uint16
+	// LogRate and LogBurst limit the packets logged, all rules together,
+	// per second (defaults 200 and 400).
+	LogRate  uint64
+	LogBurst uint32
+	// Table is the name of the inet table (default "clusterwall").
+	Table string
+}
+
+// Defaults of Config.
+const (
+	DefaultTable    = "clusterwall"
+	DefaultLogGroup = 100
+	DefaultLogRate  = 200
+	DefaultLogBurst = 400
+)
+
+func (c Config) withDefaults() Config {
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if c.LogGroup == 0 {
+		c.LogGroup = DefaultLogGroup
+	}
+	if c.LogRate == 0 {
+		c.LogRate = DefaultLogRate
+	}
+	if c.LogBurst == 0 {
+		c.LogBurst = DefaultLogBurst
+	}
+	return c
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	for _, x := range []struct{ what, name string }{{"inside", c.Inside}, {"outside", c.Outside}} {
+		if x.name == "" {
+			return fmt.Errorf("data plane config: %s interface name is empty", x.what)
+		}
+		if len(x.name) > 15 {
+			return fmt.Errorf("data plane config: %s interface name %q is longer than 15 characters", x.what, x.name)
+		}
+	}
+	if c.Inside == c.Outside {
+		return fmt.Errorf("data plane config: inside and outside are the same interface %q", c.Inside)
+	}
+	for _, a := range append(append([]netip.Addr(nil), c.PublicIPs...), c.PrivateIPs...) {
+		if !a.IsValid() || a.Zone() != "" {
+			return fmt.Errorf("data plane config: bad address %v", a)
+		}
+	}
+	for _, p := range c.InsideTCPPorts {
+		if p == 0 {
+			return fmt.Errorf("data plane config: inside TCP port 0")
+		}
+	}
+	if c.SNAT > SNATOff {
+		return fmt.Errorf("data plane config: unknown SNAT mode %d", c.SNAT)
+	}
+	if c.Table != "" && len(c.Table) > 64 {
+		return fmt.Errorf("data plane config: table name %q is too long", c.Table)
+	}
+	return nil
+}
+
+func (c Config) isPublic(a netip.Addr) bool {
+	for _, p := range c.PublicIPs {
+		if p.Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
+}

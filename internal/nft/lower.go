@@ -1,0 +1,463 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// plan is a Ruleset lowered to google/nftables objects.
+//
+// The regular chains and the interval sets and maps get the names of a
+// slot, "g1_" or "g2_" before their compiled names: an apply creates them
+// under the slot the running ruleset does not use, in a first transaction
+// (see NetlinkRunner.Apply), while the running ruleset still uses the
+// other slot's. Base chains, the limit object and the FQDN sets keep their
+// names.
+type plan struct {
+	table  *nftables.Table
+	slot   string
+	limit  *nftables.NamedObj
+	chains []*nftables.Chain // base chains and the slot's chains, in ruleset order
+	sets   []setPlan
+	setMap map[string]*nftables.Set   // by compiled name
+	chMap  map[string]*nftables.Chain // by compiled name
+	rs     *Ruleset
+}
+
+// Slots.
+const (
+	slot1 = "g1_"
+	slot2 = "g2_"
+)
+
+// unslot returns a kernel name without its slot prefix.
+func unslot(name string) string {
+	if len(name) > 3 && name[0] == 'g' && (name[1] == '1' || name[1] == '2') && name[2] == '_' {
+		return name[3:]
+	}
+	return name
+}
+
+func slotOf(name string) string {
+	if unslot(name) != name {
+		return name[:3]
+	}
+	return ""
+}
+
+type setPlan struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
+}
+
+// maxElemsPerMsg keeps one NEWSETELEM message well below netlink's 64 KiB
+// attribute limit (an IPv6 interval with a verdict takes about 100 bytes).
+const maxElemsPerMsg = 256
+
+// FQDNAddr is an address the DNS proxy resolved for an FQDN, valid until
+// Expires.
+type FQDNAddr struct {
+	Addr    netip.Addr
+	Expires time.Time
+}
+
+// lower translates rs. fqdnElems returns the current elements of an FQDN
+// set (the runner carries resolved addresses over a re-apply).
+func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now time.Time) (*plan, error) {
+	pl := &plan{table: &nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet}, slot: slot}
+	pl.limit = &nftables.NamedObj{Table: pl.table, Name: LogLimitName, Type: nftables.ObjTypeLimit,
+		Obj: &expr.Limit{Type: expr.LimitTypePkts, Rate: rs.LogLimit.Rate, Unit: expr.LimitTimeSecond, Burst: rs.LogLimit.Burst}}
+	chains := map[string]*nftables.Chain{}
+	for _, c := range rs.Chains {
+		if _, dup := chains[c.Name]; dup {
+			return nil, fmt.Errorf("ruleset: duplicate chain %q", c.Name)
+		}
+		nc := &nftables.Chain{Name: slot + c.Name, Table: pl.table}
+		if c.Hook != HookNone {
+			nc.Name = c.Name
+			switch c.Hook {
+			case HookPrerouting:
+				nc.Hooknum = nftables.ChainHookPrerouting
+			case HookInput:
+				nc.Hooknum = nftables.ChainHookInput
+			case HookForward:
+				nc.Hooknum = nftables.ChainHookForward
+			case HookPostrouting:
+				nc.Hooknum = nftables.ChainHookPostrouting
+			default:
+				return nil, fmt.Errorf("ruleset: chain %s: unknown hook %q", c.Name, c.Hook)
+			}
+			nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(c.Priority))
+			nc.Type = nftables.ChainType(c.Type)
+			pol := nftables.ChainPolicyAccept
+			if c.Policy == "drop" {
+				pol = nftables.ChainPolicyDrop
+			}
+			nc.Policy = &pol
+		}
+		chains[c.Name] = nc
+		pl.chains = append(pl.chains, nc)
+	}
+	sets := map[string]*nftables.Set{}
+	for _, s := range rs.Sets {
+		ns := &nftables.Set{Table: pl.table, Name: s.Name, Comment: s.Comment}
+		if s.Kind != SetFQDN {
+			ns.Name = slot + s.Name
+		}
+		switch {
+		case s.Field == fieldPort:
+			ns.KeyType = nftables.TypeInetService
+		case s.Family == ipv4:
+			ns.KeyType = nftables.TypeIPAddr
+		default:
+			ns.KeyType = nftables.TypeIP6Addr
+		}
+		var elems []nftables.SetElement
+		switch s.Kind {
+		case SetPlain, SetVMap:
+			ns.Interval = true
+			if s.Kind == SetVMap {
+				ns.IsMap = true
+				ns.DataType = nftables.TypeVerdict
+			}
+			fmax := fieldMax(s.Family, s.Field)
+			for _, e := range s.Elems {
+				// rbtree intervals: a start element, and an end element one
+				// past the interval's last value (none for the largest).
+				el := nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.lo)}
+				if s.Kind == SetVMap {
+					if chains[e.Chain] == nil {
+						return nil, fmt.Errorf("ruleset: map %s: unknown chain %q", s.Name, e.Chain)
+					}
+					el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: chains[e.Chain].Name}
+				}
+				elems = append(elems, el)
+				if e.iv.hi != fmax {
+					elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.hi.next()), IntervalEnd: true})
+				}
+			}
+		case SetFQDN:
+			ns.HasTimeout = true
+			if fqdnElems != nil {
+				for _, a := range fqdnElems(s.Name) {
+					left := a.Expires.Sub(now)
+					if left < time.Second || famOf(a.Addr) != s.Family {
+						continue
+					}
+					elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a.Addr.Unmap())), Timeout: left.Truncate(time.Millisecond)})
+				}
+			}
+		default:
+			return nil, fmt.Errorf("ruleset: set %s: unknown kind %d", s.Name, s.Kind)
+		}
+		sets[s.Name] = ns
+		pl.sets = append(pl.sets, setPlan{ns, elems})
+	}
+	pl.setMap, pl.chMap, pl.rs = sets, chains, rs
+	return pl, nil
+}
+
+// tableState is what the kernel's table holds, as far as replacing it is
+// concerned.
+type tableState struct {
+	exists bool
+	chains []*nftables.Chain
+	sets   []string
+	objs   []nftables.Obj
+	// live is the slot the base chains' rules jump to ("" if none).
+	live string
+}
+
+// freeSlot is the slot an apply may fill: the one the running ruleset
+// does not use.
+func (st *tableState) freeSlot() string {
+	if st.live == slot1 {
+		return slot2
+	}
+	return slot1
+}
+
+// enqueueStage1 creates what the new ruleset's rules will refer to, under
+// the plan's slot: the regular chains (empty) and the interval sets and
+// maps with their elements. Nothing refers to them yet, so committing them
+// changes nothing for packets; what the slot held before (left by a failed
+// apply) is removed first.
+//
+// This is a transaction of its own because of how the kernel publishes
+// sets: the elements of an interval set (rbtree or pipapo) become visible
+// to lookups only when the set's commit step runs, at the very end of the
+// transaction's commit, after the new generation of rules already is in
+// use. Rules and the interval sets they look up, added in one transaction,
+// miss for a moment — measured as new flows falling to the default deny
+// for some milliseconds at the end of a large apply. Created one
+// transaction earlier, the sets are complete when the rules appear.
+func (pl *plan) enqueueStage1(conn *nftables.Conn, old *tableState) error {
+	if !old.exists {
+		conn.AddTable(pl.table)
+	}
+	for _, oc := range old.chains {
+		if oc.Hooknum == nil && slotOf(oc.Name) == pl.slot {
+			conn.FlushChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
+		}
+	}
+	for _, name := range old.sets {
+		if slotOf(name) == pl.slot {
+			conn.DelSet(&nftables.Set{Table: pl.table, Name: name})
+		}
+	}
+	for _, oc := range old.chains {
+		if oc.Hooknum == nil && slotOf(oc.Name) == pl.slot {
+			conn.DelChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
+		}
+	}
+	for _, c := range pl.chains {
+		if c.Hooknum == nil {
+			conn.AddChain(c)
+		}
+	}
+	for _, sp := range pl.sets {
+		if sp.set.HasTimeout {
+			continue // FQDN sets: stage 2
+		}
+		if err := addSet(conn, sp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enqueueStage2 switches the table to the plan in one transaction: every
+// rule is flushed and the new ones added (the base chains stay, so that
+// their hooks never change), and everything of the old ruleset is
+// deleted.
+//
+// Deleting and re-creating the whole table instead would not be atomic
+// for its base chains: the kernel removes a deleted base chain's hook
+// only while it works through the commit, after the new generation has
+// started, and until then packets run the chain's last rules against sets
+// that are already gone.
+func (pl *plan) enqueueStage2(conn *nftables.Conn, old *tableState) error {
+	conn.FlushTable(pl.table)
+	for _, name := range old.sets {
+		if slotOf(name) != pl.slot {
+			conn.DelSet(&nftables.Set{Table: pl.table, Name: name})
+		}
+	}
+	for _, o := range old.objs {
+		if no, ok := o.(*nftables.NamedObj); ok {
+			conn.DeleteObject(&nftables.NamedObj{Table: pl.table, Name: no.Name, Type: no.Type})
+		}
+	}
+	for _, oc := range old.chains {
+		if oc.Hooknum == nil {
+			if slotOf(oc.Name) != pl.slot {
+				conn.DelChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
+			}
+			continue
+		}
+		if nc := pl.byName(oc.Name); nc == nil || !sameHook(oc, nc) {
+			conn.DelChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
+		}
+	}
+	conn.AddObj(pl.limit)
+	for _, c := range pl.chains {
+		if c.Hooknum != nil {
+			conn.AddChain(c) // creates it, or updates its policy
+		}
+	}
+	for _, sp := range pl.sets {
+		if sp.set.HasTimeout {
+			if err := addSet(conn, sp); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// enqueueUnstage removes what enqueueStage1 made.
+func (pl *plan) enqueueUnstage(conn *nftables.Conn) error {
+	for _, sp := range pl.sets {
+		if !sp.set.HasTimeout {
+			conn.DelSet(&nftables.Set{Table: pl.table, Name: sp.set.Name})
+		}
+	}
+	for _, c := range pl.chains {
+		if c.Hooknum == nil {
+			conn.DelChain(&nftables.Chain{Table: pl.table, Name: c.Name})
+		}
+	}
+	return nil
+}
+
+func (pl *plan) byName(kernelName string) *nftables.Chain {
+	for _, c := range pl.chains {
+		if c.Name == kernelName {
+			return c
+		}
+	}
+	return nil
+}
+
+// sameHook reports whether two chains are base chains of the same hook,
+// type and priority.
+func sameHook(a, b *nftables.Chain) bool {
+	return a.Hooknum != nil && b.Hooknum != nil && *a.Hooknum == *b.Hooknum &&
+		a.Priority != nil && b.Priority != nil && *a.Priority == *b.Priority && a.Type == b.Type
+}
+
+func addSet(conn *nftables.Conn, sp setPlan) error {
+	if err := conn.AddSet(sp.set, nil); err != nil {
+		return fmt.Errorf("set %s: %v", sp.set.Name, err)
+	}
+	for i := 0; i < len(sp.elems); {
+		j := min(i+maxElemsPerMsg, len(sp.elems))
+		if err := conn.SetAddElements(sp.set, sp.elems[i:j]); err != nil {
+			return fmt.Errorf("set %s: %v", sp.set.Name, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+func ifname(n string) []byte {
+	b := make([]byte, 16)
+	copy(b, n)
+	return b
+}
+
+func payloadOf(fam family, f field) *expr.Payload {
+	p := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader}
+	switch {
+	case f == fieldPort:
+		p.Base, p.Offset, p.Len = expr.PayloadBaseTransportHeader, 2, 2
+	case fam == ipv4 && f == fieldSrc:
+		p.Offset, p.Len = 12, 4
+	case fam == ipv4:
+		p.Offset, p.Len = 16, 4
+	case f == fieldSrc:
+		p.Offset, p.Len = 8, 16
+	default:
+		p.Offset, p.Len = 24, 16
+	}
+	return p
+}
+
+func ctBits(key expr.CtKey, bits uint32, set bool) []expr.Any {
+	op := expr.CmpOpNeq
+	if !set {
+		op = expr.CmpOpEq
+	}
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: key},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: op, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+func nfproto(f family) byte {
+	if f == ipv4 {
+		return unix.NFPROTO_IPV4
+	}
+	return unix.NFPROTO_IPV6
+}
+
+// ipsDstNAT is IPS_DST_NAT of the conntrack status bits.
+const ipsDstNAT = 1 << 5
+
+func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftables.Chain) ([]expr.Any, error) {
+	switch s := st.(type) {
+	case MatchNFProto:
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto(s.Family)}}}, nil
+	case MatchL4Proto:
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{s.Proto}}}, nil
+	case MatchIfName:
+		key := expr.MetaKeyIIFNAME
+		if s.Out {
+			key = expr.MetaKeyOIFNAME
+		}
+		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(s.Name)}}, nil
+	case MatchCtState:
+		return ctBits(expr.CtKeySTATE, s.States, true), nil
+	case MatchCtDNAT:
+		return ctBits(expr.CtKeySTATUS, ipsDstNAT, !s.Negate), nil
+	case MatchRange:
+		lo, hi := valBytes(s.Family, s.Field, s.iv.lo), valBytes(s.Family, s.Field, s.iv.hi)
+		out := []expr.Any{payloadOf(s.Family, s.Field)}
+		switch bits, isPrefix := prefixLen(s.Family, s.Field, s.iv); {
+		case s.iv.lo == s.iv.hi:
+			out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo})
+		case isPrefix:
+			mask := netip.PrefixFrom(valAddr(s.Family, fieldMax(s.Family, s.Field)), bits).Masked().Addr().AsSlice()
+			out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(lo)), Mask: mask, Xor: make([]byte, len(lo))},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo})
+		default:
+			out = append(out, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: lo, ToData: hi})
+		}
+		return out, nil
+	case MatchSet:
+		set := sets[s.Set]
+		if set == nil {
+			return nil, fmt.Errorf("unknown set %q", s.Set)
+		}
+		return []expr.Any{payloadOf(s.Family, s.Field), &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}}, nil
+	case VMap:
+		set := sets[s.Map]
+		if set == nil {
+			return nil, fmt.Errorf("unknown map %q", s.Map)
+		}
+		return []expr.Any{payloadOf(s.Family, s.Field), &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: set.Name, SetID: set.ID}}, nil
+	case Counter:
+		return []expr.Any{&expr.Counter{}}, nil
+	case Log:
+		l := &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: s.Group, Data: []byte(s.Prefix)}
+		if s.Limit {
+			return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeLimit), Name: LogLimitName}, l}, nil
+		}
+		return []expr.Any{l}, nil
+	case Verdict:
+		v := &expr.Verdict{Chain: s.Chain}
+		switch s.Kind {
+		case VerdictAccept:
+			v.Kind = expr.VerdictAccept
+		case VerdictDrop:
+			v.Kind = expr.VerdictDrop
+		case VerdictJump, VerdictGoto:
+			if chains[s.Chain] == nil {
+				return nil, fmt.Errorf("unknown chain %q", s.Chain)
+			}
+			v.Chain = chains[s.Chain].Name
+			v.Kind = expr.VerdictJump
+			if s.Kind == VerdictGoto {
+				v.Kind = expr.VerdictGoto
+			}
+		default:
+			return nil, fmt.Errorf("bad verdict %d", s.Kind)
+		}
+		return []expr.Any{v}, nil
+	case RejectTCPReset:
+		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}, nil
+	case DNAT:
+		fam := famOf(s.Addr)
+		return []expr.Any{
+			&expr.Immediate{Register: 1, Data: s.Addr.Unmap().AsSlice()},
+			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(s.Port)},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfproto(fam)), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		}, nil
+	case SNAT:
+		fam := famOf(s.Addr)
+		return []expr.Any{
+			&expr.Immediate{Register: 1, Data: s.Addr.Unmap().AsSlice()},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(nfproto(fam)), RegAddrMin: 1},
+		}, nil
+	case Masquerade:
+		return []expr.Any{&expr.Masq{}}, nil
+	}
+	return nil, fmt.Errorf("unknown statement %T", st)
+}

@@ -1,0 +1,395 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Runner programs a compiled ruleset into a data plane. The netlink
+// implementation programs the kernel; Recorder records for unit tests.
+type Runner interface {
+	// Apply replaces the data plane's table with rs in one atomic step:
+	// on error the previous ruleset stays in force.
+	Apply(rs *Ruleset) error
+	// AddFQDNAddrs adds addresses the DNS proxy resolved for fqdn (a
+	// network rule's destinationFqdns entry) to the sets of every rule
+	// that names it, for ttl (at least MinFQDNTTL). The runner remembers
+	// them until they expire, so that a later Apply keeps them.
+	AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.Duration) error
+	// Flush removes clusterwall's table, and only it.
+	Flush() error
+	// Show reads clusterwall's table back, with counters.
+	Show() (*State, error)
+}
+
+// MinFQDNTTL is the shortest time an FQDN address stays in a set, so that
+// a client that connects right after its DNS answer expired is not cut off.
+const MinFQDNTTL = 30 * time.Second
+
+// NetlinkOptions configure a NetlinkRunner.
+type NetlinkOptions struct {
+	// NetNSFd is an open file descriptor of the network namespace to
+	// program; 0 for the caller's own namespace.
+	NetNSFd int
+	// Table is the table name Flush and Show act on when nothing was
+	// applied yet (default "clusterwall").
+	Table  string
+	Logger *slog.Logger
+}
+
+// NetlinkRunner programs nftables through netlink (github.com/google/nftables).
+// It is safe for concurrent use.
+type NetlinkRunner struct {
+	opts NetlinkOptions
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu      sync.Mutex
+	current *Ruleset
+	learned map[string]map[netip.Addr]time.Time // fqdn -> address -> expiry
+}
+
+// NewNetlinkRunner returns a runner for the namespace in opts.
+func NewNetlinkRunner(opts NetlinkOptions) *NetlinkRunner {
+	if opts.Table == "" {
+		opts.Table = DefaultTable
+	}
+	l := opts.Logger
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return &NetlinkRunner{opts: opts, log: l, now: time.Now, learned: map[string]map[netip.Addr]time.Time{}}
+}
+
+// OpenNetNS opens a named network namespace (as `ip netns` names it).
+func OpenNetNS(name string) (*os.File, error) {
+	if name == "" || filepath.Base(name) != name {
+		return nil, fmt.Errorf("bad network namespace name %q", name)
+	}
+	f, err := os.Open(filepath.Join("/run/netns", name))
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// Socket buffers: the kernel takes a whole batch in one sendmsg (a
+// 10,000-rule policy is some 7 MB), and a rejected batch may answer with
+// an error for every failing message before we read any.
+const (
+	sndBuf = 64 << 20
+	rcvBuf = 16 << 20
+)
+
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sndBuf); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf)
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		// Without CAP_NET_ADMIN, fall back to what the limits allow.
+		_ = c.SetWriteBuffer(sndBuf)
+		_ = c.SetReadBuffer(rcvBuf)
+	}
+	return nil
+}
+
+// conn opens a google/nftables connection for queries (one socket for
+// all of them; CloseLasting closes it). Changes go through transact.
+func (r *NetlinkRunner) conn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers), nftables.AsLasting()}
+	if r.opts.NetNSFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(r.opts.NetNSFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink: %w", err)
+	}
+	return c, nil
+}
+
+func kernelErr(op string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EPERM) || errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%s: %w (clusterwall needs CAP_NET_ADMIN: run as root)", op, err)
+	case errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.ENOENT) && op == "open":
+		return fmt.Errorf("%s: %w (is nf_tables available?)", op, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// Apply implements Runner.
+func (r *NetlinkRunner) Apply(rs *Ruleset) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := r.listTable(rs.Table)
+	if err != nil {
+		return err
+	}
+	now := r.now()
+	pl, err := lower(rs, st.freeSlot(), r.learnedFor(rs, now), now)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	// Stage 1: the new chains and interval sets, under the free slot,
+	// referenced by nothing yet. Stage 2: the switch. See plan.
+	if err := r.transact(func(c *nftables.Conn) error { return pl.enqueueStage1(c, st) }, nil); err != nil {
+		return kernelErr("apply ruleset (stage 1: sets and chains)", err)
+	}
+	staged := time.Now()
+	if err := r.transact(func(c *nftables.Conn) error { return pl.enqueueStage2(c, st) },
+		func(w *wire) error { return appendRules(w, pl) }); err != nil {
+		// The running ruleset is untouched; remove what stage 1 made (the
+		// next apply would, too).
+		if cerr := r.transact(pl.enqueueUnstage, nil); cerr != nil {
+			r.log.Warn("data plane: removing the chains and sets of a failed apply", "slot", pl.slot, "err", cerr)
+		}
+		return kernelErr("apply ruleset", err)
+	}
+	r.current = rs
+	r.log.Debug("data plane applied", "table", rs.Table, "slot", pl.slot, "chains", len(pl.chains), "sets", len(pl.sets),
+		"stage1", staged.Sub(start), "stage2", time.Since(staged))
+	return nil
+}
+
+// listTable reads what replacing the table must remove.
+func (r *NetlinkRunner) listTable(name string) (*tableState, error) {
+	c, err := r.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	st := &tableState{}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, kernelErr("list tables", err)
+	}
+	var table *nftables.Table
+	for _, t := range tables {
+		if t.Name == name {
+			table = t
+		}
+	}
+	if table == nil {
+		return st, nil
+	}
+	st.exists = true
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, kernelErr("list chains", err)
+	}
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == name {
+			st.chains = append(st.chains, ch)
+		}
+	}
+	sets, err := c.GetSets(table)
+	if err != nil {
+		return nil, kernelErr("list sets", err)
+	}
+	for _, s := range sets {
+		st.sets = append(st.sets, s.Name)
+	}
+	if st.objs, err = c.GetNamedObjects(table); err != nil {
+		return nil, kernelErr("list objects", err)
+	}
+	// The live slot: whatever the base chains' rules jump to or look up.
+	for _, ch := range st.chains {
+		if ch.Hooknum == nil {
+			continue
+		}
+		rules, err := c.GetRules(table, ch)
+		if err != nil {
+			return nil, kernelErr("list rules of "+ch.Name, err)
+		}
+		for _, ru := range rules {
+			for _, e := range ru.Exprs {
+				switch x := e.(type) {
+				case *expr.Verdict:
+					if sl := slotOf(x.Chain); sl != "" {
+						st.live = sl
+					}
+				case *expr.Lookup:
+					if sl := slotOf(x.SetName); sl != "" {
+						st.live = sl
+					}
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+// learnedFor returns the remembered FQDN addresses for each FQDN set of rs.
+func (r *NetlinkRunner) learnedFor(rs *Ruleset, now time.Time) func(string) []FQDNAddr {
+	bySet := map[string][]FQDNAddr{}
+	for fqdn, addrs := range r.learned {
+		for a, exp := range addrs {
+			if !exp.After(now) {
+				delete(addrs, a)
+			}
+		}
+		if len(addrs) == 0 {
+			delete(r.learned, fqdn)
+			continue
+		}
+		for _, set := range rs.FQDNSets(fqdn) {
+			for a, exp := range addrs {
+				bySet[set] = append(bySet[set], FQDNAddr{Addr: a, Expires: exp})
+			}
+		}
+	}
+	for _, l := range bySet {
+		// An address resolved for two names of one rule: keep the later expiry.
+		sort.Slice(l, func(i, j int) bool {
+			if l[i].Addr != l[j].Addr {
+				return l[i].Addr.Less(l[j].Addr)
+			}
+			return l[i].Expires.After(l[j].Expires)
+		})
+	}
+	return func(set string) []FQDNAddr {
+		l := bySet[set]
+		out := l[:0:0]
+		for i, x := range l {
+			if i == 0 || l[i-1].Addr != x.Addr {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+}
+
+// AddFQDNAddrs implements Runner.
+func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ttl = max(ttl, MinFQDNTTL).Truncate(time.Millisecond)
+	exp := r.now().Add(ttl)
+	fqdn = normName(fqdn)
+	m := r.learned[fqdn]
+	if m == nil {
+		m = map[netip.Addr]time.Time{}
+		r.learned[fqdn] = m
+	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.IsValid() && m[a].Before(exp) {
+			m[a] = exp
+		}
+	}
+	if r.current == nil {
+		return nil
+	}
+	sets := r.current.FQDNSets(fqdn)
+	if len(sets) == 0 {
+		return nil
+	}
+	table := &nftables.Table{Name: r.current.Table, Family: nftables.TableFamilyINet}
+	cur := r.current
+	return r.transact(func(c *nftables.Conn) error {
+		for _, name := range sets {
+			s := cur.Set(name)
+			var elems []nftables.SetElement
+			for _, a := range addrs {
+				a = a.Unmap()
+				if !a.IsValid() || famOf(a) != s.Family {
+					continue
+				}
+				elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a)), Timeout: ttl})
+			}
+			if len(elems) == 0 {
+				continue
+			}
+			ns := &nftables.Set{Table: table, Name: name, HasTimeout: true}
+			// Add (creates missing ones), delete, add: refreshes the timeout
+			// of elements that exist, in one transaction.
+			for _, add := range []bool{true, false, true} {
+				var err error
+				if add {
+					err = c.SetAddElements(ns, elems)
+				} else {
+					err = c.SetDeleteElements(ns, elems)
+				}
+				if err != nil {
+					return fmt.Errorf("fqdn set %s: %w", name, err)
+				}
+			}
+		}
+		return nil
+	}, nil)
+}
+
+func normName(s string) string {
+	b := []byte(s)
+	for len(b) > 0 && b[len(b)-1] == '.' {
+		b = b[:len(b)-1]
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// Flush implements Runner.
+func (r *NetlinkRunner) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := &nftables.Table{Name: r.table(), Family: nftables.TableFamilyINet}
+	err := r.transact(func(c *nftables.Conn) error {
+		c.AddTable(t)
+		c.DelTable(t)
+		return nil
+	}, nil)
+	if err != nil {
+		return kernelErr("flush", err)
+	}
+	r.current = nil
+	return nil
+}
+
+func (r *NetlinkRunner) table() string {
+	if r.current != nil {
+		return r.current.Table
+	}
+	return r.opts.Table
+}
+
+// Show implements Runner.
+func (r *NetlinkRunner) Show() (*State, error) {
+	r.mu.Lock()
+	name := r.table()
+	r.mu.Unlock()
+	c, err := r.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	return readState(c, name)
+}

@@ -1,0 +1,454 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Ruleset is a compiled data plane: one inet table with its chains, sets and
+// stateful objects, described in a form that tests can read and a Runner can
+// program. String renders it in nft's syntax (for golden files and
+// `clusterwall dataplane show --compiled`), but nothing ever feeds that text
+// to nft: the netlink Runner lowers the statements to expressions itself.
+type Ruleset struct {
+	// Table is the name of the inet table; clusterwall owns it alone.
+	Table string
+	// LogGroup is the NFLOG group of every log statement.
+	LogGroup uint16
+	// LogLimit is the shared rate limit (a named limit object) in front of
+	// every log statement.
+	LogLimit LimitSpec
+	Sets     []*Set
+	Chains   []*Chain
+	// Warnings are policy parts the kernel data plane does not enforce
+	// (always failing closed), e.g. a DNAT rule with translatedFqdn.
+	Warnings []string
+	Stats    Stats
+
+	fqdnSets map[string][]string // FQDN -> names of the sets that hold its addresses
+}
+
+// LimitSpec is a packet rate limit.
+type LimitSpec struct {
+	Rate  uint64 // packets per second
+	Burst uint32
+}
+
+// Stats counts what Compile produced.
+type Stats struct {
+	NetworkRules int // network rules of the policy
+	DNATRules    int
+	// Entries is the number of (family, protocol, rule) classifier entries.
+	Entries int
+	// Leaves is the number of classifier rules (entries, counting the copies
+	// a dispatch makes); DispatchMaps the verdict maps of the classifier and
+	// MapElements their intervals.
+	Leaves       int
+	DispatchMaps int
+	MapElements  int
+	// MaxSequential is the largest number of classifier rules that one new
+	// flow can be tested against, over all paths through the classifier
+	// (a measure of the worst-case per-flow cost).
+	MaxSequential int
+}
+
+// LogLimitName is the name of the shared limit object of the log statements.
+const LogLimitName = "cw_log"
+
+// Hook is where a base chain is attached; "" for a regular chain.
+type Hook string
+
+// Hooks used by clusterwall.
+const (
+	HookNone        Hook = ""
+	HookPrerouting  Hook = "prerouting"
+	HookInput       Hook = "input"
+	HookForward     Hook = "forward"
+	HookPostrouting Hook = "postrouting"
+)
+
+// Chain is a chain of the table.
+type Chain struct {
+	Name string
+	// Hook, Type, Priority and Policy are set for base chains.
+	Hook     Hook
+	Type     string // "filter" or "nat"
+	Priority int
+	Policy   string // "accept" or "drop"
+	Rules    []*Rule
+}
+
+// Rule is a rule: statements in order, and a comment (stored as the rule's
+// userdata) that names what it enforces.
+type Rule struct {
+	Comment string
+	Stmts   []Stmt
+}
+
+// SetKind says what a set is for.
+type SetKind uint8
+
+const (
+	// SetPlain is a constant interval set of addresses or ports.
+	SetPlain SetKind = iota + 1
+	// SetVMap is an interval verdict map of the classifier.
+	SetVMap
+	// SetFQDN is a set with per-element timeouts that the DNS proxy fills
+	// with the addresses it resolved for a network rule's destinationFqdns.
+	SetFQDN
+)
+
+// Set is a named set or verdict map.
+type Set struct {
+	Name    string
+	Kind    SetKind
+	Family  family
+	Field   field // key type: an address of Family or a port
+	Comment string
+	Elems   []Elem
+}
+
+// Elem is an interval of a set; for a verdict map, with the chain it goes to.
+type Elem struct {
+	iv    ivl
+	Chain string
+}
+
+// KeyType is the set's key type in nft's words.
+func (s *Set) KeyType() string {
+	switch {
+	case s.Field == fieldPort:
+		return "inet_service"
+	case s.Family == ipv4:
+		return "ipv4_addr"
+	}
+	return "ipv6_addr"
+}
+
+func (s *Set) elemString(e Elem) string {
+	t := fmtInterval(s.Family, s.Field, e.iv)
+	if e.Chain != "" {
+		t += " : goto " + e.Chain
+	}
+	return t
+}
+
+// Stmt is one statement of a rule.
+type Stmt interface {
+	String() string
+	stmt()
+}
+
+// MatchNFProto matches the IP family (`meta nfproto ipv4`).
+type MatchNFProto struct{ Family family }
+
+// MatchL4Proto matches the transport protocol (`meta l4proto tcp`).
+type MatchL4Proto struct{ Proto uint8 }
+
+// MatchIfName matches the input or output interface by name.
+type MatchIfName struct {
+	Out  bool
+	Name string
+}
+
+// MatchCtState matches connection tracking states (a bit mask of CtState*).
+type MatchCtState struct{ States uint32 }
+
+// MatchCtDNAT matches connections that were (or, Negate, were not) DNAT-ed.
+type MatchCtDNAT struct{ Negate bool }
+
+// MatchRange matches one field against a single interval (an address, a
+// prefix, a range, a port or a port range).
+type MatchRange struct {
+	Family family
+	Field  field
+	iv     ivl
+}
+
+// MatchSet looks a field up in a named set.
+type MatchSet struct {
+	Family family
+	Field  field
+	Set    string
+}
+
+// VMap looks a field up in a verdict map and takes the verdict it holds.
+type VMap struct {
+	Family family
+	Field  field
+	Map    string
+}
+
+// Counter counts packets and bytes.
+type Counter struct{}
+
+// Log sends the packet to NFLOG group Group with Prefix. With Limit, the
+// shared limit object comes first: over the limit, the rule stops there.
+type Log struct {
+	Prefix string
+	Group  uint16
+	Limit  bool
+}
+
+// VerdictKind is a verdict of a rule.
+type VerdictKind uint8
+
+const (
+	VerdictAccept VerdictKind = iota + 1
+	VerdictDrop
+	VerdictJump
+	VerdictGoto
+)
+
+// Verdict ends (accept, drop) or redirects (jump, goto) evaluation.
+type Verdict struct {
+	Kind  VerdictKind
+	Chain string
+}
+
+// RejectTCPReset answers a TCP packet with a reset.
+type RejectTCPReset struct{}
+
+// DNAT rewrites the destination to Addr:Port.
+type DNAT struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+// SNAT rewrites the source to Addr.
+type SNAT struct{ Addr netip.Addr }
+
+// Masquerade rewrites the source to the output interface's address.
+type Masquerade struct{}
+
+func (MatchNFProto) stmt()   {}
+func (MatchL4Proto) stmt()   {}
+func (MatchIfName) stmt()    {}
+func (MatchCtState) stmt()   {}
+func (MatchCtDNAT) stmt()    {}
+func (MatchRange) stmt()     {}
+func (MatchSet) stmt()       {}
+func (VMap) stmt()           {}
+func (Counter) stmt()        {}
+func (Log) stmt()            {}
+func (Verdict) stmt()        {}
+func (RejectTCPReset) stmt() {}
+func (DNAT) stmt()           {}
+func (SNAT) stmt()           {}
+func (Masquerade) stmt()     {}
+
+// Connection tracking states (the kernel's bits).
+const (
+	CtStateInvalid     uint32 = 1
+	CtStateEstablished uint32 = 2
+	CtStateRelated     uint32 = 4
+	CtStateNew         uint32 = 8
+)
+
+// IP protocol numbers.
+const (
+	protoICMP   uint8 = 1
+	protoTCP    uint8 = 6
+	protoUDP    uint8 = 17
+	protoICMPv6 uint8 = 58
+)
+
+func protoName(p uint8) string {
+	switch p {
+	case protoICMP:
+		return "icmp"
+	case protoTCP:
+		return "tcp"
+	case protoUDP:
+		return "udp"
+	case protoICMPv6:
+		return "ipv6-icmp"
+	}
+	return strconv.Itoa(int(p))
+}
+
+func (m MatchNFProto) String() string { return "meta nfproto " + m.Family.nfproto() }
+func (m MatchL4Proto) String() string { return "meta l4proto " + protoName(m.Proto) }
+func (m MatchIfName) String() string {
+	if m.Out {
+		return "oifname " + strconv.Quote(m.Name)
+	}
+	return "iifname " + strconv.Quote(m.Name)
+}
+func (m MatchCtState) String() string {
+	var s []string
+	for _, x := range []struct {
+		bit  uint32
+		name string
+	}{{CtStateEstablished, "established"}, {CtStateRelated, "related"}, {CtStateNew, "new"}, {CtStateInvalid, "invalid"}} {
+		if m.States&x.bit != 0 {
+			s = append(s, x.name)
+		}
+	}
+	return "ct state " + strings.Join(s, ",")
+}
+func (m MatchCtDNAT) String() string {
+	if m.Negate {
+		return "ct status ! dnat"
+	}
+	return "ct status dnat"
+}
+
+func fieldExpr(fam family, f field) string {
+	if f == fieldPort {
+		return "th dport"
+	}
+	return fam.String() + " " + f.String()
+}
+
+func (m MatchRange) String() string {
+	return fieldExpr(m.Family, m.Field) + " " + fmtInterval(m.Family, m.Field, m.iv)
+}
+func (m MatchSet) String() string { return fieldExpr(m.Family, m.Field) + " @" + m.Set }
+func (m VMap) String() string     { return fieldExpr(m.Family, m.Field) + " vmap @" + m.Map }
+func (Counter) String() string    { return "counter" }
+func (m Log) String() string {
+	s := fmt.Sprintf("log prefix %q group %d", m.Prefix, m.Group)
+	if m.Limit {
+		s = fmt.Sprintf("limit name %q ", LogLimitName) + s
+	}
+	return s
+}
+func (v Verdict) String() string {
+	switch v.Kind {
+	case VerdictAccept:
+		return "accept"
+	case VerdictDrop:
+		return "drop"
+	case VerdictJump:
+		return "jump " + v.Chain
+	case VerdictGoto:
+		return "goto " + v.Chain
+	}
+	return "verdict?"
+}
+func (RejectTCPReset) String() string { return "reject with tcp reset" }
+func (d DNAT) String() string {
+	if d.Addr.Is4() {
+		return fmt.Sprintf("dnat ip to %s:%d", d.Addr, d.Port)
+	}
+	return fmt.Sprintf("dnat ip6 to [%s]:%d", d.Addr, d.Port)
+}
+func (s SNAT) String() string {
+	if s.Addr.Is4() {
+		return "snat ip to " + s.Addr.String()
+	}
+	return "snat ip6 to " + s.Addr.String()
+}
+func (Masquerade) String() string { return "masquerade" }
+
+// fmtInterval renders an interval as nft would: a value, a prefix or a range.
+func fmtInterval(fam family, f field, iv ivl) string {
+	if f == fieldPort {
+		if iv.lo == iv.hi {
+			return strconv.FormatUint(iv.lo.lo, 10)
+		}
+		return fmt.Sprintf("%d-%d", iv.lo.lo, iv.hi.lo)
+	}
+	lo := valAddr(fam, iv.lo)
+	if iv.lo == iv.hi {
+		return lo.String()
+	}
+	if bits, ok := prefixLen(fam, f, iv); ok {
+		return netip.PrefixFrom(lo, bits).String()
+	}
+	return lo.String() + "-" + valAddr(fam, iv.hi).String()
+}
+
+func (r *Rule) String() string {
+	parts := make([]string, 0, len(r.Stmts)+1)
+	for _, s := range r.Stmts {
+		parts = append(parts, s.String())
+	}
+	if r.Comment != "" {
+		parts = append(parts, "comment "+strconv.Quote(r.Comment))
+	}
+	return strings.Join(parts, " ")
+}
+
+// String renders the ruleset in nft's syntax.
+func (rs *Ruleset) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
+	fmt.Fprintf(&b, "\tlimit %s {\n\t\trate %d/second burst %d packets\n\t}\n", LogLimitName, rs.LogLimit.Rate, rs.LogLimit.Burst)
+	for _, s := range rs.Sets {
+		fmt.Fprintf(&b, "\n\t%s %s {\n", map[bool]string{true: "map", false: "set"}[s.Kind == SetVMap], s.Name)
+		if s.Kind == SetVMap {
+			fmt.Fprintf(&b, "\t\ttype %s : verdict\n\t\tflags interval\n", s.KeyType())
+		} else {
+			fmt.Fprintf(&b, "\t\ttype %s\n", s.KeyType())
+			if s.Kind == SetFQDN {
+				b.WriteString("\t\tflags timeout\n")
+			} else {
+				b.WriteString("\t\tflags interval\n")
+			}
+		}
+		if s.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", s.Comment)
+		}
+		if len(s.Elems) > 0 {
+			els := make([]string, len(s.Elems))
+			for i, e := range s.Elems {
+				els[i] = s.elemString(e)
+			}
+			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(els, ", "))
+		}
+		b.WriteString("\t}\n")
+	}
+	for _, c := range rs.Chains {
+		fmt.Fprintf(&b, "\n\tchain %s {\n", c.Name)
+		if c.Hook != HookNone {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy %s;\n", c.Type, c.Hook, c.Priority, c.Policy)
+		}
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// FQDNSets returns the names of the sets that must hold the addresses of
+// name (a network rule's destinationFqdns entry, lower case), sorted.
+func (rs *Ruleset) FQDNSets(name string) []string {
+	return rs.fqdnSets[strings.ToLower(strings.TrimSuffix(name, "."))]
+}
+
+// FQDNs returns every name that has sets, sorted.
+func (rs *Ruleset) FQDNs() []string {
+	out := make([]string, 0, len(rs.fqdnSets))
+	for n := range rs.fqdnSets {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Set returns the set named name, or nil.
+func (rs *Ruleset) Set(name string) *Set {
+	for _, s := range rs.Sets {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Chain returns the chain named name, or nil.
+func (rs *Ruleset) Chain(name string) *Chain {
+	for _, c := range rs.Chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}

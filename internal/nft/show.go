@@ -1,0 +1,452 @@
+package nft
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// State is clusterwall's table as the kernel holds it.
+type State struct {
+	Table   string
+	Present bool
+	Chains  []ChainState
+	Sets    []SetState
+}
+
+// ChainState is one chain read back from the kernel.
+type ChainState struct {
+	Name     string
+	Hook     string // "" for a regular chain
+	Type     string
+	Priority int
+	Policy   string
+	Rules    []RuleState
+}
+
+// RuleState is one rule read back from the kernel. Text renders its
+// expressions in the syntax of Rule.String (without the comment).
+type RuleState struct {
+	Handle     uint64
+	Comment    string
+	Text       string
+	HasCounter bool
+	Packets    uint64
+	Bytes      uint64
+}
+
+// SetState is one set or map read back from the kernel.
+type SetState struct {
+	Name     string
+	KeyType  string
+	Map      bool
+	Interval bool
+	Timeout  bool
+	Elements int // interval sets count start and end elements
+	Comment  string
+}
+
+// RuleCounter is the counter of one policy decision: a network or DNAT
+// rule, the default deny or the input drop.
+type RuleCounter struct {
+	Tag     string // the log prefix, e.g. "cw:A:3"
+	Path    string // group/collection/rule; the reason for default deny and input drops
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters returns the decision counters: one per tag, summing the rules
+// that carry it (a network rule can sit in several classifier leaves).
+// Sorted: input drops, default deny, DNAT rules, network rules by index.
+func (s *State) Counters() []RuleCounter {
+	byTag := map[string]*RuleCounter{}
+	var out []*RuleCounter
+	for _, c := range s.Chains {
+		for _, r := range c.Rules {
+			if !r.HasCounter || !strings.HasPrefix(r.Comment, "cw:") {
+				continue
+			}
+			tag, path, _ := strings.Cut(r.Comment, " ")
+			rc := byTag[tag]
+			if rc == nil {
+				rc = &RuleCounter{Tag: tag, Path: path}
+				byTag[tag] = rc
+				out = append(out, rc)
+			}
+			rc.Packets += r.Packets
+			rc.Bytes += r.Bytes
+		}
+	}
+	rank := func(tag string) (int, int) {
+		t, err := ParseLogTag(tag)
+		if err != nil {
+			return 9, 0
+		}
+		switch t.Kind {
+		case LogInputDrop:
+			return 0, 0
+		case LogDefaultDeny:
+			return 1, 0
+		case LogDNAT:
+			return 2, t.Index
+		}
+		return 3, t.Index
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a1, a2 := rank(out[i].Tag)
+		b1, b2 := rank(out[j].Tag)
+		return a1 < b1 || (a1 == b1 && a2 < b2)
+	})
+	res := make([]RuleCounter, len(out))
+	for i, rc := range out {
+		res[i] = *rc
+	}
+	return res
+}
+
+// Chain returns the chain named name, or nil.
+func (s *State) Chain(name string) *ChainState {
+	for i := range s.Chains {
+		if s.Chains[i].Name == name {
+			return &s.Chains[i]
+		}
+	}
+	return nil
+}
+
+// Format writes the state for people: the base chains rule by rule, the
+// decision counters, and a summary of the classifier. With all, every
+// chain and set.
+func (s *State) Format(w io.Writer, all bool) error {
+	if !s.Present {
+		_, err := fmt.Fprintf(w, "table inet %s: not present (nothing is filtered by clusterwall)\n", s.Table)
+		return err
+	}
+	fmt.Fprintf(w, "table inet %s\n", s.Table)
+	others, otherRules := 0, 0
+	for _, c := range s.Chains {
+		if c.Hook == "" && !all {
+			others++
+			otherRules += len(c.Rules)
+			continue
+		}
+		if c.Hook != "" {
+			fmt.Fprintf(w, "\nchain %s (type %s hook %s priority %d policy %s)\n", c.Name, c.Type, c.Hook, c.Priority, c.Policy)
+		} else {
+			fmt.Fprintf(w, "\nchain %s\n", c.Name)
+		}
+		for _, r := range c.Rules {
+			fmt.Fprintf(w, "  %s", r.Text)
+			if r.HasCounter {
+				fmt.Fprintf(w, "  [packets %d bytes %d]", r.Packets, r.Bytes)
+			}
+			if r.Comment != "" {
+				fmt.Fprintf(w, "  # %s", r.Comment)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if all {
+		for _, st := range s.Sets {
+			kind := "set"
+			if st.Map {
+				kind = "map"
+			}
+			fmt.Fprintf(w, "\n%s %s: type %s, %d elements", kind, st.Name, st.KeyType, st.Elements)
+			if st.Comment != "" {
+				fmt.Fprintf(w, "  # %s", st.Comment)
+			}
+			fmt.Fprintln(w)
+		}
+	} else {
+		fmt.Fprintf(w, "\n(%d more chains with %d rules and %d sets: the classifier and the per-rule chains; --all lists them)\n", others, otherRules, len(s.Sets))
+	}
+	fmt.Fprintln(w, "\ndecision counters (new flows):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "PACKETS\tBYTES\t TAG\t RULE\t")
+	for _, rc := range s.Counters() {
+		fmt.Fprintf(tw, "%d\t%d\t %s\t %s\t\n", rc.Packets, rc.Bytes, rc.Tag, rc.Path)
+	}
+	return tw.Flush()
+}
+
+func readState(c *nftables.Conn, name string) (*State, error) {
+	st := &State{Table: name}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, kernelErr("list tables", err)
+	}
+	var table *nftables.Table
+	for _, t := range tables {
+		if t.Name == name {
+			table = t
+		}
+	}
+	if table == nil {
+		return st, nil
+	}
+	st.Present = true
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, kernelErr("list chains", err)
+	}
+	for _, ch := range chains {
+		if ch.Table == nil || ch.Table.Name != name {
+			continue
+		}
+		cs := ChainState{Name: unslot(ch.Name), Type: string(ch.Type)}
+		if ch.Hooknum != nil {
+			cs.Hook = hookName(*ch.Hooknum)
+			if ch.Priority != nil {
+				cs.Priority = int(*ch.Priority)
+			}
+			cs.Policy = "accept"
+			if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+				cs.Policy = "drop"
+			}
+		}
+		rules, err := c.GetRules(table, ch)
+		if err != nil {
+			return nil, kernelErr("list rules of "+ch.Name, err)
+		}
+		for _, r := range rules {
+			rs := RuleState{Handle: r.Handle}
+			if cm, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+				rs.Comment = cm
+			}
+			var cnt *expr.Counter
+			rs.Text, cnt = exprText(r.Exprs)
+			if cnt != nil {
+				rs.HasCounter, rs.Packets, rs.Bytes = true, cnt.Packets, cnt.Bytes
+			}
+			cs.Rules = append(cs.Rules, rs)
+		}
+		st.Chains = append(st.Chains, cs)
+	}
+	// Base chains first, in hook order, then the rest in kernel order.
+	order := map[string]int{"prerouting": 1, "input": 2, "forward": 3, "output": 4, "postrouting": 5}
+	sort.SliceStable(st.Chains, func(i, j int) bool {
+		a, b := order[st.Chains[i].Hook], order[st.Chains[j].Hook]
+		if a == 0 {
+			a = 100
+		}
+		if b == 0 {
+			b = 100
+		}
+		return a < b
+	})
+	sets, err := c.GetSets(table)
+	if err != nil {
+		return nil, kernelErr("list sets", err)
+	}
+	for _, s := range sets {
+		ss := SetState{Name: unslot(s.Name), KeyType: s.KeyType.Name, Map: s.IsMap, Interval: s.Interval, Timeout: s.HasTimeout, Comment: s.Comment}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, kernelErr("list elements of "+s.Name, err)
+		}
+		ss.Elements = len(els)
+		st.Sets = append(st.Sets, ss)
+	}
+	return st, nil
+}
+
+func hookName(h nftables.ChainHook) string {
+	switch h {
+	case *nftables.ChainHookPrerouting:
+		return "prerouting"
+	case *nftables.ChainHookInput:
+		return "input"
+	case *nftables.ChainHookForward:
+		return "forward"
+	case *nftables.ChainHookOutput:
+		return "output"
+	case *nftables.ChainHookPostrouting:
+		return "postrouting"
+	}
+	return "hook" + strconv.Itoa(int(h))
+}
+
+// exprText renders expressions in the syntax of Rule.String. It knows the
+// expressions clusterwall generates and names others by type.
+func exprText(exprs []expr.Any) (string, *expr.Counter) {
+	var (
+		parts   []string
+		counter *expr.Counter
+		load    func(val, mask []byte, op expr.CmpOp) string
+		loadFam family
+		loadFld field
+		mask    []byte
+		imm     = map[uint32][]byte{}
+	)
+	for _, e := range exprs {
+		switch x := e.(type) {
+		case *expr.Payload:
+			mask = nil
+			loadFam, loadFld = payloadField(x)
+			fam, fld := loadFam, loadFld
+			load = func(val, mask []byte, _ expr.CmpOp) string {
+				lo := bytesVal(val)
+				hi := lo
+				if mask != nil {
+					hi = bytesVal(orNot(val, mask))
+				}
+				return MatchRange{Family: fam, Field: fld, iv: ivl{lo, hi}}.String()
+			}
+		case *expr.Meta:
+			mask = nil
+			key := x.Key
+			load = func(val, _ []byte, _ expr.CmpOp) string {
+				switch key {
+				case expr.MetaKeyNFPROTO:
+					if len(val) == 1 && val[0] == unix.NFPROTO_IPV6 {
+						return MatchNFProto{ipv6}.String()
+					}
+					return MatchNFProto{ipv4}.String()
+				case expr.MetaKeyL4PROTO:
+					return MatchL4Proto{val[0]}.String()
+				case expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME:
+					return MatchIfName{Out: key == expr.MetaKeyOIFNAME, Name: strings.TrimRight(string(val), "\x00")}.String()
+				}
+				return fmt.Sprintf("meta %d %x", key, val)
+			}
+		case *expr.Ct:
+			mask = nil
+			key := x.Key
+			load = func(val, mask []byte, op expr.CmpOp) string {
+				m := uint32(0)
+				if len(mask) == 4 {
+					m = binaryutil.NativeEndian.Uint32(mask)
+				}
+				switch key {
+				case expr.CtKeySTATE:
+					return MatchCtState{m}.String()
+				case expr.CtKeySTATUS:
+					if m == ipsDstNAT {
+						return MatchCtDNAT{Negate: op == expr.CmpOpEq}.String()
+					}
+				}
+				return fmt.Sprintf("ct %d & %#x", key, m)
+			}
+		case *expr.Bitwise:
+			mask = x.Mask
+		case *expr.Cmp:
+			if load == nil {
+				parts = append(parts, "cmp?")
+				continue
+			}
+			parts = append(parts, load(x.Data, mask, x.Op))
+		case *expr.Range:
+			parts = append(parts, MatchRange{Family: loadFam, Field: loadFld, iv: ivl{bytesVal(x.FromData), bytesVal(x.ToData)}}.String())
+		case *expr.Lookup:
+			if x.IsDestRegSet {
+				parts = append(parts, VMap{Family: loadFam, Field: loadFld, Map: unslot(x.SetName)}.String())
+			} else {
+				parts = append(parts, MatchSet{Family: loadFam, Field: loadFld, Set: unslot(x.SetName)}.String())
+			}
+		case *expr.Counter:
+			counter = x
+			parts = append(parts, "counter")
+		case *expr.Objref:
+			if x.Type == int(nftables.ObjTypeLimit) {
+				parts = append(parts, fmt.Sprintf("limit name %q", x.Name))
+			} else {
+				parts = append(parts, fmt.Sprintf("objref %d %q", x.Type, x.Name))
+			}
+		case *expr.Log:
+			parts = append(parts, fmt.Sprintf("log prefix %q group %d", string(x.Data), x.Group))
+		case *expr.Verdict:
+			switch x.Kind {
+			case expr.VerdictAccept:
+				parts = append(parts, "accept")
+			case expr.VerdictDrop:
+				parts = append(parts, "drop")
+			case expr.VerdictJump:
+				parts = append(parts, "jump "+unslot(x.Chain))
+			case expr.VerdictGoto:
+				parts = append(parts, "goto "+unslot(x.Chain))
+			case expr.VerdictReturn:
+				parts = append(parts, "return")
+			default:
+				parts = append(parts, fmt.Sprintf("verdict %d", x.Kind))
+			}
+		case *expr.Reject:
+			if x.Type == unix.NFT_REJECT_TCP_RST {
+				parts = append(parts, RejectTCPReset{}.String())
+			} else {
+				parts = append(parts, fmt.Sprintf("reject type %d code %d", x.Type, x.Code))
+			}
+		case *expr.Immediate:
+			imm[x.Register] = x.Data
+		case *expr.NAT:
+			addr, _ := bytesAddr(imm[x.RegAddrMin])
+			switch x.Type {
+			case expr.NATTypeDestNAT:
+				port := uint16(0)
+				if p := imm[x.RegProtoMin]; len(p) >= 2 {
+					port = binary.BigEndian.Uint16(p)
+				}
+				parts = append(parts, DNAT{Addr: addr, Port: port}.String())
+			default:
+				parts = append(parts, SNAT{Addr: addr}.String())
+			}
+		case *expr.Masq:
+			parts = append(parts, Masquerade{}.String())
+		default:
+			parts = append(parts, fmt.Sprintf("<%T>", e))
+		}
+	}
+	return strings.Join(parts, " "), counter
+}
+
+func payloadField(p *expr.Payload) (family, field) {
+	switch {
+	case p.Base == expr.PayloadBaseTransportHeader && p.Offset == 2:
+		return 0, fieldPort
+	case p.Offset == 12 && p.Len == 4:
+		return ipv4, fieldSrc
+	case p.Offset == 16 && p.Len == 4:
+		return ipv4, fieldDst
+	case p.Offset == 8 && p.Len == 16:
+		return ipv6, fieldSrc
+	}
+	return ipv6, fieldDst
+}
+
+func bytesVal(b []byte) u128 {
+	switch len(b) {
+	case 2:
+		return u128{0, uint64(binary.BigEndian.Uint16(b))}
+	case 4:
+		return u128{0, uint64(binary.BigEndian.Uint32(b))}
+	case 16:
+		return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+	}
+	var v u128
+	for _, c := range b {
+		v = u128{v.hi<<8 | v.lo>>56, v.lo<<8 | uint64(c)}
+	}
+	return v
+}
+
+func orNot(val, mask []byte) []byte {
+	out := make([]byte, len(val))
+	for i := range val {
+		m := byte(0)
+		if i < len(mask) {
+			m = mask[i]
+		}
+		out[i] = val[i] | ^m
+	}
+	return out
+}
