@@ -191,6 +191,10 @@ func (c *Config) DataplaneConfig() nft.Config {
 	if c.privateIP.IsValid() {
 		dc.PrivateIPs = []netip.Addr{c.privateIP}
 	}
+	dc.ProxyPort = c.proxyPort
+	if ap, err := netip.ParseAddrPort(c.Proxy.Explicit); err == nil {
+		dc.InsideTCPPorts = append(dc.InsideTCPPorts, ap.Port())
+	}
 	return dc
 }
 

@@ -48,6 +48,7 @@ func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
 		post = c.baseChain("postrouting", HookPostrouting, "nat", 100, "accept")
 	}
 
+	c.steer(pre)
 	c.input(input)
 	fwd.add("", MatchCtState{CtStateEstablished | CtStateRelated}, Verdict{Kind: VerdictAccept})
 	fwd.add("", MatchCtState{CtStateInvalid}, Counter{}, Verdict{Kind: VerdictDrop})
@@ -259,6 +260,34 @@ func (c *compiler) snat(ch *Chain) {
 			ch.add("", out, MatchNFProto{fam}, Masquerade{})
 		}
 	}
+}
+
+// steer redirects cluster TCP to application rules' ports to the L7 proxy.
+func (c *compiler) steer(pre *Chain) {
+	if c.cfg.ProxyPort == 0 {
+		return
+	}
+	var ports []policy.PortRange
+	for _, r := range c.p.RulesOf(policy.KindApplication) {
+		for _, ap := range r.AppProtocols {
+			ports = append(ports, policy.PortRange{Lo: ap.Port, Hi: ap.Port})
+		}
+	}
+	if len(ports) == 0 {
+		return
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i].Lo < ports[j].Lo })
+	var merged []policy.PortRange
+	for _, p := range ports {
+		if n := len(merged); n > 0 && merged[n-1].Hi+1 >= p.Lo {
+			merged[n-1].Hi = max(merged[n-1].Hi, p.Hi)
+			continue
+		}
+		merged = append(merged, p)
+	}
+	c.cfg.InsideTCPPorts = append(c.cfg.InsideTCPPorts, c.cfg.ProxyPort)
+	pre.add("application rules' ports to the L7 proxy", MatchIfName{Name: c.cfg.Inside}, MatchL4Proto{protoTCP},
+		c.match(0, fieldPort, portIntervals(merged)), Redirect{Port: c.cfg.ProxyPort})
 }
 
 // match returns the statement that matches field f against ivs: a single

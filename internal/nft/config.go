@@ -61,6 +61,11 @@ type Config struct {
 	// (SSH, the L7 proxy's ports); by default only DNS is.
 	InsideTCPPorts []uint16
 	SNAT           SNATMode
+	// ProxyPort, when set, is the local port of the transparent L7 proxy:
+	// TCP from the inside to every port an application rule names is
+	// redirected there, and the proxy decides it with the same matcher
+	// (network rules first, then application rules).
+	ProxyPort uint16
 	// LogGroup is the NFLOG group of the decision log (default 100).
 	LogGroup uint16
 	// LogRate and LogBurst limit the packets logged, all rules together,

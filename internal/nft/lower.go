@@ -458,6 +458,11 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 		}, nil
 	case Masquerade:
 		return []expr.Any{&expr.Masq{}}, nil
+	case Redirect:
+		return []expr.Any{
+			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)},
+			&expr.Redir{RegisterProtoMin: 1},
+		}, nil
 	}
 	return nil, fmt.Errorf("unknown statement %T", st)
 }

@@ -224,6 +224,9 @@ type SNAT struct{ Addr netip.Addr }
 // Masquerade rewrites the source to the output interface's address.
 type Masquerade struct{}
 
+// Redirect sends the packet to a local port (the L7 proxy).
+type Redirect struct{ Port uint16 }
+
 func (MatchNFProto) stmt()   {}
 func (MatchL4Proto) stmt()   {}
 func (MatchIfName) stmt()    {}
@@ -239,6 +242,7 @@ func (RejectTCPReset) stmt() {}
 func (DNAT) stmt()           {}
 func (SNAT) stmt()           {}
 func (Masquerade) stmt()     {}
+func (Redirect) stmt()       {}
 
 // Connection tracking states (the kernel's bits).
 const (
@@ -344,6 +348,7 @@ func (s SNAT) String() string {
 	return "snat ip6 to " + s.Addr.String()
 }
 func (Masquerade) String() string { return "masquerade" }
+func (r Redirect) String() string { return fmt.Sprintf("redirect to :%d", r.Port) }
 
 // fmtInterval renders an interval as nft would: a value, a prefix or a range.
 func fmtInterval(fam family, f field, iv ivl) string {
