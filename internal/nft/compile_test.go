@@ -434,3 +434,34 @@ func TestShowRendersCompiled(t *testing.T) {
 		}
 	}
 }
+
+func TestCompileSteersApplicationPortsToProxy(t *testing.T) {
+	p := loadExample(t)
+	rs, err := Compile(p, Config{Inside: "cw-in", Outside: "cw-out", ProxyPort: 15001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := rs.String()
+	var steer string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "redirect to :15001") {
+			steer = line
+		}
+	}
+	if steer == "" || !strings.Contains(steer, `iifname "cw-in"`) || !strings.Contains(steer, "meta l4proto tcp") {
+		t.Fatalf("no steering rule for the proxy in:\n%s", text)
+	}
+	// The seed's application rules name ports 80 and 443: a set of both.
+	set := rs.Set(strings.TrimPrefix(steer[strings.Index(steer, "@"):strings.Index(steer, " redirect")], "@"))
+	if set == nil || len(set.Elems) != 2 {
+		t.Fatalf("port set of %q: %+v", steer, set)
+	}
+	if !strings.Contains(text, "15001") || !strings.Contains(text, "services of the firewall") {
+		t.Errorf("input chain does not accept the proxy port:\n%s", text)
+	}
+	// Without a proxy port nothing is steered.
+	rs, _ = Compile(p, Config{Inside: "cw-in", Outside: "cw-out"})
+	if strings.Contains(rs.String(), "redirect") {
+		t.Error("steering without a proxy port")
+	}
+}
