@@ -45,6 +45,9 @@ type Decision struct {
 	// TranslatedAddr and TranslatedPort are set for DNAT.
 	TranslatedAddr netip.Addr
 	TranslatedPort uint16
+	// TranslatedFQDN is set for a DNAT rule that translates to a name
+	// (translatedFqdn) instead of an address.
+	TranslatedFQDN string
 }
 
 // Reasons used in decisions.
