@@ -7,7 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterwall/clusterwall/internal/demo"
 	"github.com/clusterwall/clusterwall/internal/lab"
 )
 
@@ -44,12 +46,7 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if policyFile != "" && !noDaemon {
-				conf, err := labDaemonConfig(name, policyFile)
-				if err != nil {
-					return err
-				}
-				cfg.Files = map[string][]byte{"daemon.yaml": conf}
-				cfg.DaemonArgs = []string{"--config", filepath.Join(lab.StateDir(name), "daemon.yaml")}
+				cfg.Daemon = &lab.DaemonOptions{Policy: policyFile}
 			}
 			start := time.Now()
 			l, err := lab.Up(cmd.Context(), cfg)
@@ -146,7 +143,7 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 		},
 	}
 
-	cmd.AddCommand(up, down, status, execCmd, ca, serve)
+	cmd.AddCommand(up, down, status, execCmd, ca, serve, labDemoCommand(&name))
 	return []*cobra.Command{cmd}
 }
 
@@ -195,31 +192,57 @@ func printLabStatus(w io.Writer, s *lab.Status) {
 	}
 }
 
-// labDaemonConfig returns the daemon's config for the lab's firewall (a
-// file in the lab's state directory). The interfaces and addresses are the
-// lab's fixed ones (docs/lab.md); the decision log goes to the state
-// directory.
-func labDaemonConfig(name, policyFile string) ([]byte, error) {
-	if err := lab.CheckName(name); err != nil {
-		return nil, err
+// labDemoCommand is `clusterwall lab demo`: the seed's scenario end to end
+// (internal/demo; `make demo` runs it).
+func labDemoCommand(name *string) *cobra.Command {
+	var (
+		cfg     demo.Config
+		only    string
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Bring the lab up with the daemon and the seed's policy, check real flows, tear it down",
+		Long: `demo brings the lab up with the firewall daemon enforcing the seed's policy, sends
+real flows from the cluster and from the internet (curl, dig, probe, NTP, ping),
+prints one row per flow — expected and observed outcome and the deciding rule
+from the daemon's decision log — and removes the lab again (also on failure and
+Ctrl-C). It exits 1 when any observed outcome differs from the expected one.
+A lab that already exists is refused unless --reuse (then it stays up).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Name = *name
+			cfg.Out = cmd.OutOrStdout()
+			if verbose {
+				cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			}
+			if only != "" {
+				re, err := regexp.Compile(only)
+				if err != nil {
+					return &exitError{code: 2, msg: "--only: " + err.Error()}
+				}
+				cfg.Only = re
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			_, err := demo.Run(ctx, cfg)
+			switch {
+			case errors.Is(err, demo.ErrChecksFailed):
+				return &exitError{code: 1}
+			case err != nil && ctx.Err() != nil:
+				return &exitError{code: 130, msg: "demo interrupted; lab removed"}
+			case err != nil:
+				return &exitError{code: 1, msg: err.Error()}
+			}
+			return nil
+		},
 	}
-	abs, err := filepath.Abs(policyFile)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return nil, fmt.Errorf("--policy: %w", err)
-	}
-	dir := lab.StateDir(name)
-	conf := fmt.Sprintf(`# written by clusterwall lab up --policy
-policy: %q
-interfaces:
-  inside: %s
-  outside: %s
-publicIPs: [%q, %q]
-privateIP: %q
-log:
-  file: %q
-`, abs, lab.FWInside, lab.FWOutside, lab.FWPublicV4, lab.FWPublicV6, lab.FWPrivateV4, filepath.Join(dir, "decisions.log"))
-	return []byte(conf), nil
+	f := cmd.Flags()
+	f.StringVar(&cfg.Policy, "policy", "examples/aks-egress.yaml", "the seed's policy (the checks are written for it)")
+	f.BoolVar(&cfg.Reuse, "reuse", false, "run in the lab if it is already up (restarts its daemon with --policy) and leave it up")
+	f.BoolVar(&cfg.Keep, "keep", false, "leave the lab up afterwards (for `lab exec` and `dataplane show`)")
+	f.DurationVar(&cfg.Timeout, "timeout", time.Second, "how long a client waits before it calls a flow denied")
+	f.StringVar(&only, "only", "", "run only the flows matching this regular expression")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log the lab's progress")
+	return cmd
 }

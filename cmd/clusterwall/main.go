@@ -55,4 +55,14 @@ func newRootCmd() *cobra.Command {
 
 // commandSets lists the constructors of the other command families; a file
 // adds its family by appending one line here.
-var commandSets = []func() []*cobra.Command{}
+var commandSets = []func() []*cobra.Command{
+	probeCommands,
+	explainCommands,
+	importCommands,
+	labCommands,
+	azCommands,
+	dataplaneCommands,
+	runCommands,
+	dnsCommands,
+	wafCommands,
+}

@@ -55,11 +55,17 @@ type Config struct {
 	// and `Exe ARGS...` for extra processes. Default: this executable.
 	// Test binaries can serve by calling ServeMain from TestMain.
 	Exe string
-	// NoDNSForwarder leaves 10.42.2.4:53 free for a real DNS proxy.
+	// NoDNSForwarder leaves 10.42.2.4:53 free for a real DNS proxy. It is
+	// implied by Daemon: the daemon's DNS proxy is the cluster's resolver.
 	NoDNSForwarder bool
 	// DaemonArgs, when not nil, starts `Exe run DaemonArgs...` in fw as the
 	// process DaemonProc, with its log in the state directory.
 	DaemonArgs []string
+	// Daemon, when not nil, starts the real firewall daemon in fw: Up
+	// writes its config (DaemonConfig) into the state directory as
+	// DaemonConfigFile, sets DaemonArgs, and waits until the daemon has
+	// applied the policy. Its decision log is Lab.DecisionLog.
+	Daemon *DaemonOptions
 	// Procs are further processes to start (after the servers and the daemon).
 	Procs []Proc
 	// Files are written into the state directory (by base name) before any
@@ -202,6 +208,19 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 			return nil, err
 		}
 	}
+	if cfg.Daemon != nil {
+		conf, err := DaemonConfig(cfg.Name, *cfg.Daemon)
+		if err != nil {
+			return nil, err
+		}
+		files := map[string][]byte{DaemonConfigFile: conf}
+		for k, v := range cfg.Files {
+			files[k] = v
+		}
+		cfg.Files = files
+		cfg.DaemonArgs = []string{"--config", filepath.Join(StateDir(cfg.Name), DaemonConfigFile)}
+		cfg.NoDNSForwarder = true
+	}
 	for f := range cfg.Files {
 		if f != filepath.Base(f) || f == "state.json" || strings.HasPrefix(f, ".") {
 			return nil, fmt.Errorf("lab file %q: want a plain file name", f)
@@ -263,7 +282,11 @@ func (cfg *Config) procs() (servers, extras []Proc) {
 		servers = append(servers, serve(RoleDNSFwd, HostFW))
 	}
 	if cfg.DaemonArgs != nil {
-		extras = append(extras, Proc{Name: DaemonProc, Host: HostFW, Args: append([]string{"run"}, cfg.DaemonArgs...)})
+		d := Proc{Name: DaemonProc, Host: HostFW, Args: append([]string{"run"}, cfg.DaemonArgs...)}
+		if cfg.Daemon != nil {
+			d.Ready = daemonReady
+		}
+		extras = append(extras, d)
 	}
 	return servers, append(extras, cfg.Procs...)
 }

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +72,16 @@ func NewTestLab(t testing.TB, cfg Config) *Lab {
 // daemon, or to test the CLI).
 func BuildBinary(t testing.TB) string {
 	t.Helper()
+	bin, err := BuildBinaryTo(t.TempDir())
+	if err != nil {
+		t.Fatalf("BuildBinary: %v", err)
+	}
+	return bin
+}
+
+// BuildBinaryTo builds cmd/clusterwall into dir (e.g. once in TestMain)
+// and returns its path.
+func BuildBinaryTo(dir string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go"
@@ -78,13 +89,13 @@ func BuildBinary(t testing.TB) string {
 	out, err := exec.Command(goBin, "env", "GOMOD").Output()
 	gomod := strings.TrimSpace(string(out))
 	if err != nil || gomod == "" || gomod == os.DevNull {
-		t.Fatalf("BuildBinary: cannot find the module root (go env GOMOD: %q, %v)", gomod, err)
+		return "", fmt.Errorf("cannot find the module root (go env GOMOD: %q, %v)", gomod, err)
 	}
-	bin := filepath.Join(t.TempDir(), "clusterwall")
+	bin := filepath.Join(dir, "clusterwall")
 	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/clusterwall")
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("BuildBinary: go build ./cmd/clusterwall: %v\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/clusterwall: %v\n%s", err, out)
 	}
-	return bin
+	return bin, nil
 }

@@ -1,0 +1,786 @@
+// Command dataplane measures what clusterwall's kernel data plane costs:
+// TCP throughput (iperf3) and the new-connection rate from the lab's node
+// to a server in the lab internet, through the firewall, in three set-ups
+// of the same lab, interleaved in one run:
+//
+//	plain     the firewall only forwards: no nftables table at all;
+//	baseline  a minimal hand-written stateful ruleset (installed with
+//	          google/nftables): ct state established,related accept, one
+//	          accept for the benchmark server, policy drop;
+//	policy    the daemon enforcing a generated policy of N network rules
+//	          (default 10,000) that do not match the benchmark flows, and
+//	          one allow rule for them at the end, so that every rule is in
+//	          front of it;
+//	stopped   the same ruleset with the daemon stopped (the table stays,
+//	          fail closed): the kernel's cost alone, without the daemon's
+//	          work for the decision log (one log message per new flow);
+//	1-rule    the daemon enforcing only the allow rule: policy / 1-rule is
+//	          the cost of the rule count alone.
+//
+// Each round measures plain first (both tables deleted), then puts the
+// tables back (the daemon re-applies the policy: an apply-time sample) and
+// measures the other set-ups in a rotating order, switching between them
+// by making a table dormant (milliseconds), so that the set-ups compared
+// with each other are measured seconds apart. The report gives per-round
+// numbers, medians, and the medians of the per-round ratios (policy /
+// baseline, policy / plain, ...), and the daemon's apply time of the
+// generated policy (apply_ms of its log).
+//
+// bench/dataplane.sh runs it; docs/benchmarks.md has the results.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	mnetlink "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/lab"
+	"github.com/clusterwall/clusterwall/internal/nft"
+)
+
+var (
+	server     = netip.MustParseAddr("192.0.2.99") // nonazure.example.net in the lab internet
+	iperfPort  = 5201
+	acceptPort = 5202
+)
+
+type config struct {
+	exe      string
+	name     string
+	rules    int
+	rounds   int
+	iperfDur time.Duration
+	connDur  time.Duration
+	conns    int
+	keep     bool
+	only     string
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.exe, "exe", "bin/clusterwall", "clusterwall binary (lab servers and the daemon)")
+	flag.StringVar(&c.name, "name", "cwbench", "lab name (must not exist)")
+	flag.IntVar(&c.rules, "rules", 10000, "network rules in the generated policy")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds (each measures every set-up once)")
+	flag.DurationVar(&c.iperfDur, "iperf-time", 4*time.Second, "iperf3 measurement time per set-up and round (after 1 s omitted)")
+	flag.DurationVar(&c.connDur, "conn-time", 2*time.Second, "new-connection measurement time per set-up and round")
+	flag.IntVar(&c.conns, "clients", 4, "parallel connect/close loops")
+	flag.BoolVar(&c.keep, "keep", false, "leave the lab up afterwards (in the last set-up measured)")
+	flag.StringVar(&c.only, "only", "", "measure only this set-up: plain, baseline or policy")
+	policyOut := flag.String("write-policy", "", "only write the generated policy to this file")
+	flag.Parse()
+	if *policyOut != "" {
+		if err := os.WriteFile(*policyOut, generatePolicy(c.rules), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type mode string
+
+const (
+	modePlain    mode = "plain"
+	modeBaseline mode = "baseline"
+	modePolicy   mode = "policy"
+	// modeStopped is the policy with the daemon stopped (SIGTERM; the
+	// kernel table stays: fail closed): the kernel's cost alone, without
+	// the daemon reading one log message per new flow and writing decision
+	// lines. The daemon is started again afterwards.
+	modeStopped mode = "stopped"
+	// modeOneRule is the daemon enforcing a policy with only the rule that
+	// allows the benchmark flows: the same table structure (NAT chains,
+	// decision logging) without the 9,999 rules in front.
+	modeOneRule mode = "1-rule"
+)
+
+var modes = []mode{modePlain, modeBaseline, modePolicy, modeStopped, modeOneRule}
+
+type sample struct {
+	gbps    float64 // iperf3 throughput
+	connsPS float64 // new connections per second
+	fails   int64   // connections that failed (timed out)
+	// daemonCPU is the CPU time the daemon used during the measurement
+	// (reading the kernel's log messages, writing decision lines).
+	daemonCPU time.Duration
+}
+
+func run(ctx context.Context, c config, out io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces)")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return errors.New("iperf3 is missing: apt-get install -y iperf3")
+	}
+	exe, err := filepath.Abs(c.exe)
+	if err != nil {
+		return err
+	}
+	if lab.Exists(c.name) {
+		return fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", c.name, c.name)
+	}
+	dir, err := os.MkdirTemp("", "clusterwall-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, generatePolicy(c.rules), 0o644); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s\n", c.rules, c.rounds, c.name)
+	if !c.keep {
+		defer func() {
+			if derr := lab.Remove(c.name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}()
+	}
+	// SNAT off: the baseline does no NAT either, so the comparison is
+	// about the rules (the lab internet routes the cluster's ranges back).
+	l, err := lab.Up(ctx, lab.Config{Name: c.name, Exe: exe, Log: slog.New(slog.DiscardHandler),
+		Daemon: &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}})
+	if err != nil {
+		return err
+	}
+	fwNS, err := netns.GetFromName(l.NS(lab.HostFW))
+	if err != nil {
+		return err
+	}
+	defer fwNS.Close()
+	applies := []int64{}
+	if ms, err := lastApplyMS(l); err == nil {
+		applies = append(applies, ms)
+	}
+
+	// Servers in the lab internet: iperf3, and an accept-and-close server.
+	iperf, err := l.Command(ctx, lab.HostInet, "iperf3", "-s", "-B", server.String(), "-p", fmt.Sprint(iperfPort))
+	if err != nil {
+		return err
+	}
+	iperf.Stdout, iperf.Stderr = io.Discard, io.Discard
+	if err := iperf.Start(); err != nil {
+		return fmt.Errorf("iperf3 server: %w", err)
+	}
+	defer func() { iperf.Process.Kill(); iperf.Wait() }()
+	ln, err := acceptServer(l)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	time.Sleep(300 * time.Millisecond) // iperf3 binds
+
+	if err := baseline(int(fwNS), true); err != nil {
+		return err
+	}
+	// Apply times: the first apply, and a few more re-applies of the
+	// whole table.
+	for range 3 {
+		ms, err := reapply(ctx, l)
+		if err != nil {
+			return err
+		}
+		applies = append(applies, ms)
+	}
+
+	// Each round measures plain first (both tables deleted), puts the
+	// tables back, then the other set-ups in a rotating order, switched by
+	// making tables dormant (milliseconds), so that the set-ups compared
+	// with each other are measured seconds apart.
+	results := map[mode][]sample{}
+	for round := range c.rounds {
+		order := []mode{modeBaseline, modePolicy, modeStopped, modeOneRule}
+		for range round % len(order) {
+			order = append(order[1:], order[0])
+		}
+		order = append([]mode{modePlain}, order...)
+		for i, m := range order {
+			if c.only != "" && string(m) != c.only {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := setMode(l, int(fwNS), m); err != nil {
+				return fmt.Errorf("round %d, %s: %w", round+1, m, err)
+			}
+			if m == modeOneRule {
+				if _, err := swapPolicy(ctx, l, policyFile, generatePolicy(1)); err != nil {
+					return fmt.Errorf("round %d, %s: %w", round+1, m, err)
+				}
+			}
+			if err := verify(l, m); err != nil {
+				return fmt.Errorf("round %d, %s: %w", round+1, m, err)
+			}
+			if err := flushConntrack(fwNS); err != nil {
+				return err
+			}
+			settle(l)
+			cpu0 := daemonCPU(l)
+			s, err := measure(ctx, l, c)
+			s.daemonCPU = daemonCPU(l) - cpu0
+			if m == modeOneRule {
+				ms, err := swapPolicy(ctx, l, policyFile, generatePolicy(c.rules))
+				if err != nil {
+					return fmt.Errorf("round %d: back to %d rules: %w", round+1, c.rules, err)
+				}
+				applies = append(applies, ms)
+			}
+			if m == modeStopped {
+				ms, serr := startDaemon(ctx, l)
+				if serr != nil {
+					return fmt.Errorf("round %d: restart the daemon: %w", round+1, serr)
+				}
+				applies = append(applies, ms)
+			}
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", round+1, m, err)
+			}
+			results[m] = append(results[m], s)
+			fmt.Fprintf(out, "round %d %-8s  %6.2f Gbit/s  %8.0f conn/s  daemon CPU %5.2f s", round+1, m, s.gbps, s.connsPS, s.daemonCPU.Seconds())
+			if s.fails > 0 {
+				fmt.Fprintf(out, "  (%d connections timed out)", s.fails)
+			}
+			fmt.Fprintln(out)
+			if m == modePlain && i < len(order)-1 {
+				ms, err := restore(ctx, l, int(fwNS))
+				if err != nil {
+					return fmt.Errorf("round %d: restore: %w", round+1, err)
+				}
+				applies = append(applies, ms)
+			}
+		}
+	}
+	report(out, c, results, applies)
+	return nil
+}
+
+// setMode puts the firewall into mode m. Plain deletes both tables (a
+// table that is only dormant still keeps conntrack hooked); the others
+// need both tables in the kernel (restore re-creates them) and switch by
+// making one of them dormant.
+func setMode(l *lab.Lab, fwFD int, m mode) error {
+	if m == modePlain {
+		if err := nft.NewNetlinkRunner(nft.NetlinkOptions{NetNSFd: fwFD}).Flush(); err != nil {
+			return err
+		}
+		return baseline(fwFD, false)
+	}
+	if err := setDormant(fwFD, baselineTable, m != modeBaseline); err != nil {
+		return err
+	}
+	if err := setDormant(fwFD, nft.DefaultTable, m == modeBaseline); err != nil {
+		return err
+	}
+	if m == modeStopped {
+		return l.Stop(lab.DaemonProc)
+	}
+	return nil
+}
+
+// startDaemon starts the daemon again after modeStopped and returns its
+// apply time.
+func startDaemon(ctx context.Context, l *lab.Lab) (int64, error) {
+	err := l.Start(ctx, lab.Proc{Name: lab.DaemonProc, Host: lab.HostFW,
+		Args:  []string{"run", "--config", filepath.Join(l.Dir(), lab.DaemonConfigFile)},
+		Ready: func(ctx context.Context, l *lab.Lab) error { return l.WaitDaemon(ctx, time.Minute) }})
+	if err != nil {
+		return -1, err
+	}
+	// /healthz answers once the policy is applied; the log line follows.
+	time.Sleep(100 * time.Millisecond)
+	return lastApplyMS(l)
+}
+
+// verify checks that the firewall is in set-up m, with two flows that the
+// set-ups treat differently: TCP to 192.0.2.99:9000 (plain and baseline
+// pass it, the policy does not allow it) and to 192.0.2.10:80 (only plain
+// passes it).
+func verify(l *lab.Lab, m mode) error {
+	try := func(dst string) bool {
+		var ok bool
+		l.Do(lab.HostNode, func() error {
+			c, err := net.DialTimeout("tcp", dst, 300*time.Millisecond)
+			if err == nil {
+				c.Close()
+				ok = true
+			}
+			return nil
+		})
+		return ok
+	}
+	want99 := m == modePlain || m == modeBaseline
+	want10 := m == modePlain
+	if got := try("192.0.2.99:9000"); got != want99 {
+		return fmt.Errorf("set-up check: 192.0.2.99:9000 passes=%v, want %v", got, want99)
+	}
+	if got := try("192.0.2.10:80"); got != want10 {
+		return fmt.Errorf("set-up check: 192.0.2.10:80 passes=%v, want %v", got, want10)
+	}
+	return nil
+}
+
+// daemonCPU returns the CPU time (user and system) the daemon used so far.
+func daemonCPU(l *lab.Lab) time.Duration {
+	pid := l.Pid(lab.DaemonProc)
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ...: utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+// settle waits (up to 10 s) until the daemon is idle, so that its work on
+// one measurement's log messages does not spill into the next one.
+func settle(l *lab.Lab) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		a := daemonCPU(l)
+		time.Sleep(200 * time.Millisecond)
+		if daemonCPU(l)-a <= 10*time.Millisecond {
+			return
+		}
+	}
+}
+
+// restore puts both tables back after the plain set-up: the baseline
+// table, and the policy, which the daemon applies again (SIGHUP). It
+// returns the daemon's apply time.
+func restore(ctx context.Context, l *lab.Lab, fwFD int) (int64, error) {
+	if err := baseline(fwFD, true); err != nil {
+		return -1, err
+	}
+	return reapply(ctx, l)
+}
+
+const baselineTable = "cwbench"
+
+// baseline installs (or, with on false, removes) the minimal stateful
+// ruleset:
+//
+//	table inet cwbench {
+//	  chain forward { type filter hook forward priority 0; policy drop;
+//	    ct state established,related accept
+//	    ip daddr 192.0.2.99 accept
+//	  }
+//	}
+func baseline(fwFD int, on bool) error {
+	c, err := nftables.New(nftables.WithNetNSFd(fwFD))
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: baselineTable}
+	// Add first so that the delete never fails on a missing table.
+	c.AddTable(t)
+	c.DelTable(t)
+	if on {
+		t = c.AddTable(t)
+		drop := nftables.ChainPolicyDrop
+		ch := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+				Xor:  binaryutil.NativeEndian.PutUint32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}})
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: server.AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}})
+	}
+	return c.Flush()
+}
+
+// setDormant switches an inet table between dormant (its base chains
+// unhooked: packets do not see it) and active, in one netlink batch. It is
+// how the benchmark alternates quickly between set-ups whose tables stay
+// in the kernel. (google/nftables always sends table flags 0, so the
+// message is built here.)
+func setDormant(fwFD int, table string, dormant bool) error {
+	c, err := mnetlink.Dial(unix.NETLINK_NETFILTER, &mnetlink.Config{NetNS: fwFD})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nfgen := func(family uint8, resID uint16) []byte {
+		return []byte{family, 0 /* NFNETLINK_V0 */, byte(resID >> 8), byte(resID)}
+	}
+	flags := uint32(0)
+	if dormant {
+		flags = unix.NFT_TABLE_F_DORMANT
+	}
+	attrs, err := mnetlink.MarshalAttributes([]mnetlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: append([]byte(table), 0)},
+		{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)},
+	})
+	if err != nil {
+		return err
+	}
+	msgs := []mnetlink.Message{
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: mnetlink.Request},
+			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE), Flags: mnetlink.Request | mnetlink.Acknowledge},
+			Data: append(nfgen(unix.NFPROTO_INET, 0), attrs...)},
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_END), Flags: mnetlink.Request},
+			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+	}
+	if _, err := c.SendMessages(msgs); err != nil {
+		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
+	}
+	if _, err := c.Receive(); err != nil {
+		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
+	}
+	return nil
+}
+
+// swapPolicy replaces the policy file (rename) and waits until the
+// daemon has applied it; it returns the apply time.
+func swapPolicy(ctx context.Context, l *lab.Lab, file string, data []byte) (int64, error) {
+	before, err := status(ctx, l)
+	if err != nil {
+		return -1, err
+	}
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return -1, err
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return -1, err
+	}
+	return waitReload(ctx, l, before)
+}
+
+// reapply makes the daemon apply its policy again (SIGHUP) and returns its
+// apply time.
+func reapply(ctx context.Context, l *lab.Lab) (int64, error) {
+	before, err := status(ctx, l)
+	if err != nil {
+		return -1, err
+	}
+	if err := l.Signal(lab.DaemonProc, syscall.SIGHUP); err != nil {
+		return -1, err
+	}
+	return waitReload(ctx, l, before)
+}
+
+// waitReload waits until the daemon finished a reload after before and
+// returns its apply time.
+func waitReload(ctx context.Context, l *lab.Lab, before daemonStatus) (int64, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := status(ctx, l)
+		if err == nil && st.LastReloadAt.After(before.LastReloadAt) {
+			if st.LastReload != "ok" {
+				return -1, fmt.Errorf("reload: %s", st.LastReload)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			return -1, errors.New("the daemon did not reload within 60 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return lastApplyMS(l)
+}
+
+type daemonStatus struct {
+	Generation   uint64    `json:"generation"`
+	LastReload   string    `json:"lastReload"`
+	LastReloadAt time.Time `json:"lastReloadAt"`
+}
+
+func status(ctx context.Context, l *lab.Lab) (daemonStatus, error) {
+	var st daemonStatus
+	code, body, err := l.Admin(ctx, http.MethodGet, "/v1/status")
+	if err != nil {
+		return st, err
+	}
+	if code != http.StatusOK {
+		return st, fmt.Errorf("status: %d", code)
+	}
+	return st, json.Unmarshal(body, &st)
+}
+
+// lastApplyMS reads apply_ms of the daemon's last "policy applied" line.
+func lastApplyMS(l *lab.Lab) (int64, error) {
+	f, err := os.Open(l.LogFile(lab.DaemonProc))
+	if err != nil {
+		return -1, err
+	}
+	defer f.Close()
+	ms := int64(-1)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Msg     string `json:"msg"`
+			ApplyMS int64  `json:"apply_ms"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "policy applied" {
+			ms = line.ApplyMS
+		}
+	}
+	if ms < 0 {
+		return -1, errors.New("no apply_ms in the daemon's log")
+	}
+	return ms, nil
+}
+
+func flushConntrack(ns netns.NsHandle) error {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		return fmt.Errorf("flush conntrack: %w", err)
+	}
+	return nil
+}
+
+// acceptServer listens on server:acceptPort in inet and closes every
+// connection it accepts.
+func acceptServer(l *lab.Lab) (net.Listener, error) {
+	var ln net.Listener
+	err := l.Do(lab.HostInet, func() error {
+		var err error
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(server, uint16(acceptPort)).String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln, nil
+}
+
+// measure runs iperf3 and then the connect/close loops from node.
+func measure(ctx context.Context, l *lab.Lab, c config) (sample, error) {
+	var s sample
+	secs := int((c.iperfDur + time.Second - 1) / time.Second)
+	cctx, cancel := context.WithTimeout(ctx, c.iperfDur+30*time.Second)
+	defer cancel()
+	outb, err := l.Exec(cctx, lab.HostNode, "iperf3", "-c", server.String(), "-p", fmt.Sprint(iperfPort),
+		"-t", fmt.Sprint(secs), "-O", "1", "-J")
+	if err != nil {
+		return s, fmt.Errorf("iperf3: %w %s", err, outb)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(outb, &res); err != nil || res.Error != "" {
+		return s, fmt.Errorf("iperf3 output: %v %s", err, res.Error)
+	}
+	s.gbps = res.End.SumReceived.BitsPerSecond / 1e9
+
+	var n, fails atomic.Int64
+	var wg sync.WaitGroup
+	dst := netip.AddrPortFrom(server, uint16(acceptPort)).String()
+	deadline := time.Now().Add(c.connDur)
+	var firstErr atomic.Value
+	for range c.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The loop runs on a thread inside node's namespace, so its
+			// sockets are node's.
+			err := l.Do(lab.HostNode, func() error {
+				d := net.Dialer{Timeout: 3 * time.Second}
+				for time.Now().Before(deadline) {
+					conn, err := d.Dial("tcp", dst)
+					if err != nil {
+						fails.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+						continue
+					}
+					conn.(*net.TCPConn).SetLinger(0) // RST: no TIME_WAIT, no port exhaustion
+					conn.Close()
+					n.Add(1)
+				}
+				return nil
+			})
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// A few failures under load are noise (a full accept queue drops a
+	// SYN); many mean the firewall is in the way.
+	if f := fails.Load(); f*100 > n.Load() {
+		return s, fmt.Errorf("%d of %d connections failed: %v", f, f+n.Load(), firstErr.Load())
+	}
+	s.fails = fails.Load()
+	s.connsPS = float64(n.Load()) / c.connDur.Seconds()
+	return s, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func report(out io.Writer, c config, r map[mode][]sample, applies []int64) {
+	get := func(m mode, f func(sample) float64) []float64 {
+		var xs []float64
+		for _, s := range r[m] {
+			xs = append(xs, f(s))
+		}
+		return xs
+	}
+	ratios := func(num, den mode, f func(sample) float64) []float64 {
+		var xs []float64
+		for i := range min(len(r[num]), len(r[den])) {
+			if d := f(r[den][i]); d > 0 {
+				xs = append(xs, f(r[num][i])/d)
+			}
+		}
+		return xs
+	}
+	tput := func(s sample) float64 { return s.gbps }
+	rate := func(s sample) float64 { return s.connsPS }
+	fmt.Fprintf(out, "\n| set-up | TCP throughput, median (Gbit/s) | new connections, median (per s) |\n|---|---|---|\n")
+	for _, m := range modes {
+		fmt.Fprintf(out, "| %s | %.2f | %.0f |\n", m, median(get(m, tput)), median(get(m, rate)))
+	}
+	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios) | throughput | new connections |\n|---|---|---|\n", c.rounds)
+	fmt.Fprintf(out, "| policy (%d rules) / baseline | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modeBaseline, tput)), median(ratios(modePolicy, modeBaseline, rate)))
+	fmt.Fprintf(out, "| policy (%d rules) / plain | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modePlain, tput)), median(ratios(modePolicy, modePlain, rate)))
+	fmt.Fprintf(out, "| policy (%d rules) / 1-rule | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modeOneRule, tput)), median(ratios(modePolicy, modeOneRule, rate)))
+	fmt.Fprintf(out, "| 1-rule / baseline | %.3f | %.3f |\n", median(ratios(modeOneRule, modeBaseline, tput)), median(ratios(modeOneRule, modeBaseline, rate)))
+	fmt.Fprintf(out, "| stopped (%d rules, daemon stopped) / baseline | %.3f | %.3f |\n", c.rules, median(ratios(modeStopped, modeBaseline, tput)), median(ratios(modeStopped, modeBaseline, rate)))
+	fmt.Fprintf(out, "| baseline / plain | %.3f | %.3f |\n", median(ratios(modeBaseline, modePlain, tput)), median(ratios(modeBaseline, modePlain, rate)))
+	cpu := func(s sample) float64 { return s.daemonCPU.Seconds() }
+	fmt.Fprintf(out, "\ndaemon CPU time per policy measurement (%s iperf3 + %s connect loops; it reads one kernel log message per new flow): median %.2f s\n",
+		c.iperfDur, c.connDur, median(get(modePolicy, cpu)))
+	var ms []float64
+	for _, a := range applies {
+		ms = append(ms, float64(a))
+	}
+	if len(ms) > 0 {
+		fmt.Fprintf(out, "\napply time of the %d-rule policy (daemon apply_ms: load, validate, compile, one netlink batch): median %.0f ms, max %.0f ms over %d applies\n",
+			c.rules, median(ms), slices.Max(ms), len(ms))
+	}
+	fmt.Fprintf(out, "per round (Gbit/s / new connections per s):\n")
+	for _, m := range modes {
+		var parts []string
+		for _, s := range r[m] {
+			parts = append(parts, fmt.Sprintf("%.2f/%.0f", s.gbps, s.connsPS))
+		}
+		fmt.Fprintf(out, "  %-8s %s\n", m, strings.Join(parts, "  "))
+	}
+}
+
+// generatePolicy writes a policy of n network rules: n-1 that do not match
+// the benchmark flows (TCP from 10.42.1.10 to 192.0.2.99 ports 5201 and
+// 5202) — each differs in exactly one of destination, port, source or
+// protocol, so that the classifier must look at every field — spread over
+// Allow and Deny collections, and last the one rule that allows them.
+func generatePolicy(n int) []byte {
+	var b strings.Builder
+	b.WriteString("name: bench\nruleCollectionGroups:\n  - name: bench\n    priority: 200\n    ruleCollections:\n")
+	const perCollection = 100
+	for i := 0; i < n-1; i++ {
+		if i%perCollection == 0 {
+			action := "Allow"
+			if (i/perCollection)%4 == 3 {
+				action = "Deny"
+			}
+			fmt.Fprintf(&b, "      - name: c%03d\n        kind: Network\n        priority: %d\n        action: %s\n        rules:\n",
+				i/perCollection, 100+i/perCollection, action)
+		}
+		proto, src, dst, ports := "TCP", "'*'", "192.0.2.99, '2001:db8:192::99'", "'5201-5202'"
+		switch i % 4 {
+		case 0: // another destination
+			dst = fmt.Sprintf("100.64.%d.%d, '2001:db8:100:%x::1'", i/256%256, i%256, i)
+		case 1: // another port
+			ports = fmt.Sprintf("'%d'", 10000+i)
+		case 2: // another source
+			src = fmt.Sprintf("10.99.%d.0/24, '2001:db8:99:%x::/64'", i/256%256, i)
+		case 3: // another protocol
+			proto = "UDP"
+		}
+		fmt.Fprintf(&b, "          - name: r%05d\n            protocols: [%s]\n            sourceAddresses: [%s]\n            destinationAddresses: [%s]\n            destinationPorts: [%s]\n",
+			i, proto, src, dst, ports)
+	}
+	// Last: the collection with the lowest priority holds the one rule
+	// that allows the benchmark flows.
+	b.WriteString("      - name: last\n        kind: Network\n        priority: 65000\n        action: Allow\n        rules:\n" +
+		"          - name: bench-allow\n            protocols: [TCP]\n" +
+		"            sourceAddresses: [10.42.1.0/24, '2001:db8:42:1::/64']\n" +
+		"            destinationAddresses: [192.0.2.99, '2001:db8:192::99']\n" +
+		"            destinationPorts: ['5201-5202']\n")
+	return []byte(b.String())
+}

@@ -1,0 +1,150 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Files of the firewall daemon in a lab's state directory, and its admin
+// API inside fw.
+const (
+	DaemonConfigFile = "daemon.yaml"   // written by Up for Config.Daemon
+	DecisionLogFile  = "decisions.log" // the daemon's decision log (JSON lines)
+	DaemonAdmin      = "127.0.0.1:9180"
+)
+
+// DaemonOptions start the real firewall daemon (`Exe run --config
+// STATE/daemon.yaml`) in fw with the lab's interfaces and addresses.
+type DaemonOptions struct {
+	// Policy is the policy file (made absolute).
+	Policy string
+	// SNAT is the daemon's snat mode: "" (masquerade), "fixed" or "off".
+	SNAT string
+	// ServiceTags overrides the policy's service tags file.
+	ServiceTags string
+}
+
+// DaemonConfig returns the config of the firewall daemon of lab name: the
+// lab's fixed interfaces (cw-in, cw-out) and addresses (public 203.0.113.32
+// and 2001:db8:cafe::32, private 10.42.2.4), the policy's absolute path, the
+// admin API on DaemonAdmin and the decision log in the state directory.
+func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	abs := func(field, p string) (string, error) {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(a); err != nil {
+			return "", fmt.Errorf("daemon %s: %w", field, err)
+		}
+		return a, nil
+	}
+	if o.Policy == "" {
+		return nil, fmt.Errorf("daemon policy: no policy file")
+	}
+	pol, err := abs("policy", o.Policy)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by clusterwall lab up for lab %s\n", name)
+	fmt.Fprintf(&b, "policy: %q\n", pol)
+	if o.ServiceTags != "" {
+		tags, err := abs("serviceTags", o.ServiceTags)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "serviceTags: %q\n", tags)
+	}
+	fmt.Fprintf(&b, "interfaces:\n  inside: %s\n  outside: %s\n", FWInside, FWOutside)
+	fmt.Fprintf(&b, "publicIPs: [%q, %q]\n", FWPublicV4, FWPublicV6)
+	fmt.Fprintf(&b, "privateIP: %q\n", FWPrivateV4)
+	if o.SNAT != "" {
+		fmt.Fprintf(&b, "snat: %s\n", o.SNAT)
+	}
+	fmt.Fprintf(&b, "admin:\n  listen: %q\n", DaemonAdmin)
+	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), DecisionLogFile))
+	return []byte(b.String()), nil
+}
+
+// DecisionLog is the path of the daemon's decision log (when started
+// through Config.Daemon).
+func (l *Lab) DecisionLog() string { return filepath.Join(l.dir, DecisionLogFile) }
+
+// AdminClient returns an HTTP client whose connections start in fw, for
+// the daemon's admin API at "http://" + DaemonAdmin.
+func (l *Lab) AdminClient() *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: l.DialContext(HostFW), DisableKeepAlives: true},
+	}
+}
+
+// Admin sends one request to the daemon's admin API (path such as
+// "/v1/status") and returns the status code and body.
+func (l *Lab) Admin(ctx context.Context, method, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+DaemonAdmin+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := l.AdminClient().Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// WaitDaemon waits until the daemon in fw has applied a policy (its
+// /healthz answers 200).
+func (l *Lab) WaitDaemon(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		code, body, err := l.Admin(ctx, http.MethodGet, "/healthz")
+		switch {
+		case err != nil:
+			last = err
+		case code == http.StatusOK:
+			return nil
+		default:
+			last = fmt.Errorf("healthz: %d %s", code, strings.TrimSpace(string(body)))
+		}
+		if r, ok := l.record(DaemonProc); ok && !l.alive(r) {
+			return fmt.Errorf("daemon exited (see %s)", r.Log)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("daemon not ready after %s: %v", timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// daemonReady is the daemon process's readiness check.
+func daemonReady(ctx context.Context, l *Lab) error { return l.WaitDaemon(ctx, readyTimeout) }
+
+// Exists reports whether anything of lab name is on this machine: its state
+// directory or any of its namespaces.
+func Exists(name string) bool {
+	if _, err := os.Stat(StateDir(name)); err == nil {
+		return true
+	}
+	for _, h := range HostNames {
+		if nsExists(nsName(name, h)) {
+			return true
+		}
+	}
+	return false
+}
