@@ -67,7 +67,7 @@ func TestDataplaneShowFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"chain forward (type filter hook forward priority 0 policy drop)", "cw:A:1", "DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"} {
+	for _, want := range []string{"chain forward (type filter hook forward priority 0 policy accept)", "cw:D:default", "  drop\n", "cw:A:1", "DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("show lacks %q:\n%s", want, out)
 		}
