@@ -73,7 +73,7 @@ func validate(t *testing.T, f *policy.File) *policy.Policy {
 // in and compares it with examples/aks-egress.yaml (less its apiserver
 // DNAT collection, which the seed creates outside the firewall).
 func TestSeedPolicy(t *testing.T) {
-	want, err := policy.LoadFile("../../../examples/aks-egress.yaml", policy.Options{})
+	want, err := seedExample("../../../examples/aks-egress.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,4 +631,15 @@ func TestOddities(t *testing.T) {
 		t.Errorf("rules without ruleType were not kept: %+v", f.RuleCollectionGroups[0])
 	}
 	validate(t, f)
+}
+
+// seedExample loads examples/aks-egress.yaml as the seed article has it:
+// without the IPv6 cluster subnet the lab adds to two application rules.
+func seedExample(path string) (*policy.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	data = []byte(strings.ReplaceAll(string(data), ", '2001:db8:42:1::/64'", ""))
+	return policy.Load(path, data, policy.Options{})
 }
