@@ -270,14 +270,16 @@ func closest(s string, cands []string) string {
 	ls := strings.ToLower(s)
 	sort.Strings(cands)
 	for _, c := range cands {
-		if d := editDistance(ls, strings.ToLower(c)); d < bestD {
+		if d := EditDistance(ls, strings.ToLower(c)); d < bestD {
 			best, bestD = c, d
 		}
 	}
 	return best
 }
 
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance between a and b (for "did you
+// mean" hints in error messages).
+func EditDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {

@@ -12,6 +12,8 @@
 package azcli
 
 import (
+	"github.com/clusterwall/clusterwall/internal/policy"
+
 	"fmt"
 	"sort"
 	"strings"
@@ -239,7 +241,7 @@ func closest(s string, cands []string) string {
 		return "" // "-x" is close to every short name
 	}
 	for _, c := range cands {
-		if d := editDistance(ls, strings.ToLower(c)); d < bestD || (d == bestD && c < best) {
+		if d := policy.EditDistance(ls, strings.ToLower(c)); d < bestD || (d == bestD && c < best) {
 			best, bestD = c, d
 		}
 	}
@@ -262,26 +264,6 @@ func uniquePrefix(s string, cands []string) string {
 		}
 	}
 	return found
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // Usage formats a command's usage: its synopsis and one line per flag.
