@@ -84,6 +84,24 @@ type DecisionLog struct {
 	dropped atomic.Uint64
 	limited atomic.Uint64
 	onWrite func(Record)
+
+	obsMu     sync.Mutex
+	observers atomic.Pointer[[]func(*Record)]
+}
+
+// Observe registers f to see every record passed to Log — before rate
+// limiting and queueing, so counters (metrics) and live streams see every
+// decision even when lines are dropped. f runs on the caller's goroutine
+// (the data path): it must be cheap and must never block.
+func (l *DecisionLog) Observe(f func(*Record)) {
+	l.obsMu.Lock()
+	defer l.obsMu.Unlock()
+	var next []func(*Record)
+	if cur := l.observers.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, f)
+	l.observers.Store(&next)
 }
 
 // Options configure a DecisionLog.
@@ -137,6 +155,11 @@ func (l *DecisionLog) run(w io.Writer) {
 func (l *DecisionLog) Log(r Record) {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
+	}
+	if obs := l.observers.Load(); obs != nil {
+		for _, f := range *obs {
+			f(&r)
+		}
 	}
 	if !l.allow(r.Time) {
 		l.limited.Add(1)
