@@ -28,6 +28,9 @@ func newPolicyCmd() *cobra.Command {
 					bad = true
 					continue
 				}
+				for _, w := range p.Warnings {
+					fmt.Fprintln(os.Stderr, "warning:", w)
+				}
 				n := 0
 				for _, g := range p.Groups {
 					for _, c := range g.Collections {

@@ -210,6 +210,10 @@ type Policy struct {
 	FQDNTags map[string][]string
 	// IPGroups is the policy's IP groups, resolved.
 	IPGroups map[string]*AddrSet
+	// Warnings are problems that do not stop the policy from loading but
+	// that its author should know about (e.g. a source that can never
+	// match), with positions like errors.
+	Warnings ErrorList
 }
 
 // ThreatIntel is the threat-intelligence part of a policy.

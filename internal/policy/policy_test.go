@@ -334,3 +334,35 @@ ruleCollectionGroups:
 		t.Errorf("default https port: %v", r.AppProtocols)
 	}
 }
+
+func TestDNATOtherFamilySourceWarns(t *testing.T) {
+	src := `name: p
+ruleCollectionGroups:
+  - name: g
+    priority: 100
+    ruleCollections:
+      - name: c
+        kind: DNAT
+        priority: 100
+        action: DNAT
+        rules:
+          - name: r
+            protocols: [TCP]
+            sourceAddresses: [198.51.100.7/32, "2001:db8::7/128", "2001:db8::8"]
+            destinationAddresses: [203.0.113.32]
+            destinationPorts: ['443']
+            translatedAddress: 10.42.1.200
+            translatedPort: '443'
+`
+	p, err := Load("p.yaml", []byte(src), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 2 {
+		t.Fatalf("warnings = %v, want 2", p.Warnings)
+	}
+	got := p.Warnings[0].Error()
+	if !strings.HasPrefix(got, "p.yaml:13:") || !strings.Contains(got, "2001:db8::7/128 can never match") {
+		t.Errorf("warning = %q", got)
+	}
+}

@@ -58,6 +58,7 @@ type validator struct {
 	file     string
 	dir      string
 	errs     ErrorList
+	warns    ErrorList
 	tags     ServiceTags
 	tagsFrom string
 	ipGroups map[string]*AddrSet
@@ -74,6 +75,15 @@ func (v *validator) errorf(path, format string, args ...any) {
 }
 
 // keyErrorf places an error on a field's key rather than its value.
+// warnf records a warning at path: the policy still loads.
+func (v *validator) warnf(path, format string, args ...any) {
+	saved := v.errs
+	v.errs = nil
+	v.errorf(path, format, args...)
+	v.warns = append(v.warns, v.errs...)
+	v.errs = saved
+}
+
 func (v *validator) keyErrorf(path, format string, args ...any) {
 	p := v.pos.key(path)
 	if v.pos == nil {
@@ -163,6 +173,8 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 		sortErrors(v.errs)
 		return nil, v.errs
 	}
+	sortErrors(v.warns)
+	p.Warnings = v.warns
 	return p, nil
 }
 
@@ -761,5 +773,22 @@ func (v *validator) natRule(wr *WireRule, rp string, r *Rule) {
 				break
 			}
 		}
+		// A DNAT rule translates to one address family, so sources of the
+		// other family can never match it (the flow's destination, the
+		// public IP, has the translated address's family).
+		for i, s := range wr.SourceAddresses {
+			if pfx, err := netip.ParsePrefix(strings.TrimSpace(s)); err == nil && pfx.Addr().Is4() != r.TranslatedAddress.Is4() {
+				v.warnf(fmt.Sprintf("%s.sourceAddresses[%d]", rp, i), "%s: source %s can never match: the rule's destination and translatedAddress are %s (add a separate DNAT rule for the other family)", what, s, family(r.TranslatedAddress))
+			} else if a, err := netip.ParseAddr(strings.TrimSpace(s)); err == nil && a.Unmap().Is4() != r.TranslatedAddress.Is4() {
+				v.warnf(fmt.Sprintf("%s.sourceAddresses[%d]", rp, i), "%s: source %s can never match: the rule's destination and translatedAddress are %s (add a separate DNAT rule for the other family)", what, s, family(r.TranslatedAddress))
+			}
+		}
 	}
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
