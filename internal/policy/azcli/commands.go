@@ -340,20 +340,27 @@ func runCreate(c *Command, a *Args, out io.Writer) error {
 	return err
 }
 
-func runList(c *Command, a *Args, out io.Writer) error {
+// collectionRules reads the policy file and returns the named collection's
+// rules, for list and show.
+func collectionRules(c *Command, a *Args) (CollectionRef, []policy.WireRule, string, error) {
 	format, err := outputFormat(a, "yaml")
 	if err != nil {
-		return err
+		return CollectionRef{}, nil, "", err
 	}
 	d, err := readDoc(a.Get("policy"))
 	if err != nil {
-		return err
+		return CollectionRef{}, nil, "", err
 	}
 	coll, err := d.Collection(c.kind, a.Get("rcg-name"), a.Get("collection-name"))
 	if err != nil {
-		return err
+		return CollectionRef{}, nil, "", err
 	}
 	rules, err := coll.Rules()
+	return coll, rules, format, err
+}
+
+func runList(c *Command, a *Args, out io.Writer) error {
+	_, rules, format, err := collectionRules(c, a)
 	if err != nil {
 		return err
 	}
@@ -364,19 +371,7 @@ func runList(c *Command, a *Args, out io.Writer) error {
 }
 
 func runShow(c *Command, a *Args, out io.Writer) error {
-	format, err := outputFormat(a, "yaml")
-	if err != nil {
-		return err
-	}
-	d, err := readDoc(a.Get("policy"))
-	if err != nil {
-		return err
-	}
-	coll, err := d.Collection(c.kind, a.Get("rcg-name"), a.Get("collection-name"))
-	if err != nil {
-		return err
-	}
-	rules, err := coll.Rules()
+	coll, rules, format, err := collectionRules(c, a)
 	if err != nil {
 		return err
 	}
