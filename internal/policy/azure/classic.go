@@ -24,19 +24,7 @@ var classicGroups = []struct {
 
 // classic imports a firewall with classic rule collections.
 func (im *importer) classic(f *policy.File, r *resource) {
-	v := im.view(r.src, r.t, r.n, "firewall")
-	v.drop = func(field, why string, at *node) {
-		msg := fmt.Sprintf("%s: %s: left out", field, why)
-		if field == "location" {
-			msg += "; set location: by hand (the AzureKubernetesService FQDN tag uses it)"
-		}
-		v.warnf(msg, at, false)
-	}
-	f.Name, _ = v.name()
-	f.Location, _ = v.str("location")
-	ti := &policy.WireThreatIntel{}
-	mode, _ := v.str("threatIntelMode")
-	ti.Mode = threatMode(mode)
+	v, ti := im.settingsView(f, r, "firewall")
 	dns := &policy.WireDNS{}
 	if ap := v.object("additionalProperties"); ap != nil {
 		im.additionalProperties(v.sub(ap), ap, ti, dns)

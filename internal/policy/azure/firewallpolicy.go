@@ -44,10 +44,10 @@ type groupRefName struct {
 	pos  policy.Pos
 }
 
-// policySettings imports a firewall policy's own settings and returns the
-// rule collection groups it lists (az CLI output lists them by id).
-func (im *importer) policySettings(f *policy.File, r *resource) []groupRefName {
-	v := im.view(r.src, r.t, r.n, "policy")
+// settingsView starts importing a firewall's or a firewall policy's own
+// settings: name, location and the threat-intel mode, which both carry.
+func (im *importer) settingsView(f *policy.File, r *resource, what string) (*view, *policy.WireThreatIntel) {
+	v := im.view(r.src, r.t, r.n, what)
 	v.drop = func(field, why string, at *node) {
 		msg := fmt.Sprintf("%s: %s: left out", field, why)
 		if field == "location" {
@@ -60,6 +60,13 @@ func (im *importer) policySettings(f *policy.File, r *resource) []groupRefName {
 	ti := &policy.WireThreatIntel{}
 	mode, _ := v.str("threatIntelMode")
 	ti.Mode = threatMode(mode)
+	return v, ti
+}
+
+// policySettings imports a firewall policy's own settings and returns the
+// rule collection groups it lists (az CLI output lists them by id).
+func (im *importer) policySettings(f *policy.File, r *resource) []groupRefName {
+	v, ti := im.settingsView(f, r, "policy")
 	if al := v.object("threatIntelWhitelist"); al != nil {
 		av := v.sub(al)
 		a := &policy.WireAllowlist{}
