@@ -39,3 +39,17 @@ clean:
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/clusterwall
+	# The systemd unit, the Grafana dashboard and the examples (docs/operations.md).
+	install -D -m 0644 deploy/systemd/clusterwall.service $(DESTDIR)/etc/systemd/system/clusterwall.service
+	install -D -m 0644 deploy/grafana/clusterwall.json $(DESTDIR)/usr/local/share/clusterwall/grafana/clusterwall.json
+	install -D -m 0644 deploy/clusterwall.yaml $(DESTDIR)/usr/local/share/clusterwall/examples/clusterwall.yaml
+	install -D -m 0644 examples/aks-egress.yaml $(DESTDIR)/usr/local/share/clusterwall/examples/aks-egress.yaml
+	install -D -m 0644 examples/service-tags.json $(DESTDIR)/usr/local/share/clusterwall/examples/service-tags.json
+	# Config, policy and admin token only when absent: never overwrite an operator's files.
+	install -d -m 0755 $(DESTDIR)/etc/clusterwall
+	test -e $(DESTDIR)/etc/clusterwall/clusterwall.yaml || install -m 0644 deploy/clusterwall.yaml $(DESTDIR)/etc/clusterwall/clusterwall.yaml
+	test -e $(DESTDIR)/etc/clusterwall/admin.token || (umask 077; printf '%s admin\n' "$$(head -c 32 /dev/urandom | base64 | tr -d '=+/\n')" > $(DESTDIR)/etc/clusterwall/admin.token)
+	if [ ! -e $(DESTDIR)/var/lib/clusterwall/policy.yaml ] && [ ! -e $(DESTDIR)/var/lib/private/clusterwall/policy.yaml ]; then \
+		install -D -m 0640 examples/aks-egress.yaml $(DESTDIR)/var/lib/clusterwall/policy.yaml; \
+		install -m 0640 examples/service-tags.json $(DESTDIR)/var/lib/clusterwall/service-tags.json; fi
+	@echo "installed; edit /etc/clusterwall/clusterwall.yaml and /var/lib/clusterwall/policy.yaml, then: systemctl daemon-reload && systemctl enable --now clusterwall"

@@ -51,12 +51,19 @@ only to HTTP/HTTPS); --scheme none evaluates L3/L4 rules only.`,
 			if err != nil {
 				return &exitError{code: 1, msg: "explain: " + err.Error()}
 			}
-			m, err := match.Compile(p, match.Options{Resolver: res})
+			ti, err := explainThreatIntel(p, cmd.ErrOrStderr())
+			if err != nil {
+				return &exitError{code: 1, msg: "explain: " + err.Error()}
+			}
+			m, err := match.Compile(p, match.Options{Resolver: res, ThreatIntel: ti})
 			if err != nil {
 				return &exitError{code: 1, msg: "explain: " + err.Error()}
 			}
 			d := m.Decide(flow)
 			out := newExplanation(flow, dst, d)
+			if d.ThreatIntel != policy.ActionInvalid {
+				out.ThreatIntel, out.ThreatDescription = d.ThreatIntel.String(), d.ThreatDescription
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -97,6 +104,10 @@ type explanation struct {
 	Port               int    `json:"port,omitempty"`
 	Scheme             string `json:"scheme,omitempty"`
 	RulePosition       string `json:"rulePosition,omitempty"`
+	// ThreatIntel is "Deny" or "Alert" when threat intelligence listed the
+	// flow (before every rule), with the feed entry in ThreatDescription.
+	ThreatIntel       string `json:"threatIntel,omitempty"`
+	ThreatDescription string `json:"threatDescription,omitempty"`
 }
 
 func newExplanation(f match.Flow, dst string, d match.Decision) explanation {
@@ -149,6 +160,13 @@ func printExplanation(w io.Writer, e explanation, d match.Decision, note string)
 		fmt.Fprintf(w, "Note:    %s\n", note)
 	}
 	fmt.Fprintf(w, "Action:  %s\n", e.Action)
+	if e.ThreatIntel != "" {
+		fmt.Fprintf(w, "Threat intel: %s (%s)\n", e.ThreatIntel, e.ThreatDescription)
+	}
+	if d.Rule == nil && e.Reason == match.ReasonThreatIntel {
+		fmt.Fprintf(w, "Reason:  %s (evaluated before every rule)\n", e.Reason)
+		return
+	}
 	if d.Rule == nil {
 		fmt.Fprintf(w, "Reason:  %s (default deny)\n", e.Reason)
 		return

@@ -65,4 +65,7 @@ var commandSets = []func() []*cobra.Command{
 	runCommands,
 	dnsCommands,
 	wafCommands,
+	adminCommands,
+	controllerCommands, exportCommands,
+	logsCommands, suggestCommands,
 }

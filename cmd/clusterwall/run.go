@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -43,15 +41,11 @@ re-applies. See docs/daemon.md.`,
 			}
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
-			var sink io.Writer = os.Stdout
-			if cfg.Log.File != "-" {
-				f, err := os.OpenFile(cfg.Log.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-				if err != nil {
-					return &exitError{code: 1, msg: "run: decision log: " + err.Error()}
-				}
-				defer f.Close()
-				sink = f
+			sink, sinkCloser, err := telemetry.OpenSink(cfg.LogSink(), os.Stdout)
+			if err != nil {
+				return &exitError{code: 1, msg: "run: " + err.Error()}
 			}
+			defer sinkCloser.Close()
 			dlog := telemetry.NewDecisionLog(sink, telemetry.Options{Rate: float64(cfg.Log.RatePerSecond)})
 			defer dlog.Close()
 
@@ -76,7 +70,7 @@ re-applies. See docs/daemon.md.`,
 				}
 			}()
 
-			ln, err := net.Listen("tcp", cfg.Admin.Listen)
+			ln, err := d.AdminListener() // TLS / mTLS when admin.tls is set
 			if err != nil {
 				return &exitError{code: 1, msg: "run: admin listener: " + err.Error()}
 			}

@@ -1,20 +1,46 @@
 package daemon
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
-// AdminHandler serves the admin API (issue 6 extends it):
+// reasonFileChanged is the reload reason of the policy file watcher.
+const reasonFileChanged = "policy file changed"
+
+// maxPolicyBody bounds a policy in a request body.
+const maxPolicyBody = 64 << 20
+
+// AdminHandler serves the admin API (docs/api.md, docs/openapi.yaml):
 //
-//	GET  /healthz       200 once a policy is applied
+//	GET  /healthz       open; 200 once a policy is applied (the daemon enforces one)
+//	GET  /readyz        open; 200 when policy, data plane and listeners are all up
+//	GET  /metrics       Prometheus metrics
 //	GET  /v1/status     the daemon's Status
-//	POST /v1/reload     re-read the policy file; 200, or 422 with the errors
+//	GET  /v1/policy     the running policy: YAML as applied, or ?format=json
+//	GET  /v1/rules      every rule with its hit count (kernel counters)
 //	POST /v1/validate   validate the policy YAML in the body; 200, or 422 with the errors
+//	POST /v1/apply      validate, apply and persist the policy YAML in the body; 200 or 422
+//	POST /v1/reload     re-read the policy file; 200, or 422 with the errors
+//
+// With admin.tokenFile every /v1/* and /metrics request needs a bearer
+// token; /healthz and /readyz stay open. Applies and reloads are audited
+// in the daemon's log (who, what, result).
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -24,29 +50,254 @@ func (d *Daemon) AdminHandler() http.Handler {
 		}
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if problems := d.notReady(); len(problems) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "problems": []string{}})
+	})
+	mux.Handle("GET /metrics", d.metrics.handler())
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, d.Status())
+		writeJSON(w, http.StatusOK, d.statusReport())
+	})
+	mux.HandleFunc("GET /v1/policy", d.servePolicy)
+	mux.HandleFunc("GET /v1/rules", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, d.RuleHits())
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Reload("admin API"); err != nil {
+		if err := d.reloadAll("admin API"); err != nil {
+			d.audit(r, "reload", err)
 			writeErrors(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, d.Status())
+		d.audit(r, "reload", nil)
+		writeJSON(w, http.StatusOK, d.statusReport())
 	})
 	mux.HandleFunc("POST /v1/validate", func(w http.ResponseWriter, r *http.Request) {
-		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<20))
-		if err != nil {
-			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"errors": []string{err.Error()}})
+		data, ok := readPolicyBody(w, r)
+		if !ok {
 			return
 		}
-		if _, err := policy.Load("request", data, d.cfg.PolicyOptions()); err != nil {
-			writeErrors(w, err)
+		if _, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions()); err != nil {
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"valid": true})
 	})
-	return mux
+	mux.HandleFunc("POST /v1/apply", d.serveApply)
+	d.registerUI(mux)
+	tokens, err := loadTokens(d.cfg.Admin.TokenFile)
+	if d.cfg.Admin.TokenFile != "" && err != nil {
+		// LoadConfig checked the file; if it broke since, refuse everything
+		// rather than serve without authentication.
+		d.log.Error("admin API: token file unreadable; every authenticated request is refused", "err", err)
+		tokens = []token{{name: "unusable"}}
+	}
+	auth := authenticate(tokens, mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if needsAuth(r.URL.Path) {
+			auth.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// needsAuth: the API and the metrics; the health probes and the dashboard's
+// static assets stay open (the dashboard's data comes from /v1/*).
+func needsAuth(path string) bool {
+	return strings.HasPrefix(path, "/v1/") || path == "/v1" || path == "/metrics"
+}
+
+// StatusReport is GET /v1/status: Status plus readiness.
+type StatusReport struct {
+	Status
+	Ready    bool     `json:"ready"`
+	Problems []string `json:"problems"`
+}
+
+func (d *Daemon) statusReport() StatusReport {
+	p := d.notReady()
+	if p == nil {
+		p = []string{}
+	}
+	return StatusReport{Status: d.Status(), Ready: len(p) == 0, Problems: p}
+}
+
+// notReady lists why the daemon is not ready: no policy applied (so the
+// data plane is not programmed), or a configured DNS or L7 proxy listener
+// not up.
+func (d *Daemon) notReady() []string {
+	var out []string
+	if p, _ := d.Current(); p == nil {
+		out = append(out, "no policy applied: the data plane is not programmed")
+	}
+	if d.cfg.DNS.Listen != "" && !d.dnsUp.Load() {
+		out = append(out, "DNS proxy not listening on "+d.cfg.DNS.Listen)
+	}
+	if d.cfg.Proxy.Listen != "" && d.proxyUp.Load() == nil {
+		out = append(out, "L7 proxy not listening on "+d.cfg.Proxy.Listen)
+	}
+	return out
+}
+
+// appliedSource is the text of the running policy (as the file or the
+// request body had it, comments included).
+type appliedSource struct {
+	sum  [sha256.Size]byte
+	data []byte
+	gen  uint64
+}
+
+// noteApplied records data as the running policy's text (ApplyBytes).
+func (d *Daemon) noteApplied(data []byte) {
+	var gen uint64
+	if st := d.cur.Load(); st != nil {
+		gen = st.gen
+	}
+	d.applied.Store(&appliedSource{sum: sha256.Sum256(data), data: data, gen: gen})
+}
+
+// isApplied reports whether data is the running policy's text.
+func (d *Daemon) isApplied(data []byte) bool {
+	a := d.applied.Load()
+	return a != nil && a.sum == sha256.Sum256(data)
+}
+
+// servePolicy answers GET /v1/policy: the running policy as applied (YAML,
+// comments kept), or as JSON with ?format=json or Accept: application/json.
+func (d *Daemon) servePolicy(w http.ResponseWriter, r *http.Request) {
+	a := d.applied.Load()
+	if a == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"errors": []APIError{{Message: "no policy applied"}}})
+		return
+	}
+	w.Header().Set("X-Clusterwall-Generation", strconv.FormatUint(a.gen, 10))
+	format := r.URL.Query().Get("format")
+	if format == "" && strings.Contains(r.Header.Get("Accept"), "application/json") {
+		format = "json"
+	}
+	switch format {
+	case "", "yaml":
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(a.data)
+	case "json":
+		var v any
+		if err := yaml.Unmarshal(a.data, &v); err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]any{"errors": []APIError{{Message: err.Error()}}})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"generation": a.gen, "policy": v})
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]any{"errors": []APIError{{Field: "format", Message: "format must be yaml or json, not " + strconv.Quote(format)}}})
+	}
+}
+
+// applyMu serialises POST /v1/apply (temp file, apply, rename).
+var applyMu sync.Mutex
+
+// serveApply answers POST /v1/apply: the body is a policy (YAML). It is
+// validated, compiled and applied exactly as a reload of the policy file
+// would (ApplyBytes), then persisted to the policy file atomically (write
+// a temporary file in the same directory, then rename over the policy
+// file), so that a restart keeps it. The file watcher's event for the
+// rename finds the bytes already running and does nothing.
+func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
+	data, ok := readPolicyBody(w, r)
+	if !ok {
+		return
+	}
+	applyMu.Lock()
+	defer applyMu.Unlock()
+	// Write the new text first: if the disk is full or read-only, nothing
+	// is applied.
+	tmp, err := writeTemp(d.cfg.Policy, data)
+	if err != nil {
+		err = fmt.Errorf("persisting the policy: %w (nothing applied)", err)
+		d.audit(r, "apply", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"errors": apiErrors(err)})
+		return
+	}
+	if err := d.ApplyBytes("admin API apply", data); err != nil {
+		os.Remove(tmp)
+		d.audit(r, "apply", err)
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
+		return
+	}
+	gen := d.Status().Generation
+	if err := renameSync(tmp, d.cfg.Policy); err != nil {
+		os.Remove(tmp)
+		err = fmt.Errorf("applied as generation %d but not persisted to %s: %w (a restart would load the old file)", gen, d.cfg.Policy, err)
+		d.audit(r, "apply", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"generation": gen, "errors": apiErrors(err)})
+		return
+	}
+	d.audit(r, "apply", nil)
+	writeJSON(w, http.StatusOK, map[string]any{"generation": gen})
+}
+
+func readPolicyBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPolicyBody))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"errors": apiErrors(err)})
+		return nil, false
+	}
+	return data, true
+}
+
+// writeTemp writes data to a new file next to path (same directory, so a
+// rename is atomic), with path's permissions, synced to disk.
+func writeTemp(path string, data []byte) (string, error) {
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".apply-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}
+
+// renameSync renames tmp over path and syncs the directory.
+func renameSync(tmp, path string) error {
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if dir, err := os.Open(filepath.Dir(path)); err == nil {
+		dir.Sync()
+		dir.Close()
+	}
+	return nil
+}
+
+// audit logs one change made through the admin API: who (token name,
+// client certificate CN, remote address), what, and the result.
+func (d *Daemon) audit(r *http.Request, action string, err error) {
+	attrs := []any{"audit", true, "who", who(r), "action", action}
+	if err != nil {
+		attrs = append(attrs, "result", "rejected", "err", err.Error())
+		d.log.Warn("admin API change", attrs...)
+		return
+	}
+	st := d.Status()
+	attrs = append(attrs, "result", "ok", "generation", st.Generation, "policy", st.PolicyName)
+	d.log.Info("admin API change", attrs...)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -57,14 +308,52 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.Encode(v)
 }
 
-func writeErrors(w http.ResponseWriter, err error) {
-	var list policy.ErrorList
-	msgs := []string{err.Error()}
-	if errors.As(err, &list) {
-		msgs = msgs[:0]
-		for _, e := range list {
-			msgs = append(msgs, e.Error())
+// APIError is one error of a 4xx/5xx answer: where in the policy (file,
+// line, column — 0 when unknown — and field path) and what. Text is the
+// whole error as one line ("FILE:LINE:COL: message"), the string the API
+// returned before errors became objects.
+type APIError struct {
+	File    string `json:"file,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+	Text    string `json:"text"`
+}
+
+// apiErrors turns an error (a policy.ErrorList, a *policy.Error, a join of
+// them, or anything else) into API errors.
+func apiErrors(err error) []APIError {
+	var out []APIError
+	var walk func(error)
+	walk = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var list policy.ErrorList
+		var one *policy.Error
+		switch {
+		case errors.As(err, &list):
+			for _, e := range list {
+				out = append(out, apiError(e))
+			}
+		case errors.As(err, &one):
+			out = append(out, apiError(one))
+		default:
+			out = append(out, APIError{Message: err.Error(), Text: err.Error()})
 		}
 	}
-	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": msgs})
+	walk(err)
+	return out
+}
+
+func apiError(e *policy.Error) APIError {
+	return APIError{File: e.Pos.File, Line: e.Pos.Line, Column: e.Pos.Column, Field: e.Path, Message: e.Msg, Text: e.Error()}
+}
+
+func writeErrors(w http.ResponseWriter, err error) {
+	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err)})
 }

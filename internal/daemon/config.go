@@ -15,6 +15,7 @@ import (
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/proxy"
+	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
 // Config is the daemon's configuration file (YAML). docs/daemon.md documents it.
@@ -37,6 +38,17 @@ type Config struct {
 	// Admin is the admin API listener.
 	Admin struct {
 		Listen string `yaml:"listen,omitempty"` // default 127.0.0.1:9180
+		// TokenFile, when set, holds the bearer tokens every /v1/* and
+		// /metrics request must present (docs/api.md: one "TOKEN [NAME]"
+		// per line).
+		TokenFile string `yaml:"tokenFile,omitempty"`
+		// TLS serves the admin API over HTTPS; with ClientCA, clients must
+		// present a certificate it signed (mTLS).
+		TLS struct {
+			Cert     string `yaml:"cert,omitempty"`
+			Key      string `yaml:"key,omitempty"`
+			ClientCA string `yaml:"clientCA,omitempty"`
+		} `yaml:"tls,omitempty"`
 	} `yaml:"admin"`
 	// Log configures the decision log.
 	Log struct {
@@ -44,6 +56,15 @@ type Config struct {
 		File string `yaml:"file,omitempty"`
 		// RatePerSecond limits decision lines (default 1000; kernel-side the log rule is rate limited too).
 		RatePerSecond int `yaml:"ratePerSecond,omitempty"`
+		// Rotation of File (gopkg.in/natefinch/lumberjack.v2, docs/logs.md):
+		// rotate at MaxSizeMB (default 100), keep MaxBackups files (0: all)
+		// for MaxAgeDays (0: no limit), gzip them when Compress.
+		MaxSizeMB  int  `yaml:"maxSizeMB,omitempty"`
+		MaxBackups int  `yaml:"maxBackups,omitempty"`
+		MaxAgeDays int  `yaml:"maxAgeDays,omitempty"`
+		Compress   bool `yaml:"compress,omitempty"`
+		// Stdout also writes the lines to standard output when File is a path.
+		Stdout bool `yaml:"stdout,omitempty"`
 	} `yaml:"log"`
 	// DNS configures the DNS proxy the cluster uses as its resolver.
 	DNS struct {
@@ -69,6 +90,8 @@ type Config struct {
 	} `yaml:"proxy"`
 	// WatchPolicy reloads when the policy file changes (default true).
 	WatchPolicy *bool `yaml:"watchPolicy,omitempty"`
+	// WAF runs the ingress WAF (waf.go, docs/waf.md).
+	WAF WAFConfig `yaml:"waf,omitempty"`
 
 	// Parsed forms, filled by LoadConfig.
 	path      string
@@ -166,12 +189,20 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:9180"
 	}
+	c.checkAdmin(bad)
 	if c.Log.File == "" {
 		c.Log.File = "-"
 	}
 	if c.Log.RatePerSecond == 0 {
 		c.Log.RatePerSecond = 1000
 	}
+	if c.Log.MaxSizeMB < 0 || c.Log.MaxBackups < 0 || c.Log.MaxAgeDays < 0 {
+		bad("log", "maxSizeMB, maxBackups and maxAgeDays must not be negative")
+	}
+	if c.Log.File != "-" && !filepath.IsAbs(c.Log.File) {
+		c.Log.File = filepath.Join(filepath.Dir(path), c.Log.File)
+	}
+	errs = append(errs, c.loadWAF()...)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -195,6 +226,7 @@ func (c *Config) DataplaneConfig() nft.Config {
 	if ap, err := netip.ParseAddrPort(c.Proxy.Explicit); err == nil {
 		dc.InsideTCPPorts = append(dc.InsideTCPPorts, ap.Port())
 	}
+	dc.OutsideTCPPorts = append(dc.OutsideTCPPorts, c.WAFPorts()...)
 	return dc
 }
 
@@ -205,3 +237,16 @@ func (c *Config) PolicyOptions() policy.Options {
 
 // Watch reports whether the policy file is watched for changes.
 func (c *Config) Watch() bool { return c.WatchPolicy == nil || *c.WatchPolicy }
+
+// LogSink is the decision log sink the log section describes (open it with
+// telemetry.OpenSink).
+func (c *Config) LogSink() telemetry.SinkConfig {
+	return telemetry.SinkConfig{
+		File:       c.Log.File,
+		MaxSizeMB:  c.Log.MaxSizeMB,
+		MaxBackups: c.Log.MaxBackups,
+		MaxAgeDays: c.Log.MaxAgeDays,
+		Compress:   c.Log.Compress,
+		Stdout:     c.Log.Stdout,
+	}
+}

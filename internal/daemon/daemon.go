@@ -42,6 +42,14 @@ type LoggedDecision struct {
 	Action policy.Action
 	Kind   policy.Kind
 	Rule   *policy.Rule // nil for the default deny
+	// Policy is the policy of the ruleset that logged the packet (nil: the
+	// daemon's current one).
+	Policy *policy.Policy
+	// Input: the firewall's input chain dropped a packet to the firewall itself.
+	Input bool
+	// UnknownRuleset: logged by a ruleset this daemon did not apply (a
+	// previous process's, before the first apply); Rule is unknown.
+	UnknownRuleset bool
 }
 
 // state is one applied policy generation; it is replaced atomically.
@@ -67,6 +75,8 @@ type Status struct {
 	LogWritten     uint64    `json:"logLinesWritten"`
 	LogDropped     uint64    `json:"logLinesDropped"`
 	LogRateLimited uint64    `json:"logLinesRateLimited"`
+	// WAF is the ingress WAF's state (nil without one).
+	WAF *WAFStatus `json:"waf,omitempty"`
 }
 
 // Daemon is a running firewall.
@@ -88,14 +98,35 @@ type Daemon struct {
 	table *dnsproxy.Table
 	dns   *dnsproxy.Proxy // nil when the DNS proxy is off
 	proxy *proxy.Proxy    // nil when the L7 proxy is off
+	wafMu sync.Mutex
+	waf   *wafRunner // nil when the WAF is off (waf.go)
+
+	// tiOnce and ti hold threat intelligence (threatintel.go).
+	tiOnce sync.Once
+	ti     *threatIntel
 
 	// cut deletes the conntrack entries m denies (cutDenied; tests replace it).
 	cut func(m *match.Matcher) (uint, error)
+
+	// Admin API, metrics and health (admin.go, metrics.go, hits.go).
+	metrics *metrics
+	hits    *hitTracker
+	proxyUp atomic.Pointer[proxy.Proxy]   // set once the L7 proxy listens
+	dnsUp   atomic.Bool                   // set once the DNS proxy listens
+	applied atomic.Pointer[appliedSource] // the running policy's text
+
+	ui uiState // the dashboard's recent decisions (admin_ui.go)
 }
 
 // New makes a daemon; Run applies the policy.
 func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLog, nflogGroup uint16) *Daemon {
 	d := &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup}
+	d.hits = newHitTracker()
+	d.metrics = newMetrics(d)
+	if dlog != nil {
+		dlog.Observe(d.metrics.observe)
+		dlog.Observe(d.hits.observe)
+	}
 	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse})
 	d.cut = func(m *match.Matcher) (uint, error) {
 		local, err := localAddrs()
@@ -124,6 +155,9 @@ func (d *Daemon) Reload(reason string) error {
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}
+	if reason == reasonFileChanged && d.isApplied(data) {
+		return nil // e.g. POST /v1/apply persisting what it applied
+	}
 	return d.ApplyBytes(reason, data)
 }
 
@@ -137,12 +171,16 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}
-	m, err := match.Compile(p, match.Options{Resolver: d.table})
+	d.reloadThreatIntel(p) // threatintel.go
+	m, err := match.Compile(p, match.Options{Resolver: d.table, ThreatIntel: d.matchThreatIntel(p)})
 	if err != nil {
+		d.restoreThreatIntel()
 		return d.reloadDone(reason, err)
 	}
+	d.foldRuleHits() // the kernel's counters start afresh with the new rules
 	idx, err := d.dp.Apply(p, m)
 	if err != nil {
+		d.restoreThreatIntel()
 		return d.reloadDone(reason, fmt.Errorf("programming the kernel: %w (the previous ruleset stays)", err))
 	}
 	var gen uint64 = 1
@@ -150,6 +188,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		gen = old.gen + 1
 	}
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(p)})
+	d.noteApplied(data)
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {
 			d.log.Warn("DNS proxy settings of the new policy rejected; the old ones stay", "err", err)
@@ -165,6 +204,9 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		d.log.Warn("cutting connections the new policy denies", "err", err)
 	}
 	d.connsCut.Add(uint64(cut))
+	for _, w := range p.Warnings {
+		d.log.Warn("policy warning", "warning", w.Error())
+	}
 	d.log.Info("policy applied", "reason", reason, "generation", gen, "policy", p.Name,
 		"rules", countRules(p), "apply_ms", applied.Milliseconds(), "connections_cut", cut)
 	return d.reloadDone(reason, nil)
@@ -172,6 +214,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 
 func (d *Daemon) reloadDone(reason string, err error) error {
 	d.lastAt.Store(time.Now())
+	d.metrics.reloaded(err)
 	if err != nil {
 		d.lastErr.Store(err.Error())
 		d.log.Error("policy rejected; the running policy stays", "reason", reason, "err", err.Error())
@@ -203,6 +246,7 @@ func (d *Daemon) Status() Status {
 	}
 	s.LastReload, _ = d.lastErr.Load().(string)
 	s.LastReloadAt, _ = d.lastAt.Load().(time.Time)
+	s.WAF = d.WAFStatus()
 	s.ConnsCut = d.connsCut.Load()
 	if d.dlog != nil {
 		s.LogWritten, s.LogDropped, s.LogRateLimited = d.dlog.Stats()
@@ -214,15 +258,36 @@ func (d *Daemon) Status() Status {
 // policy file watcher, and reload requests on the hup channel. When Run
 // returns the kernel rules stay in place (fail closed).
 func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
+	// Bind the kernel log before the first apply: the socket buffers what
+	// the new ruleset logs from its first packet on.
+	var nfl *nflog.Reader
+	if d.dlog != nil {
+		r, err := nflog.Open(d.nflogGroup, 0)
+		if err != nil {
+			d.log.Warn("decision log from the kernel unavailable", "err", err)
+		} else {
+			nfl = r
+		}
+	}
 	if err := d.Reload("start"); err != nil {
+		if nfl != nil {
+			nfl.Close()
+		}
 		return err
 	}
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
+	wg.Add(1)
+	go func() { defer wg.Done(); d.runThreatIntel(ctx, time.Second) }() // threatintel.go
 	if d.cfg.DNS.Listen != "" {
 		if err := d.startDNS(ctx); err != nil {
 			return fmt.Errorf("DNS proxy: %w", err)
+		}
+	}
+	if d.cfg.WAF.Config != "" {
+		if err := d.startWAF(ctx); err != nil {
+			return fmt.Errorf("WAF: %w", err)
 		}
 	}
 	if d.cfg.Proxy.Listen != "" {
@@ -231,14 +296,9 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		}
 	}
 
-	if d.dlog != nil {
-		r, err := nflog.Open(d.nflogGroup, 0)
-		if err != nil {
-			d.log.Warn("decision log from the kernel unavailable", "err", err)
-		} else {
-			wg.Add(1)
-			go func() { defer wg.Done(); d.readNFLOG(ctx, r) }()
-		}
+	if nfl != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.readNFLOG(ctx, nfl) }()
 	}
 	var events <-chan fsnotify.Event
 	if d.cfg.Watch() {
@@ -260,14 +320,14 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 			d.log.Info("stopping; the kernel ruleset stays in place (fail closed)")
 			return nil
 		case <-hup:
-			d.Reload("SIGHUP")
+			d.reloadAll("SIGHUP")
 		case ev := <-events:
 			if filepath.Clean(ev.Name) == filepath.Clean(d.cfg.Policy) && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				debounce = time.After(200 * time.Millisecond)
 			}
 		case <-debounce:
 			debounce = nil
-			d.Reload("policy file changed")
+			d.Reload(reasonFileChanged)
 		}
 	}
 }
@@ -300,6 +360,14 @@ func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
 	}
 }
 
+// ActionReasons of kernel lines that name no rule.
+const (
+	// ReasonInputDrop: the input chain dropped a packet to the firewall itself.
+	ReasonInputDrop = "Default Action: not a service of the firewall (input chain)"
+	// ReasonUnknownRuleset: logged by a ruleset this process did not apply.
+	ReasonUnknownRuleset = "logged by a ruleset this daemon did not apply (before its first apply); rule unknown"
+)
+
 func protoName(p uint8) string {
 	switch p {
 	case 6:
@@ -316,9 +384,16 @@ func (d *Daemon) logPacket(st *state, p *nflog.Packet) {
 	if st == nil || st.index == nil {
 		return
 	}
+	if d.logThreatPacket(st, p) { // threatintel.go
+		return
+	}
 	ld, ok := st.index.Lookup(p.Prefix)
 	if !ok {
 		return
+	}
+	pol := st.policy
+	if ld.Policy != nil {
+		pol = ld.Policy
 	}
 	rec := telemetry.Record{
 		Time:          p.Time.UTC(),
@@ -328,28 +403,36 @@ func (d *Daemon) logPacket(st *state, p *nflog.Packet) {
 		DestinationIp: p.Dst.String(),
 		Protocol:      protoName(p.Proto),
 		Action:        ld.Action.String(),
-		Policy:        st.policy.Name,
+		Policy:        pol.Name,
 		Source:        "kernel",
 	}
 	if p.Proto == 6 || p.Proto == 17 {
 		rec.DestinationPort = int(p.DstPort)
 	}
-	if ld.Rule == nil {
+	switch {
+	case ld.UnknownRuleset:
+		rec.Policy = ""
+		rec.ActionReason = ReasonUnknownRuleset
+	case ld.Input:
+		rec.ActionReason = ReasonInputDrop
+	case ld.Rule == nil:
 		rec.ActionReason = "Default Action: " + match.ReasonNoRuleMatched
-	} else {
+	default:
 		rec.RuleCollectionGroup = ld.Rule.Collection.Group.Name
 		rec.RuleCollection = ld.Rule.Collection.Name
 		rec.Rule = ld.Rule.Name
 	}
-	if ld.Kind == policy.KindDNAT && ld.Rule != nil {
+	if ld.Kind == policy.KindDNAT && (ld.Rule != nil || ld.UnknownRuleset) {
 		rec.Category = telemetry.CategoryNatRule
 		rec.Action = "DNAT"
-		if ld.Rule.TranslatedAddress.IsValid() {
-			rec.TranslatedIp = ld.Rule.TranslatedAddress.String()
-		} else {
-			rec.TranslatedIp = ld.Rule.TranslatedFQDN
+		if r := ld.Rule; r != nil {
+			if r.TranslatedAddress.IsValid() {
+				rec.TranslatedIp = r.TranslatedAddress.String()
+			} else {
+				rec.TranslatedIp = r.TranslatedFQDN
+			}
+			rec.TranslatedPort = int(r.TranslatedPort)
 		}
-		rec.TranslatedPort = int(ld.Rule.TranslatedPort)
 	}
 	d.dlog.Log(rec)
 }

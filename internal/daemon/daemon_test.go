@@ -28,7 +28,7 @@ func (f *fakeDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, err
 		return nil, f.fail
 	}
 	f.applied = append(f.applied, p)
-	return nftIndex{p}, nil
+	return newNFTIndex(p, 0), nil
 }
 
 func (f *fakeDataplane) AddFQDNAddrs(name string, addrs []netip.Addr, ttl time.Duration) error {
@@ -168,7 +168,7 @@ func TestLogIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := nftIndex{p}
+	x := newNFTIndex(p, 0)
 	for prefix, want := range map[string]string{"cw:A:1": "apitcp", "cw:N:0": "inboundrule", "cw:D:default": ""} {
 		ld, ok := x.Lookup(prefix)
 		if !ok {

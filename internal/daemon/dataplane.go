@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"math/rand/v2"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterwall/clusterwall/internal/match"
@@ -14,18 +17,55 @@ import (
 type NFTDataplane struct {
 	Runner nft.Runner
 	Config nft.Config
+	// ThreatIntel, when set, gives every apply the threat-intel part of
+	// the ruleset (threatintel.go sets it).
+	ThreatIntel func() *nft.ThreatIntel
+
+	mu     sync.Mutex
+	gen    uint32 // the last log generation applied
+	recent *recentIndexes
 }
 
-// Apply implements Dataplane.
+// Apply implements Dataplane. Each apply gets a new log generation: the
+// kernel's log prefixes carry it (nft.LogTag), and the returned index maps
+// a prefix to the rule of the generation that logged it, for this apply
+// and the few before it. So a line logged just before a reload that
+// reorders rules still names the rule that decided, never a rule of the
+// new policy that happens to have the same index.
 func (d *NFTDataplane) Apply(p *policy.Policy, _ *match.Matcher) (LogIndex, error) {
-	rs, err := nft.Compile(p, d.Config)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen == 0 {
+		// Start at a random generation so that a restarted daemon does not
+		// take the previous process's prefixes for its own.
+		d.gen = rand.Uint32N(1 << 30)
+	}
+	d.gen++
+	if d.gen == 0 {
+		d.gen = 1
+	}
+	cfg := d.Config
+	cfg.LogGeneration = d.gen
+	if d.ThreatIntel != nil {
+		cfg.ThreatIntel = d.ThreatIntel()
+	}
+	rs, err := nft.Compile(p, cfg)
 	if err != nil {
 		return nil, err
 	}
+	// Register the index before the kernel commits: the NFLOG reader may
+	// see the new ruleset's first lines before Runner.Apply returns.
+	if d.recent == nil {
+		d.recent = &recentIndexes{}
+	}
+	x := newNFTIndex(p, d.gen)
+	x.recent = d.recent
+	d.recent.add(x)
 	if err := d.Runner.Apply(rs); err != nil {
+		d.recent.remove(x)
 		return nil, err
 	}
-	return nftIndex{p}, nil
+	return x, nil
 }
 
 // AddFQDNAddrs implements Dataplane.
@@ -33,23 +73,119 @@ func (d *NFTDataplane) AddFQDNAddrs(name string, addrs []netip.Addr, ttl time.Du
 	return d.Runner.AddFQDNAddrs(name, addrs, ttl)
 }
 
-// nftIndex maps the ruleset's NFLOG prefixes (nft.LogTag) to rules.
-type nftIndex struct{ p *policy.Policy }
+// keepGenerations is how many applied generations an index still maps
+// (packets logged by a ruleset arrive at most a few flush timeouts after it
+// was replaced; reloads are rarer than that).
+const keepGenerations = 8
 
-func (x nftIndex) Lookup(prefix string) (LoggedDecision, bool) {
+// nftIndex maps the ruleset's NFLOG prefixes (nft.LogTag) to rules. The
+// rule lists are computed once per apply, not per packet.
+type nftIndex struct {
+	p       *policy.Policy
+	gen     uint32
+	network []*policy.Rule
+	dnat    []*policy.Rule
+	// recent holds the indexes of the last generations the same dataplane
+	// applied (nil: this index alone).
+	recent *recentIndexes
+}
+
+func newNFTIndex(p *policy.Policy, gen uint32) *nftIndex {
+	return &nftIndex{p: p, gen: gen, network: p.RulesOf(policy.KindNetwork), dnat: p.RulesOf(policy.KindDNAT)}
+}
+
+// recentIndexes is a bounded list of applied generations, read without
+// locks on the NFLOG path.
+type recentIndexes struct {
+	mu   sync.Mutex
+	list atomic.Pointer[[]*nftIndex]
+}
+
+func (r *recentIndexes) add(x *nftIndex) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var next []*nftIndex
+	if cur := r.list.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, x)
+	if len(next) > keepGenerations {
+		next = next[len(next)-keepGenerations:]
+	}
+	r.list.Store(&next)
+}
+
+func (r *recentIndexes) remove(x *nftIndex) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var next []*nftIndex
+	if cur := r.list.Load(); cur != nil {
+		for _, y := range *cur {
+			if y != x {
+				next = append(next, y)
+			}
+		}
+	}
+	r.list.Store(&next)
+}
+
+func (r *recentIndexes) find(gen uint32) *nftIndex {
+	if r == nil {
+		return nil
+	}
+	cur := r.list.Load()
+	if cur == nil {
+		return nil
+	}
+	for _, x := range *cur {
+		if x.gen == gen {
+			return x
+		}
+	}
+	return nil
+}
+
+// Lookup implements LogIndex.
+func (x *nftIndex) Lookup(prefix string) (LoggedDecision, bool) {
 	t, err := nft.ParseLogTag(prefix)
 	if err != nil {
 		return LoggedDecision{}, false
 	}
-	switch t.Kind {
-	case nft.LogAllow, nft.LogDeny, nft.LogDNAT:
-		r := t.Rule(x.p)
-		if r == nil {
-			return LoggedDecision{}, false
+	if t.Gen != x.gen {
+		if y := x.recent.find(t.Gen); y != nil {
+			x = y
+		} else {
+			// A ruleset this daemon did not apply (a previous process's,
+			// still in the kernel before the first apply): the verdict is
+			// known, the rule is not.
+			ld := LoggedDecision{Action: policy.ActionDeny, UnknownRuleset: true, Input: t.Kind == nft.LogInputDrop}
+			switch t.Kind {
+			case nft.LogAllow:
+				ld.Action, ld.Kind = policy.ActionAllow, policy.KindNetwork
+			case nft.LogDeny:
+				ld.Kind = policy.KindNetwork
+			case nft.LogDNAT:
+				ld.Action, ld.Kind = policy.ActionDNAT, policy.KindDNAT
+			}
+			return ld, true
 		}
-		return LoggedDecision{Action: r.Action(), Kind: r.Kind(), Rule: r}, true
-	case nft.LogDefaultDeny:
-		return LoggedDecision{Action: policy.ActionDeny}, true
 	}
-	return LoggedDecision{}, false
+	var rules []*policy.Rule
+	switch t.Kind {
+	case nft.LogAllow, nft.LogDeny:
+		rules = x.network
+	case nft.LogDNAT:
+		rules = x.dnat
+	case nft.LogDefaultDeny:
+		return LoggedDecision{Action: policy.ActionDeny, Policy: x.p}, true
+	case nft.LogInputDrop:
+		return LoggedDecision{Action: policy.ActionDeny, Policy: x.p, Input: true}, true
+	default:
+		return LoggedDecision{}, false
+	}
+	if t.Index < 0 || t.Index >= len(rules) {
+		return LoggedDecision{}, false
+	}
+	r := rules[t.Index]
+	return LoggedDecision{Action: r.Action(), Kind: r.Kind(), Rule: r, Policy: x.p}, true
 }

@@ -63,6 +63,7 @@ func (d *Daemon) dnsConfig(p *policy.Policy) dnsproxy.Config {
 			// know the addresses before the client can connect to them.
 			return d.dp.AddFQDNAddrs(name, addrs, ttl+d.table.Grace())
 		},
+		Block: d.threatBlock(p), // threatintel.go
 		Interesting: func(name string) bool {
 			st := d.cur.Load()
 			return st != nil && st.fqdns[name]
@@ -73,7 +74,7 @@ func (d *Daemon) dnsConfig(p *policy.Policy) dnsproxy.Config {
 // startDNS runs the DNS proxy on the configured address until ctx ends.
 func (d *Daemon) startDNS(ctx context.Context) error {
 	st := d.cur.Load()
-	px, err := dnsproxy.New(d.dnsConfig(st.policy), dnsproxy.Options{Table: d.table, Logger: d.log, Log: d.dlog.Log})
+	px, err := dnsproxy.New(d.dnsConfig(st.policy), dnsproxy.Options{Table: d.table, Logger: d.log, Log: d.dnsLog})
 	if err != nil {
 		return err
 	}
@@ -83,6 +84,7 @@ func (d *Daemon) startDNS(ctx context.Context) error {
 	}
 	d.dns = px
 	go px.Serve(ctx, l)
+	d.dnsUp.Store(true)
 	go d.table.Run(ctx, time.Second)
 	go px.RefreshLoop(ctx, 30*time.Second, d.currentFQDNs)
 	go px.Refresh(ctx, d.currentFQDNs())

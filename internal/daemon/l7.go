@@ -46,9 +46,10 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 	px := proxy.New(proxy.Config{
 		Matcher:  m,
 		Resolver: newProxyResolver(d.table, d.cfg.DNS.Listen),
-		Log:      d.dlog.Log,
+		Log:      d.proxyLog, // threatintel.go: AZFWThreatIntel lines too
 		Logger:   d.log,
 		Spoof:    d.cfg.spoof,
+		Latency:  d.metrics.proxyObserve,
 	})
 	ln, err := net.Listen("tcp", d.cfg.Proxy.Listen)
 	if err != nil {
@@ -65,6 +66,7 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 		go px.ServeExplicit(eln)
 	}
 	go func() { <-ctx.Done(); px.Close() }()
+	d.proxyUp.Store(px)
 	d.log.Info("L7 proxy listening", "transparent", ln.Addr().String(), "explicit", d.cfg.Proxy.Explicit)
 	return nil
 }

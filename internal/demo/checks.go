@@ -22,6 +22,9 @@ type Check struct {
 	// a DNS query the firewall's DNS proxy answered, or "" when the flow
 	// has no decision line (other flows to the firewall itself).
 	Rule string
+	// Reason, when set, must be part of the decision line's ActionReason
+	// (e.g. "spoofed" for a refused spoofed SNI).
+	Reason string
 	// Pending, when set, says which missing component enforces this flow:
 	// the row is run and shown but does not count (no seed row needs it
 	// since the L7 proxy and the DNS proxy run in the daemon).
@@ -66,7 +69,7 @@ func SeedChecks() []Check {
 	client := lab.HostClient
 	none := netip.Addr{}
 
-	return []Check{
+	return append([]Check{
 		// Egress.
 		{Section: sectionEgress, Flow: "node → DNS ghcr.io A via the firewall 10.42.2.4", Expect: Allowed, Rule: "dns NOERROR",
 			run: resolve(node, ghcr.Name, "A", ghcr.V4), log: logFilter{src: node4, proto: "A", query: ghcr.Name}},
@@ -126,7 +129,7 @@ func SeedChecks() []Check {
 			run: curl(client, unauth4, "https://203.0.113.32/", httpWant{body: "api"})},
 		{Section: sectionAPI, Flow: "client 2001:db8:c11e::7 → https://[2001:db8:cafe::32]/", Expect: Denied,
 			run: curl(client, auth6, "https://[2001:db8:cafe::32]/", httpWant{body: "api"})},
-	}
+	}, append(threatChecks(), wafChecks()...)...) // threatintel.go, waf.go
 }
 
 // Outcome is a flow's fate.

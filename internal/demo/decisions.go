@@ -25,6 +25,23 @@ type logFilter struct {
 	// query, when set, makes this a DNS query: the line is the DNS proxy's
 	// (AZFWDnsQuery) for this name and type (proto) from src.
 	query string
+	// threat, when set, makes the line the AZFWThreatIntel one from src:
+	// for the name query or fqdn when set, else for dst (and port, proto).
+	threat bool
+	// waf, when set, makes the line the ingress WAF's (category WAF) for a
+	// request from src to this host (waf.go).
+	waf string
+}
+
+// threatMatch reports whether r is the threat-intel line for the flow.
+func (f logFilter) threatMatch(r *telemetry.Record) bool {
+	if !f.threat || r.Category != telemetry.CategoryThreatIntel || !sameAddr(r.SourceIp, f.src) {
+		return false
+	}
+	if name := f.query + f.fqdn; name != "" {
+		return strings.EqualFold(strings.TrimSuffix(r.Fqdn, "."), name)
+	}
+	return f.kernelMatch(r)
 }
 
 func (f logFilter) zero() bool { return !f.src.IsValid() }
@@ -109,6 +126,18 @@ func parseRecords(data []byte) []telemetry.Record {
 func pick(recs []telemetry.Record, f logFilter) *telemetry.Record {
 	var kernel *telemetry.Record
 	for i := range recs {
+		if f.waf != "" {
+			if f.wafMatch(&recs[i]) {
+				return &recs[i]
+			}
+			continue
+		}
+		if f.threat {
+			if f.threatMatch(&recs[i]) {
+				return &recs[i]
+			}
+			continue
+		}
 		if f.query != "" {
 			if f.dnsMatch(&recs[i]) {
 				return &recs[i]
@@ -136,7 +165,7 @@ func (d *decisionLog) find(ctx context.Context, f logFilter, wait time.Duration)
 	deadline := time.Now().Add(wait)
 	for {
 		r := pick(d.records(), f)
-		if r != nil && (f.fqdn == "" || f.appMatch(r)) {
+		if r != nil && (f.fqdn == "" || f.appMatch(r) || f.threat) {
 			return r
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -156,6 +185,12 @@ func ruleName(r *telemetry.Record) string {
 	if r.Category == telemetry.CategoryDNSQuery {
 		return "dns " + r.ResponseCode
 	}
+	if r.Category == telemetry.CategoryThreatIntel {
+		return "threat intel " + r.Action
+	}
+	if r.Category == telemetry.CategoryWAF {
+		return "WAF " + r.Action
+	}
 	if r.Rule == "" {
 		return "default"
 	}
@@ -170,6 +205,12 @@ func describe(r *telemetry.Record) string {
 	if r.Category == telemetry.CategoryDNSQuery {
 		return fmt.Sprintf("DNS proxy: %s %s %s", r.ResponseCode, r.QueryType, strings.TrimSuffix(r.QueryName, "."))
 	}
+	if r.Category == telemetry.CategoryThreatIntel {
+		return fmt.Sprintf("%s %s: %s", r.Category, r.Action, r.ThreatDescription)
+	}
+	if r.Category == telemetry.CategoryWAF {
+		return describeWAF(r) // waf.go
+	}
 	if r.Rule == "" {
 		reason := strings.TrimPrefix(r.ActionReason, "Default Action: ")
 		if reason == "" {
@@ -178,6 +219,9 @@ func describe(r *telemetry.Record) string {
 		return fmt.Sprintf("%s default (%s)", r.Action, reason)
 	}
 	s := fmt.Sprintf("%s %s/%s", r.Action, r.RuleCollection, r.Rule)
+	if r.Action == "Deny" && r.ActionReason != "" && r.ActionReason != "rule matched" {
+		s += " (" + r.ActionReason + ")"
+	}
 	if r.TranslatedIp != "" {
 		if a, err := netip.ParseAddr(r.TranslatedIp); err == nil {
 			s += " → " + netip.AddrPortFrom(a, uint16(r.TranslatedPort)).String()

@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	}
 	upStart := time.Now()
 	l, err := lab.Up(ctx, lab.Config{Name: cfg.Name, Exe: cfg.Exe, Log: cfg.Log,
-		Daemon: &lab.DaemonOptions{Policy: cfg.Policy}})
+		Daemon: &lab.DaemonOptions{Policy: cfg.Policy, WAF: true}})
 	if err != nil {
 		return nil, err
 	}
@@ -313,6 +313,9 @@ func runCheck(ctx context.Context, e *env, dl *decisionLog, c Check) (Result, er
 		case got != c.Rule:
 			why = append(why, fmt.Sprintf("decided by %s, expected %s", got, c.Rule))
 		}
+	}
+	if c.Reason != "" && r.Decision != nil && !strings.Contains(r.Decision.ActionReason, c.Reason) {
+		why = append(why, fmt.Sprintf("log reason %q, expected it to name %q", r.Decision.ActionReason, c.Reason))
 	}
 	switch {
 	case c.Pending != "":

@@ -28,6 +28,10 @@ type DaemonOptions struct {
 	SNAT string
 	// ServiceTags overrides the policy's service tags file.
 	ServiceTags string
+	// WAF runs the ingress WAF in the daemon (waf.go): Up writes
+	// WAFConfig into the state directory as WAFConfigFile and the daemon
+	// config's waf section names it.
+	WAF bool
 }
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
@@ -73,6 +77,9 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "admin:\n  listen: %q\n", DaemonAdmin)
 	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), DecisionLogFile))
+	if o.WAF {
+		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
+	}
 	return []byte(b.String()), nil
 }
 

@@ -214,6 +214,11 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 			return nil, err
 		}
 		files := map[string][]byte{DaemonConfigFile: conf}
+		if cfg.Daemon.WAF {
+			if files[WAFConfigFile], err = WAFConfig(cfg.Name); err != nil {
+				return nil, err
+			}
+		}
 		for k, v := range cfg.Files {
 			files[k] = v
 		}

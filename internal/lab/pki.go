@@ -43,6 +43,8 @@ func leaves() []leafSpec {
 		ls = append(ls, leafSpec{name: n.Name, addrs: []netip.Addr{n.V4, n.V6}})
 	}
 	ls = append(ls, leafSpec{name: APIServerName, addrs: []netip.Addr{APIV4, APIV6, FWPublicV4, FWPublicV6}})
+	// The ingress WAF's certificate (waf.go): the name only.
+	ls = append(ls, leafSpec{name: StoreServerName})
 	return ls
 }
 

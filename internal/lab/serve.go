@@ -200,6 +200,7 @@ func nameHandler(name string) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.Header().Set(PeerHeader, r.RemoteAddr)
+		w.Header().Set(ForwardedForHeader, r.Header.Get("X-Forwarded-For"))
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
 			io.WriteString(w, body)

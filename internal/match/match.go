@@ -48,13 +48,34 @@ type Decision struct {
 	// TranslatedFQDN is set for a DNAT rule that translates to a name
 	// (translatedFqdn) instead of an address.
 	TranslatedFQDN string
+	// ThreatIntel is set when threat intelligence listed the flow's
+	// destination, name or source: ActionDeny when it denied the flow
+	// (then Action is ActionDeny, Kind KindInvalid, Rule nil and Reason
+	// ReasonThreatIntel), ActionAlert when it only reports the hit and the
+	// rules decided. ThreatDescription is the AZFWThreatIntel
+	// ThreatDescription ("FEED: INDICATOR (COMMENT)").
+	ThreatIntel       policy.Action
+	ThreatDescription string
 }
 
 // Reasons used in decisions.
 const (
 	ReasonNoRuleMatched = "no rule matched"
 	ReasonRuleMatched   = "rule matched"
+	// ReasonThreatIntel: denied by threat intelligence before any rule.
+	ReasonThreatIntel = "threat intelligence"
 )
+
+// ThreatIntel is the threat-intelligence stage that Decide runs before
+// every rule, as Azure Firewall does (threatintel.Engine implements it).
+// CheckThreat reports the mode's action (ActionDeny or ActionAlert) and
+// the ThreatDescription when src, dst (either may be invalid) or name
+// (may be empty) is listed and not allowlisted, and ActionInvalid
+// otherwise (also in mode Off). It is on the hot path: it must not
+// allocate and must be safe for concurrent use.
+type ThreatIntel interface {
+	CheckThreat(src, dst netip.Addr, name string) (policy.Action, string)
+}
 
 // FQDNResolver answers whether addr is one of the addresses the firewall
 // resolved for name (a network rule's destinationFqdns entry). The daemon

@@ -16,6 +16,8 @@ type Options struct {
 	// Resolver answers destinationFqdns of network rules. When nil, a
 	// network rule's destinationFqdns never match (its addresses still do).
 	Resolver FQDNResolver
+	// ThreatIntel, when set, is asked before every rule (see ThreatIntel).
+	ThreatIntel ThreatIntel
 }
 
 // Matcher is a compiled policy. It is immutable: Decide is safe for
@@ -35,6 +37,7 @@ type Options struct {
 type Matcher struct {
 	pol      *policy.Policy
 	resolver FQDNResolver
+	ti       ThreatIntel
 	rules    [policy.KindApplication + 1][]*policy.Rule
 
 	// DNAT and network rules share one index: DNAT rules take indices
@@ -66,7 +69,7 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 	if p == nil {
 		return nil, errors.New("match: nil policy")
 	}
-	m := &Matcher{pol: p, resolver: opts.Resolver}
+	m := &Matcher{pol: p, resolver: opts.Resolver, ti: opts.ThreatIntel}
 	var actions [policy.KindApplication + 1][]policy.Action
 	for _, g := range p.Groups {
 		if g == nil {
@@ -200,15 +203,30 @@ func normalizeFlow(f *Flow) {
 // labels) and on how many rules share f's destination or name, not on the
 // number of rules in the policy.
 func (m *Matcher) Decide(f Flow) Decision {
+	// Threat intelligence comes before every rule kind, as in Azure: in
+	// Deny mode a listed destination, name or source denies the flow; in
+	// Alert mode the hit is reported with the rules' decision.
+	if m.ti != nil {
+		if a, desc := m.ti.CheckThreat(f.Src, f.Dst, f.Name); a != policy.ActionInvalid {
+			if a == policy.ActionDeny {
+				return Decision{Action: policy.ActionDeny, Kind: policy.KindInvalid, Reason: ReasonThreatIntel,
+					ThreatIntel: policy.ActionDeny, ThreatDescription: desc}
+			}
+			d := m.decideRules(&f)
+			d.ThreatIntel, d.ThreatDescription = a, desc
+			return d
+		}
+	}
+	return m.decideRules(&f)
+}
+
+// decideRules is Decide after threat intelligence: DNAT, network and
+// application rules.
+func (m *Matcher) decideRules(f *Flow) Decision {
 	var k flowKey
 	k.src.set(f.Src)
 	k.dst.set(f.Dst)
 	k.proto, k.port, k.icmp = f.Proto, f.Port, f.Proto == policy.ProtoICMP
-
-	// HOOK(threat-intel): Azure evaluates threat intelligence before every
-	// rule kind. The threat-intel stage (a later issue) goes here: in Deny
-	// mode a listed k.dst or f.Name returns a Deny decision, in Alert mode
-	// the hit is recorded and evaluation continues below.
 
 	// DNAT, then network rules: one walk of the destination index. A DNAT
 	// match ends evaluation, and so does any network match (Allow or Deny).

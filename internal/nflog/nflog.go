@@ -21,9 +21,10 @@ const (
 	msgPacket        = 0
 	msgConfig        = 1
 
-	attrCfgCmd   = 1
-	attrCfgMode  = 2
-	attrCfgFlags = 6
+	attrCfgCmd     = 1
+	attrCfgMode    = 2
+	attrCfgTimeout = 4 // NFULA_CFG_TIMEOUT, u32 in 1/100 s
+	attrCfgFlags   = 6
 
 	cfgCmdBind   = 1
 	cfgCmdUnbind = 2
@@ -82,9 +83,22 @@ func Open(group uint16, netnsFD int) (*Reader, error) {
 		c.Close()
 		return nil, fmt.Errorf("nflog: set copy mode: %w", err)
 	}
+	// The kernel batches log messages and sends a batch when it is full or
+	// when the flush timeout fires (default 1 s: a line could be a second
+	// late). FlushTimeout keeps lines prompt.
+	timeout := make([]byte, 4)
+	binary.BigEndian.PutUint32(timeout, uint32(FlushTimeout/(10*time.Millisecond)))
+	if err := r.config(netlink.Acknowledge, netlink.Attribute{Type: attrCfgTimeout, Data: timeout}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nflog: set flush timeout: %w", err)
+	}
 	_ = c.SetReadBuffer(4 << 20)
 	return r, nil
 }
+
+// FlushTimeout is how long the kernel holds logged packets before sending
+// a partial batch (NFULA_CFG_TIMEOUT; its unit is 10 ms).
+const FlushTimeout = 20 * time.Millisecond
 
 func (r *Reader) config(flags netlink.HeaderFlags, attrs ...netlink.Attribute) error {
 	ad, err := netlink.MarshalAttributes(attrs)

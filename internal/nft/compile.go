@@ -48,10 +48,14 @@ func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
 		post = c.baseChain("postrouting", HookPostrouting, "nat", 100, "accept")
 	}
 
+	if err := c.threatIntel(pre); err != nil {
+		return nil, err
+	}
 	c.steer(pre)
 	c.input(input)
 	fwd.add("", MatchCtState{CtStateEstablished | CtStateRelated}, Verdict{Kind: VerdictAccept})
 	fwd.add("", MatchCtState{CtStateInvalid}, Counter{}, Verdict{Kind: VerdictDrop})
+	c.threatIntelForward(fwd)
 	if err := c.dnat(pre, fwd); err != nil {
 		return nil, err
 	}
@@ -97,6 +101,7 @@ func (ch *Chain) add(comment string, stmts ...Stmt) {
 // limitedLog logs under the shared rate limit (default deny and input
 // drops: what floods and scans hit).
 func (c *compiler) limitedLog(t LogTag) Log {
+	t.Gen = c.cfg.LogGeneration
 	return Log{Prefix: t.String(), Group: c.cfg.LogGroup, Limit: true}
 }
 
@@ -145,6 +150,7 @@ func (c *compiler) input(ch *Chain) {
 		ch.add("services of the firewall", MatchIfName{Name: c.cfg.Inside}, MatchL4Proto{protoTCP},
 			c.match(0, fieldPort, mergeIntervals(portIntervals(ports))), Verdict{Kind: VerdictAccept})
 	}
+	c.outsideServices(ch)
 	t := LogTag{Kind: LogInputDrop}
 	ch.add(t.String()+" to the firewall itself", Counter{}, c.limitedLog(t))
 	ch.add("", Verdict{Kind: VerdictDrop})
@@ -452,7 +458,9 @@ func expand(e entry) []*entry {
 // reset (the client fails fast and sees a policy decision) and drops
 // anything else.
 func (c *compiler) decision(e *entry, proto uint8) []Stmt {
-	out := []Stmt{Counter{}, Log{Prefix: e.tag.String(), Group: c.cfg.LogGroup}}
+	tag := e.tag
+	tag.Gen = c.cfg.LogGeneration
+	out := []Stmt{Counter{}, Log{Prefix: tag.String(), Group: c.cfg.LogGroup}}
 	switch {
 	case !e.deny:
 		return append(out, Verdict{Kind: VerdictAccept})
@@ -498,4 +506,39 @@ func (c *compiler) fqdnSet(i int, fam family, comment string, names []string) st
 		c.rs.fqdnSets[n] = l
 	}
 	return name
+}
+
+// outsideServices accepts TCP from the internet to OutsideTCPPorts on the
+// public IPs (to any address of the outside interface when there are
+// none): the firewall's own services there, such as the ingress WAF.
+func (c *compiler) outsideServices(ch *Chain) {
+	if len(c.cfg.OutsideTCPPorts) == 0 {
+		return
+	}
+	var ports []policy.PortRange
+	for _, p := range c.cfg.OutsideTCPPorts {
+		ports = append(ports, policy.PortRange{Lo: p, Hi: p})
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i].Lo < ports[j].Lo })
+	pm := c.match(0, fieldPort, mergeIntervals(portIntervals(ports)))
+	const comment = "services of the firewall to the internet (ingress WAF)"
+	if len(c.cfg.PublicIPs) == 0 {
+		ch.add(comment, MatchIfName{Name: c.cfg.Outside}, MatchL4Proto{protoTCP}, pm, Verdict{Kind: VerdictAccept})
+		return
+	}
+	for _, fam := range []family{ipv4, ipv6} {
+		var dsts []ivl
+		for _, a := range c.cfg.PublicIPs {
+			if famOf(a) == fam {
+				v := addrVal(a.Unmap())
+				dsts = append(dsts, ivl{v, v})
+			}
+		}
+		if len(dsts) == 0 {
+			continue
+		}
+		sort.Slice(dsts, func(i, j int) bool { return dsts[i].lo.less(dsts[j].lo) })
+		ch.add(comment, MatchIfName{Name: c.cfg.Outside}, MatchNFProto{fam}, c.match(fam, fieldDst, mergeIntervals(dsts)),
+			MatchL4Proto{protoTCP}, pm, Verdict{Kind: VerdictAccept})
+	}
 }

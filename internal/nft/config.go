@@ -60,6 +60,11 @@ type Config struct {
 	// InsideTCPPorts are TCP ports the firewall itself serves to the inside
 	// (SSH, the L7 proxy's ports); by default only DNS is.
 	InsideTCPPorts []uint16
+	// OutsideTCPPorts are TCP ports the firewall itself serves to the
+	// internet on its public IPs (the ingress WAF's listeners); by default
+	// nothing is. DNAT happens before the input chain, so a DNAT rule on
+	// the same port takes the connections it matches.
+	OutsideTCPPorts []uint16
 	SNAT           SNATMode
 	// ProxyPort, when set, is the local port of the transparent L7 proxy:
 	// TCP from the inside to every port an application rule names is
@@ -68,12 +73,18 @@ type Config struct {
 	ProxyPort uint16
 	// LogGroup is the NFLOG group of the decision log (default 100).
 	LogGroup uint16
+	// LogGeneration, when not 0, is appended to every log prefix as
+	// ":g<generation>" (see LogTag): the daemon gives each apply a new one.
+	LogGeneration uint32
 	// LogRate and LogBurst limit the packets logged, all rules together,
 	// per second (defaults 200 and 400).
 	LogRate  uint64
 	LogBurst uint32
 	// Table is the name of the inet table (default "clusterwall").
 	Table string
+	// ThreatIntel, when set, drops (Deny) or logs (Alert) new flows from
+	// or to listed addresses before every rule (see ThreatIntel).
+	ThreatIntel *ThreatIntel
 }
 
 // Defaults of Config.
@@ -121,6 +132,11 @@ func (c Config) Validate() error {
 	for _, p := range c.InsideTCPPorts {
 		if p == 0 {
 			return fmt.Errorf("data plane config: inside TCP port 0")
+		}
+	}
+	for _, p := range c.OutsideTCPPorts {
+		if p == 0 {
+			return fmt.Errorf("data plane config: outside TCP port 0")
 		}
 	}
 	if c.SNAT > SNATOff {

@@ -173,6 +173,8 @@ rules:
 					continue rules
 				case VerdictGoto:
 					return ev.chain(ev.rs.Chain(s.Chain), p, depth)
+				case VerdictReturn:
+					return ""
 				}
 			case RejectTCPReset:
 				if p.proto != protoTCP {

@@ -23,6 +23,12 @@ const (
 	// LogInputDrop: a packet to the firewall itself that its input chain
 	// dropped ("cw:D:input").
 	LogInputDrop
+	// LogThreatDeny: a new flow from or to an address listed by threat
+	// intelligence, dropped in mode Deny ("cw:D:threat").
+	LogThreatDeny
+	// LogThreatAlert: the same in mode Alert, logged and let through to
+	// the rules ("cw:A:threat").
+	LogThreatAlert
 )
 
 // LogTag is the meaning of an NFLOG prefix written by the compiled ruleset.
@@ -34,18 +40,36 @@ const (
 //	cw:N:<i>      translated (and allowed) by DNAT rule i
 //	cw:D:default  forwarded flow denied because no rule matched
 //	cw:D:input    packet to the firewall dropped by its input chain
+//	cw:D:threat   new flow from or to a threat-intel listed address, dropped
+//	cw:A:threat   the same in Alert mode: logged, then the rules decide
 //
 // where i is the rule's index in Policy.RulesOf(KindNetwork) (A, D) or
 // Policy.RulesOf(KindDNAT) (N) of the policy that was applied, counting
 // from 0. The rule comments in the kernel start with the same tag followed
 // by the rule's group/collection/rule path, so `dataplane show` and the
 // counters can be mapped back without the policy.
+//
+// A log statement's prefix may end in ":g<generation>" (Config.LogGeneration,
+// 1 to 4294967295): the ruleset generation that logged the packet, so that
+// a reader never maps a packet logged by one policy to a rule of another
+// (rule indexes change when a reload reorders rules). Rule comments carry
+// the tag without the generation.
 type LogTag struct {
 	Kind  LogKind
 	Index int // the rule index for LogAllow, LogDeny and LogDNAT
+	// Gen is the ruleset generation of a log prefix (0: not tagged).
+	Gen uint32
 }
 
 func (t LogTag) String() string {
+	s := t.base()
+	if t.Gen != 0 {
+		s += ":g" + strconv.FormatUint(uint64(t.Gen), 10)
+	}
+	return s
+}
+
+func (t LogTag) base() string {
 	switch t.Kind {
 	case LogAllow:
 		return "cw:A:" + strconv.Itoa(t.Index)
@@ -57,6 +81,10 @@ func (t LogTag) String() string {
 		return "cw:D:default"
 	case LogInputDrop:
 		return "cw:D:input"
+	case LogThreatDeny:
+		return "cw:D:threat"
+	case LogThreatAlert:
+		return "cw:A:threat"
 	}
 	return "cw:?"
 }
@@ -68,11 +96,32 @@ func ParseLogTag(prefix string) (LogTag, error) {
 		return LogTag{}, fmt.Errorf("log prefix %q: not a clusterwall prefix (cw:<A|D|N>:<index>)", prefix)
 	}
 	v, what := rest[0], rest[2:]
+	var gen uint32
+	if i := strings.LastIndex(what, ":g"); i >= 0 {
+		g, err := strconv.ParseUint(what[i+2:], 10, 32)
+		if err != nil || g == 0 || strconv.FormatUint(g, 10) != what[i+2:] {
+			return LogTag{}, fmt.Errorf("log prefix %q: bad generation %q", prefix, what[i+2:])
+		}
+		gen, what = uint32(g), what[:i]
+	}
+	t, err := parseTagBase(prefix, v, what)
+	if err != nil {
+		return LogTag{}, err
+	}
+	t.Gen = gen
+	return t, nil
+}
+
+func parseTagBase(prefix string, v byte, what string) (LogTag, error) {
 	switch {
 	case v == 'D' && what == "default":
 		return LogTag{Kind: LogDefaultDeny}, nil
 	case v == 'D' && what == "input":
 		return LogTag{Kind: LogInputDrop}, nil
+	case v == 'D' && what == "threat":
+		return LogTag{Kind: LogThreatDeny}, nil
+	case v == 'A' && what == "threat":
+		return LogTag{Kind: LogThreatAlert}, nil
 	}
 	n, err := strconv.Atoi(what)
 	if err != nil || n < 0 || strconv.Itoa(n) != what {

@@ -428,6 +428,8 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 			v.Kind = expr.VerdictAccept
 		case VerdictDrop:
 			v.Kind = expr.VerdictDrop
+		case VerdictReturn:
+			v.Kind = expr.VerdictReturn
 		case VerdictJump, VerdictGoto:
 			if chains[s.Chain] == nil {
 				return nil, fmt.Errorf("unknown chain %q", s.Chain)

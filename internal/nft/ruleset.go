@@ -29,6 +29,7 @@ type Ruleset struct {
 	Stats    Stats
 
 	fqdnSets map[string][]string // FQDN -> names of the sets that hold its addresses
+	threat   *threatState        // nil without threat intelligence
 }
 
 // LimitSpec is a packet rate limit.
@@ -201,6 +202,7 @@ const (
 	VerdictDrop
 	VerdictJump
 	VerdictGoto
+	VerdictReturn
 )
 
 // Verdict ends (accept, drop) or redirects (jump, goto) evaluation.
@@ -331,6 +333,8 @@ func (v Verdict) String() string {
 		return "jump " + v.Chain
 	case VerdictGoto:
 		return "goto " + v.Chain
+	case VerdictReturn:
+		return "return"
 	}
 	return "verdict?"
 }
@@ -436,6 +440,18 @@ func (rs *Ruleset) FQDNs() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ThreatRanges is the number of address ranges in the threat-intel sets
+// (both families); 0 without threat intelligence.
+func (rs *Ruleset) ThreatRanges() int {
+	n := 0
+	for _, name := range []string{ThreatSetV4, ThreatSetV6} {
+		if s := rs.Set(name); s != nil {
+			n += len(s.Elems)
+		}
+	}
+	return n
 }
 
 // Set returns the set named name, or nil.

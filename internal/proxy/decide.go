@@ -40,6 +40,8 @@ type request struct {
 	what string
 	// missing is the reason for a default deny when name is "".
 	missing string
+	// start is when the proxy took the connection (Config.Latency).
+	start time.Time
 }
 
 // verdict is a decision and what enforcing it takes.
@@ -231,6 +233,9 @@ func (p *Proxy) emit(m *match.Matcher, req *request, v *verdict, dialed netip.Ad
 		p.stats.allowed.Add(1)
 	} else {
 		p.stats.denied.Add(1)
+	}
+	if p.cfg.Latency != nil && !req.start.IsZero() {
+		p.cfg.Latency(v.allow, time.Since(req.start))
 	}
 	rec := telemetry.Record{
 		Time:            time.Now().UTC(),

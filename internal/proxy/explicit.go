@@ -24,7 +24,7 @@ import (
 func (p *Proxy) handleExplicit(s *session) {
 	c := s.client
 	m := p.matcher.Load()
-	req := &request{src: s.src}
+	req := &request{src: s.src, start: time.Now()}
 
 	bp := p.getBuf()
 	buf := (*bp)[:min(len(*bp), p.cfg.MaxHTTPHead)]

@@ -98,6 +98,11 @@ type Config struct {
 	// Logger gets operational messages (upstream failures, reroutes).
 	// Nil discards them.
 	Logger *slog.Logger
+	// Latency, if set, sees the time from taking a connection (or an
+	// explicit request) to its decision — for an allowed one, including
+	// the upstream connect — e.g. for a metrics histogram. It runs on the
+	// connection's goroutine and must not block.
+	Latency func(allowed bool, d time.Duration)
 
 	// OriginalDst returns the destination a transparent connection was
 	// for. Nil means the kernel's answer (KernelOriginalDst: SO_ORIGINAL_DST

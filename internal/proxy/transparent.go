@@ -16,6 +16,7 @@ import (
 // handleTransparent serves one redirected connection: find the original
 // destination, peek, decide, then replay and splice.
 func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
+	start := time.Now()
 	c := s.client
 	var dst netip.AddrPort
 	var err error
@@ -28,7 +29,7 @@ func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
 		err = errors.New("invalid address")
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap().WithZone(""), dst.Port())
-	req := &request{src: s.src, dst: dst, port: dst.Port()}
+	req := &request{src: s.src, dst: dst, port: dst.Port(), start: start}
 	m := p.matcher.Load()
 	if err != nil {
 		p.emit(m, req, &verdict{reason: "no original destination: " + err.Error()}, netip.AddrPort{})

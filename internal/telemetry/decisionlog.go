@@ -4,8 +4,6 @@
 package telemetry
 
 import (
-	"bufio"
-	"encoding/json"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -67,6 +65,22 @@ type Record struct {
 	ErrorMessage        string  `json:"ErrorMessage,omitempty"`
 	// Enforcement point that decided: kernel, proxy, dns, waf.
 	Source string `json:"source,omitempty"`
+	// WAF fields (category WAF; SourceIp and SourcePort are the client,
+	// Action is Blocked or Detected, Policy the WAF policy). Hostname and
+	// RequestUri are Application Gateway's AGWFirewallLogs names;
+	// CorrelationId is the ID on the client's 403 page and in the
+	// X-Correlation-Id header (Application Gateway's TransactionId).
+	Hostname      string   `json:"Hostname,omitempty"`
+	RequestUri    string   `json:"RequestUri,omitempty"`
+	Method        string   `json:"Method,omitempty"`
+	RuleIds       []int    `json:"RuleIds,omitempty"`
+	Messages      []string `json:"Messages,omitempty"`
+	AnomalyScore  int      `json:"AnomalyScore,omitempty"`
+	HttpStatus    int      `json:"HttpStatus,omitempty"`
+	CorrelationId string   `json:"CorrelationId,omitempty"`
+	Listener      string   `json:"Listener,omitempty"`
+	Route         string   `json:"Route,omitempty"`
+	WafMode       string   `json:"WafMode,omitempty"`
 }
 
 // DecisionLog writes records as JSON lines without ever blocking the
@@ -133,22 +147,41 @@ func NewDecisionLog(w io.Writer, o Options) *DecisionLog {
 
 func (l *DecisionLog) run(w io.Writer) {
 	defer close(l.done)
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
+	// Lines are batched and written whole: a Write never ends inside a
+	// line, so a rotating sink (lumberjack) never splits a line across
+	// files.
+	const batchBytes = 64 << 10
+	var buf []byte
+	pending := 0
+	flush := func() {
+		if pending == 0 {
+			return
+		}
+		if _, err := w.Write(buf); err != nil {
+			l.dropped.Add(uint64(pending))
+		} else {
+			l.written.Add(uint64(pending))
+		}
+		buf, pending = buf[:0], 0
+	}
 	for r := range l.queue {
-		if enc.Encode(r) != nil {
+		n := len(buf)
+		var err error
+		buf, err = AppendJSON(buf, &r)
+		if err != nil {
+			buf = buf[:n]
 			l.dropped.Add(1)
-			continue
+		} else {
+			pending++
+			if l.onWrite != nil {
+				l.onWrite(r)
+			}
 		}
-		l.written.Add(1)
-		if l.onWrite != nil {
-			l.onWrite(r)
-		}
-		if len(l.queue) == 0 {
-			bw.Flush()
+		if len(buf) >= batchBytes || len(l.queue) == 0 {
+			flush()
 		}
 	}
-	bw.Flush()
+	flush()
 }
 
 // Log queues r. It never blocks.

@@ -54,10 +54,17 @@ type Event struct {
 type eventLog struct {
 	mu sync.Mutex
 	w  io.Writer
+	on func(*Event) // Options.OnEvent
 }
 
 func (l *eventLog) write(e *Event) {
-	if l == nil || l.w == nil {
+	if l == nil {
+		return
+	}
+	if l.on != nil {
+		l.on(e)
+	}
+	if l.w == nil {
 		return
 	}
 	b, err := json.Marshal(e)

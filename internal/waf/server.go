@@ -29,6 +29,10 @@ type Options struct {
 	// Logger receives operational messages (listener errors, reloads).
 	// Nil discards them.
 	Logger *slog.Logger
+	// OnEvent, when set, sees every event (before it is written to Events),
+	// on the request's goroutine: it must not block and must not keep e.
+	// The daemon turns events into decision log records with it.
+	OnEvent func(e *Event)
 }
 
 // Server is the WAF reverse proxy: listeners, routes, compiled policies.
@@ -80,7 +84,7 @@ type routeState struct {
 // NewServer compiles cfg (whose policies ParseConfig already compiled) into
 // a server; Start opens its listeners.
 func NewServer(cfg *Config, opts Options) (*Server, error) {
-	s := &Server{opts: opts, log: opts.Logger, events: &eventLog{w: opts.Events},
+	s := &Server{opts: opts, log: opts.Logger, events: &eventLog{w: opts.Events, on: opts.OnEvent},
 		servers: map[string]*http.Server{}, addrs: map[string]net.Addr{}}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -288,7 +292,13 @@ func (s *Server) Start() error {
 		s.addrs[l.Name] = ln.Addr()
 		srv := s.httpServer(l)
 		s.servers[l.Name] = srv
-		limited := netutil.LimitListener(ln, l.MaxConnections)
+		var base net.Listener = ln
+		if l.TLS == nil {
+			// See versiongate.go: request lines Go would refuse for
+			// their version are still inspected and logged.
+			base = &gateListener{Listener: ln, s: s, listener: l.Name}
+		}
+		limited := netutil.LimitListener(base, l.MaxConnections)
 		go func(l *Listener) {
 			var err error
 			if l.TLS != nil {

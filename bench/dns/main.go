@@ -1,0 +1,373 @@
+// Command dns compares clusterwall's DNS proxy with dnsmasq answering from
+// its cache, in the same place: the firewall's private IP 10.42.2.4 in a
+// lab, forwarding to the same upstream (the lab DNS, 192.0.2.53), queried
+// by dnsperf from the node namespace.
+//
+// All servers run at the same time on their own port of 10.42.2.4 (an idle
+// server costs nothing); each round runs dnsperf against every one of them
+// in a rotating order, so the machine's load falls on all alike:
+//
+//	cw          clusterwall dns serve --no-query-log
+//	cw-log      clusterwall dns serve, one JSON query log line per query
+//	            (AZFWDnsQuery) to a file, no rate limit
+//	cw-log1k    the same limited to 1,000 lines/s, the daemon's default
+//	            decision-log rate (log.ratePerSecond)
+//	dnsmasq     dnsmasq, not logging queries (its default)
+//	dnsmasq-log dnsmasq --log-queries to a file
+//
+// The queries are A and AAAA for every name of the lab internet, answered
+// from the cache after the first pass (the lab DNS's TTL is 60 s, so a
+// handful of queries per minute go upstream). The report gives medians and
+// the medians of the per-round ratios.
+//
+// bench/dns.sh runs it; docs/benchmarks.md has the results.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/clusterwall/clusterwall/internal/lab"
+)
+
+type config struct {
+	exe      string
+	name     string
+	rounds   int
+	secs     int
+	clients  int
+	inflight int
+	threads  int
+	keep     bool
+}
+
+type server struct {
+	name string
+	port int
+	// start starts the server in fw; it returns its pid.
+	start func(ctx context.Context, l *lab.Lab, dir string) (int, error)
+	cmd   *exec.Cmd // for servers started outside the lab's process list
+}
+
+const upstream = "192.0.2.53"
+
+func clusterwall(name string, port int, extra ...string) *server {
+	return &server{name: name, port: port, start: func(ctx context.Context, l *lab.Lab, dir string) (int, error) {
+		args := append([]string{"dns", "serve", "--listen", fmt.Sprintf("%s:%d", lab.FWPrivateV4, port), "--upstream", upstream}, extra...)
+		err := l.Start(ctx, lab.Proc{Name: name, Host: lab.HostFW, Args: args})
+		return l.Pid(name), err
+	}}
+}
+
+func dnsmasq(name string, port int, extra ...string) *server {
+	s := &server{name: name, port: port}
+	s.start = func(ctx context.Context, l *lab.Lab, dir string) (int, error) {
+		args := append([]string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+			"--server=" + upstream, "--listen-address=" + lab.FWPrivateV4.String(), "--bind-interfaces",
+			"--port=" + strconv.Itoa(port), "--cache-size=10000", "--user=root",
+			"--pid-file=" + filepath.Join(dir, name+".pid")}, extra...)
+		cmd, err := l.Command(context.Background(), lab.HostFW, args...)
+		if err != nil {
+			return 0, err
+		}
+		f, err := os.Create(filepath.Join(dir, name+".out"))
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		s.cmd = cmd
+		go cmd.Wait()
+		return cmd.Process.Pid, nil
+	}
+	return s
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.exe, "exe", "bin/clusterwall", "clusterwall binary")
+	flag.StringVar(&c.name, "name", "cwb8", "lab name (must not exist)")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds (each measures every server once)")
+	flag.IntVar(&c.secs, "time", 5, "dnsperf run time per server and round (seconds)")
+	flag.IntVar(&c.clients, "clients", 8, "dnsperf -c: client sockets")
+	flag.IntVar(&c.inflight, "inflight", 100, "dnsperf -q: queries outstanding")
+	flag.IntVar(&c.threads, "threads", 1, "dnsperf -T: threads")
+	flag.BoolVar(&c.keep, "keep", false, "leave the lab and the servers up afterwards")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type sample struct {
+	qps  float64
+	lost float64 // per cent
+	cpu  time.Duration
+	n    float64 // queries completed
+}
+
+func run(ctx context.Context, c config, out io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces)")
+	}
+	for _, bin := range []string{"dnsmasq", "dnsperf"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is missing: apt-get install -y dnsmasq dnsperf", bin)
+		}
+	}
+	exe, err := filepath.Abs(c.exe)
+	if err != nil {
+		return err
+	}
+	if lab.Exists(c.name) {
+		return fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", c.name, c.name)
+	}
+	dir, err := os.MkdirTemp("", "clusterwall-bench-dns-")
+	if err != nil {
+		return err
+	}
+	if !c.keep {
+		defer os.RemoveAll(dir)
+	}
+	queries := filepath.Join(dir, "queries.txt")
+	var qb strings.Builder
+	for _, n := range lab.Names {
+		fmt.Fprintf(&qb, "%s A\n%s AAAA\n", n.Name, n.Name)
+	}
+	if err := os.WriteFile(queries, []byte(qb.String()), 0o644); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "clusterwall DNS benchmark: cached answers, clusterwall dns serve vs dnsmasq, %d rounds of %d s, dnsperf -c %d -q %d -T %d, lab %s\n",
+		c.rounds, c.secs, c.clients, c.inflight, c.threads, c.name)
+	if !c.keep {
+		defer func() {
+			// Down kills every process in the lab's namespaces, dnsmasq too.
+			if derr := lab.Remove(c.name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}()
+	}
+	l, err := lab.Up(ctx, lab.Config{Name: c.name, Exe: exe, NoDNSForwarder: true, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	servers := []*server{
+		clusterwall("cw", 5301, "--no-query-log"),
+		clusterwall("cw-log", 5302),
+		clusterwall("cw-log1k", 5303, "--log-rate", "1000"),
+		dnsmasq("dnsmasq", 5311),
+		dnsmasq("dnsmasq-log", 5312, "--log-queries", "--log-facility="+filepath.Join(dir, "dnsmasq-queries.log")),
+	}
+	pids := map[string]int{}
+	for _, s := range servers {
+		pid, err := s.start(ctx, l, dir)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", s.name, err)
+		}
+		pids[s.name] = pid
+		if s.cmd != nil && !c.keep {
+			defer func() { s.cmd.Process.Signal(syscall.SIGTERM) }()
+		}
+	}
+	for _, s := range servers {
+		if err := check(ctx, l, s); err != nil {
+			return err
+		}
+	}
+	// Fill every cache.
+	for _, s := range servers {
+		if _, err := dnsperf(ctx, l, c, s, queries, 1); err != nil {
+			return fmt.Errorf("%s: warm-up: %w", s.name, err)
+		}
+	}
+
+	results := map[string][]sample{}
+	var loads []string
+	for round := range c.rounds {
+		order := slices.Clone(servers)
+		for range round % len(order) {
+			order = append(order[1:], order[0])
+		}
+		loads = append(loads, loadavg())
+		for _, s := range order {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			cpu0 := procCPU(pids[s.name])
+			smp, err := dnsperf(ctx, l, c, s, queries, c.secs)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", round+1, s.name, err)
+			}
+			smp.cpu = procCPU(pids[s.name]) - cpu0
+			results[s.name] = append(results[s.name], smp)
+			fmt.Fprintf(out, "round %d %-12s %8.0f queries/s  lost %.2f%%  server CPU %.1f µs/query  load %s\n",
+				round+1, s.name, smp.qps, smp.lost, perQuery(smp), loadavg())
+		}
+	}
+	report(out, servers, results, loads)
+	return nil
+}
+
+func perQuery(s sample) float64 {
+	if s.n == 0 {
+		return 0
+	}
+	return float64(s.cpu.Microseconds()) / s.n
+}
+
+// check asks s for ghcr.io A from node and wants the lab's address.
+func check(ctx context.Context, l *lab.Lab, s *server) error {
+	addr := fmt.Sprintf("%s:%d", lab.FWPrivateV4, s.port)
+	var last error
+	for range 50 {
+		var r *dns.Msg
+		err := l.Do(lab.HostNode, func() error {
+			m := new(dns.Msg)
+			m.SetQuestion("ghcr.io.", dns.TypeA)
+			c := &dns.Client{Timeout: time.Second}
+			var err error
+			r, _, err = c.ExchangeContext(ctx, m, addr)
+			return err
+		})
+		if err == nil {
+			if len(r.Answer) == 1 && strings.Contains(r.Answer[0].String(), "192.0.2.10") {
+				return nil
+			}
+			err = fmt.Errorf("unexpected answer %v", r.Answer)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s on %s: %w", s.name, addr, last)
+}
+
+var (
+	reQPS  = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+	reLost = regexp.MustCompile(`Queries lost:\s+\d+ \(([0-9.]+)%\)`)
+	reDone = regexp.MustCompile(`Queries completed:\s+(\d+)`)
+)
+
+func dnsperf(ctx context.Context, l *lab.Lab, c config, s *server, queries string, secs int) (sample, error) {
+	var smp sample
+	out, err := l.Exec(ctx, lab.HostNode, "dnsperf", "-s", lab.FWPrivateV4.String(), "-p", strconv.Itoa(s.port),
+		"-d", queries, "-l", strconv.Itoa(secs), "-c", strconv.Itoa(c.clients), "-q", strconv.Itoa(c.inflight),
+		"-T", strconv.Itoa(c.threads), "-t", "2")
+	if err != nil {
+		return smp, fmt.Errorf("dnsperf: %w\n%s", err, out)
+	}
+	m := reQPS.FindSubmatch(out)
+	d := reDone.FindSubmatch(out)
+	if m == nil || d == nil {
+		return smp, fmt.Errorf("dnsperf output without a rate:\n%s", out)
+	}
+	smp.qps, _ = strconv.ParseFloat(string(m[1]), 64)
+	smp.n, _ = strconv.ParseFloat(string(d[1]), 64)
+	if m := reLost.FindSubmatch(out); m != nil {
+		smp.lost, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if smp.lost > 1 {
+		return smp, fmt.Errorf("%.2f%% of the queries were lost:\n%s", smp.lost, out)
+	}
+	return smp, nil
+}
+
+// procCPU returns the CPU time (user and system) process pid used so far.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func report(out io.Writer, servers []*server, r map[string][]sample, loads []string) {
+	qps := func(s sample) float64 { return s.qps }
+	get := func(name string, f func(sample) float64) []float64 {
+		var xs []float64
+		for _, x := range r[name] {
+			xs = append(xs, f(x))
+		}
+		return xs
+	}
+	ratio := func(num, den string) float64 {
+		var xs []float64
+		for i := range min(len(r[num]), len(r[den])) {
+			if r[den][i].qps > 0 {
+				xs = append(xs, r[num][i].qps/r[den][i].qps)
+			}
+		}
+		return median(xs)
+	}
+	fmt.Fprintf(out, "\n| server | queries/s, median | server CPU µs/query, median |\n|---|---|---|\n")
+	for _, s := range servers {
+		fmt.Fprintf(out, "| %s | %.0f | %.1f |\n", s.name, median(get(s.name, qps)), median(get(s.name, perQuery)))
+	}
+	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios; target ≥ 1.0) | |\n|---|---|\n", len(r["cw"]))
+	for _, p := range [][2]string{{"cw", "dnsmasq"}, {"cw-log", "dnsmasq"}, {"cw-log1k", "dnsmasq"}, {"cw-log", "dnsmasq-log"}} {
+		fmt.Fprintf(out, "| %s / %s | %.3f |\n", p[0], p[1], ratio(p[0], p[1]))
+	}
+	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
+	fmt.Fprintf(out, "per round (queries/s):\n")
+	for _, s := range servers {
+		var parts []string
+		for _, x := range r[s.name] {
+			parts = append(parts, fmt.Sprintf("%.0f", x.qps))
+		}
+		fmt.Fprintf(out, "  %-12s %s\n", s.name, strings.Join(parts, "  "))
+	}
+}

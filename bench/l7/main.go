@@ -1,0 +1,855 @@
+// Command l7 compares clusterwall's transparent SNI proxy with HAProxy and
+// Squid doing the same job in the same place: the firewall namespace of a
+// lab, as the target of the same kernel redirect of cluster TCP to an
+// application rule's port, allowing TLS connections whose SNI is on an
+// allow-list and refusing the others, without terminating TLS.
+//
+//	clusterwall  the daemon with a policy whose application rule allows
+//	             Https:8443 to example.org and ghcr.io; its own nftables
+//	             table redirects node → *:8443 to its proxy (port 15001);
+//	haproxy      Debian's haproxy in TCP mode: tcp-request inspect-delay and
+//	             a req.ssl_sni ACL with the same two names, connecting to
+//	             the original destination (server 0.0.0.0:0, which HAProxy
+//	             reads with SO_ORIGINAL_DST), splice-auto;
+//	squid        Debian's squid-openssl: https_port ... intercept ssl-bump,
+//	             ssl_bump peek at step 1, splice if ssl::server_name is on
+//	             the list, terminate the rest (a CA generated here, as
+//	             ssl-bump requires one even when it only splices).
+//
+// The peers get the redirect from a table of the benchmark's own
+// (prerouting nat, iifname cw-in tcp dport 8443 redirect to their port);
+// the benchmark switches between the set-ups by making tables dormant, so
+// exactly one redirect is live, and checks before each measurement that
+// an allowed name passes through a proxy (the server sees the firewall's
+// address, not the node's) and that a name off the list is refused.
+//
+// The clients are Go (crypto/tls) in the node namespace: the connection
+// rate is N loops each doing a new TCP connection, a full TLS 1.3
+// handshake (no session cache, X25519 like curl/OpenSSL), one small GET
+// and close; the throughput is one download of a large body over one
+// connection. The server is Go (net/http over TLS with the lab's
+// certificate for example.org) on 192.0.2.14:8443 in the lab internet.
+// Every round measures every set-up once, in a rotating order; the report
+// gives medians and the medians of the per-round ratios, and the CPU time
+// each proxy process used per connection.
+//
+// bench/l7.sh runs it; docs/benchmarks.md has the results.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	mnetlink "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/lab"
+	"github.com/clusterwall/clusterwall/internal/nft"
+)
+
+const (
+	allowedName = "example.org"      // on the allow-list; the server's certificate
+	deniedName  = "evil.example.net" // not on it
+	benchPort   = 8443               // the application rule's port
+	haproxyPort = 15101
+	squidPort   = 15102
+)
+
+var server = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.14"), benchPort) // example.org in the lab internet
+
+type config struct {
+	exe     string
+	name    string
+	rounds  int
+	connDur time.Duration
+	clients int
+	bulkMB  int
+	keep    bool
+	only    string
+}
+
+type setup string
+
+const (
+	setupClusterwall setup = "clusterwall"
+	setupHAProxy     setup = "haproxy"
+	setupSquid       setup = "squid"
+)
+
+var setups = []setup{setupClusterwall, setupHAProxy, setupSquid}
+
+func main() {
+	var c config
+	flag.StringVar(&c.exe, "exe", "bin/clusterwall", "clusterwall binary (lab servers and the daemon)")
+	flag.StringVar(&c.name, "name", "cwb7", "lab name (must not exist)")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds (each measures every set-up once)")
+	flag.DurationVar(&c.connDur, "conn-time", 3*time.Second, "connection-rate measurement time per set-up and round")
+	flag.IntVar(&c.clients, "clients", 8, "concurrent connection loops")
+	flag.IntVar(&c.bulkMB, "bulk-mb", 1024, "size of the bulk download (MiB)")
+	flag.BoolVar(&c.keep, "keep", false, "leave the lab and the peers up afterwards")
+	flag.StringVar(&c.only, "only", "", "measure only this set-up: clusterwall, haproxy or squid")
+	daemonProcs := flag.Int("daemon-gomaxprocs", 0, "GOMAXPROCS of the daemon (0: the Go default, one per CPU)")
+	flag.Parse()
+	if *daemonProcs > 0 {
+		// Read by the daemon's runtime at its start (lab processes inherit
+		// this environment); this process's runtime is already set up.
+		os.Setenv("GOMAXPROCS", strconv.Itoa(*daemonProcs))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type sample struct {
+	connsPS float64       // new TLS connections per second
+	fails   int64         // connections that failed
+	mbps    float64       // bulk download, MB/s (10^6 bytes)
+	cpu     time.Duration // CPU time of the proxy process during the rate measurement
+	conns   int64         // connections in the rate measurement
+}
+
+// peer is a proxy process started by the benchmark in fw.
+type peer struct {
+	cmd  *exec.Cmd
+	name string
+	out  string // its standard output and error
+	log  string // its log (for error messages)
+}
+
+func (p *peer) stop() {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func run(ctx context.Context, c config, out io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces)")
+	}
+	for _, bin := range []string{"haproxy", "squid"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is missing: apt-get install -y haproxy squid-openssl", bin)
+		}
+	}
+	exe, err := filepath.Abs(c.exe)
+	if err != nil {
+		return err
+	}
+	if lab.Exists(c.name) {
+		return fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", c.name, c.name)
+	}
+	dir, err := os.MkdirTemp("", "clusterwall-bench-l7-")
+	if err != nil {
+		return err
+	}
+	if !c.keep {
+		defer os.RemoveAll(dir)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(policyYAML), 0o644); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "clusterwall L7 benchmark: SNI allow-list proxy vs HAProxy and Squid, %d rounds, %d clients, lab %s\n", c.rounds, c.clients, c.name)
+	if !c.keep {
+		defer func() {
+			if derr := lab.Remove(c.name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}()
+	}
+	// SNAT off: the server then tells a proxied connection (from the
+	// firewall's address) from a forwarded one (from the node's).
+	l, err := lab.Up(ctx, lab.Config{Name: c.name, Exe: exe, Log: slog.New(slog.DiscardHandler),
+		Daemon: &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}})
+	if err != nil {
+		return err
+	}
+	fwNS, err := netns.GetFromName(l.NS(lab.HostFW))
+	if err != nil {
+		return err
+	}
+	defer fwNS.Close()
+	// The same socket limits for every set-up: a wide port range in node
+	// and fw (proxies dial from fw), and TIME_WAIT reuse.
+	for _, h := range []string{lab.HostNode, lab.HostFW} {
+		if _, err := l.Exec(ctx, h, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000", "net.ipv4.tcp_tw_reuse=1"); err != nil {
+			return err
+		}
+	}
+
+	srv, err := startServer(l)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	// The peers: HAProxy and Squid in fw, each with a dormant redirect
+	// table of its own.
+	ca, caKey, err := writeCA(dir)
+	if err != nil {
+		return err
+	}
+	hap, err := startHAProxy(ctx, l, dir)
+	if err != nil {
+		return err
+	}
+	sq, err := startSquid(ctx, l, dir, ca, caKey)
+	if err != nil {
+		hap.stop()
+		return err
+	}
+	if !c.keep {
+		defer hap.stop()
+		defer sq.stop()
+	}
+	for _, p := range []struct {
+		table string
+		port  uint16
+	}{{tableOf(setupHAProxy), haproxyPort}, {tableOf(setupSquid), squidPort}} {
+		if err := redirectTable(int(fwNS), p.table, p.port); err != nil {
+			return err
+		}
+	}
+	pids := map[setup]func() int{
+		setupClusterwall: func() int { return l.Pid(lab.DaemonProc) },
+		setupHAProxy:     func() int { return hap.cmd.Process.Pid },
+		setupSquid:       func() int { return sq.cmd.Process.Pid },
+	}
+	logs := map[setup]string{setupClusterwall: l.DecisionLog(), setupHAProxy: hap.log, setupSquid: sq.log}
+
+	client, err := newClient(l)
+	if err != nil {
+		return err
+	}
+	results := map[setup][]sample{}
+	var loads []string
+	for round := range c.rounds {
+		order := slices.Clone(setups)
+		for range round % len(order) {
+			order = append(order[1:], order[0])
+		}
+		loads = append(loads, loadavg())
+		for _, s := range order {
+			if c.only != "" && string(s) != c.only {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := setMode(int(fwNS), s); err != nil {
+				return fmt.Errorf("round %d, %s: %w", round+1, s, err)
+			}
+			if err := flushConntrack(fwNS); err != nil {
+				return err
+			}
+			if err := client.verify(srv); err != nil {
+				return fmt.Errorf("round %d, %s: set-up check: %w (log: %s)", round+1, s, err, logs[s])
+			}
+			smp, err := measure(ctx, client, c, pids[s]())
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w (log: %s)", round+1, s, err, logs[s])
+			}
+			results[s] = append(results[s], smp)
+			fmt.Fprintf(out, "round %d %-11s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn", round+1, s, smp.connsPS, smp.mbps, perConn(smp))
+			if smp.fails > 0 {
+				fmt.Fprintf(out, "  (%d failed)", smp.fails)
+			}
+			fmt.Fprintf(out, "  load %s\n", loadavg())
+		}
+	}
+	report(out, c, results, loads)
+	return nil
+}
+
+func perConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.cpu.Microseconds()) / float64(s.conns)
+}
+
+// policyYAML allows TLS on the benchmark port to the two listed names from
+// the cluster; everything else is denied by default.
+const policyYAML = `apiVersion: clusterwall.io/v1alpha1
+kind: FirewallPolicy
+name: bench-l7
+ruleCollectionGroups:
+  - name: bench
+    priority: 300
+    ruleCollections:
+      - name: allowlist
+        kind: Application
+        priority: 100
+        action: Allow
+        rules:
+          - name: sni
+            protocols: ['Https:8443']
+            sourceAddresses: [10.42.1.0/24]
+            targetFqdns: [example.org, ghcr.io]
+`
+
+const haproxyCfg = `global
+    maxconn 7000
+    log stdout format raw local0
+defaults
+    mode tcp
+    log global
+    option tcplog
+    option splice-auto
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend sni
+    bind :%d
+    tcp-request inspect-delay 5s
+    acl allowed req.ssl_sni -i example.org ghcr.io
+    tcp-request content accept if { req.ssl_hello_type 1 } allowed
+    tcp-request content reject
+    default_backend original
+backend original
+    # 0.0.0.0:0: the destination the client connected to (SO_ORIGINAL_DST
+    # after the kernel's redirect), same port.
+    server original 0.0.0.0:0
+`
+
+func startHAProxy(ctx context.Context, l *lab.Lab, dir string) (*peer, error) {
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyCfg, haproxyPort), 0o644); err != nil {
+		return nil, err
+	}
+	log := filepath.Join(dir, "haproxy.log") // stdout: option tcplog lines
+	p := &peer{name: "haproxy", out: log, log: log}
+	if out, err := exec.CommandContext(ctx, "haproxy", "-c", "-f", cfg).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("haproxy -c: %v: %s", err, out)
+	}
+	// -db: foreground; ip netns exec execs haproxy, so the pid is its own.
+	return p, p.start(ctx, l, haproxyPort, "haproxy", "-db", "-f", cfg)
+}
+
+const squidCfg = `# Squid intercepting TLS: peek at the ClientHello, splice allowed SNI, terminate the rest.
+visible_hostname %[1]s-fw
+http_port 127.0.0.1:3128
+https_port %[2]d intercept ssl-bump tls-cert=%[3]s tls-key=%[4]s generate-host-certificates=off
+acl cluster src 10.42.0.0/16
+acl step1 at_step SslBump1
+acl allowed ssl::server_name example.org ghcr.io
+ssl_bump peek step1
+ssl_bump splice allowed
+ssl_bump terminate all
+http_access allow cluster
+http_access deny all
+cache deny all
+dns_nameservers 192.0.2.53
+access_log stdio:%[5]s/squid-access.log
+cache_log %[5]s/squid-cache.log
+pid_filename %[5]s/squid.pid
+coredump_dir %[5]s
+shutdown_lifetime 1 seconds
+max_filedescriptors 16384
+`
+
+func startSquid(ctx context.Context, l *lab.Lab, dir, ca, caKey string) (*peer, error) {
+	sdir := filepath.Join(dir, "squid")
+	if err := os.MkdirAll(sdir, 0o777); err != nil {
+		return nil, err
+	}
+	os.Chmod(sdir, 0o777) // squid drops privileges to the proxy user
+	cfg := filepath.Join(dir, "squid.conf")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, squidCfg, l.Name(), squidPort, ca, caKey, sdir), 0o644); err != nil {
+		return nil, err
+	}
+	if out, err := exec.CommandContext(ctx, "squid", "-k", "parse", "-f", cfg).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("squid -k parse: %v: %s", err, out)
+	}
+	p := &peer{name: "squid", out: filepath.Join(sdir, "squid.out"), log: filepath.Join(sdir, "squid-cache.log")}
+	// -N: no daemon, no kid processes.
+	return p, p.start(ctx, l, squidPort, "squid", "-N", "-f", cfg)
+}
+
+// start runs argv in fw with its output in dir and waits until port listens.
+func (p *peer) start(ctx context.Context, l *lab.Lab, port int, argv ...string) error {
+	cmd, err := l.Command(context.Background(), lab.HostFW, argv...)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(p.out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	p.cmd = cmd
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var ok bool
+		l.Do(lab.HostFW, func() error {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("10.42.1.1:%d", port), 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				ok = true
+			}
+			return nil
+		})
+		if ok {
+			return nil
+		}
+		if isZombie(cmd.Process.Pid) {
+			return fmt.Errorf("%s exited; see %s", p.name, f.Name())
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.stop()
+			return fmt.Errorf("%s does not listen on %d after 20 s; see %s", p.name, port, f.Name())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
+}
+
+// writeCA generates the CA that Squid's ssl-bump port requires (it never
+// signs anything here: the allowed connections are spliced, the others
+// terminated).
+func writeCA(dir string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "clusterwall bench squid CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "squid-ca.pem"), filepath.Join(dir, "squid-ca-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	// Readable by Squid's unprivileged user; a throw-away key.
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// httpsServer is the HTTPS server in the lab internet: GET / answers "ok\n",
+// GET /bulk?n=BYTES streams BYTES bytes; every response names the peer
+// address the server saw (X-Peer).
+type httpsServer struct {
+	*http.Server
+}
+
+func startServer(l *lab.Lab) (*httpsServer, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(l.Dir(), "certs", allowedName+".pem"), filepath.Join(l.Dir(), "certs", allowedName+"-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	var ln net.Listener
+	if err := l.Do(lab.HostInet, func() error {
+		var err error
+		ln, err = net.Listen("tcp", server.String())
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	chunk := make([]byte, 256<<10)
+	s := &httpsServer{}
+	s.Server = &http.Server{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Peer", r.RemoteAddr)
+			if r.URL.Path != "/bulk" {
+				io.WriteString(w, "ok\n")
+				return
+			}
+			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			for n > 0 {
+				k, err := w.Write(chunk[:min(int64(len(chunk)), n)])
+				if err != nil {
+					return
+				}
+				n -= int64(k)
+			}
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	s.SetKeepAlivesEnabled(false)
+	go s.ServeTLS(ln, "", "")
+	return s, nil
+}
+
+// client makes connections from node.
+type client struct {
+	l    *lab.Lab
+	pool *x509.CertPool
+}
+
+func newClient(l *lab.Lab) (*client, error) {
+	pool, err := l.CAPool()
+	if err != nil {
+		return nil, err
+	}
+	return &client{l: l, pool: pool}, nil
+}
+
+// tlsConfig is a fresh configuration for every connection: no session
+// cache, so every handshake is a full one; X25519 as curl with OpenSSL 3.0
+// offers first.
+func (cl *client) tlsConfig(name string, verify bool) *tls.Config {
+	return &tls.Config{ServerName: name, RootCAs: cl.pool, InsecureSkipVerify: !verify,
+		CurvePreferences: []tls.CurveID{tls.X25519}, MinVersion: tls.VersionTLS12}
+}
+
+// get does one GET over a new TLS connection (must run in node) and
+// returns the X-Peer header and the body length.
+func (cl *client) get(d *net.Dialer, name, path string, verify bool, timeout time.Duration) (peer string, n int64, err error) {
+	conn, err := d.Dial("tcp", server.String())
+	if err != nil {
+		return "", 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	tc := tls.Client(conn, cl.tlsConfig(name, verify))
+	if err := tc.Handshake(); err != nil {
+		return "", 0, fmt.Errorf("handshake: %w", err)
+	}
+	if _, err := fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, name); err != nil {
+		return "", 0, err
+	}
+	br := bufio.NewReaderSize(tc, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	n, err = io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return "", n, err
+	}
+	if resp.StatusCode != 200 {
+		return "", n, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Peer"), n, nil
+}
+
+// verify checks that an allowed name reaches the server through a proxy
+// in fw and that a name off the list is refused.
+func (cl *client) verify(srv *httpsServer) error {
+	return cl.l.Do(lab.HostNode, func() error {
+		d := &net.Dialer{Timeout: 3 * time.Second}
+		peer, _, err := cl.get(d, allowedName, "/", true, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("SNI %s: %w", allowedName, err)
+		}
+		if !strings.HasPrefix(peer, lab.FWPublicV4.String()+":") {
+			return fmt.Errorf("SNI %s: the server saw %s, not the firewall (%s): not proxied", allowedName, peer, lab.FWPublicV4)
+		}
+		if _, _, err := cl.get(d, deniedName, "/", false, 5*time.Second); err == nil {
+			return fmt.Errorf("SNI %s passed; want it refused", deniedName)
+		}
+		return nil
+	})
+}
+
+// measure runs the connection loops and then the bulk download.
+func measure(ctx context.Context, cl *client, c config, pid int) (sample, error) {
+	var s sample
+	var n, fails atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	cpu0 := procCPU(pid)
+	start := time.Now()
+	deadline := start.Add(c.connDur)
+	for range c.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := cl.l.Do(lab.HostNode, func() error {
+				d := &net.Dialer{Timeout: 3 * time.Second}
+				for time.Now().Before(deadline) && ctx.Err() == nil {
+					if _, _, err := cl.get(d, allowedName, "/", true, 5*time.Second); err != nil {
+						fails.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+						continue
+					}
+					n.Add(1)
+				}
+				return nil
+			})
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	s.cpu = procCPU(pid) - cpu0
+	s.conns = n.Load()
+	s.fails = fails.Load()
+	if s.fails*100 > s.conns {
+		return s, fmt.Errorf("%d of %d connections failed: %v", s.fails, s.fails+s.conns, firstErr.Load())
+	}
+	s.connsPS = float64(s.conns) / elapsed.Seconds()
+
+	size := int64(c.bulkMB) << 20
+	err := cl.l.Do(lab.HostNode, func() error {
+		d := &net.Dialer{Timeout: 3 * time.Second}
+		t0 := time.Now()
+		_, got, err := cl.get(d, allowedName, fmt.Sprintf("/bulk?n=%d", size), true, 5*time.Minute)
+		if err != nil {
+			return fmt.Errorf("bulk download: %w", err)
+		}
+		if got != size {
+			return fmt.Errorf("bulk download: %d of %d bytes", got, size)
+		}
+		s.mbps = float64(size) / time.Since(t0).Seconds() / 1e6
+		return nil
+	})
+	return s, err
+}
+
+// procCPU returns the CPU time (user and system) process pid used so far.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}
+
+func tableOf(s setup) string { return "cwb-" + string(s) }
+
+// setMode leaves exactly one redirect live: the daemon's table for
+// clusterwall, else the peer's table (the daemon's table dormant: its input
+// chain would drop the peers' ports).
+func setMode(fwFD int, s setup) error {
+	for _, p := range []setup{setupHAProxy, setupSquid} {
+		if err := setDormant(fwFD, tableOf(p), p != s); err != nil {
+			return err
+		}
+	}
+	return setDormant(fwFD, nft.DefaultTable, s != setupClusterwall)
+}
+
+// redirectTable installs a dormant table
+//
+//	table inet NAME { flags dormant
+//	  chain pre { type nat hook prerouting priority dstnat;
+//	    iifname "cw-in" tcp dport 8443 redirect to :PORT } }
+func redirectTable(fwFD int, name string, port uint16) error {
+	c, err := nftables.New(nftables.WithNetNSFd(fwFD))
+	if err != nil {
+		return err
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	ch := c.AddChain(&nftables.Chain{Name: "pre", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	ifname := make([]byte, 16)
+	copy(ifname, lab.FWInside)
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(benchPort)},
+		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Redir{RegisterProtoMin: 1},
+	}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("table %s: %w", name, err)
+	}
+	return setDormant(fwFD, name, true)
+}
+
+// setDormant switches an inet table between dormant (its base chains
+// unhooked) and active, in one netlink batch (google/nftables always sends
+// table flags 0, so the message is built here; as in bench/dataplane).
+func setDormant(fwFD int, table string, dormant bool) error {
+	c, err := mnetlink.Dial(unix.NETLINK_NETFILTER, &mnetlink.Config{NetNS: fwFD})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nfgen := func(family uint8, resID uint16) []byte {
+		return []byte{family, 0 /* NFNETLINK_V0 */, byte(resID >> 8), byte(resID)}
+	}
+	flags := uint32(0)
+	if dormant {
+		flags = unix.NFT_TABLE_F_DORMANT
+	}
+	attrs, err := mnetlink.MarshalAttributes([]mnetlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: append([]byte(table), 0)},
+		{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)},
+	})
+	if err != nil {
+		return err
+	}
+	msgs := []mnetlink.Message{
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: mnetlink.Request},
+			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE), Flags: mnetlink.Request | mnetlink.Acknowledge},
+			Data: append(nfgen(unix.NFPROTO_INET, 0), attrs...)},
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_END), Flags: mnetlink.Request},
+			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+	}
+	if _, err := c.SendMessages(msgs); err != nil {
+		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
+	}
+	if _, err := c.Receive(); err != nil {
+		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
+	}
+	return nil
+}
+
+func flushConntrack(ns netns.NsHandle) error {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		return fmt.Errorf("flush conntrack: %w", err)
+	}
+	return nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func report(out io.Writer, c config, r map[setup][]sample, loads []string) {
+	get := func(s setup, f func(sample) float64) []float64 {
+		var xs []float64
+		for _, x := range r[s] {
+			xs = append(xs, f(x))
+		}
+		return xs
+	}
+	ratios := func(num, den setup, f func(sample) float64) []float64 {
+		var xs []float64
+		for i := range min(len(r[num]), len(r[den])) {
+			if d := f(r[den][i]); d > 0 {
+				xs = append(xs, f(r[num][i])/d)
+			}
+		}
+		return xs
+	}
+	rate := func(s sample) float64 { return s.connsPS }
+	tput := func(s sample) float64 { return s.mbps }
+	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median |\n|---|---|---|---|\n")
+	for _, s := range setups {
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)))
+	}
+	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios) | connection rate | throughput |\n|---|---|---|\n", len(r[setupClusterwall]))
+	fmt.Fprintf(out, "| clusterwall / haproxy (targets ≥ 1.0, ≥ 0.9) | %.3f | %.3f |\n", median(ratios(setupClusterwall, setupHAProxy, rate)), median(ratios(setupClusterwall, setupHAProxy, tput)))
+	fmt.Fprintf(out, "| clusterwall / squid | %.3f | %.3f |\n", median(ratios(setupClusterwall, setupSquid, rate)), median(ratios(setupClusterwall, setupSquid, tput)))
+	fmt.Fprintf(out, "| haproxy / squid | %.3f | %.3f |\n", median(ratios(setupHAProxy, setupSquid, rate)), median(ratios(setupHAProxy, setupSquid, tput)))
+	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
+	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection):\n")
+	for _, s := range setups {
+		var parts []string
+		for _, x := range r[s] {
+			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f", x.connsPS, x.mbps, perConn(x)))
+		}
+		fmt.Fprintf(out, "  %-11s %s\n", s, strings.Join(parts, "  "))
+	}
+}

@@ -1,0 +1,620 @@
+package daemon
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/nft"
+	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/telemetry"
+)
+
+// auditBuffer is a log sink safe for the handler's goroutines.
+type auditBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *auditBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *auditBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const testToken = "s3cret-token-for-tests-0123456789"
+
+// newAuthDaemon is newTestDaemon with a token file (two tokens, one
+// named) and a log the test can read.
+func newAuthDaemon(t *testing.T) (*Daemon, *fakeDataplane, string, *auditBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pol, []byte(testPolicy), 0o640)
+	os.WriteFile(filepath.Join(dir, "tokens"), []byte("# admin tokens\n"+testToken+" ci\nanother-token-0123456789abcdef\n"), 0o600)
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\nadmin: {tokenFile: tokens}\n"), 0o644)
+	cfg, err := LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &auditBuffer{}
+	fd := &fakeDataplane{}
+	d := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), fd, nil, 100)
+	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	if err := d.Reload("start"); err != nil {
+		t.Fatal(err)
+	}
+	return d, fd, pol, logs
+}
+
+func do(t *testing.T, method, url, token, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+func TestAdminAuth(t *testing.T) {
+	d, _, _, logs := newAuthDaemon(t)
+	srv := httptest.NewServer(d.AdminHandler())
+	defer srv.Close()
+	for _, tt := range []struct {
+		method, path, token string
+		want                int
+	}{
+		{"GET", "/healthz", "", 200},
+		{"GET", "/readyz", "", 503}, // open, and not ready: the proxy is not started
+		{"GET", "/v1/status", "", 401},
+		{"GET", "/v1/status", "wrong-token-0123456789abcdef", 401},
+		{"GET", "/v1/status", testToken + "x", 401},
+		{"GET", "/v1/status", testToken, 200},
+		{"GET", "/v1/status", "another-token-0123456789abcdef", 200},
+		{"GET", "/metrics", "", 401},
+		{"GET", "/metrics", testToken, 200},
+		{"GET", "/v1/rules", "", 401},
+		{"GET", "/v1/policy", "", 401},
+		{"POST", "/v1/reload", "", 401},
+		{"POST", "/v1/apply", "", 401},
+		{"POST", "/v1/validate", "", 401},
+		{"POST", "/v1/reload", testToken, 200},
+	} {
+		if code, body := do(t, tt.method, srv.URL+tt.path, tt.token, ""); code != tt.want {
+			t.Errorf("%s %s (token %q) = %d, want %d: %s", tt.method, tt.path, tt.token, code, tt.want, body)
+		}
+	}
+	// "Basic" with the right secret is still refused.
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/status", nil)
+	req.Header.Set("Authorization", "Basic "+testToken)
+	if resp, _ := http.DefaultClient.Do(req); resp.StatusCode != 401 {
+		t.Errorf("Basic auth = %d", resp.StatusCode)
+	}
+	// The reload is audited with the token's name.
+	if !strings.Contains(logs.String(), `"who":"token:ci addr:127.0.0.1:`) || !strings.Contains(logs.String(), `"action":"reload","result":"ok"`) {
+		t.Errorf("no audit line for the reload:\n%s", logs.String())
+	}
+}
+
+func TestTokenFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ tokens, want string }{
+		{"", "no token"},
+		{"short\n", "tokens:1: token shorter than 16 characters"},
+		{"# c\n0123456789abcdef name extra\n", "tokens:2: want \"TOKEN [NAME]\""},
+	} {
+		os.WriteFile(filepath.Join(dir, "tokens"), []byte(tt.tokens), 0o600)
+		os.WriteFile(filepath.Join(dir, "c.yaml"), []byte("policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\nadmin: {tokenFile: tokens}\n"), 0o644)
+		_, err := LoadConfig(filepath.Join(dir, "c.yaml"))
+		if err == nil || !strings.Contains(err.Error(), "admin.tokenFile") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want %q", tt.tokens, err, tt.want)
+		}
+	}
+}
+
+const appliedPolicy = `# the new policy: comments survive the apply
+name: t2
+ruleCollectionGroups:
+  - name: g
+    priority: 200
+    ruleCollections:
+      - name: c
+        kind: Network
+        priority: 100
+        action: Allow
+        rules:
+          - name: web8443 # moved to 8443
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationAddresses: [192.0.2.10]
+            destinationPorts: ['8443']
+`
+
+func TestAdminApply(t *testing.T) {
+	d, fd, pol, logs := newAuthDaemon(t)
+	srv := httptest.NewServer(d.AdminHandler())
+	defer srv.Close()
+	flow := func(port uint16) match.Flow {
+		return match.Flow{Src: netip.MustParseAddr("10.42.1.10"), Dst: netip.MustParseAddr("192.0.2.10"), Proto: policy.ProtoTCP, Port: port}
+	}
+	decide := func(port uint16) policy.Action { _, m := d.Current(); return m.Decide(flow(port)).Action }
+
+	// A bad policy: 422 with file, line, column and field; nothing changes.
+	bad := strings.Replace(appliedPolicy, "['8443']", "['70000']", 1)
+	code, body := do(t, "POST", srv.URL+"/v1/apply", testToken, bad)
+	if code != http.StatusUnprocessableEntity {
+		t.Fatalf("bad apply = %d: %s", code, body)
+	}
+	var res struct {
+		Errors []APIError `json:"errors"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil || len(res.Errors) != 1 {
+		t.Fatalf("bad apply body: %v: %s", err, body)
+	}
+	if e := res.Errors[0]; e.File != pol || e.Line != 16 || e.Column != 32 || !strings.Contains(e.Message, "port 70000 out of range") ||
+		!strings.Contains(e.Field, "destinationPorts") || !strings.HasPrefix(e.Text, pol+":16:32: ") {
+		t.Errorf("error = %+v", e)
+	}
+	if st := d.Status(); st.Generation != 1 || len(fd.applied) != 1 || decide(443) != policy.ActionAllow {
+		t.Fatalf("bad apply changed the running policy: %+v", st)
+	}
+	if data, _ := os.ReadFile(pol); string(data) != testPolicy {
+		t.Fatalf("bad apply changed the policy file:\n%s", data)
+	}
+
+	// A good one: generation 2, new decisions, persisted with its comments.
+	code, body = do(t, "POST", srv.URL+"/v1/apply", testToken, appliedPolicy)
+	if code != 200 || strings.TrimSpace(string(body)) != "{\n  \"generation\": 2\n}" {
+		t.Fatalf("apply = %d: %s", code, body)
+	}
+	if decide(443) != policy.ActionDeny || decide(8443) != policy.ActionAllow {
+		t.Errorf("new policy not in force")
+	}
+	data, _ := os.ReadFile(pol)
+	if string(data) != appliedPolicy {
+		t.Errorf("policy file after apply:\n%s", data)
+	}
+	if fi, _ := os.Stat(pol); fi.Mode().Perm() != 0o640 {
+		t.Errorf("policy file mode %v, want the old 0640", fi.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(pol), ".policy.yaml.apply-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	// The watcher's reload of the same bytes changes nothing.
+	if err := d.Reload(reasonFileChanged); err != nil || d.Status().Generation != 2 {
+		t.Errorf("reload of the persisted file: %v, generation %d", err, d.Status().Generation)
+	}
+	// GET /v1/policy returns it as applied, or as JSON.
+	code, body = do(t, "GET", srv.URL+"/v1/policy", testToken, "")
+	if code != 200 || string(body) != appliedPolicy {
+		t.Errorf("GET /v1/policy = %d:\n%s", code, body)
+	}
+	code, body = do(t, "GET", srv.URL+"/v1/policy?format=json", testToken, "")
+	var pj struct {
+		Generation uint64         `json:"generation"`
+		Policy     map[string]any `json:"policy"`
+	}
+	if err := json.Unmarshal(body, &pj); code != 200 || err != nil || pj.Generation != 2 || pj.Policy["name"] != "t2" {
+		t.Errorf("GET /v1/policy?format=json = %d %v: %s", code, err, body)
+	}
+	// Audited: who, what, result.
+	lines := logs.String()
+	if !strings.Contains(lines, `"who":"token:ci addr:127.0.0.1:`) || !strings.Contains(lines, `"action":"apply","result":"rejected"`) ||
+		!strings.Contains(lines, `"action":"apply","result":"ok","generation":2`) {
+		t.Errorf("audit lines missing:\n%s", lines)
+	}
+	// A kernel failure: 422, the file and the running policy stay.
+	fd.fail = os.ErrPermission
+	code, _ = do(t, "POST", srv.URL+"/v1/apply", testToken, testPolicy)
+	fd.fail = nil
+	if data, _ := os.ReadFile(pol); code != http.StatusUnprocessableEntity || string(data) != appliedPolicy || d.Status().Generation != 2 {
+		t.Errorf("apply with a failing kernel = %d, generation %d, file:\n%s", code, d.Status().Generation, data)
+	}
+}
+
+func TestAdminMTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := makeCert(t, dir, "ca", nil, nil)
+	makeCert(t, dir, "server", ca, caKey)
+	makeCert(t, dir, "client", ca, caKey)
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644)
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"+
+		"admin: {listen: '127.0.0.1:0', tls: {cert: server.pem, key: server.key, clientCA: ca.pem}}\n"), 0o644)
+	cfg, err := LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &auditBuffer{}
+	d := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), &fakeDataplane{}, nil, 100)
+	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	d.Reload("start")
+	ln, err := d.AdminListener()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: d.AdminHandler(), ErrorLog: nil}
+	go srv.Serve(ln)
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	url := "https://" + ln.Addr().String() + "/v1/reload"
+	client := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
+	}
+	if _, err := client().Post(url, "", nil); err == nil {
+		t.Error("a client without a certificate got an answer")
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client(cert).Post(url, "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("with a client certificate: %v %v", err, resp)
+	}
+	if !strings.Contains(logs.String(), `"who":"cn:client addr:127.0.0.1:`) {
+		t.Errorf("audit line without the client's CN:\n%s", logs.String())
+	}
+}
+
+// makeCert writes NAME.pem and NAME.key: a CA when parent is nil, else a
+// certificate for 127.0.0.1 signed by parent.
+func makeCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	signer, signerKey := tmpl, key
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign
+	} else {
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		signer, signerKey = parent, parentKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	return cert, key
+}
+
+// countingDataplane is fakeDataplane with kernel counters the test sets.
+type countingDataplane struct {
+	fakeDataplane
+	mu       sync.Mutex
+	counters []nft.RuleCounter
+}
+
+func (c *countingDataplane) Counters() ([]nft.RuleCounter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]nft.RuleCounter(nil), c.counters...), nil
+}
+
+func (c *countingDataplane) set(cs ...nft.RuleCounter) {
+	c.mu.Lock()
+	c.counters = cs
+	c.mu.Unlock()
+}
+
+// TestRuleHitsAcrossApplies: hits come from the kernel's counters, survive
+// an apply (the kernel's start at zero with the new rules), and proxy
+// decisions count for application rules.
+func TestRuleHitsAcrossApplies(t *testing.T) {
+	d, _, pol := newTestDaemon(t)
+	cd := &countingDataplane{}
+	d.dp = cd
+	if err := d.Reload("start"); err != nil {
+		t.Fatal(err)
+	}
+	cd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 5}, nft.RuleCounter{Tag: "cw:D:default", Packets: 7})
+	h := d.RuleHits()
+	if h.Generation != 1 || len(h.Rules) != 1 || h.Rules[0].Hits != 5 || h.Rules[0].LastHit == "" || h.DefaultDenyHits != 7 {
+		t.Fatalf("hits = %+v", h)
+	}
+	if r := h.Rules[0]; r.RuleCollectionGroup != "g" || r.RuleCollection != "c" || r.Rule != "web" || r.Kind != "Network" || r.Action != "Allow" || r.Priority != 100 {
+		t.Errorf("rule = %+v", r)
+	}
+	// The kernel counted 2 more before the apply; the new rules start at 0.
+	cd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 7})
+	withApp := testPolicy + `      - name: apps
+        kind: Application
+        priority: 300
+        action: Allow
+        rules:
+          - name: gh
+            protocols: ['Https:443']
+            sourceAddresses: ['*']
+            targetFqdns: [github.com]
+`
+	os.WriteFile(pol, []byte(withApp), 0o644)
+	if err := d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	cd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 1})
+	d.hits.observe(&telemetry.Record{Time: time.Now(), Category: telemetry.CategoryApplicationRule, Source: "proxy",
+		RuleCollectionGroup: "g", RuleCollection: "apps", Rule: "gh", Action: "Allow"})
+	h = d.RuleHits()
+	got := map[string]uint64{}
+	for _, r := range h.Rules {
+		got[r.Rule] = r.Hits
+	}
+	if h.Generation != 2 || got["web"] != 8 || got["gh"] != 1 {
+		t.Errorf("after the apply: generation %d, hits %v (want web 8, gh 1)", h.Generation, got)
+	}
+}
+
+// TestMetricsScrape: the decision counters, histograms, WAF blocks and the
+// daemon's gauges appear in a scrape; every metric the Grafana dashboard
+// queries is among them.
+func TestMetricsScrape(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644)
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"), 0o644)
+	cfg, _ := LoadConfig(conf)
+	dlog := telemetry.NewDecisionLog(io.Discard, telemetry.Options{Rate: 1, Burst: 1})
+	defer dlog.Close()
+	d := New(cfg, slog.New(slog.DiscardHandler), &countingDataplane{}, dlog, 100)
+	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	d.Reload("start")
+	now := time.Now()
+	for i := 0; i < 3; i++ { // beyond the log's rate limit: metrics still count
+		dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryNetworkRule, Source: "kernel", Action: "Allow", RuleCollectionGroup: "g", RuleCollection: "c", Rule: "web"})
+	}
+	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryDNSQuery, Source: "dns", QueryName: "a.example.", RequestDurationSecs: 0.002})
+	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryWAF, Source: "waf", Action: "Blocked", RuleIds: []int{942100, 949110}})
+	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryWAF, Source: "waf", Action: "Detected", RuleIds: []int{920350}})
+	d.metrics.proxyObserve(true, 3*time.Millisecond)
+	srv := httptest.NewServer(d.AdminHandler())
+	defer srv.Close()
+	_, body := do(t, "GET", srv.URL+"/metrics", "", "")
+	scrape := string(body)
+	for _, want := range []string{
+		`clusterwall_decisions_total{action="Allow",category="AZFWNetworkRule",rule="web",rule_collection="c",rule_collection_group="g"} 3`,
+		`clusterwall_waf_blocks_total{rule="942100"} 1`,
+		`clusterwall_waf_blocked_requests_total 1`,
+		`clusterwall_dns_request_duration_seconds_count 1`,
+		`clusterwall_proxy_decision_duration_seconds_count{action="Allow"} 1`,
+		`clusterwall_policy_generation 1`,
+		`clusterwall_policy_last_reload_success 1`,
+		`clusterwall_policy_reloads_total{result="ok"} 1`,
+		`clusterwall_rule_hits_total{action="Allow",kind="Network",rule="web",rule_collection="c",rule_collection_group="g"} 0`,
+		`clusterwall_log_lines_rate_limited_total 5`, // of 6 records, burst 1
+		`clusterwall_ready 0`,                        // not Run: the proxy does not listen
+	} {
+		if !strings.Contains(scrape, want) {
+			t.Errorf("scrape lacks %s", want)
+		}
+	}
+	if strings.Contains(scrape, `rule="920350"`) {
+		t.Error("a WAF detection counted as a block")
+	}
+	missing := dashboardMetricsMissing(t, scrape)
+	if len(missing) > 0 {
+		t.Errorf("the Grafana dashboard queries metrics the daemon does not export: %v", missing)
+	}
+}
+
+// dashboardMetricsMissing returns the metric names the Grafana dashboard
+// queries that a scrape does not have.
+func dashboardMetricsMissing(t *testing.T, scrape string) []string {
+	t.Helper()
+	names := dashboardMetrics(t)
+	have := map[string]bool{}
+	for _, line := range strings.Split(scrape, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		n := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			n = line[:i]
+		}
+		have[n] = true
+	}
+	var missing []string
+	for _, n := range names {
+		if !have[n] {
+			missing = append(missing, n)
+		}
+	}
+	return missing
+}
+
+// dashboardMetrics returns every clusterwall_* metric name the Grafana
+// dashboard's queries use.
+func dashboardMetrics(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile("../../deploy/grafana/clusterwall.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("deploy/grafana/clusterwall.json: %v", err)
+	}
+	re := regexp.MustCompile(`clusterwall_[a-z_]+`)
+	set := map[string]bool{}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range re.FindAllString(tg.Expr, -1) {
+				set[n] = true
+			}
+		}
+	}
+	if len(set) < 10 {
+		t.Fatalf("the dashboard queries only %d clusterwall metrics", len(set))
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestOpenAPICoversRoutes: every route registered on the admin mux (in
+// any file of this package) is in docs/openapi.yaml with its method, and
+// every path there is registered.
+func TestOpenAPICoversRoutes(t *testing.T) {
+	routes := registeredRoutes(t)
+	data, err := os.ReadFile("../../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec struct {
+		OpenAPI string                               `yaml:"openapi"`
+		Paths   map[string]map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(data, &spec); err != nil {
+		t.Fatalf("docs/openapi.yaml: %v", err)
+	}
+	if !strings.HasPrefix(spec.OpenAPI, "3.") {
+		t.Errorf("openapi: %q, want 3.x", spec.OpenAPI)
+	}
+	documented := map[string]bool{}
+	for path, ops := range spec.Paths {
+		for method := range ops {
+			if method == "parameters" {
+				continue
+			}
+			documented[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	registered := map[string]bool{}
+	for _, r := range routes {
+		method, path, _ := strings.Cut(r, " ")
+		if path == "/{$}" || strings.HasPrefix(path, "/ui/") {
+			continue // the dashboard's pages (docs/dashboard.md), not the API
+		}
+		path = strings.TrimSuffix(path, "{$}")
+		registered[method+" "+path] = true
+		if !documented[method+" "+path] {
+			t.Errorf("route %s %s is not in docs/openapi.yaml", method, path)
+		}
+	}
+	for op := range documented {
+		if !registered[op] {
+			t.Errorf("docs/openapi.yaml documents %s, which the daemon does not serve", op)
+		}
+	}
+	if len(registered) < 9 {
+		t.Errorf("found only %d routes: %v", len(registered), routes)
+	}
+}
+
+// registeredRoutes finds the patterns of every mux.Handle/HandleFunc call
+// with a literal pattern in this package's non-test files.
+func registeredRoutes(t *testing.T) []string {
+	t.Helper()
+	fset := gotoken.NewFileSet()
+	files, _ := filepath.Glob("*.go")
+	var out []string
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) != 2 {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
+				return true
+			}
+			lit, ok := call.Args[0].(*ast.BasicLit)
+			if !ok || lit.Kind != gotoken.STRING {
+				return true
+			}
+			s, _ := strconv.Unquote(lit.Value)
+			if strings.Contains(s, " /") {
+				out = append(out, s)
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// TestDeployConfig: the example config make install ships loads (with the
+// systemd credential and the policy pointed at test files).
+func TestDeployConfig(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/clusterwall.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "tokens"), []byte(testToken+"\n"), 0o600)
+	abs, _ := filepath.Abs("../../examples/aks-egress.yaml")
+	text := strings.NewReplacer("/run/credentials/clusterwall.service/admin-token", filepath.Join(dir, "tokens"),
+		"/var/lib/clusterwall/policy.yaml", abs).Replace(string(data))
+	os.WriteFile(filepath.Join(dir, "clusterwall.yaml"), []byte(text), 0o644)
+	cfg, err := LoadConfig(filepath.Join(dir, "clusterwall.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.TokenFile == "" || cfg.DNS.Listen != "10.240.0.4:53" {
+		t.Errorf("config: %+v", cfg)
+	}
+	if _, err := policy.LoadFile(cfg.Policy, cfg.PolicyOptions()); err != nil {
+		t.Error(err)
+	}
+}

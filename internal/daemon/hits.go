@@ -1,0 +1,256 @@
+package daemon
+
+import (
+	"sync"
+	"time"
+
+	"github.com/clusterwall/clusterwall/internal/nft"
+	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/telemetry"
+)
+
+// RuleHits is GET /v1/rules: every rule of the running policy with its
+// hit count. The shape is a contract (the dashboard reads it); fields may
+// be added, never renamed or removed.
+type RuleHits struct {
+	Generation uint64    `json:"generation"`
+	Rules      []RuleHit `json:"rules"`
+	// DefaultDenyHits counts new forwarded flows no rule allowed;
+	// InputDropHits packets to the firewall itself its input chain dropped
+	// (both from the kernel's counters, since the daemon started).
+	DefaultDenyHits uint64 `json:"defaultDenyHits"`
+	InputDropHits   uint64 `json:"inputDropHits"`
+	// CountersError is set when the kernel's counters could not be read
+	// (hits then count only what the proxies decided).
+	CountersError string `json:"countersError,omitempty"`
+}
+
+// RuleHit is one rule's hits: new flows (network and DNAT rules: the
+// kernel rule's counter) or decisions (application rules, and network
+// rules decided by the L7 proxy) since the daemon started. A rule is
+// identified by kind and group/collection/rule name, so its count survives
+// applies that keep its name. LastHit is RFC 3339 or "" (never hit since
+// the daemon started).
+type RuleHit struct {
+	RuleCollectionGroup string `json:"ruleCollectionGroup"`
+	RuleCollection      string `json:"ruleCollection"`
+	Rule                string `json:"rule"`
+	Kind                string `json:"kind"`
+	Action              string `json:"action"`
+	Priority            int    `json:"priority"` // the rule collection's
+	GroupPriority       int    `json:"groupPriority"`
+	Hits                uint64 `json:"hits"`
+	LastHit             string `json:"lastHit"`
+}
+
+type hitKey struct {
+	kind              policy.Kind
+	group, coll, rule string
+}
+
+func keyOf(r *policy.Rule) hitKey {
+	return hitKey{kind: r.Kind(), group: r.Collection.Group.Name, coll: r.Collection.Name, rule: r.Name}
+}
+
+// Special keys for the kernel's non-rule counters.
+var (
+	keyDefaultDeny = hitKey{rule: "\x00default"}
+	keyInputDrop   = hitKey{rule: "\x00input"}
+)
+
+// hitTracker sums the kernel's per-rule counters across policy
+// generations (an apply starts fresh kernel counters: the previous
+// generation's are folded into base just before) and counts the decisions
+// the proxies log.
+type hitTracker struct {
+	mu       sync.Mutex
+	base     map[hitKey]uint64 // folded kernel counts of earlier generations
+	folded   map[hitKey]uint64 // the kernel counts of foldedGen already in base
+	foldedAt uint64            // generation whose counters were last folded
+	seen     map[hitKey]uint64 // last kernel read (of seenGen), for lastHit
+	seenGen  uint64
+	observed map[hitKey]uint64 // decisions logged by the proxies
+	last     map[hitKey]time.Time
+}
+
+func newHitTracker() *hitTracker {
+	return &hitTracker{base: map[hitKey]uint64{}, seen: map[hitKey]uint64{}, observed: map[hitKey]uint64{}, last: map[hitKey]time.Time{}}
+}
+
+// kindOfCategory maps a decision record's category to the rule kind.
+func kindOfCategory(c string) policy.Kind {
+	switch c {
+	case telemetry.CategoryNetworkRule:
+		return policy.KindNetwork
+	case telemetry.CategoryApplicationRule:
+		return policy.KindApplication
+	case telemetry.CategoryNatRule:
+		return policy.KindDNAT
+	}
+	return 0
+}
+
+// observe notes a decision record: its time as the rule's last hit, and,
+// for decisions outside the kernel (the L7 proxy), one hit.
+func (h *hitTracker) observe(r *telemetry.Record) {
+	if r.Rule == "" {
+		return
+	}
+	k := kindOfCategory(r.Category)
+	if k == 0 {
+		return
+	}
+	key := hitKey{kind: k, group: r.RuleCollectionGroup, coll: r.RuleCollection, rule: r.Rule}
+	h.mu.Lock()
+	if r.Source != "kernel" {
+		h.observed[key]++
+	}
+	if r.Time.After(h.last[key]) {
+		h.last[key] = r.Time
+	}
+	h.mu.Unlock()
+}
+
+// kernelCounts maps the dataplane's counters to rule keys for policy p.
+func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
+	out := map[hitKey]uint64{}
+	for _, c := range cs {
+		t, err := nft.ParseLogTag(c.Tag)
+		if err != nil {
+			continue
+		}
+		switch t.Kind {
+		case nft.LogDefaultDeny:
+			out[keyDefaultDeny] += c.Packets
+		case nft.LogInputDrop:
+			out[keyInputDrop] += c.Packets
+		default:
+			if r := t.Rule(p); r != nil {
+				out[keyOf(r)] += c.Packets
+			}
+		}
+	}
+	return out
+}
+
+// fold moves generation gen's kernel counts into base (called just before
+// an apply replaces the kernel's rules). Folding gen again (an apply that
+// failed, then another) adds only what it counted since.
+func (h *hitTracker) fold(gen uint64, counts map[hitKey]uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.foldedAt != gen {
+		h.folded = nil
+	}
+	for k, n := range counts {
+		if prev := h.folded[k]; n > prev {
+			h.base[k] += n - prev
+		}
+	}
+	h.folded, h.foldedAt = counts, gen
+}
+
+// total returns the hits of key given the kernel's current counts of gen,
+// and notes now as the last hit when the kernel count grew since the last
+// read.
+func (h *hitTracker) total(gen uint64, counts map[hitKey]uint64, now time.Time) func(hitKey) (uint64, time.Time) {
+	h.mu.Lock()
+	if h.seenGen != gen {
+		h.seen, h.seenGen = map[hitKey]uint64{}, gen
+	}
+	for k, n := range counts {
+		if n > h.seen[k] && now.After(h.last[k]) {
+			h.last[k] = now
+		}
+		h.seen[k] = n
+	}
+	snap := map[hitKey]uint64{}
+	lastSnap := map[hitKey]time.Time{}
+	add := func(k hitKey, n uint64) { snap[k] += n }
+	for k, n := range h.base {
+		add(k, n)
+	}
+	for k, n := range counts {
+		if gen == h.foldedAt {
+			if prev := h.folded[k]; n > prev {
+				add(k, n-prev)
+			}
+			continue
+		}
+		add(k, n)
+	}
+	for k, n := range h.observed {
+		add(k, n)
+	}
+	for k, t := range h.last {
+		lastSnap[k] = t
+	}
+	h.mu.Unlock()
+	return func(k hitKey) (uint64, time.Time) { return snap[k], lastSnap[k] }
+}
+
+// counterReader is a dataplane that can read the kernel's rule counters.
+type counterReader interface {
+	Counters() ([]nft.RuleCounter, error)
+}
+
+// Counters implements counterReader when the runner can read counters.
+func (d *NFTDataplane) Counters() ([]nft.RuleCounter, error) {
+	if r, ok := d.Runner.(counterReader); ok {
+		return r.Counters()
+	}
+	return nil, nil
+}
+
+// foldRuleHits folds the running generation's kernel counters into the
+// totals; ApplyBytes calls it (under reloadMu) before programming the
+// kernel.
+func (d *Daemon) foldRuleHits() {
+	st := d.cur.Load()
+	cr, ok := d.dp.(counterReader)
+	if st == nil || !ok {
+		return
+	}
+	cs, err := cr.Counters()
+	if err != nil {
+		d.log.Warn("reading the kernel's rule counters before the apply (their hits since the last read are lost)", "err", err)
+		return
+	}
+	d.hits.fold(st.gen, kernelCounts(st.policy, cs))
+}
+
+// RuleHits reads the kernel's counters and reports every rule's hits.
+func (d *Daemon) RuleHits() RuleHits {
+	d.reloadMu.Lock() // no apply (and fold) in between the read and the sums
+	defer d.reloadMu.Unlock()
+	st := d.cur.Load()
+	if st == nil {
+		return RuleHits{Rules: []RuleHit{}}
+	}
+	out := RuleHits{Generation: st.gen, Rules: []RuleHit{}}
+	var counts map[hitKey]uint64
+	if cr, ok := d.dp.(counterReader); ok {
+		cs, err := cr.Counters()
+		if err != nil {
+			out.CountersError = err.Error()
+		}
+		counts = kernelCounts(st.policy, cs)
+	}
+	get := d.hits.total(st.gen, counts, time.Now().UTC())
+	for _, g := range st.policy.Groups {
+		for _, c := range g.Collections {
+			for _, r := range c.Rules {
+				n, last := get(keyOf(r))
+				rh := RuleHit{RuleCollectionGroup: g.Name, RuleCollection: c.Name, Rule: r.Name,
+					Kind: c.Kind.String(), Action: c.Action.String(), Priority: c.Priority, GroupPriority: g.Priority, Hits: n}
+				if !last.IsZero() {
+					rh.LastHit = last.UTC().Format(time.RFC3339)
+				}
+				out.Rules = append(out.Rules, rh)
+			}
+		}
+	}
+	out.DefaultDenyHits, _ = get(keyDefaultDeny)
+	out.InputDropHits, _ = get(keyInputDrop)
+	return out
+}

@@ -1,0 +1,211 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+// ThreatIntel is the kernel's part of threat-intelligence filtering: the
+// addresses the feeds list (less the allowlist), checked for every new
+// flow before every rule, as Azure Firewall does.
+//
+//	set ti_v4 { type ipv4_addr; flags interval; elements = { ... } }
+//	set ti_v6 { type ipv6_addr; flags interval; elements = { ... } }
+//	chain threat_intel {
+//	    meta nfproto ipv4 ip daddr @ti_v4 counter limit name "cw_log" log prefix "cw:D:threat" group 100 drop
+//	    meta nfproto ipv4 ip saddr @ti_v4 counter ... drop
+//	    (the same for ip6)
+//	}
+//	prerouting: jump threat_intel   first, before DNAT and the L7 proxy's redirect (Deny only)
+//	forward:    jump threat_intel   after the established/invalid rules, before every rule
+//
+// In mode Alert the rules log with prefix "cw:A:threat" and return
+// instead of dropping (the flow then meets the rules), and only forward
+// jumps to the chain: flows the kernel redirects to the L7 proxy are
+// reported by the proxy's matcher, so that no flow is logged twice.
+//
+// Names (TLS SNI, HTTP Host, DNS query names) are not the kernel's: the
+// L7 proxy and the DNS proxy check them with the same engine.
+type ThreatIntel struct {
+	// Deny drops listed flows (mode Deny); false logs them (mode Alert).
+	Deny bool
+	// V4 and V6 are the listed addresses that are not allowlisted, as
+	// sorted, disjoint ranges of one family each
+	// (threatintel.Set.BlockedRanges).
+	V4, V6 []policy.AddrRange
+}
+
+// Names of the threat-intelligence chain and sets.
+const (
+	ThreatChain = "threat_intel"
+	ThreatSetV4 = "ti_v4"
+	ThreatSetV6 = "ti_v6"
+)
+
+func (t *ThreatIntel) ranges(fam family) []policy.AddrRange {
+	if fam == ipv4 {
+		return t.V4
+	}
+	return t.V6
+}
+
+func threatSetName(fam family) string {
+	if fam == ipv4 {
+		return ThreatSetV4
+	}
+	return ThreatSetV6
+}
+
+// threatElems converts ranges of family fam to set elements, checking
+// that they are sorted, disjoint and of the family.
+func threatElems(fam family, rs []policy.AddrRange) ([]Elem, error) {
+	out := make([]Elem, 0, len(rs))
+	var prev ivl
+	for i, r := range rs {
+		from, to := r.From.Unmap(), r.To.Unmap()
+		if !from.IsValid() || !to.IsValid() || famOf(from) != fam || famOf(to) != fam || to.Less(from) {
+			return nil, fmt.Errorf("threat intel: bad %s range %v-%v", fam.nfproto(), r.From, r.To)
+		}
+		iv := ivl{addrVal(from), addrVal(to)}
+		if i > 0 && !prev.hi.less(iv.lo) {
+			return nil, fmt.Errorf("threat intel: %s ranges not sorted and disjoint at %v-%v", fam.nfproto(), r.From, r.To)
+		}
+		prev = iv
+		out = append(out, Elem{iv: iv})
+	}
+	return out, nil
+}
+
+// threatIntel compiles the sets and the chain, and the jump at the top of
+// prerouting (mode Deny). It runs before every other rule of prerouting.
+func (c *compiler) threatIntel(pre *Chain) error {
+	t := c.cfg.ThreatIntel
+	if t == nil {
+		return nil
+	}
+	tag := LogTag{Kind: LogThreatAlert}
+	end := Verdict{Kind: VerdictReturn}
+	if t.Deny {
+		tag.Kind, end = LogThreatDeny, Verdict{Kind: VerdictDrop}
+	}
+	ch := c.chain(ThreatChain)
+	for _, fam := range []family{ipv4, ipv6} {
+		elems, err := threatElems(fam, t.ranges(fam))
+		if err != nil {
+			return err
+		}
+		name := threatSetName(fam)
+		c.rs.Sets = append(c.rs.Sets, &Set{Name: name, Kind: SetPlain, Family: fam, Field: fieldDst, Elems: elems,
+			Comment: "threat intel: " + strconv.Itoa(len(elems)) + " listed ranges"})
+		for _, f := range []field{fieldDst, fieldSrc} {
+			what := map[field]string{fieldDst: " listed destination", fieldSrc: " listed source"}[f]
+			ch.add(tag.String()+what, MatchNFProto{fam}, MatchSet{Family: fam, Field: f, Set: name},
+				Counter{}, c.limitedLog(tag), end)
+		}
+	}
+	c.rs.threat = &threatState{deny: t.Deny}
+	if t.Deny {
+		pre.add("threat intelligence before DNAT and the L7 proxy", Verdict{Kind: VerdictJump, Chain: ThreatChain})
+	}
+	return nil
+}
+
+// threatIntelForward adds the jump to the threat-intelligence chain to
+// forward (both modes).
+func (c *compiler) threatIntelForward(fwd *Chain) {
+	if c.cfg.ThreatIntel != nil {
+		fwd.add("threat intelligence before every rule", Verdict{Kind: VerdictJump, Chain: ThreatChain})
+	}
+}
+
+// threatState records what the compiled ruleset's threat-intel part looks
+// like, for UpdateThreatIntel.
+type threatState struct {
+	deny bool
+}
+
+// ErrThreatIntelNeedsApply is returned by UpdateThreatIntel when the
+// running ruleset was compiled without threat intelligence or in the
+// other mode: the caller must compile and Apply the policy again.
+var ErrThreatIntelNeedsApply = errors.New("threat intel: the running ruleset has no threat-intel sets in this mode; apply the policy again")
+
+// UpdateThreatIntel replaces the elements of the running ruleset's
+// threat-intel sets with t's ranges in one transaction (a flush and an add
+// per set), without recompiling or re-applying the policy: what a feed
+// refresh needs. The sets' old elements stop matching and the new ones
+// start at the same commit (for interval sets, at its end: a flow that
+// arrives during the commit itself may miss both). It returns
+// ErrThreatIntelNeedsApply when the running ruleset has no threat-intel
+// sets or was compiled for the other mode.
+func (r *NetlinkRunner) UpdateThreatIntel(t *ThreatIntel) (time.Duration, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.current
+	if cur == nil || cur.threat == nil || t == nil || cur.threat.deny != t.Deny {
+		return 0, ErrThreatIntelNeedsApply
+	}
+	st, err := r.listTable(cur.Table)
+	if err != nil {
+		return 0, err
+	}
+	if st.live == "" {
+		return 0, ErrThreatIntelNeedsApply
+	}
+	next := *cur
+	next.Sets = append([]*Set(nil), cur.Sets...)
+	type upd struct {
+		set   *Set
+		plan  setPlan
+		index int
+	}
+	var ups []upd
+	for i, s := range next.Sets {
+		if s.Name != ThreatSetV4 && s.Name != ThreatSetV6 {
+			continue
+		}
+		elems, err := threatElems(s.Family, t.ranges(s.Family))
+		if err != nil {
+			return 0, err
+		}
+		ns := *s
+		ns.Elems = elems
+		ns.Comment = "threat intel: " + strconv.Itoa(len(elems)) + " listed ranges"
+		one := &Ruleset{Table: cur.Table, Sets: []*Set{&ns}}
+		pl, err := lower(one, st.live, nil, r.now())
+		if err != nil {
+			return 0, err
+		}
+		ups = append(ups, upd{&ns, pl.sets[0], i})
+	}
+	if len(ups) != 2 {
+		return 0, ErrThreatIntelNeedsApply
+	}
+	start := time.Now()
+	err = r.transact(func(c *nftables.Conn) error {
+		for _, u := range ups {
+			c.FlushSet(u.plan.set)
+			for i := 0; i < len(u.plan.elems); {
+				j := min(i+maxElemsPerMsg, len(u.plan.elems))
+				if err := c.SetAddElements(u.plan.set, u.plan.elems[i:j]); err != nil {
+					return fmt.Errorf("set %s: %v", u.plan.set.Name, err)
+				}
+				i = j
+			}
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return 0, kernelErr("update threat-intel sets", err)
+	}
+	for _, u := range ups {
+		next.Sets[u.index] = u.set
+	}
+	r.current = &next
+	return time.Since(start), nil
+}
