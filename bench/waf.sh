@@ -238,5 +238,10 @@ echo
 echo "median                    requests/s     p99_ms"
 printf '%-24s %12s %10s\n' clusterwall "$cw_rps" "$cw_p99" nginx+modsecurity "$ms_rps" "$ms_p99"
 awk -v a="$cw_rps" -v b="$ms_rps" -v c="$cw_p99" -v d="$ms_p99" 'BEGIN {
-  printf "ratio clusterwall/nginx+modsecurity: throughput %.2fx, p99 latency %.2fx\n", a / b, c / d }'
+  printf "ratio of the medians, clusterwall/nginx+modsecurity: throughput %.2fx, p99 latency %.2fx\n", a / b, c / d }'
+# The two runs of a round share the machine's load at that moment: the
+# median of the per-round ratios is the steadier figure on a busy machine.
+rr=$(paste "$tmp/cw.rounds" "$tmp/ms.rounds" | awk '{printf "%.4f\n", $1 / $3}' | median)
+rp=$(paste "$tmp/cw.rounds" "$tmp/ms.rounds" | awk '{printf "%.4f\n", $2 / $4}' | median)
+printf 'median of per-round ratios: throughput %.2fx, p99 latency %.2fx\n' "$rr" "$rp"
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -173,4 +174,123 @@ func logsKeys(m map[string]bool) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ",")
+}
+
+// suggestPolicy allows the cluster HTTPS to ghcr.io only (so HTTP and
+// HTTPS from the cluster go through the L7 proxy) and nothing else.
+const suggestPolicy = `name: e2e-suggest
+ipGroups:
+  cluster: [10.42.1.0/24, '2001:db8:42:1::/64']
+ruleCollectionGroups:
+  - name: apps
+    priority: 300
+    ruleCollections:
+      - name: registries
+        kind: Application
+        priority: 100
+        action: Allow
+        rules:
+          - name: ghcr
+            protocols: ['Http:80', 'Https:443']
+            sourceIpGroups: [cluster]
+            targetFqdns: [ghcr.io]
+`
+
+// TestSuggestInLab closes the loop on real traffic: flows the policy
+// denies (HTTPS and HTTP by name through the L7 proxy, TCP and UDP to an
+// address through the kernel), then `clusterwall logs` and `logs top`
+// show them, `clusterwall suggest --merge` turns the decision log into a
+// policy, the daemon applies it, and the same flows pass.
+func TestSuggestInLab(t *testing.T) {
+	t.Parallel()
+	f := newFWLab(t, suggestPolicy)
+	tunnel := lab.MustLookup(lab.NameAzureCloud).V4
+	curl := func(url string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := f.Exec(ctx, lab.HostNode, "curl", "-sS", "-4", "--connect-timeout", "2", "--max-time", "4", "--cacert", f.CAFile(), "-o", "/dev/null", "-w", "%{http_code}", url)
+		if err == nil && strings.TrimSpace(string(out)) != "200" {
+			return fmt.Errorf("HTTP %s", out)
+		}
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	flows := func() map[string]error {
+		res := map[string]error{}
+		for _, u := range []string{"https://mcr.microsoft.com/", "https://raw.githubusercontent.com/", "http://registry-1.docker.io/"} {
+			res[u] = curl(u)
+		}
+		o, line, err := f.tcpLine(lab.HostNode, netip.Addr{}, netip.AddrPortFrom(tunnel, 9000))
+		if err == nil && o != passed {
+			err = fmt.Errorf("%s", o)
+		} else if err == nil && line != lab.NameAzureCloud {
+			err = fmt.Errorf("read %q", line)
+		}
+		res["tcp 9000"] = err
+		o, err = f.udpEcho(lab.HostNode, netip.Addr{}, netip.AddrPortFrom(tunnel, 1194))
+		if err == nil && o != passed {
+			err = fmt.Errorf("%s", o)
+		}
+		res["udp 1194"] = err
+		return res
+	}
+	if err := curl("https://ghcr.io/"); err != nil {
+		t.Fatalf("the allowed flow fails: %v", err)
+	}
+	for what, err := range flows() {
+		if err == nil {
+			t.Errorf("%s passed before the suggestion", what)
+		}
+	}
+	// The proxy's and the kernel's lines for them.
+	f.waitDecisions(t, []flowKey{{src: lab.NodeV4, dst: tunnel, port: 9000, proto: "TCP"}, {src: lab.NodeV4, dst: tunnel, port: 1194, proto: "UDP"}}, 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	out, err := f.cw(t, lab.HostFW, "logs", "--file", f.DecisionLog(), "--action", "Deny", "--category", "application", "--json")
+	if err != nil {
+		t.Fatalf("clusterwall logs: %v\n%s", err, out)
+	}
+	for _, name := range []string{"mcr.microsoft.com", "raw.githubusercontent.com", "registry-1.docker.io"} {
+		if !strings.Contains(out, `"Fqdn":"`+name+`"`) {
+			t.Errorf("clusterwall logs --action Deny --category application lacks %s:\n%s", name, out)
+		}
+	}
+	if strings.Contains(out, `"Fqdn":"ghcr.io"`) {
+		t.Errorf("clusterwall logs --action Deny shows the allowed ghcr.io flow:\n%s", out)
+	}
+	out, err = f.cw(t, lab.HostFW, "logs", "top", "--file", f.DecisionLog(), "--by", "dst", "--action", "Deny", "--src", "10.42.1.0/24", "--category", "network")
+	if err != nil || !strings.Contains(out, tunnel.String()) {
+		t.Errorf("clusterwall logs top --by dst: %v\n%s", err, out)
+	}
+
+	sugg, err := f.cw(t, lab.HostFW, "suggest", "--file", f.DecisionLog(), "--policy", f.policy, "--since", "1h", "--merge")
+	if err != nil {
+		t.Fatalf("clusterwall suggest: %v\n%s", err, sugg)
+	}
+	t.Logf("merged policy:\n%s", sugg)
+	for _, want := range []string{"'mcr.microsoft.com'", "'raw.githubusercontent.com'", "'registry-1.docker.io'", "'Http:80'",
+		"'Https:443'", "sourceIpGroups: ['cluster']", "'198.18.10.5'", "'9000'", "'1194'"} {
+		if !strings.Contains(sugg, want) {
+			t.Errorf("suggestion lacks %s", want)
+		}
+	}
+	if strings.Contains(sugg, "'*.githubusercontent.com'") || strings.Contains(sugg, "'*.com'") {
+		t.Errorf("suggestion widened too far:\n%s", sugg)
+	}
+	gen := f.status(t).Generation
+	f.writePolicy(t, sugg)
+	st := f.waitStatus(t, "the suggested policy", 10*time.Second, func(s daemonStatus) bool { return s.Generation > gen })
+	if st.LastReload != "ok" {
+		t.Fatalf("the suggested policy was rejected: %s", st.LastReload)
+	}
+	for what, err := range flows() {
+		if err != nil {
+			t.Errorf("after the suggestion, %s still fails: %v", what, err)
+		}
+	}
+	if err := curl("https://ghcr.io/"); err != nil {
+		t.Errorf("the originally allowed flow fails after the suggestion: %v", err)
+	}
 }

@@ -121,6 +121,11 @@ func curlError(code int, stderr string) string {
 		return "empty reply"
 	case 56:
 		return "connection reset"
+	case 60:
+		// e.g. the ingress WAF's certificate for store.example.com when
+		// the URL names the public IP (waf.go).
+		first, _, _ := strings.Cut(strings.TrimSpace(stderr), "\n")
+		return "certificate verification failed: " + strings.TrimPrefix(first, "curl: ")
 	}
 	msg := strings.TrimSpace(stderr)
 	msg = strings.TrimPrefix(msg, "curl: ")

@@ -268,15 +268,17 @@ func Follow(ctx context.Context, path string, f *Filter, poll time.Duration, fn 
 				if err := drain(); err != nil { // the old file's last lines
 					return err
 				}
-				fh.Close()
+				oldFh, oldAt := fh, openedAt
 				fh = nil
+				open(false)
 				// More than one rotation since the last poll: the files
-				// rotated after ours (whose backup is the oldest one
-				// rotated after we opened it) are read whole.
-				if err := readRotatedSince(path, openedAt, f, &st, fn); err != nil {
+				// rotated between ours and the one just opened are read
+				// whole from their backups, before the new file.
+				err := readRotatedBetween(path, oldFh, oldAt, fh, f, &st, fn)
+				oldFh.Close()
+				if err != nil {
 					return err
 				}
-				open(false)
 				continue
 			case cur.Size() < off:
 				fh.Seek(0, io.SeekStart)
@@ -292,20 +294,42 @@ func Follow(ctx context.Context, path string, f *Filter, poll time.Duration, fn 
 	}
 }
 
-// readRotatedSince reads the backups of path rotated after the first
-// backup rotated at or after t (that one is the file Follow just finished).
-func readRotatedSince(path string, t time.Time, f *Filter, st *Stats, fn func(*telemetry.Record) error) error {
+// readRotatedBetween reads the backups of path rotated after old (the
+// file Follow just finished, opened at t) except cur (the file it reads
+// next). old's backup is found by identity, or else is the oldest backup
+// rotated at or after t.
+func readRotatedBetween(path string, old *os.File, t time.Time, cur *os.File, f *Filter, st *Stats, fn func(*telemetry.Record) error) error {
 	files, err := Files(path)
 	if err != nil {
 		return nil
 	}
-	own := true
+	is := func(file File, h *os.File) bool {
+		if h == nil || file.Gzip {
+			return false
+		}
+		a, err1 := os.Stat(file.Path)
+		b, err2 := h.Stat()
+		return err1 == nil && err2 == nil && os.SameFile(a, b)
+	}
+	var cands []File
+	own := -1
 	for _, file := range files {
 		if file.Rotated.IsZero() || file.Rotated.Before(t) {
 			continue
 		}
-		if own {
-			own = false
+		if is(file, old) {
+			own = len(cands)
+		}
+		cands = append(cands, file)
+	}
+	if own < 0 {
+		own = 0
+	}
+	for i, file := range cands {
+		if is(file, cur) {
+			break // cur was rotated too: it and what follows come later
+		}
+		if i <= own {
 			continue
 		}
 		if err := readFile(file, f, st, fn); err != nil {
