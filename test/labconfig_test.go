@@ -33,7 +33,8 @@ func TestLabDaemonConfigLoads(t *testing.T) {
 	dc := c.DataplaneConfig()
 	if c.Policy != pol || dc.Inside != lab.FWInside || dc.Outside != lab.FWOutside || c.Admin.Listen != lab.DaemonAdmin ||
 		c.Log.File != filepath.Join(lab.StateDir("cwx"), lab.DecisionLogFile) || dc.SNAT.String() != "off" ||
-		len(dc.PublicIPs) != 2 || dc.PublicIPs[0] != lab.FWPublicV4 || dc.PublicIPs[1] != lab.FWPublicV6 ||
+		len(dc.PublicIPs) != 4 || dc.PublicIPs[0] != lab.FWPublicV4 || dc.PublicIPs[1] != lab.FWPublicV6 ||
+		dc.PublicIPs[2] != lab.FWIngressV4 || dc.PublicIPs[3] != lab.FWIngressV6 ||
 		len(dc.PrivateIPs) != 1 || dc.PrivateIPs[0] != lab.FWPrivateV4 {
 		t.Errorf("config %+v / %+v from:\n%s", c, dc, data)
 	}

@@ -226,7 +226,9 @@ func (c *Config) DataplaneConfig() nft.Config {
 	if ap, err := netip.ParseAddrPort(c.Proxy.Explicit); err == nil {
 		dc.InsideTCPPorts = append(dc.InsideTCPPorts, ap.Port())
 	}
-	dc.OutsideTCPPorts = append(dc.OutsideTCPPorts, c.WAFPorts()...)
+	wafPorts, wafAddrs := c.wafDataPlane() // waf.go
+	dc.OutsideTCPPorts = append(dc.OutsideTCPPorts, wafPorts...)
+	dc.OutsideTCPAddrs = wafAddrs
 	return dc
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -24,8 +25,9 @@ type WAFConfig struct {
 	// docs/waf.md), relative to the daemon config. Empty: no WAF.
 	Config string `yaml:"config,omitempty"`
 
-	loaded *waf.Config // parsed and compiled by LoadConfig
-	ports  []uint16    // the listeners' TCP ports, accepted from the internet
+	loaded *waf.Config  // parsed and compiled by LoadConfig
+	ports  []uint16     // the listeners' TCP ports, accepted from the internet
+	addrs  []netip.Addr // the listeners' addresses; nil when one is unspecified
 }
 
 // loadWAF reads the waf section's file. Its errors name the WAF file's
@@ -47,7 +49,7 @@ func (c *Config) loadWAF() policy.ErrorList {
 	if err != nil {
 		return policy.ErrorList{{Pos: policy.Pos{File: w.Config}, Path: "listeners", Msg: err.Error()}}
 	}
-	w.loaded, w.ports = cfg, ports
+	w.loaded, w.ports, w.addrs = cfg, ports, listenerAddrs(cfg)
 	return nil
 }
 
@@ -88,9 +90,50 @@ func listenerPorts(cfg *waf.Config) ([]uint16, error) {
 	return ports, nil
 }
 
+// listenerAddrs returns the addresses of cfg's exposed listeners (port not
+// 0), or nil when one listens on every address (0.0.0.0, [::], no host).
+func listenerAddrs(cfg *waf.Config) []netip.Addr {
+	var addrs []netip.Addr
+	for _, l := range cfg.Listeners {
+		host, p, err := net.SplitHostPort(l.Address)
+		if err != nil || p == "0" {
+			continue
+		}
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.IsUnspecified() {
+			return nil
+		}
+		if a = a.Unmap(); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
 // WAFPorts are the TCP ports the WAF's listeners use; the data plane
-// accepts them from the internet on the public IPs.
+// accepts them from the internet on the public IPs (only on those the
+// listeners use, when each names its address: see wafDataPlane).
 func (c *Config) WAFPorts() []uint16 { return c.WAF.ports }
+
+// wafDataPlane returns the TCP ports and addresses the data plane accepts
+// from the internet for the WAF: its listeners' ports on the public IPs
+// the listeners use (addrs nil: on every public IP, when a listener listens
+// on every address). Listeners on none of the public IPs expose nothing.
+func (c *Config) wafDataPlane() (ports []uint16, addrs []netip.Addr) {
+	w := &c.WAF
+	if len(w.ports) == 0 || w.addrs == nil {
+		return w.ports, nil
+	}
+	for _, a := range w.addrs {
+		if slices.Contains(c.publicIPs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, nil
+	}
+	return w.ports, addrs
+}
 
 // wafRunner is the daemon's running WAF.
 type wafRunner struct {
@@ -267,20 +310,35 @@ func wafRecord(e *waf.Event) telemetry.Record {
 	}
 }
 
-// warnWAFDNAT warns about DNAT rules on a WAF port: the kernel translates
-// the connections they match before the WAF could see them (prerouting
-// runs before input), so those clients reach the DNAT target instead.
+// warnWAFDNAT warns about DNAT rules on a WAF listener's address and port:
+// the kernel translates the connections they match before the WAF could
+// see them (prerouting runs before input), so those clients reach the DNAT
+// target instead. A listener on an unspecified address (0.0.0.0, [::], "")
+// shares every DNAT rule's destination on its port; give the WAF a public
+// IP of its own to avoid it.
 func (d *Daemon) warnWAFDNAT() {
 	p, _ := d.Current()
-	if p == nil {
+	if p == nil || d.cfg.WAF.loaded == nil {
 		return
 	}
 	for _, r := range p.RulesOf(policy.KindDNAT) {
-		for _, port := range d.cfg.WAF.ports {
+		for _, l := range d.cfg.WAF.loaded.Listeners {
+			host, ps, err := net.SplitHostPort(l.Address)
+			if err != nil {
+				continue
+			}
+			n, err := strconv.ParseUint(ps, 10, 16)
+			if err != nil || n == 0 {
+				continue
+			}
+			if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() && !r.Destination.Contains(a) {
+				continue // the listener's address is not a destination of r
+			}
+			port := uint16(n)
 			for _, pr := range r.DestinationPorts {
 				if pr.Lo <= port && port <= pr.Hi {
-					d.log.Warn("a DNAT rule uses a WAF listener port: the connections it matches are translated before the WAF sees them",
-						"rule", r.Path(), "port", port)
+					d.log.Warn("a DNAT rule uses a WAF listener's address and port: the connections it matches are translated before the WAF sees them",
+						"rule", r.Path(), "listener", l.Name, "address", l.Address)
 				}
 			}
 		}

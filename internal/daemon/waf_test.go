@@ -106,6 +106,10 @@ func TestWAFConfigSection(t *testing.T) {
 	if got := fmt.Sprint(cfg.DataplaneConfig().OutsideTCPPorts); got != "[443]" {
 		t.Fatalf("OutsideTCPPorts = %s, want [443]", got)
 	}
+	// Only on the public IP the listener uses.
+	if got := fmt.Sprint(cfg.DataplaneConfig().OutsideTCPAddrs); got != "[203.0.113.32]" {
+		t.Fatalf("OutsideTCPAddrs = %s, want [203.0.113.32]", got)
+	}
 	if err := cfg.DataplaneConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}

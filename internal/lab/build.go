@@ -3,6 +3,7 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -140,10 +141,14 @@ func build(name string) error {
 					return fmt.Errorf("%s: %s master %s: %w", h.name, i.name, i.master, err)
 				}
 			}
-			for _, p := range i.addrs {
+			for n, p := range append(slices.Clone(i.addrs), i.inbound...) {
 				a := &netlink.Addr{IPNet: ipNet(p)}
 				if p.Addr().Is6() {
 					a.Flags = unix.IFA_F_NODAD
+					if n >= len(i.addrs) {
+						// Deprecated for ever: still answers, never a source.
+						a.PreferedLft, a.ValidLft = 0, math.MaxUint32
+					}
 				}
 				if err := nh.AddrAdd(l, a); err != nil {
 					return fmt.Errorf("%s: address %s on %s: %w", h.name, p, i.name, err)
@@ -247,7 +252,7 @@ func checkHost(nh *netlink.Handle, h hostSpec, ns string) []string {
 			bad("addresses of %s: %v", i.name, err)
 			continue
 		}
-		var have []netip.Prefix
+		var have, deprecated []netip.Prefix
 		for _, a := range addrs {
 			ip, ok := netip.AddrFromSlice(a.IP)
 			if !ok {
@@ -255,10 +260,18 @@ func checkHost(nh *netlink.Handle, h hostSpec, ns string) []string {
 			}
 			ones, _ := a.Mask.Size()
 			have = append(have, netip.PrefixFrom(ip.Unmap(), ones))
+			if a.Flags&unix.IFA_F_DEPRECATED != 0 {
+				deprecated = append(deprecated, netip.PrefixFrom(ip.Unmap(), ones))
+			}
 		}
-		for _, p := range i.addrs {
+		for _, p := range append(slices.Clone(i.addrs), i.inbound...) {
 			if !slices.Contains(have, p) {
 				bad("address %s missing on %s", p, i.name)
+			}
+		}
+		for _, p := range i.inbound {
+			if p.Addr().Is6() && slices.Contains(have, p) && !slices.Contains(deprecated, p) {
+				bad("address %s on %s is not deprecated (the firewall could use it as a source)", p, i.name)
 			}
 		}
 	}

@@ -36,8 +36,10 @@ type DaemonOptions struct {
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
 // lab's fixed interfaces (cw-in, cw-out) and addresses (public 203.0.113.32
-// and 2001:db8:cafe::32, private 10.42.2.4), the policy's absolute path, the
-// admin API on DaemonAdmin and the decision log in the state directory.
+// and 2001:db8:cafe::32 first, so SNAT and DNAT use them, then the ingress
+// WAF's 203.0.113.33 and 2001:db8:cafe::33; private 10.42.2.4), the
+// policy's absolute path, the admin API on DaemonAdmin and the decision log
+// in the state directory.
 func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
@@ -70,7 +72,7 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 		fmt.Fprintf(&b, "serviceTags: %q\n", tags)
 	}
 	fmt.Fprintf(&b, "interfaces:\n  inside: %s\n  outside: %s\n", FWInside, FWOutside)
-	fmt.Fprintf(&b, "publicIPs: [%q, %q]\n", FWPublicV4, FWPublicV6)
+	fmt.Fprintf(&b, "publicIPs: [%q, %q, %q, %q]\n", FWPublicV4, FWPublicV6, FWIngressV4, FWIngressV6)
 	fmt.Fprintf(&b, "privateIP: %q\n", FWPrivateV4)
 	if o.SNAT != "" {
 		fmt.Fprintf(&b, "snat: %s\n", o.SNAT)
@@ -112,21 +114,23 @@ func (l *Lab) Admin(ctx context.Context, method, path string) (int, []byte, erro
 	return resp.StatusCode, body, err
 }
 
-// WaitDaemon waits until the daemon in fw has applied a policy (its
-// /healthz answers 200).
+// WaitDaemon waits until the daemon in fw is ready: a policy applied and
+// its DNS proxy and L7 proxy listening (its /readyz answers 200; /healthz
+// answers as soon as the policy is applied, before the DNS proxy has bound
+// its port).
 func (l *Lab) WaitDaemon(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
-		code, body, err := l.Admin(ctx, http.MethodGet, "/healthz")
+		code, body, err := l.Admin(ctx, http.MethodGet, "/readyz")
 		switch {
 		case err != nil:
 			last = err
 		case code == http.StatusOK:
 			return nil
 		default:
-			last = fmt.Errorf("healthz: %d %s", code, strings.TrimSpace(string(body)))
+			last = fmt.Errorf("readyz: %d %s", code, strings.TrimSpace(string(body)))
 		}
 		if r, ok := l.record(DaemonProc); ok && !l.alive(r) {
 			return fmt.Errorf("daemon exited (see %s)", r.Log)

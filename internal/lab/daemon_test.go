@@ -20,7 +20,7 @@ func TestDaemonConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"policy: \"" + pol + "\"", "inside: cw-in", "outside: cw-out", `publicIPs: ["203.0.113.32", "2001:db8:cafe::32"]`,
+	for _, want := range []string{"policy: \"" + pol + "\"", "inside: cw-in", "outside: cw-out", `publicIPs: ["203.0.113.32", "2001:db8:cafe::32", "203.0.113.33", "2001:db8:cafe::33"]`,
 		`privateIP: "10.42.2.4"`, "snat: off", `listen: "127.0.0.1:9180"`, `file: "/run/clusterwall-lab/cwx/decisions.log"`} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("config lacks %q:\n%s", want, data)

@@ -46,6 +46,7 @@ func (l *Lab) Status() *Status {
 				continue // listed with Names
 			}
 			hs.Addrs = append(hs.Addrs, i.addrs...)
+			hs.Addrs = append(hs.Addrs, i.inbound...)
 		}
 		s.Hosts = append(s.Hosts, hs)
 	}

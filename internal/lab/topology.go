@@ -23,7 +23,7 @@ var HostNames = []string{HostSwitch, HostNode, HostStore, HostAPI, HostFW, HostI
 const (
 	FWInside  = "cw-in"   // cluster-facing, 10.42.1.1
 	FWPrivate = "cw-priv" // dummy holding the private IP 10.42.2.4
-	FWOutside = "cw-out"  // internet-facing, public IP 203.0.113.32
+	FWOutside = "cw-out"  // internet-facing, public IPs 203.0.113.32 (egress, DNAT) and .33 (ingress WAF)
 )
 
 var mustAddr = netip.MustParseAddr
@@ -46,6 +46,12 @@ var (
 	FWPrivateV6 = mustAddr("2001:db8:42:2::4")
 	FWPublicV4  = mustAddr("203.0.113.32")
 	FWPublicV6  = mustAddr("2001:db8:cafe::32")
+	// FWIngressV4 and FWIngressV6 are the firewall's second public IP, the
+	// ingress WAF's (as an Azure deployment gives Application Gateway a
+	// public IP of its own): DNAT rules on FWPublicV4 never see its
+	// connections. The firewall never uses it as a source address.
+	FWIngressV4 = mustAddr("203.0.113.33")
+	FWIngressV6 = mustAddr("2001:db8:cafe::33")
 
 	InetFWSideV4     = mustAddr("203.0.113.1")
 	InetFWSideV6     = mustAddr("2001:db8:cafe::1")
@@ -178,6 +184,12 @@ type iface struct {
 	peer   [2]string // veth: peer host and interface name (created with this end)
 	master string    // bridge port of this bridge
 	addrs  []netip.Prefix
+	// inbound are addresses for incoming connections only, added after
+	// addrs: an IPv4 one in the subnet of an addrs entry is a secondary
+	// address, and IPv6 ones are deprecated (preferred lifetime 0), so the
+	// kernel never picks them as a source (masquerade, the daemon's own
+	// connections).
+	inbound []netip.Prefix
 }
 
 type route struct {
@@ -239,7 +251,8 @@ func spec() []hostSpec {
 				{name: FWPrivate, kind: kindDummy,
 					addrs: []netip.Prefix{pfx(FWPrivateV4, 24), pfx(FWPrivateV6, 64)}},
 				{name: FWOutside, kind: kindVeth, peer: [2]string{HostInet, HostFW},
-					addrs: []netip.Prefix{pfx(FWPublicV4, 24), pfx(FWPublicV6, 64)}},
+					addrs:   []netip.Prefix{pfx(FWPublicV4, 24), pfx(FWPublicV6, 64)},
+					inbound: []netip.Prefix{pfx(FWIngressV4, 24), pfx(FWIngressV6, 64)}},
 			},
 			routes:   []route{{dst: any4, gw: InetFWSideV4, dev: FWOutside}, {dst: any6, gw: InetFWSideV6, dev: FWOutside}},
 			forward:  true,

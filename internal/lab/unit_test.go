@@ -140,7 +140,7 @@ func TestDocsListEveryAddress(t *testing.T) {
 		want = append(want, n.Name, n.V4.String(), n.V6.String())
 	}
 	for _, a := range []netip.Addr{NodeV4, NodeV6, StoreV4, StoreV6, APIV4, APIV6, FWInsideV4, FWInsideV6,
-		FWPrivateV4, FWPrivateV6, FWPublicV4, FWPublicV6, InetFWSideV4, InetFWSideV6, InetClientSideV4,
+		FWPrivateV4, FWPrivateV6, FWPublicV4, FWPublicV6, FWIngressV4, FWIngressV6, InetFWSideV4, InetFWSideV6, InetClientSideV4,
 		InetClientSideV6, ClientAuthorizedV4, ClientUnauthorizedV4, ClientAuthorizedV6, ClientUnauthorizedV6} {
 		want = append(want, a.String())
 	}

@@ -6,12 +6,13 @@ import (
 )
 
 // The ingress WAF in the lab (DaemonOptions.WAF): the firewall daemon runs
-// the WAF (internal/waf) in fw on the public addresses' port 443, with the
+// the WAF (internal/waf) in fw on port 443 of the firewall's second public
+// IP (FWIngressV4 203.0.113.33, FWIngressV6 2001:db8:cafe::33), with the
 // lab CA's certificate for StoreServerName, in front of store-front
-// (10.42.1.100:80). The seed's DNAT rule for 443 (the API server's
-// authorized range, 198.51.100.7) is translated before the input chain, so
-// that client still reaches the API server; every other client reaches the
-// WAF. Clients resolve StoreServerName to the public IP themselves (curl
+// (10.42.1.100:80). The first public IP (203.0.113.32) keeps the seed's
+// DNAT rules, including the API server's on 443, so every client reaches
+// the WAF and only the API server's authorized range reaches the API.
+// Clients resolve StoreServerName to the ingress IP themselves (curl
 // --resolve): the lab DNS does not serve it.
 const (
 	// StoreServerName is the name the WAF serves store-front under.
@@ -19,7 +20,7 @@ const (
 	// WAFConfigFile is the WAF's config in the state directory (written by
 	// Up when DaemonOptions.WAF is set; tests may rewrite it and reload).
 	WAFConfigFile = "waf.yaml"
-	// WAFPort is the WAF's HTTPS port on the public addresses.
+	// WAFPort is the WAF's HTTPS port on the ingress addresses.
 	WAFPort = 443
 	// ForwardedForHeader is the response header in which the store server
 	// reports the X-Forwarded-For request header it received (empty when
@@ -28,7 +29,7 @@ const (
 )
 
 // WAFConfig returns the WAF config of lab name: HTTPS listeners on
-// 203.0.113.32:443 and [2001:db8:cafe::32]:443 with the certificate of
+// 203.0.113.33:443 and [2001:db8:cafe::33]:443 with the certificate of
 // StoreServerName, the route store-front for that name to 10.42.1.100:80,
 // and the policy store (CRS paranoia level 1, Prevention).
 func WAFConfig(name string) ([]byte, error) {
@@ -40,8 +41,8 @@ func WAFConfig(name string) ([]byte, error) {
 	fmt.Fprintf(&b, "# written by clusterwall lab up for lab %s: the ingress WAF in fw (docs/waf.md)\n", name)
 	b.WriteString("listeners:\n")
 	for _, l := range []struct{ name, addr string }{
-		{"public", fmt.Sprintf("%s:%d", FWPublicV4, WAFPort)},
-		{"public6", fmt.Sprintf("[%s]:%d", FWPublicV6, WAFPort)},
+		{"public", fmt.Sprintf("%s:%d", FWIngressV4, WAFPort)},
+		{"public6", fmt.Sprintf("[%s]:%d", FWIngressV6, WAFPort)},
 	} {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    policy: store\n", l.name, l.addr)
 		fmt.Fprintf(&b, "    tls:\n      certificates:\n        - certFile: %q\n          keyFile: %q\n", cert, key)

@@ -509,8 +509,9 @@ func (c *compiler) fqdnSet(i int, fam family, comment string, names []string) st
 }
 
 // outsideServices accepts TCP from the internet to OutsideTCPPorts on the
-// public IPs (to any address of the outside interface when there are
-// none): the firewall's own services there, such as the ingress WAF.
+// public IPs, or only on OutsideTCPAddrs when set (to any address of the
+// outside interface when there are none): the firewall's own services
+// there, such as the ingress WAF.
 func (c *compiler) outsideServices(ch *Chain) {
 	if len(c.cfg.OutsideTCPPorts) == 0 {
 		return
@@ -526,9 +527,13 @@ func (c *compiler) outsideServices(ch *Chain) {
 		ch.add(comment, MatchIfName{Name: c.cfg.Outside}, MatchL4Proto{protoTCP}, pm, Verdict{Kind: VerdictAccept})
 		return
 	}
+	addrs := c.cfg.PublicIPs
+	if len(c.cfg.OutsideTCPAddrs) > 0 {
+		addrs = c.cfg.OutsideTCPAddrs
+	}
 	for _, fam := range []family{ipv4, ipv6} {
 		var dsts []ivl
-		for _, a := range c.cfg.PublicIPs {
+		for _, a := range addrs {
 			if famOf(a) == fam {
 				v := addrVal(a.Unmap())
 				dsts = append(dsts, ivl{v, v})

@@ -65,7 +65,11 @@ type Config struct {
 	// nothing is. DNAT happens before the input chain, so a DNAT rule on
 	// the same port takes the connections it matches.
 	OutsideTCPPorts []uint16
-	SNAT           SNATMode
+	// OutsideTCPAddrs, when set, narrows OutsideTCPPorts to these public
+	// IPs (the addresses the ingress WAF listens on): the other public IPs
+	// drop those ports like any other. Each must be one of PublicIPs.
+	OutsideTCPAddrs []netip.Addr
+	SNAT            SNATMode
 	// ProxyPort, when set, is the local port of the transparent L7 proxy:
 	// TCP from the inside to every port an application rule names is
 	// redirected there, and the proxy decides it with the same matcher
@@ -137,6 +141,11 @@ func (c Config) Validate() error {
 	for _, p := range c.OutsideTCPPorts {
 		if p == 0 {
 			return fmt.Errorf("data plane config: outside TCP port 0")
+		}
+	}
+	for _, a := range c.OutsideTCPAddrs {
+		if !c.isPublic(a) {
+			return fmt.Errorf("data plane config: outside service address %v is not a public IP (%s)", a, addrList(c.PublicIPs))
 		}
 	}
 	if c.SNAT > SNATOff {

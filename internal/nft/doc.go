@@ -107,7 +107,10 @@
 // Every new flow's decision is sent to NFLOG group Config.LogGroup (100)
 // with a prefix the daemon turns into a JSON decision line: "cw:A:<i>",
 // "cw:D:<i>" (network rule i), "cw:N:<i>" (DNAT rule i), "cw:D:default",
-// "cw:D:input" (see LogTag and ParseLogTag). The flows an attacker can
+// "cw:D:input" (see LogTag and ParseLogTag), each followed by
+// ":g<generation>" when Config.LogGeneration is set (the daemon sets a new
+// one per apply, so a packet logged by one ruleset is never mapped to a
+// rule of the next). The flows an attacker can
 // generate at will — default deny, input drops and DNAT — are logged
 // through a shared limit object (cw_log, Config.LogRate/LogBurst); flows
 // that a rule matched are logged without a kernel limit (a kernel limit

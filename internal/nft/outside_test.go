@@ -76,3 +76,44 @@ func TestOutsideTCPPortZero(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 }
+
+// TestOutsideTCPAddrs: with OutsideTCPAddrs (the ingress WAF's own public
+// IP, as in the lab) the ports are accepted only there; the other public
+// IP drops them, and its DNAT rules are unchanged.
+func TestOutsideTCPAddrs(t *testing.T) {
+	a := netip.MustParseAddr
+	cfg := labConfig()
+	cfg.PublicIPs = append(cfg.PublicIPs, a("203.0.113.33"), a("2001:db8:cafe::33"))
+	cfg.OutsideTCPPorts = []uint16{443}
+	cfg.OutsideTCPAddrs = []netip.Addr{a("203.0.113.33"), a("2001:db8:cafe::33")}
+	rs, err := Compile(loadPolicy(t, "../../examples/aks-egress.yaml"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		fam      family
+		src, dst string
+		chain    string
+		want     string
+	}{
+		{ipv4, "198.51.100.8", "203.0.113.33", "input", "accept"},
+		{ipv6, "2001:db8:c11e::8", "2001:db8:cafe::33", "input", "accept"},
+		{ipv4, "198.51.100.8", "203.0.113.32", "input", "drop"},
+		{ipv6, "2001:db8:c11e::8", "2001:db8:cafe::32", "input", "drop"},
+		{ipv4, "198.51.100.7", "203.0.113.32", "prerouting", "dnat 10.42.1.200:443"},
+		{ipv4, "198.51.100.7", "203.0.113.33", "prerouting", "accept"},
+	} {
+		p := packet{fam: tc.fam, proto: protoTCP, src: a(tc.src), dst: a(tc.dst), dport: 443, iif: "outside", ctState: CtStateNew}
+		res, err := evalChain(rs, tc.chain, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.verdict != tc.want {
+			t.Errorf("%s %s: %s, want %s", tc.chain, p, res.verdict, tc.want)
+		}
+	}
+	cfg.OutsideTCPAddrs = []netip.Addr{a("203.0.113.34")}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "203.0.113.34 is not a public IP") {
+		t.Fatalf("Validate: %v", err)
+	}
+}

@@ -126,6 +126,9 @@ func FuzzAppendJSON(f *testing.F) {
 			RequestDurationSecs: dur,
 			DnssecOkBit:         dok,
 			DestinationPort:     -port,
+			Messages:            []string{reason, name},
+			RuleIds:             []int{port, offset},
+			RequestUri:          name,
 		}
 		checkSame(t, &r)
 		// Whatever AppendJSON writes must parse back to the same strings

@@ -625,3 +625,45 @@ func TestReloadKeepsURLFeedContents(t *testing.T) {
 		t.Errorf("old URL's contents used for the new URL: %+v", v)
 	}
 }
+
+// TestCheckThreatAgreesWithCheck: CheckThreat (the matcher's hook, which
+// skips the Verdict) reports what Check reports, for hits on each of dst,
+// name and src, on several at once (the first in Check's order wins), and
+// for misses; in both modes, with an allowlist, and with threat
+// intelligence off.
+func TestCheckThreatAgreesWithCheck(t *testing.T) {
+	_, ti := fileFeeds(t)
+	var ab policy.AddrSetBuilder
+	if _, err := policy.ParseAddrToken("198.51.100.7", &ab); err != nil {
+		t.Fatal(err)
+	}
+	ti.AllowAddresses = ab.Build()
+	addrs := []netip.Addr{noAddr, addrEvil, addrCloud, addrOther, addrBadSrc,
+		netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("198.51.101.1"), netip.MustParseAddr("2001:db8::1")}
+	names := []string{"", "evil.example.net", "A.EVIL.example.net.", "kubernetes.io", "localhost"}
+	for _, mode := range []policy.Action{policy.ActionInvalid, policy.ActionAlert, policy.ActionDeny} {
+		ti.Mode = mode
+		e, _ := newEngine(t, Options{})
+		if err := e.Reload(ti); err != nil {
+			t.Fatal(err)
+		}
+		hits := 0
+		for _, src := range addrs {
+			for _, dst := range addrs {
+				for _, name := range names {
+					v := e.Check(src, dst, name)
+					a, desc := e.CheckThreat(src, dst, name)
+					if a != v.Action || desc != v.Description {
+						t.Fatalf("%v: CheckThreat(%v, %v, %q) = %v %q, Check says %v %q", mode, src, dst, name, a, desc, v.Action, v.Description)
+					}
+					if a != policy.ActionInvalid {
+						hits++
+					}
+				}
+			}
+		}
+		if (mode == policy.ActionInvalid) != (hits == 0) {
+			t.Errorf("%v: %d hits", mode, hits)
+		}
+	}
+}

@@ -35,7 +35,12 @@ type Set struct {
 	v4 []span4 // sorted, disjoint
 	// v4idx[b] is the first span of v4 whose hi >= b<<16: the span for an
 	// address in /16 block b is in v4[v4idx[b]:v4idx[b+1]+1].
-	v4idx   []uint32
+	v4idx []uint32
+	// v4bits has bit b set when some span of v4 covers an address of
+	// the /24 block b (1<<24 bits, 2 MiB; nil without IPv4 entries): one
+	// load answers "not listed" for almost every address, so the check
+	// that runs before every decision costs next to nothing.
+	v4bits  []uint64
 	v6      []span6 // sorted, disjoint
 	names   nameTable
 	matches []Match
@@ -98,6 +103,7 @@ func Compile(feeds []*FeedData, allow Allowlist) *Set {
 		s.v4 = append(s.v4, span4{lo: uint32(r.lo.lo), hi: uint32(r.hi.lo), m: r.m})
 	}
 	s.v4idx = indexV4(s.v4)
+	s.v4bits = blocksV4(s.v4)
 	for _, r := range d6 {
 		s.v6 = append(s.v6, span6{lo: r.lo, hi: r.hi, m: r.m})
 	}
@@ -155,14 +161,26 @@ func (s *Set) Len() (addrs, names int) {
 // IPv6 addresses are looked up as IPv4; zones are ignored. It does not
 // allocate.
 func (s *Set) LookupAddr(a netip.Addr) (Match, bool) {
+	if m := s.addrIndex(a); m >= 0 {
+		return s.matches[m], true
+	}
+	return Match{}, false
+}
+
+// addrIndex is LookupAddr returning the index of the match in s.matches,
+// or -1.
+func (s *Set) addrIndex(a netip.Addr) int32 {
 	if s == nil || !a.IsValid() {
-		return Match{}, false
+		return -1
 	}
 	a = a.Unmap()
 	m := int32(-1)
 	if a.Is4() {
 		b := a.As4()
 		x := binary.BigEndian.Uint32(b[:])
+		if s.v4bits == nil || s.v4bits[x>>14]&(1<<(x>>8&63)) == 0 {
+			return -1
+		}
 		v := s.v4
 		blk := x >> 16
 		lo, hi := int(s.v4idx[blk]), int(s.v4idx[blk+1])+1
@@ -180,7 +198,7 @@ func (s *Set) LookupAddr(a netip.Addr) (Match, bool) {
 		if lo < len(v) && v[lo].lo <= x {
 			m = v[lo].m
 		}
-	} else {
+	} else if len(s.v6) > 0 {
 		x := u128From(a)
 		v := s.v6
 		lo, hi := 0, len(v)
@@ -197,9 +215,25 @@ func (s *Set) LookupAddr(a netip.Addr) (Match, bool) {
 		}
 	}
 	if m < 0 || s.allowAddrs.Contains(a.WithZone("")) {
-		return Match{}, false
+		return -1
 	}
-	return s.matches[m], true
+	return m
+}
+
+// blocksV4 builds v4bits for the spans v (nil when there are none).
+func blocksV4(v []span4) []uint64 {
+	if len(v) == 0 {
+		return nil
+	}
+	bits := make([]uint64, 1<<24/64)
+	last := int64(-1) // the last block marked: spans are sorted
+	for _, sp := range v {
+		for b := max(int64(sp.lo>>8), last+1); b <= int64(sp.hi>>8); b++ {
+			bits[b>>6] |= 1 << (b & 63)
+			last = b
+		}
+	}
+	return bits
 }
 
 // indexV4 builds the /16 block index of v4 (len 1<<16 + 1).
@@ -222,14 +256,23 @@ func indexV4(v []span4) []uint32 {
 // up (one hash probe each), so the most specific listed entry is reported.
 // It does not allocate.
 func (s *Set) LookupName(name string) (Match, bool) {
+	if m := s.nameIndex(name); m >= 0 {
+		return s.matches[m], true
+	}
+	return Match{}, false
+}
+
+// nameIndex is LookupName returning the index of the match in s.matches,
+// or -1.
+func (s *Set) nameIndex(name string) int32 {
 	if s == nil {
-		return Match{}, false
+		return -1
 	}
 	m, ok := s.names.lookup(name)
 	if !ok || s.allowAny || len(s.allowSuffix) > 0 && s.allowedSuffix(name) {
-		return Match{}, false
+		return -1
 	}
-	return s.matches[m], true
+	return m
 }
 
 // allowedSuffix reports whether a "*contoso.com" allowlist pattern
