@@ -6,12 +6,19 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/clusterwall
 
-.PHONY: all build deps test demo fmt vet bench fuzz clean install
+.PHONY: all build deps test-deps test demo fmt vet bench fuzz clean install
 
 all: build
 
 deps:
 	@scripts/deps.sh
+
+# What only the tests need: headless Chromium (the dashboard's browser test)
+# and a real kube-apiserver + etcd built from the Go module proxy for the
+# controller's tests (cached in /var/cache/clusterwall/k8s-bins).
+test-deps:
+	@scripts/deps.sh --test
+	@scripts/k8s-test-bins.sh >/dev/null
 
 build:
 	$(GO) build -o $(BIN) ./cmd/clusterwall
@@ -23,8 +30,8 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-test: deps fmt vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: test-deps fmt vet
+	KUBEBUILDER_ASSETS="$$(scripts/k8s-test-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./...
 	# The whole CRS regression suite (too slow under -race; see docs/waf.md).
 	$(GO) test -count=1 -run 'TestCRSRegression|TestLoadEmbedded' ./internal/waf/crstest/
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what clusterwall's build, tests and lab need on a fresh Debian
 # machine (as root). Idempotent: does nothing when everything is present.
+# With --test it also installs what only the tests need (headless Chromium
+# for the dashboard's browser test).
 set -euo pipefail
+tests=false
+[ "${1:-}" = --test ] && tests=true
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -14,6 +18,9 @@ have git || need+=(git)
 have make || need+=(make)
 have gcc || need+=(gcc) # the race detector needs cgo
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+if $tests; then
+  have chromium || need+=(chromium)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/daemon"
 	"github.com/clusterwall/clusterwall/internal/lab"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
@@ -143,25 +144,27 @@ func hasRuleFamily(ids []int, family int) bool {
 	return false
 }
 
-// TestWAFIngress drives internet → 203.0.113.32:443 → WAF in fw →
-// store-front with real clients: benign requests pass with the client's
-// address in X-Forwarded-For (IPv4 and IPv6), SQL injection and XSS get a
-// 403 whose correlation ID is the one in the decision log's WAF line, the
-// seed's DNAT on 443 still takes the authorized client to the API server,
-// a reload during a long request keeps it and takes effect, and a bad WAF
+// TestWAFIngress drives internet → 203.0.113.33:443 (the firewall's
+// second public IP, the WAF's) → WAF in fw → store-front with real
+// clients: benign requests from any client pass with the client's address
+// in X-Forwarded-For (IPv4 and IPv6), SQL injection and XSS get a 403 whose
+// correlation ID is the one in the decision log's WAF line, the first
+// public IP's 443 stays the seed's (DNAT to the API server for the
+// authorized client, dropped by the input chain for every other), a
+// reload during a long request keeps it and takes effect, and a bad WAF
 // config is rejected with its position while the running one stays.
 func TestWAFIngress(t *testing.T) {
 	t.Parallel()
 	f := newWAFLab(t)
-	unauth4, auth6 := lab.ClientUnauthorizedV4, lab.ClientAuthorizedV6
-	c4 := f.storeClient(t, unauth4, lab.FWPublicV4)
+	auth4, unauth4, unauth6 := lab.ClientAuthorizedV4, lab.ClientUnauthorizedV4, lab.ClientUnauthorizedV6
+	c4 := f.storeClient(t, auth4, lab.FWIngressV4)
 	sqli := "/?id=" + url.QueryEscape("1' OR '1'='1")
 	xss := "/?q=" + url.QueryEscape("<script>alert(1)</script>")
 
 	t.Run("benign", func(t *testing.T) {
 		for _, tc := range []struct {
 			src, pub netip.Addr
-		}{{unauth4, lab.FWPublicV4}, {auth6, lab.FWPublicV6}} {
+		}{{auth4, lab.FWIngressV4}, {unauth4, lab.FWIngressV4}, {unauth6, lab.FWIngressV6}} {
 			a := storeDo(t, f.storeClient(t, tc.src, tc.pub), http.MethodGet, "/", nil, "")
 			id := a.header.Get("X-Correlation-Id")
 			if a.status != 200 || a.body != lab.StoreBody || id == "" {
@@ -190,7 +193,7 @@ func TestWAFIngress(t *testing.T) {
 				t.Fatalf("%s: %d, correlation ID %q, page %q", tc.name, a.status, id, a.body)
 			}
 			r := f.wafLine(t, id)
-			if r.Action != "Blocked" || r.SourceIp != unauth4.String() || r.Hostname != lab.StoreServerName ||
+			if r.Action != "Blocked" || r.SourceIp != auth4.String() || r.Hostname != lab.StoreServerName ||
 				r.RequestUri != tc.target || !hasRuleFamily(r.RuleIds, tc.family) || r.AnomalyScore < 5 ||
 				r.HttpStatus != 403 || r.Route != "store-front" || r.Source != "waf" {
 				t.Fatalf("%s: WAF line %+v", tc.name, r)
@@ -200,7 +203,7 @@ func TestWAFIngress(t *testing.T) {
 		// The same with curl (a real client's URL encoding).
 		out, err := f.Exec(context.Background(), lab.HostClient, "curl", "-sS", "-o", "/dev/null", "-D", "-",
 			"--cacert", f.CAFile(), "--interface", unauth4.String(),
-			"--resolve", fmt.Sprintf("%s:%d:%s", lab.StoreServerName, lab.WAFPort, lab.FWPublicV4),
+			"--resolve", fmt.Sprintf("%s:%d:%s", lab.StoreServerName, lab.WAFPort, lab.FWIngressV4),
 			"https://"+lab.StoreServerName+"/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
 		if err != nil {
 			t.Fatalf("curl: %v: %s", err, out)
@@ -214,10 +217,32 @@ func TestWAFIngress(t *testing.T) {
 		}
 	})
 
-	t.Run("DNAT on 443 still wins for the authorized client", func(t *testing.T) {
-		body, _, err := f.httpGet(lab.HostClient, lab.ClientAuthorizedV4, "https", ap(lab.FWPublicV4, 443))
+	t.Run("the first public IP's 443 stays the API server's", func(t *testing.T) {
+		body, _, err := f.httpGet(lab.HostClient, auth4, "https", ap(lab.FWPublicV4, 443))
 		if err != nil || body != "api" {
 			t.Fatalf("198.51.100.7 → 203.0.113.32:443: %q %v, want the API server", body, err)
+		}
+		// Every other client is dropped by the input chain (no TLS, no
+		// WAF: the WAF listens on the ingress IP only) and logged.
+		var keys []flowKey
+		for _, tc := range []struct{ src, dst netip.Addr }{
+			{unauth4, lab.FWPublicV4}, {unauth6, lab.FWPublicV6}, {lab.ClientAuthorizedV6, lab.FWPublicV6},
+		} {
+			c, err := f.dial(lab.HostClient, tc.src, "tcp", ap(tc.dst, 443), denyWait)
+			if err == nil {
+				c.Close()
+			}
+			if o := classify(err); o != timedOut {
+				t.Fatalf("%s → %s: %v (%v), want dropped", tc.src, ap(tc.dst, 443), o, err)
+			}
+			keys = append(keys, flowKey{src: tc.src, dst: tc.dst, port: 443, proto: "TCP"})
+		}
+		found := f.waitDecisions(t, keys, 3*time.Second)
+		for _, k := range keys {
+			r, ok := found[k]
+			if !ok || r.Action != "Deny" || r.ActionReason != daemon.ReasonInputDrop {
+				t.Fatalf("%s: decision line %+v (found %v), want Deny %q", k, r, ok, daemon.ReasonInputDrop)
+			}
 		}
 	})
 

@@ -40,6 +40,11 @@ const (
 	sectionAPI     = "API server lock-down (--api-server-authorized-ip-ranges 198.51.100.7/32)"
 )
 
+// inputDrop is the ActionReason part of the decision line of a packet to
+// the firewall itself that no DNAT rule took and no service of the
+// firewall accepts (its input chain drops and logs it).
+const inputDrop = "input chain"
+
 // SeedChecks are the rows for examples/aks-egress.yaml, the seed's policy.
 func SeedChecks() []Check {
 	name := lab.MustLookup
@@ -47,7 +52,7 @@ func SeedChecks() []Check {
 	ntpName, tunnel, nonazure := name(lab.NameNTP), name(lab.NameAzureCloud), name(lab.NameNonAzure)
 	node4, node6 := lab.NodeV4, lab.NodeV6
 	auth4, unauth4, auth6 := lab.ClientAuthorizedV4, lab.ClientUnauthorizedV4, lab.ClientAuthorizedV6
-	pub4 := lab.FWPublicV4
+	pub4, pub6 := lab.FWPublicV4, lab.FWPublicV6
 	ap := netip.AddrPortFrom
 	tcp := func(src, dst netip.Addr, port int) logFilter {
 		return logFilter{src: src, dst: dst, port: port, proto: "TCP"}
@@ -113,22 +118,22 @@ func SeedChecks() []Check {
 			run: curl(client, auth4, "http://203.0.113.32/", httpWant{body: "store-front", peer: auth4}), log: tcp(auth4, pub4, 80)},
 		{Section: sectionInbound, Flow: "client 198.51.100.8 → http://203.0.113.32/ (store-front)", Expect: Allowed, Rule: "exampleset/inboundrule",
 			run: curl(client, unauth4, "http://203.0.113.32/", httpWant{body: "store-front", peer: unauth4}), log: tcp(unauth4, pub4, 80)},
-		{Section: sectionInbound, Flow: "client → 203.0.113.32:8080/tcp (nothing published)", Expect: Denied,
-			run: probe(client, auth4, "tcp", ap(pub4, 8080), "")},
+		{Section: sectionInbound, Flow: "client → 203.0.113.32:8080/tcp (nothing published)", Expect: Denied, Rule: "default", Reason: inputDrop,
+			run: probe(client, auth4, "tcp", ap(pub4, 8080), ""), log: tcp(auth4, pub4, 8080)},
 		{Section: sectionInbound, Flow: "client → http://10.42.1.100/ (direct)", Expect: Denied, Rule: "default",
 			run: curl(client, auth4, "http://10.42.1.100/", httpWant{body: "store-front"}), log: tcp(auth4, lab.StoreV4, 80)},
 		{Section: sectionInbound, Flow: "client → http://[2001:db8:42:1::100]/ (direct)", Expect: Denied, Rule: "default",
 			run: curl(client, auth6, "http://[2001:db8:42:1::100]/", httpWant{body: "store-front"}), log: tcp(auth6, lab.StoreV6, 80)},
-		{Section: sectionInbound, Flow: "client → http://[2001:db8:cafe::32]/ (DNAT is IPv4 only)", Expect: Denied,
-			run: curl(client, auth6, "http://[2001:db8:cafe::32]/", httpWant{body: "store-front"})},
+		{Section: sectionInbound, Flow: "client → http://[2001:db8:cafe::32]/ (DNAT is IPv4 only)", Expect: Denied, Rule: "default", Reason: inputDrop,
+			run: curl(client, auth6, "http://[2001:db8:cafe::32]/", httpWant{body: "store-front"}), log: tcp(auth6, pub6, 80)},
 
 		// The control plane's authorized IP ranges as a DNAT rule with sources.
 		{Section: sectionAPI, Flow: "client 198.51.100.7 → https://203.0.113.32/ (api)", Expect: Allowed, Rule: "apiserver/authorized",
 			run: curl(client, auth4, "https://203.0.113.32/", httpWant{body: "api", peer: auth4}), log: tcp(auth4, pub4, 443)},
-		{Section: sectionAPI, Flow: "client 198.51.100.8 → https://203.0.113.32/ (api)", Expect: Denied,
-			run: curl(client, unauth4, "https://203.0.113.32/", httpWant{body: "api"})},
-		{Section: sectionAPI, Flow: "client 2001:db8:c11e::7 → https://[2001:db8:cafe::32]/", Expect: Denied,
-			run: curl(client, auth6, "https://[2001:db8:cafe::32]/", httpWant{body: "api"})},
+		{Section: sectionAPI, Flow: "client 198.51.100.8 → https://203.0.113.32/ (api; dropped, no TLS)", Expect: Denied, Rule: "default", Reason: inputDrop,
+			run: curl(client, unauth4, "https://203.0.113.32/", httpWant{body: "api"}), log: tcp(unauth4, pub4, 443)},
+		{Section: sectionAPI, Flow: "client 2001:db8:c11e::7 → https://[2001:db8:cafe::32]/ (api; DNAT is IPv4 only)", Expect: Denied, Rule: "default", Reason: inputDrop,
+			run: curl(client, auth6, "https://[2001:db8:cafe::32]/", httpWant{body: "api"}), log: tcp(auth6, pub6, 443)},
 	}, append(threatChecks(), wafChecks()...)...) // threatintel.go, waf.go
 }
 

@@ -122,8 +122,8 @@ func curlError(code int, stderr string) string {
 	case 56:
 		return "connection reset"
 	case 60:
-		// e.g. the ingress WAF's certificate for store.example.com when
-		// the URL names the public IP (waf.go).
+		// a certificate that does not name the URL's host (e.g. the
+		// ingress WAF's for store.example.com, asked for by address).
 		first, _, _ := strings.Cut(strings.TrimSpace(stderr), "\n")
 		return "certificate verification failed: " + strings.TrimPrefix(first, "curl: ")
 	}

@@ -354,7 +354,7 @@ func (t *table) row(r Result) {
 	case r.Expect == Allowed:
 		rule = "(to the firewall itself: no decision line)"
 	default:
-		rule = "(fw's input chain: no decision line)"
+		rule = "(no decision line checked)"
 	}
 	status := r.Status.String()
 	detail := r.Detail

@@ -13,33 +13,37 @@ import (
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
-const sectionWAF = "ingress WAF: client → https://store.example.com at 203.0.113.32:443 → WAF in fw (CRS, PL1, Prevention) → store-front 10.42.1.100:80"
+const sectionWAF = "ingress WAF: client → https://store.example.com at the ingress IP 203.0.113.33:443 → WAF in fw (CRS, PL1, Prevention) → store-front 10.42.1.100:80"
 
 // wafChecks are the rows of issue 5: requests from the internet to
-// store-front through the daemon's WAF. The authorized client's IPv4
-// 198.51.100.7 is not used: the seed's DNAT rule sends its 443 to the API
-// server before the WAF could see it.
+// store-front through the daemon's WAF, on the firewall's second public IP
+// (lab.FWIngressV4/V6). Any client reaches it, the API server's authorized
+// one included: the seed's DNAT rule for 443 names the first public IP
+// only.
 func wafChecks() []Check {
 	client := lab.HostClient
-	unauth4, auth6 := lab.ClientUnauthorizedV4, lab.ClientAuthorizedV6
+	auth4, unauth4, unauth6 := lab.ClientAuthorizedV4, lab.ClientUnauthorizedV4, lab.ClientUnauthorizedV6
+	in4, in6 := lab.FWIngressV4, lab.FWIngressV6
 	host := lab.StoreServerName
 	sqli := "/?id=1%27%20OR%20%271%27%3D%271"        // 1' OR '1'='1
 	xss := "/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E" // <script>alert(1)</script>
 	wafLog := func(src netip.Addr) logFilter { return logFilter{src: src, waf: host} }
 	return []Check{
+		{Section: sectionWAF, Flow: "client 198.51.100.7 → https://store.example.com/ (benign)", Expect: Allowed,
+			run: wafRequest(client, auth4, in4, "/", 0)},
 		{Section: sectionWAF, Flow: "client 198.51.100.8 → https://store.example.com/ (benign)", Expect: Allowed,
-			run: wafRequest(client, unauth4, lab.FWPublicV4, "/", 0)},
-		{Section: sectionWAF, Flow: "client 2001:db8:c11e::7 → https://store.example.com/ over IPv6 (benign)", Expect: Allowed,
-			run: wafRequest(client, auth6, lab.FWPublicV6, "/", 0)},
+			run: wafRequest(client, unauth4, in4, "/", 0)},
+		{Section: sectionWAF, Flow: "client 2001:db8:c11e::8 → https://store.example.com/ via [2001:db8:cafe::33] (benign)", Expect: Allowed,
+			run: wafRequest(client, unauth6, in6, "/", 0)},
 		{Section: sectionWAF, Flow: "client 198.51.100.8 → https://store.example.com/?id=1' OR '1'='1 (SQL injection)", Expect: Denied, Rule: "WAF Blocked",
-			run: wafRequest(client, unauth4, lab.FWPublicV4, sqli, 942), log: wafLog(unauth4)},
-		{Section: sectionWAF, Flow: "client 198.51.100.8 → https://store.example.com/?q=<script>alert(1)</script> (XSS)", Expect: Denied, Rule: "WAF Blocked",
-			run: wafRequest(client, unauth4, lab.FWPublicV4, xss, 941), log: wafLog(unauth4)},
+			run: wafRequest(client, unauth4, in4, sqli, 942), log: wafLog(unauth4)},
+		{Section: sectionWAF, Flow: "client 198.51.100.7 → https://store.example.com/?q=<script>alert(1)</script> (XSS)", Expect: Denied, Rule: "WAF Blocked",
+			run: wafRequest(client, auth4, in4, xss, 941), log: wafLog(auth4)},
 	}
 }
 
 // wafRequest fetches https://store.example.com+target from host (source
-// src), resolving the name to the firewall's public address pub, with the
+// src), resolving the name to the firewall's ingress address pub, with the
 // lab CA. A request that passes must reach store-front with the client's
 // address in X-Forwarded-For and leave no WAF line; with attack set (the
 // CRS rule family: 942 SQL injection, 941 XSS) it must be refused with a

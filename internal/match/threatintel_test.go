@@ -235,6 +235,19 @@ func BenchmarkDecideThreatIntel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Run("ti=100000/CheckThreat-only", func(b *testing.B) {
+		runtime.GC()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		t0 := threadCPU()
+		n := 0
+		for i := 0; b.Loop(); i++ {
+			f := &flows[i&(len(flows)-1)]
+			sinkAction, sinkDesc = e.CheckThreat(f.Src, f.Dst, f.Name)
+			n++
+		}
+		b.ReportMetric(float64(threadCPU()-t0)/float64(n), "cpu-ns/op")
+	})
 	for _, c := range []struct {
 		name string
 		m    *Matcher
@@ -256,6 +269,11 @@ func BenchmarkDecideThreatIntel(b *testing.B) {
 		})
 	}
 }
+
+var (
+	sinkAction policy.Action
+	sinkDesc   string
+)
 
 // threadCPU returns the calling thread's CPU time in nanoseconds.
 func threadCPU() int64 {

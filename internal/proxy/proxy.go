@@ -35,9 +35,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -108,7 +111,9 @@ type Config struct {
 	// for. Nil means the kernel's answer (KernelOriginalDst: SO_ORIGINAL_DST
 	// or the TPROXY local address). Tests set a fixed one.
 	OriginalDst func(c net.Conn) (netip.AddrPort, error)
-	// Dial connects upstream. Nil means a net.Dialer with DialTimeout.
+	// Dial connects upstream. Nil means a net.Dialer (without TCP
+	// keep-alive: the idle timeout covers dead peers) bounded by
+	// DialTimeout.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Spoof is what to do when a destination is not an address of its name.
 	Spoof SpoofPolicy
@@ -152,8 +157,12 @@ type Proxy struct {
 	logger  *slog.Logger
 	bufSize int
 	bufs    sync.Pool
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// dialer connects upstream when Config.Dial is nil. No TCP
+	// keep-alive: the idle timeout closes connections to dead peers, and
+	// keep-alive would cost four setsockopt(2)s per connection.
+	dialer net.Dialer
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	closed    bool
@@ -207,10 +216,6 @@ func New(cfg Config) *Proxy {
 	if cfg.Log == nil {
 		cfg.Log = func(telemetry.Record) {}
 	}
-	if cfg.Dial == nil {
-		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-		cfg.Dial = d.DialContext
-	}
 	p := &Proxy{
 		cfg:       cfg,
 		logger:    cfg.Logger,
@@ -223,6 +228,7 @@ func New(cfg Config) *Proxy {
 		p.logger = slog.New(slog.DiscardHandler)
 	}
 	p.bufs.New = func() any { b := make([]byte, p.bufSize); return &b }
+	p.dialer.KeepAlive = -1
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.Matcher != nil {
 		p.matcher.Store(cfg.Matcher)
@@ -236,6 +242,15 @@ func (p *Proxy) SetMatcher(m *match.Matcher) { p.matcher.Store(m) }
 
 // Matcher returns the current compiled policy.
 func (p *Proxy) Matcher() *match.Matcher { return p.matcher.Load() }
+
+// Listen listens on a TCP address for Serve or ServeExplicit, like
+// net.Listen but without TCP keep-alive on the accepted connections (the
+// proxy's idle timeout covers dead peers; Go's default keep-alive costs
+// four setsockopt(2)s per connection).
+func Listen(network, address string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), network, address)
+}
 
 // Serve accepts transparent connections on ln until ln fails or the proxy
 // is closed. Every connection must have been steered here by the kernel;
@@ -435,7 +450,13 @@ func (p *Proxy) dialAny(addrs []netip.AddrPort) (net.Conn, netip.AddrPort, error
 	var firstErr error
 	for _, a := range addrs {
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
-		c, err := p.cfg.Dial(ctx, "tcp", a.String())
+		dial := p.cfg.Dial
+		if dial == nil {
+			// Not DialTCP: with no local address it still binds one,
+			// an extra bind(2).
+			dial = p.dialer.DialContext
+		}
+		c, err := dial(ctx, "tcp", a.String())
 		cancel()
 		if err == nil {
 			return c, a, nil
@@ -468,20 +489,29 @@ func (p *Proxy) splice(s *session, client, up net.Conn) {
 	}
 }
 
-// pipe copies src to dst. Between two *net.TCPConn, (*TCPConn).ReadFrom
-// moves the bytes with splice(2) through a pipe, never through user space.
-// At EOF it shuts dst's write half; on an error it closes both.
+// pipe copies src to dst. Between two *net.TCPConn, it copies the first
+// small reads through user space (copySmall) and then
+// (*TCPConn).ReadFrom moves the bytes with splice(2) through a pipe, never
+// through user space. At EOF it shuts dst's write half; on an error it
+// closes both.
 func pipe(dst, src net.Conn, idle time.Duration, userspaceIdle bool) {
 	var err error
 	switch {
 	case userspaceIdle && idle > 0:
 		err = copyIdle(dst, src, idle)
 	default:
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_, err = tc.ReadFrom(src)
-		} else {
+		tc, ok := dst.(*net.TCPConn)
+		if !ok {
 			_, err = io.Copy(dst, src)
+			break
 		}
+		if sc, ok := src.(*net.TCPConn); ok {
+			var done bool
+			if done, err = copySmall(tc, sc); done {
+				break
+			}
+		}
+		_, err = tc.ReadFrom(src)
 	}
 	if err != nil {
 		dst.Close()
@@ -494,6 +524,74 @@ func pipe(dst, src net.Conn, idle time.Duration, userspaceIdle bool) {
 		}
 	}
 	dst.Close()
+}
+
+// Splicing starts when a read fills a copy buffer or after
+// smallCopyMax bytes.
+const (
+	copyBufSize  = 16 << 10
+	smallCopyMax = 256 << 10
+)
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// copySmall copies src to dst through user space while the reads are
+// small: the first bytes of a connection (TLS handshake flights, HTTP
+// heads, short responses) cost fewer CPU cycles with read(2)/write(2) than
+// with splice(2), which takes each of them through a pipe (HAProxy's
+// "splice-auto" decides the same way). It returns done=false, to splice
+// the rest, once a read fills the buffer (a bulk transfer) or after
+// smallCopyMax bytes; done=true at EOF (err nil) or on an error. The
+// buffer comes from a pool for the read and write only: a connection
+// waiting for data holds none.
+func copySmall(dst, src *net.TCPConn) (done bool, err error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	for total := 0; total < smallCopyMax; {
+		var bp *[]byte
+		var n int
+		var rerr error
+		if err := rc.Read(func(fd uintptr) bool {
+			bp = copyBufs.Get().(*[]byte)
+			for {
+				n, rerr = unix.Read(int(fd), *bp)
+				if rerr != unix.EINTR {
+					break
+				}
+			}
+			if rerr == unix.EAGAIN {
+				copyBufs.Put(bp)
+				bp = nil
+				return false // wait for data without a buffer
+			}
+			return true
+		}); err != nil {
+			if bp != nil {
+				copyBufs.Put(bp)
+			}
+			return true, err
+		}
+		if rerr != nil || n <= 0 {
+			copyBufs.Put(bp)
+			if rerr != nil {
+				return true, os.NewSyscallError("read", rerr)
+			}
+			return true, nil // EOF
+		}
+		_, werr := dst.Write((*bp)[:n])
+		full := n == len(*bp)
+		copyBufs.Put(bp)
+		if werr != nil {
+			return true, werr
+		}
+		total += n
+		if full {
+			break
+		}
+	}
+	return false, nil
 }
 
 // copyIdle is the fallback for connections that are not kernel TCP
@@ -526,8 +624,8 @@ func (p *Proxy) watchIdle(s *session, client net.Conn) (stop func()) {
 	if idle <= 0 {
 		return func() {}
 	}
-	if _, ok := tcpIdle(client); !ok {
-		return nil
+	if _, ok := client.(*net.TCPConn); !ok {
+		return nil // no TCP_INFO
 	}
 	var mu sync.Mutex
 	var t *time.Timer

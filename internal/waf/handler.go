@@ -100,7 +100,9 @@ func (s *Server) serve(listener string, w http.ResponseWriter, r *http.Request) 
 			if it := tx.Interruption(); it != nil {
 				ev.Status = interruptionStatus(it)
 			}
-		} else if len(ev.RuleIDs) > 0 {
+		} else if len(ev.RuleIDs) > 0 && ev.Action == "" {
+			// (A request refused after inspection, e.g. a body that could
+			// not be read, stays Blocked.)
 			ev.Action = ActionDetected
 		}
 		if ev.Action != "" {
@@ -117,6 +119,7 @@ func (s *Server) serve(listener string, w http.ResponseWriter, r *http.Request) 
 	if client == peer {
 		clientPort = peerPort
 	}
+	limitMultipartParts(r, argumentsLimit) // see multipartlimit.go
 	it, err := inspectRequest(tx, r, clientStr, clientPort, localAddr(r))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -126,7 +129,20 @@ func (s *Server) serve(listener string, w http.ResponseWriter, r *http.Request) 
 			writePage(w, http.StatusRequestEntityTooLarge, id)
 			return
 		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// A body slower than the listener's read timeout. (Go's
+			// server cancels the request context on a read error, so
+			// without an answer here it would send an empty 200.)
+			ev.Reason = "request body not received within the read timeout"
+			ev.Action, ev.Status = ActionBlocked, http.StatusRequestTimeout
+			writePage(w, http.StatusRequestTimeout, id)
+			return
+		}
 		if r.Context().Err() != nil {
+			// The client went away: nobody to answer, nothing to log;
+			// the page stops Go's server from answering 200.
+			writePage(w, http.StatusBadRequest, id)
 			return
 		}
 		ev.Reason = "request could not be read: " + err.Error()
@@ -332,7 +348,7 @@ func writePage(w http.ResponseWriter, status int, id string) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Correlation-Id", id)
 	h.Del("Content-Length")
-	if status == http.StatusRequestEntityTooLarge || status == http.StatusBadRequest {
+	if status == http.StatusRequestEntityTooLarge || status == http.StatusBadRequest || status == http.StatusRequestTimeout {
 		h.Set("Connection", "close")
 	}
 	w.WriteHeader(status)

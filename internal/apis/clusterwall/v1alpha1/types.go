@@ -81,7 +81,7 @@ type FirewallPolicySpec struct {
 	// +optional
 	// +listType=map
 	// +listMapKey=name
-	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:MaxItems=50
 	RuleCollectionGroups []RuleCollectionGroupSpecNamed `json:"ruleCollectionGroups,omitempty"`
 	// Teams limits what namespaced RuleCollectionGroups may do. Without it,
 	// the defaults apply (Application rules only, priority >= 1000, sources
@@ -209,14 +209,12 @@ type RuleCollectionGroupSpec struct {
 	// +optional
 	// +listType=map
 	// +listMapKey=name
-	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:MaxItems=50
 	RuleCollections []RuleCollection `json:"ruleCollections,omitempty"`
 }
 
 // RuleCollection holds rules of one kind with one action.
 // +kubebuilder:validation:XValidation:rule="self.kind == 'DNAT' ? self.action == 'DNAT' : self.action != 'DNAT'",message="a DNAT collection's action is DNAT; Network and Application collections Allow or Deny",fieldPath=".action"
-// +kubebuilder:validation:XValidation:rule="self.kind != 'Application' || !has(self.rules) || self.rules.all(r, !has(r.destinationAddresses) && !has(r.destinationPorts) && !has(r.destinationFqdns) && !has(r.destinationIpGroups))",message="Application rules name targetFqdns or fqdnTags and protocols, not destination addresses or ports"
-// +kubebuilder:validation:XValidation:rule="self.kind == 'Application' || !has(self.rules) || self.rules.all(r, !has(r.targetFqdns) && !has(r.fqdnTags))",message="targetFqdns and fqdnTags belong to Application rules"
 type RuleCollection struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128

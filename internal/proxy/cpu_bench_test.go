@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clusterwall/clusterwall/internal/telemetry"
+)
+
+// benchListen makes the child's listener (cpu_listen_test.go sets it to
+// the proxy's own Listen).
+var benchListen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// BenchmarkProxyConnCPU measures what bench/l7 measures in the lab, on
+// loopback: the proxy runs in a child process (this test binary again) and
+// 8 client loops here open connections through it to an HTTPS server here,
+// each a TCP connect, a full TLS 1.3 handshake, a GET with
+// "Connection: close", the response, close. proxy-µs/conn is the child's
+// CPU time (user + system, /proc/PID/stat) per connection: unlike ns/op it
+// hardly depends on the machine's load. CW_PROXY_BENCH_PROF=FILE writes
+// the child's CPU profile; CW_PROXY_BENCH_GOMAXPROCS=N sets the child's
+// GOMAXPROCS.
+func BenchmarkProxyConnCPU(b *testing.B) {
+	if os.Getenv("CW_PROXY_BENCH_CHILD") != "" {
+		b.Skip("child")
+	}
+	up := startUpstream(b, "up", "127.0.0.1:0", true)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestProxyBenchChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "CW_PROXY_BENCH_CHILD="+up.addr.String())
+	if n := os.Getenv("CW_PROXY_BENCH_GOMAXPROCS"); n != "" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+	}
+	stdout, _ := cmd.StdoutPipe()
+	stdin, _ := cmd.StdinPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	var addr string
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		b.Fatal("child did not start")
+	}
+	go io.Copy(io.Discard, stdout)
+	cfg := &tls.Config{ServerName: "ok.test", RootCAs: getPKI(b).pool, ClientSessionCache: nil}
+	req := []byte("GET / HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n")
+	one := func() error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Client(c, cfg)
+		if _, err := tc.Write(req); err != nil {
+			return err
+		}
+		body, err := io.ReadAll(tc)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(body), "up host=ok.test") {
+			return fmt.Errorf("response %q", body)
+		}
+		return nil
+	}
+	if err := one(); err != nil { // warm up, and check the path works
+		b.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	b.ResetTimer()
+	cpu0 := procCPU(b, pid)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if err := one(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cpu := procCPU(b, pid) - cpu0
+	b.StopTimer()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "proxy-µs/conn")
+}
+
+// procCPU is a process's user + system CPU time.
+func procCPU(tb testing.TB, pid int) time.Duration {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command name (which may hold spaces).
+	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)        // utime: field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64)        // stime: field 15
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// TestProxyBenchChild is the child of BenchmarkProxyConnCPU: a proxy whose
+// original destination is the parent's server. It serves until stdin
+// closes.
+func TestProxyBenchChild(t *testing.T) {
+	target := os.Getenv("CW_PROXY_BENCH_CHILD")
+	if target == "" {
+		t.Skip("only run by BenchmarkProxyConnCPU")
+	}
+	if f := os.Getenv("CW_PROXY_BENCH_PROF"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(out)
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	dst := netip.MustParseAddrPort(target)
+	p := New(Config{
+		Matcher:           testPolicy(t, dst.Port(), 1),
+		Resolver:          StaticResolver{"ok.test": {dst.Addr()}},
+		OriginalDst:       fixedDst(dst),
+		Log:               func(telemetry.Record) {},
+		MaxConnsPerSource: -1,
+		MaxConns:          -1,
+	})
+	ln, err := benchListen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(ln)
+	fmt.Printf("LISTEN %s\n", ln.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	p.Close()
+}
