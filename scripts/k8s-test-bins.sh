@@ -11,12 +11,17 @@
 # Environment:
 #   K8S_VERSION    k8s.io/kubernetes version (default v1.34.2; staging modules v0.<minor>.<patch>)
 #   ETCD_VERSION   go.etcd.io/etcd/server/v3 version (default v3.5.21)
-#   K8S_BINS_CACHE cache root (default /var/cache/clusterwall/k8s-bins)
+#   K8S_BINS_CACHE cache root (default /var/cache/clusterwall/k8s-bins, or
+#                  ~/.cache/clusterwall/k8s-bins when /var/cache is not writable)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
 CACHE_ROOT="${K8S_BINS_CACHE:-/var/cache/clusterwall/k8s-bins}"
+# Without write access to /var/cache (not root), use the user's cache.
+if [[ -z "${K8S_BINS_CACHE:-}" ]] && ! mkdir -p "$CACHE_ROOT" 2>/dev/null; then
+	CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/clusterwall/k8s-bins"
+fi
 DIR="$CACHE_ROOT/$K8S_VERSION-etcd$ETCD_VERSION"
 STAGING_VERSION="v0.${K8S_VERSION#v1.}"
 

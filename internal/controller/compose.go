@@ -110,7 +110,7 @@ func Compose(in Inputs) *Composition {
 	f := &policy.File{
 		APIVersion:            "clusterwall.io/v1alpha1",
 		Kind:                  "FirewallPolicy",
-		Name:                  fp.Name,
+		Name:                  policyName(fp),
 		Location:              fp.Spec.Location,
 		ServiceTagDefinitions: fp.Spec.ServiceTagDefinitions,
 		IPGroups:              fp.Spec.IPGroups,
@@ -208,6 +208,15 @@ func Compose(in Inputs) *Composition {
 	sum := sha256.Sum256(c.YAML)
 	c.Hash = hex.EncodeToString(sum[:])
 	return c
+}
+
+// policyName is the composed policy's name: the clusterwall.io/policy-name
+// annotation (set by `export crd`), else the object's name.
+func policyName(fp *v1.FirewallPolicy) string {
+	if n := fp.Annotations["clusterwall.io/policy-name"]; n != "" {
+		return n
+	}
+	return fp.Name
 }
 
 // validate runs the policy validator (the same as `clusterwall policy

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -40,6 +42,8 @@ const binsCache = "/var/cache/clusterwall/k8s-bins"
 
 func TestMain(m *testing.M) {
 	lab.ServeIfAsked()
+	// controller-runtime's own logs: errors only, on standard error.
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	code := m.Run()
 	kubeEnv.stop()
 	os.Exit(code)
@@ -67,6 +71,10 @@ func assetsDir() string {
 		return d
 	}
 	dirs, _ := filepath.Glob(filepath.Join(binsCache, "*"))
+	if home, err := os.UserCacheDir(); err == nil {
+		more, _ := filepath.Glob(filepath.Join(home, "clusterwall", "k8s-bins", "*"))
+		dirs = append(dirs, more...)
+	}
 	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
 	for _, d := range dirs {
 		if isExec(filepath.Join(d, "kube-apiserver")) && isExec(filepath.Join(d, "etcd")) {
@@ -261,12 +269,10 @@ func TestCRDValidation(t *testing.T) {
 		{"unknown kind", func(g *v1.RuleCollectionGroup) { g.Spec.RuleCollections[0].Kind = "Layer7" }, `spec.ruleCollections[0].kind: Unsupported value: "Layer7"`},
 		{"DNAT action on Application", func(g *v1.RuleCollectionGroup) { g.Spec.RuleCollections[0].Action = "DNAT" }, "spec.ruleCollections[0].action: Invalid value: \"object\": a DNAT collection's action is DNAT"},
 		{"no source", func(g *v1.RuleCollectionGroup) { g.Spec.RuleCollections[0].Rules[0].SourceSelector = nil }, "a rule needs sourceAddresses, sourceIpGroups or sourceSelector"},
-		{"ports on Application rule", func(g *v1.RuleCollectionGroup) {
-			g.Spec.RuleCollections[0].Rules[0].DestinationPorts = []string{"443"}
-		}, "Application rules name targetFqdns or fqdnTags and protocols"},
+		{"collection priority above 65000", func(g *v1.RuleCollectionGroup) { g.Spec.RuleCollections[0].Priority = 70000 }, "spec.ruleCollections[0].priority: Invalid value: 70000: spec.ruleCollections[0].priority in body should be less than or equal to 65000"},
 		{"duplicate rule names", func(g *v1.RuleCollectionGroup) {
 			g.Spec.RuleCollections[0].Rules = append(g.Spec.RuleCollections[0].Rules, g.Spec.RuleCollections[0].Rules[0])
-		}, `spec.ruleCollections[0].rules[1]: Duplicate value: map[string]interface {}{"name":"r"}`},
+		}, `spec.ruleCollections[0].rules[1]: Duplicate value: {"name":"r"}`},
 	}
 	for i, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,14 +51,14 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 		Spoof:    d.cfg.spoof,
 		Latency:  d.metrics.proxyObserve,
 	})
-	ln, err := net.Listen("tcp", d.cfg.Proxy.Listen)
+	ln, err := proxy.Listen("tcp", d.cfg.Proxy.Listen) // no keep-alive: see proxy.Listen
 	if err != nil {
 		return err
 	}
 	d.proxy = px
 	go px.Serve(ln)
 	if d.cfg.Proxy.Explicit != "" {
-		eln, err := net.Listen("tcp", d.cfg.Proxy.Explicit)
+		eln, err := proxy.Listen("tcp", d.cfg.Proxy.Explicit)
 		if err != nil {
 			px.Close()
 			return err

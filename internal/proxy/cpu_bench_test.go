@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -32,36 +33,87 @@ var benchListen = func(addr string) (net.Listener, error) { return net.Listen("t
 // CPU time (user + system, /proc/PID/stat) per connection: unlike ns/op it
 // hardly depends on the machine's load. CW_PROXY_BENCH_PROF=FILE writes
 // the child's CPU profile; CW_PROXY_BENCH_GOMAXPROCS=N sets the child's
-// GOMAXPROCS.
+// GOMAXPROCS. CW_PROXY_BENCH_HAPROXY=/usr/sbin/haproxy measures HAProxy
+// doing the same job instead (TCP mode, req.ssl_sni, splice-auto, two
+// threads), for a comparison on the same machine in the same run.
 func BenchmarkProxyConnCPU(b *testing.B) {
 	if os.Getenv("CW_PROXY_BENCH_CHILD") != "" {
 		b.Skip("child")
 	}
 	up := startUpstream(b, "up", "127.0.0.1:0", true)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestProxyBenchChild$", "-test.v")
-	cmd.Env = append(os.Environ(), "CW_PROXY_BENCH_CHILD="+up.addr.String())
-	if n := os.Getenv("CW_PROXY_BENCH_GOMAXPROCS"); n != "" {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
-	}
-	stdout, _ := cmd.StdoutPipe()
-	stdin, _ := cmd.StdinPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
+	var cmd *exec.Cmd
 	var addr string
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
-			addr = a
-			break
+	if hap := os.Getenv("CW_PROXY_BENCH_HAPROXY"); hap != "" {
+		// The same job for HAProxy, as bench/l7 configures it (but a
+		// fixed server: there is no redirect on loopback).
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
 		}
+		addr = ln.Addr().String()
+		ln.Close()
+		cfg := filepath.Join(b.TempDir(), "haproxy.cfg")
+		os.WriteFile(cfg, fmt.Appendf(nil, `global
+    maxconn 7000
+    nbthread 2
+defaults
+    mode tcp
+    option splice-auto
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend sni
+    bind %s
+    tcp-request inspect-delay 5s
+    acl allowed req.ssl_sni -i ok.test
+    tcp-request content accept if { req.ssl_hello_type 1 } allowed
+    tcp-request content reject
+    default_backend up
+backend up
+    server up %s
+`, addr, up.addr), 0o644)
+		cmd = exec.Command(hap, "-db", "-f", cfg)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		for i := 0; ; i++ {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if i == 100 {
+				b.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	} else {
+		cmd = exec.Command(os.Args[0], "-test.run=^TestProxyBenchChild$", "-test.v")
+		cmd.Env = append(os.Environ(), "CW_PROXY_BENCH_CHILD="+up.addr.String())
+		if n := os.Getenv("CW_PROXY_BENCH_GOMAXPROCS"); n != "" {
+			cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+		}
+		stdout, _ := cmd.StdoutPipe()
+		stdin, _ := cmd.StdinPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { stdin.Close(); cmd.Wait() }()
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
+				addr = a
+				break
+			}
+		}
+		if addr == "" {
+			b.Fatal("child did not start")
+		}
+		go io.Copy(io.Discard, stdout)
 	}
-	if addr == "" {
-		b.Fatal("child did not start")
-	}
-	go io.Copy(io.Discard, stdout)
 	cfg := &tls.Config{ServerName: "ok.test", RootCAs: getPKI(b).pool, ClientSessionCache: nil}
 	req := []byte("GET / HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n")
 	one := func() error {
@@ -89,7 +141,7 @@ func BenchmarkProxyConnCPU(b *testing.B) {
 	}
 	pid := cmd.Process.Pid
 	b.ResetTimer()
-	cpu0 := procCPU(b, pid)
+	cpu0, sw0 := procCPU(b, pid), ctxSwitches(pid)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -106,13 +158,34 @@ func BenchmarkProxyConnCPU(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	cpu := procCPU(b, pid) - cpu0
+	cpu, sw := procCPU(b, pid)-cpu0, ctxSwitches(pid)-sw0
 	b.StopTimer()
 	close(errs)
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "proxy-µs/conn")
+	b.ReportMetric(float64(sw)/float64(b.N), "ctxsw/conn")
+}
+
+// ctxSwitches is the number of context switches of a process's threads
+// (those alive now).
+func ctxSwitches(pid int) int64 {
+	var n int64
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		s, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(s), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				x, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
 }
 
 // procCPU is a process's user + system CPU time.

@@ -50,7 +50,7 @@ func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
 	c.SetReadDeadline(time.Now().Add(p.cfg.HelloTimeout))
 	// The first read is capped at the head limit, so that the HTTP path
 	// below never holds more than MaxHTTPHead bytes.
-	n, err := c.Read(buf[:min(len(buf), p.cfg.MaxHTTPHead)])
+	n, err := readConn(c, buf[:min(len(buf), p.cfg.MaxHTTPHead)])
 	if n == 0 {
 		req.scheme = policy.SchemeNone
 		p.emit(m, req, &verdict{reason: readFailure("the first bytes", 0, err)}, netip.AddrPort{})
@@ -136,7 +136,7 @@ func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
 		return
 	}
 	up.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
-	_, err = up.Write(out)
+	err = writeConn(up, out)
 	release() // out may alias the buffer: only now is it free
 	if err != nil {
 		p.logger.Warn("proxy: upstream write failed", "src", s.src, "name", req.name, "err", err)

@@ -305,7 +305,14 @@ type nameTable struct {
 	// tlds is set when some entry is a single label ("zip"); otherwise
 	// the walk does not probe the last label.
 	tlds bool
+	// pre is a bitmap (preBits bits, 128 KiB) of a cheap hash of the last
+	// two labels of every listed name: when tlds is not set, a name whose
+	// last two labels hit a clear bit is not listed, answered without the
+	// walk's hashing and without touching the (much larger) table.
+	pre []uint64
 }
+
+const preBits = 20
 
 // nameSlot holds the entries for one name: self matches the name itself,
 // sub its subdomains; both are an index plus one (0: none). allow says
@@ -402,6 +409,13 @@ func (t *nameTable) add(name string) *nameSlot {
 // insert adds name with index idx for itself and/or its subdomains; an
 // index already present wins. It reports whether idx was used.
 func (t *nameTable) insert(name string, idx int32, self, sub bool) bool {
+	if last2, ok := lastTwoLabels(name); ok {
+		if t.pre == nil {
+			t.pre = make([]uint64, 1<<preBits/64)
+		}
+		h := preHash(last2)
+		t.pre[h>>6] |= 1 << (h & 63)
+	}
 	sl := t.add(name)
 	used := false
 	if self && sl.self == 0 {
@@ -432,6 +446,17 @@ func (t *nameTable) lookup(name string) (int32, bool) {
 	}
 	s := name[:n]
 	self := true
+	if !t.tlds && n <= maxNameLen {
+		// Without single-label entries, a listed name (or a listed
+		// parent) shares its last two labels with an entry.
+		last2, ok := lastTwoLabels(s)
+		if !ok || t.pre == nil {
+			return 0, false
+		}
+		if h := preHash(last2); t.pre[h>>6]&(1<<(h&63)) == 0 {
+			return 0, false
+		}
+	}
 	if n > maxNameLen {
 		// Only a suffix that starts after a '.' and fits can match.
 		j := n - maxNameLen - 1
@@ -446,6 +471,43 @@ func (t *nameTable) lookup(name string) (int32, bool) {
 		return t.lookupLower(s, self)
 	}
 	return m, m >= 0
+}
+
+// lastTwoLabels returns the last two labels of name ("example.com" of
+// "www.example.com"); ok is false for a single label.
+func lastTwoLabels(name string) (string, bool) {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return "", false
+	}
+	j := strings.LastIndexByte(name[:i], '.')
+	return name[j+1:], true
+}
+
+// preHash hashes s for nameTable.pre, ignoring ASCII case (every byte is
+// ORed with 0x20, which maps 'A' and 'a' alike), into preBits bits.
+func preHash(s string) uint32 {
+	const fold = 0x2020202020202020
+	h := uint64(len(s)) * 0x9E3779B97F4A7C15
+	h ^= (load8(s) | fold) * 0xC2B2AE3D27D4EB4F
+	if len(s) > 8 {
+		h ^= (load8(s[len(s)-8:]) | fold) * 0x165667B19E3779F9
+		h = (h ^ h>>29) * 0x94D049BB133111EB
+	}
+	if len(s) > 16 {
+		h ^= (load8(s[8:]) | fold) * 0x27D4EB2F165667C5
+		h = (h ^ h>>32) * 0x9E3779B97F4A7C15
+	}
+	return uint32(h >> (64 - preBits))
+}
+
+// load8 is the first (up to) 8 bytes of s as a little-endian number.
+func load8(s string) uint64 {
+	var x uint64
+	for i := 0; i < len(s) && i < 8; i++ {
+		x |= uint64(s[i]) << (8 * i)
+	}
+	return x
 }
 
 // lookupLower is lookup for a name with upper case: it walks a lower-case
