@@ -148,7 +148,7 @@ EOF
 
 inns nginx -e "$tmp/backend-error.log" -c "$tmp/backend.conf"
 inns nginx -e "$tmp/modsec-error.log" -c "$tmp/modsec-nginx.conf"
-inns "$tmp/clusterwall" waf serve --config "$tmp/waf.yaml" --events "$tmp/cw-events.log" >"$tmp/cw.log" 2>&1 &
+ip netns exec "$ns" "$tmp/clusterwall" waf serve --config "$tmp/waf.yaml" --events "$tmp/cw-events.log" >"$tmp/cw.log" 2>&1 &
 pids+=($!)
 cw_pid=$!
 

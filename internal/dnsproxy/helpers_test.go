@@ -220,7 +220,11 @@ type harness struct {
 
 type harnessOpt func(*Proxy)
 
-func withClock(c *fakeClock) harnessOpt { return func(p *Proxy) { p.now = c.Now } }
+// withClock sets the clock of the proxy and of its table (one time base:
+// the table compares expiries the proxy computed).
+func withClock(c *fakeClock) harnessOpt {
+	return func(p *Proxy) { p.now = c.Now; p.table.now = c.Now }
+}
 
 func startProxy(t testing.TB, cfg Config, o Options, opts ...harnessOpt) *harness {
 	t.Helper()

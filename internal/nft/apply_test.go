@@ -33,10 +33,10 @@ func TestKernelApply10k(t *testing.T) {
 		t.Logf("apply %d: 10000 rules (%d entries): compile %v, kernel apply %v, total %v; %d chains, %d sets, %d leaf rules, %d map elements, max sequential %d",
 			i+1, rs.Stats.Entries, compiled.Sub(start), applied.Sub(compiled), applied.Sub(start), len(rs.Chains), len(rs.Sets),
 			rs.Stats.Leaves, rs.Stats.MapElements, rs.Stats.MaxSequential)
-		// The target is < 1s (see BenchmarkApply10k); the test only
-		// catches gross regressions, as other load on the machine skews
-		// wall times.
-		if d := applied.Sub(start); d > 5*time.Second {
+		// The target is < 1s (see BenchmarkApply10k, docs/benchmarks.md);
+		// the test only catches pathological regressions, as other load
+		// on the machine (and -race) skews wall times several-fold.
+		if d := applied.Sub(start); d > 30*time.Second {
 			t.Errorf("compile and apply took %v", d)
 		}
 	}
