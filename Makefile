@@ -6,7 +6,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/clusterwall
 
-.PHONY: all build deps test-deps test demo fmt vet bench fuzz clean install
+.PHONY: all build deps test-deps test demo fmt vet crds bench fuzz clean install
 
 all: build
 
@@ -37,6 +37,10 @@ test: test-deps fmt vet
 
 demo: deps build
 	@scripts/demo.sh $(BIN)
+
+# Regenerate the CRDs and deep-copy code from internal/apis (controller-gen).
+crds:
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./internal/apis/... crd:crdVersions=v1 output:crd:dir=deploy/crds
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/match/

@@ -88,6 +88,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	requireFW(t)
 	browser := chromiumPath()
 	if browser == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium is not installed (Debian: apt-get install -y chromium; make test-deps installs it)")
+		}
 		t.Skip("chromium is not installed (Debian: apt-get install -y chromium); skipping the browser test")
 	}
 	ipBin, err := exec.LookPath("ip")

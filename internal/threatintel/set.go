@@ -503,8 +503,13 @@ func preHash(s string) uint32 {
 
 // load8 is the first (up to) 8 bytes of s as a little-endian number.
 func load8(s string) uint64 {
+	if len(s) >= 8 { // one load: the compiler merges these
+		_ = s[7]
+		return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	}
 	var x uint64
-	for i := 0; i < len(s) && i < 8; i++ {
+	for i := 0; i < len(s); i++ {
 		x |= uint64(s[i]) << (8 * i)
 	}
 	return x
