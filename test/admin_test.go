@@ -59,29 +59,7 @@ type adminLab struct {
 func newAdminLab(t *testing.T) *adminLab {
 	t.Helper()
 	f := newFWLab(t, adminPolicyText(""))
-	a := &adminLab{fwLab: f, tokenFile: filepath.Join(f.dir, "tokens")}
-	if err := os.WriteFile(a.tokenFile, []byte(e2eToken+" e2e\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Restart the daemon with the token file in its config.
-	conf := filepath.Join(f.Dir(), lab.DaemonConfigFile)
-	data, err := os.ReadFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := "admin:\n  listen: \"" + lab.DaemonAdmin + "\"\n"
-	if !bytes.Contains(data, []byte(listen)) {
-		t.Fatalf("daemon config without %q:\n%s", listen, data)
-	}
-	data = bytes.Replace(data, []byte(listen), []byte(listen+"  tokenFile: \""+a.tokenFile+"\"\n"), 1)
-	if err := os.WriteFile(conf, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Stop(lab.DaemonProc); err != nil {
-		t.Fatal(err)
-	}
-	f.restartDaemon(t)
-	return a
+	return &adminLab{fwLab: f, tokenFile: f.enableTokens(t, e2eToken+" e2e\n")}
 }
 
 // api sends one admin request from inside fw; token "" sends none.

@@ -252,27 +252,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// With admin.tokenFile the page asks for the token once, keeps it in
 	// localStorage and sends it (also on the live stream).
 	const tok = "dashboard-e2e-token-0123456789"
-	tokens := filepath.Join(f.dir, "tokens")
-	if err := os.WriteFile(tokens, []byte(tok+" e2e\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	confPath := filepath.Join(f.Dir(), lab.DaemonConfigFile)
-	conf, err := os.ReadFile(confPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := fmt.Sprintf("  listen: %q\n", lab.DaemonAdmin)
-	if !strings.Contains(string(conf), listen) {
-		t.Fatalf("daemon config has no %q:\n%s", listen, conf)
-	}
-	conf = []byte(strings.Replace(string(conf), listen, listen+fmt.Sprintf("  tokenFile: %q\n", tokens), 1))
-	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Stop(lab.DaemonProc); err != nil {
-		t.Fatal(err)
-	}
-	f.restartDaemon(t)
+	f.enableTokens(t, tok+" e2e\n")
 	if code, _, _ := f.Admin(ctx, http.MethodGet, "/v1/status"); code != http.StatusUnauthorized {
 		t.Fatalf("GET /v1/status without a token = %d after enabling tokens, want 401", code)
 	}

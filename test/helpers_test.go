@@ -99,19 +99,56 @@ func newFWLab(t *testing.T, policyYAML string) *fwLab {
 	if err := os.WriteFile(f.policy, []byte(policyText(policyYAML)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	f.up(t, &lab.DaemonOptions{Policy: f.policy}, "the daemon")
+	return f
+}
+
+// up brings f's lab up with the daemon (options daemon; what names it in
+// the log), waits until it forwards, and logs the daemon's log if the test
+// fails.
+func (f *fwLab) up(t *testing.T, daemon *lab.DaemonOptions, what string) {
+	t.Helper()
 	start := time.Now()
-	f.Lab = lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: &lab.DaemonOptions{Policy: f.policy}})
+	f.Lab = lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: daemon})
 	if err := f.warmUp(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("lab %s up with the daemon in %s", f.Name(), time.Since(start).Round(time.Millisecond))
+	t.Logf("lab %s up with %s in %s", f.Name(), what, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			data, _ := os.ReadFile(f.LogFile(lab.DaemonProc))
 			t.Logf("daemon.log:\n%s", data)
 		}
 	})
-	return f
+}
+
+// enableTokens writes tokens ("TOKEN NAME" lines) to f.dir/tokens and
+// restarts the daemon with that file as its admin.tokenFile; it returns
+// the file.
+func (f *fwLab) enableTokens(t *testing.T, tokens string) string {
+	t.Helper()
+	file := filepath.Join(f.dir, "tokens")
+	if err := os.WriteFile(file, []byte(tokens), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(f.Dir(), lab.DaemonConfigFile)
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := "admin:\n  listen: \"" + lab.DaemonAdmin + "\"\n"
+	if !strings.Contains(string(data), listen) {
+		t.Fatalf("daemon config without %q:\n%s", listen, data)
+	}
+	data = []byte(strings.Replace(string(data), listen, listen+"  tokenFile: \""+file+"\"\n", 1))
+	if err := os.WriteFile(conf, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Stop(lab.DaemonProc); err != nil {
+		t.Fatal(err)
+	}
+	f.restartDaemon(t)
+	return file
 }
 
 // sharedLab is one lab for the tests that do not change it (rules, DNAT,

@@ -27,18 +27,7 @@ func newWAFLab(t *testing.T) *fwLab {
 	t.Helper()
 	requireFW(t)
 	f := &fwLab{dir: t.TempDir(), policy: filepath.Join(repoRoot, "examples", "aks-egress.yaml")}
-	start := time.Now()
-	f.Lab = lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: &lab.DaemonOptions{Policy: f.policy, WAF: true}})
-	if err := f.warmUp(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("lab %s up with the daemon and the WAF in %s", f.Name(), time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(f.LogFile(lab.DaemonProc))
-			t.Logf("daemon.log:\n%s", data)
-		}
-	})
+	f.up(t, &lab.DaemonOptions{Policy: f.policy, WAF: true}, "the daemon and the WAF")
 	return f
 }
 

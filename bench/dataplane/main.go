@@ -42,8 +42,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -55,11 +53,9 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	mnetlink "github.com/mdlayher/netlink"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterwall/clusterwall/bench/internal/benchkit"
 	"github.com/clusterwall/clusterwall/internal/lab"
 	"github.com/clusterwall/clusterwall/internal/nft"
 )
@@ -97,17 +93,11 @@ func main() {
 	flag.Parse()
 	if *policyOut != "" {
 		if err := os.WriteFile(*policyOut, generatePolicy(c.rules), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			benchkit.Fatal(err)
 		}
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, c, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main(func(ctx context.Context) error { return run(ctx, c, os.Stdout) })
 }
 
 type mode string
@@ -139,18 +129,9 @@ type sample struct {
 }
 
 func run(ctx context.Context, c config, out io.Writer) (err error) {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (network namespaces)")
-	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		return errors.New("iperf3 is missing: apt-get install -y iperf3")
-	}
-	exe, err := filepath.Abs(c.exe)
+	exe, err := benchkit.Preflight(c.exe, c.name, "iperf3", "iperf3")
 	if err != nil {
 		return err
-	}
-	if lab.Exists(c.name) {
-		return fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", c.name, c.name)
 	}
 	dir, err := os.MkdirTemp("", "clusterwall-bench-")
 	if err != nil {
@@ -164,11 +145,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 
 	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s\n", c.rules, c.rounds, c.name)
 	if !c.keep {
-		defer func() {
-			if derr := lab.Remove(c.name); derr != nil {
-				err = errors.Join(err, derr)
-			}
-		}()
+		defer benchkit.RemoveLab(c.name, &err)
 	}
 	// SNAT off: the baseline does no NAT either, so the comparison is
 	// about the rules (the lab internet routes the cluster's ranges back).
@@ -177,7 +154,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	fwNS, err := netns.GetFromName(l.NS(lab.HostFW))
+	fwNS, err := benchkit.FWNetNS(l)
 	if err != nil {
 		return err
 	}
@@ -223,10 +200,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	// with each other are measured seconds apart.
 	results := map[mode][]sample{}
 	for round := range c.rounds {
-		order := []mode{modeBaseline, modePolicy, modeStopped, modeOneRule}
-		for range round % len(order) {
-			order = append(order[1:], order[0])
-		}
+		order := benchkit.Rotate([]mode{modeBaseline, modePolicy, modeStopped, modeOneRule}, round)
 		order = append([]mode{modePlain}, order...)
 		for i, m := range order {
 			if c.only != "" && string(m) != c.only {
@@ -246,7 +220,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			if err := verify(l, m); err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, m, err)
 			}
-			if err := flushConntrack(fwNS); err != nil {
+			if err := benchkit.FlushConntrack(fwNS); err != nil {
 				return err
 			}
 			settle(l)
@@ -300,10 +274,10 @@ func setMode(l *lab.Lab, fwFD int, m mode) error {
 		}
 		return baseline(fwFD, false)
 	}
-	if err := setDormant(fwFD, baselineTable, m != modeBaseline); err != nil {
+	if err := benchkit.SetDormant(fwFD, baselineTable, m != modeBaseline); err != nil {
 		return err
 	}
-	if err := setDormant(fwFD, nft.DefaultTable, m == modeBaseline); err != nil {
+	if err := benchkit.SetDormant(fwFD, nft.DefaultTable, m == modeBaseline); err != nil {
 		return err
 	}
 	if m == modeStopped {
@@ -356,24 +330,7 @@ func verify(l *lab.Lab, m mode) error {
 
 // daemonCPU returns the CPU time (user and system) the daemon used so far.
 func daemonCPU(l *lab.Lab) time.Duration {
-	pid := l.Pid(lab.DaemonProc)
-	if pid == 0 {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ...: utime and stime are fields 14 and 15.
-	i := strings.LastIndexByte(string(data), ')')
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var ut, st int64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &st)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
+	return benchkit.ProcCPU(l.Pid(lab.DaemonProc))
 }
 
 // settle waits (up to 10 s) until the daemon is idle, so that its work on
@@ -441,48 +398,6 @@ func baseline(fwFD int, on bool) error {
 		}})
 	}
 	return c.Flush()
-}
-
-// setDormant switches an inet table between dormant (its base chains
-// unhooked: packets do not see it) and active, in one netlink batch. It is
-// how the benchmark alternates quickly between set-ups whose tables stay
-// in the kernel. (google/nftables always sends table flags 0, so the
-// message is built here.)
-func setDormant(fwFD int, table string, dormant bool) error {
-	c, err := mnetlink.Dial(unix.NETLINK_NETFILTER, &mnetlink.Config{NetNS: fwFD})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	nfgen := func(family uint8, resID uint16) []byte {
-		return []byte{family, 0 /* NFNETLINK_V0 */, byte(resID >> 8), byte(resID)}
-	}
-	flags := uint32(0)
-	if dormant {
-		flags = unix.NFT_TABLE_F_DORMANT
-	}
-	attrs, err := mnetlink.MarshalAttributes([]mnetlink.Attribute{
-		{Type: unix.NFTA_TABLE_NAME, Data: append([]byte(table), 0)},
-		{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)},
-	})
-	if err != nil {
-		return err
-	}
-	msgs := []mnetlink.Message{
-		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: mnetlink.Request},
-			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
-		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE), Flags: mnetlink.Request | mnetlink.Acknowledge},
-			Data: append(nfgen(unix.NFPROTO_INET, 0), attrs...)},
-		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_END), Flags: mnetlink.Request},
-			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
-	}
-	if _, err := c.SendMessages(msgs); err != nil {
-		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
-	}
-	if _, err := c.Receive(); err != nil {
-		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
-	}
-	return nil
 }
 
 // swapPolicy replaces the policy file (rename) and waits until the
@@ -578,18 +493,6 @@ func lastApplyMS(l *lab.Lab) (int64, error) {
 	return ms, nil
 }
 
-func flushConntrack(ns netns.NsHandle) error {
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
-		return fmt.Errorf("flush conntrack: %w", err)
-	}
-	return nil
-}
-
 // acceptServer listens on server:acceptPort in inet and closes every
 // connection it accepts.
 func acceptServer(l *lab.Lab) (net.Listener, error) {
@@ -680,35 +583,10 @@ func measure(ctx context.Context, l *lab.Lab, c config) (sample, error) {
 	return s, nil
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func report(out io.Writer, c config, r map[mode][]sample, applies []int64) {
-	get := func(m mode, f func(sample) float64) []float64 {
-		var xs []float64
-		for _, s := range r[m] {
-			xs = append(xs, f(s))
-		}
-		return xs
-	}
-	ratios := func(num, den mode, f func(sample) float64) []float64 {
-		var xs []float64
-		for i := range min(len(r[num]), len(r[den])) {
-			if d := f(r[den][i]); d > 0 {
-				xs = append(xs, f(r[num][i])/d)
-			}
-		}
-		return xs
-	}
+	get := func(m mode, f func(sample) float64) []float64 { return benchkit.Values(r[m], f) }
+	ratios := func(num, den mode, f func(sample) float64) []float64 { return benchkit.Ratios(r[num], r[den], f) }
+	median := benchkit.Median
 	tput := func(s sample) float64 { return s.gbps }
 	rate := func(s sample) float64 { return s.connsPS }
 	fmt.Fprintf(out, "\n| set-up | TCP throughput, median (Gbit/s) | new connections, median (per s) |\n|---|---|---|\n")

@@ -25,24 +25,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/clusterwall/clusterwall/bench/internal/benchkit"
 	"github.com/clusterwall/clusterwall/internal/lab"
 )
 
@@ -82,22 +79,11 @@ func dnsmasq(name string, port int, extra ...string) *server {
 			"--server=" + upstream, "--listen-address=" + lab.FWPrivateV4.String(), "--bind-interfaces",
 			"--port=" + strconv.Itoa(port), "--cache-size=10000", "--user=root",
 			"--pid-file=" + filepath.Join(dir, name+".pid")}, extra...)
-		cmd, err := l.Command(context.Background(), lab.HostFW, args...)
+		cmd, err := benchkit.StartIn(l, lab.HostFW, filepath.Join(dir, name+".out"), args...)
 		if err != nil {
-			return 0, err
-		}
-		f, err := os.Create(filepath.Join(dir, name+".out"))
-		if err != nil {
-			return 0, err
-		}
-		defer f.Close()
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
 			return 0, err
 		}
 		s.cmd = cmd
-		go cmd.Wait()
 		return cmd.Process.Pid, nil
 	}
 	return s
@@ -114,12 +100,7 @@ func main() {
 	flag.IntVar(&c.threads, "threads", 1, "dnsperf -T: threads")
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab and the servers up afterwards")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, c, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main(func(ctx context.Context) error { return run(ctx, c, os.Stdout) })
 }
 
 type sample struct {
@@ -130,20 +111,9 @@ type sample struct {
 }
 
 func run(ctx context.Context, c config, out io.Writer) (err error) {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (network namespaces)")
-	}
-	for _, bin := range []string{"dnsmasq", "dnsperf"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Errorf("%s is missing: apt-get install -y dnsmasq dnsperf", bin)
-		}
-	}
-	exe, err := filepath.Abs(c.exe)
+	exe, err := benchkit.Preflight(c.exe, c.name, "dnsmasq dnsperf", "dnsmasq", "dnsperf")
 	if err != nil {
 		return err
-	}
-	if lab.Exists(c.name) {
-		return fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", c.name, c.name)
 	}
 	dir, err := os.MkdirTemp("", "clusterwall-bench-dns-")
 	if err != nil {
@@ -164,12 +134,8 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	fmt.Fprintf(out, "clusterwall DNS benchmark: cached answers, clusterwall dns serve vs dnsmasq, %d rounds of %d s, dnsperf -c %d -q %d -T %d, lab %s\n",
 		c.rounds, c.secs, c.clients, c.inflight, c.threads, c.name)
 	if !c.keep {
-		defer func() {
-			// Down kills every process in the lab's namespaces, dnsmasq too.
-			if derr := lab.Remove(c.name); derr != nil {
-				err = errors.Join(err, derr)
-			}
-		}()
+		// Remove kills every process in the lab's namespaces, dnsmasq too.
+		defer benchkit.RemoveLab(c.name, &err)
 	}
 	l, err := lab.Up(ctx, lab.Config{Name: c.name, Exe: exe, NoDNSForwarder: true, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -190,7 +156,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		}
 		pids[s.name] = pid
 		if s.cmd != nil && !c.keep {
-			defer func() { s.cmd.Process.Signal(syscall.SIGTERM) }()
+			defer benchkit.Stop(s.cmd)
 		}
 	}
 	for _, s := range servers {
@@ -208,24 +174,21 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	results := map[string][]sample{}
 	var loads []string
 	for round := range c.rounds {
-		order := slices.Clone(servers)
-		for range round % len(order) {
-			order = append(order[1:], order[0])
-		}
-		loads = append(loads, loadavg())
+		order := benchkit.Rotate(servers, round)
+		loads = append(loads, benchkit.Loadavg())
 		for _, s := range order {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			cpu0 := procCPU(pids[s.name])
+			cpu0 := benchkit.ProcCPU(pids[s.name])
 			smp, err := dnsperf(ctx, l, c, s, queries, c.secs)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, s.name, err)
 			}
-			smp.cpu = procCPU(pids[s.name]) - cpu0
+			smp.cpu = benchkit.ProcCPU(pids[s.name]) - cpu0
 			results[s.name] = append(results[s.name], smp)
 			fmt.Fprintf(out, "round %d %-12s %8.0f queries/s  lost %.2f%%  server CPU %.1f µs/query  load %s\n",
-				round+1, s.name, smp.qps, smp.lost, perQuery(smp), loadavg())
+				round+1, s.name, smp.qps, smp.lost, perQuery(smp), benchkit.Loadavg())
 		}
 	}
 	report(out, servers, results, loads)
@@ -295,67 +258,13 @@ func dnsperf(ctx context.Context, l *lab.Lab, c config, s *server, queries strin
 	return smp, nil
 }
 
-// procCPU returns the CPU time (user and system) process pid used so far.
-func procCPU(pid int) time.Duration {
-	if pid == 0 {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var ut, st int64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &st)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func report(out io.Writer, servers []*server, r map[string][]sample, loads []string) {
 	qps := func(s sample) float64 { return s.qps }
-	get := func(name string, f func(sample) float64) []float64 {
-		var xs []float64
-		for _, x := range r[name] {
-			xs = append(xs, f(x))
-		}
-		return xs
-	}
-	ratio := func(num, den string) float64 {
-		var xs []float64
-		for i := range min(len(r[num]), len(r[den])) {
-			if r[den][i].qps > 0 {
-				xs = append(xs, r[num][i].qps/r[den][i].qps)
-			}
-		}
-		return median(xs)
-	}
+	get := func(name string, f func(sample) float64) []float64 { return benchkit.Values(r[name], f) }
+	ratio := func(num, den string) float64 { return benchkit.Median(benchkit.Ratios(r[num], r[den], qps)) }
 	fmt.Fprintf(out, "\n| server | queries/s, median | server CPU µs/query, median |\n|---|---|---|\n")
 	for _, s := range servers {
-		fmt.Fprintf(out, "| %s | %.0f | %.1f |\n", s.name, median(get(s.name, qps)), median(get(s.name, perQuery)))
+		fmt.Fprintf(out, "| %s | %.0f | %.1f |\n", s.name, benchkit.Median(get(s.name, qps)), benchkit.Median(get(s.name, perQuery)))
 	}
 	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios; target ≥ 1.0) | |\n|---|---|\n", len(r["cw"]))
 	for _, p := range [][2]string{{"cw", "dnsmasq"}, {"cw-log", "dnsmasq"}, {"cw-log1k", "dnsmasq"}, {"cw-log", "dnsmasq-log"}} {

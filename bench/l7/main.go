@@ -46,7 +46,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -57,24 +56,19 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	mnetlink "github.com/mdlayher/netlink"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterwall/clusterwall/bench/internal/benchkit"
 	"github.com/clusterwall/clusterwall/internal/lab"
 	"github.com/clusterwall/clusterwall/internal/nft"
 )
@@ -127,12 +121,7 @@ func main() {
 		// this environment); this process's runtime is already set up.
 		os.Setenv("GOMAXPROCS", strconv.Itoa(*daemonProcs))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, c, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main(func(ctx context.Context) error { return run(ctx, c, os.Stdout) })
 }
 
 type sample struct {
@@ -152,35 +141,15 @@ type peer struct {
 }
 
 func (p *peer) stop() {
-	if p == nil || p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-done
+	if p != nil {
+		benchkit.Stop(p.cmd)
 	}
 }
 
 func run(ctx context.Context, c config, out io.Writer) (err error) {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (network namespaces)")
-	}
-	for _, bin := range []string{"haproxy", "squid"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Errorf("%s is missing: apt-get install -y haproxy squid-openssl", bin)
-		}
-	}
-	exe, err := filepath.Abs(c.exe)
+	exe, err := benchkit.Preflight(c.exe, c.name, "haproxy squid-openssl", "haproxy", "squid")
 	if err != nil {
 		return err
-	}
-	if lab.Exists(c.name) {
-		return fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", c.name, c.name)
 	}
 	dir, err := os.MkdirTemp("", "clusterwall-bench-l7-")
 	if err != nil {
@@ -199,11 +168,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 
 	fmt.Fprintf(out, "clusterwall L7 benchmark: SNI allow-list proxy vs HAProxy and Squid, %d rounds, %d clients, lab %s\n", c.rounds, c.clients, c.name)
 	if !c.keep {
-		defer func() {
-			if derr := lab.Remove(c.name); derr != nil {
-				err = errors.Join(err, derr)
-			}
-		}()
+		defer benchkit.RemoveLab(c.name, &err)
 	}
 	// SNAT off: the server then tells a proxied connection (from the
 	// firewall's address) from a forwarded one (from the node's).
@@ -212,7 +177,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	fwNS, err := netns.GetFromName(l.NS(lab.HostFW))
+	fwNS, err := benchkit.FWNetNS(l)
 	if err != nil {
 		return err
 	}
@@ -272,11 +237,8 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	results := map[setup][]sample{}
 	var loads []string
 	for round := range c.rounds {
-		order := slices.Clone(setups)
-		for range round % len(order) {
-			order = append(order[1:], order[0])
-		}
-		loads = append(loads, loadavg())
+		order := benchkit.Rotate(setups, round)
+		loads = append(loads, benchkit.Loadavg())
 		for _, s := range order {
 			if c.only != "" && string(s) != c.only {
 				continue
@@ -287,7 +249,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			if err := setMode(int(fwNS), s); err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, s, err)
 			}
-			if err := flushConntrack(fwNS); err != nil {
+			if err := benchkit.FlushConntrack(fwNS); err != nil {
 				return err
 			}
 			if err := client.verify(srv); err != nil {
@@ -302,7 +264,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			if smp.fails > 0 {
 				fmt.Fprintf(out, "  (%d failed)", smp.fails)
 			}
-			fmt.Fprintf(out, "  load %s\n", loadavg())
+			fmt.Fprintf(out, "  load %s\n", benchkit.Loadavg())
 		}
 	}
 	report(out, c, results, loads)
@@ -416,18 +378,8 @@ func startSquid(ctx context.Context, l *lab.Lab, dir, ca, caKey string) (*peer, 
 
 // start runs argv in fw with its output in dir and waits until port listens.
 func (p *peer) start(ctx context.Context, l *lab.Lab, port int, argv ...string) error {
-	cmd, err := l.Command(context.Background(), lab.HostFW, argv...)
+	cmd, err := benchkit.StartIn(l, lab.HostFW, p.out, argv...)
 	if err != nil {
-		return err
-	}
-	f, err := os.Create(p.out)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", p.name, err)
 	}
 	p.cmd = cmd
@@ -446,11 +398,11 @@ func (p *peer) start(ctx context.Context, l *lab.Lab, port int, argv ...string) 
 			return nil
 		}
 		if isZombie(cmd.Process.Pid) {
-			return fmt.Errorf("%s exited; see %s", p.name, f.Name())
+			return fmt.Errorf("%s exited; see %s", p.name, p.out)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			p.stop()
-			return fmt.Errorf("%s does not listen on %d after 20 s; see %s", p.name, port, f.Name())
+			return fmt.Errorf("%s does not listen on %d after 20 s; see %s", p.name, port, p.out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -627,7 +579,7 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	var n, fails atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	cpu0 := procCPU(pid)
+	cpu0 := benchkit.ProcCPU(pid)
 	start := time.Now()
 	deadline := start.Add(c.connDur)
 	for range c.clients {
@@ -653,7 +605,7 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	s.cpu = procCPU(pid) - cpu0
+	s.cpu = benchkit.ProcCPU(pid) - cpu0
 	s.conns = n.Load()
 	s.fails = fails.Load()
 	if s.fails*100 > s.conns {
@@ -678,35 +630,6 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	return s, err
 }
 
-// procCPU returns the CPU time (user and system) process pid used so far.
-func procCPU(pid int) time.Duration {
-	if pid == 0 {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var ut, st int64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &st)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:3], " ")
-}
-
 func tableOf(s setup) string { return "cwb-" + string(s) }
 
 // setMode leaves exactly one redirect live: the daemon's table for
@@ -714,11 +637,11 @@ func tableOf(s setup) string { return "cwb-" + string(s) }
 // chain would drop the peers' ports).
 func setMode(fwFD int, s setup) error {
 	for _, p := range []setup{setupHAProxy, setupSquid} {
-		if err := setDormant(fwFD, tableOf(p), p != s); err != nil {
+		if err := benchkit.SetDormant(fwFD, tableOf(p), p != s); err != nil {
 			return err
 		}
 	}
-	return setDormant(fwFD, nft.DefaultTable, s != setupClusterwall)
+	return benchkit.SetDormant(fwFD, nft.DefaultTable, s != setupClusterwall)
 }
 
 // redirectTable installs a dormant table
@@ -749,90 +672,13 @@ func redirectTable(fwFD int, name string, port uint16) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("table %s: %w", name, err)
 	}
-	return setDormant(fwFD, name, true)
-}
-
-// setDormant switches an inet table between dormant (its base chains
-// unhooked) and active, in one netlink batch (google/nftables always sends
-// table flags 0, so the message is built here; as in bench/dataplane).
-func setDormant(fwFD int, table string, dormant bool) error {
-	c, err := mnetlink.Dial(unix.NETLINK_NETFILTER, &mnetlink.Config{NetNS: fwFD})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	nfgen := func(family uint8, resID uint16) []byte {
-		return []byte{family, 0 /* NFNETLINK_V0 */, byte(resID >> 8), byte(resID)}
-	}
-	flags := uint32(0)
-	if dormant {
-		flags = unix.NFT_TABLE_F_DORMANT
-	}
-	attrs, err := mnetlink.MarshalAttributes([]mnetlink.Attribute{
-		{Type: unix.NFTA_TABLE_NAME, Data: append([]byte(table), 0)},
-		{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)},
-	})
-	if err != nil {
-		return err
-	}
-	msgs := []mnetlink.Message{
-		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: mnetlink.Request},
-			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
-		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE), Flags: mnetlink.Request | mnetlink.Acknowledge},
-			Data: append(nfgen(unix.NFPROTO_INET, 0), attrs...)},
-		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_END), Flags: mnetlink.Request},
-			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
-	}
-	if _, err := c.SendMessages(msgs); err != nil {
-		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
-	}
-	if _, err := c.Receive(); err != nil {
-		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
-	}
-	return nil
-}
-
-func flushConntrack(ns netns.NsHandle) error {
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
-		return fmt.Errorf("flush conntrack: %w", err)
-	}
-	return nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return benchkit.SetDormant(fwFD, name, true)
 }
 
 func report(out io.Writer, c config, r map[setup][]sample, loads []string) {
-	get := func(s setup, f func(sample) float64) []float64 {
-		var xs []float64
-		for _, x := range r[s] {
-			xs = append(xs, f(x))
-		}
-		return xs
-	}
-	ratios := func(num, den setup, f func(sample) float64) []float64 {
-		var xs []float64
-		for i := range min(len(r[num]), len(r[den])) {
-			if d := f(r[den][i]); d > 0 {
-				xs = append(xs, f(r[num][i])/d)
-			}
-		}
-		return xs
-	}
+	get := func(s setup, f func(sample) float64) []float64 { return benchkit.Values(r[s], f) }
+	ratios := func(num, den setup, f func(sample) float64) []float64 { return benchkit.Ratios(r[num], r[den], f) }
+	median := benchkit.Median
 	rate := func(s sample) float64 { return s.connsPS }
 	tput := func(s sample) float64 { return s.mbps }
 	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median |\n|---|---|---|---|\n")

@@ -37,44 +37,20 @@ import (
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
-// auditBuffer is a log sink safe for the handler's goroutines.
-type auditBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *auditBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *auditBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 const testToken = "s3cret-token-for-tests-0123456789"
 
 // newAuthDaemon is newTestDaemon with a token file (two tokens, one
 // named) and a log the test can read.
-func newAuthDaemon(t *testing.T) (*Daemon, *fakeDataplane, string, *auditBuffer) {
+func newAuthDaemon(t *testing.T) (*Daemon, *fakeDataplane, string, *syncBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	pol := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pol, []byte(testPolicy), 0o640)
 	os.WriteFile(filepath.Join(dir, "tokens"), []byte("# admin tokens\n"+testToken+" ci\nanother-token-0123456789abcdef\n"), 0o600)
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\nadmin: {tokenFile: tokens}\n"), 0o644)
-	cfg, err := LoadConfig(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &auditBuffer{}
+	conf := writeDaemonConfig(t, dir, "admin: {tokenFile: tokens}\n")
+	os.Chmod(pol, 0o640)
+	logs := &syncBuffer{}
 	fd := &fakeDataplane{}
-	d := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), fd, nil, 100)
-	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	d := loadTestDaemon(t, conf, fd, slog.New(slog.NewJSONHandler(logs, nil)), nil)
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}
@@ -257,17 +233,9 @@ func TestAdminMTLS(t *testing.T) {
 	ca, caKey := makeCert(t, dir, "ca", nil, nil)
 	makeCert(t, dir, "server", ca, caKey)
 	makeCert(t, dir, "client", ca, caKey)
-	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644)
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"+
-		"admin: {listen: '127.0.0.1:0', tls: {cert: server.pem, key: server.key, clientCA: ca.pem}}\n"), 0o644)
-	cfg, err := LoadConfig(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &auditBuffer{}
-	d := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), &fakeDataplane{}, nil, 100)
-	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	conf := writeDaemonConfig(t, dir, "admin: {listen: '127.0.0.1:0', tls: {cert: server.pem, key: server.key, clientCA: ca.pem}}\n")
+	logs := &syncBuffer{}
+	d := loadTestDaemon(t, conf, &fakeDataplane{}, slog.New(slog.NewJSONHandler(logs, nil)), nil)
 	d.Reload("start")
 	ln, err := d.AdminListener()
 	if err != nil {
@@ -395,14 +363,10 @@ func TestRuleHitsAcrossApplies(t *testing.T) {
 // queries is among them.
 func TestMetricsScrape(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644)
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"), 0o644)
-	cfg, _ := LoadConfig(conf)
+	conf := writeDaemonConfig(t, dir, "")
 	dlog := telemetry.NewDecisionLog(io.Discard, telemetry.Options{Rate: 1, Burst: 1})
 	defer dlog.Close()
-	d := New(cfg, slog.New(slog.DiscardHandler), &countingDataplane{}, dlog, 100)
-	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	d := loadTestDaemon(t, conf, &countingDataplane{}, nil, dlog)
 	d.Reload("start")
 	now := time.Now()
 	for i := 0; i < 3; i++ { // beyond the log's rate limit: metrics still count

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -59,20 +58,9 @@ ruleCollectionGroups:
 func newTestDaemon(t *testing.T) (*Daemon, *fakeDataplane, string) {
 	t.Helper()
 	dir := t.TempDir()
-	pol := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(pol, []byte(testPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"), 0o644)
-	cfg, err := LoadConfig(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	fd := &fakeDataplane{}
-	d := New(cfg, slog.New(slog.DiscardHandler), fd, nil, 100)
-	d.cut = func(*match.Matcher) (uint, error) { return 0, nil } // never touch the host's conntrack
-	return d, fd, pol
+	d := loadTestDaemon(t, writeDaemonConfig(t, dir, ""), fd, nil, nil)
+	return d, fd, filepath.Join(dir, "policy.yaml")
 }
 
 func TestReloadKeepsOldPolicyOnErrors(t *testing.T) {

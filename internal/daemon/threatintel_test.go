@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -56,19 +55,13 @@ func TestThreatIntelInDaemon(t *testing.T) {
 	pol := filepath.Join(dir, "policy.yaml")
 	feed := filepath.Join(dir, "feed.txt")
 	os.WriteFile(feed, []byte("192.0.2.10 # web\nevil.example.net # evil\n"), 0o644)
+	conf := writeDaemonConfig(t, dir, "")
 	os.WriteFile(pol, []byte(tiPolicyText("Deny")), 0o644)
-	conf := filepath.Join(dir, "config.yaml")
-	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"), 0o644)
-	cfg, err := LoadConfig(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{}
 	dlog := telemetry.NewDecisionLog(io.Discard, telemetry.Options{OnWrite: rec.add})
 	defer dlog.Close()
 	fd := &fakeDataplane{}
-	d := New(cfg, slog.New(slog.DiscardHandler), fd, dlog, 100)
-	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	d := loadTestDaemon(t, conf, fd, nil, dlog)
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,50 +1,20 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
-
-// syncBuffer is a decision log sink the test reads while the log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) records() []telemetry.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []telemetry.Record
-	for _, line := range bytes.Split(s.b.Bytes(), []byte("\n")) {
-		var r telemetry.Record
-		if json.Unmarshal(line, &r) == nil {
-			out = append(out, r)
-		}
-	}
-	return out
-}
 
 // wafFile is a WAF config for the tests: one plain HTTP listener on a
 // free loopback port, one route to backend, the policy in mode.
@@ -74,19 +44,6 @@ func writeAtomic(t *testing.T, path, data string) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func writeDaemonConfig(t *testing.T, dir, extra string) string {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "config.yaml")
-	data := "policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n" + extra
-	if err := os.WriteFile(conf, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return conf
 }
 
 func TestWAFConfigSection(t *testing.T) {
@@ -159,15 +116,10 @@ func TestWAFInDaemon(t *testing.T) {
 	dir := t.TempDir()
 	wafPath := filepath.Join(dir, "waf.yaml")
 	os.WriteFile(wafPath, []byte(wafFile(be, "Prevention")), 0o644)
-	cfg, err := LoadConfig(writeDaemonConfig(t, dir, "waf:\n  config: waf.yaml\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sink := &syncBuffer{}
 	dlog := telemetry.NewDecisionLog(sink, telemetry.Options{})
 	defer dlog.Close()
-	d := New(cfg, slog.New(slog.DiscardHandler), &fakeDataplane{}, dlog, 100)
-	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	d := loadTestDaemon(t, writeDaemonConfig(t, dir, "waf:\n  config: waf.yaml\n"), &fakeDataplane{}, nil, dlog)
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}

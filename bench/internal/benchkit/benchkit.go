@@ -1,0 +1,250 @@
+// Package benchkit holds what the benchmark drivers (bench/dataplane,
+// bench/dns, bench/l7) share: the start and end of a run (root, the peers'
+// binaries, the lab name, removing the lab), starting and stopping peer
+// processes in a lab namespace, switching nftables tables dormant in one
+// netlink batch, flushing conntrack, the CPU time of a process, the load
+// average, rotating the order of the set-ups, and medians and per-round
+// ratios for the reports.
+package benchkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables/binaryutil"
+	mnetlink "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/lab"
+)
+
+// Main runs run with a context cancelled on SIGINT or SIGTERM and exits 1
+// with "bench: ERROR" on standard error when it fails.
+func Main(run func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		Fatal(err)
+	}
+}
+
+// Fatal prints "bench: ERROR" on standard error and exits 1.
+func Fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+// Preflight checks what a run needs before it builds anything: root (for
+// the network namespaces), the peers' binaries bins (install names the
+// Debian packages that hold them), and that lab name does not exist. It
+// returns the absolute path of the clusterwall binary exe.
+func Preflight(exe, name, install string, bins ...string) (string, error) {
+	if os.Geteuid() != 0 {
+		return "", errors.New("needs root (network namespaces)")
+	}
+	for _, bin := range bins {
+		if _, err := exec.LookPath(bin); err != nil {
+			return "", fmt.Errorf("%s is missing: apt-get install -y %s", bin, install)
+		}
+	}
+	abs, err := filepath.Abs(exe)
+	if err != nil {
+		return "", err
+	}
+	if lab.Exists(name) {
+		return "", fmt.Errorf("lab %s exists; remove it (clusterwall lab down --name %s) or pick -name", name, name)
+	}
+	return abs, nil
+}
+
+// RemoveLab removes lab name (every process in its namespaces too) and
+// joins a failure to *err; deferred by a run that does not keep its lab.
+func RemoveLab(name string, err *error) {
+	if derr := lab.Remove(name); derr != nil {
+		*err = errors.Join(*err, derr)
+	}
+}
+
+// FWNetNS opens the network namespace of the lab's firewall.
+func FWNetNS(l *lab.Lab) (netns.NsHandle, error) {
+	return netns.GetFromName(l.NS(lab.HostFW))
+}
+
+// StartIn starts argv in host of lab l in a process group of its own, with
+// its standard output and error in the file out. The caller waits for it
+// (Stop does).
+func StartIn(l *lab.Lab, host, out string, argv ...string) (*exec.Cmd, error) {
+	cmd, err := l.Command(context.Background(), host, argv...)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// Stop sends cmd SIGTERM and waits for it, killing it after 5 s.
+func Stop(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// SetDormant switches an inet table between dormant (its base chains
+// unhooked: packets do not see it) and active, in one netlink batch. It is
+// how the benchmarks alternate quickly between set-ups whose tables stay
+// in the kernel. (google/nftables always sends table flags 0, so the
+// message is built here.)
+func SetDormant(fwFD int, table string, dormant bool) error {
+	c, err := mnetlink.Dial(unix.NETLINK_NETFILTER, &mnetlink.Config{NetNS: fwFD})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nfgen := func(family uint8, resID uint16) []byte {
+		return []byte{family, 0 /* NFNETLINK_V0 */, byte(resID >> 8), byte(resID)}
+	}
+	flags := uint32(0)
+	if dormant {
+		flags = unix.NFT_TABLE_F_DORMANT
+	}
+	attrs, err := mnetlink.MarshalAttributes([]mnetlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: append([]byte(table), 0)},
+		{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)},
+	})
+	if err != nil {
+		return err
+	}
+	msgs := []mnetlink.Message{
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: mnetlink.Request},
+			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE), Flags: mnetlink.Request | mnetlink.Acknowledge},
+			Data: append(nfgen(unix.NFPROTO_INET, 0), attrs...)},
+		{Header: mnetlink.Header{Type: mnetlink.HeaderType(unix.NFNL_MSG_BATCH_END), Flags: mnetlink.Request},
+			Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)},
+	}
+	if _, err := c.SendMessages(msgs); err != nil {
+		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
+	}
+	if _, err := c.Receive(); err != nil {
+		return fmt.Errorf("table %s dormant=%v: %w", table, dormant, err)
+	}
+	return nil
+}
+
+// FlushConntrack empties the conntrack table of namespace ns.
+func FlushConntrack(ns netns.NsHandle) error {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		return fmt.Errorf("flush conntrack: %w", err)
+	}
+	return nil
+}
+
+// ProcCPU returns the CPU time (user and system) process pid used so far;
+// 0 for pid 0 or a process that is gone.
+func ProcCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ...: utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+// Loadavg returns the 1, 5 and 15 minute load averages ("?" if unknown).
+func Loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// Rotate returns a copy of xs rotated left by n mod len(xs): round r of a
+// benchmark measures its set-ups in the order Rotate(setups, r).
+func Rotate[T any](xs []T, n int) []T {
+	if len(xs) == 0 {
+		return nil
+	}
+	k := n % len(xs)
+	return append(slices.Clone(xs[k:]), xs[:k]...)
+}
+
+// Median returns the median of xs (0 for none).
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Values returns f of every sample.
+func Values[S any](samples []S, f func(S) float64) []float64 {
+	var xs []float64
+	for _, s := range samples {
+		xs = append(xs, f(s))
+	}
+	return xs
+}
+
+// Ratios returns the per-round ratios f(num[i]) / f(den[i]), leaving out
+// rounds where the denominator is not positive.
+func Ratios[S any](num, den []S, f func(S) float64) []float64 {
+	var xs []float64
+	for i := range min(len(num), len(den)) {
+		if d := f(den[i]); d > 0 {
+			xs = append(xs, f(num[i])/d)
+		}
+	}
+	return xs
+}
