@@ -235,6 +235,29 @@ func BenchmarkDecideThreatIntel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// interleaved runs both matchers in alternating blocks of 1024
+	// decisions and reports each one's thread CPU per decision, so that
+	// both see the same load; ti-cost is their ratio.
+	b.Run("rules=10000/interleaved", func(b *testing.B) {
+		runtime.GC()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var cpu [2]int64
+		n := 0
+		for b.Loop() {
+			for k, m := range []*Matcher{plain, withTI} {
+				t0 := threadCPU()
+				for i := range 1024 {
+					sink = m.Decide(flows[i&(len(flows)-1)])
+				}
+				cpu[k] += threadCPU() - t0
+			}
+			n += 1024
+		}
+		b.ReportMetric(float64(cpu[0])/float64(n), "none-cpu-ns/op")
+		b.ReportMetric(float64(cpu[1])/float64(n), "ti-cpu-ns/op")
+		b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "ti-cost")
+	})
 	b.Run("ti=100000/CheckThreat-only", func(b *testing.B) {
 		runtime.GC()
 		runtime.LockOSThread()

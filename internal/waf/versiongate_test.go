@@ -2,6 +2,7 @@ package waf
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -152,4 +153,27 @@ func TestParseGateLine(t *testing.T) {
 			t.Errorf("%q: got %q %q %d.%d simple=%v", tt.line, m, p, maj, min, simple)
 		}
 	}
+}
+
+// FuzzParseGateLine: any first line parses without panicking, and what the
+// gate would take is a well-formed request line of a version Go refuses.
+func FuzzParseGateLine(f *testing.F) {
+	for _, s := range []string{"GET / HTTP/1.1\r\n", "GET / HTTP/0.9\r\n", "GET /\r\n", "PRI * HTTP/2.0\r\n", "GET / HTTP/4.0\n", " / \r\n", "\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		method, target, proto, major, minor, simple := parseGateLine(line)
+		if method == "" {
+			return
+		}
+		if target == "" || !validMethod(method) {
+			t.Fatalf("%q: took method %q target %q", line, method, target)
+		}
+		if simple && proto != "HTTP/0.9" {
+			t.Fatalf("%q: simple request with proto %q", line, proto)
+		}
+		if !simple && (major < 0 || major > 9 || minor < 0 || minor > 9 || proto != fmt.Sprintf("HTTP/%d.%d", major, minor)) {
+			t.Fatalf("%q: proto %q %d.%d", line, proto, major, minor)
+		}
+	})
 }
