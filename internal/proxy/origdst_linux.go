@@ -99,8 +99,11 @@ func origDst6(fd int) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port), nil
 }
 
+// getsockopt is a raw system call: it never blocks, and skipping the
+// scheduler's syscall bookkeeping spares a wake-up of the runtime's
+// sysmon thread (see copySmall).
 func getsockopt(fd, level, opt int, val unsafe.Pointer, size *uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(val), uintptr(unsafe.Pointer(size)), 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(val), uintptr(unsafe.Pointer(size)), 0)
 	if e != 0 {
 		return e
 	}

@@ -220,6 +220,12 @@ func (s *Set) addrIndex(a netip.Addr) int32 {
 	return m
 }
 
+// maybeListed4 reports whether the IPv4 address x may be listed: false
+// is sure (the /24 bitmap), true needs addrIndex. It inlines.
+func (s *Set) maybeListed4(x uint32) bool {
+	return s.v4bits != nil && s.v4bits[x>>14]&(1<<(x>>8&63)) != 0
+}
+
 // blocksV4 builds v4bits for the spans v (nil when there are none).
 func blocksV4(v []span4) []uint64 {
 	if len(v) == 0 {
@@ -476,12 +482,17 @@ func (t *nameTable) lookup(name string) (int32, bool) {
 // lastTwoLabels returns the last two labels of name ("example.com" of
 // "www.example.com"); ok is false for a single label.
 func lastTwoLabels(name string) (string, bool) {
-	i := strings.LastIndexByte(name, '.')
-	if i < 0 {
-		return "", false
+	// A plain loop: the labels are short, and two calls of
+	// strings.LastIndexByte cost more than the bytes they scan.
+	dots := 0
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '.' {
+			if dots++; dots == 2 {
+				return name[i+1:], true
+			}
+		}
 	}
-	j := strings.LastIndexByte(name[:i], '.')
-	return name[j+1:], true
+	return name, dots == 1
 }
 
 // preHash hashes s for nameTable.pre, ignoring ASCII case (every byte is
