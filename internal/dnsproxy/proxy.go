@@ -336,6 +336,10 @@ type request struct {
 	blockedName string
 	cacheHit    bool
 	namebuf     [maxName + 1]byte
+	// Kept across queries (reset leaves them): the last client address
+	// and its string form, for log lines.
+	lastSrc    netip.Addr
+	lastSrcStr string
 }
 
 // handler is one link of the chain.

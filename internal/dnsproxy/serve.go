@@ -85,7 +85,7 @@ func (p *Proxy) serveOverloaded(r *request, wire []byte, src netip.AddrPort, pro
 }
 
 func (r *request) reset() {
-	r.q = query{}
+	r.q = query{fqdn: r.q.fqdn} // a hint for parseQuery, see there
 	r.src, r.proto, r.cfg, r.inline, r.refresh, r.now = netip.AddrPort{}, "", nil, false, false, 0
 	r.blocked, r.blockedName, r.cacheHit = "", "", false
 }
@@ -99,7 +99,7 @@ func (p *Proxy) logQuery(r *request, start, end time.Time, reqSize int, out []by
 		Time:                start.UTC(),
 		Category:            telemetry.CategoryDNSQuery,
 		Source:              "dns",
-		SourceIp:            r.src.Addr().Unmap().String(),
+		SourceIp:            r.srcString(),
 		SourcePort:          int(r.src.Port()),
 		Protocol:            r.proto,
 		QueryId:             int(r.q.id),
@@ -130,6 +130,16 @@ func (p *Proxy) logQuery(r *request, start, end time.Time, reqSize int, out []by
 		}
 	}
 	p.sink(rec)
+}
+
+// srcString is the client address as a string, kept from the reader's
+// previous query when the client is the same (clients ask many times).
+func (r *request) srcString() string {
+	a := r.src.Addr().Unmap()
+	if a != r.lastSrc || r.lastSrcStr == "" {
+		r.lastSrc, r.lastSrcStr = a, a.String()
+	}
+	return r.lastSrcStr
 }
 
 func typeString(t uint16) string {
@@ -166,6 +176,14 @@ func classString(c uint16) string {
 }
 
 func rcodeString(rc int) string {
+	switch rc { // the common ones without a map lookup
+	case rcodeSuccess:
+		return "NOERROR"
+	case rcodeNXDomain:
+		return "NXDOMAIN"
+	case rcodeServFail:
+		return "SERVFAIL"
+	}
 	if rc == rcodeBadVers {
 		return "BADVERS"
 	}

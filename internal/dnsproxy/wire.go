@@ -110,7 +110,11 @@ const (
 // parseQuery parses a client's query into q. On error the returned
 // *parseError says how to answer; q holds whatever was parsed (at least the
 // ID and flags unless the error is a drop).
+//
+// q.fqdn on entry, if set, is reused when the new query asks the same name
+// (a reader's previous query): the common case allocates no string.
 func parseQuery(b []byte, q *query, namebuf *[maxName + 1]byte) *parseError {
+	prev := q.fqdn
 	*q = query{}
 	if len(b) < headerLen {
 		return errShort
@@ -234,7 +238,11 @@ func parseQuery(b []byte, q *query, namebuf *[maxName + 1]byte) *parseError {
 		namebuf[0] = '.'
 		n = 1
 	}
-	q.fqdn = string(namebuf[:n])
+	if prev == string(namebuf[:n]) { // compared without allocating
+		q.fqdn = prev
+	} else {
+		q.fqdn = string(namebuf[:n])
+	}
 	if n == 1 {
 		q.name = ""
 	} else {

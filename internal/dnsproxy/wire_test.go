@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 )
@@ -180,5 +181,33 @@ func TestRender(t *testing.T) {
 	}
 	if len(resp.addrs) != 40 || resp.names[0] != "big.example" {
 		t.Errorf("addrs %d names %v", len(resp.addrs), resp.names)
+	}
+}
+
+// A reused query keeps its name string when the next query asks the same
+// name (no allocation), and never leaks it into a different or broken one.
+func TestParseQueryReusesName(t *testing.T) {
+	var q query
+	var nb [maxName + 1]byte
+	if err := parseQuery(packQuery(t, "WWW.Example.Test.", dns.TypeA), &q, &nb); err != nil {
+		t.Fatal(err)
+	}
+	first := q.fqdn
+	if err := parseQuery(packQuery(t, "www.example.test.", dns.TypeAAAA), &q, &nb); err != nil {
+		t.Fatal(err)
+	}
+	if q.fqdn != "www.example.test." || q.name != "www.example.test" || unsafe.StringData(q.fqdn) != unsafe.StringData(first) {
+		t.Errorf("same name: fqdn %q name %q, reused %v", q.fqdn, q.name, unsafe.StringData(q.fqdn) == unsafe.StringData(first))
+	}
+	if err := parseQuery(packQuery(t, "other.test.", dns.TypeA), &q, &nb); err != nil || q.fqdn != "other.test." || q.name != "other.test" {
+		t.Errorf("other name: fqdn %q name %q err %v", q.fqdn, q.name, err)
+	}
+	if err := parseQuery([]byte{1, 2}, &q, &nb); err == nil || q.fqdn != "" || q.name != "" {
+		t.Errorf("short query after a named one: fqdn %q name %q err %v", q.fqdn, q.name, err)
+	}
+	wire := packQuery(t, "other.test.", dns.TypeA)
+	parseQuery(wire, &q, &nb)
+	if n := testing.AllocsPerRun(100, func() { parseQuery(wire, &q, &nb) }); n != 0 {
+		t.Errorf("parsing the same name again allocates %.0f times", n)
 	}
 }

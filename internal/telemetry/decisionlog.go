@@ -87,17 +87,22 @@ type Record struct {
 // caller: records wait in a bounded queue; when the queue is full or the
 // rate limit is exceeded, they are counted as dropped.
 type DecisionLog struct {
-	queue   chan Record
-	done    chan struct{}
-	rate    float64 // lines per second; 0 means unlimited
-	burst   float64
-	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
-	written atomic.Uint64
-	dropped atomic.Uint64
-	limited atomic.Uint64
-	onWrite func(Record)
+	queue chan Record
+	done  chan struct{}
+	rate  float64 // lines per second; 0 means unlimited
+	// The rate limit is a token bucket kept as one atomic word (GCRA):
+	// tat is the "theoretical arrival time" in Unix nanoseconds — the
+	// bucket is full when tat <= now, and each line moves tat on by
+	// interval; a line is allowed while tat-now stays within burst
+	// intervals. A dropped line costs one atomic load, so the readers of
+	// the data path never contend on a lock.
+	interval int64 // nanoseconds per line
+	window   int64 // (burst-1) * interval
+	tat      atomic.Int64
+	written  atomic.Uint64
+	dropped  atomic.Uint64
+	limited  atomic.Uint64
+	onWrite  func(Record)
 
 	obsMu     sync.Mutex
 	observers atomic.Pointer[[]func(*Record)]
@@ -140,7 +145,11 @@ func NewDecisionLog(w io.Writer, o Options) *DecisionLog {
 			o.Burst = 10
 		}
 	}
-	l := &DecisionLog{queue: make(chan Record, o.Queue), done: make(chan struct{}), rate: o.Rate, burst: float64(o.Burst), tokens: float64(o.Burst), onWrite: o.OnWrite}
+	l := &DecisionLog{queue: make(chan Record, o.Queue), done: make(chan struct{}), rate: o.Rate, onWrite: o.OnWrite}
+	if o.Rate > 0 {
+		l.interval = max(int64(float64(time.Second)/o.Rate), 1)
+		l.window = int64(o.Burst-1) * l.interval
+	}
 	go l.run(w)
 	return l
 }
@@ -164,37 +173,67 @@ func (l *DecisionLog) run(w io.Writer) {
 		}
 		buf, pending = buf[:0], 0
 	}
-	for r := range l.queue {
+	add := func(r *Record) {
 		n := len(buf)
 		var err error
-		buf, err = AppendJSON(buf, &r)
+		buf, err = AppendJSON(buf, r)
 		if err != nil {
 			buf = buf[:n]
 			l.dropped.Add(1)
-		} else {
-			pending++
-			if l.onWrite != nil {
-				l.onWrite(r)
-			}
+			return
 		}
-		if len(buf) >= batchBytes || len(l.queue) == 0 {
+		pending++
+		if l.onWrite != nil {
+			l.onWrite(*r)
+		}
+		if len(buf) >= batchBytes {
 			flush()
 		}
+	}
+	// The writer wakes for the first record after a quiet spell, then
+	// sleeps batchDelay so that the records of that time are written
+	// together: under load it wakes at most 1/batchDelay times a second
+	// instead of once per record (each wake-up costs the data path
+	// scheduler work and context switches — measured as microseconds per
+	// DNS query even at 1,000 lines/s). The queue (4096 by default) holds
+	// batchDelay's worth of lines at 400,000 lines/s.
+	for r := range l.queue {
+		add(&r)
+		time.Sleep(batchDelay)
+	drain:
+		for {
+			select {
+			case r, ok := <-l.queue:
+				if !ok {
+					break drain
+				}
+				add(&r)
+			default:
+				break drain
+			}
+		}
+		flush()
 	}
 	flush()
 }
 
+// batchDelay is how long the writer gathers records before writing them.
+const batchDelay = 10 * time.Millisecond
+
 // Log queues r. It never blocks.
+//
+// Log is on the data path (every DNS query, every proxied connection):
+// r stays on the caller's stack unless observers are registered (they get
+// a pointer to a copy), and a line the rate limit drops costs an atomic
+// load.
 func (l *DecisionLog) Log(r Record) {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
 	if obs := l.observers.Load(); obs != nil {
-		for _, f := range *obs {
-			f(&r)
-		}
+		notify(*obs, r)
 	}
-	if !l.allow(r.Time) {
+	if !l.allow(r.Time.UnixNano()) {
 		l.limited.Add(1)
 		return
 	}
@@ -205,24 +244,31 @@ func (l *DecisionLog) Log(r Record) {
 	}
 }
 
-func (l *DecisionLog) allow(now time.Time) bool {
+// notify runs the observers on a copy of r: taking r's address here, not
+// in Log, keeps Log's record off the heap when nobody observes.
+//
+//go:noinline
+func notify(obs []func(*Record), r Record) {
+	for _, f := range obs {
+		f(&r)
+	}
+}
+
+// allow takes a token from the bucket at time now (Unix nanoseconds).
+func (l *DecisionLog) allow(now int64) bool {
 	if l.rate <= 0 {
 		return true
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() {
-		l.tokens += now.Sub(l.last).Seconds() * l.rate
-		if l.tokens > l.burst {
-			l.tokens = l.burst
+	for {
+		tat := l.tat.Load()
+		if tat-now > l.window {
+			return false // bucket empty: the common case under load
+		}
+		next := max(tat, now) + l.interval
+		if l.tat.CompareAndSwap(tat, next) {
+			return true
 		}
 	}
-	l.last = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
 }
 
 // Stats returns lines written, dropped (queue full or write error) and
