@@ -186,22 +186,19 @@ func (d *Daemon) threatBlock(p *policy.Policy) func(string) (bool, string) {
 
 // dnsLog writes the DNS proxy's AZFWDnsQuery lines and, for a query that
 // threat intelligence listed, an AZFWThreatIntel line: Deny when the
-// Block hook answered it, Alert when the engine is in mode Alert.
+// Block hook answered it (its reason carries the description), Alert when
+// the engine is in mode Alert (the Block hook never blocks then, so this
+// is the one place the query name is checked).
 func (d *Daemon) dnsLog(rec telemetry.Record) {
 	d.dlog.Log(rec)
 	if rec.Category != telemetry.CategoryDNSQuery {
 		return
 	}
-	e := d.threat().engine
 	name := strings.TrimSuffix(rec.QueryName, ".")
 	var v threatintel.Verdict
-	switch {
-	case rec.Action == "Deny" && strings.HasPrefix(rec.ActionReason, "threat intel: "):
-		v = e.Check(netip.Addr{}, netip.Addr{}, name)
-		if v.Action == policy.ActionInvalid { // listed through a CNAME target
-			v = threatintel.Verdict{Action: policy.ActionDeny, Description: strings.TrimPrefix(rec.ActionReason, "threat intel: ")}
-		}
-	case e.Mode() == policy.ActionAlert:
+	if desc, ok := strings.CutPrefix(rec.ActionReason, "threat intel: "); ok && rec.Action == "Deny" {
+		v = threatintel.Verdict{Action: policy.ActionDeny, Description: desc}
+	} else if e := d.threat().engine; e.Mode() == policy.ActionAlert {
 		v = e.Check(netip.Addr{}, netip.Addr{}, name)
 	}
 	if v.Action == policy.ActionInvalid {
@@ -214,27 +211,27 @@ func (d *Daemon) dnsLog(rec telemetry.Record) {
 	d.dlog.Log(r)
 }
 
-// proxyLog writes the L7 proxy's lines and, for a connection threat
-// intelligence listed (denied by it, or in mode Alert), an AZFWThreatIntel
-// line.
+// proxyLog writes the L7 proxy's lines and, when the matcher's threat-intel
+// stage listed the connection (its ThreatDescription is set: denied by it,
+// or reported in mode Alert), an AZFWThreatIntel line built from that
+// verdict.
 func (d *Daemon) proxyLog(rec telemetry.Record) {
+	desc := rec.ThreatDescription
+	rec.ThreatDescription = "" // not a field of AZFWApplicationRule / AZFWNetworkRule
 	d.dlog.Log(rec)
-	e := d.threat().engine
-	mode := e.Mode()
-	if mode == policy.ActionInvalid || !(mode == policy.ActionAlert || rec.ActionReason == match.ReasonThreatIntel) {
+	if desc == "" {
 		return
 	}
-	src, _ := netip.ParseAddr(rec.SourceIp)
-	dst, _ := netip.ParseAddr(rec.OriginalDestinationIp)
-	if !dst.IsValid() {
-		dst, _ = netip.ParseAddr(rec.DestinationIp)
+	v := threatintel.Verdict{Action: policy.ActionAlert, Description: desc}
+	if rec.ActionReason == match.ReasonThreatIntel {
+		v.Action = policy.ActionDeny
 	}
-	v := e.Check(src, dst, rec.Fqdn)
-	if v.Action == policy.ActionInvalid {
-		return
+	r := v.Record(netip.AddrPort{}, netip.AddrPort{}, "TCP", rec.Fqdn)
+	r.SourceIp, r.SourcePort = rec.SourceIp, rec.SourcePort
+	r.DestinationIp, r.DestinationPort = rec.OriginalDestinationIp, rec.DestinationPort
+	if r.DestinationIp == "" {
+		r.DestinationIp = rec.DestinationIp
 	}
-	proto := "TCP"
-	r := v.Record(netip.AddrPortFrom(src, uint16(rec.SourcePort)), netip.AddrPortFrom(dst, uint16(rec.DestinationPort)), proto, rec.Fqdn)
 	r.Time, r.Source, r.Policy = rec.Time, "proxy", rec.Policy
 	d.dlog.Log(r)
 }

@@ -125,10 +125,20 @@ func TestThreatIntelInDaemon(t *testing.T) {
 		t.Errorf("dns line %+v", r)
 	}
 	d.proxyLog(telemetry.Record{Category: telemetry.CategoryApplicationRule, SourceIp: "10.42.1.10", SourcePort: 40001,
-		Fqdn: "example.com", DestinationPort: 443, OriginalDestinationIp: "192.0.2.10", Action: "Deny", ActionReason: match.ReasonThreatIntel})
-	rec.wait(t, "proxy AZFWThreatIntel", func(r telemetry.Record) bool {
+		Fqdn: "example.com", DestinationPort: 443, OriginalDestinationIp: "192.0.2.10", Action: "Deny", ActionReason: match.ReasonThreatIntel,
+		ThreatDescription: "lab: 192.0.2.10 (web)"})
+	r = rec.wait(t, "proxy AZFWThreatIntel", func(r telemetry.Record) bool {
 		return r.Category == telemetry.CategoryThreatIntel && r.Source == "proxy" && r.DestinationIp == "192.0.2.10" && r.Action == "Deny"
 	})
+	if r.ThreatDescription != "lab: 192.0.2.10 (web)" || r.DestinationPort != 443 || r.SourcePort != 40001 {
+		t.Errorf("proxy line %+v", r)
+	}
+	app := rec.wait(t, "proxy AZFWApplicationRule", func(r telemetry.Record) bool {
+		return r.Category == telemetry.CategoryApplicationRule && r.SourcePort == 40001
+	})
+	if app.ThreatDescription != "" {
+		t.Errorf("application line carries ThreatDescription: %+v", app)
+	}
 
 	// Mode Off: no engine in the matcher, nothing for the kernel.
 	if err := d.ApplyBytes("off", []byte(tiPolicyText("Off"))); err != nil {

@@ -253,6 +253,9 @@ func (p *Proxy) emit(m *match.Matcher, req *request, v *verdict, dialed netip.Ad
 	if v.allow {
 		rec.Action = "Allow"
 	}
+	// The matcher's threat-intel verdict travels with the line (the daemon
+	// turns it into an AZFWThreatIntel line): nobody checks the feeds twice.
+	rec.ThreatDescription = v.d.ThreatDescription
 	if r := v.d.Rule; r != nil {
 		rec.Rule = r.Name
 		if c := r.Collection; c != nil {
