@@ -179,6 +179,13 @@ func (p *helloParser) advance(raw []byte) (done bool, need int, err error) {
 	}
 }
 
+// hello parses the ClientHello once advance said it is complete.
+func (p *helloParser) hello() (ClientHello, error) {
+	h, err := parseHelloBody(p.hs[handshakeHeaderLen:])
+	h.Len = p.off
+	return h, err
+}
+
 // ParseClientHello parses a ClientHello from data, which must hold all of
 // its records; bytes after them are ignored. maxHello limits the handshake
 // message (0: DefaultMaxClientHello).
@@ -215,8 +222,7 @@ func ReadClientHello(r io.Reader, buf []byte, n, maxHello int) (ClientHello, int
 			return ClientHello{}, n, err
 		}
 		if done {
-			h, err := parseHelloBody(p.hs[handshakeHeaderLen:])
-			h.Len = p.off
+			h, err := p.hello()
 			return h, n, err
 		}
 		if need > len(buf) {

@@ -54,6 +54,9 @@ type verdict struct {
 	// alert and status answer a denied TLS or HTTP client.
 	alert  byte
 	status int
+	// needLookup: undecided, the name must be resolved afresh (see
+	// decideTransparent).
+	needLookup bool
 }
 
 func (v *verdict) deny(reason string, alert byte, status int) {
@@ -73,7 +76,11 @@ func (v *verdict) deny(reason string, alert byte, status int) {
 //     handed out for the name, or among a fresh resolution of it. If not,
 //     the connection is refused as spoofed, or with SpoofReroute sent to
 //     the first resolved address (if the rules allow that address too).
-func (p *Proxy) decideTransparent(m *match.Matcher, req *request) verdict {
+//
+// With mayLookup false (the event loop, which must not block), a decision
+// that needs a fresh lookup returns with needLookup set instead; the
+// caller asks again, with mayLookup, off the loop.
+func (p *Proxy) decideTransparent(m *match.Matcher, req *request, mayLookup bool) verdict {
 	if m == nil {
 		v := verdict{d: match.Decision{Action: policy.ActionDeny, Reason: ReasonNoPolicy}}
 		v.deny(ReasonNoPolicy, alertAccessDenied, 403)
@@ -105,6 +112,10 @@ func (p *Proxy) decideTransparent(m *match.Matcher, req *request) verdict {
 	}
 	if p.cfg.Resolver != nil && containsAddr(p.cfg.Resolver.Addrs(req.name), dst) {
 		v.dial = []netip.AddrPort{req.dst}
+		return v
+	}
+	if !mayLookup {
+		v.needLookup = true
 		return v
 	}
 	addrs, err := p.lookup(req.name)

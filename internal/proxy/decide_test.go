@@ -104,7 +104,7 @@ func TestDecideTransparent(t *testing.T) {
 			p := New(cfg)
 			defer p.Close()
 			req := &request{src: ap("10.0.0.5"), dst: ap(tt.dst), port: 443, name: tt.sni, scheme: policy.SchemeHTTPS, what: "SNI", missing: ReasonNoSNI}
-			v := p.decideTransparent(m, req)
+			v := p.decideTransparent(m, req, true)
 			if v.allow != tt.allow {
 				t.Fatalf("allow = %v (%q), want %v", v.allow, v.reason, tt.allow)
 			}
@@ -133,7 +133,7 @@ func TestDecideTransparent(t *testing.T) {
 	t.Run("no policy", func(t *testing.T) {
 		p := New(Config{})
 		defer p.Close()
-		v := p.decideTransparent(nil, &request{src: ap("10.0.0.5"), dst: ap("192.0.2.1"), port: 443, name: "www.ok.test", scheme: policy.SchemeHTTPS})
+		v := p.decideTransparent(nil, &request{src: ap("10.0.0.5"), dst: ap("192.0.2.1"), port: 443, name: "www.ok.test", scheme: policy.SchemeHTTPS}, true)
 		if v.allow || v.reason != ReasonNoPolicy {
 			t.Errorf("%+v", v)
 		}

@@ -269,8 +269,8 @@ type env struct {
 }
 
 // fixedDst returns an OriginalDst function that always answers dst.
-func fixedDst(dst netip.AddrPort) func(net.Conn) (netip.AddrPort, error) {
-	return func(net.Conn) (netip.AddrPort, error) { return dst, nil }
+func fixedDst(dst netip.AddrPort) func(src, local netip.AddrPort) (netip.AddrPort, error) {
+	return func(_, _ netip.AddrPort) (netip.AddrPort, error) { return dst, nil }
 }
 
 // startProxy starts a proxy with cfg (Log is set here) on loopback, with

@@ -80,19 +80,8 @@ var crlfcrlf = []byte("\r\n\r\n")
 func ReadRequestHead(r io.Reader, buf []byte, n int) (*RequestHead, int, error) {
 	scanned := 0
 	for {
-		if i := bytes.Index(buf[scanned:n], crlfcrlf); i >= 0 {
-			end := scanned + i + len(crlfcrlf)
-			h, err := ParseRequestHead(buf[:end])
+		if h, done, err := scanRequestHead(buf, n, &scanned); done || err != nil {
 			return h, n, err
-		}
-		// Early rejection: a first line that cannot be a request line
-		// need not wait for the rest.
-		if err := checkPrefix(buf[:n]); err != nil {
-			return nil, n, err
-		}
-		scanned = max(0, n-len(crlfcrlf)+1)
-		if n == len(buf) {
-			return nil, n, headErr(431, "request head larger than %d bytes", len(buf))
 		}
 		m, err := r.Read(buf[n:])
 		n += m
@@ -103,6 +92,28 @@ func ReadRequestHead(r io.Reader, buf []byte, n int) (*RequestHead, int, error) 
 			return nil, n, err
 		}
 	}
+}
+
+// scanRequestHead looks for the end of a request head in buf[:n], the
+// first *scanned bytes of which were searched before, and parses it when
+// it is there (done). It fails early for a first line that cannot start a
+// request, and when buf is full without the end of the head (431).
+func scanRequestHead(buf []byte, n int, scanned *int) (h *RequestHead, done bool, err error) {
+	if i := bytes.Index(buf[*scanned:n], crlfcrlf); i >= 0 {
+		end := *scanned + i + len(crlfcrlf)
+		h, err := ParseRequestHead(buf[:end])
+		return h, true, err
+	}
+	// Early rejection: a first line that cannot be a request line need
+	// not wait for the rest.
+	if err := checkPrefix(buf[:n]); err != nil {
+		return nil, false, err
+	}
+	*scanned = max(0, n-len(crlfcrlf)+1)
+	if n == len(buf) {
+		return nil, false, headErr(431, "request head larger than %d bytes", len(buf))
+	}
+	return nil, false, nil
 }
 
 // checkPrefix rejects early what cannot become a valid request line: a

@@ -45,29 +45,39 @@ func KernelOriginalDst(c net.Conn, listener netip.AddrPort) (netip.AddrPort, err
 	var dst netip.AddrPort
 	var serr error
 	cerr := rc.Control(func(fd uintptr) {
-		if local.Addr().Is4() || local.Addr().Is4In6() {
-			dst, serr = origDst4(int(fd))
-		} else {
-			dst, serr = origDst6(int(fd))
-		}
+		v4 := local.Addr().Is4() || local.Addr().Is4In6()
+		dst, serr = originalDst(int(fd), v4, func() netip.AddrPort { return local }, listener)
 	})
 	if cerr != nil {
 		return netip.AddrPort{}, cerr
 	}
+	return dst, serr
+}
+
+// originalDst is KernelOriginalDst for the socket fd (IPv4 or IPv6, v4);
+// local returns the socket's local address, asked only when needed.
+func originalDst(fd int, v4 bool, local func() netip.AddrPort, listener netip.AddrPort) (netip.AddrPort, error) {
+	var dst netip.AddrPort
+	var err error
+	if v4 {
+		dst, err = origDst4(fd)
+	} else {
+		dst, err = origDst6(fd)
+	}
 	switch {
-	case serr == nil:
-	case errors.Is(serr, unix.ENOENT):
+	case err == nil:
+	case errors.Is(err, unix.ENOENT):
 		// No conntrack entry: with TPROXY the local address is the
 		// original destination.
-		dst = local
+		dst = local()
 	default:
-		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", serr)
+		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", err)
 	}
 	// Untranslated and on the proxy's own port: the client connected to
 	// the proxy directly (conntrack answers with the real destination
 	// when nothing was translated; so does TPROXY, but then the port is
 	// the original one).
-	if !dst.IsValid() || (dst == local && listener.IsValid() && local.Port() == listener.Port()) {
+	if !dst.IsValid() || (listener.IsValid() && dst.Port() == listener.Port() && dst == local()) {
 		return netip.AddrPort{}, ErrNotRedirected
 	}
 	return dst, nil

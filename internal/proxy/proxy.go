@@ -112,7 +112,8 @@ type Config struct {
 	// OriginalDst returns the destination a transparent connection was
 	// for. Nil means the kernel's answer (KernelOriginalDst: SO_ORIGINAL_DST
 	// or the TPROXY local address). Tests set a fixed one.
-	OriginalDst func(c net.Conn) (netip.AddrPort, error)
+	// It gets the client's address and the local address it reached.
+	OriginalDst func(src, local netip.AddrPort) (netip.AddrPort, error)
 	// Dial connects upstream. Nil means a net.Dialer (without TCP
 	// keep-alive: the idle timeout covers dead peers) bounded by
 	// DialTimeout.
@@ -171,6 +172,7 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	perSource map[netip.Addr]int
+	active    int // sessions and event-loop connections
 	wg        sync.WaitGroup
 
 	stats struct {
@@ -266,7 +268,7 @@ func (p *Proxy) ServeExplicit(ln net.Listener) error { return p.serve(ln, true) 
 // Stats returns the counters.
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
-	active := len(p.sessions)
+	active := p.active
 	p.mu.Unlock()
 	return Stats{
 		Active: active, Accepted: p.stats.accepted.Load(), Limited: p.stats.limited.Load(),
@@ -313,6 +315,11 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 		p.mu.Unlock()
 	}()
 	lnAddr, _ := addrPortOf(ln.Addr())
+	if !explicit {
+		if tl, ok := p.loopable(ln); ok {
+			return p.serveLoops(tl, lnAddr)
+		}
+	}
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -392,43 +399,63 @@ func (s *session) closeAll() {
 func (p *Proxy) admit(c net.Conn, src netip.AddrPort) (*session, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case p.closed:
-		return nil, "proxy is shutting down"
-	case p.cfg.MaxConns > 0 && len(p.sessions) >= p.cfg.MaxConns:
-		return nil, "global connection limit reached"
-	case p.cfg.MaxConnsPerSource > 0 && p.perSource[src.Addr()] >= p.cfg.MaxConnsPerSource:
-		return nil, "per-source connection limit reached"
+	if reason := p.admitLocked(src); reason != "" {
+		return nil, reason
 	}
 	s := &session{client: c, src: src}
 	p.sessions[s] = struct{}{}
+	return s, ""
+}
+
+// admitLocked applies the connection limits to a connection from src and
+// counts it; release undoes it. It returns why it refused, or "".
+func (p *Proxy) admitLocked(src netip.AddrPort) string {
+	switch {
+	case p.closed:
+		return "proxy is shutting down"
+	case p.cfg.MaxConns > 0 && p.active >= p.cfg.MaxConns:
+		return "global connection limit reached"
+	case p.cfg.MaxConnsPerSource > 0 && p.perSource[src.Addr()] >= p.cfg.MaxConnsPerSource:
+		return "per-source connection limit reached"
+	}
 	p.perSource[src.Addr()]++
+	p.active++
 	p.wg.Add(1)
 	p.stats.accepted.Add(1)
-	return s, ""
+	return ""
+}
+
+func (p *Proxy) releaseLocked(src netip.AddrPort) {
+	if n := p.perSource[src.Addr()] - 1; n > 0 {
+		p.perSource[src.Addr()] = n
+	} else {
+		delete(p.perSource, src.Addr())
+	}
+	p.active--
+	p.wg.Done()
 }
 
 func (p *Proxy) finish(s *session) {
 	s.closeAll()
 	p.mu.Lock()
 	delete(p.sessions, s)
-	if n := p.perSource[s.src.Addr()] - 1; n > 0 {
-		p.perSource[s.src.Addr()] = n
-	} else {
-		delete(p.perSource, s.src.Addr())
-	}
+	p.releaseLocked(s.src)
 	p.mu.Unlock()
-	p.wg.Done()
 }
 
 // reject refuses a connection over a limit: a reset (no lingering state),
 // and one log line.
 func (p *Proxy) reject(c net.Conn, src netip.AddrPort, reason string) {
-	p.stats.limited.Add(1)
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()
+	p.logRejected(src, reason)
+}
+
+// logRejected counts and logs a connection refused by a limit.
+func (p *Proxy) logRejected(src netip.AddrPort, reason string) {
+	p.stats.limited.Add(1)
 	p.stats.denied.Add(1)
 	p.cfg.Log(telemetry.Record{
 		Time: time.Now().UTC(), Category: telemetry.CategoryApplicationRule, Source: "proxy",

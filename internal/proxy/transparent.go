@@ -21,7 +21,8 @@ func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
 	var dst netip.AddrPort
 	var err error
 	if p.cfg.OriginalDst != nil {
-		dst, err = p.cfg.OriginalDst(c)
+		local, _ := addrPortOf(c.LocalAddr())
+		dst, err = p.cfg.OriginalDst(s.src, local)
 	} else {
 		dst, err = KernelOriginalDst(c, lnAddr)
 	}
@@ -73,7 +74,7 @@ func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
 			return
 		}
 		req.name = hello.ServerName
-		v = p.decideTransparent(m, req)
+		v = p.decideTransparent(m, req, true)
 		if !v.allow {
 			p.emit(m, req, &v, netip.AddrPort{})
 			writeAlert(c, v.alert)
@@ -104,7 +105,7 @@ func (p *Proxy) handleTransparent(s *session, lnAddr netip.AddrPort) {
 			writeDenyPage(c, status, req, &v)
 			return
 		}
-		v = p.decideTransparent(m, req)
+		v = p.decideTransparent(m, req, true)
 		if !v.allow {
 			p.emit(m, req, &v, netip.AddrPort{})
 			writeDenyPage(c, v.status, req, &v)
@@ -198,8 +199,11 @@ func isTimeout(err error) bool {
 // every client accepts before a version is negotiated.
 func writeAlert(c net.Conn, desc byte) {
 	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	c.Write([]byte{21, 3, 3, 0, 2, 2, desc})
+	c.Write(alertRecord(desc))
 }
+
+// alertRecord is a fatal TLS alert record.
+func alertRecord(desc byte) []byte { return []byte{21, 3, 3, 0, 2, 2, desc} }
 
 var statusText = map[int]string{
 	400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -209,23 +213,37 @@ var statusText = map[int]string{
 // writeHTTPError sends a plain-text error response and leaves the
 // connection to be closed.
 func writeHTTPError(c net.Conn, status int, msg string) {
-	writeHTTP(c, status, "clusterwall: "+msg+"\n")
+	writeHTTP(c, httpError(status, msg))
 }
 
-func writeHTTP(c net.Conn, status int, body string) {
+func writeHTTP(c net.Conn, resp []byte) {
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	c.Write(resp)
+}
+
+// httpError is a plain-text error response.
+func httpError(status int, msg string) []byte {
+	return httpResponse(status, "clusterwall: "+msg+"\n")
+}
+
+func httpResponse(status int, body string) []byte {
 	text := statusText[status]
 	if text == "" {
 		text = "Error"
 	}
-	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	c.Write([]byte(fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n%s",
-		status, text, len(body), body)))
+	return []byte(fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n%s",
+		status, text, len(body), body))
 }
 
 // writeDenyPage answers a denied HTTP request with a page that names the
 // outcome the way Azure Firewall's does: the request, the action and the
 // rule or reason.
 func writeDenyPage(c net.Conn, status int, req *request, v *verdict) {
+	writeHTTP(c, denyPage(status, req, v))
+}
+
+// denyPage is the response writeDenyPage sends.
+func denyPage(status int, req *request, v *verdict) []byte {
 	if status == 0 {
 		status = 403
 	}
@@ -241,5 +259,5 @@ func writeDenyPage(c net.Conn, status int, req *request, v *verdict) {
 	} else {
 		b.WriteString("Rule: none.\n")
 	}
-	writeHTTP(c, status, b.String())
+	return httpResponse(status, b.String())
 }

@@ -1,0 +1,1029 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/policy"
+	"golang.org/x/sys/unix"
+)
+
+// The transparent proxy's event loops.
+//
+// A goroutine per connection and direction (handleTransparent, splice)
+// costs the Go scheduler a park and a wake-up for every handshake flight,
+// and every system call that goes through the runtime's syscall
+// bookkeeping wakes its sysmon thread after an idle spell, which then
+// polls every 20 µs: on the lab's 2-vCPU machine that was a third of the
+// proxy's context switches and most of its CPU gap to HAProxy. So
+// transparent connections on a TCP listener are served by event loops
+// instead, one per P, each a goroutine that owns its connections'
+// descriptors: an epoll set of its own (registered, as one descriptor,
+// with the runtime's poller — a loop goroutine parks only when none of
+// its connections has anything to do), raw non-blocking system calls for
+// accept, connect, read, write, splice, shutdown and close, and no
+// goroutine per connection. The decision is the same code as
+// handleTransparent's (decideTransparent, emit); only a decision that
+// must resolve a name afresh leaves the loop for a goroutine.
+//
+// The goroutine path remains for explicit-proxy connections, listeners
+// that are not *net.TCPListener, and a Config.Dial hook.
+
+// Connection states.
+const (
+	stHello    uint8 = iota // reading the ClientHello or request head
+	stDeciding              // a fresh lookup runs off the loop
+	stDialing               // connecting upstream
+	stRelay                 // copying / splicing both ways
+	stClosed
+)
+
+// What the first bytes are.
+const (
+	kindUnknown uint8 = iota
+	kindTLS
+	kindHTTP
+)
+
+const (
+	loopEvents    = 128
+	loopPumpRound = 64      // reads or writes of one direction before others get a turn
+	maxSpliceSize = 1 << 20 // as Go's own splice
+	loopPipePool  = 64
+)
+
+type loop struct {
+	p      *Proxy
+	lnfd   int // the listener (a duplicate owned by serveLoops)
+	lnAddr netip.AddrPort
+	epfd   int
+	evfd   int // eventfd: posted work
+	ep     *os.File
+	rc     syscall.RawConn
+
+	base   time.Time
+	now    int64 // nanoseconds since base, read once per round
+	tick   int64
+	sweep  int64 // next sweep
+	armed  bool  // a park deadline is set
+	paused int64 // accepting paused until (EMFILE and the like)
+
+	conns  map[int]*lconn // by client and upstream descriptor
+	again  []*lconn       // connections whose pump ran out of its round
+	pipes  []lpipe
+	seq    uint32 // registration ids, against stale events of a reused descriptor
+	events [loopEvents]unix.EpollEvent
+
+	mu       sync.Mutex
+	posted   []func()
+	closed   bool
+	stopping bool
+}
+
+type lpipe struct{ r, w int }
+
+type lconn struct {
+	cfd, ufd int
+	cid, uid uint32 // registration ids of cfd and ufd
+	state    uint8
+	kind     uint8
+	queued   bool
+
+	req     request
+	m       *match.Matcher
+	bp      *[]byte // the head buffer (Proxy.bufs) while it is needed
+	n       int
+	hp      helloParser
+	scanned int
+	head    *RequestHead
+	v       verdict
+	out     []byte // what goes upstream first
+	dialAt  int
+
+	deadline int64 // hello and dial phases
+	active   int64 // relay: when data last moved
+	dir      [2]ldir
+}
+
+// ldir is one direction of a relayed connection.
+type ldir struct {
+	src, dst int
+	pend     []byte  // read, not yet written
+	pbp      *[]byte // the buffer behind pend
+	phead    bool    // pbp is a head buffer, not a copy buffer
+	pipe     lpipe
+	hasPipe  bool
+	inPipe   int
+	total    int
+	splice   bool
+	eof      bool
+	done     bool
+}
+
+// loopable reports whether transparent connections on ln can be served by
+// event loops.
+func (p *Proxy) loopable(ln net.Listener) (*net.TCPListener, bool) {
+	tl, ok := ln.(*net.TCPListener)
+	return tl, ok && p.cfg.Dial == nil
+}
+
+// serveLoops serves ln with one event loop per P until the proxy closes.
+func (p *Proxy) serveLoops(ln *net.TCPListener, lnAddr netip.AddrPort) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	lnfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("proxy: duplicating the listener: %w", derr)
+	}
+	defer unix.Close(lnfd)
+	loops := make([]*loop, runtime.GOMAXPROCS(0))
+	for i := range loops {
+		l, err := newLoop(p, lnfd, lnAddr)
+		if err != nil {
+			for _, l := range loops[:i] {
+				l.release()
+			}
+			return err
+		}
+		loops[i] = l
+	}
+	var wg sync.WaitGroup
+	for _, l := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.run()
+		}()
+	}
+	stop := func() {
+		for _, l := range loops {
+			l.post(nil)
+		}
+	}
+	// The proxy's Close closes ln too; the loops hold a duplicate, so
+	// they stop on the proxy's context.
+	<-p.ctx.Done()
+	stop()
+	wg.Wait()
+	return ErrClosed
+}
+
+func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: epoll_create1: %w", err)
+	}
+	l := &loop{p: p, lnfd: lnfd, lnAddr: lnAddr, epfd: epfd, evfd: -1, base: time.Now(), conns: map[int]*lconn{}}
+	fail := func(what string, err error) (*loop, error) {
+		l.release()
+		return nil, fmt.Errorf("proxy: %s: %w", what, err)
+	}
+	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return fail("eventfd", err)
+	}
+	if err := epollCtl(epfd, unix.EPOLL_CTL_ADD, l.evfd, 0, unix.EPOLLIN); err != nil {
+		return fail("epoll_ctl", err)
+	}
+	if err := epollCtl(epfd, unix.EPOLL_CTL_ADD, lnfd, 0, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+		return fail("epoll_ctl", err)
+	}
+	// The runtime's poller takes only non-blocking descriptors.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return fail("epoll fd", err)
+	}
+	l.ep = os.NewFile(uintptr(epfd), "proxy-epoll")
+	if l.rc, err = l.ep.SyscallConn(); err != nil {
+		return fail("epoll fd", err)
+	}
+	cfg := &p.cfg
+	tick := 250 * time.Millisecond
+	for _, d := range []time.Duration{cfg.HelloTimeout / 4, cfg.DialTimeout / 4, cfg.IdleTimeout / 4} {
+		if d > 0 {
+			tick = min(tick, d)
+		}
+	}
+	l.tick = int64(max(tick, 5*time.Millisecond))
+	return l, nil
+}
+
+// release frees the loop's own descriptors.
+func (l *loop) release() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	if l.evfd >= 0 {
+		unix.Close(l.evfd)
+	}
+	if l.ep != nil {
+		l.ep.Close()
+	} else {
+		unix.Close(l.epfd)
+	}
+	for _, pp := range l.pipes {
+		closeFD(pp.r)
+		closeFD(pp.w)
+	}
+	l.pipes = nil
+}
+
+// post runs fn on the loop; nil stops it. It never blocks.
+func (l *loop) post(fn func()) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.posted = append(l.posted, fn)
+	first := len(l.posted) == 1
+	l.mu.Unlock()
+	if first {
+		one := uint64(1)
+		unix.RawSyscall(unix.SYS_WRITE, uintptr(l.evfd), uintptr(unsafe.Pointer(&one)), 8)
+	}
+}
+
+func (l *loop) run() {
+	defer l.shutdown()
+	for !l.stopping {
+		n := l.wait()
+		l.now = int64(time.Since(l.base))
+		for i := 0; i < n && !l.stopping; i++ {
+			l.event(&l.events[i])
+		}
+		if len(l.again) > 0 {
+			again := l.again
+			l.again = nil
+			for _, c := range again {
+				c.queued = false
+				l.pump(c, 0)
+				l.pump(c, 1)
+			}
+		}
+		if l.now >= l.sweep {
+			l.sweepConns()
+		}
+	}
+}
+
+// wait returns the number of ready events, parking the goroutine on the
+// runtime's poller when there are none (and no work queued). With
+// connections open, the park ends after a tick for the timeouts.
+func (l *loop) wait() int {
+	if n := l.poll(); n > 0 || len(l.again) > 0 {
+		return n
+	}
+	if len(l.conns) > 0 || l.paused != 0 {
+		l.ep.SetReadDeadline(time.Now().Add(time.Duration(l.tick)))
+		l.armed = true
+	} else if l.armed {
+		l.ep.SetReadDeadline(time.Time{})
+		l.armed = false
+	}
+	n := 0
+	err := l.rc.Read(func(uintptr) bool {
+		n = l.poll()
+		return n > 0
+	})
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		l.stopping = true // the epoll file was closed: cannot go on
+	}
+	return n
+}
+
+// poll is epoll_wait without blocking.
+func (l *loop) poll() int {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), loopEvents, 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0
+		}
+		return int(r)
+	}
+}
+
+func (l *loop) event(ev *unix.EpollEvent) {
+	fd := int(ev.Fd)
+	switch fd {
+	case l.evfd:
+		l.runPosted()
+		return
+	case l.lnfd:
+		l.accept()
+		return
+	}
+	c := l.conns[fd]
+	if c == nil {
+		return
+	}
+	id := uint32(ev.Pad)
+	switch {
+	case fd == c.cfd && id == c.cid:
+		switch c.state {
+		case stHello:
+			l.readHead(c)
+		case stRelay:
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.pump(c, 0)
+			}
+			if ev.Events&unix.EPOLLOUT != 0 && c.dir[1].pending() {
+				l.pump(c, 1)
+			}
+		}
+	case fd == c.ufd && id == c.uid:
+		switch c.state {
+		case stDialing:
+			l.connected(c)
+		case stRelay:
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.pump(c, 1)
+			}
+			if ev.Events&unix.EPOLLOUT != 0 && c.dir[0].pending() {
+				l.pump(c, 0)
+			}
+		}
+	}
+}
+
+func (d *ldir) pending() bool { return len(d.pend) > 0 || d.inPipe > 0 }
+
+func (l *loop) runPosted() {
+	var b [8]byte
+	unix.RawSyscall(unix.SYS_READ, uintptr(l.evfd), uintptr(unsafe.Pointer(&b[0])), 8)
+	l.mu.Lock()
+	fns := l.posted
+	l.posted = nil
+	l.mu.Unlock()
+	for _, fn := range fns {
+		if fn == nil {
+			l.stopping = true
+			return
+		}
+		fn()
+	}
+}
+
+func (l *loop) shutdown() {
+	for fd, c := range l.conns {
+		if fd == c.cfd {
+			l.close(c)
+		}
+	}
+	l.release()
+}
+
+// accept takes the waiting connections (the listener is level-triggered
+// and shared by the loops: whichever loop accepts, serves).
+func (l *loop) accept() {
+	if l.paused != 0 {
+		return
+	}
+	for range 32 {
+		var rsa unix.RawSockaddrAny
+		size := uint32(unsafe.Sizeof(rsa))
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(l.lnfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		default:
+			// EMFILE and the like: stop accepting for a while (the
+			// listener is level-triggered: it would spin).
+			l.p.logger.Warn("proxy: accept failed; retrying", "err", os.NewSyscallError("accept4", e), "delay", time.Duration(l.tick))
+			if epollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lnfd, 0, 0) == nil {
+				l.paused = l.now + l.tick
+			}
+			return
+		}
+		l.newConn(int(r), sockaddrAddrPort(&rsa))
+	}
+}
+
+func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
+	p := l.p
+	src := netip.AddrPortFrom(rawSrc.Addr().Unmap().WithZone(""), rawSrc.Port())
+	p.mu.Lock()
+	reason := p.admitLocked(src)
+	p.mu.Unlock()
+	if reason != "" {
+		setsockoptLinger0(fd)
+		closeFD(fd)
+		p.logRejected(src, reason)
+		return
+	}
+	setNoDelay(fd)
+	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
+	c.req = request{src: src, start: time.Now()}
+	c.m = p.matcher.Load()
+	l.conns[fd] = c
+	c.cid = l.nextID()
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.cid, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		p.emit(c.m, &c.req, &verdict{reason: "proxy: epoll_ctl: " + err.Error()}, netip.AddrPort{})
+		l.close(c)
+		return
+	}
+	dst, err := l.originalDst(fd, rawSrc)
+	if err == nil && !dst.IsValid() {
+		err = errors.New("invalid address")
+	}
+	c.req.dst = netip.AddrPortFrom(dst.Addr().Unmap().WithZone(""), dst.Port())
+	c.req.port = c.req.dst.Port()
+	if err != nil {
+		p.emit(c.m, &c.req, &verdict{reason: "no original destination: " + err.Error()}, netip.AddrPort{})
+		l.close(c)
+		return
+	}
+	c.bp = p.getBuf()
+	l.readHead(c) // the ClientHello is usually there already
+}
+
+func (l *loop) originalDst(fd int, src netip.AddrPort) (netip.AddrPort, error) {
+	local := func() netip.AddrPort {
+		var rsa unix.RawSockaddrAny
+		size := uint32(unsafe.Sizeof(rsa))
+		if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size))); e != 0 {
+			return netip.AddrPort{}
+		}
+		a := sockaddrAddrPort(&rsa)
+		return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	}
+	if hook := l.p.cfg.OriginalDst; hook != nil {
+		return hook(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), local())
+	}
+	return originalDst(fd, src.Addr().Is4() || src.Addr().Is4In6(), local, l.lnAddr)
+}
+
+// readHead reads what the client sent until the ClientHello or request
+// head is complete, then decides.
+func (l *loop) readHead(c *lconn) {
+	p := l.p
+	buf := *c.bp
+	for {
+		limit := len(buf)
+		if c.kind != kindTLS {
+			limit = min(len(buf), p.cfg.MaxHTTPHead)
+		}
+		if c.n < limit {
+			r, e := rawReadFD(c.cfd, buf[c.n:limit])
+			switch {
+			case e == unix.EAGAIN:
+				return
+			case e != 0:
+				l.headFailed(c, os.NewSyscallError("read", e))
+				return
+			case r == 0:
+				l.headFailed(c, io.EOF)
+				return
+			}
+			c.n += r
+		}
+		if c.kind == kindUnknown {
+			switch {
+			case buf[0] == recordTypeHandshake:
+				c.kind = kindTLS
+				c.req.scheme, c.req.what, c.req.missing = policy.SchemeHTTPS, "SNI", ReasonNoSNI
+				c.hp = helloParser{maxHello: p.cfg.MaxClientHello}
+			case isTokenChar(buf[0]):
+				c.kind = kindHTTP
+				c.req.scheme, c.req.what, c.req.missing = policy.SchemeHTTP, "Host", ReasonNoHost
+			default:
+				c.req.scheme = policy.SchemeNone
+				p.emit(c.m, &c.req, &verdict{reason: fmt.Sprintf("neither a TLS ClientHello nor an HTTP request (first byte 0x%02x)", buf[0])}, netip.AddrPort{})
+				l.close(c)
+				return
+			}
+		}
+		switch c.kind {
+		case kindTLS:
+			done, need, err := c.hp.advance(buf[:c.n])
+			if err == nil && !done && need > len(buf) {
+				err = helloErr(HelloTooLarge, "ClientHello does not fit in %d bytes", len(buf))
+			}
+			if err != nil {
+				l.headFailed(c, err)
+				return
+			}
+			if done {
+				hello, err := c.hp.hello()
+				if err != nil {
+					l.headFailed(c, err)
+					return
+				}
+				c.req.name = hello.ServerName
+				l.decide(c)
+				return
+			}
+		case kindHTTP:
+			head, done, err := scanRequestHead(buf[:limit], c.n, &c.scanned)
+			if err != nil {
+				l.headFailed(c, err)
+				return
+			}
+			if done {
+				c.head = head
+				c.req.name = head.Host
+				if reason, status := p.checkTransparentHead(head, c.req.dst); reason != "" {
+					v := verdict{}
+					v.deny(reason, 0, status)
+					l.decided(c, v)
+					return
+				}
+				l.decide(c)
+				return
+			}
+		}
+	}
+}
+
+// headFailed ends a connection whose first bytes could not be read or
+// parsed, as handleTransparent does: a log line and, where it helps the
+// client, an alert or an HTTP error.
+func (l *loop) headFailed(c *lconn, err error) {
+	p := l.p
+	var resp []byte
+	switch c.kind {
+	case kindUnknown:
+		c.req.scheme = policy.SchemeNone
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		p.emit(c.m, &c.req, &verdict{reason: readFailure("the first bytes", 0, err)}, netip.AddrPort{})
+	case kindTLS:
+		if errors.Is(err, io.EOF) {
+			err = helloErr(HelloTruncated, "connection closed after %d bytes of the ClientHello", c.n)
+		}
+		p.emit(c.m, &c.req, &verdict{reason: readFailure("the TLS ClientHello", c.n, err)}, netip.AddrPort{})
+		if k := helloKind(err); k == HelloMalformed || k == HelloTooLarge {
+			resp = alertRecord(alertDecodeError)
+		}
+	case kindHTTP:
+		if errors.Is(err, io.EOF) {
+			err = &HeadError{Status: 400, Msg: fmt.Sprintf("connection closed after %d bytes of the request head", c.n), Truncated: true}
+		}
+		p.emit(c.m, &c.req, &verdict{reason: readFailure("the HTTP request head", c.n, err)}, netip.AddrPort{})
+		var he *HeadError
+		switch {
+		case errors.As(err, &he) && !he.Truncated:
+			resp = httpError(he.Status, he.Msg)
+		case isTimeout(err):
+			resp = httpError(408, "timed out reading the request head")
+		}
+	}
+	if resp != nil {
+		rawWriteFD(c.cfd, resp)
+	}
+	l.close(c)
+}
+
+// decide asks the matcher; a decision that needs a fresh lookup of the
+// name runs on a goroutine and comes back with post.
+func (l *loop) decide(c *lconn) {
+	v := l.p.decideTransparent(c.m, &c.req, false)
+	if !v.needLookup {
+		l.decided(c, v)
+		return
+	}
+	c.state = stDeciding
+	m, req := c.m, c.req
+	go func() {
+		v := l.p.decideTransparent(m, &req, true)
+		l.post(func() {
+			if c.state == stDeciding {
+				l.decided(c, v)
+			}
+		})
+	}()
+}
+
+func (l *loop) decided(c *lconn, v verdict) {
+	p := l.p
+	if !v.allow {
+		p.emit(c.m, &c.req, &v, netip.AddrPort{})
+		if c.kind == kindTLS {
+			rawWriteFD(c.cfd, alertRecord(v.alert))
+		} else {
+			rawWriteFD(c.cfd, denyPage(v.status, &c.req, &v))
+		}
+		l.close(c)
+		return
+	}
+	buf := *c.bp
+	switch {
+	case c.kind == kindHTTP && !p.cfg.HTTPKeepAlive:
+		c.out = append(c.head.rewrite(false, true), buf[c.head.Len:c.n]...)
+	default:
+		c.out = buf[:c.n]
+	}
+	c.v = v
+	p.emit(c.m, &c.req, &v, v.dial[0])
+	l.dial(c)
+}
+
+// dial connects to c.v.dial[c.dialAt] without blocking.
+func (l *loop) dial(c *lconn) {
+	for ; c.dialAt < len(c.v.dial); c.dialAt++ {
+		a := c.v.dial[c.dialAt]
+		fd, connected, err := connectNB(a)
+		if err != nil {
+			if c.dialAt == len(c.v.dial)-1 {
+				l.dialFailed(c, err)
+				return
+			}
+			continue
+		}
+		c.ufd = fd
+		c.uid = l.nextID()
+		l.conns[fd] = c
+		if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.uid, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			l.dialFailed(c, err)
+			return
+		}
+		c.state = stDialing
+		c.deadline = l.now + int64(l.p.cfg.DialTimeout)
+		if connected {
+			l.connected(c)
+		}
+		return
+	}
+	l.dialFailed(c, errors.New("no address to dial"))
+}
+
+// connected runs when the upstream socket is writable: the connect ended.
+func (l *loop) connected(c *lconn) {
+	var soerr int32
+	size := uint32(4)
+	err := getsockopt(c.ufd, unix.SOL_SOCKET, unix.SO_ERROR, unsafe.Pointer(&soerr), &size)
+	if err == nil && soerr != 0 {
+		err = syscall.Errno(soerr)
+	}
+	if err == unix.EINPROGRESS || err == unix.EALREADY {
+		return // not yet
+	}
+	if err != nil {
+		l.upstreamFailed(c, os.NewSyscallError("connect", err))
+		return
+	}
+	c.state = stRelay
+	c.active = l.now
+	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true}
+	c.dir[1] = ldir{src: c.ufd, dst: c.cfd}
+	c.bp, c.out = nil, nil
+	l.pump(c, 0)
+	l.pump(c, 1)
+}
+
+// upstreamFailed closes a failed upstream socket and tries the next
+// address, if any.
+func (l *loop) upstreamFailed(c *lconn, err error) {
+	delete(l.conns, c.ufd)
+	closeFD(c.ufd)
+	c.ufd = -1
+	if c.dialAt++; c.dialAt < len(c.v.dial) {
+		l.dial(c)
+		return
+	}
+	l.dialFailed(c, err)
+}
+
+func (l *loop) dialFailed(c *lconn, err error) {
+	p := l.p
+	dst := c.v.dial[min(c.dialAt, len(c.v.dial)-1)]
+	p.logger.Warn("proxy: upstream connect failed", "src", c.req.src, "name", c.req.name, "dst", c.v.dial[0], "err", err)
+	if c.kind == kindTLS {
+		rawWriteFD(c.cfd, alertRecord(alertInternalError))
+	} else {
+		rawWriteFD(c.cfd, httpError(502, fmt.Sprintf("cannot connect to %s: %v", dst, err)))
+	}
+	l.close(c)
+}
+
+// pump moves direction i as far as it goes without blocking: what is
+// pending first, then new reads. The first reads go through user space
+// (small handshake flights and heads, see copySmall); once a read fills a
+// buffer, or after smallCopyMax bytes, the rest is spliced through a pipe.
+// At the source's EOF the destination's write half is shut; when both
+// directions are done, or on an error, the connection closes.
+func (l *loop) pump(c *lconn, i int) {
+	d := &c.dir[i]
+	if c.state != stRelay || d.done {
+		return
+	}
+	for range loopPumpRound {
+		if len(d.pend) > 0 {
+			w, e := rawWriteFD(d.dst, d.pend)
+			if e == unix.EAGAIN {
+				return
+			}
+			if e != 0 {
+				l.close(c)
+				return
+			}
+			if d.pend = d.pend[w:]; len(d.pend) > 0 {
+				continue
+			}
+			l.releasePend(d)
+		}
+		if d.inPipe > 0 {
+			w, e := spliceFD(d.pipe.r, d.dst, d.inPipe)
+			if e == unix.EAGAIN {
+				return
+			}
+			if e != 0 {
+				l.close(c)
+				return
+			}
+			d.inPipe -= w
+			continue
+		}
+		if d.eof {
+			if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(d.dst), unix.SHUT_WR, 0); e != 0 {
+				l.close(c)
+				return
+			}
+			d.done = true
+			if c.dir[1-i].done {
+				l.close(c)
+			}
+			return
+		}
+		if d.splice && !d.hasPipe {
+			if d.pipe, d.hasPipe = l.getPipe(); !d.hasPipe {
+				d.splice = false // no pipe: copy
+			}
+		}
+		if !d.splice {
+			bp := copyBufs.Get().(*[]byte)
+			r, e := rawReadFD(d.src, *bp)
+			if e != 0 || r == 0 {
+				copyBufs.Put(bp)
+				switch {
+				case e == unix.EAGAIN:
+					return
+				case e != 0:
+					l.close(c)
+					return
+				}
+				d.eof = true
+				continue
+			}
+			c.active = l.now
+			d.total += r
+			if r == len(*bp) || d.total >= smallCopyMax {
+				d.splice = true
+			}
+			d.pend, d.pbp, d.phead = (*bp)[:r], bp, false
+			continue
+		}
+		r, e := spliceFD(d.src, d.pipe.w, maxSpliceSize)
+		switch {
+		case e == unix.EAGAIN:
+			return
+		case e != 0:
+			l.close(c)
+			return
+		case r == 0:
+			d.eof = true
+		default:
+			c.active = l.now
+			d.total += r
+			d.inPipe = r
+		}
+	}
+	// Out of its round: the rest later, after the other connections.
+	if !c.queued {
+		c.queued = true
+		l.again = append(l.again, c)
+	}
+}
+
+func (l *loop) releasePend(d *ldir) {
+	if d.pbp != nil {
+		if d.phead {
+			l.p.putBuf(d.pbp)
+		} else {
+			copyBufs.Put(d.pbp)
+		}
+	}
+	d.pend, d.pbp = nil, nil
+}
+
+func (l *loop) getPipe() (lpipe, bool) {
+	if n := len(l.pipes); n > 0 {
+		pp := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return pp, true
+	}
+	var fds [2]int32
+	if _, _, e := unix.RawSyscall(unix.SYS_PIPE2, uintptr(unsafe.Pointer(&fds[0])), unix.O_NONBLOCK|unix.O_CLOEXEC, 0); e != 0 {
+		return lpipe{}, false
+	}
+	unix.RawSyscall(unix.SYS_FCNTL, uintptr(fds[0]), unix.F_SETPIPE_SZ, maxSpliceSize)
+	return lpipe{r: int(fds[0]), w: int(fds[1])}, true
+}
+
+// close ends c: both descriptors, its buffers and pipes, its count.
+func (l *loop) close(c *lconn) {
+	if c.state == stClosed {
+		return
+	}
+	c.state = stClosed
+	delete(l.conns, c.cfd)
+	closeFD(c.cfd)
+	if c.ufd >= 0 {
+		delete(l.conns, c.ufd)
+		closeFD(c.ufd)
+	}
+	if c.bp != nil {
+		l.p.putBuf(c.bp)
+		c.bp = nil
+	}
+	for i := range c.dir {
+		d := &c.dir[i]
+		l.releasePend(d)
+		if d.hasPipe {
+			if d.inPipe == 0 && len(l.pipes) < loopPipePool {
+				l.pipes = append(l.pipes, d.pipe)
+			} else {
+				closeFD(d.pipe.r)
+				closeFD(d.pipe.w)
+			}
+			d.hasPipe = false
+		}
+	}
+	p := l.p
+	p.mu.Lock()
+	p.releaseLocked(c.req.src)
+	p.mu.Unlock()
+}
+
+// sweepConns applies the hello, dial and idle timeouts, and resumes
+// accepting after a pause.
+func (l *loop) sweepConns() {
+	l.sweep = l.now + l.tick
+	if l.paused != 0 && l.now >= l.paused {
+		if epollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lnfd, 0, unix.EPOLLIN|unix.EPOLLEXCLUSIVE) == nil {
+			l.paused = 0
+		} else {
+			l.paused = l.now + l.tick
+		}
+	}
+	idle := int64(l.p.cfg.IdleTimeout)
+	for fd, c := range l.conns {
+		if fd != c.cfd {
+			continue
+		}
+		switch c.state {
+		case stHello:
+			if l.now >= c.deadline {
+				l.headFailed(c, os.ErrDeadlineExceeded)
+			}
+		case stDialing:
+			if l.now >= c.deadline {
+				l.upstreamFailed(c, fmt.Errorf("dial tcp %s: i/o timeout", c.v.dial[c.dialAt]))
+			}
+		case stRelay:
+			if idle > 0 && l.now-c.active >= idle {
+				l.p.stats.idleClosed.Add(1)
+				l.close(c)
+			}
+		}
+	}
+}
+
+func (l *loop) nextID() uint32 {
+	l.seq++
+	return l.seq
+}
+
+// Raw system calls on non-blocking descriptors (see the top of the file).
+
+func epollCtl(epfd, op, fd int, id uint32, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(id)}
+	if _, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0); e != 0 {
+		return os.NewSyscallError("epoll_ctl", e)
+	}
+	return nil
+}
+
+func rawReadFD(fd int, b []byte) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+func rawWriteFD(fd int, b []byte) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+func spliceFD(in, out, n int) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+func closeFD(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
+
+func setNoDelay(fd int) {
+	one := int32(1)
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// setsockoptLinger0 makes close send a reset (a refused connection leaves
+// no state behind).
+func setsockoptLinger0(fd int) {
+	lg := unix.Linger{Onoff: 1, Linger: 0}
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&lg)), unsafe.Sizeof(lg), 0)
+}
+
+// connectNB starts a TCP connection to a; connected is true when it ended
+// at once (loopback may).
+func connectNB(a netip.AddrPort) (fd int, connected bool, err error) {
+	family := unix.AF_INET6
+	if a.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if e != 0 {
+		return -1, false, os.NewSyscallError("socket", e)
+	}
+	fd = int(r)
+	setNoDelay(fd)
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	var ptr unsafe.Pointer
+	var size uintptr
+	port := a.Port()
+	if family == unix.AF_INET {
+		sa4.Family = unix.AF_INET
+		sa4.Addr = a.Addr().As4()
+		(*[2]byte)(unsafe.Pointer(&sa4.Port))[0], (*[2]byte)(unsafe.Pointer(&sa4.Port))[1] = byte(port>>8), byte(port)
+		ptr, size = unsafe.Pointer(&sa4), unsafe.Sizeof(sa4)
+	} else {
+		sa6.Family = unix.AF_INET6
+		sa6.Addr = a.Addr().As16()
+		(*[2]byte)(unsafe.Pointer(&sa6.Port))[0], (*[2]byte)(unsafe.Pointer(&sa6.Port))[1] = byte(port>>8), byte(port)
+		ptr, size = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
+	}
+	for {
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), size)
+		if e != unix.EINTR {
+			break
+		}
+	}
+	switch e {
+	case 0:
+		return fd, true, nil
+	case unix.EINPROGRESS:
+		return fd, false, nil
+	}
+	closeFD(fd)
+	return -1, false, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(a), Err: os.NewSyscallError("connect", e)}
+}
+
+// sockaddrAddrPort converts an accepted peer's address.
+func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
