@@ -71,12 +71,13 @@ type loop struct {
 	ep     *os.File
 	rc     syscall.RawConn
 
-	base   time.Time
-	now    int64 // nanoseconds since base, read once per round
-	tick   int64
-	sweep  int64 // next sweep
-	armed  bool  // a park deadline is set
-	paused int64 // accepting paused until (EMFILE and the like)
+	base    time.Time
+	now     int64 // nanoseconds since base, read once per round
+	tick    int64
+	sweep   int64 // next sweep
+	armed   bool  // a park deadline is set
+	armedAt int64 // when it was set
+	paused  int64 // accepting paused until (EMFILE and the like)
 
 	conns  map[int]*lconn // by client and upstream descriptor
 	again  []*lconn       // connections whose pump ran out of its round
@@ -290,9 +291,13 @@ func (l *loop) wait() int {
 	if n := l.poll(); n > 0 || len(l.again) > 0 {
 		return n
 	}
+	// The park deadline moves only every half tick: setting a runtime
+	// timer for every park costs more than the sweep's slack.
 	if len(l.conns) > 0 || l.paused != 0 {
-		l.ep.SetReadDeadline(time.Now().Add(time.Duration(l.tick)))
-		l.armed = true
+		if !l.armed || l.now-l.armedAt > l.tick/2 {
+			l.ep.SetReadDeadline(l.base.Add(time.Duration(l.now + l.tick)))
+			l.armed, l.armedAt = true, l.now
+		}
 	} else if l.armed {
 		l.ep.SetReadDeadline(time.Time{})
 		l.armed = false
