@@ -18,7 +18,11 @@
 // The queries are A and AAAA for every name of the lab internet, answered
 // from the cache after the first pass (the lab DNS's TTL is 60 s, so a
 // handful of queries per minute go upstream). The report gives medians and
-// the medians of the per-round ratios.
+// the medians of the per-round ratios, with each server's CPU time and
+// context switches (all threads) per query.
+//
+// For A/B comparisons, -exe-b adds cwB and cwB-log1k from a second binary
+// (-args-b: extra flags for them) and -only picks the servers to measure.
 //
 // bench/dns.sh runs it; docs/benchmarks.md has the results.
 package main
@@ -52,6 +56,9 @@ type config struct {
 	inflight int
 	threads  int
 	keep     bool
+	exeB     string // a second clusterwall binary (A/B comparisons)
+	argsB    string // extra dns serve flags for it
+	only     string // comma-separated server names; empty: all
 }
 
 type server struct {
@@ -70,6 +77,22 @@ func clusterwall(name string, port int, extra ...string) *server {
 		err := l.Start(ctx, lab.Proc{Name: name, Host: lab.HostFW, Args: args})
 		return l.Pid(name), err
 	}}
+}
+
+// clusterwallExe is clusterwall dns serve from another binary than the
+// lab's (-exe-b), started like dnsmasq.
+func clusterwallExe(exe, name string, port int, extra ...string) *server {
+	s := &server{name: name, port: port}
+	s.start = func(ctx context.Context, l *lab.Lab, dir string) (int, error) {
+		args := append([]string{exe, "dns", "serve", "--listen", fmt.Sprintf("%s:%d", lab.FWPrivateV4, port), "--upstream", upstream}, extra...)
+		cmd, err := benchkit.StartIn(l, lab.HostFW, filepath.Join(dir, name+".out"), args...)
+		if err != nil {
+			return 0, err
+		}
+		s.cmd = cmd
+		return cmd.Process.Pid, nil
+	}
+	return s
 }
 
 func dnsmasq(name string, port int, extra ...string) *server {
@@ -99,6 +122,9 @@ func main() {
 	flag.IntVar(&c.inflight, "inflight", 100, "dnsperf -q: queries outstanding")
 	flag.IntVar(&c.threads, "threads", 1, "dnsperf -T: threads")
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab and the servers up afterwards")
+	flag.StringVar(&c.exeB, "exe-b", "", "a second clusterwall binary, measured as cwB and cwB-log1k (A/B comparisons)")
+	flag.StringVar(&c.argsB, "args-b", "", "extra `dns serve` flags for the -exe-b servers (space-separated, e.g. \"--udp-sockets 1\")")
+	flag.StringVar(&c.only, "only", "", "comma-separated servers to measure (e.g. cw,cwB,dnsmasq); default all")
 	flag.Parse()
 	benchkit.Main(func(ctx context.Context) error { return run(ctx, c, os.Stdout) })
 }
@@ -108,6 +134,7 @@ type sample struct {
 	lost float64 // per cent
 	cpu  time.Duration
 	n    float64 // queries completed
+	cs   float64 // the server's context switches (all threads)
 }
 
 func run(ctx context.Context, c config, out io.Writer) (err error) {
@@ -148,6 +175,28 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		dnsmasq("dnsmasq", 5311),
 		dnsmasq("dnsmasq-log", 5312, "--log-queries", "--log-facility="+filepath.Join(dir, "dnsmasq-queries.log")),
 	}
+	if c.exeB != "" {
+		servers = append(servers,
+			clusterwallExe(c.exeB, "cwB", 5321, append(strings.Fields(c.argsB), "--no-query-log")...),
+			clusterwallExe(c.exeB, "cwB-log1k", 5323, append(strings.Fields(c.argsB), "--log-rate", "1000")...))
+	}
+	if c.only != "" {
+		keep := map[string]bool{}
+		for _, n := range strings.Split(c.only, ",") {
+			keep[strings.TrimSpace(n)] = true
+		}
+		var sel []*server
+		for _, s := range servers {
+			if keep[s.name] {
+				sel = append(sel, s)
+				delete(keep, s.name)
+			}
+		}
+		if len(keep) > 0 || len(sel) == 0 {
+			return fmt.Errorf("-only %q: unknown or no servers", c.only)
+		}
+		servers = sel
+	}
 	pids := map[string]int{}
 	for _, s := range servers {
 		pid, err := s.start(ctx, l, dir)
@@ -180,15 +229,16 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			cpu0 := benchkit.ProcCPU(pids[s.name])
+			cpu0, cs0 := benchkit.ProcCPU(pids[s.name]), ctxSwitches(pids[s.name])
 			smp, err := dnsperf(ctx, l, c, s, queries, c.secs)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, s.name, err)
 			}
 			smp.cpu = benchkit.ProcCPU(pids[s.name]) - cpu0
+			smp.cs = ctxSwitches(pids[s.name]) - cs0
 			results[s.name] = append(results[s.name], smp)
-			fmt.Fprintf(out, "round %d %-12s %8.0f queries/s  lost %.2f%%  server CPU %.1f µs/query  load %s\n",
-				round+1, s.name, smp.qps, smp.lost, perQuery(smp), benchkit.Loadavg())
+			fmt.Fprintf(out, "round %d %-12s %8.0f queries/s  lost %.2f%%  server CPU %.1f µs/query  %.3f context switches/query  load %s\n",
+				round+1, s.name, smp.qps, smp.lost, perQuery(smp), switchesPerQuery(smp), benchkit.Loadavg())
 		}
 	}
 	report(out, servers, results, loads)
@@ -200,6 +250,33 @@ func perQuery(s sample) float64 {
 		return 0
 	}
 	return float64(s.cpu.Microseconds()) / s.n
+}
+
+func switchesPerQuery(s sample) float64 {
+	if s.n == 0 {
+		return 0
+	}
+	return s.cs / s.n
+}
+
+// ctxSwitches sums the voluntary and involuntary context switches of all
+// threads of process pid so far (0 if it is gone).
+func ctxSwitches(pid int) float64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var n float64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				x, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				n += x
+			}
+		}
+	}
+	return n
 }
 
 // check asks s for ghcr.io A from node and wants the lab's address.
@@ -262,12 +339,17 @@ func report(out io.Writer, servers []*server, r map[string][]sample, loads []str
 	qps := func(s sample) float64 { return s.qps }
 	get := func(name string, f func(sample) float64) []float64 { return benchkit.Values(r[name], f) }
 	ratio := func(num, den string) float64 { return benchkit.Median(benchkit.Ratios(r[num], r[den], qps)) }
-	fmt.Fprintf(out, "\n| server | queries/s, median | server CPU µs/query, median |\n|---|---|---|\n")
+	fmt.Fprintf(out, "\n| server | queries/s, median | server CPU µs/query, median | context switches/query, median |\n|---|---|---|---|\n")
 	for _, s := range servers {
-		fmt.Fprintf(out, "| %s | %.0f | %.1f |\n", s.name, benchkit.Median(get(s.name, qps)), benchkit.Median(get(s.name, perQuery)))
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.3f |\n", s.name, benchkit.Median(get(s.name, qps)), benchkit.Median(get(s.name, perQuery)),
+			benchkit.Median(get(s.name, switchesPerQuery)))
 	}
-	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios; target ≥ 1.0) | |\n|---|---|\n", len(r["cw"]))
-	for _, p := range [][2]string{{"cw", "dnsmasq"}, {"cw-log", "dnsmasq"}, {"cw-log1k", "dnsmasq"}, {"cw-log", "dnsmasq-log"}} {
+	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios; target ≥ 1.0) | |\n|---|---|\n")
+	for _, p := range [][2]string{{"cw", "dnsmasq"}, {"cw-log", "dnsmasq"}, {"cw-log1k", "dnsmasq"}, {"cw-log", "dnsmasq-log"},
+		{"cwB", "dnsmasq"}, {"cwB-log1k", "dnsmasq"}, {"cwB", "cw"}, {"cwB-log1k", "cw-log1k"}} {
+		if len(r[p[0]]) == 0 || len(r[p[1]]) == 0 {
+			continue
+		}
 		fmt.Fprintf(out, "| %s / %s | %.3f |\n", p[0], p[1], ratio(p[0], p[1]))
 	}
 	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))

@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,36 +138,32 @@ func (p *Proxy) Serve(ctx context.Context, l *Listener) error {
 // udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
 const udpBatch = 32
 
+// udpReadRetries is how many more times a reader tries recvmmsg after
+// EAGAIN before it parks (see udpBatcher).
+const udpReadRetries = 0
+
 // maxUDPQuery bounds a UDP query; larger datagrams (truncated on read) are
 // dropped.
 const maxUDPQuery = 4096
 
-// batchConn is ipv4.PacketConn or ipv6.PacketConn: recvmmsg/sendmmsg.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // serveUDP reads queries in batches (recvmmsg), answers cache hits inline
 // and sends the answers of a batch together (sendmmsg); queries that must
 // wait for an upstream or a hook are handed to goroutines, bounded by
-// MaxInflight.
+// MaxInflight. The batches move with raw system calls (udpBatcher).
 func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
-	var bc batchConn = ipv4.NewPacketConn(c)
-	if a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); a.Is6() && !a.Is4In6() {
-		bc = ipv6.NewPacketConn(c)
+	b, err := newUDPBatcher(c, udpBatch, maxUDPQuery)
+	if err != nil {
+		p.log.Error("dns udp socket unusable", "addr", c.LocalAddr(), "err", err)
+		return
 	}
-	in := make([]ipv4.Message, udpBatch)
-	out := make([]ipv4.Message, udpBatch)
+	b.retries = udpReadRetries
 	outBufs := make([][]byte, udpBatch)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
+	for i := range outBufs {
 		outBufs[i] = make([]byte, 0, 1232)
-		out[i].Buffers = make([][]byte, 1)
 	}
 	var r request
 	for {
-		n, err := bc.ReadBatch(in, 0)
+		n, err := b.readBatch()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -177,33 +171,31 @@ func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup
 			continue
 		}
 		k := 0
-		for i := range in[:n] {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+		for i := range n {
+			wire, src, ok := b.message(i)
+			if !ok {
 				continue
 			}
-			src := ua.AddrPort()
-			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-			wire := m.Buffers[0][:m.N]
 			resp, deferred := p.serveWire(ctx, &r, wire, src, "udp", true, outBufs[k][:0])
 			if deferred {
 				resp = p.deferUDP(ctx, c, wg, &r, wire, src, outBufs[k][:0])
 			}
-			if resp == nil {
+			if len(resp) == 0 {
 				continue
 			}
 			outBufs[k] = resp[:0]
-			out[k].Buffers[0] = resp
-			out[k].Addr = m.Addr
+			b.setReply(k, i, resp)
 			k++
 		}
 		for sent := 0; sent < k; {
-			w, err := bc.WriteBatch(out[sent:k], 0)
+			w, err := b.writeBatch(sent, k)
 			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+					return
+				}
 				// Skip the message that failed (e.g. an unreachable
 				// client) and go on with the rest.
-				w = max(w, 0) + 1
+				w = 1
 			}
 			sent += w
 		}
