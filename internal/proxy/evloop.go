@@ -111,6 +111,11 @@ type lconn struct {
 	out     []byte // what goes upstream first
 	dialAt  int
 
+	hup  bool // the client reported end of stream or an error
+	uhup bool // so did the upstream
+	// cin and uin: the client or the upstream became readable since the
+	// loop last drained it (before the relay starts).
+	cin, uin bool
 	deadline int64 // hello and dial phases
 	active   int64 // relay: when data last moved
 	dir      [2]ldir
@@ -129,6 +134,11 @@ type ldir struct {
 	splice   bool
 	eof      bool
 	done     bool
+	// hup: the source reported end of stream or an error; read it to the
+	// end (see pump).
+	hup bool
+	// drained: nothing to read until the next event (see connected).
+	drained bool
 }
 
 // loopable reports whether transparent connections on ln can be served by
@@ -288,8 +298,8 @@ func (l *loop) run() {
 // runtime's poller when there are none (and no work queued). With
 // connections open, the park ends after a tick for the timeouts.
 func (l *loop) wait() int {
-	if n := l.poll(); n > 0 || len(l.again) > 0 {
-		return n
+	if len(l.again) > 0 {
+		return l.poll()
 	}
 	// The park deadline moves only every half tick: setting a runtime
 	// timer for every park costs more than the sweep's slack.
@@ -303,6 +313,7 @@ func (l *loop) wait() int {
 		l.armed = false
 	}
 	n := 0
+	// Read calls the function first: it parks only when poll finds nothing.
 	err := l.rc.Read(func(uintptr) bool {
 		n = l.poll()
 		return n > 0
@@ -342,13 +353,17 @@ func (l *loop) event(ev *unix.EpollEvent) {
 		return
 	}
 	id := uint32(ev.Pad)
+	hup := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 	switch {
 	case fd == c.cfd && id == c.cid:
+		c.hup = c.hup || hup
+		c.cin = c.cin || ev.Events&unix.EPOLLIN != 0
 		switch c.state {
 		case stHello:
 			l.readHead(c)
 		case stRelay:
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.dir[0].hup = c.hup
+			if ev.Events&unix.EPOLLIN != 0 || hup {
 				l.pump(c, 0)
 			}
 			if ev.Events&unix.EPOLLOUT != 0 && c.dir[1].pending() {
@@ -356,11 +371,14 @@ func (l *loop) event(ev *unix.EpollEvent) {
 			}
 		}
 	case fd == c.ufd && id == c.uid:
+		c.uhup = c.uhup || hup
+		c.uin = c.uin || ev.Events&unix.EPOLLIN != 0
 		switch c.state {
 		case stDialing:
 			l.connected(c)
 		case stRelay:
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.dir[1].hup = c.uhup
+			if ev.Events&unix.EPOLLIN != 0 || hup {
 				l.pump(c, 1)
 			}
 			if ev.Events&unix.EPOLLOUT != 0 && c.dir[0].pending() {
@@ -485,15 +503,21 @@ func (l *loop) originalDst(fd int, src netip.AddrPort) (netip.AddrPort, error) {
 func (l *loop) readHead(c *lconn) {
 	p := l.p
 	buf := *c.bp
+	short := false // the last read drained the socket (see pump)
 	for {
 		limit := len(buf)
 		if c.kind != kindTLS {
 			limit = min(len(buf), p.cfg.MaxHTTPHead)
 		}
 		if c.n < limit {
+			if short && !c.hup {
+				c.cin = false
+				return
+			}
 			r, e := rawReadFD(c.cfd, buf[c.n:limit])
 			switch {
 			case e == unix.EAGAIN:
+				c.cin = false
 				return
 			case e != 0:
 				l.headFailed(c, os.NewSyscallError("read", e))
@@ -501,6 +525,9 @@ func (l *loop) readHead(c *lconn) {
 			case r == 0:
 				l.headFailed(c, io.EOF)
 				return
+			}
+			if short = r < limit-c.n; short {
+				c.cin = false // drained
 			}
 			c.n += r
 		}
@@ -692,8 +719,11 @@ func (l *loop) connected(c *lconn) {
 	}
 	c.state = stRelay
 	c.active = l.now
-	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true}
-	c.dir[1] = ldir{src: c.ufd, dst: c.cfd}
+	// A side that has not become readable since it was last drained (the
+	// client: since its head was read; the upstream: ever) has nothing to
+	// read yet: edge-triggered epoll will tell.
+	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true, hup: c.hup, drained: !c.cin}
+	c.dir[1] = ldir{src: c.ufd, dst: c.cfd, hup: c.uhup, drained: !c.uin}
 	c.bp, c.out = nil, nil
 	l.pump(c, 0)
 	l.pump(c, 1)
@@ -735,6 +765,12 @@ func (l *loop) pump(c *lconn, i int) {
 	if c.state != stRelay || d.done {
 		return
 	}
+	// A read that returns less than it asked for drained the socket: with
+	// edge-triggered epoll, more data brings another event, so the pump
+	// stops there instead of reading again for EAGAIN — unless the source
+	// reported its end (the FIN came with the data: no event would follow).
+	short := d.drained
+	d.drained = false
 	for range loopPumpRound {
 		if len(d.pend) > 0 {
 			w, e := rawWriteFD(d.dst, d.pend)
@@ -763,14 +799,20 @@ func (l *loop) pump(c *lconn, i int) {
 			continue
 		}
 		if d.eof {
+			if c.dir[1-i].done {
+				// Both ends have finished: close sends the FIN.
+				d.done = true
+				l.close(c)
+				return
+			}
 			if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(d.dst), unix.SHUT_WR, 0); e != 0 {
 				l.close(c)
 				return
 			}
 			d.done = true
-			if c.dir[1-i].done {
-				l.close(c)
-			}
+			return
+		}
+		if short && !d.hup {
 			return
 		}
 		if d.splice && !d.hasPipe {
@@ -795,6 +837,7 @@ func (l *loop) pump(c *lconn, i int) {
 			}
 			c.active = l.now
 			d.total += r
+			short = r < len(*bp)
 			if r == len(*bp) || d.total >= smallCopyMax {
 				d.splice = true
 			}
@@ -814,6 +857,8 @@ func (l *loop) pump(c *lconn, i int) {
 			c.active = l.now
 			d.total += r
 			d.inPipe = r
+			// No short-read shortcut here: splice may stop early when
+			// the pipe runs out of slots, with more data queued.
 		}
 	}
 	// Out of its round: the rest later, after the other connections.
