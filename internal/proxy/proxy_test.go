@@ -645,6 +645,14 @@ func TestIdleTimeout(t *testing.T) {
 // TestHalfClose: the client finishes its upload with a FIN and still gets
 // the answer the server sends after reading to EOF.
 func TestHalfClose(t *testing.T) {
+	// Sizes: data and FIN in one segment, one copy buffer and a bit, and
+	// enough to be spliced.
+	for _, size := range []int{0, 10, 20 << 10, 1 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { testHalfClose(t, size) })
+	}
+}
+
+func testHalfClose(t *testing.T, size int) {
 	srv, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -669,12 +677,41 @@ func TestHalfClose(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	head := "PUT / HTTP/1.1\r\nHost: ok.test\r\n\r\n"
-	payload := strings.Repeat("z", 1<<20)
+	payload := strings.Repeat("z", size)
 	io.WriteString(c, head+payload)
 	c.(*net.TCPConn).CloseWrite()
 	got, err := io.ReadAll(c)
 	if want := fmt.Sprintf("read %d bytes", len(head)+len(payload)); err != nil || string(got) != want {
 		t.Fatalf("got %q (%v), want %q", got, err, want)
+	}
+}
+
+// TestServerSpeaksFirst: an upstream that writes and closes as soon as it
+// accepts (its bytes and FIN may come with the connect's completion).
+func TestServerSpeaksFirst(t *testing.T) {
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nbanner")
+			c.Close()
+		}
+	}()
+	dst, _ := addrPortOf(srv.Addr())
+	e := startProxy(t, Config{Matcher: testPolicy(t, 1, dst.Port()), Resolver: StaticResolver{"ok.test": {netip.MustParseAddr("127.0.0.1")}},
+		OriginalDst: fixedDst(dst)})
+	for i := range 20 {
+		resp, body, err := rawHTTP(t, e.addr, "GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+		if err != nil || resp.StatusCode != 200 || body != "banner" {
+			t.Fatalf("connection %d: %v %q (%v)", i, resp, body, err)
+		}
 	}
 }
 
