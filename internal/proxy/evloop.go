@@ -36,13 +36,14 @@ import (
 // handleTransparent's (decideTransparent, emit); only a decision that
 // must resolve a name afresh leaves the loop for a goroutine.
 //
-// The goroutine path remains for explicit-proxy connections, listeners
-// that are not *net.TCPListener, and a Config.Dial hook.
+// Explicit-proxy connections keep a goroutine each (explicit.go): they
+// speak HTTP with the client before anything is relayed.
 
 // Connection states.
 const (
 	stHello    uint8 = iota // reading the ClientHello or request head
 	stDeciding              // a fresh lookup runs off the loop
+	stHookDial              // Config.Dial runs off the loop
 	stDialing               // connecting upstream
 	stRelay                 // copying / splicing both ways
 	stClosed
@@ -139,13 +140,6 @@ type ldir struct {
 	hup bool
 	// drained: nothing to read until the next event (see connected).
 	drained bool
-}
-
-// loopable reports whether transparent connections on ln can be served by
-// event loops.
-func (p *Proxy) loopable(ln net.Listener) (*net.TCPListener, bool) {
-	tl, ok := ln.(*net.TCPListener)
-	return tl, ok && p.cfg.Dial == nil
 }
 
 // serveLoops serves ln with one event loop per P until the proxy closes.
@@ -255,12 +249,13 @@ func (l *loop) release() {
 	l.pipes = nil
 }
 
-// post runs fn on the loop; nil stops it. It never blocks.
-func (l *loop) post(fn func()) {
+// post runs fn on the loop; nil stops it. It never blocks. It returns
+// false, dropping fn, when the loop has stopped.
+func (l *loop) post(fn func()) bool {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return
+		return false
 	}
 	l.posted = append(l.posted, fn)
 	first := len(l.posted) == 1
@@ -269,6 +264,7 @@ func (l *loop) post(fn func()) {
 		one := uint64(1)
 		unix.RawSyscall(unix.SYS_WRITE, uintptr(l.evfd), uintptr(unsafe.Pointer(&one)), 8)
 	}
+	return true
 }
 
 func (l *loop) run() {
@@ -675,6 +671,10 @@ func (l *loop) decided(c *lconn, v verdict) {
 
 // dial connects to c.v.dial[c.dialAt] without blocking.
 func (l *loop) dial(c *lconn) {
+	if l.p.cfg.Dial != nil {
+		l.hookDial(c)
+		return
+	}
 	for ; c.dialAt < len(c.v.dial); c.dialAt++ {
 		a := c.v.dial[c.dialAt]
 		fd, connected, err := connectNB(a)
@@ -700,6 +700,68 @@ func (l *loop) dial(c *lconn) {
 		return
 	}
 	l.dialFailed(c, errors.New("no address to dial"))
+}
+
+// hookDial connects with Config.Dial on a goroutine (it may block), then
+// takes a duplicate of the connection's descriptor into the loop.
+func (l *loop) hookDial(c *lconn) {
+	c.state = stHookDial
+	addrs := c.v.dial[c.dialAt:]
+	go func() {
+		fd := -1
+		conn, _, err := l.p.dialAny(addrs)
+		if err == nil {
+			fd, err = dupConn(conn)
+			conn.Close() // the duplicate keeps the socket
+		}
+		ok := l.post(func() {
+			switch {
+			case c.state != stHookDial:
+				if fd >= 0 {
+					closeFD(fd)
+				}
+			case err != nil:
+				c.dialAt = len(c.v.dial) - 1
+				l.dialFailed(c, err)
+			default:
+				c.ufd, c.uid = fd, l.nextID()
+				l.conns[fd] = c
+				if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.uid, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+					l.dialFailed(c, err)
+					return
+				}
+				c.state = stDialing
+				c.deadline = l.now + int64(l.p.cfg.DialTimeout)
+				l.connected(c)
+			}
+		})
+		if !ok && fd >= 0 {
+			closeFD(fd)
+		}
+	}()
+}
+
+// dupConn returns a non-blocking duplicate of a connection's descriptor.
+func dupConn(conn net.Conn) (int, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%T has no file descriptor", conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) {
+		fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("fcntl", derr)
+	}
+	return fd, nil // O_NONBLOCK belongs to the shared file description
 }
 
 // connected runs when the upstream socket is writable: the connect ended.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -36,5 +37,22 @@ func TestUpstreamUnreachable(t *testing.T) {
 	}
 	for _, p := range []*Proxy{e.p, e2.p} {
 		waitFor(t, "no active connection", func() bool { return p.Stats().Active == 0 })
+	}
+}
+
+// TestServeNeedsTCPListener: transparent mode reads the original
+// destination from the kernel socket; another listener is refused.
+func TestServeNeedsTCPListener(t *testing.T) {
+	ln, err := Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := New(Config{})
+	defer p.Close()
+	var n atomic.Int64
+	err = p.Serve(countingListener{ln, &n})
+	if err == nil || !strings.Contains(err.Error(), "needs a TCP listener") {
+		t.Fatalf("Serve(wrapped listener) = %v, want an error naming the TCP listener", err)
 	}
 }

@@ -15,12 +15,12 @@ import (
 // (x/sys/unix exports only the IPv4 name; both are 80).
 const ip6tSOOriginalDst = 80
 
-// ErrNotRedirected is returned by KernelOriginalDst for a connection that
+// ErrNotRedirected is returned for a connection that
 // the kernel did not redirect (no NAT entry, not a TPROXY socket): a client
 // that connected to the proxy's port directly.
 var ErrNotRedirected = errors.New("connection was not redirected to the proxy (no original destination)")
 
-// KernelOriginalDst returns the destination a client connected to before
+// originalDst returns the destination a client connected to before
 // the kernel steered the connection to the proxy.
 //
 //   - nft `redirect` / `dnat` to the proxy: the conntrack NAT entry, read
@@ -32,30 +32,9 @@ var ErrNotRedirected = errors.New("connection was not redirected to the proxy (n
 // A connection that was not translated and arrived on the listener's own
 // port was not redirected: ErrNotRedirected. The proxy's port must
 // therefore not be a port that application rules name.
-func KernelOriginalDst(c net.Conn, listener netip.AddrPort) (netip.AddrPort, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("original destination: %T has no file descriptor", c)
-	}
-	local, _ := addrPortOf(c.LocalAddr())
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	var dst netip.AddrPort
-	var serr error
-	cerr := rc.Control(func(fd uintptr) {
-		v4 := local.Addr().Is4() || local.Addr().Is4In6()
-		dst, serr = originalDst(int(fd), v4, func() netip.AddrPort { return local }, listener)
-	})
-	if cerr != nil {
-		return netip.AddrPort{}, cerr
-	}
-	return dst, serr
-}
-
-// originalDst is KernelOriginalDst for the socket fd (IPv4 or IPv6, v4);
-// local returns the socket's local address, asked only when needed.
+//
+// fd is the accepted socket (IPv4 or IPv6: v4); local returns its local
+// address, asked only when needed.
 func originalDst(fd int, v4 bool, local func() netip.AddrPort, listener netip.AddrPort) (netip.AddrPort, error) {
 	var dst netip.AddrPort
 	var err error

@@ -31,6 +31,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -110,7 +111,7 @@ type Config struct {
 	Latency func(allowed bool, d time.Duration)
 
 	// OriginalDst returns the destination a transparent connection was
-	// for. Nil means the kernel's answer (KernelOriginalDst: SO_ORIGINAL_DST
+	// for. Nil means the kernel's answer (originalDst: SO_ORIGINAL_DST
 	// or the TPROXY local address). Tests set a fixed one.
 	// It gets the client's address and the local address it reached.
 	OriginalDst func(src, local netip.AddrPort) (netip.AddrPort, error)
@@ -316,9 +317,11 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 	}()
 	lnAddr, _ := addrPortOf(ln.Addr())
 	if !explicit {
-		if tl, ok := p.loopable(ln); ok {
-			return p.serveLoops(tl, lnAddr)
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			return fmt.Errorf("proxy: transparent mode needs a TCP listener (a kernel socket for the original destination), not %T", ln)
 		}
+		return p.serveLoops(tl, lnAddr)
 	}
 	var backoff time.Duration
 	for {
@@ -352,11 +355,7 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 		}
 		go func() {
 			defer p.finish(s)
-			if explicit {
-				p.handleExplicit(s)
-			} else {
-				p.handleTransparent(s, lnAddr)
-			}
+			p.handleExplicit(s)
 		}()
 	}
 }
@@ -575,36 +574,6 @@ func shutdownWrite(c *net.TCPConn) error {
 		return err
 	}
 	return serr
-}
-
-// readConn is c.Read, as a raw system call for a TCP connection (see
-// copySmall); n == 0 with a nil error is EOF.
-func readConn(c net.Conn, b []byte) (int, error) {
-	tc, ok := c.(*net.TCPConn)
-	if !ok || len(b) == 0 {
-		return c.Read(b)
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return c.Read(b)
-	}
-	return rawRead(rc, func() []byte { return b }, func() {})
-}
-
-// writeConn is c.Write, as a raw system call for a TCP connection (see
-// copySmall).
-func writeConn(c net.Conn, b []byte) error {
-	tc, ok := c.(*net.TCPConn)
-	if !ok || len(b) == 0 {
-		_, err := c.Write(b)
-		return err
-	}
-	wc, err := tc.SyscallConn()
-	if err != nil {
-		_, err := c.Write(b)
-		return err
-	}
-	return rawWrite(wc, b)
 }
 
 // Splicing starts when a read fills a copy buffer or after
