@@ -82,27 +82,26 @@ func clusterwall(name string, port int, extra ...string) *server {
 // clusterwallExe is clusterwall dns serve from another binary than the
 // lab's (-exe-b), started like dnsmasq.
 func clusterwallExe(exe, name string, port int, extra ...string) *server {
-	s := &server{name: name, port: port}
-	s.start = func(ctx context.Context, l *lab.Lab, dir string) (int, error) {
-		args := append([]string{exe, "dns", "serve", "--listen", fmt.Sprintf("%s:%d", lab.FWPrivateV4, port), "--upstream", upstream}, extra...)
-		cmd, err := benchkit.StartIn(l, lab.HostFW, filepath.Join(dir, name+".out"), args...)
-		if err != nil {
-			return 0, err
-		}
-		s.cmd = cmd
-		return cmd.Process.Pid, nil
-	}
-	return s
+	return process(name, port, func(string) []string {
+		return append([]string{exe, "dns", "serve", "--listen", fmt.Sprintf("%s:%d", lab.FWPrivateV4, port), "--upstream", upstream}, extra...)
+	})
 }
 
 func dnsmasq(name string, port int, extra ...string) *server {
-	s := &server{name: name, port: port}
-	s.start = func(ctx context.Context, l *lab.Lab, dir string) (int, error) {
-		args := append([]string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+	return process(name, port, func(dir string) []string {
+		return append([]string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 			"--server=" + upstream, "--listen-address=" + lab.FWPrivateV4.String(), "--bind-interfaces",
 			"--port=" + strconv.Itoa(port), "--cache-size=10000", "--user=root",
 			"--pid-file=" + filepath.Join(dir, name+".pid")}, extra...)
-		cmd, err := benchkit.StartIn(l, lab.HostFW, filepath.Join(dir, name+".out"), args...)
+	})
+}
+
+// process is a server that runs the command args(dir) in the firewall
+// namespace, its output in dir.
+func process(name string, port int, args func(dir string) []string) *server {
+	s := &server{name: name, port: port}
+	s.start = func(ctx context.Context, l *lab.Lab, dir string) (int, error) {
+		cmd, err := benchkit.StartIn(l, lab.HostFW, filepath.Join(dir, name+".out"), args(dir)...)
 		if err != nil {
 			return 0, err
 		}

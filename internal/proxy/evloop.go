@@ -112,11 +112,10 @@ type lconn struct {
 	out     []byte // what goes upstream first
 	dialAt  int
 
-	hup  bool // the client reported end of stream or an error
-	uhup bool // so did the upstream
-	// cin and uin: the client or the upstream became readable since the
-	// loop last drained it (before the relay starts).
-	cin, uin bool
+	// hup: the client [0] or the upstream [1] reported end of stream or
+	// an error; in: it became readable since the loop last drained it
+	// (before the relay starts).
+	hup, in  [2]bool
 	deadline int64 // hello and dial phases
 	active   int64 // relay: when data last moved
 	dir      [2]ldir
@@ -348,38 +347,31 @@ func (l *loop) event(ev *unix.EpollEvent) {
 	if c == nil {
 		return
 	}
-	id := uint32(ev.Pad)
-	hup := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
-	switch {
+	var side int // 0: the client, 1: the upstream (also the direction whose source it is)
+	switch id := uint32(ev.Pad); {
 	case fd == c.cfd && id == c.cid:
-		c.hup = c.hup || hup
-		c.cin = c.cin || ev.Events&unix.EPOLLIN != 0
-		switch c.state {
-		case stHello:
-			l.readHead(c)
-		case stRelay:
-			c.dir[0].hup = c.hup
-			if ev.Events&unix.EPOLLIN != 0 || hup {
-				l.pump(c, 0)
-			}
-			if ev.Events&unix.EPOLLOUT != 0 && c.dir[1].pending() {
-				l.pump(c, 1)
-			}
-		}
+		side = 0
 	case fd == c.ufd && id == c.uid:
-		c.uhup = c.uhup || hup
-		c.uin = c.uin || ev.Events&unix.EPOLLIN != 0
-		switch c.state {
-		case stDialing:
-			l.connected(c)
-		case stRelay:
-			c.dir[1].hup = c.uhup
-			if ev.Events&unix.EPOLLIN != 0 || hup {
-				l.pump(c, 1)
-			}
-			if ev.Events&unix.EPOLLOUT != 0 && c.dir[0].pending() {
-				l.pump(c, 0)
-			}
+		side = 1
+	default:
+		return // a stale event of a closed descriptor's number
+	}
+	hup := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	c.hup[side] = c.hup[side] || hup
+	c.in[side] = c.in[side] || ev.Events&unix.EPOLLIN != 0
+	switch {
+	case side == 0 && c.state == stHello:
+		l.readHead(c)
+	case side == 1 && c.state == stDialing:
+		l.connected(c)
+	case c.state == stRelay:
+		c.dir[side].hup = c.hup[side]
+		if ev.Events&unix.EPOLLIN != 0 || hup {
+			l.pump(c, side)
+		}
+		// Writable again: what the other direction holds for it.
+		if ev.Events&unix.EPOLLOUT != 0 && c.dir[1-side].pending() {
+			l.pump(c, 1-side)
 		}
 	}
 }
@@ -506,14 +498,14 @@ func (l *loop) readHead(c *lconn) {
 			limit = min(len(buf), p.cfg.MaxHTTPHead)
 		}
 		if c.n < limit {
-			if short && !c.hup {
-				c.cin = false
+			if short && !c.hup[0] {
+				c.in[0] = false
 				return
 			}
 			r, e := rawReadFD(c.cfd, buf[c.n:limit])
 			switch {
 			case e == unix.EAGAIN:
-				c.cin = false
+				c.in[0] = false
 				return
 			case e != 0:
 				l.headFailed(c, os.NewSyscallError("read", e))
@@ -523,7 +515,7 @@ func (l *loop) readHead(c *lconn) {
 				return
 			}
 			if short = r < limit-c.n; short {
-				c.cin = false // drained
+				c.in[0] = false // drained
 			}
 			c.n += r
 		}
@@ -784,8 +776,8 @@ func (l *loop) connected(c *lconn) {
 	// A side that has not become readable since it was last drained (the
 	// client: since its head was read; the upstream: ever) has nothing to
 	// read yet: edge-triggered epoll will tell.
-	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true, hup: c.hup, drained: !c.cin}
-	c.dir[1] = ldir{src: c.ufd, dst: c.cfd, hup: c.uhup, drained: !c.uin}
+	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true, hup: c.hup[0], drained: !c.in[0]}
+	c.dir[1] = ldir{src: c.ufd, dst: c.cfd, hup: c.hup[1], drained: !c.in[1]}
 	c.bp, c.out = nil, nil
 	l.pump(c, 0)
 	l.pump(c, 1)
