@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
@@ -55,4 +59,48 @@ func TestServeNeedsTCPListener(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "needs a TCP listener") {
 		t.Fatalf("Serve(wrapped listener) = %v, want an error naming the TCP listener", err)
 	}
+}
+
+// FuzzTransparentConn sends arbitrary first bytes, in two writes, through
+// a real event loop: whatever they are, the proxy ends the connection
+// (an answer, an alert, a relay to the upstream that then closes, or a
+// plain close) well before the client's deadline, and keeps serving.
+func FuzzTransparentConn(f *testing.F) {
+	good := startUpstream(f, "good", "127.0.0.1:0", true)
+	web := startUpstream(f, "web", "127.0.0.1:0", false)
+	e := startProxy(f, Config{
+		Matcher:      testPolicy(f, good.addr.Port(), web.addr.Port()),
+		Resolver:     StaticResolver{"ok.test": {netip.MustParseAddr("127.0.0.1")}},
+		OriginalDst:  fixedDst(good.addr),
+		HelloTimeout: 2 * time.Second,
+	})
+	for _, h := range seedHellos(f) {
+		f.Add(h, uint16(len(h)/2))
+	}
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n",
+		"GET http://ok.test/ HTTP/1.1\r\nHost: ok.test\r\n\r\nbody",
+		"CONNECT ok.test:443 HTTP/1.1\r\n\r\n",
+		"\x16\x03\x01\x00\x05\x01\x00\x00\x01",
+		"\x80\x2e\x01\x03\x01",
+		"",
+	} {
+		f.Add([]byte(s), uint16(3))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+		if err != nil {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("the proxy stopped accepting: %v\n%s", err, buf[:runtime.Stack(buf, true)])
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		at := min(int(split), len(data))
+		c.Write(data[:at])
+		c.Write(data[at:])
+		c.(*net.TCPConn).CloseWrite()
+		if _, err := io.Copy(io.Discard, c); isTimeout(err) {
+			t.Fatalf("the proxy did not end the connection: %v", err)
+		}
+	})
 }
