@@ -38,6 +38,16 @@ test: test-deps fmt vet
 demo: deps build
 	@scripts/demo.sh $(BIN)
 
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one at a time);
+# seed corpora live in the packages' testdata/fuzz.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
 # Regenerate the CRDs and deep-copy code from internal/apis (controller-gen).
 crds:
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./internal/apis/... crd:crdVersions=v1 output:crd:dir=deploy/crds
