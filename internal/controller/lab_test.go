@@ -99,7 +99,14 @@ func TestLabEndToEnd(t *testing.T) {
 	if err := os.WriteFile(polFile, []byte(initialPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l := lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: &lab.DaemonOptions{Policy: polFile}})
+	// The daemon's admin API demands a bearer token: the controller's
+	// requests carry it (Options.Token), the test's own add it (authed).
+	const token = "lab-controller-token-5f1c"
+	tokenFile := filepath.Join(dir, "admin-tokens")
+	if err := os.WriteFile(tokenFile, []byte(token+" controller\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: &lab.DaemonOptions{Policy: polFile, TokenFile: tokenFile}})
 	t.Cleanup(func() {
 		if t.Failed() {
 			data, _ := os.ReadFile(l.LogFile(lab.DaemonProc))
@@ -110,8 +117,14 @@ func TestLabEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if resp, err := hc.Get("http://" + lab.DaemonAdmin + "/v1/status"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin API without the token: %v %v, want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	authed := &http.Client{Timeout: hc.Timeout, Transport: bearer{token, hc.Transport}}
 	const pol = "lab"
-	startController(t, Options{PolicyName: pol, Daemons: []string{"http://" + lab.DaemonAdmin}, HTTP: hc, Resync: 5 * time.Second})
+	startController(t, Options{PolicyName: pol, Daemons: []string{"http://" + lab.DaemonAdmin}, HTTP: hc, Token: token, Resync: 5 * time.Second})
 	ctx := context.Background()
 	for _, ns := range []string{"lab-apps", "lab-team-a", "lab-team-b", "lab-shop"} {
 		namespace(t, c, ns)
@@ -227,7 +240,7 @@ func TestLabEndToEnd(t *testing.T) {
 	if strings.Join(got.Status.Groups, ",") != "platform,lab-team-a/egress" {
 		t.Fatalf("composed groups %q", got.Status.Groups)
 	}
-	resp, err := hc.Get("http://" + lab.DaemonAdmin + "/v1/policy")
+	resp, err := authed.Get("http://" + lab.DaemonAdmin + "/v1/policy")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,16 +276,28 @@ func TestLabEndToEnd(t *testing.T) {
 	}
 
 	// 5. Idempotent: with nothing changing, the daemon's generation stays.
-	gen1 := daemonGeneration(t, hc)
+	gen1 := daemonGeneration(t, authed)
 	time.Sleep(7 * time.Second) // longer than Resync: the controller checks, does not re-apply
-	if gen2 := daemonGeneration(t, hc); gen2 != gen1 {
+	if gen2 := daemonGeneration(t, authed); gen2 != gen1 {
 		t.Fatalf("daemon generation moved from %d to %d with nothing changing", gen1, gen2)
 	}
 	// A daemon restart or someone else's apply is noticed and undone.
-	if _, err := (&DaemonClient{URL: "http://" + lab.DaemonAdmin, HTTP: hc}).Apply(ctx, []byte(initialPolicy)); err != nil {
+	if _, err := (&DaemonClient{URL: "http://" + lab.DaemonAdmin, HTTP: hc, Token: token}).Apply(ctx, []byte(initialPolicy)); err != nil {
 		t.Fatal(err)
 	}
 	waitFlow(t, "someone else's apply is replaced: store → 192.0.2.99:9000", true, func() bool { return tunnel(l, lab.HostStore) })
+}
+
+// bearer adds an admin API token to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 func daemonGeneration(t *testing.T, hc *http.Client) int64 {

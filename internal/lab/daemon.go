@@ -32,6 +32,9 @@ type DaemonOptions struct {
 	// WAFConfig into the state directory as WAFConfigFile and the daemon
 	// config's waf section names it.
 	WAF bool
+	// TokenFile turns on the admin API's bearer-token check with this
+	// token file (docs/api.md); /healthz and /readyz stay open.
+	TokenFile string
 }
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
@@ -78,6 +81,13 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 		fmt.Fprintf(&b, "snat: %s\n", o.SNAT)
 	}
 	fmt.Fprintf(&b, "admin:\n  listen: %q\n", DaemonAdmin)
+	if o.TokenFile != "" {
+		tf, err := abs("admin.tokenFile", o.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "  tokenFile: %q\n", tf)
+	}
 	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), DecisionLogFile))
 	if o.WAF {
 		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
