@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -212,9 +213,26 @@ func (e *Engine) Refresh(ctx context.Context) error {
 // Run refreshes feeds until ctx is done: URL feeds every Interval (and
 // RetryInterval after a failure), file feeds every FileInterval, new feeds
 // as soon as Reload adds them. It returns ctx's error.
+//
+// File feeds are also watched (fsnotify, on their directories, so that an
+// editor's write-and-rename is seen too): a change is read 100 ms after
+// the last event about it, not at the next FileInterval, which remains
+// the fallback where watching fails.
 func (e *Engine) Run(ctx context.Context) error {
+	w := newFileWatch(e.log)
+	defer w.close()
 	for {
 		e.refresh(ctx, func(f *feedState, now time.Time) bool { return !now.Before(f.next) })
+		if paths := e.filePaths(); w.watch(paths) {
+			// Newly watched: a change just before the watch began would
+			// wait for FileInterval; a check (a stat) now covers it.
+			due := map[string]bool{}
+			for _, p := range paths {
+				due[p] = true
+			}
+			e.due(due)
+			e.refresh(ctx, func(f *feedState, now time.Time) bool { return !now.Before(f.next) })
+		}
 		wait := e.untilNextCheck()
 		t := time.NewTimer(wait)
 		select {
@@ -224,6 +242,34 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-e.kick:
 			t.Stop()
+		case paths := <-w.changed:
+			t.Stop()
+			e.due(paths)
+		}
+	}
+}
+
+// filePaths are the paths of the file feeds.
+func (e *Engine) filePaths() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var paths []string
+	for _, f := range e.feeds {
+		if f.cfg.Path != "" && e.mode != policy.ActionInvalid {
+			paths = append(paths, filepath.Clean(f.cfg.Path))
+		}
+	}
+	return paths
+}
+
+// due makes the file feeds at paths due for a check now.
+func (e *Engine) due(paths map[string]bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.opts.Now()
+	for _, f := range e.feeds {
+		if f.cfg.Path != "" && paths[filepath.Clean(f.cfg.Path)] {
+			f.next = now
 		}
 	}
 }

@@ -667,3 +667,47 @@ func TestCheckThreatAgreesWithCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWatchesFeedFiles: a changed feed file is read at once, not at the
+// next FileInterval (an hour here) — written in place, and replaced by a
+// rename as editors and config tools do.
+func TestRunWatchesFeedFiles(t *testing.T) {
+	dir, ti := fileFeeds(t)
+	ti.Mode = policy.ActionDeny
+	e, _ := newEngine(t, Options{FileInterval: time.Hour})
+	if err := e.Reload(ti); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s after %v", what, time.Since(start).Round(time.Millisecond))
+	}
+	waitFor("the first load", func() bool { return e.Check(noAddr, addrEvil, "").Feed == "ips" })
+
+	ips := filepath.Join(dir, "ips.txt")
+	writeFile(t, ips, "203.0.113.5\n")
+	waitFor("the file written in place", func() bool {
+		return e.Check(noAddr, addrOther, "").Feed == "ips" && e.Check(noAddr, addrEvil, "").Action == policy.ActionInvalid
+	})
+
+	tmp := filepath.Join(dir, ".ips.txt.new")
+	writeFile(t, tmp, "192.0.2.66\n")
+	if err := os.Rename(tmp, ips); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the file replaced by a rename", func() bool {
+		return e.Check(noAddr, addrEvil, "").Feed == "ips" && e.Check(noAddr, addrOther, "").Action == policy.ActionInvalid
+	})
+	writeFile(t, ips, "# emptied\n")
+	waitFor("the file written in place again", func() bool { return e.Check(noAddr, addrEvil, "").Action == policy.ActionInvalid })
+}
