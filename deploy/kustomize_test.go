@@ -27,19 +27,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/clusterwall/clusterwall/internal/kubetest"
 	"github.com/clusterwall/clusterwall/internal/lab"
 )
 
 const (
 	namespace      = "clusterwall-system"
 	serviceAccount = "clusterwall-controller"
-	binsCache      = "/var/cache/clusterwall/k8s-bins"
 )
 
 // object is one object of a kustomize build.
@@ -577,72 +575,20 @@ func checkAccess(t *testing.T, ctx context.Context, c client.Client) {
 
 // --- the real kube-apiserver (envtest), as internal/controller's tests ---
 
-var kubeEnv struct {
-	env  *envtest.Environment
-	cfg  *rest.Config
-	err  error
-	skip string
-	done bool
-}
+var kubeEnv kubetest.Env
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if kubeEnv.env != nil {
-		kubeEnv.env.Stop()
-	}
+	kubeEnv.Stop()
 	os.Exit(code)
-}
-
-// assetsDir is the directory holding kube-apiserver and etcd: KUBEBUILDER_ASSETS
-// or the cache of scripts/k8s-test-bins.sh.
-func assetsDir() string {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d
-	}
-	dirs, _ := filepath.Glob(filepath.Join(binsCache, "*"))
-	if home, err := os.UserCacheDir(); err == nil {
-		more, _ := filepath.Glob(filepath.Join(home, "clusterwall", "k8s-bins", "*"))
-		dirs = append(dirs, more...)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if isExec(filepath.Join(d, "kube-apiserver")) && isExec(filepath.Join(d, "etcd")) {
-			return d
-		}
-	}
-	return ""
-}
-
-func isExec(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode()&0o111 != 0
 }
 
 // kubeClient starts (once) an empty kube-apiserver + etcd and returns an
 // admin client. Without the binaries it skips, except under CI=true.
 func kubeClient(t *testing.T) client.Client {
 	t.Helper()
-	if !kubeEnv.done {
-		kubeEnv.done = true
-		if dir := assetsDir(); dir == "" {
-			kubeEnv.skip = "no kube-apiserver/etcd: run scripts/k8s-test-bins.sh and set KUBEBUILDER_ASSETS"
-		} else {
-			kubeEnv.env = &envtest.Environment{BinaryAssetsDirectory: dir}
-			start := time.Now()
-			kubeEnv.cfg, kubeEnv.err = kubeEnv.env.Start()
-			t.Logf("kube-apiserver + etcd from %s up in %s", dir, time.Since(start).Round(time.Millisecond))
-		}
-	}
-	if kubeEnv.skip != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(kubeEnv.skip)
-		}
-		t.Skip(kubeEnv.skip)
-	}
-	if kubeEnv.err != nil {
-		t.Fatalf("envtest: %v", kubeEnv.err)
-	}
-	c, err := client.New(kubeEnv.cfg, client.Options{Scheme: clientgoscheme.Scheme})
+	cfg := kubeEnv.Config(t)
+	c, err := client.New(cfg, client.Options{Scheme: clientgoscheme.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}

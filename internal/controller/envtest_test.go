@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,10 +24,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/clusterwall/clusterwall/internal/apis/clusterwall/v1alpha1"
+	"github.com/clusterwall/clusterwall/internal/kubetest"
 	"github.com/clusterwall/clusterwall/internal/lab"
 )
 
@@ -38,86 +36,22 @@ import (
 // KUBEBUILDER_ASSETS or in the script's cache; without them they skip,
 // except under CI=true, where they fail.
 
-const binsCache = "/var/cache/clusterwall/k8s-bins"
-
 func TestMain(m *testing.M) {
 	lab.ServeIfAsked()
 	// controller-runtime's own logs: errors only, on standard error.
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	code := m.Run()
-	kubeEnv.stop()
+	kubeEnv.Stop()
 	os.Exit(code)
 }
 
-type sharedEnv struct {
-	once sync.Once
-	env  *envtest.Environment
-	cfg  *rest.Config
-	err  error
-	skip string
-}
-
-var kubeEnv sharedEnv
-
-func (s *sharedEnv) stop() {
-	if s.env != nil {
-		s.env.Stop()
-	}
-}
-
-// assetsDir is the directory holding kube-apiserver and etcd.
-func assetsDir() string {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d
-	}
-	dirs, _ := filepath.Glob(filepath.Join(binsCache, "*"))
-	if home, err := os.UserCacheDir(); err == nil {
-		more, _ := filepath.Glob(filepath.Join(home, "clusterwall", "k8s-bins", "*"))
-		dirs = append(dirs, more...)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if isExec(filepath.Join(d, "kube-apiserver")) && isExec(filepath.Join(d, "etcd")) {
-			return d
-		}
-	}
-	return ""
-}
-
-func isExec(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode()&0o111 != 0
-}
+var kubeEnv = kubetest.Env{CRDDirs: []string{filepath.Join("..", "..", "deploy", "crds")}}
 
 // kube starts (once) a kube-apiserver with the CRDs of deploy/crds and
 // returns its config.
 func kube(t *testing.T) *rest.Config {
 	t.Helper()
-	kubeEnv.once.Do(func() {
-		dir := assetsDir()
-		if dir == "" {
-			kubeEnv.skip = "no kube-apiserver/etcd: run scripts/k8s-test-bins.sh and set KUBEBUILDER_ASSETS"
-			return
-		}
-		kubeEnv.env = &envtest.Environment{
-			BinaryAssetsDirectory: dir,
-			CRDDirectoryPaths:     []string{filepath.Join("..", "..", "deploy", "crds")},
-			ErrorIfCRDPathMissing: true,
-		}
-		start := time.Now()
-		kubeEnv.cfg, kubeEnv.err = kubeEnv.env.Start()
-		t.Logf("kube-apiserver + etcd from %s up with the CRDs in %s", dir, time.Since(start).Round(time.Millisecond))
-	})
-	if kubeEnv.skip != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(kubeEnv.skip)
-		}
-		t.Skip(kubeEnv.skip)
-	}
-	if kubeEnv.err != nil {
-		t.Fatalf("envtest: %v", kubeEnv.err)
-	}
-	return kubeEnv.cfg
+	return kubeEnv.Config(t)
 }
 
 func kubeClient(t *testing.T) client.Client {
