@@ -177,16 +177,12 @@ func (r *NetlinkRunner) Apply(rs *Ruleset) error {
 }
 
 // listTable reads what replacing the table must remove.
-func (r *NetlinkRunner) listTable(name string) (*tableState, error) {
-	c, err := r.conn()
-	if err != nil {
-		return nil, err
-	}
-	defer c.CloseLasting()
-	st := &tableState{}
+// tableAndChains finds the inet table name and its chains; table is nil
+// when there is no such table.
+func tableAndChains(c *nftables.Conn, name string) (*nftables.Table, []*nftables.Chain, error) {
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return nil, kernelErr("list tables", err)
+		return nil, nil, kernelErr("list tables", err)
 	}
 	var table *nftables.Table
 	for _, t := range tables {
@@ -195,18 +191,36 @@ func (r *NetlinkRunner) listTable(name string) (*tableState, error) {
 		}
 	}
 	if table == nil {
-		return st, nil
+		return nil, nil, nil
 	}
-	st.exists = true
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return nil, kernelErr("list chains", err)
+		return nil, nil, kernelErr("list chains", err)
 	}
-	for _, ch := range chains {
+	var chains []*nftables.Chain
+	for _, ch := range all {
 		if ch.Table != nil && ch.Table.Name == name {
-			st.chains = append(st.chains, ch)
+			chains = append(chains, ch)
 		}
 	}
+	return table, chains, nil
+}
+
+func (r *NetlinkRunner) listTable(name string) (*tableState, error) {
+	c, err := r.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	st := &tableState{}
+	table, chains, err := tableAndChains(c, name)
+	if err != nil {
+		return nil, err
+	}
+	if table == nil {
+		return st, nil
+	}
+	st.exists, st.chains = true, chains
 	sets, err := c.GetSets(table)
 	if err != nil {
 		return nil, kernelErr("list sets", err)

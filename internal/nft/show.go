@@ -182,28 +182,15 @@ func (s *State) Format(w io.Writer, all bool) error {
 
 func readState(c *nftables.Conn, name string) (*State, error) {
 	st := &State{Table: name}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	table, chains, err := tableAndChains(c, name)
 	if err != nil {
-		return nil, kernelErr("list tables", err)
-	}
-	var table *nftables.Table
-	for _, t := range tables {
-		if t.Name == name {
-			table = t
-		}
+		return nil, err
 	}
 	if table == nil {
 		return st, nil
 	}
 	st.Present = true
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, kernelErr("list chains", err)
-	}
 	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != name {
-			continue
-		}
 		cs := ChainState{Name: unslot(ch.Name), Type: string(ch.Type)}
 		if ch.Hooknum != nil {
 			cs.Hook = hookName(*ch.Hooknum)
