@@ -56,6 +56,10 @@ const (
 	kindHTTP
 )
 
+// connEvents is what the loop asks epoll about a client or upstream
+// socket: edge-triggered, both ways, and the peer's end of stream.
+const connEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
 const (
 	loopEvents    = 128
 	loopPumpRound = 64      // reads or writes of one direction before others get a turn
@@ -450,7 +454,7 @@ func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 	c.m = p.matcher.Load()
 	l.conns[fd] = c
 	c.cid = l.nextID()
-	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.cid, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.cid, connEvents); err != nil {
 		p.emit(c.m, &c.req, &verdict{reason: "proxy: epoll_ctl: " + err.Error()}, netip.AddrPort{})
 		l.close(c)
 		return
@@ -677,21 +681,26 @@ func (l *loop) dial(c *lconn) {
 			}
 			continue
 		}
-		c.ufd = fd
-		c.uid = l.nextID()
-		l.conns[fd] = c
-		if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.uid, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
-			l.dialFailed(c, err)
-			return
-		}
-		c.state = stDialing
-		c.deadline = l.now + int64(l.p.cfg.DialTimeout)
-		if connected {
+		if l.addUpstream(c, fd) && connected {
 			l.connected(c)
 		}
 		return
 	}
 	l.dialFailed(c, errors.New("no address to dial"))
+}
+
+// addUpstream puts the upstream socket fd in the loop's epoll set, in the
+// dialling state; on failure it ends c and returns false.
+func (l *loop) addUpstream(c *lconn, fd int) bool {
+	c.ufd, c.uid = fd, l.nextID()
+	l.conns[fd] = c
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.uid, connEvents); err != nil {
+		l.dialFailed(c, err)
+		return false
+	}
+	c.state = stDialing
+	c.deadline = l.now + int64(l.p.cfg.DialTimeout)
+	return true
 }
 
 // hookDial connects with Config.Dial on a goroutine (it may block), then
@@ -716,15 +725,9 @@ func (l *loop) hookDial(c *lconn) {
 				c.dialAt = len(c.v.dial) - 1
 				l.dialFailed(c, err)
 			default:
-				c.ufd, c.uid = fd, l.nextID()
-				l.conns[fd] = c
-				if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, c.uid, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
-					l.dialFailed(c, err)
-					return
+				if l.addUpstream(c, fd) {
+					l.connected(c)
 				}
-				c.state = stDialing
-				c.deadline = l.now + int64(l.p.cfg.DialTimeout)
-				l.connected(c)
 			}
 		})
 		if !ok && fd >= 0 {
