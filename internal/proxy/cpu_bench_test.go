@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -90,29 +89,13 @@ backend up
 			time.Sleep(20 * time.Millisecond)
 		}
 	} else {
-		cmd = exec.Command(os.Args[0], "-test.run=^TestProxyBenchChild$", "-test.v")
-		cmd.Env = append(os.Environ(), "CW_PROXY_BENCH_CHILD="+up.addr.String())
+		env := []string{"CW_PROXY_BENCH_CHILD=" + up.addr.String()}
 		if n := os.Getenv("CW_PROXY_BENCH_GOMAXPROCS"); n != "" {
-			cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+			env = append(env, "GOMAXPROCS="+n)
 		}
-		stdout, _ := cmd.StdoutPipe()
-		stdin, _ := cmd.StdinPipe()
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { stdin.Close(); cmd.Wait() }()
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
-				addr = a
-				break
-			}
-		}
-		if addr == "" {
-			b.Fatal("child did not start")
-		}
-		go io.Copy(io.Discard, stdout)
+		var stop func()
+		cmd, addr, stop = startChildProxy(b, "TestProxyBenchChild", env...)
+		defer stop()
 	}
 	cfg := &tls.Config{ServerName: "ok.test", RootCAs: getPKI(b).pool, ClientSessionCache: nil}
 	req := []byte("GET / HTTP/1.1\r\nHost: ok.test\r\nConnection: close\r\n\r\n")

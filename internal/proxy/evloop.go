@@ -138,9 +138,6 @@ type ldir struct {
 	splice   bool
 	eof      bool
 	done     bool
-	// hup: the source reported end of stream or an error; read it to the
-	// end (see pump).
-	hup bool
 	// drained: nothing to read until the next event (see connected).
 	drained bool
 }
@@ -369,7 +366,6 @@ func (l *loop) event(ev *unix.EpollEvent) {
 	case side == 1 && c.state == stDialing:
 		l.connected(c)
 	case c.state == stRelay:
-		c.dir[side].hup = c.hup[side]
 		if ev.Events&unix.EPOLLIN != 0 || hup {
 			l.pump(c, side)
 		}
@@ -779,8 +775,8 @@ func (l *loop) connected(c *lconn) {
 	// A side that has not become readable since it was last drained (the
 	// client: since its head was read; the upstream: ever) has nothing to
 	// read yet: edge-triggered epoll will tell.
-	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true, hup: c.hup[0], drained: !c.in[0]}
-	c.dir[1] = ldir{src: c.ufd, dst: c.cfd, hup: c.hup[1], drained: !c.in[1]}
+	c.dir[0] = ldir{src: c.cfd, dst: c.ufd, pend: c.out, pbp: c.bp, phead: true, drained: !c.in[0]}
+	c.dir[1] = ldir{src: c.ufd, dst: c.cfd, drained: !c.in[1]}
 	c.bp, c.out = nil, nil
 	l.pump(c, 0)
 	l.pump(c, 1)
@@ -869,7 +865,7 @@ func (l *loop) pump(c *lconn, i int) {
 			d.done = true
 			return
 		}
-		if short && !d.hup {
+		if short && !c.hup[i] { // direction i reads side i
 			return
 		}
 		if d.splice && !d.hasPipe {

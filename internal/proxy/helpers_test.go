@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -342,4 +344,35 @@ func rawHTTP(t testing.TB, addr, req string) (*http.Response, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp, string(b), err
+}
+
+// startChildProxy runs the test named child of this binary (a proxy in a
+// process of its own, so that its CPU and I/O can be read apart) with the
+// extra environment env, and returns the address it prints as "LISTEN
+// addr". stop closes its standard input (the child's signal to end) and
+// waits for it.
+func startChildProxy(tb testing.TB, child string, env ...string) (cmd *exec.Cmd, addr string, stop func()) {
+	tb.Helper()
+	cmd = exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
+	stdout, _ := cmd.StdoutPipe()
+	stdin, _ := cmd.StdinPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	stop = func() { stdin.Close(); cmd.Wait() }
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		stop()
+		tb.Fatal("child did not start")
+	}
+	go io.Copy(io.Discard, stdout)
+	return cmd, addr, stop
 }

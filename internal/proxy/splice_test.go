@@ -1,13 +1,11 @@
 package proxy
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,27 +44,8 @@ func TestSpliceIsZeroCopy(t *testing.T) {
 		got <- n
 	}()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSpliceChild$", "-test.v")
-	cmd.Env = append(os.Environ(), "CW_PROXY_SPLICE_CHILD="+srv.Addr().String())
-	stdout, _ := cmd.StdoutPipe()
-	stdin, _ := cmd.StdinPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
-	var proxyAddr string
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
-			proxyAddr = a
-			break
-		}
-	}
-	if proxyAddr == "" {
-		t.Fatal("child did not start")
-	}
-	go io.Copy(io.Discard, stdout)
+	cmd, proxyAddr, stop := startChildProxy(t, "TestSpliceChild", "CW_PROXY_SPLICE_CHILD="+srv.Addr().String())
+	defer stop()
 	before := procIO(t, cmd.Process.Pid)
 
 	c, err := net.Dial("tcp", proxyAddr)
