@@ -37,7 +37,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -138,23 +137,14 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, generatePolicy(c.rules), 0o644); err != nil {
-		return err
-	}
-
 	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s\n", c.rules, c.rounds, c.name)
 	if !c.keep {
 		defer benchkit.RemoveLab(c.name, &err)
 	}
 	// SNAT off: the baseline does no NAT either, so the comparison is
 	// about the rules (the lab internet routes the cluster's ranges back).
-	l, err := lab.Up(ctx, lab.Config{Name: c.name, Exe: exe, Log: slog.New(slog.DiscardHandler),
-		Daemon: &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}})
-	if err != nil {
-		return err
-	}
-	fwNS, err := benchkit.FWNetNS(l)
+	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, generatePolicy(c.rules))
+	policyFile := filepath.Join(dir, "policy.yaml") // UpWithDaemon's; swapped per round
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -161,23 +160,13 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte(policyYAML), 0o644); err != nil {
-		return err
-	}
-
 	fmt.Fprintf(out, "clusterwall L7 benchmark: SNI allow-list proxy vs HAProxy and Squid, %d rounds, %d clients, lab %s\n", c.rounds, c.clients, c.name)
 	if !c.keep {
 		defer benchkit.RemoveLab(c.name, &err)
 	}
 	// SNAT off: the server then tells a proxied connection (from the
 	// firewall's address) from a forwarded one (from the node's).
-	l, err := lab.Up(ctx, lab.Config{Name: c.name, Exe: exe, Log: slog.New(slog.DiscardHandler),
-		Daemon: &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}})
-	if err != nil {
-		return err
-	}
-	fwNS, err := benchkit.FWNetNS(l)
+	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, []byte(policyYAML))
 	if err != nil {
 		return err
 	}

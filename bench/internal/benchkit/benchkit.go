@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -75,6 +76,25 @@ func RemoveLab(name string, err *error) {
 	if derr := lab.Remove(name); derr != nil {
 		*err = errors.Join(*err, derr)
 	}
+}
+
+// UpWithDaemon writes policy to dir/policy.yaml and brings up lab name
+// with the daemon running it, SNAT off (the benchmarks compare against
+// set-ups without NAT, and their servers tell a proxied connection by its
+// source). It returns the lab and its firewall's network namespace (the
+// caller closes it, and removes the lab: RemoveLab).
+func UpWithDaemon(ctx context.Context, name, exe, dir string, policy []byte) (*lab.Lab, netns.NsHandle, error) {
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, policy, 0o644); err != nil {
+		return nil, netns.None(), err
+	}
+	l, err := lab.Up(ctx, lab.Config{Name: name, Exe: exe, Log: slog.New(slog.DiscardHandler),
+		Daemon: &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}})
+	if err != nil {
+		return nil, netns.None(), err
+	}
+	ns, err := FWNetNS(l)
+	return l, ns, err
 }
 
 // FWNetNS opens the network namespace of the lab's firewall.
