@@ -84,18 +84,21 @@ func (u *upstream) succeeded(log *slog.Logger) {
 }
 
 // order returns the upstreams to try: healthy ones in random order, then
-// the ones marked down (still better than no answer).
+// the ones marked down (still better than no answer). Every upstream is in
+// the result exactly once: each one's health is read once, so an upstream
+// that changes state while order runs (forward and the health check flip
+// it concurrently) cannot fall between the two groups and leave the list
+// empty.
 func order(us []*upstream) []*upstream {
-	out := make([]*upstream, 0, len(us))
-	for _, u := range us {
-		if !u.down.Load() {
-			out = append(out, u)
-		}
-	}
-	healthy := len(out)
+	out := make([]*upstream, len(us))
+	healthy, down := 0, len(us)
 	for _, u := range us {
 		if u.down.Load() {
-			out = append(out, u)
+			down--
+			out[down] = u
+		} else {
+			out[healthy] = u
+			healthy++
 		}
 	}
 	rand.Shuffle(healthy, func(i, j int) { out[i], out[j] = out[j], out[i] })
@@ -144,7 +147,14 @@ func (p *Proxy) forward(ctx context.Context, cfg *runtimeConfig, q *query) (*dns
 		return r, nil
 	}
 	if len(errs) == 0 {
-		errs = append(errs, ctx.Err().Error())
+		// Nothing was tried: the query's deadline passed before the first
+		// exchange (order never returns an empty list for configured
+		// upstreams).
+		reason := "no upstream tried"
+		if err := ctx.Err(); err != nil {
+			reason = err.Error()
+		}
+		errs = append(errs, reason)
 	}
 	return nil, &Error{Num: ErrUpstream, Rcode: rcodeServFail, Msg: "upstreams failed: " + strings.Join(errs, "; ")}
 }
