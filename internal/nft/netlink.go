@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -345,11 +346,15 @@ func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.D
 		for _, name := range sets {
 			s := cur.Set(name)
 			var elems []nftables.SetElement
+			var seen []netip.Addr
 			for _, a := range addrs {
 				a = a.Unmap()
-				if !a.IsValid() || famOf(a) != s.Family {
+				// An answer may hold an address twice (or as ::ffff:a.b.c.d
+				// too): deleting it twice would fail the transaction.
+				if !a.IsValid() || famOf(a) != s.Family || slices.Contains(seen, a) {
 					continue
 				}
+				seen = append(seen, a)
 				elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a)), Timeout: ttl})
 			}
 			if len(elems) == 0 {
