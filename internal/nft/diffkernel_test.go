@@ -336,7 +336,7 @@ type diffCase struct {
 type diffResolver map[string][]netip.Addr
 
 func (r diffResolver) Resolved(name string, a netip.Addr) bool { return slices.Contains(r[name], a) }
-func (r diffResolver) Addrs(name string) []netip.Addr      { return r[name] }
+func (r diffResolver) Addrs(name string) []netip.Addr          { return r[name] }
 
 func (pc *diffCase) describe() string {
 	var b strings.Builder
