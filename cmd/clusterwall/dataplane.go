@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nft"
 )
 
@@ -97,7 +98,14 @@ func dataplaneCommands() []*cobra.Command {
 			if cfg.SNAT, err = nft.ParseSNATMode(snat); err != nil {
 				return &exitError{code: 2, msg: err.Error()}
 			}
-			rs, err := nft.Compile(p, cfg)
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, msg: err.Error()}
+			}
+			m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+			if err != nil {
+				return &exitError{code: 1, msg: err.Error()}
+			}
+			rs, err := nft.Compile(m, cfg)
 			if err != nil {
 				return &exitError{code: 1, msg: err.Error()}
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -51,7 +52,12 @@ func TestDataplaneShowFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := nft.Compile(p, nft.Config{Inside: "inside", Outside: "outside", PublicIPs: []netip.Addr{netip.MustParseAddr("203.0.113.32")}})
+	cfg := nft.Config{Inside: "inside", Outside: "outside", PublicIPs: []netip.Addr{netip.MustParseAddr("203.0.113.32")}}
+	m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := nft.Compile(m, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -172,7 +172,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		return d.reloadDone(reason, err)
 	}
 	d.reloadThreatIntel(p) // threatintel.go
-	m, err := match.Compile(p, match.Options{Resolver: d.table, ThreatIntel: d.matchThreatIntel(p)})
+	m, err := match.Compile(p, match.Options{Resolver: d.table, ThreatIntel: d.matchThreatIntel(p), Gateway: d.gateway()})
 	if err != nil {
 		d.restoreThreatIntel()
 		return d.reloadDone(reason, err)
@@ -187,7 +187,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 	if old := d.cur.Load(); old != nil {
 		gen = old.gen + 1
 	}
-	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(p)})
+	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
 	d.noteApplied(data)
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {
@@ -210,6 +210,15 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 	d.log.Info("policy applied", "reason", reason, "generation", gen, "policy", p.Name,
 		"rules", countRules(p), "apply_ms", applied.Milliseconds(), "connections_cut", cut)
 	return d.reloadDone(reason, nil)
+}
+
+// gateway is the firewall as the matcher sees it: the data plane's
+// (NFTDataplane.Gateway), else the one the config describes.
+func (d *Daemon) gateway() *match.Gateway {
+	if g, ok := d.dp.(interface{ Gateway() *match.Gateway }); ok {
+		return g.Gateway()
+	}
+	return d.cfg.DataplaneConfig().Gateway()
 }
 
 func (d *Daemon) reloadDone(reason string, err error) error {

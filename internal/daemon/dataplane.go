@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -32,7 +33,13 @@ type NFTDataplane struct {
 // and the few before it. So a line logged just before a reload that
 // reorders rules still names the rule that decided, never a rule of the
 // new policy that happens to have the same index.
-func (d *NFTDataplane) Apply(p *policy.Policy, _ *match.Matcher) (LogIndex, error) {
+//
+// The ruleset is compiled from m (nft.Compile), which must have been
+// compiled for the data plane's gateway (Gateway).
+func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, error) {
+	if m == nil || m.Policy() != p {
+		return nil, errors.New("data plane: apply needs the policy's compiled matcher")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gen == 0 {
@@ -49,7 +56,7 @@ func (d *NFTDataplane) Apply(p *policy.Policy, _ *match.Matcher) (LogIndex, erro
 	if d.ThreatIntel != nil {
 		cfg.ThreatIntel = d.ThreatIntel()
 	}
-	rs, err := nft.Compile(p, cfg)
+	rs, err := nft.Compile(m, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +65,7 @@ func (d *NFTDataplane) Apply(p *policy.Policy, _ *match.Matcher) (LogIndex, erro
 	if d.recent == nil {
 		d.recent = &recentIndexes{}
 	}
-	x := newNFTIndex(p, d.gen)
+	x := newNFTIndex(m, d.gen)
 	x.recent = d.recent
 	d.recent.add(x)
 	if err := d.Runner.Apply(rs); err != nil {
@@ -67,6 +74,10 @@ func (d *NFTDataplane) Apply(p *policy.Policy, _ *match.Matcher) (LogIndex, erro
 	}
 	return x, nil
 }
+
+// Gateway is the firewall as the matcher must see it for this data plane
+// (nft.Config.Gateway): the daemon compiles its matchers with it.
+func (d *NFTDataplane) Gateway() *match.Gateway { return d.Config.Gateway() }
 
 // AddFQDNAddrs implements Dataplane.
 func (d *NFTDataplane) AddFQDNAddrs(name string, addrs []netip.Addr, ttl time.Duration) error {
@@ -90,8 +101,17 @@ type nftIndex struct {
 	recent *recentIndexes
 }
 
-func newNFTIndex(p *policy.Policy, gen uint32) *nftIndex {
-	return &nftIndex{p: p, gen: gen, network: p.RulesOf(policy.KindNetwork), dnat: p.RulesOf(policy.KindDNAT)}
+// newNFTIndex maps the tags of m's ruleset: rule indexes are the
+// matcher's (match.Rule.Index), which nft.Compile logs.
+func newNFTIndex(m *match.Matcher, gen uint32) *nftIndex {
+	x := &nftIndex{p: m.Policy(), gen: gen}
+	for _, r := range m.Rules(policy.KindNetwork) {
+		x.network = append(x.network, r.Policy)
+	}
+	for _, r := range m.Rules(policy.KindDNAT) {
+		x.dnat = append(x.dnat, r.Policy)
+	}
+	return x
 }
 
 // recentIndexes is a bounded list of applied generations, read without

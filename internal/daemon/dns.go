@@ -11,16 +11,17 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/clusterwall/clusterwall/internal/dnsproxy"
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
-// fqdnNames returns the destinationFqdns of p's network rules (lower case).
-func fqdnNames(p *policy.Policy) map[string]bool {
+// fqdnNames returns the names the data plane needs addresses for (lower
+// case): network rules' destinationFqdns and DNAT rules' translatedFqdn.
+// The DNS proxy keeps them resolved and feeds every answer to the kernel.
+func fqdnNames(m *match.Matcher) map[string]bool {
 	names := map[string]bool{}
-	for _, r := range p.RulesOf(policy.KindNetwork) {
-		for _, n := range r.DestinationFQDNs {
-			names[n] = true
-		}
+	for _, n := range m.FQDNs() {
+		names[n] = true
 	}
 	return names
 }

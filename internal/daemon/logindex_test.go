@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -66,13 +67,13 @@ func TestLogIndexGenerations(t *testing.T) {
 	rec := &nft.Recorder{}
 	dp := &NFTDataplane{Runner: rec, Config: nft.Config{Inside: "cw-in", Outside: "cw-out"}}
 	pa := twoRulePolicy(t, "a", "one", "two")
-	xa, err := dp.Apply(pa, nil)
+	xa, err := dp.Apply(compiled(t, dp, pa))
 	if err != nil {
 		t.Fatal(err)
 	}
 	prefA := logPrefixes(rec.Current)
 	pb := twoRulePolicy(t, "b", "two", "one")
-	xb, err := dp.Apply(pb, nil)
+	xb, err := dp.Apply(compiled(t, dp, pb))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestLogIndexGenerations(t *testing.T) {
 	}
 	// Old generations are forgotten after keepGenerations applies.
 	for i := 0; i < keepGenerations; i++ {
-		if _, err := dp.Apply(pb, nil); err != nil {
+		if _, err := dp.Apply(compiled(t, dp, pb)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -143,4 +144,14 @@ func TestLogIndexGenerations(t *testing.T) {
 	if _, ok := xb.Lookup("not a tag"); ok {
 		t.Error("garbage prefix accepted")
 	}
+}
+
+// compiled returns p and its matcher for dp's gateway, Apply's arguments.
+func compiled(t *testing.T, dp *NFTDataplane, p *policy.Policy) (*policy.Policy, *match.Matcher) {
+	t.Helper()
+	m, err := match.Compile(p, match.Options{Gateway: dp.Gateway()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, m
 }

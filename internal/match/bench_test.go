@@ -32,10 +32,14 @@ func BenchmarkDecideLinear(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
 			p, flows := benchPolicy(b, n)
+			m, err := Compile(p, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				sink = DecideLinear(p, nil, flows[i&(len(flows)-1)])
+				sink = m.DecideLinear(flows[i&(len(flows)-1)])
 			}
 		})
 	}
@@ -67,7 +71,7 @@ func TestBenchPolicyHits(t *testing.T) {
 	var early, late, miss int
 	for _, f := range flows {
 		d := m.Decide(f)
-		if d != DecideLinear(p, nil, f) {
+		if d != m.DecideLinear(f) {
 			t.Fatalf("flow %+v: compiled and linear disagree", f)
 		}
 		if d.Rule == nil {
@@ -77,7 +81,7 @@ func TestBenchPolicyHits(t *testing.T) {
 		rules := m.Rules(d.Kind)
 		idx := -1
 		for i, r := range rules {
-			if r == d.Rule {
+			if r.Policy == d.Rule {
 				idx = i
 				break
 			}

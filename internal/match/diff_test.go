@@ -16,7 +16,7 @@ func TestDifferential(t *testing.T) {
 		policies = 500
 	}
 	rng := rand.New(rand.NewPCG(2024, 11))
-	checked, hits := 0, map[policy.Kind]int{}
+	checked, hits, paths := 0, map[policy.Kind]int{}, map[Path]int{}
 	for i := 0; i < policies; i++ {
 		wf := randFile(rng, 1+rng.IntN(25))
 		p, err := policy.Validate(wf, "", policy.Options{})
@@ -28,18 +28,26 @@ func TestDifferential(t *testing.T) {
 		if rng.IntN(4) != 0 {
 			res = table
 		}
-		m, err := Compile(p, Options{Resolver: res})
+		opts := Options{Resolver: res}
+		if rng.IntN(2) == 0 {
+			opts.Gateway = randGateway(rng, p)
+		}
+		m, err := Compile(p, opts)
 		if err != nil {
 			t.Fatalf("policy %d: %v", i, err)
 		}
 		for j := 0; j < flowsEach; j++ {
 			f := randFlowFor(rng, p, table)
-			got, want := m.Decide(f), DecideLinear(p, res, f)
+			if opts.Gateway != nil && rng.IntN(4) == 0 {
+				f.Dst = pickS(rng, append(opts.Gateway.PublicIPs, opts.Gateway.PrivateIPs...))
+			}
+			got, want := m.Decide(f), m.DecideLinear(f)
 			if got != want {
 				t.Fatalf("policy %d flow %d %+v:\ncompiled %s\nlinear   %s\npolicy:\n%s", i, j, f, describe(got), describe(want), dumpRules(p))
 			}
 			checked++
 			hits[got.Kind]++
+			paths[got.Path]++
 		}
 	}
 	// The generator must exercise every kind, or the test proves little.
@@ -48,7 +56,12 @@ func TestDifferential(t *testing.T) {
 			t.Errorf("only %d of %d decisions by %v rules", hits[k], checked, k)
 		}
 	}
-	t.Logf("%d flows checked; decisions by kind: %v", checked, hits)
+	for _, p := range []Path{PathForward, PathProxy, PathFirewall} {
+		if paths[p] < checked/50 {
+			t.Errorf("only %d of %d decisions on path %v", paths[p], checked, p)
+		}
+	}
+	t.Logf("%d flows checked; decisions by kind: %v, by path: %v", checked, hits, paths)
 }
 
 func describe(d Decision) string {
@@ -119,7 +132,7 @@ func FuzzDecide(f *testing.F) {
 		if zone && fl.Dst.Is6() {
 			fl.Dst = fl.Dst.WithZone("eth0")
 		}
-		got, want := m.Decide(fl), DecideLinear(p, res, fl)
+		got, want := m.Decide(fl), m.DecideLinear(fl)
 		if got != want {
 			t.Fatalf("flow %+v:\ncompiled %s\nlinear   %s", fl, describe(got), describe(want))
 		}

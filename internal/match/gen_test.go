@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -488,8 +489,41 @@ func randFlowFor(rng *rand.Rand, p *policy.Policy, res mapResolver) Flow {
 	return f
 }
 
+// randGateway returns a gateway whose addresses come from the pools (its
+// public IPs include the destinations of p's DNAT rules), with every kind
+// of service.
+func randGateway(rng *rand.Rand, p *policy.Policy) *Gateway {
+	g := &Gateway{Proxy: rng.IntN(4) != 0}
+	for _, r := range p.RulesOf(policy.KindDNAT) {
+		for _, d := range r.Destination.Ranges {
+			for a := d.From; ; a = a.Next() {
+				if !slices.Contains(g.PublicIPs, a) {
+					g.PublicIPs = append(g.PublicIPs, a)
+				}
+				if a == d.To {
+					break
+				}
+			}
+		}
+	}
+	for range 1 + rng.IntN(2) {
+		g.PublicIPs = append(g.PublicIPs, netip.MustParseAddr(pickS(rng, append(poolV4, poolV6...))))
+	}
+	if rng.IntN(3) != 0 {
+		g.PrivateIPs = append(g.PrivateIPs, netip.MustParseAddr(pickS(rng, poolV4)))
+	}
+	g.Services = []Service{
+		{Name: "ICMP", From: FromAny, Proto: policy.ProtoICMP},
+		{Name: "DNS", From: FromInside, Proto: policy.ProtoTCP | policy.ProtoUDP, Ports: []policy.PortRange{{Lo: 53, Hi: 53}}, Addrs: g.PrivateIPs},
+		{Name: "ssh", From: FromInside, Proto: policy.ProtoTCP, Ports: []policy.PortRange{{Lo: 22, Hi: 22}}},
+		{Name: "waf", From: FromOutside, Proto: policy.ProtoTCP, Ports: []policy.PortRange{{Lo: 443, Hi: 443}}, Addrs: g.PublicIPs[:1]},
+	}
+	return g
+}
+
 func randFlow(rng *rand.Rand) Flow {
 	f := Flow{
+		From:   pickS(rng, []Side{FromAny, FromInside, FromInside, FromOutside}),
 		Src:    randAddr(rng),
 		Dst:    randAddr(rng),
 		Proto:  pickS(rng, []policy.Proto{0, policy.ProtoTCP, policy.ProtoTCP, policy.ProtoTCP, policy.ProtoUDP, policy.ProtoICMP, policy.ProtoTCP | policy.ProtoUDP}),

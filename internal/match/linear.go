@@ -7,77 +7,67 @@ import (
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
-// DecideLinear is the reference matcher: it walks the rules of each kind in
-// evaluation order (the order of Policy.RulesOf, without building the
-// slice) and checks each with the policy package's reference semantics
-// (AddrSet.Contains, FQDNPattern.Match). Its cost grows with the number of
-// rules; it is the benchmark baseline and the oracle the compiled Matcher is
-// tested against. r may be nil.
-func DecideLinear(p *policy.Policy, r FQDNResolver, f Flow) Decision {
-	normalizeFlow(&f)
-	for _, g := range p.Groups {
-		if g == nil {
-			continue
-		}
-		for _, c := range g.Collections {
-			if c == nil || c.Kind != policy.KindDNAT {
-				continue
+// The reference matcher: Matcher.DecideLinear runs Decide's steps with
+// the rules walked in evaluation order and checked with the policy
+// package's reference semantics (AddrSet.Contains, PortRange.Contains,
+// FQDNPattern.Match) instead of the indexes. Its cost grows with the
+// number of rules; it is the benchmark baseline and the oracle the indexes
+// are tested against.
+
+// linearNet returns the index (DNAT rules first, then network rules) of
+// the first DNAT or network rule below limit that matches f, or none.
+func (m *Matcher) linearNet(f *Flow, k *flowKey, limit int32) int32 {
+	if !k.noDNAT {
+		for i, r := range m.norm[policy.KindDNAT] {
+			if int32(i) >= limit {
+				return none
 			}
-			for _, rule := range c.Rules {
-				if linearProto(rule, f) && portIn(rule.DestinationPorts, f.Port) &&
-					rule.Source.Contains(f.Src) && rule.Destination.Contains(f.Dst) {
-					return Decision{
-						Action: policy.ActionDNAT, Kind: policy.KindDNAT, Rule: rule, Reason: ReasonRuleMatched,
-						TranslatedAddr: rule.TranslatedAddress, TranslatedPort: rule.TranslatedPort, TranslatedFQDN: rule.TranslatedFQDN,
+			if linearProto(r.Protocols, f) && portIn(r.Ports, f.Port) &&
+				r.Source.Contains(f.Src) && r.Destination.Contains(f.Dst) {
+				if r.TranslatedFQDN != "" {
+					if _, ok := m.net.translated(int32(i), k.dst.is4); !ok {
+						continue
 					}
 				}
+				return int32(i)
 			}
 		}
 	}
-	for _, g := range p.Groups {
-		if g == nil {
+	for i, r := range m.norm[policy.KindNetwork] {
+		ri := m.ndnat + int32(i)
+		if ri >= limit {
+			return none
+		}
+		if !linearProto(r.Protocols, f) || !r.Source.Contains(f.Src) {
 			continue
 		}
-		for _, c := range g.Collections {
-			if c == nil || c.Kind != policy.KindNetwork {
-				continue
-			}
-			for _, rule := range c.Rules {
-				if !linearProto(rule, f) || !rule.Source.Contains(f.Src) {
-					continue
-				}
-				if f.Proto != policy.ProtoICMP && !portIn(rule.DestinationPorts, f.Port) {
-					continue
-				}
-				if rule.Destination.Contains(f.Dst) || linearResolved(r, rule.DestinationFQDNs, f.Dst) {
-					return Decision{Action: c.Action, Kind: policy.KindNetwork, Rule: rule, Reason: ReasonRuleMatched}
-				}
-			}
+		if f.Proto != policy.ProtoICMP && !portIn(r.Ports, f.Port) {
+			continue
+		}
+		if r.Destination.Contains(f.Dst) || linearResolved(m.resolver, r.FQDNs, f.Dst) {
+			return ri
 		}
 	}
-	if f.Scheme != policy.SchemeNone && f.Proto == policy.ProtoTCP && strings.TrimSuffix(f.Name, ".") != "" {
-		for _, g := range p.Groups {
-			if g == nil {
-				continue
-			}
-			for _, c := range g.Collections {
-				if c == nil || c.Kind != policy.KindApplication {
-					continue
-				}
-				for _, rule := range c.Rules {
-					if linearApp(rule, f) {
-						return Decision{Action: c.Action, Kind: policy.KindApplication, Rule: rule, Reason: ReasonRuleMatched}
-					}
-				}
-			}
+	return none
+}
+
+// linearApp returns the index of the first application rule that matches
+// f, or none.
+func (m *Matcher) linearApp(f *Flow, _ *flowKey) int32 {
+	if strings.TrimSuffix(f.Name, ".") == "" {
+		return none
+	}
+	for i, r := range m.norm[policy.KindApplication] {
+		if linearAppRule(&r, f) {
+			return int32(i)
 		}
 	}
-	return Decision{Action: policy.ActionDeny, Kind: policy.KindInvalid, Reason: ReasonNoRuleMatched}
+	return none
 }
 
 // linearProto: the flow's protocol (normally one bit) is one of the rule's.
-func linearProto(rule *policy.Rule, f Flow) bool {
-	return f.Proto != 0 && f.Proto&rule.Protocols == f.Proto
+func linearProto(p policy.Proto, f *Flow) bool {
+	return f.Proto != 0 && f.Proto&p == f.Proto
 }
 
 func portIn(rs []policy.PortRange, p uint16) bool {
@@ -101,18 +91,18 @@ func linearResolved(r FQDNResolver, names []string, dst netip.Addr) bool {
 	return false
 }
 
-func linearApp(rule *policy.Rule, f Flow) bool {
+func linearAppRule(r *Rule, f *Flow) bool {
 	proto := false
-	for _, ap := range rule.AppProtocols {
+	for _, ap := range r.AppProtocols {
 		if ap.Scheme == f.Scheme && ap.Port == f.Port {
 			proto = true
 			break
 		}
 	}
-	if !proto || !rule.Source.Contains(f.Src) {
+	if !proto || !r.Source.Contains(f.Src) {
 		return false
 	}
-	for _, pat := range rule.TargetFQDNs {
+	for _, pat := range r.Policy.TargetFQDNs {
 		if pat.Match(f.Name) {
 			return true
 		}

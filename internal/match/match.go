@@ -29,10 +29,17 @@ type Flow struct {
 	// Scheme is set by the L7 proxy (or explain) when the flow is HTTP or
 	// HTTPS; application rules only apply to such flows.
 	Scheme policy.Scheme
+	// From is the side of the firewall the flow arrives on (see Side);
+	// FromAny when the caller cannot tell.
+	From Side
 }
 
 // Decision is the outcome of Decide. The zero value (ActionInvalid) is never
 // returned by Decide and never means Allow.
+//
+// A decision is what the firewall does with the flow's first packet: an
+// Allow or a DNAT lets the connection be established, a Deny drops it (or,
+// for a network rule's Deny of TCP, answers with a reset).
 type Decision struct {
 	Action policy.Action
 	// Kind is the kind of the deciding rule; KindInvalid for a default deny.
@@ -56,6 +63,11 @@ type Decision struct {
 	// ThreatDescription ("FEED: INDICATOR (COMMENT)").
 	ThreatIntel       policy.Action
 	ThreatDescription string
+	// Path is the part of the firewall that decides the flow (see Path).
+	Path Path
+	// Service names the firewall's own service that accepted a flow to one
+	// of its addresses (Path PathFirewall, Action Allow).
+	Service string
 }
 
 // Reasons used in decisions.
@@ -64,6 +76,12 @@ const (
 	ReasonRuleMatched   = "rule matched"
 	// ReasonThreatIntel: denied by threat intelligence before any rule.
 	ReasonThreatIntel = "threat intelligence"
+	// ReasonService: a flow to the firewall itself that one of its
+	// services accepts (Decision.Service names it).
+	ReasonService = "service of the firewall"
+	// ReasonNoService: a flow to the firewall itself that none of its
+	// services accepts.
+	ReasonNoService = "to the firewall itself, where no service accepts it"
 )
 
 // ThreatIntel is the threat-intelligence stage that Decide runs before

@@ -101,7 +101,7 @@ func runCases(t *testing.T, p *policy.Policy, res FQDNResolver, cases []flowCase
 		t.Run(tt.name, func(t *testing.T) {
 			d := m.Decide(tt.flow)
 			tt.want.check(t, d)
-			if lin := DecideLinear(p, res, tt.flow); lin != d {
+			if lin := m.DecideLinear(tt.flow); lin != d {
 				t.Errorf("linear reference disagrees: %+v vs compiled %+v", lin, d)
 			}
 		})
@@ -517,7 +517,14 @@ func TestRulesOrder(t *testing.T) {
 		t.Error("Policy() is not the compiled policy")
 	}
 	for _, k := range []policy.Kind{policy.KindDNAT, policy.KindNetwork, policy.KindApplication} {
-		got, want := m.Rules(k), p.RulesOf(k)
+		var got []*policy.Rule
+		for i, r := range m.Rules(k) {
+			if r.Index != i || r.Kind != k {
+				t.Errorf("Rules(%v)[%d]: index %d kind %v", k, i, r.Index, r.Kind)
+			}
+			got = append(got, r.Policy)
+		}
+		want := p.RulesOf(k)
 		if len(want) == 0 || !slices.Equal(got, want) {
 			t.Errorf("Rules(%v) = %d rules, want the %d of RulesOf in order", k, len(got), len(want))
 		}
@@ -631,7 +638,7 @@ func TestConcurrentDecide(t *testing.T) {
 	}
 	want := make([]Decision, len(flows))
 	for i, f := range flows {
-		want[i] = DecideLinear(p, nil, f)
+		want[i] = m.DecideLinear(f)
 	}
 	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {

@@ -1,6 +1,7 @@
 package match
 
 import (
+	"net/netip"
 	"slices"
 
 	"github.com/clusterwall/clusterwall/internal/policy"
@@ -15,6 +16,8 @@ import (
 type ruleTable struct {
 	hot  []ruleHot
 	cold []ruleCold
+	// lister resolves DNAT rules' translatedFqdn (nil: they never match).
+	lister AddrLister
 }
 
 type ruleHot struct {
@@ -36,6 +39,7 @@ const (
 	flagOneApp              // hot.proto/ports.Lo is the only (scheme, port)
 	flagSrcAny              // source '*'
 	flagSrcOne4             // hot.src4 is the whole source
+	flagToFQDN              // a DNAT rule that translates to cold.toFQDN
 )
 
 type ruleCold struct {
@@ -43,6 +47,7 @@ type ruleCold struct {
 	protos []policy.AppProtocol // application rules
 	src    addrSet
 	fqdns  []string // network rules' destinationFqdns
+	toFQDN string   // a DNAT rule's translatedFqdn
 }
 
 // init sizes the table for n rules.
@@ -56,6 +61,10 @@ func (t *ruleTable) add(r *policy.Rule, action policy.Action, src addrSet, dnat 
 	c := ruleCold{ports: sortedPorts(r.DestinationPorts), protos: r.AppProtocols, src: src}
 	if dnat {
 		h.flags |= flagDNAT
+		if r.TranslatedFQDN != "" && !r.TranslatedAddress.IsValid() {
+			h.flags |= flagToFQDN
+			c.toFQDN = r.TranslatedFQDN
+		}
 	}
 	if len(c.ports) == 1 {
 		h.flags |= flagOnePort
@@ -92,7 +101,7 @@ func (t *ruleTable) srcOK(h *ruleHot, ri int32, f *flowKey) bool {
 // (the destination is the index's business).
 func (t *ruleTable) matchNet(ri int32, f *flowKey) bool {
 	h := &t.hot[ri]
-	if f.proto&h.proto != f.proto {
+	if f.proto&h.proto != f.proto || h.flags&flagDNAT != 0 && f.noDNAT {
 		return false
 	}
 	if !f.icmp || h.flags&flagDNAT != 0 {
@@ -104,7 +113,27 @@ func (t *ruleTable) matchNet(ri int32, f *flowKey) bool {
 			return false
 		}
 	}
-	return t.srcOK(h, ri, f)
+	if !t.srcOK(h, ri, f) {
+		return false
+	}
+	if h.flags&flagToFQDN != 0 {
+		_, ok := t.translated(ri, f.dst.is4)
+		return ok
+	}
+	return true
+}
+
+// translated returns the address DNAT rule ri translates a flow of the
+// family (is4) to.
+func (t *ruleTable) translated(ri int32, is4 bool) (netip.Addr, bool) {
+	h := &t.hot[ri]
+	if h.flags&flagToFQDN == 0 {
+		return h.rule.TranslatedAddress.Unmap(), h.rule.TranslatedAddress.IsValid()
+	}
+	if t.lister == nil {
+		return netip.Addr{}, false
+	}
+	return TranslateFQDN(t.lister.Addrs(t.cold[ri].toFQDN), !is4)
 }
 
 // matchApp checks (scheme, port) and source of application rule ri.

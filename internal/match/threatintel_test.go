@@ -138,7 +138,7 @@ func TestThreatIntelBeforeRules(t *testing.T) {
 				if c.ti != policy.ActionInvalid {
 					want.ThreatIntel, want.ThreatDescription = c.ti, c.desc
 					if mode == policy.ActionDeny {
-						want = Decision{Action: policy.ActionDeny, Reason: ReasonThreatIntel, ThreatIntel: policy.ActionDeny, ThreatDescription: c.desc}
+						want = Decision{Action: policy.ActionDeny, Reason: ReasonThreatIntel, ThreatIntel: policy.ActionDeny, ThreatDescription: c.desc, Path: want.Path}
 					} else {
 						want.ThreatIntel = policy.ActionAlert
 					}

@@ -21,7 +21,7 @@ func TestKernelApply10k(t *testing.T) {
 	p := bigPolicy(10000, 1)
 	for i := range 2 {
 		start := time.Now()
-		rs, err := Compile(p, labConfig())
+		rs, err := compilePolicy(p, labConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func BenchmarkApply10k(b *testing.B) {
 	}
 	defer f.Close()
 	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
-	rs, err := Compile(bigPolicy(10000, 1), labConfig())
+	rs, err := compilePolicy(bigPolicy(10000, 1), labConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func BenchmarkApply10k(b *testing.B) {
 func BenchmarkCompile10k(b *testing.B) {
 	p := bigPolicy(10000, 1)
 	for range b.N {
-		if _, err := Compile(p, labConfig()); err != nil {
+		if _, err := compilePolicy(p, labConfig()); err != nil {
 			b.Fatal(err)
 		}
 	}

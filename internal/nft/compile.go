@@ -8,29 +8,44 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
-// Compile turns a validated policy into the data plane's ruleset. It does
-// not touch the kernel; a Runner applies the result. Compile is
-// deterministic: the same policy and config give the same ruleset, names
-// included.
-func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
-	if p == nil {
-		return nil, fmt.Errorf("compile: no policy")
+// Compile turns a compiled matcher into the data plane's ruleset: the
+// kernel is a compiled form of the matcher. Every rule comes from
+// m.Rules (the matcher's normalised rules, in its evaluation order), the
+// ports redirected to the L7 proxy from m.SteeredPorts, and the firewall's
+// own services from m.Gateway, which must be cfg.Gateway(): compile the
+// matcher with match.Options{Gateway: cfg.Gateway()}. Nothing here reads
+// the policy's rules a second time. Compile does not touch the kernel; a
+// Runner applies the result. It is deterministic: the same matcher and
+// config give the same ruleset, names included.
+func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
+	if m == nil {
+		return nil, fmt.Errorf("compile: no matcher")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	gw := cfg.Gateway()
+	if m.Gateway() == nil {
+		return nil, fmt.Errorf("compile: the matcher was compiled without a gateway: compile it with match.Options{Gateway: cfg.Gateway()}")
+	}
+	if !m.Gateway().Equal(gw) {
+		return nil, fmt.Errorf("compile: the matcher was compiled for another gateway than the data plane's config describes")
+	}
 	cfg = cfg.withDefaults()
 	c := &compiler{
 		cfg: cfg,
-		p:   p,
+		m:   m,
+		gw:  gw,
 		rs: &Ruleset{
 			Table:    cfg.Table,
 			LogGroup: cfg.LogGroup,
 			LogLimit: LimitSpec{Rate: cfg.LogRate, Burst: cfg.LogBurst},
 			fqdnSets: map[string][]string{},
+			dnatMaps: map[string][]string{},
 		},
 		interned: map[string]string{},
 		counters: map[string]int{},
@@ -48,16 +63,29 @@ func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
 		post = c.baseChain("postrouting", HookPostrouting, "nat", 100, "accept")
 	}
 
-	if err := c.threatIntel(pre); err != nil {
+	// prerouting sees the first packet of every new flow (a nat chain):
+	// threat intelligence, the L7 proxy's redirect, DNAT, in the order
+	// match.Decide documents.
+	ti, err := c.threatIntel()
+	if err != nil {
 		return nil, err
 	}
+	if ti != nil && ti.deny {
+		pre.add("threat intelligence before every rule (mode Deny)", Verdict{Kind: VerdictJump, Chain: ThreatChain})
+	}
 	c.steer(pre)
-	c.input(input)
+	if ti != nil && !ti.deny {
+		pre.add("threat intelligence before every rule (mode Alert; the L7 proxy reports what it decides)", Verdict{Kind: VerdictJump, Chain: ThreatChain})
+	}
+	accept, err := c.dnat(pre)
+	if err != nil {
+		return nil, err
+	}
+	c.input(input, accept)
 	fwd.add("", MatchCtState{CtStateEstablished | CtStateRelated}, Verdict{Kind: VerdictAccept})
 	fwd.add("", MatchCtState{CtStateInvalid}, Counter{}, Verdict{Kind: VerdictDrop})
-	c.threatIntelForward(fwd)
-	if err := c.dnat(pre, fwd); err != nil {
-		return nil, err
+	if accept != nil {
+		fwd.add("flows translated by a DNAT rule", MatchCtDNAT{}, Verdict{Kind: VerdictJump, Chain: accept.Name})
 	}
 	c.network(fwd)
 	fwd.add(LogTag{Kind: LogDefaultDeny}.String()+" no rule matched", Counter{}, c.limitedLog(LogTag{Kind: LogDefaultDeny}))
@@ -70,7 +98,8 @@ func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
 
 type compiler struct {
 	cfg      Config
-	p        *policy.Policy
+	m        *match.Matcher
+	gw       *match.Gateway
 	rs       *Ruleset
 	interned map[string]string // set contents -> set name
 	counters map[string]int    // name prefix -> next number
@@ -119,41 +148,89 @@ func truncComment(s string) string {
 	return s[:cut]
 }
 
-// input protects the firewall itself.
-func (c *compiler) input(ch *Chain) {
+// input protects the firewall itself: new flows to its own addresses are
+// accepted by its services (the gateway's, match.Service) and dropped
+// otherwise, as match.Decide answers for PathFirewall. Flows a DNAT rule
+// translated to one of its addresses are accepted like forwarded ones.
+func (c *compiler) input(ch *Chain, dnatAccept *Chain) {
 	ch.add("", MatchCtState{CtStateEstablished | CtStateRelated}, Verdict{Kind: VerdictAccept})
 	ch.add("loopback (the admin API listens here)", MatchIfName{Name: "lo"}, Verdict{Kind: VerdictAccept})
-	ch.add("", MatchNFProto{ipv4}, MatchL4Proto{protoICMP}, Verdict{Kind: VerdictAccept})
-	ch.add("ICMPv6 including neighbour discovery", MatchNFProto{ipv6}, MatchL4Proto{protoICMPv6}, Verdict{Kind: VerdictAccept})
+	// ICMP first: ICMPv6 neighbour discovery has no conntrack entry (its
+	// ct state is invalid).
+	for _, s := range c.gw.Services {
+		if s.Proto == policy.ProtoICMP {
+			c.service(ch, s)
+		}
+	}
 	ch.add("", MatchCtState{CtStateInvalid}, Verdict{Kind: VerdictDrop})
-	for _, proto := range []uint8{protoUDP, protoTCP} {
-		dns := ivl{u128{0, 53}, u128{0, 53}}
-		if len(c.cfg.PrivateIPs) == 0 {
-			ch.add("DNS from the inside", MatchIfName{Name: c.cfg.Inside}, MatchL4Proto{proto},
-				MatchRange{Field: fieldPort, iv: dns}, Verdict{Kind: VerdictAccept})
-			continue
-		}
-		for _, a := range c.cfg.PrivateIPs {
-			fam := famOf(a)
-			v := addrVal(a.Unmap())
-			ch.add("DNS from the inside", MatchIfName{Name: c.cfg.Inside}, MatchNFProto{fam},
-				MatchRange{Family: fam, Field: fieldDst, iv: ivl{v, v}}, MatchL4Proto{proto},
-				MatchRange{Field: fieldPort, iv: dns}, Verdict{Kind: VerdictAccept})
+	if dnatAccept != nil {
+		ch.add("flows translated by a DNAT rule", MatchCtDNAT{}, Verdict{Kind: VerdictJump, Chain: dnatAccept.Name})
+	}
+	for _, s := range c.gw.Services {
+		if s.Proto != policy.ProtoICMP {
+			c.service(ch, s)
 		}
 	}
-	if len(c.cfg.InsideTCPPorts) > 0 {
-		var ports []policy.PortRange
-		for _, p := range c.cfg.InsideTCPPorts {
-			ports = append(ports, policy.PortRange{Lo: p, Hi: p})
-		}
-		sort.Slice(ports, func(i, j int) bool { return ports[i].Lo < ports[j].Lo })
-		ch.add("services of the firewall", MatchIfName{Name: c.cfg.Inside}, MatchL4Proto{protoTCP},
-			c.match(0, fieldPort, mergeIntervals(portIntervals(ports))), Verdict{Kind: VerdictAccept})
-	}
-	c.outsideServices(ch)
 	t := LogTag{Kind: LogInputDrop}
 	ch.add(t.String()+" to the firewall itself", Counter{}, c.limitedLog(t))
 	ch.add("", Verdict{Kind: VerdictDrop})
+}
+
+// service accepts what one service of the firewall serves.
+func (c *compiler) service(ch *Chain, s match.Service) {
+	comment := "service of the firewall: " + s.Name
+	var side []Stmt
+	switch s.From {
+	case match.FromInside:
+		side = []Stmt{MatchIfName{Name: c.cfg.Inside}}
+	case match.FromOutside:
+		side = []Stmt{MatchIfName{Name: c.cfg.Outside}}
+	}
+	ports := mergeIntervals(portIntervals(s.Ports))
+	for _, fam := range []family{ipv4, ipv6} {
+		var head []Stmt
+		if s.Addrs != nil {
+			var dsts []ivl
+			for _, a := range s.Addrs {
+				if famOf(a) == fam {
+					v := addrVal(a)
+					dsts = append(dsts, ivl{v, v})
+				}
+			}
+			if len(dsts) == 0 {
+				continue
+			}
+			sort.Slice(dsts, func(i, j int) bool { return dsts[i].lo.less(dsts[j].lo) })
+			head = []Stmt{MatchNFProto{fam}, c.match(fam, fieldDst, mergeIntervals(dsts))}
+		}
+		for _, p := range []policy.Proto{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoICMP} {
+			if s.Proto&p == 0 {
+				continue
+			}
+			stmts := append(append([]Stmt(nil), side...), head...)
+			switch p {
+			case policy.ProtoTCP, policy.ProtoUDP:
+				l4 := protoTCP
+				if p == policy.ProtoUDP {
+					l4 = protoUDP
+				}
+				if s.Addrs == nil && fam == ipv6 {
+					continue // one rule for both families
+				}
+				stmts = append(stmts, MatchL4Proto{l4}, c.match(0, fieldPort, ports))
+			case policy.ProtoICMP:
+				l4 := protoICMP
+				if fam == ipv6 {
+					l4 = protoICMPv6
+				}
+				if s.Addrs == nil {
+					stmts = append(stmts, MatchNFProto{fam})
+				}
+				stmts = append(stmts, MatchL4Proto{l4})
+			}
+			ch.add(comment, append(stmts, Verdict{Kind: VerdictAccept})...)
+		}
+	}
 }
 
 // mergeIntervals merges sorted intervals that overlap or touch.
@@ -178,72 +255,120 @@ func famOf(a netip.Addr) family {
 	return ipv6
 }
 
-// dnat compiles the DNAT rules: a translation in prerouting for each, and
-// the accept of translated flows in forward.
-func (c *compiler) dnat(pre, fwd *Chain) error {
-	rules := c.p.RulesOf(policy.KindDNAT)
+// dnat compiles the DNAT rules (m.Rules(KindDNAT)) into prerouting: a
+// translation for each, on packets from the outside. It returns the chain
+// that accepts translated flows (jumped to from forward and input), nil
+// when there is no DNAT rule.
+//
+// A rule with translatedFqdn translates through maps, dnat_fqdn_<i>_v4
+// and _v6 (DNATMapName), from the rule's public IPs to the address the
+// firewall resolved for the name (the lowest of the family,
+// match.TranslateFQDN), which the runner keeps up to date from
+// Runner.AddFQDNAddrs; while it has none the rule does not match.
+func (c *compiler) dnat(pre *Chain) (*Chain, error) {
+	rules := c.m.Rules(policy.KindDNAT)
 	c.rs.Stats.DNATRules = len(rules)
 	var accept *Chain
-	for j, r := range rules {
+	for _, r := range rules {
+		j := r.Index
 		tag := LogTag{Kind: LogDNAT, Index: j}
-		comment := tag.String() + " " + r.Path()
-		if !r.TranslatedAddress.IsValid() {
-			c.rs.Warnings = append(c.rs.Warnings, fmt.Sprintf("DNAT rule %s: translatedFqdn %q is not supported by the kernel data plane yet; the rule is not installed", r.Path(), r.TranslatedFQDN))
-			continue
+		comment := tag.String() + " " + r.Policy.Path()
+		var fams []family
+		if r.TranslatedAddr.IsValid() {
+			fams = []family{famOf(r.TranslatedAddr)}
+		} else {
+			fams = []family{ipv4, ipv6}
 		}
-		t := r.TranslatedAddress.Unmap()
-		fam := famOf(t)
-		var dsts []ivl
-		for _, d := range r.Destination.Ranges {
-			for a := d.From; ; a = a.Next() {
-				if len(c.cfg.PublicIPs) > 0 && !c.cfg.isPublic(a) {
-					return fmt.Errorf("%s: DNAT rule %s: destination %s is not a public IP of the firewall (%s)", r.Pos, r.Path(), a, addrList(c.cfg.PublicIPs))
-				}
-				if a == d.To {
-					break
+		var target *Chain
+		installed := false
+		for _, fam := range fams {
+			var dsts []ivl
+			for _, d := range r.Destination.Ranges {
+				if famOf(d.From) == fam {
+					dsts = append(dsts, ivl{addrVal(d.From), addrVal(d.To)})
 				}
 			}
-			if famOf(d.From) == fam {
-				dsts = append(dsts, ivl{addrVal(d.From), addrVal(d.To)})
-			}
-		}
-		srcs := addrIntervals(&r.Source, fam)
-		if len(dsts) == 0 || (srcs != nil && len(srcs) == 0) {
-			c.rs.Warnings = append(c.rs.Warnings, fmt.Sprintf("DNAT rule %s: no %s source or destination; the rule is not installed", r.Path(), fam.nfproto()))
-			continue
-		}
-		ports := portIntervals(r.DestinationPorts)
-		target := c.chain("dnat_" + strconv.Itoa(j))
-		target.add(comment, Counter{}, c.limitedLog(tag))
-		target.add(comment, DNAT{Addr: t, Port: r.TranslatedPort})
-		if accept == nil {
-			accept = c.chain("dnat_accept")
-			fwd.add("flows translated by a DNAT rule", MatchCtDNAT{}, Verdict{Kind: VerdictJump, Chain: accept.Name})
-		}
-		tv := addrVal(t)
-		tp := u128{0, uint64(r.TranslatedPort)}
-		for _, proto := range []uint8{protoTCP, protoUDP} {
-			if (proto == protoTCP && r.Protocols&policy.ProtoTCP == 0) || (proto == protoUDP && r.Protocols&policy.ProtoUDP == 0) {
+			srcs := addrIntervals(r.Source, fam)
+			if len(dsts) == 0 || (srcs != nil && len(srcs) == 0) {
 				continue
 			}
-			stmts := []Stmt{MatchIfName{Name: c.cfg.Outside}, MatchNFProto{fam}, c.match(fam, fieldDst, dsts), MatchL4Proto{proto}, c.match(fam, fieldPort, ports)}
-			if srcs != nil {
-				stmts = append(stmts, c.match(fam, fieldSrc, srcs))
+			installed = true
+			if target == nil {
+				target = c.chain("dnat_" + strconv.Itoa(j))
+				target.add(comment, Counter{}, c.limitedLog(tag))
 			}
-			pre.add(comment, append(stmts, Verdict{Kind: VerdictGoto, Chain: target.Name})...)
-			accept.add(comment, MatchNFProto{fam}, MatchL4Proto{proto}, MatchRange{Family: fam, Field: fieldDst, iv: ivl{tv, tv}},
-				MatchRange{Field: fieldPort, iv: ivl{tp, tp}}, Verdict{Kind: VerdictAccept})
+			if accept == nil {
+				accept = c.chain("dnat_accept")
+			}
+			var mapName string
+			if r.TranslatedAddr.IsValid() {
+				target.add(comment, DNAT{Addr: r.TranslatedAddr, Port: r.TranslatedPort})
+			} else {
+				mapName = c.dnatMap(j, fam, comment, r.TranslatedFQDN, r.Destination)
+				target.add(comment, MatchNFProto{fam}, DNATMap{Family: fam, Map: mapName, Port: r.TranslatedPort})
+			}
+			ports := portIntervals(r.Ports)
+			tp := u128{0, uint64(r.TranslatedPort)}
+			for _, proto := range []uint8{protoTCP, protoUDP} {
+				if (proto == protoTCP && r.Protocols&policy.ProtoTCP == 0) || (proto == protoUDP && r.Protocols&policy.ProtoUDP == 0) {
+					continue
+				}
+				stmts := []Stmt{MatchIfName{Name: c.cfg.Outside}, MatchNFProto{fam}, c.match(fam, fieldDst, dsts), MatchL4Proto{proto}, c.match(fam, fieldPort, ports)}
+				if srcs != nil {
+					stmts = append(stmts, c.match(fam, fieldSrc, srcs))
+				}
+				if mapName != "" {
+					// Only while the name resolves (the map has the key).
+					stmts = append(stmts, MatchSet{Family: fam, Field: fieldDst, Set: mapName})
+				}
+				pre.add(comment, append(stmts, Verdict{Kind: VerdictGoto, Chain: target.Name})...)
+				acc := []Stmt{MatchNFProto{fam}, MatchL4Proto{proto}}
+				if r.TranslatedAddr.IsValid() {
+					tv := addrVal(r.TranslatedAddr)
+					acc = append(acc, MatchRange{Family: fam, Field: fieldDst, iv: ivl{tv, tv}})
+				}
+				// A translatedFqdn's address changes with the name: its
+				// flows are accepted by the translated port (only our
+				// prerouting translates: the flow was DNAT-ed here).
+				accept.add(comment, append(acc, MatchRange{Field: fieldPort, iv: ivl{tp, tp}}, Verdict{Kind: VerdictAccept})...)
+			}
+		}
+		if !installed {
+			c.rs.Warnings = append(c.rs.Warnings, fmt.Sprintf("DNAT rule %s: no source or destination of the translation's family; the rule is not installed", r.Policy.Path()))
 		}
 	}
-	return nil
+	return accept, nil
 }
 
-func addrList(as []netip.Addr) string {
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
+// DNATMapName is the name of the map that translates the public IPs of
+// DNAT rule index (a translatedFqdn rule) to the address of family ip
+// ("v4" or "v6") the firewall resolved for the name.
+func DNATMapName(index int, v6 bool) string {
+	if v6 {
+		return "dnat_fqdn_" + strconv.Itoa(index) + "_v6"
 	}
-	return strings.Join(s, ", ")
+	return "dnat_fqdn_" + strconv.Itoa(index) + "_v4"
+}
+
+func (c *compiler) dnatMap(j int, fam family, comment, fqdn string, dsts *policy.AddrSet) string {
+	name := DNATMapName(j, fam == ipv6)
+	s := &Set{Name: name, Kind: SetDNATFQDN, Family: fam, Field: fieldDst, FQDN: fqdn,
+		Comment: truncComment(comment + " translatedFqdn: " + fqdn)}
+	for _, d := range dsts.Ranges {
+		if famOf(d.From) != fam {
+			continue
+		}
+		for a := d.From; ; a = a.Next() {
+			v := addrVal(a)
+			s.Elems = append(s.Elems, Elem{iv: ivl{v, v}})
+			if a == d.To || len(s.Elems) > 1<<16 {
+				break
+			}
+		}
+	}
+	c.rs.Sets = append(c.rs.Sets, s)
+	c.rs.dnatMaps[fqdn] = append(c.rs.dnatMaps[fqdn], name)
+	return name
 }
 
 // snat compiles the source translation of outbound flows.
@@ -268,32 +393,15 @@ func (c *compiler) snat(ch *Chain) {
 	}
 }
 
-// steer redirects cluster TCP to application rules' ports to the L7 proxy.
+// steer redirects TCP from the inside to the ports of application rules
+// (m.SteeredPorts) to the L7 proxy, which decides them with the matcher.
 func (c *compiler) steer(pre *Chain) {
-	if c.cfg.ProxyPort == 0 {
+	ports := c.m.SteeredPorts()
+	if c.cfg.ProxyPort == 0 || len(ports) == 0 {
 		return
 	}
-	var ports []policy.PortRange
-	for _, r := range c.p.RulesOf(policy.KindApplication) {
-		for _, ap := range r.AppProtocols {
-			ports = append(ports, policy.PortRange{Lo: ap.Port, Hi: ap.Port})
-		}
-	}
-	if len(ports) == 0 {
-		return
-	}
-	sort.Slice(ports, func(i, j int) bool { return ports[i].Lo < ports[j].Lo })
-	var merged []policy.PortRange
-	for _, p := range ports {
-		if n := len(merged); n > 0 && merged[n-1].Hi+1 >= p.Lo {
-			merged[n-1].Hi = max(merged[n-1].Hi, p.Hi)
-			continue
-		}
-		merged = append(merged, p)
-	}
-	c.cfg.InsideTCPPorts = append(c.cfg.InsideTCPPorts, c.cfg.ProxyPort)
 	pre.add("application rules' ports to the L7 proxy", MatchIfName{Name: c.cfg.Inside}, MatchL4Proto{protoTCP},
-		c.match(0, fieldPort, portIntervals(merged)), Redirect{Port: c.cfg.ProxyPort})
+		c.match(0, fieldPort, portIntervals(ports)), Redirect{Port: c.cfg.ProxyPort})
 }
 
 // match returns the statement that matches field f against ivs: a single
@@ -335,26 +443,27 @@ func (c *compiler) match(fam family, f field, ivs []ivl) Stmt {
 // classifier that finds the first rule a new flow matches and there counts,
 // logs and decides.
 func (c *compiler) network(fwd *Chain) {
-	rules := c.p.RulesOf(policy.KindNetwork)
+	rules := c.m.Rules(policy.KindNetwork)
 	c.rs.Stats.NetworkRules = len(rules)
 	type key struct {
 		fam   family
 		proto uint8
 	}
 	lists := map[key][]*entry{}
-	for i, r := range rules {
-		deny := r.Action() == policy.ActionDeny
+	for _, r := range rules {
+		i := r.Index
+		deny := r.Action == policy.ActionDeny
 		tag := LogTag{Kind: LogAllow, Index: i}
 		if deny {
 			tag.Kind = LogDeny
 		}
-		comment := truncComment(tag.String() + " " + r.Path())
+		comment := truncComment(tag.String() + " " + r.Policy.Path())
 		for _, fam := range []family{ipv4, ipv6} {
-			src := addrIntervals(&r.Source, fam)
+			src := addrIntervals(r.Source, fam)
 			if src != nil && len(src) == 0 {
 				continue
 			}
-			dst := addrIntervals(&r.Destination, fam)
+			dst := addrIntervals(r.Destination, fam)
 			fqdnSet := ""
 			for _, proto := range []uint8{protoTCP, protoUDP, protoICMP} {
 				var ports []ivl
@@ -363,7 +472,7 @@ func (c *compiler) network(fwd *Chain) {
 					if (proto == protoTCP && r.Protocols&policy.ProtoTCP == 0) || (proto == protoUDP && r.Protocols&policy.ProtoUDP == 0) {
 						continue
 					}
-					ports = portIntervals(r.DestinationPorts)
+					ports = portIntervals(r.Ports)
 					if len(ports) == 0 {
 						continue
 					}
@@ -381,9 +490,9 @@ func (c *compiler) network(fwd *Chain) {
 					e.iv = [numFields][]ivl{src, dst, ports}
 					lists[k] = append(lists[k], expand(e)...)
 				}
-				if len(r.DestinationFQDNs) > 0 {
+				if len(r.FQDNs) > 0 {
 					if fqdnSet == "" {
-						fqdnSet = c.fqdnSet(i, fam, comment, r.DestinationFQDNs)
+						fqdnSet = c.fqdnSet(i, fam, comment, r.FQDNs)
 					}
 					e.iv = [numFields][]ivl{src, nil, ports}
 					e.fqdnSet = fqdnSet
@@ -506,44 +615,4 @@ func (c *compiler) fqdnSet(i int, fam family, comment string, names []string) st
 		c.rs.fqdnSets[n] = l
 	}
 	return name
-}
-
-// outsideServices accepts TCP from the internet to OutsideTCPPorts on the
-// public IPs, or only on OutsideTCPAddrs when set (to any address of the
-// outside interface when there are none): the firewall's own services
-// there, such as the ingress WAF.
-func (c *compiler) outsideServices(ch *Chain) {
-	if len(c.cfg.OutsideTCPPorts) == 0 {
-		return
-	}
-	var ports []policy.PortRange
-	for _, p := range c.cfg.OutsideTCPPorts {
-		ports = append(ports, policy.PortRange{Lo: p, Hi: p})
-	}
-	sort.Slice(ports, func(i, j int) bool { return ports[i].Lo < ports[j].Lo })
-	pm := c.match(0, fieldPort, mergeIntervals(portIntervals(ports)))
-	const comment = "services of the firewall to the internet (ingress WAF)"
-	if len(c.cfg.PublicIPs) == 0 {
-		ch.add(comment, MatchIfName{Name: c.cfg.Outside}, MatchL4Proto{protoTCP}, pm, Verdict{Kind: VerdictAccept})
-		return
-	}
-	addrs := c.cfg.PublicIPs
-	if len(c.cfg.OutsideTCPAddrs) > 0 {
-		addrs = c.cfg.OutsideTCPAddrs
-	}
-	for _, fam := range []family{ipv4, ipv6} {
-		var dsts []ivl
-		for _, a := range addrs {
-			if famOf(a) == fam {
-				v := addrVal(a.Unmap())
-				dsts = append(dsts, ivl{v, v})
-			}
-		}
-		if len(dsts) == 0 {
-			continue
-		}
-		sort.Slice(dsts, func(i, j int) bool { return dsts[i].lo.less(dsts[j].lo) })
-		ch.add(comment, MatchIfName{Name: c.cfg.Outside}, MatchNFProto{fam}, c.match(fam, fieldDst, mergeIntervals(dsts)),
-			MatchL4Proto{protoTCP}, pm, Verdict{Kind: VerdictAccept})
-	}
 }

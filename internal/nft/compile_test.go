@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -92,7 +93,7 @@ func TestCompileGolden(t *testing.T) {
 		{"every kind, fixed SNAT", "testdata/kinds.yaml", "kinds.nft", fixed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs, err := Compile(loadPolicy(t, tc.policy), tc.cfg)
+			rs, err := compilePolicy(loadPolicy(t, tc.policy), tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,11 +112,11 @@ func TestCompileGolden(t *testing.T) {
 // re-apply of an unchanged policy programs identical names.
 func TestCompileDeterministic(t *testing.T) {
 	p := bigPolicy(2000, 7)
-	a, err := Compile(p, labConfig())
+	a, err := compilePolicy(p, labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Compile(p, labConfig())
+	b, err := compilePolicy(p, labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,18 +145,21 @@ func TestCompileErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := seedConfig()
 			tc.cfg(&cfg)
-			_, err := Compile(p, cfg)
+			_, err := compilePolicy(p, cfg)
 			if err == nil || !regexp.MustCompile(tc.want).MatchString(err.Error()) {
 				t.Fatalf("got error %v, want one matching %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := Compile(nil, seedConfig()); err == nil {
+	if _, err := compilePolicy(nil, seedConfig()); err == nil {
 		t.Fatal("nil policy compiled")
 	}
 }
 
-func TestCompileTranslatedFQDNWarns(t *testing.T) {
+// TestCompileTranslatedFQDN: a DNAT rule with translatedFqdn is installed
+// with a map from its public IP to the name's address (filled at run time)
+// and matches only while the map has the key.
+func TestCompileTranslatedFQDN(t *testing.T) {
 	p, err := policy.Load("fqdn.yaml", []byte(`
 name: t
 ruleCollectionGroups:
@@ -172,21 +176,46 @@ ruleCollectionGroups:
             sourceAddresses: ['*']
             destinationAddresses: [203.0.113.32]
             destinationPorts: ['80']
-            translatedFqdn: web.internal.example
-            translatedPort: '80'
+            translatedFqdn: Web.Internal.Example
+            translatedPort: '8080'
 `), policy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Compile(p, seedConfig())
+	rs, err := compilePolicy(p, seedConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs.Warnings) != 1 || !strings.Contains(rs.Warnings[0], "translatedFqdn") {
+	if len(rs.Warnings) != 0 {
 		t.Fatalf("warnings = %q", rs.Warnings)
 	}
-	if rs.Chain("dnat_0") != nil || len(rs.Chain("prerouting").Rules) != 0 {
-		t.Fatal("a DNAT rule without an address was installed")
+	if got := rs.DNATMaps("web.internal.example."); len(got) != 1 || got[0] != "dnat_fqdn_0_v4" {
+		t.Fatalf("DNATMaps = %q", got)
+	}
+	m := rs.Set("dnat_fqdn_0_v4")
+	if m == nil || m.Kind != SetDNATFQDN || len(m.Elems) != 1 || m.FQDN != "web.internal.example" {
+		t.Fatalf("map: %+v", m)
+	}
+	pre := rs.Chain("prerouting").Rules
+	if len(pre) != 1 || !strings.HasSuffix(pre[0].Stmts[len(pre[0].Stmts)-2].String(), "@dnat_fqdn_0_v4") {
+		t.Fatalf("prerouting: %v", pre)
+	}
+	if got := rs.Chain("dnat_0").Rules[1].String(); !strings.Contains(got, "dnat ip to ip daddr map @dnat_fqdn_0_v4 port 8080") {
+		t.Fatalf("dnat_0: %s", got)
+	}
+	// The elements: the lowest unexpired IPv4 address of the name.
+	now := time.Now()
+	el := dnatMapElems(m, []FQDNAddr{
+		{netip.MustParseAddr("10.42.1.9"), now.Add(time.Minute)},
+		{netip.MustParseAddr("10.42.1.7"), now.Add(time.Millisecond)}, // about to expire
+		{netip.MustParseAddr("2001:db8::1"), now.Add(time.Minute)},
+		{netip.MustParseAddr("10.42.1.8"), now.Add(2 * time.Minute)},
+	}, now)
+	if len(el) != 1 || netip.AddrFrom4([4]byte(el[0].Val)) != netip.MustParseAddr("10.42.1.8") || el[0].Timeout != 2*time.Minute {
+		t.Fatalf("elements: %+v", el)
+	}
+	if el := dnatMapElems(m, nil, now); el != nil {
+		t.Fatalf("no address: %+v", el)
 	}
 }
 
@@ -214,14 +243,14 @@ func TestSNATModes(t *testing.T) {
 				// Only an IPv4 public IP: IPv6 falls back to masquerade.
 				cfg.PublicIPs = []netip.Addr{netip.MustParseAddr(tc.pub[0])}
 				p := loadPolicy(t, "../../examples/aks-egress.yaml")
-				rs, err := Compile(p, cfg)
+				rs, err := compilePolicy(p, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
 				checkPost(t, rs, tc.want)
 				return
 			}
-			rs, err := Compile(p, cfg)
+			rs, err := compilePolicy(p, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -294,7 +323,7 @@ func TestLogTags(t *testing.T) {
 // the rule that its rule comment names.
 func TestLogPrefixesMatchRules(t *testing.T) {
 	p := loadPolicy(t, "testdata/kinds.yaml")
-	rs, err := Compile(p, labConfig())
+	rs, err := compilePolicy(p, labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +359,7 @@ func TestLogPrefixesMatchRules(t *testing.T) {
 
 func TestFQDNSets(t *testing.T) {
 	p := loadPolicy(t, "testdata/kinds.yaml")
-	rs, err := Compile(p, labConfig())
+	rs, err := compilePolicy(p, labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +384,7 @@ func TestFQDNSets(t *testing.T) {
 }
 
 func TestRecorder(t *testing.T) {
-	rs, err := Compile(loadPolicy(t, "testdata/kinds.yaml"), labConfig())
+	rs, err := compilePolicy(loadPolicy(t, "testdata/kinds.yaml"), labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +429,7 @@ func TestShowRendersCompiled(t *testing.T) {
 	for _, path := range []string{"testdata/kinds.yaml", "../../examples/aks-egress.yaml"} {
 		cfg := labConfig()
 		cfg.SNAT = SNATFixed
-		rs, err := Compile(loadPolicy(t, path), cfg)
+		rs, err := compilePolicy(loadPolicy(t, path), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -437,7 +466,7 @@ func TestShowRendersCompiled(t *testing.T) {
 
 func TestCompileSteersApplicationPortsToProxy(t *testing.T) {
 	p := loadExample(t)
-	rs, err := Compile(p, Config{Inside: "cw-in", Outside: "cw-out", ProxyPort: 15001})
+	rs, err := compilePolicy(p, Config{Inside: "cw-in", Outside: "cw-out", ProxyPort: 15001})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,12 +485,28 @@ func TestCompileSteersApplicationPortsToProxy(t *testing.T) {
 	if set == nil || len(set.Elems) != 2 {
 		t.Fatalf("port set of %q: %+v", steer, set)
 	}
-	if !strings.Contains(text, "15001") || !strings.Contains(text, "services of the firewall") {
+	if !strings.Contains(text, `iifname "cw-in" meta l4proto tcp th dport 15001 accept comment "service of the firewall: L7 proxy"`) {
 		t.Errorf("input chain does not accept the proxy port:\n%s", text)
 	}
 	// Without a proxy port nothing is steered.
-	rs, _ = Compile(p, Config{Inside: "cw-in", Outside: "cw-out"})
+	rs, _ = compilePolicy(p, Config{Inside: "cw-in", Outside: "cw-out"})
 	if strings.Contains(rs.String(), "redirect") {
 		t.Error("steering without a proxy port")
 	}
+}
+
+// compilePolicy compiles p with the matcher, for cfg's gateway, then the
+// ruleset from the matcher: what the daemon does.
+func compilePolicy(p *policy.Policy, cfg Config) (*Ruleset, error) {
+	if p == nil {
+		return Compile(nil, cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+	if err != nil {
+		return nil, err
+	}
+	return Compile(m, cfg)
 }

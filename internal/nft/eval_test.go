@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -183,6 +185,17 @@ rules:
 				return "reject"
 			case DNAT:
 				return "dnat " + netip.AddrPortFrom(s.Addr, s.Port).String()
+			case DNATMap:
+				v, _ := ev.value(p, s.Family, fieldDst)
+				for _, a := range ev.fqdn[s.Map] { // the map's target, as the runner fills it
+					if famOf(a) == p.fam {
+						_ = v
+						return "dnat " + netip.AddrPortFrom(a, s.Port).String()
+					}
+				}
+				continue rules
+			case Redirect:
+				return fmt.Sprintf("redirect %d", s.Port)
 			case SNAT:
 				return "snat " + s.Addr.String()
 			case Masquerade:
@@ -193,6 +206,43 @@ rules:
 		}
 	}
 	return ""
+}
+
+// evalFlow runs a new flow's first packet through the hooks it meets:
+// prerouting (a nat chain: threat intelligence, the L7 proxy's redirect,
+// DNAT), then input when the (translated) destination is one of local,
+// else forward. The result's verdict is the last chain's, "redirect N" and
+// "dnat A:P" become the input or forward verdict of the translated packet
+// (reported in res.nat); logs accumulate.
+func evalFlow(rs *Ruleset, local []netip.Addr, p packet, fqdn map[string][]netip.Addr) (evalResult, string, error) {
+	res, err := evalChain(rs, "prerouting", p, fqdn)
+	if err != nil {
+		return res, "", err
+	}
+	logs, nat := res.logs, ""
+	switch v := res.verdict; {
+	case v == "drop":
+		return res, "", nil
+	case strings.HasPrefix(v, "redirect "):
+		nat = v
+		port, _ := strconv.Atoi(strings.TrimPrefix(v, "redirect "))
+		p.dport, p.ctDNAT = uint16(port), true
+		if len(local) > 0 {
+			p.dst = local[0]
+		}
+		local = append(local, p.dst)
+	case strings.HasPrefix(v, "dnat "):
+		nat = v
+		ap := netip.MustParseAddrPort(strings.TrimPrefix(v, "dnat "))
+		p.dst, p.dport, p.ctDNAT = ap.Addr(), ap.Port(), true
+	}
+	chain := "forward"
+	if slices.Contains(local, p.dst) {
+		chain = "input"
+	}
+	res, err = evalChain(rs, chain, p, fqdn)
+	res.logs = append(logs, res.logs...)
+	return res, nat, err
 }
 
 func findElem(s *Set, v u128) (Elem, bool) {

@@ -21,7 +21,7 @@ func loadExample(t testing.TB) *policy.Policy {
 // same statements.
 func TestKernelApplyShow(t *testing.T) {
 	l := newLab(t)
-	rs, err := Compile(loadExample(t), labConfig())
+	rs, err := compilePolicy(loadExample(t), labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func TestLogGeneration(t *testing.T) {
 	p := loadPolicy(t, "testdata/kinds.yaml")
 	cfg := labConfig()
 	cfg.LogGeneration = 42
-	rs, err := Compile(p, cfg)
+	rs, err := compilePolicy(p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/match"
 )
 
 // plan is a Ruleset lowered to google/nftables objects.
@@ -107,7 +109,7 @@ func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now 
 	sets := map[string]*nftables.Set{}
 	for _, s := range rs.Sets {
 		ns := &nftables.Set{Table: pl.table, Name: s.Name, Comment: s.Comment}
-		if s.Kind != SetFQDN {
+		if !s.dynamic() {
 			ns.Name = slot + s.Name
 		}
 		switch {
@@ -153,6 +155,11 @@ func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now 
 					elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a.Addr.Unmap())), Timeout: left.Truncate(time.Millisecond)})
 				}
 			}
+		case SetDNATFQDN:
+			ns.HasTimeout, ns.IsMap, ns.DataType = true, true, ns.KeyType
+			if fqdnElems != nil {
+				elems = dnatMapElems(s, fqdnElems(s.Name), now)
+			}
 		default:
 			return nil, fmt.Errorf("ruleset: set %s: unknown kind %d", s.Name, s.Kind)
 		}
@@ -161,6 +168,35 @@ func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now 
 	}
 	pl.setMap, pl.chMap, pl.rs = sets, chains, rs
 	return pl, nil
+}
+
+// dnatMapElems returns the elements of a DNAT map (SetDNATFQDN): each of
+// its public IPs to the address a translatedFqdn rule translates to
+// (match.TranslateFQDN of the unexpired addresses), until that address
+// expires; none when the name has no address of the map's family.
+func dnatMapElems(s *Set, addrs []FQDNAddr, now time.Time) []nftables.SetElement {
+	var live []netip.Addr
+	for _, a := range addrs {
+		if a.Expires.Sub(now) >= time.Second {
+			live = append(live, a.Addr)
+		}
+	}
+	to, ok := match.TranslateFQDN(live, s.Family == ipv6)
+	if !ok {
+		return nil
+	}
+	var left time.Duration
+	for _, a := range addrs {
+		if a.Addr.Unmap() == to {
+			left = max(left, a.Expires.Sub(now))
+		}
+	}
+	val := valBytes(s.Family, fieldDst, addrVal(to))
+	out := make([]nftables.SetElement, 0, len(s.Elems))
+	for _, e := range s.Elems {
+		out = append(out, nftables.SetElement{Key: valBytes(s.Family, fieldDst, e.iv.lo), Val: val, Timeout: left.Truncate(time.Millisecond)})
+	}
+	return out
 }
 
 // tableState is what the kernel's table holds, as far as replacing it is
@@ -451,6 +487,17 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 			&expr.Immediate{Register: 1, Data: s.Addr.Unmap().AsSlice()},
 			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(s.Port)},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfproto(fam)), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		}, nil
+	case DNATMap:
+		set := sets[s.Map]
+		if set == nil {
+			return nil, fmt.Errorf("unknown map %q", s.Map)
+		}
+		return []expr.Any{
+			payloadOf(s.Family, fieldDst),
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
+			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(s.Port)},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfproto(s.Family)), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
 		}, nil
 	case SNAT:
 		fam := famOf(s.Addr)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -271,7 +272,7 @@ func (r *NetlinkRunner) learnedFor(rs *Ruleset, now time.Time) func(string) []FQ
 			delete(r.learned, fqdn)
 			continue
 		}
-		for _, set := range rs.FQDNSets(fqdn) {
+		for _, set := range append(rs.FQDNSets(fqdn), rs.DNATMaps(fqdn)...) {
 			for a, exp := range addrs {
 				bySet[set] = append(bySet[set], FQDNAddr{Addr: a, Expires: exp})
 			}
@@ -319,21 +320,41 @@ func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.D
 	if r.current == nil {
 		return nil
 	}
-	sets := r.current.FQDNSets(fqdn)
-	if len(sets) == 0 {
+	sets, maps := r.current.FQDNSets(fqdn), r.current.DNATMaps(fqdn)
+	if len(sets) == 0 && len(maps) == 0 {
 		return nil
 	}
 	table := &nftables.Table{Name: r.current.Table, Family: nftables.TableFamilyINet}
 	cur := r.current
+	now := r.now()
+	var known []FQDNAddr
+	for a, exp := range m {
+		known = append(known, FQDNAddr{Addr: a, Expires: exp})
+	}
 	return r.transact(func(c *nftables.Conn) error {
+		// A DNAT map is rewritten whole: its target may have changed.
+		for _, name := range maps {
+			s := cur.Set(name)
+			ns := &nftables.Set{Table: table, Name: name, HasTimeout: true, IsMap: true}
+			c.FlushSet(ns)
+			if elems := dnatMapElems(s, known, now); len(elems) > 0 {
+				if err := c.SetAddElements(ns, elems); err != nil {
+					return fmt.Errorf("dnat map %s: %w", name, err)
+				}
+			}
+		}
 		for _, name := range sets {
 			s := cur.Set(name)
 			var elems []nftables.SetElement
+			var seen []netip.Addr
 			for _, a := range addrs {
 				a = a.Unmap()
-				if !a.IsValid() || famOf(a) != s.Family {
+				// An answer may hold an address twice (or as ::ffff:a.b.c.d
+				// too): deleting it twice would fail the transaction.
+				if !a.IsValid() || famOf(a) != s.Family || slices.Contains(seen, a) {
 					continue
 				}
+				seen = append(seen, a)
 				elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a)), Timeout: ttl})
 			}
 			if len(elems) == 0 {

@@ -13,7 +13,7 @@ import (
 func TestOutsideTCPPorts(t *testing.T) {
 	cfg := labConfig()
 	cfg.OutsideTCPPorts = []uint16{8443, 443}
-	rs, err := Compile(loadPolicy(t, "../../examples/aks-egress.yaml"), cfg)
+	rs, err := compilePolicy(loadPolicy(t, "../../examples/aks-egress.yaml"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestOutsideTCPPorts(t *testing.T) {
 
 	// Without public IPs the port is accepted on the outside interface.
 	cfg.PublicIPs = nil
-	rs, err = Compile(loadPolicy(t, "testdata/kinds.yaml"), cfg)
+	rs, err = compilePolicy(loadPolicy(t, "testdata/kinds.yaml"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestOutsideTCPAddrs(t *testing.T) {
 	cfg.PublicIPs = append(cfg.PublicIPs, a("203.0.113.33"), a("2001:db8:cafe::33"))
 	cfg.OutsideTCPPorts = []uint16{443}
 	cfg.OutsideTCPAddrs = []netip.Addr{a("203.0.113.33"), a("2001:db8:cafe::33")}
-	rs, err := Compile(loadPolicy(t, "../../examples/aks-egress.yaml"), cfg)
+	rs, err := compilePolicy(loadPolicy(t, "../../examples/aks-egress.yaml"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,8 +107,12 @@ func stateOf(rs *Ruleset) *State {
 		st.Chains = append(st.Chains, cs)
 	}
 	for _, s := range rs.Sets {
-		st.Sets = append(st.Sets, SetState{Name: s.Name, KeyType: s.KeyType(), Map: s.Kind == SetVMap,
-			Interval: s.Kind != SetFQDN, Timeout: s.Kind == SetFQDN, Elements: len(s.Elems), Comment: s.Comment})
+		elems := len(s.Elems)
+		if s.Kind == SetDNATFQDN {
+			elems = 0 // filled at run time
+		}
+		st.Sets = append(st.Sets, SetState{Name: s.Name, KeyType: s.KeyType(), Map: s.Kind == SetVMap || s.Kind == SetDNATFQDN,
+			Interval: !s.dynamic(), Timeout: s.dynamic(), Elements: elems, Comment: s.Comment})
 	}
 	return st
 }

@@ -29,6 +29,7 @@ type Ruleset struct {
 	Stats    Stats
 
 	fqdnSets map[string][]string // FQDN -> names of the sets that hold its addresses
+	dnatMaps map[string][]string // FQDN -> names of the DNAT maps that translate to it
 	threat   *threatState        // nil without threat intelligence
 }
 
@@ -100,6 +101,11 @@ const (
 	// SetFQDN is a set with per-element timeouts that the DNS proxy fills
 	// with the addresses it resolved for a network rule's destinationFqdns.
 	SetFQDN
+	// SetDNATFQDN is a map with per-element timeouts from the public IPs of
+	// a DNAT rule with translatedFqdn (Elems: the keys) to the address the
+	// rule translates to, which the runner fills from the addresses
+	// resolved for FQDN.
+	SetDNATFQDN
 )
 
 // Set is a named set or verdict map.
@@ -110,6 +116,8 @@ type Set struct {
 	Field   field // key type: an address of Family or a port
 	Comment string
 	Elems   []Elem
+	// FQDN is the name a SetDNATFQDN map translates to.
+	FQDN string
 }
 
 // Elem is an interval of a set; for a verdict map, with the chain it goes to.
@@ -128,6 +136,10 @@ func (s *Set) KeyType() string {
 	}
 	return "ipv6_addr"
 }
+
+// dynamic reports whether the set's elements are filled at run time
+// (FQDN sets and DNAT maps: hash sets with timeouts).
+func (s *Set) dynamic() bool { return s.Kind == SetFQDN || s.Kind == SetDNATFQDN }
 
 func (s *Set) elemString(e Elem) string {
 	t := fmtInterval(s.Family, s.Field, e.iv)
@@ -220,6 +232,14 @@ type DNAT struct {
 	Port uint16
 }
 
+// DNATMap rewrites the destination to the address that Map (a
+// SetDNATFQDN map) holds for it, and the port to Port.
+type DNATMap struct {
+	Family family
+	Map    string
+	Port   uint16
+}
+
 // SNAT rewrites the source to Addr.
 type SNAT struct{ Addr netip.Addr }
 
@@ -242,6 +262,7 @@ func (Log) stmt()            {}
 func (Verdict) stmt()        {}
 func (RejectTCPReset) stmt() {}
 func (DNAT) stmt()           {}
+func (DNATMap) stmt()        {}
 func (SNAT) stmt()           {}
 func (Masquerade) stmt()     {}
 func (Redirect) stmt()       {}
@@ -345,6 +366,9 @@ func (d DNAT) String() string {
 	}
 	return fmt.Sprintf("dnat ip6 to [%s]:%d", d.Addr, d.Port)
 }
+func (d DNATMap) String() string {
+	return fmt.Sprintf("dnat %s to %s daddr map @%s port %d", d.Family, d.Family, d.Map, d.Port)
+}
 func (s SNAT) String() string {
 	if s.Addr.Is4() {
 		return "snat ip to " + s.Addr.String()
@@ -389,10 +413,13 @@ func (rs *Ruleset) String() string {
 	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
 	fmt.Fprintf(&b, "\tlimit %s {\n\t\trate %d/second burst %d packets\n\t}\n", LogLimitName, rs.LogLimit.Rate, rs.LogLimit.Burst)
 	for _, s := range rs.Sets {
-		fmt.Fprintf(&b, "\n\t%s %s {\n", map[bool]string{true: "map", false: "set"}[s.Kind == SetVMap], s.Name)
-		if s.Kind == SetVMap {
+		fmt.Fprintf(&b, "\n\t%s %s {\n", map[bool]string{true: "map", false: "set"}[s.Kind == SetVMap || s.Kind == SetDNATFQDN], s.Name)
+		switch s.Kind {
+		case SetVMap:
 			fmt.Fprintf(&b, "\t\ttype %s : verdict\n\t\tflags interval\n", s.KeyType())
-		} else {
+		case SetDNATFQDN:
+			fmt.Fprintf(&b, "\t\ttype %s : %s\n\t\tflags timeout\n", s.KeyType(), s.KeyType())
+		default:
 			fmt.Fprintf(&b, "\t\ttype %s\n", s.KeyType())
 			if s.Kind == SetFQDN {
 				b.WriteString("\t\tflags timeout\n")
@@ -403,7 +430,13 @@ func (rs *Ruleset) String() string {
 		if s.Comment != "" {
 			fmt.Fprintf(&b, "\t\tcomment %q\n", s.Comment)
 		}
-		if len(s.Elems) > 0 {
+		if s.Kind == SetDNATFQDN {
+			els := make([]string, len(s.Elems))
+			for i, e := range s.Elems {
+				els[i] = s.elemString(e) + " : <" + s.FQDN + ">"
+			}
+			fmt.Fprintf(&b, "\t\t# elements = { %s } while %s resolves\n", strings.Join(els, ", "), s.FQDN)
+		} else if len(s.Elems) > 0 {
 			els := make([]string, len(s.Elems))
 			for i, e := range s.Elems {
 				els[i] = s.elemString(e)
@@ -432,11 +465,22 @@ func (rs *Ruleset) FQDNSets(name string) []string {
 	return rs.fqdnSets[strings.ToLower(strings.TrimSuffix(name, "."))]
 }
 
-// FQDNs returns every name that has sets, sorted.
+// DNATMaps returns the names of the DNAT maps that translate to name (a
+// DNAT rule's translatedFqdn, lower case).
+func (rs *Ruleset) DNATMaps(name string) []string {
+	return rs.dnatMaps[strings.ToLower(strings.TrimSuffix(name, "."))]
+}
+
+// FQDNs returns every name that has sets or DNAT maps, sorted.
 func (rs *Ruleset) FQDNs() []string {
-	out := make([]string, 0, len(rs.fqdnSets))
+	out := make([]string, 0, len(rs.fqdnSets)+len(rs.dnatMaps))
 	for n := range rs.fqdnSets {
 		out = append(out, n)
+	}
+	for n := range rs.dnatMaps {
+		if _, dup := rs.fqdnSets[n]; !dup {
+			out = append(out, n)
+		}
 	}
 	sort.Strings(out)
 	return out

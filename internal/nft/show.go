@@ -275,6 +275,7 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 		loadFld field
 		mask    []byte
 		imm     = map[uint32][]byte{}
+		mapped  = map[uint32]DNATMap{} // registers loaded from a DNAT map
 	)
 	for _, e := range exprs {
 		switch x := e.(type) {
@@ -336,6 +337,10 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 		case *expr.Range:
 			parts = append(parts, MatchRange{Family: loadFam, Field: loadFld, iv: ivl{bytesVal(x.FromData), bytesVal(x.ToData)}}.String())
 		case *expr.Lookup:
+			if x.IsDestRegSet && x.DestRegister != 0 {
+				mapped[x.DestRegister] = DNATMap{Family: loadFam, Map: unslot(x.SetName)}
+				continue
+			}
 			if x.IsDestRegSet {
 				parts = append(parts, VMap{Family: loadFam, Field: loadFld, Map: unslot(x.SetName)}.String())
 			} else {
@@ -383,12 +388,23 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 				if p := imm[x.RegProtoMin]; len(p) >= 2 {
 					port = binary.BigEndian.Uint16(p)
 				}
+				if dm, ok := mapped[x.RegAddrMin]; ok {
+					dm.Port = port
+					parts = append(parts, dm.String())
+					continue
+				}
 				parts = append(parts, DNAT{Addr: addr, Port: port}.String())
 			default:
 				parts = append(parts, SNAT{Addr: addr}.String())
 			}
 		case *expr.Masq:
 			parts = append(parts, Masquerade{}.String())
+		case *expr.Redir:
+			port := uint16(0)
+			if p := imm[x.RegisterProtoMin]; len(p) >= 2 {
+				port = binary.BigEndian.Uint16(p)
+			}
+			parts = append(parts, Redirect{Port: port}.String())
 		default:
 			parts = append(parts, fmt.Sprintf("<%T>", e))
 		}

@@ -22,13 +22,15 @@ import (
 //	    meta nfproto ipv4 ip saddr @ti_v4 counter ... drop
 //	    (the same for ip6)
 //	}
-//	prerouting: jump threat_intel   first, before DNAT and the L7 proxy's redirect (Deny only)
-//	forward:    jump threat_intel   after the established/invalid rules, before every rule
+//	prerouting: jump threat_intel   mode Deny: first, before the L7 proxy's redirect and DNAT
+//	                                mode Alert: after the redirect, before DNAT
 //
-// In mode Alert the rules log with prefix "cw:A:threat" and return
-// instead of dropping (the flow then meets the rules), and only forward
-// jumps to the chain: flows the kernel redirects to the L7 proxy are
-// reported by the proxy's matcher, so that no flow is logged twice.
+// prerouting is a nat chain: it sees the first packet of every new flow,
+// forwarded or to the firewall itself, with its original addresses. In
+// mode Alert the rules log with prefix "cw:A:threat" and return instead
+// of dropping (the flow then meets the rules); flows the kernel redirects
+// to the L7 proxy are reported by the proxy's matcher instead, so that no
+// flow is logged twice.
 //
 // Names (TLS SNI, HTTP Host, DNS query names) are not the kernel's: the
 // L7 proxy and the DNS proxy check them with the same engine.
@@ -82,12 +84,13 @@ func threatElems(fam family, rs []policy.AddrRange) ([]Elem, error) {
 	return out, nil
 }
 
-// threatIntel compiles the sets and the chain, and the jump at the top of
-// prerouting (mode Deny). It runs before every other rule of prerouting.
-func (c *compiler) threatIntel(pre *Chain) error {
+// threatIntel compiles the sets and the chain (nil without threat
+// intelligence). Compile puts the jump to it in prerouting: first in mode
+// Deny, after the L7 proxy's redirect in mode Alert.
+func (c *compiler) threatIntel() (*threatState, error) {
 	t := c.cfg.ThreatIntel
 	if t == nil {
-		return nil
+		return nil, nil
 	}
 	tag := LogTag{Kind: LogThreatAlert}
 	end := Verdict{Kind: VerdictReturn}
@@ -98,7 +101,7 @@ func (c *compiler) threatIntel(pre *Chain) error {
 	for _, fam := range []family{ipv4, ipv6} {
 		elems, err := threatElems(fam, t.ranges(fam))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		name := threatSetName(fam)
 		c.rs.Sets = append(c.rs.Sets, &Set{Name: name, Kind: SetPlain, Family: fam, Field: fieldDst, Elems: elems,
@@ -110,18 +113,7 @@ func (c *compiler) threatIntel(pre *Chain) error {
 		}
 	}
 	c.rs.threat = &threatState{deny: t.Deny}
-	if t.Deny {
-		pre.add("threat intelligence before DNAT and the L7 proxy", Verdict{Kind: VerdictJump, Chain: ThreatChain})
-	}
-	return nil
-}
-
-// threatIntelForward adds the jump to the threat-intelligence chain to
-// forward (both modes).
-func (c *compiler) threatIntelForward(fwd *Chain) {
-	if c.cfg.ThreatIntel != nil {
-		fwd.add("threat intelligence before every rule", Verdict{Kind: VerdictJump, Chain: ThreatChain})
-	}
+	return c.rs.threat, nil
 }
 
 // threatState records what the compiled ruleset's threat-intel part looks

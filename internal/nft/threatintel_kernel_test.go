@@ -87,7 +87,7 @@ func TestKernelThreatIntel(t *testing.T) {
 		t.Helper()
 		cfg := labConfig()
 		cfg.ThreatIntel = ti
-		rs, err := Compile(p, cfg)
+		rs, err := compilePolicy(p, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +200,7 @@ func TestKernelThreatIntel100k(t *testing.T) {
 	start := time.Now()
 	cfg := labConfig()
 	cfg.ThreatIntel = ti
-	rs, err := Compile(p, cfg)
+	rs, err := compilePolicy(p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,22 +56,28 @@ func TestCompileThreatIntel(t *testing.T) {
 		}(), "accept", "accept", nil, nil},
 		{"listed source before DNAT", "prerouting",
 			packet{fam: ipv4, proto: protoTCP, src: inet, dst: ip("203.0.113.32"), dport: 6443, iif: "outside", ctState: CtStateNew},
-			"drop", "dnat 10.42.1.10:443", []string{"cw:D:threat"}, []string{"cw:N:2"}},
+			"drop", "accept", []string{"cw:D:threat"}, []string{"cw:A:threat", "cw:N:2"}},
 		{"unlisted source DNAT", "prerouting",
 			packet{fam: ipv4, proto: protoTCP, src: ip("198.51.100.9"), dst: ip("203.0.113.32"), dport: 6443, iif: "outside", ctState: CtStateNew},
-			"dnat 10.42.1.10:443", "dnat 10.42.1.10:443", []string{"cw:N:2"}, []string{"cw:N:2"}},
-		{"listed source after DNAT (forward)", "forward",
-			packet{fam: ipv4, proto: protoTCP, src: inet, dst: node4, dport: 443, iif: "outside", oif: "inside", ctState: CtStateNew, ctDNAT: true},
+			"accept", "accept", []string{"cw:N:2"}, []string{"cw:N:2"}},
+		{"listed source to the firewall itself (DNS)", "input",
+			packet{fam: ipv4, proto: protoUDP, src: ip("198.51.100.3"), dst: ip("10.42.1.1"), dport: 53, iif: "inside", ctState: CtStateNew},
 			"drop", "accept", []string{"cw:D:threat"}, []string{"cw:A:threat"}},
 	} {
 		for _, deny := range []bool{true, false} {
 			cfg := labConfig()
 			cfg.ThreatIntel = labThreats(deny)
-			rs, err := Compile(p, cfg)
+			rs, err := compilePolicy(p, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := evalChain(rs, f.chain, f.pkt, nil)
+			pk := f.pkt
+			var got evalResult
+			if pk.ctState == CtStateNew {
+				got, _, err = evalFlow(rs, append(cfg.PublicIPs, cfg.PrivateIPs...), pk, nil)
+			} else {
+				got, err = evalChain(rs, f.chain, pk, nil)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,24 +98,27 @@ func TestCompileThreatIntelShape(t *testing.T) {
 		cfg := labConfig()
 		cfg.ProxyPort = 15001
 		cfg.ThreatIntel = labThreats(deny)
-		rs, err := Compile(p, cfg)
+		rs, err := compilePolicy(p, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Deny: first in prerouting, before the L7 proxy's redirect. Alert:
+		// right after it (the proxy reports what it decides). Nowhere else.
 		pre := rs.Chain("prerouting")
-		first := pre.Rules[0].String()
 		jump := "jump " + ThreatChain
-		if deny != strings.HasPrefix(first, jump) {
-			t.Errorf("deny %v: first prerouting rule %q", deny, first)
+		at := 1
+		if deny {
+			at = 0
 		}
-		var fwdJump int
-		for i, r := range rs.Chain("forward").Rules {
-			if strings.HasPrefix(r.String(), jump) {
-				fwdJump = i
+		if !strings.HasPrefix(pre.Rules[at].String(), jump) || !strings.Contains(pre.Rules[1-at].String(), "redirect") {
+			t.Errorf("deny %v: prerouting starts with %q, %q", deny, pre.Rules[0], pre.Rules[1])
+		}
+		for _, c := range rs.Chains {
+			for i, r := range c.Rules {
+				if strings.HasPrefix(r.String(), jump) && (c.Name != "prerouting" || i != at) {
+					t.Errorf("deny %v: %s jumps to %s at rule %d", deny, c.Name, ThreatChain, i)
+				}
 			}
-		}
-		if fwdJump != 2 {
-			t.Errorf("deny %v: forward jumps to %s at rule %d, want 2 (after established and invalid)", deny, ThreatChain, fwdJump)
 		}
 		if s := rs.Set(ThreatSetV4); s == nil || len(s.Elems) != 2 || rs.Set(ThreatSetV6) == nil || rs.ThreatRanges() != 3 {
 			t.Errorf("deny %v: sets %v %v, %d ranges", deny, rs.Set(ThreatSetV4), rs.Set(ThreatSetV6), rs.ThreatRanges())
@@ -126,7 +135,7 @@ func TestCompileThreatIntelShape(t *testing.T) {
 		}
 	}
 	// Without threat intelligence nothing changes.
-	rs, err := Compile(p, labConfig())
+	rs, err := compilePolicy(p, labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +154,7 @@ func TestCompileThreatIntelBadRanges(t *testing.T) {
 	} {
 		cfg := labConfig()
 		cfg.ThreatIntel = ti
-		if _, err := Compile(p, cfg); err == nil || !strings.Contains(err.Error(), "threat intel") {
+		if _, err := compilePolicy(p, cfg); err == nil || !strings.Contains(err.Error(), "threat intel") {
 			t.Errorf("%+v: err %v", ti, err)
 		}
 	}

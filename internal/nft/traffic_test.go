@@ -34,7 +34,7 @@ func startServers(t *testing.T, l *lab) {
 
 func applyKinds(t *testing.T, l *lab, r *NetlinkRunner) *Ruleset {
 	t.Helper()
-	rs, err := Compile(loadPolicy(t, "testdata/kinds.yaml"), labConfig())
+	rs, err := compilePolicy(loadPolicy(t, "testdata/kinds.yaml"), labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +152,10 @@ func TestKernelFQDN(t *testing.T) {
 	if got, _ := udpProbe(t, l.node, ntp, blockWait); got != passed {
 		t.Fatalf("after resolution: %s, want pass", got)
 	}
-	// Adding again refreshes (no error for elements that exist).
-	if err := r.AddFQDNAddrs("NTP.example.org.", []netip.Addr{netip.MustParseAddr("198.18.10.123")}, time.Minute); err != nil {
+	// Adding again refreshes (no error for elements that exist), also when
+	// an answer holds an address twice (found by TestKernelDifferential:
+	// the transaction deleted it twice and failed).
+	if err := r.AddFQDNAddrs("NTP.example.org.", []netip.Addr{netip.MustParseAddr("198.18.10.123"), netip.MustParseAddr("::ffff:198.18.10.123")}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Apply(rs); err != nil {
@@ -174,6 +176,59 @@ func TestKernelFQDN(t *testing.T) {
 	// Another name of no rule: nothing to do, no error.
 	if err := r.AddFQDNAddrs("unknown.example.org", []netip.Addr{netip.MustParseAddr("198.18.10.5")}, time.Minute); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKernelDNATFQDN: a DNAT rule with translatedFqdn does not translate
+// (the flow meets the input chain's drop) until the name has an address;
+// then it translates to the lowest one (the matcher's choice); a re-apply
+// keeps it, and a lower address learned later takes over.
+func TestKernelDNATFQDN(t *testing.T) {
+	l := newLab(t)
+	startServers(t, l)
+	addr(t, l.node, "eth0", "10.42.1.11/24")
+	serve(t, l.node, ap("10.42.1.11:80"))
+	r := l.runner()
+	rs := applyKinds(t, l, r)
+	web := ap("203.0.113.32:8082")
+	if got, _ := dialTCP(t, l.inet, web, blockWait); got != blocked {
+		t.Fatalf("before resolution: %s, want blocked", got)
+	}
+	if err := r.AddFQDNAddrs("web.lab.example", []netip.Addr{netip.MustParseAddr("10.42.1.11"), netip.MustParseAddr("2001:db8:42:1::10")}, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, seen := dialTCP(t, l.inet, web, blockWait); got != passed || !strings.HasPrefix(seen, "203.0.113.10:") {
+		t.Fatalf("after resolution: %s (server saw %q), want pass, client address kept", got, seen)
+	}
+	if err := r.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := dialTCP(t, l.inet, web, blockWait); got != passed {
+		t.Fatalf("after re-apply: %s, want pass", got)
+	}
+	// 10.42.1.10 is lower: new flows go there (the server answers with the
+	// client's address either way; the node's two servers tell by their
+	// listen address only through conntrack, so ask the kernel's map).
+	if err := r.AddFQDNAddrs("web.lab.example", []netip.Addr{netip.MustParseAddr("10.42.1.10")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(l.fwFD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := c.GetSetByName(&nftables.Table{Name: DefaultTable, Family: nftables.TableFamilyINet}, "dnat_fqdn_3_v4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(els) != 1 || netip.AddrFrom4([4]byte(els[0].Val)) != netip.MustParseAddr("10.42.1.10") {
+		t.Fatalf("map elements %+v, want 203.0.113.32 : 10.42.1.10", els)
+	}
+	if got, _ := dialTCP(t, l.inet, web, blockWait); got != passed {
+		t.Fatalf("after a lower address: %s, want pass", got)
 	}
 }
 
@@ -217,7 +272,7 @@ func twoPolicies(t *testing.T, extra int) (*Ruleset, *Ruleset) {
 		if extra > 0 {
 			p.Groups = append(p.Groups, bigPolicy(extra, 1).Groups...)
 		}
-		rs, err := Compile(p, labConfig())
+		rs, err := compilePolicy(p, labConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +379,7 @@ func TestHelperProcessApply(t *testing.T) {
 	if err != nil {
 		os.Exit(2)
 	}
-	rs, err := Compile(loadPolicy(t, "testdata/kinds.yaml"), labConfig())
+	rs, err := compilePolicy(loadPolicy(t, "testdata/kinds.yaml"), labConfig())
 	if err != nil {
 		os.Exit(3)
 	}
@@ -412,7 +467,7 @@ func TestKernelBadApplyKeepsOld(t *testing.T) {
 	startServers(t, l)
 	r := l.runner()
 	good := applyKinds(t, l, r)
-	bad, err := Compile(loadPolicy(t, "../../examples/aks-egress.yaml"), labConfig())
+	bad, err := compilePolicy(loadPolicy(t, "../../examples/aks-egress.yaml"), labConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

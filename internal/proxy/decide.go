@@ -87,7 +87,7 @@ func (p *Proxy) decideTransparent(m *match.Matcher, req *request, mayLookup bool
 		return v
 	}
 	dst := req.dst.Addr()
-	d := m.Decide(match.Flow{Src: req.src.Addr(), Dst: dst, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme})
+	d := m.Decide(match.Flow{Src: req.src.Addr(), Dst: dst, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside})
 	v := verdict{d: d, reason: d.Reason}
 	if d.Action != policy.ActionAllow {
 		reason := d.Reason
@@ -130,7 +130,7 @@ func (p *Proxy) decideTransparent(m *match.Matcher, req *request, mayLookup bool
 	spoofed := fmt.Sprintf(reasonSpoofFormat, dst, req.name)
 	if p.cfg.Spoof == SpoofReroute && len(addrs) > 0 {
 		to := pickSameFamily(addrs, dst)
-		d2 := m.Decide(match.Flow{Src: req.src.Addr(), Dst: to, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme})
+		d2 := m.Decide(match.Flow{Src: req.src.Addr(), Dst: to, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside})
 		if d2.Action == policy.ActionAllow {
 			v.d = d2
 			v.reason = spoofed + "; rerouted to " + to.String()
@@ -157,7 +157,7 @@ func (p *Proxy) decideExplicit(m *match.Matcher, req *request) verdict {
 		v.deny(ReasonNoPolicy, alertAccessDenied, 403)
 		return v
 	}
-	flow := match.Flow{Src: req.src.Addr(), Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme}
+	flow := match.Flow{Src: req.src.Addr(), Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside}
 	if lit, err := netip.ParseAddr(req.name); err == nil {
 		flow.Dst = lit.Unmap()
 		d := m.Decide(flow)
