@@ -40,6 +40,9 @@ re-applies. See docs/daemon.md.`,
 				return &exitError{code: 1, msg: err.Error()}
 			}
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			for _, w := range cfg.Warnings() {
+				log.Warn("unsafe setting", "warning", w)
+			}
 
 			sink, sinkCloser, err := telemetry.OpenSink(cfg.LogSink(), os.Stdout)
 			if err != nil {

@@ -57,11 +57,13 @@ type Config struct {
 		// RatePerSecond limits decision lines (default 1000; kernel-side the log rule is rate limited too).
 		RatePerSecond int `yaml:"ratePerSecond,omitempty"`
 		// Rotation of File (gopkg.in/natefinch/lumberjack.v2, docs/logs.md):
-		// rotate at MaxSizeMB (default 100), keep MaxBackups files (0: all)
-		// for MaxAgeDays (0: no limit), gzip them when Compress.
+		// rotate at MaxSizeMB (default 100), keep MaxBackups files
+		// (default 10; an explicit 0: all) for MaxAgeDays (default 14; an
+		// explicit 0: no limit), gzip them when Compress. Retention is
+		// bounded unless both are set to 0 (the daemon then warns).
 		MaxSizeMB  int  `yaml:"maxSizeMB,omitempty"`
-		MaxBackups int  `yaml:"maxBackups,omitempty"`
-		MaxAgeDays int  `yaml:"maxAgeDays,omitempty"`
+		MaxBackups *int `yaml:"maxBackups,omitempty"`
+		MaxAgeDays *int `yaml:"maxAgeDays,omitempty"`
 		Compress   bool `yaml:"compress,omitempty"`
 		// Stdout also writes the lines to standard output when File is a path.
 		Stdout bool `yaml:"stdout,omitempty"`
@@ -196,7 +198,13 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Log.RatePerSecond == 0 {
 		c.Log.RatePerSecond = 1000
 	}
-	if c.Log.MaxSizeMB < 0 || c.Log.MaxBackups < 0 || c.Log.MaxAgeDays < 0 {
+	if c.Log.MaxBackups == nil {
+		c.Log.MaxBackups = ptrTo(telemetry.DefaultMaxBackups)
+	}
+	if c.Log.MaxAgeDays == nil {
+		c.Log.MaxAgeDays = ptrTo(telemetry.DefaultMaxAgeDays)
+	}
+	if c.Log.MaxSizeMB < 0 || *c.Log.MaxBackups < 0 || *c.Log.MaxAgeDays < 0 {
 		bad("log", "maxSizeMB, maxBackups and maxAgeDays must not be negative")
 	}
 	if c.Log.File != "-" && !filepath.IsAbs(c.Log.File) {
@@ -246,8 +254,8 @@ func (c *Config) LogSink() telemetry.SinkConfig {
 	return telemetry.SinkConfig{
 		File:       c.Log.File,
 		MaxSizeMB:  c.Log.MaxSizeMB,
-		MaxBackups: c.Log.MaxBackups,
-		MaxAgeDays: c.Log.MaxAgeDays,
+		MaxBackups: derefOr(c.Log.MaxBackups, telemetry.DefaultMaxBackups),
+		MaxAgeDays: derefOr(c.Log.MaxAgeDays, telemetry.DefaultMaxAgeDays),
 		Compress:   c.Log.Compress,
 		Stdout:     c.Log.Stdout,
 	}

@@ -156,7 +156,14 @@ func (d *Daemon) Reload(reason string) error {
 		return d.reloadDone(reason, err)
 	}
 	if reason == reasonFileChanged && d.isApplied(data) {
-		return nil // e.g. POST /v1/apply persisting what it applied
+		// Nothing to apply (e.g. POST /v1/apply persisting what it
+		// applied) — but the file and the running policy agree, so an
+		// earlier rejected edit is no longer the last word.
+		if last, _ := d.lastErr.Load().(string); last != "ok" {
+			d.log.Info("policy file holds the running policy again", "reason", reason)
+			return d.reloadDone(reason, nil)
+		}
+		return nil
 	}
 	return d.ApplyBytes(reason, data)
 }

@@ -165,7 +165,7 @@ var (
 	descGeneration  = prometheus.NewDesc(metricGeneration, "Generation of the running policy (1 after start, +1 per successful apply).", nil, nil)
 	descRules       = prometheus.NewDesc(metricPolicyRules, "Rules in the running policy.", nil, nil)
 	descAppliedAt   = prometheus.NewDesc(metricAppliedAt, "When the running policy was applied (Unix time).", nil, nil)
-	descLastOK      = prometheus.NewDesc(metricLastReloadOK, "1 when the last apply/reload succeeded, 0 when it was rejected (the previous policy stays).", nil, nil)
+	descLastOK      = prometheus.NewDesc(metricLastReloadOK, "1 when the last apply/reload succeeded (or the watched policy file was put back to the running policy's text), 0 when it was rejected (the previous policy stays).", nil, nil)
 	descLastAt      = prometheus.NewDesc(metricLastReloadTime, "When the last apply/reload finished (Unix time).", nil, nil)
 	descConnsCut    = prometheus.NewDesc(metricConnsCut, "Established connections cut because a new policy denies them.", nil, nil)
 	descReady       = prometheus.NewDesc(metricReady, "1 when /readyz answers 200: policy applied, data plane programmed, DNS and proxy listeners up.", nil, nil)

@@ -10,6 +10,16 @@ import (
 	"gopkg.in/natefinch/lumberjack.v2"
 )
 
+// Retention defaults of the decision log file (the daemon config's log
+// section applies them when maxBackups / maxAgeDays are absent): at most
+// DefaultMaxSizeMB × (DefaultMaxBackups + 1) MB on disk before compression,
+// and nothing older than DefaultMaxAgeDays.
+const (
+	DefaultMaxSizeMB  = 100
+	DefaultMaxBackups = 10
+	DefaultMaxAgeDays = 14
+)
+
 // SinkConfig says where decision lines go. The daemon config's `log:`
 // section fills it (docs/logs.md).
 type SinkConfig struct {
@@ -18,9 +28,11 @@ type SinkConfig struct {
 	File string
 	// MaxSizeMB is the size at which the file is rotated (default 100).
 	MaxSizeMB int
-	// MaxBackups is how many rotated files are kept (0: all, subject to MaxAgeDays).
+	// MaxBackups is how many rotated files are kept (0: all, subject to
+	// MaxAgeDays). The daemon's default is DefaultMaxBackups.
 	MaxBackups int
-	// MaxAgeDays removes rotated files older than this many days (0: no age limit).
+	// MaxAgeDays removes rotated files older than this many days (0: no
+	// age limit). The daemon's default is DefaultMaxAgeDays.
 	MaxAgeDays int
 	// Compress gzips rotated files.
 	Compress bool
@@ -42,7 +54,7 @@ func OpenSink(c SinkConfig, stdout io.Writer) (io.Writer, io.Closer, error) {
 		return nil, nil, errors.New("decision log: maxSizeMB, maxBackups and maxAgeDays must not be negative")
 	}
 	if c.MaxSizeMB == 0 {
-		c.MaxSizeMB = 100
+		c.MaxSizeMB = DefaultMaxSizeMB
 	}
 	if err := os.MkdirAll(filepath.Dir(c.File), 0o750); err != nil {
 		return nil, nil, fmt.Errorf("decision log: %w", err)
@@ -68,6 +80,12 @@ func OpenSink(c SinkConfig, stdout io.Writer) (io.Writer, io.Closer, error) {
 type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
+
+// Unbounded reports whether a file sink keeps rotated files forever (no
+// count and no age limit): its disk use then grows with the traffic.
+func (c SinkConfig) Unbounded() bool {
+	return c.File != "" && c.File != "-" && c.MaxBackups == 0 && c.MaxAgeDays == 0
+}
 
 // teeWriter writes to every writer even when one fails (io.MultiWriter
 // stops at the first error), and reports the first error.
