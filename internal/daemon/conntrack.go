@@ -14,8 +14,18 @@ import (
 // cutDenied deletes the conntrack entries of forwarded flows that m now
 // denies, as Azure Firewall does when a rule turns to deny: established
 // connections the new policy still allows are left alone, so they survive a
-// reload. Flows to or from the firewall itself are never touched. It
-// returns the number of entries deleted.
+// reload. It decides each entry's original tuple with m.Decide, the one
+// matcher: DNAT and network rules by address and port.
+//
+// Entries of connections that end at the firewall itself are never
+// touched: flows from or to its own addresses (the DNS proxy, the admin
+// API, the L7 proxy's upstream side) and, above all, the flows the kernel
+// redirected to the L7 proxy. Those are decided by name, which conntrack
+// does not know: the proxy decides them again itself (proxy.Redecide) and
+// closes the ones the new policy denies. Deleting such an entry would
+// drop its NAT: the proxy's next packet would leave with the firewall's
+// address and port as its source, and the client would answer it with a
+// reset. It returns the number of entries deleted.
 func cutDenied(m *match.Matcher, local func(netip.Addr) bool, public []netip.Addr) (uint, error) {
 	f := &denyFilter{m: m, local: local, public: public}
 	var total uint
@@ -38,16 +48,19 @@ type denyFilter struct {
 func (f *denyFilter) MatchConntrackFlow(ct *netlink.ConntrackFlow) bool {
 	flow, ok := flowOf(&ct.Forward)
 	if !ok || f.local(flow.Src) {
-		return false
-	}
-	d := f.m.Decide(flow)
-	if d.Action == policy.ActionDNAT || d.Action == policy.ActionAllow {
-		return false
+		return false // from the firewall itself (the L7 proxy's upstream side, ...)
 	}
 	if f.local(flow.Dst) && !slices.Contains(f.public, flow.Dst) {
 		return false // to the firewall itself (DNS proxy, admin): not forwarded
 	}
-	return true
+	if replySrc, ok := addrOf(ct.Reverse.SrcIP); ok && f.local(replySrc) {
+		// The firewall answers: redirected to a local socket (the L7
+		// proxy decides it by name) or to a service of the firewall on a
+		// public IP. Not forwarded either.
+		return false
+	}
+	d := f.m.Decide(flow)
+	return d.Action != policy.ActionDNAT && d.Action != policy.ActionAllow
 }
 
 // flowOf turns a conntrack original tuple into a matcher flow.

@@ -202,14 +202,20 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		}
 		go d.dns.Refresh(context.Background(), d.currentFQDNs())
 	}
-	if d.proxy != nil {
-		d.proxy.SetMatcher(m)
-	}
 	applied := time.Since(start)
-	cut, err := d.cut(m)
+	// Connections the new policy denies are cut, whichever engine allowed
+	// them: the L7 proxy decides its own again (by name), the conntrack cut
+	// the kernel's forwarded flows (by address; it leaves the proxy's
+	// alone). Both ask m.
+	var cut uint
+	if d.proxy != nil {
+		cut = uint(d.proxy.Redecide(m))
+	}
+	kcut, err := d.cut(m)
 	if err != nil {
 		d.log.Warn("cutting connections the new policy denies", "err", err)
 	}
+	cut += kcut
 	d.connsCut.Add(uint64(cut))
 	for _, w := range p.Warnings {
 		d.log.Warn("policy warning", "warning", w.Error())

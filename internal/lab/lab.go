@@ -148,6 +148,10 @@ func (l *Lab) CAFile() string { return filepath.Join(l.dir, caFile) }
 // CAPool is a pool with only the lab CA.
 func (l *Lab) CAPool() (*x509.CertPool, error) { return CAPool(l.dir) }
 
+// Certificate is the certificate (and key) the lab CA issued for one of
+// the lab's names (Names), for a test's own TLS server in inet.
+func (l *Lab) Certificate(name string) (tls.Certificate, error) { return loadLeaf(l.dir, name) }
+
 // NS is the name of host's network namespace (for `ip netns exec`), or ""
 // for an unknown host.
 func (l *Lab) NS(host string) string {

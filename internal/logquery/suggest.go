@@ -104,6 +104,10 @@ func (c *Collector) Add(r *telemetry.Record) {
 	case r.Category == telemetry.CategoryDNSQuery:
 		c.skipped["DNS queries refused"]++
 		return
+	case strings.HasPrefix(r.ActionReason, telemetry.ReasonPolicyChanged):
+		// The operator's own change ended it: not a flow to allow.
+		c.skipped["open connections closed by a policy change"]++
+		return
 	case r.Rule != "":
 		c.explicit[r.RuleCollectionGroup+"/"+r.RuleCollection+"/"+r.Rule]++
 		return

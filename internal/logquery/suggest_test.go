@@ -272,3 +272,27 @@ func TestSuggestMinCountAndExactSources(t *testing.T) {
 		t.Errorf("empty suggestion: %v\n%s", err, empty.YAML())
 	}
 }
+
+// TestSuggestSkipsConnectionsClosedByAReload: the line of an open
+// connection the L7 proxy closed because a reload removed its rule says
+// "no rule matched" after the policy-change prefix; the operator removed
+// that name on purpose, so it is never suggested back.
+func TestSuggestSkipsConnectionsClosedByAReload(t *testing.T) {
+	p, m := loadOrig(t)
+	c := NewCollector()
+	for _, name := range []string{"removed.example.com", "denied.example.org"} {
+		r, _ := record(m, https("10.42.1.10", name), time.Now())
+		if name == "removed.example.com" {
+			r.ActionReason = telemetry.ReasonPolicyChanged + ": " + r.ActionReason
+		}
+		c.Add(&r)
+	}
+	s, err := c.Suggest(SuggestOptions{Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(s.YAML())
+	if strings.Contains(text, "removed.example.com") || !strings.Contains(text, "denied.example.org") {
+		t.Errorf("suggestion:\n%s", text)
+	}
+}

@@ -44,6 +44,11 @@ type request struct {
 	start time.Time
 }
 
+// flow is the matcher's flow of req to dst.
+func (req *request) flow(dst netip.Addr) match.Flow {
+	return match.Flow{Src: req.src.Addr(), Dst: dst, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside}
+}
+
 // verdict is a decision and what enforcing it takes.
 type verdict struct {
 	d      match.Decision
@@ -87,7 +92,7 @@ func (p *Proxy) decideTransparent(m *match.Matcher, req *request, mayLookup bool
 		return v
 	}
 	dst := req.dst.Addr()
-	d := m.Decide(match.Flow{Src: req.src.Addr(), Dst: dst, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside})
+	d := m.Decide(req.flow(dst))
 	v := verdict{d: d, reason: d.Reason}
 	if d.Action != policy.ActionAllow {
 		reason := d.Reason
@@ -130,7 +135,7 @@ func (p *Proxy) decideTransparent(m *match.Matcher, req *request, mayLookup bool
 	spoofed := fmt.Sprintf(reasonSpoofFormat, dst, req.name)
 	if p.cfg.Spoof == SpoofReroute && len(addrs) > 0 {
 		to := pickSameFamily(addrs, dst)
-		d2 := m.Decide(match.Flow{Src: req.src.Addr(), Dst: to, Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside})
+		d2 := m.Decide(req.flow(to))
 		if d2.Action == policy.ActionAllow {
 			v.d = d2
 			v.reason = spoofed + "; rerouted to " + to.String()
@@ -157,7 +162,7 @@ func (p *Proxy) decideExplicit(m *match.Matcher, req *request) verdict {
 		v.deny(ReasonNoPolicy, alertAccessDenied, 403)
 		return v
 	}
-	flow := match.Flow{Src: req.src.Addr(), Proto: policy.ProtoTCP, Port: req.port, Name: req.name, Scheme: req.scheme, From: match.FromInside}
+	flow := req.flow(netip.Addr{})
 	if lit, err := netip.ParseAddr(req.name); err == nil {
 		flow.Dst = lit.Unmap()
 		d := m.Decide(flow)
@@ -248,6 +253,11 @@ func (p *Proxy) emit(m *match.Matcher, req *request, v *verdict, dialed netip.Ad
 	if p.cfg.Latency != nil && !req.start.IsZero() {
 		p.cfg.Latency(v.allow, time.Since(req.start))
 	}
+	p.cfg.Log(p.record(m, req, v, dialed))
+}
+
+// record is the decision line of req (emit logs it and counts it).
+func (p *Proxy) record(m *match.Matcher, req *request, v *verdict, dialed netip.AddrPort) telemetry.Record {
 	rec := telemetry.Record{
 		Time:            time.Now().UTC(),
 		Category:        telemetry.CategoryApplicationRule,
@@ -288,7 +298,7 @@ func (p *Proxy) emit(m *match.Matcher, req *request, v *verdict, dialed netip.Ad
 	if dialed.IsValid() {
 		rec.ResolvedDestinationIp = dialed.Addr().String()
 	}
-	p.cfg.Log(rec)
+	return rec
 }
 
 func protocolName(s policy.Scheme) string {

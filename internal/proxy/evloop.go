@@ -170,6 +170,18 @@ func (p *Proxy) serveLoops(ln *net.TCPListener, lnAddr netip.AddrPort) error {
 		}
 		loops[i] = l
 	}
+	p.mu.Lock()
+	for _, l := range loops {
+		p.loops[l] = struct{}{}
+	}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		for _, l := range loops {
+			delete(p.loops, l)
+		}
+		p.mu.Unlock()
+	}()
 	var wg sync.WaitGroup
 	for _, l := range loops {
 		wg.Add(1)
@@ -398,6 +410,18 @@ func (l *loop) shutdown() {
 	for fd, c := range l.conns {
 		if fd == c.cfd {
 			l.close(c)
+		}
+	}
+	// What was posted but not run yet runs now, on no connections: a
+	// dial's result closes its descriptor, Redecide gets its answer.
+	l.mu.Lock()
+	l.closed = true
+	fns := l.posted
+	l.posted = nil
+	l.mu.Unlock()
+	for _, fn := range fns {
+		if fn != nil {
+			fn()
 		}
 	}
 	l.release()
@@ -630,7 +654,11 @@ func (l *loop) decide(c *lconn) {
 	go func() {
 		v := l.p.decideTransparent(m, &req, true)
 		l.post(func() {
-			if c.state == stDeciding {
+			switch {
+			case c.state != stDeciding:
+			case c.m != m:
+				l.decide(c) // the policy changed meanwhile (Redecide)
+			default:
 				l.decided(c, v)
 			}
 		})

@@ -145,5 +145,8 @@ func (p *Proxy) handleExplicit(s *session) {
 	}
 	up.SetWriteDeadline(time.Time{})
 	c.SetReadDeadline(time.Time{})
+	if !s.decided(p, m, req, at) {
+		return // a new policy denies it (Redecide)
+	}
 	p.splice(s, c, up)
 }

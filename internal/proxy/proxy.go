@@ -168,16 +168,20 @@ type Proxy struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// redecideMu serialises Redecide.
+	redecideMu sync.Mutex
+
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
+	loops     map[*loop]struct{} // the transparent listeners' event loops
 	sessions  map[*session]struct{}
 	perSource map[netip.Addr]int
 	active    int // sessions and event-loop connections
 	wg        sync.WaitGroup
 
 	stats struct {
-		accepted, limited, idleClosed, allowed, denied atomic.Uint64
+		accepted, limited, idleClosed, allowed, denied, cut atomic.Uint64
 	}
 }
 
@@ -189,6 +193,7 @@ type Stats struct {
 	Allowed    uint64 // decisions that allowed
 	Denied     uint64 // decisions that denied (rules, spoofing, bad input)
 	IdleClosed uint64 // spliced connections closed by the idle timeout
+	Cut        uint64 // open connections closed because a new policy denies them (Redecide)
 }
 
 // New returns a proxy for cfg. It does not listen: pass listeners to Serve
@@ -226,6 +231,7 @@ func New(cfg Config) *Proxy {
 		logger:    cfg.Logger,
 		bufSize:   max(maxPeek(cfg.MaxClientHello), cfg.MaxHTTPHead),
 		listeners: map[net.Listener]struct{}{},
+		loops:     map[*loop]struct{}{},
 		sessions:  map[*session]struct{}{},
 		perSource: map[netip.Addr]int{},
 	}
@@ -242,7 +248,8 @@ func New(cfg Config) *Proxy {
 }
 
 // SetMatcher swaps the compiled policy. Connections already decided keep
-// going; the next decision uses m.
+// going; the next decision uses m. Redecide also decides the open
+// connections again.
 func (p *Proxy) SetMatcher(m *match.Matcher) { p.matcher.Store(m) }
 
 // Matcher returns the current compiled policy.
@@ -274,6 +281,7 @@ func (p *Proxy) Stats() Stats {
 	return Stats{
 		Active: active, Accepted: p.stats.accepted.Load(), Limited: p.stats.limited.Load(),
 		Allowed: p.stats.allowed.Load(), Denied: p.stats.denied.Load(), IdleClosed: p.stats.idleClosed.Load(),
+		Cut: p.stats.cut.Load(),
 	}
 }
 
@@ -368,6 +376,11 @@ type session struct {
 	mu       sync.Mutex
 	upstream net.Conn
 	closed   bool
+	// Once allowed (session.decided): the request, the address dialled and
+	// the matcher that allowed it, for Redecide.
+	req    request
+	dialed netip.AddrPort
+	m      *match.Matcher
 }
 
 // setUpstream records the upstream connection; it returns false (and

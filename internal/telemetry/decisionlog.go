@@ -20,6 +20,11 @@ const (
 	CategoryWAF             = "WAF"
 )
 
+// ReasonPolicyChanged begins the ActionReason of the line logged for an open
+// connection that a reload's new policy denies and that is closed for it
+// (the L7 proxy's Redecide); the new decision's reason follows.
+const ReasonPolicyChanged = "policy changed: open connection closed"
+
 // Record is one decision. Field names follow Azure's AZFW* tables; fields a
 // category does not use are omitted.
 type Record struct {
