@@ -591,15 +591,25 @@ func (dl *diffLab) randCase(t *testing.T, rng *rand.Rand, index int) *diffCase {
 			pc.cfg.OutsideTCPAddrs = []netip.Addr{pub4[1], pub6[1]}
 		}
 	}
+	dl.install(t, pc)
+	return pc
+}
+
+// install compiles pc's policy with its gateway, threat intelligence and
+// DNS answers, applies it, and feeds the answers to the runner.
+func (dl *diffLab) install(t *testing.T, pc *diffCase) {
+	t.Helper()
+	index := pc.index
+	var err error
 	opts := match.Options{Resolver: pc.res, Gateway: pc.cfg.Gateway()}
-	if pc.tiMode != "Off" {
+	if pc.p.ThreatIntel.Mode != policy.ActionInvalid {
 		e := threatintel.New(threatintel.Options{})
 		if err := e.Reload(pc.p.ThreatIntel); err != nil {
 			t.Fatal(err)
 		}
 		opts.ThreatIntel = e
 		v4, v6 := e.Set().BlockedRanges()
-		pc.cfg.ThreatIntel = &ThreatIntel{Deny: pc.tiMode == "Deny", V4: v4, V6: v6}
+		pc.cfg.ThreatIntel = &ThreatIntel{Deny: pc.p.ThreatIntel.Mode == policy.ActionDeny, V4: v4, V6: v6}
 	}
 	if pc.m, err = match.Compile(pc.p, opts); err != nil {
 		t.Fatalf("policy %d: %v", index, err)
@@ -618,7 +628,6 @@ func (dl *diffLab) randCase(t *testing.T, rng *rand.Rand, index int) *diffCase {
 			}
 		}
 	}
-	return pc
 }
 
 // diffFlow is a generated flow: its first packet and its side.
@@ -826,12 +835,18 @@ func keyOf(proto uint8, src, dst netip.Addr, sport uint16) flowKey {
 
 // check sends the flows through the kernel and compares.
 func (dl *diffLab) check(t *testing.T, pc *diffCase, flows []diffFlow, st *diffStats) {
+	dl.checkWant(t, pc, flows, st, nil)
+}
+
+// checkWant is check; with want, the matcher's expected events for flow i
+// must also be want[i] (a regression case pins the answer).
+func (dl *diffLab) checkWant(t *testing.T, pc *diffCase, flows []diffFlow, st *diffStats, pinned []events) {
 	t.Helper()
 	byKey := map[flowKey]int{}
 	want := map[flowKey]events{}
 	var decisions []match.Decision
 	var sent []diffFlow
-	for _, f := range flows {
+	for fi, f := range flows {
 		if f.proto == protoICMP {
 			f.sport = dl.sport
 		} else {
@@ -857,6 +872,9 @@ func (dl *diffLab) check(t *testing.T, pc *diffCase, flows []diffFlow, st *diffS
 		}
 		byKey[k] = len(sent)
 		want[k] = pc.expect(f, d)
+		if pinned != nil && !slices.Equal(want[k], pinned[fi]) {
+			t.Errorf("flow %s from %s: the matcher's answer means %q, the case pins %q (%+v)", f, f.from, want[k], pinned[fi], d)
+		}
 		decisions = append(decisions, d)
 		sent = append(sent, f)
 		st.add(f, d, pc)
@@ -935,5 +953,129 @@ func (dl *diffLab) check(t *testing.T, pc *diffCase, flows []diffFlow, st *diffS
 	}
 	if err := dl.ct.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
 		t.Fatalf("conntrack flush: %v", err)
+	}
+}
+
+// TestKernelDifferentialRegressions pins, on the real kernel, the
+// divergences between the kernel and the matcher (and so `explain`) that
+// the differential test and its design found; each flow states what both
+// must do. Before this change:
+//
+//   - DNAT from the inside: the matcher (explain, suggest) answered DNAT
+//     for a flow from the cluster to a public IP; the kernel translates
+//     only what arrives on the outside, so the flow met the input chain
+//     and was dropped (rows "inside to a DNAT port of a public IP").
+//   - Flows to the firewall itself: the matcher decided them by network
+//     rules (an "allow everything" rule allowed SSH to the firewall); the
+//     kernel's input chain decides them by the firewall's services
+//     ("inside to the firewall, no service", "DNS from the inside").
+//   - Threat intelligence in mode Alert: the kernel checked only forwarded
+//     flows, after DNAT (the translated address: a listed cluster address
+//     behind a DNAT rule raised an alert the matcher never raised), and not
+//     flows to the firewall itself ("listed source to the firewall's DNS",
+//     "DNAT to a listed cluster address").
+//   - translatedFqdn: not installed in the kernel ("DNAT by name").
+//   - AddFQDNAddrs with an address twice in one answer failed its
+//     transaction, so the name's DNAT (or FQDN rule) never matched ("DNAT
+//     by name" resolves to a duplicate).
+func TestKernelDifferentialRegressions(t *testing.T) {
+	dl := newDiffLab(t)
+	feed := filepath.Join(dl.dir, "regressions.txt")
+	if err := os.WriteFile(feed, []byte("10.42.1.10\n10.42.1.20\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Load("regressions.yaml", []byte(`
+name: regressions
+threatIntel:
+  mode: Alert
+  feeds: [{name: lab, file: `+feed+`}]
+ruleCollectionGroups:
+  - name: dnat
+    priority: 100
+    ruleCollections:
+      - name: publish
+        kind: DNAT
+        priority: 100
+        action: DNAT
+        rules:
+          - {name: web, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.32], destinationPorts: ['8080'], translatedAddress: 10.42.1.10, translatedPort: '80'}
+          - {name: byname, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: [203.0.113.32, 203.0.113.33], destinationPorts: ['8082'], translatedFqdn: web.lab.example, translatedPort: '80'}
+          - {name: unresolved, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [203.0.113.32], destinationPorts: ['8083'], translatedFqdn: nowhere.lab.example, translatedPort: '80'}
+          - {name: web6, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: ['2001:db8:cafe::32'], destinationPorts: ['8080'], translatedAddress: '2001:db8:42:1::10', translatedPort: '80'}
+  - name: net
+    priority: 200
+    ruleCollections:
+      - name: allow
+        kind: Network
+        priority: 100
+        action: Allow
+        rules:
+          - {name: anything, protocols: [Any], sourceAddresses: ['*'], destinationAddresses: ['*'], destinationPorts: ['*']}
+  - name: app
+    priority: 300
+    ruleCollections:
+      - name: web
+        kind: Application
+        priority: 100
+        action: Allow
+        rules:
+          - {name: registry, protocols: ['Https:443'], sourceAddresses: ['*'], targetFqdns: [registry.example.org]}
+`), policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := &diffCase{index: 1, p: p, res: diffResolver{"web.lab.example": addrs("10.42.1.11", "::ffff:10.42.1.11", "2001:db8:42:1::11")}}
+	pc.cfg = labConfig()
+	pc.cfg.PublicIPs = slices.Concat(pub4, pub6)
+	pc.cfg.PrivateIPs = priv
+	pc.cfg.ProxyPort = 15001
+	pc.cfg.LogGeneration = 7
+	dl.install(t, pc)
+	a := netip.MustParseAddr
+	in, out := match.FromInside, match.FromOutside
+	tcp := func(from match.Side, src, dst string, port uint16) diffFlow {
+		return diffFlow{rawFlow{proto: protoTCP, src: a(src), dst: a(dst), dport: port}, from}
+	}
+	udp := func(from match.Side, src, dst string, port uint16) diffFlow {
+		f := tcp(from, src, dst, port)
+		f.proto = protoUDP
+		return f
+	}
+	cases := []struct {
+		name string
+		flow diffFlow
+		want events
+	}{
+		{"inside to a DNAT port of a public IP", tcp(in, "10.42.1.11", "203.0.113.32", 8080), events{"log cw:D:input"}},
+		{"inside to a DNAT port of a public IPv6", tcp(in, "2001:db8:42:1::11", "2001:db8:cafe::32", 8080), events{"log cw:D:input"}},
+		{"outside to the DNAT port", tcp(out, "198.51.100.9", "203.0.113.32", 8080), events{"fwd 10.42.1.10 80", "log cw:N:0"}},
+		{"DNAT to a listed cluster address", tcp(out, "198.51.100.9", "203.0.113.32", 8080), events{"fwd 10.42.1.10 80", "log cw:N:0"}},
+		{"outside to the DNAT port, IPv6", tcp(out, "2001:db8:ac:10::5", "2001:db8:cafe::32", 8080), events{"fwd 2001:db8:42:1::10 80", "log cw:N:3"}},
+		{"inside to the firewall, no service", tcp(in, "10.42.1.11", "10.42.1.1", 22), events{"log cw:D:input"}},
+		{"DNS from the inside", udp(in, "10.42.1.11", "10.42.1.1", 53), events{"in 10.42.1.1 53"}},
+		{"listed source to the firewall's DNS", udp(in, "10.42.1.20", "10.42.1.1", 53), events{"in 10.42.1.1 53", "log cw:A:threat"}},
+		{"DNS from the outside", udp(out, "198.51.100.9", "10.42.1.1", 53), events{"log cw:D:input"}},
+		{"DNAT by name", tcp(out, "198.51.100.9", "203.0.113.33", 8082), events{"fwd 10.42.1.11 80", "log cw:N:1"}},
+		{"DNAT by name, UDP (Any)", udp(out, "198.51.100.9", "203.0.113.32", 8082), events{"fwd 10.42.1.11 80", "log cw:N:1"}},
+		{"DNAT by a name that does not resolve", tcp(out, "198.51.100.9", "203.0.113.32", 8083), events{"log cw:D:input"}},
+		{"inside to an application rule's port", tcp(in, "10.42.1.11", "198.18.10.5", 443), events{"in 10.42.1.1 15001"}},
+		{"inside to the firewall on an application rule's port", tcp(in, "10.42.1.11", "10.42.1.1", 443), events{"in 10.42.1.1 15001"}},
+		{"outside to the cluster on an application rule's port", tcp(out, "198.51.100.9", "10.42.1.11", 443), events{"fwd 10.42.1.11 443", "log cw:A:0"}},
+		{"listed destination, forwarded", tcp(in, "10.42.1.11", "10.42.1.10", 80), events{"fwd 10.42.1.10 80", "log cw:A:0", "log cw:A:threat"}},
+		{"ping the public IPv6", diffFlow{rawFlow{proto: protoICMP, src: a("2001:db8:ac:10::5"), dst: a("2001:db8:cafe::32")}, out}, events{"in 2001:db8:cafe::32 0"}},
+	}
+	var flows []diffFlow
+	var want []events
+	for _, c := range cases {
+		flows = append(flows, c.flow)
+		w := slices.Clone(c.want)
+		sort.Strings(w)
+		want = append(want, w)
+	}
+	dl.checkWant(t, pc, flows, &diffStats{}, want)
+	if t.Failed() {
+		for i, c := range cases {
+			t.Logf("row %d: %s: %s", i, c.name, c.flow)
+		}
 	}
 }
