@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -77,7 +76,7 @@ re-applies. See docs/daemon.md.`,
 			if err != nil {
 				return &exitError{code: 1, msg: "run: admin listener: " + err.Error()}
 			}
-			srv := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+			srv := d.AdminServer() // header, idle and body timeouts, connection limit (docs/operations.md)
 			go func() {
 				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 					log.Error("admin API", "err", err)

@@ -23,9 +23,6 @@ import (
 // reasonFileChanged is the reload reason of the policy file watcher.
 const reasonFileChanged = "policy file changed"
 
-// maxPolicyBody bounds a policy in a request body.
-const maxPolicyBody = 64 << 20
-
 // AdminHandler serves the admin API (docs/api.md, docs/openapi.yaml):
 //
 //	GET  /healthz       open; 200 once a policy is applied (the daemon enforces one)
@@ -75,11 +72,15 @@ func (d *Daemon) AdminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, d.statusReport())
 	})
 	mux.HandleFunc("POST /v1/validate", func(w http.ResponseWriter, r *http.Request) {
-		data, ok := readPolicyBody(w, r)
+		data, done, ok := d.readBody(w, r) // admin_limits.go
 		if !ok {
 			return
 		}
-		if _, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions()); err != nil {
+		defer done()
+		release := d.parsing()
+		_, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
+		release()
+		if err != nil {
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
 			return
 		}
@@ -204,10 +205,11 @@ var applyMu sync.Mutex
 // file), so that a restart keeps it. The file watcher's event for the
 // rename finds the bytes already running and does nothing.
 func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
-	data, ok := readPolicyBody(w, r)
+	data, done, ok := d.readBody(w, r) // admin_limits.go
 	if !ok {
 		return
 	}
+	defer done()
 	applyMu.Lock()
 	defer applyMu.Unlock()
 	// Write the new text first: if the disk is full or read-only, nothing
@@ -235,15 +237,6 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 	}
 	d.audit(r, "apply", nil)
 	writeJSON(w, http.StatusOK, map[string]any{"generation": gen})
-}
-
-func readPolicyBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPolicyBody))
-	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"errors": apiErrors(err)})
-		return nil, false
-	}
-	return data, true
 }
 
 // writeTemp writes data to a new file next to path (same directory, so a

@@ -88,6 +88,7 @@ func (d *Daemon) AdminListener() (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
+	ln = &limitListener{Listener: ln, a: &d.adminLim, max: int64(d.cfg.Admin.MaxConnections)} // admin_limits.go
 	if tc != nil {
 		ln = tls.NewListener(ln, tc)
 	}

@@ -49,7 +49,19 @@ type Config struct {
 			Key      string `yaml:"key,omitempty"`
 			ClientCA string `yaml:"clientCA,omitempty"`
 		} `yaml:"tls,omitempty"`
+		// MaxBodyBytes bounds a request body (POST /v1/validate and
+		// /v1/apply; default 64 MiB); MaxConnections the admin API's open
+		// connections (default 64). admin_limits.go.
+		MaxBodyBytes   int64 `yaml:"maxBodyBytes,omitempty"`
+		MaxConnections int   `yaml:"maxConnections,omitempty"`
 	} `yaml:"admin"`
+	// PolicyLimits bound what parsing one policy (a file, an API body) may
+	// cost: YAML nodes with aliases expanded, and nesting
+	// (policy.Limits; defaults 2,000,000 and 64).
+	PolicyLimits struct {
+		MaxNodes int `yaml:"maxNodes,omitempty"`
+		MaxDepth int `yaml:"maxDepth,omitempty"`
+	} `yaml:"policyLimits,omitempty"`
 	// Log configures the decision log.
 	Log struct {
 		// File is a path, or "-" for standard output (default).
@@ -191,6 +203,7 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:9180"
 	}
+	c.checkLimits(bad) // admin_limits.go
 	c.checkAdmin(bad)
 	if c.Log.File == "" {
 		c.Log.File = "-"
@@ -242,7 +255,8 @@ func (c *Config) DataplaneConfig() nft.Config {
 
 // PolicyOptions are the options every policy load of this daemon uses.
 func (c *Config) PolicyOptions() policy.Options {
-	return policy.Options{ServiceTagsFile: c.ServiceTags}
+	return policy.Options{ServiceTagsFile: c.ServiceTags,
+		Limits: policy.Limits{MaxNodes: c.PolicyLimits.MaxNodes, MaxDepth: c.PolicyLimits.MaxDepth}}
 }
 
 // Watch reports whether the policy file is watched for changes.

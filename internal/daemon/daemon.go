@@ -116,6 +116,8 @@ type Daemon struct {
 	applied atomic.Pointer[appliedSource] // the running policy's text
 
 	ui uiState // the dashboard's recent decisions (admin_ui.go)
+
+	adminLim adminLimits // the admin API's bounds (admin_limits.go)
 }
 
 // New makes a daemon; Run applies the policy.
@@ -174,7 +176,9 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	start := time.Now()
+	release := d.parsing() // one policy parse at a time (admin_limits.go)
 	p, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
+	release()
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}

@@ -54,7 +54,17 @@ func (p *positions) key(path string) Pos {
 // values of the wrong shape and duplicate keys are errors with positions.
 // The returned positions are used by Validate to place its errors.
 func DecodeYAML(file string, data []byte) (*File, *positions, error) {
+	return decodeYAML(file, data, Limits{})
+}
+
+// decodeYAML is DecodeYAML within lim: the bytes are checked before they
+// are parsed, the tree before it is walked (budget.go).
+func decodeYAML(file string, data []byte, lim Limits) (*File, *positions, error) {
+	lim = lim.withDefaults()
 	pos := &positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}}
+	if err := CheckBudget(file, data, lim); err != nil {
+		return nil, pos, err
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -70,20 +80,23 @@ func DecodeYAML(file string, data []byte) (*File, *positions, error) {
 	if len(doc.Content) == 0 {
 		return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
 	}
+	if err := checkTree(file, &doc, lim); err != nil {
+		return nil, pos, err
+	}
 	root := doc.Content[0]
 	var errs ErrorList
-	w := walker{pos: pos, errs: &errs}
+	w := walker{pos: pos, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
 	w.walk(root, reflect.TypeOf(File{}), "")
 	if w.shapeErrors {
-		return nil, pos, errs
+		return nil, pos, w.cap.finish(errs, file)
 	}
 	// Only unknown or duplicate fields so far: decode the rest so that
 	// validation can report every other problem too.
 	var f File
 	if err := root.Decode(&f); err != nil {
-		return nil, pos, append(errs, yamlSyntaxError(file, err))
+		return nil, pos, append(w.cap.finish(errs, file), yamlSyntaxError(file, err))
 	}
-	return &f, pos, errs.Err()
+	return &f, pos, w.cap.finish(errs, file).Err()
 }
 
 var yamlLineRe = strings.NewReplacer("yaml: ", "")
@@ -110,16 +123,23 @@ func yamlSyntaxError(file string, err error) *Error {
 type walker struct {
 	pos         *positions
 	errs        *ErrorList
+	cap         errorCap
 	shapeErrors bool // a value of the wrong shape: the file cannot be decoded
 }
 
 func (w *walker) errorf(n *yaml.Node, path, format string, args ...any) {
-	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
 	w.shapeErrors = true
+	if w.cap.full(*w.errs) {
+		return
+	}
+	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 // fieldErrorf reports an unknown or duplicate field, which does not stop decoding.
 func (w *walker) fieldErrorf(n *yaml.Node, path, format string, args ...any) {
+	if w.cap.full(*w.errs) {
+		return
+	}
 	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -304,6 +324,10 @@ func EditDistance(a, b string) int {
 // wrong shape and duplicate keys are errors naming FILE:LINE:COL. Other
 // configuration files (the daemon's) use it too.
 func DecodeStrict(file string, data []byte, out any) error {
+	lim := Limits{}.withDefaults()
+	if err := CheckBudget(file, data, lim); err != nil {
+		return err
+	}
 	pos := &positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -312,11 +336,14 @@ func DecodeStrict(file string, data []byte, out any) error {
 	if len(doc.Content) == 0 {
 		return ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty file"}}
 	}
+	if err := checkTree(file, &doc, lim); err != nil {
+		return err
+	}
 	var errs ErrorList
-	w := walker{pos: pos, errs: &errs}
+	w := walker{pos: pos, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
 	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
 	if len(errs) > 0 {
-		return errs
+		return w.cap.finish(errs, file)
 	}
 	if err := doc.Content[0].Decode(out); err != nil {
 		return ErrorList{yamlSyntaxError(file, err)}

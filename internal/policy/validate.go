@@ -16,6 +16,9 @@ type Options struct {
 	ServiceTagsFile string
 	// ServiceTags, when set, is used instead of reading any file.
 	ServiceTags ServiceTags
+	// Limits bound what decoding the document may cost (budget.go); the
+	// zero value means the defaults.
+	Limits Limits
 }
 
 // LoadFile reads, decodes and validates a policy YAML file. On any problem
@@ -31,7 +34,7 @@ func LoadFile(path string, opts Options) (*Policy, error) {
 // Load decodes and validates policy bytes; name is used in positions and to
 // resolve relative paths.
 func Load(name string, data []byte, opts Options) (*Policy, error) {
-	f, pos, err := DecodeYAML(name, data)
+	f, pos, err := decodeYAML(name, data, opts.Limits)
 	if f == nil {
 		return nil, err
 	}
@@ -54,6 +57,7 @@ func Validate(f *File, base string, opts Options) (*Policy, error) {
 }
 
 type validator struct {
+	cap      errorCap
 	pos      *positions
 	file     string
 	dir      string
@@ -67,6 +71,9 @@ type validator struct {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
+	if v.cap.full(v.errs) {
+		return
+	}
 	p := v.pos.lookup(path)
 	if v.pos == nil {
 		p = Pos{File: v.file}
@@ -77,6 +84,9 @@ func (v *validator) errorf(path, format string, args ...any) {
 // keyErrorf places an error on a field's key rather than its value.
 // warnf records a warning at path: the policy still loads.
 func (v *validator) warnf(path, format string, args ...any) {
+	if v.cap.max > 0 && len(v.warns) >= v.cap.max {
+		return
+	}
 	saved := v.errs
 	v.errs = nil
 	v.errorf(path, format, args...)
@@ -85,6 +95,9 @@ func (v *validator) warnf(path, format string, args ...any) {
 }
 
 func (v *validator) keyErrorf(path, format string, args ...any) {
+	if v.cap.full(v.errs) {
+		return
+	}
 	p := v.pos.key(path)
 	if v.pos == nil {
 		p = Pos{File: v.file}
@@ -93,7 +106,7 @@ func (v *validator) keyErrorf(path, format string, args ...any) {
 }
 
 func validate(f *File, pos *positions, file string, opts Options) (*Policy, error) {
-	v := &validator{pos: pos, file: file, dir: filepath.Dir(file), location: f.Location}
+	v := &validator{pos: pos, file: file, dir: filepath.Dir(file), location: f.Location, cap: errorCap{max: opts.Limits.withDefaults().MaxErrors}}
 	if file == "" {
 		v.dir = "."
 	}
@@ -171,7 +184,7 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 	sort.SliceStable(p.Groups, func(i, j int) bool { return p.Groups[i].Priority < p.Groups[j].Priority })
 	if len(v.errs) > 0 {
 		sortErrors(v.errs)
-		return nil, v.errs
+		return nil, v.cap.finish(v.errs, v.file)
 	}
 	sortErrors(v.warns)
 	p.Warnings = v.warns
@@ -180,6 +193,9 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 
 func sortErrors(l ErrorList) {
 	sort.SliceStable(l, func(i, j int) bool {
+		if si, sj := isCapSummary(l[i]), isCapSummary(l[j]); si != sj {
+			return sj // the "... and N more errors" entries last
+		}
 		a, b := l[i].Pos, l[j].Pos
 		if a.Line != b.Line {
 			return a.Line < b.Line

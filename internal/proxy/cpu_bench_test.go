@@ -32,7 +32,8 @@ var benchListen = func(addr string) (net.Listener, error) { return net.Listen("t
 // CPU time (user + system, /proc/PID/stat) per connection: unlike ns/op it
 // hardly depends on the machine's load. CW_PROXY_BENCH_PROF=FILE writes
 // the child's CPU profile; CW_PROXY_BENCH_GOMAXPROCS=N sets the child's
-// GOMAXPROCS. CW_PROXY_BENCH_HAPROXY=/usr/sbin/haproxy measures HAProxy
+// GOMAXPROCS; CW_PROXY_BENCH_LIMITS=default turns the connection limits
+// on at their defaults (off otherwise). CW_PROXY_BENCH_HAPROXY=/usr/sbin/haproxy measures HAProxy
 // doing the same job instead (TCP mode, req.ssl_sni, splice-auto, two
 // threads), for a comparison on the same machine in the same run.
 func BenchmarkProxyConnCPU(b *testing.B) {
@@ -89,7 +90,7 @@ backend up
 			time.Sleep(20 * time.Millisecond)
 		}
 	} else {
-		env := []string{"CW_PROXY_BENCH_CHILD=" + up.addr.String()}
+		env := []string{"CW_PROXY_BENCH_CHILD=" + up.addr.String(), "CW_PROXY_BENCH_LIMITS=" + os.Getenv("CW_PROXY_BENCH_LIMITS")}
 		if n := os.Getenv("CW_PROXY_BENCH_GOMAXPROCS"); n != "" {
 			env = append(env, "GOMAXPROCS="+n)
 		}
@@ -201,13 +202,17 @@ func TestProxyBenchChild(t *testing.T) {
 		defer func() { pprof.StopCPUProfile(); out.Close() }()
 	}
 	dst := netip.MustParseAddrPort(target)
+	limit := -1 // CW_PROXY_BENCH_LIMITS=default: the connection limits' defaults
+	if os.Getenv("CW_PROXY_BENCH_LIMITS") == "default" {
+		limit = 0
+	}
 	p := New(Config{
 		Matcher:           testPolicy(t, dst.Port(), 1),
 		Resolver:          StaticResolver{"ok.test": {dst.Addr()}},
 		OriginalDst:       fixedDst(dst),
 		Log:               func(telemetry.Record) {},
-		MaxConnsPerSource: -1,
-		MaxConns:          -1,
+		MaxConnsPerSource: limit,
+		MaxConns:          limit,
 	})
 	ln, err := benchListen("127.0.0.1:0")
 	if err != nil {

@@ -287,3 +287,7 @@ func (l *DecisionLog) Close() {
 	close(l.queue)
 	<-l.done
 }
+
+// QueueFill returns the records waiting to be written and the queue's
+// bound (a full queue drops lines: Stats' dropped).
+func (l *DecisionLog) QueueFill() (waiting, bound int) { return len(l.queue), cap(l.queue) }

@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Budgets: every queue, cache, table and connection set that what arrives
+// from the network can grow has a bound (a config key, docs/operations.md
+// "Budgets"), and each is exported the same way, so one alert rule covers
+// them all:
+//
+//	clusterwall_budget_used{budget}           what it holds now
+//	clusterwall_budget_limit{budget}          its bound
+//	clusterwall_budget_refused_total{budget}  what it turned away (or evicted) because it was full
+const (
+	metricBudgetUsed    = "clusterwall_budget_used"
+	metricBudgetLimit   = "clusterwall_budget_limit"
+	metricBudgetRefused = "clusterwall_budget_refused_total"
+)
+
+// budget is one bound, read at scrape time.
+type budget struct {
+	name    string
+	used    float64
+	limit   float64
+	refused float64
+}
+
+var (
+	descBudgetUsed    = prometheus.NewDesc(metricBudgetUsed, "What a bounded queue, cache, table or connection set holds now (docs/operations.md, Budgets).", []string{"budget"}, nil)
+	descBudgetLimit   = prometheus.NewDesc(metricBudgetLimit, "The bound of a budget (its config key: docs/operations.md, Budgets).", []string{"budget"}, nil)
+	descBudgetRefused = prometheus.NewDesc(metricBudgetRefused, "Requests, queries, connections, lines or entries a budget turned away or evicted because it was full.", []string{"budget"}, nil)
+)
+
+// budgetCollector exports the daemon's budgets.
+type budgetCollector struct{ d *Daemon }
+
+func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descBudgetUsed
+	ch <- descBudgetLimit
+	ch <- descBudgetRefused
+}
+
+func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range c.d.budgets() {
+		ch <- prometheus.MustNewConstMetric(descBudgetUsed, prometheus.GaugeValue, b.used, b.name)
+		ch <- prometheus.MustNewConstMetric(descBudgetLimit, prometheus.GaugeValue, b.limit, b.name)
+		ch <- prometheus.MustNewConstMetric(descBudgetRefused, prometheus.CounterValue, b.refused, b.name)
+	}
+}
+
+// budgets lists every budget of the running daemon (those of components
+// that are off are left out).
+func (d *Daemon) budgets() []budget {
+	var out []budget
+	out = append(out, d.adminBudgets()...) // admin_limits.go
+	if d.dlog != nil {
+		waiting, bound := d.dlog.QueueFill()
+		_, dropped, _ := d.dlog.Stats()
+		out = append(out, budget{name: "log_queue", used: float64(waiting), limit: float64(bound), refused: float64(dropped)})
+	}
+	return out
+}
