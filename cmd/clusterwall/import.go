@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,18 +19,19 @@ func importCommands() []*cobra.Command {
 		Use:   "import",
 		Short: "Convert another firewall's configuration into a clusterwall policy",
 	}
-	var out, tagsFile, tagsRef string
+	var o importOpts
 	az := &cobra.Command{
 		Use:   "azure FILE.json [FILE.json...]",
-		Short: "Convert an Azure Firewall Policy or classic Azure Firewall (ARM JSON, az CLI output) into policy YAML",
+		Short: "Convert an Azure Firewall Policy or classic Azure Firewall (ARM template, az CLI or REST output) into policy YAML",
 		Long: `Convert what Azure already holds into clusterwall's policy YAML:
 
   - an Azure Firewall Policy: an ARM template (az group export, the portal's
-    "Export template") with Microsoft.Network/firewallPolicies,
-    firewallPolicies/ruleCollectionGroups and ipGroups resources, or the
-    output of 'az network firewall policy show' and
-    'az network firewall policy rule-collection-group list' (give both files,
-    or concatenate them; '-' reads standard input);
+    "Export template", a quickstart, a compiled Bicep file) with
+    Microsoft.Network/firewallPolicies, firewallPolicies/ruleCollectionGroups
+    and ipGroups resources, or the output of 'az network firewall policy
+    show' and 'az network firewall policy rule-collection-group list' (or
+    the REST API's {"value": [...]} list); give both files, or concatenate
+    them; '-' reads standard input;
   - a classic Azure Firewall: the output of 'az network firewall show', or
     an ARM template with a Microsoft.Network/azureFirewalls resource. Its
     rules land in the default groups as Azure's migration puts them: DNAT
@@ -37,30 +39,59 @@ func importCommands() []*cobra.Command {
     DefaultNetworkRuleCollectionGroup (200), application rules in
     DefaultApplicationRuleCollectionGroup (300).
 
-Whatever cannot be carried over (web categories, TLS inspection, IDPS, URL
-filtering, ...) is printed as "warning: PATH: MSG" and written as a comment
-at the rule it concerns; a warning says when a rule was skipped and whether
-that makes the policy stricter or LOOSER than it was in Azure. The result is
-then validated (service tags come from --service-tags, or from the file
---service-tags-ref names). The YAML is written even when it does not
-validate (for example when an IP group must be defined by hand); the exit
-code is then 1.`,
+A template is evaluated as 'az deployment group create' would deploy it:
+parameters (--parameters, else their defaultValue), variables, template
+functions, copy loops, conditions and nested deployments. A value only known
+once deployed (a parameter without a value, a public IP address, the resource
+group's region) is named with the rules that need it, and the import fails
+unless --allow-partial is given.
+
+Whatever is not carried over exactly (web categories, TLS inspection, IDPS,
+URL filtering, FQDN tags clusterwall does not build in, ...) is printed as
+"warning: PATH: MSG" and written as a comment at the rule it concerns; every
+such warning says whether the result is STRICTER or LOOSER than the policy
+was in Azure. --strict makes any warning that may be LOOSER an error.
+The result is then validated (service tags come from --service-tags, or
+from the file --service-tags-ref names). The YAML is written even when it
+does not validate (for example when an IP group must be defined by hand);
+the exit code is then 1.`,
 		Example: `  az network firewall policy show -g rg -n fwpolicy > policy.json
   az network firewall policy rule-collection-group list -g rg --policy-name fwpolicy > rcgs.json
-  clusterwall import azure policy.json rcgs.json --service-tags ServiceTags_Public.json -o policy.yaml`,
+  clusterwall import azure policy.json rcgs.json --service-tags ServiceTags_Public.json -o policy.yaml
+
+  clusterwall import azure azuredeploy.json --parameters @azuredeploy.parameters.json \
+      --parameters location=westeurope --public-ip pip-fw=203.0.113.10 --location westeurope --strict -o policy.yaml`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runImportAzure(cmd, args, out, tagsFile, tagsRef)
+			return runImportAzure(cmd, args, o)
 		},
 	}
-	az.Flags().StringVarP(&out, "output", "o", "", "write the policy to this file (atomically) instead of standard output")
-	az.Flags().StringVar(&tagsFile, "service-tags", "", "service tags file (Azure ServiceTags_Public JSON) to validate the result with")
-	az.Flags().StringVar(&tagsRef, "service-tags-ref", "", "write serviceTags: PATH into the policy (relative to the output file)")
+	f := az.Flags()
+	f.StringVarP(&o.out, "output", "o", "", "write the policy to this file (atomically) instead of standard output")
+	f.StringVar(&o.tagsFile, "service-tags", "", "service tags file (Azure ServiceTags_Public JSON) to validate the result with")
+	f.StringVar(&o.tagsRef, "service-tags-ref", "", "write serviceTags: PATH into the policy (relative to the output file)")
+	f.StringArrayVarP(&o.params, "parameters", "p", nil, "template parameters as az deployment takes them: @FILE.json, NAME=VALUE, NAME=@FILE or a JSON object (repeatable; later ones win)")
+	f.StringArrayVar(&o.publicIPs, "public-ip", nil, "NAME=ADDRESS: the address Azure gave the public IP resource NAME (for reference(...).ipAddress in DNAT rules; repeatable)")
+	f.StringVar(&o.policy, "policy", "", "import the firewall policy (or firewall) of this name when the input holds several")
+	f.BoolVar(&o.includeBase, "include-base", false, "follow the policy's basePolicy within the input files and import it too, as the policy's basePolicy:")
+	f.StringVar(&o.location, "location", "", "the region of the resource group the template is deployed to (resourceGroup().location)")
+	f.StringVarP(&o.resourceGroup, "resource-group", "g", "", "the resource group's name (resourceGroup().name; only names and IDs depend on it)")
+	f.StringVar(&o.subscription, "subscription", "", "the subscription ID (subscription().subscriptionId; only names and IDs depend on it)")
+	f.BoolVar(&o.strict, "strict", false, "fail (exit 1, write nothing) when any warning may make the policy LOOSER than in Azure")
+	f.BoolVar(&o.allowPartial, "allow-partial", false, "write the policy even when values only known at deployment are missing (the rules that need them are skipped or narrowed)")
 	cmd.AddCommand(az)
 	return []*cobra.Command{cmd}
 }
 
-func runImportAzure(cmd *cobra.Command, args []string, out, tagsFile, tagsRef string) error {
+type importOpts struct {
+	out, tagsFile, tagsRef            string
+	params, publicIPs                 []string
+	policy, location, resourceGroup   string
+	subscription                      string
+	includeBase, strict, allowPartial bool
+}
+
+func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 	stderr := cmd.ErrOrStderr()
 	var srcs []azure.Source
 	for _, name := range args {
@@ -77,12 +108,25 @@ func runImportAzure(cmd *cobra.Command, args []string, out, tagsFile, tagsRef st
 		}
 		srcs = append(srcs, azure.Source{Name: name, Data: data})
 	}
-	f, warns, err := azure.ImportAll(srcs...)
+	params, err := azure.ParseParameters(o.params, os.ReadFile)
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
-	if tagsRef != "" {
-		f.ServiceTags = tagsRef
+	ips, err := azure.ParsePublicIPs(o.publicIPs)
+	if err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	opts := azure.Options{
+		Deploy: azure.Deploy{Parameters: params, PublicIPs: ips, Location: o.location,
+			ResourceGroup: o.resourceGroup, Subscription: o.subscription},
+		Policy: o.policy, IncludeBase: o.includeBase,
+	}
+	f, warns, err := azure.ImportWith(opts, srcs...)
+	if err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	if o.tagsRef != "" {
+		f.ServiceTags = o.tagsRef
 	}
 	for _, w := range warns {
 		at := ""
@@ -92,13 +136,49 @@ func runImportAzure(cmd *cobra.Command, args []string, out, tagsFile, tagsRef st
 		fmt.Fprintf(stderr, "warning: %s: %s%s\n", w.Path, w.Msg, at)
 	}
 
+	// Values only known at deployment: name each, with what needs it.
+	if !o.allowPartial {
+		var order []string
+		need := map[string][]string{}
+		for _, w := range warns {
+			if w.Unknown == "" {
+				continue
+			}
+			for _, u := range strings.Split(w.Unknown, "; ") {
+				if _, ok := need[u]; !ok {
+					order = append(order, u)
+				}
+				need[u] = append(need[u], w.Path)
+			}
+		}
+		if len(order) > 0 {
+			var b strings.Builder
+			fmt.Fprintf(&b, "error: %d values are only known at deployment or could not be evaluated; nothing was written (give them, or pass --allow-partial to import without them):", len(order))
+			for _, u := range order {
+				fmt.Fprintf(&b, "\n  %s\n    needed by: %s", u, strings.Join(dedupeStrings(need[u]), ", "))
+			}
+			return &exitError{code: 1, msg: b.String()}
+		}
+	}
+	if o.strict {
+		var looser []string
+		for _, w := range warns {
+			if w.Effect.MayLoosen() {
+				looser = append(looser, fmt.Sprintf("  %s: %s", w.Path, w.Msg))
+			}
+		}
+		if len(looser) > 0 {
+			return &exitError{code: 1, msg: fmt.Sprintf("error: --strict: %d warnings may make the policy LOOSER than in Azure; nothing was written:\n%s", len(looser), strings.Join(looser, "\n"))}
+		}
+	}
+
 	// Validate as the written file will be read: relative paths from its folder.
-	base := out
+	base := o.out
 	if base == "" {
 		base = "policy.yaml"
 	}
 	var verrs policy.ErrorList
-	if _, err := policy.Validate(f, base, policy.Options{ServiceTagsFile: tagsFile}); err != nil {
+	if _, err := policy.Validate(f, base, policy.Options{ServiceTagsFile: o.tagsFile}); err != nil {
 		if !errors.As(err, &verrs) {
 			verrs = policy.ErrorList{{Msg: err.Error()}}
 		}
@@ -128,28 +208,31 @@ func runImportAzure(cmd *cobra.Command, args []string, out, tagsFile, tagsRef st
 	if err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: rendering YAML: %v", err)}
 	}
-	if out == "" {
+	if o.out == "" {
 		if _, err := cmd.OutOrStdout().Write(yml); err != nil {
 			return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: %v", err)}
 		}
-	} else if err := writeFileAtomic(out, yml); err != nil {
+	} else if err := writeFileAtomic(o.out, yml); err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: %v", err)}
 	}
 
-	rules, severe := 0, 0
+	rules, looser, stricter := 0, 0, 0
 	for _, g := range f.RuleCollectionGroups {
 		for _, c := range g.RuleCollections {
 			rules += len(c.Rules)
 		}
 	}
 	for _, w := range warns {
-		if w.Severe {
-			severe++
+		switch {
+		case w.Effect.MayLoosen():
+			looser++
+		case w.Effect == azure.EffectStricter:
+			stricter++
 		}
 	}
 	summary := fmt.Sprintf("imported %d rule collection groups, %d rules; %d warnings", len(f.RuleCollectionGroups), rules, len(warns))
-	if severe > 0 {
-		summary += fmt.Sprintf(" (%d may make the policy LOOSER or changed its structure: review them)", severe)
+	if looser+stricter > 0 {
+		summary += fmt.Sprintf(" (%d STRICTER, %d may be LOOSER: review them)", stricter, looser)
 	}
 	if len(verrs) > 0 {
 		summary += fmt.Sprintf("; %d validation errors", len(verrs))
@@ -159,6 +242,18 @@ func runImportAzure(cmd *cobra.Command, args []string, out, tagsFile, tagsRef st
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+func dedupeStrings(l []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range l {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

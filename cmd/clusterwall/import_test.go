@@ -103,28 +103,127 @@ func TestImportAzureCommand(t *testing.T) {
 		}
 	})
 
-	t.Run("warnings and a validation error", func(t *testing.T) {
-		path := filepath.Join(dir, "unsupported.yaml")
-		_, errs, code := runImportCLI(t, "", "import", "azure", importTestdata+"unsupported.json", "--service-tags", importTags, "-o", path)
-		if code != 1 {
-			t.Errorf("exit %d, want 1", code)
+	t.Run("deploy-time values are named, and nothing is written", func(t *testing.T) {
+		path := filepath.Join(dir, "partial.yaml")
+		out, errs, code := runImportCLI(t, "", "import", "azure", importTestdata+"unsupported.json", "--service-tags", importTags, "-o", path)
+		if code != 1 || out != "" {
+			t.Errorf("exit %d, stdout %q", code, out)
 		}
 		for _, want := range []string{
-			"warning: Web/deny-web/gambling: it matches only by webCategories",
-			"RULE SKIPPED: THE POLICY IS LOOSER",
-			"warning: Web/allow-web/news: it matches only by webCategories",
-			"warning: policy: intrusionDetection: IDPS in Deny mode",
-			"error: Web/mixed-network/dns: sourceIpGroups[0]: network rule \"dns\": unknown IP group \"ipg-missing\"",
-			"4 may make the policy LOOSER",
+			"error: 2 values are only known at deployment or could not be evaluated; nothing was written",
+			"parameter \"publicIp\" has no value (give it with --parameters publicIp=VALUE)\n    needed by: Inbound/publish/web",
+			"no parameter \"adminRange\" in the template\n    needed by: Inbound/publish/ssh",
 		} {
 			if !strings.Contains(errs, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, errs)
 			}
 		}
-		// The output is still written, for the user to finish.
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("output written: %v", err)
+		}
+	})
+
+	t.Run("warnings and a validation error", func(t *testing.T) {
+		path := filepath.Join(dir, "unsupported.yaml")
+		_, errs, code := runImportCLI(t, "", "import", "azure", importTestdata+"unsupported.json", "--service-tags", importTags, "-o", path,
+			"--parameters", "publicIp=203.0.113.40", "--allow-partial")
+		if code != 1 {
+			t.Errorf("exit %d, want 1", code)
+		}
+		for _, want := range []string{
+			"warning: Web/deny-web/gambling: it matches only by webCategories",
+			"RULE SKIPPED: LOOSER than in Azure",
+			"warning: Web/allow-web/news: it matches only by webCategories",
+			"warning: policy: intrusionDetection: IDPS in Deny mode",
+			"error: Web/mixed-network/dns: sourceIpGroups[0]: network rule \"dns\": unknown IP group \"ipg-missing\"",
+			"(4 STRICTER, 5 may be LOOSER: review them)",
+		} {
+			if !strings.Contains(errs, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, errs)
+			}
+		}
+		// The output is still written, for the user to finish; the given
+		// parameter made the web rule importable.
 		data, err := os.ReadFile(path)
-		if err != nil || !strings.Contains(string(data), "# error: Web/mixed-network/dns") {
+		if err != nil || !strings.Contains(string(data), "# error: Web/mixed-network/dns") || !strings.Contains(string(data), "name: web") {
 			t.Errorf("output %v:\n%s", err, data)
+		}
+	})
+
+	t.Run("--strict refuses what may be LOOSER", func(t *testing.T) {
+		path := filepath.Join(dir, "strict.yaml")
+		out, errs, code := runImportCLI(t, "", "import", "azure", importTestdata+"unsupported.json", "--service-tags", importTags, "-o", path,
+			"--parameters", "publicIp=203.0.113.40", "--allow-partial", "--strict")
+		if code != 1 || out != "" || !strings.Contains(errs, "error: --strict: 5 warnings may make the policy LOOSER than in Azure; nothing was written") ||
+			!strings.Contains(errs, "  Web/deny-web/gambling: it matches only by webCategories") {
+			t.Errorf("exit %d, stdout %q: %s", code, out, errs)
+		}
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Errorf("output written: %v", err)
+		}
+		// Nothing looser: --strict passes.
+		out, errs, code = runImportCLI(t, "", "import", "azure", importTestdata+"aks-template.json", "--service-tags", importTags, "--strict")
+		if code != 0 || !strings.Contains(out, "name: inboundrule") {
+			t.Errorf("strict on a clean import: exit %d: %s", code, errs)
+		}
+	})
+
+	t.Run("parameters, public IPs and --policy", func(t *testing.T) {
+		params := filepath.Join(dir, "params.json")
+		if err := os.WriteFile(params, []byte(`{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
+ "contentVersion": "1.0.0.0", "parameters": {"sources": {"value": ["10.9.0.0/16"]}, "port": {"value": 8443}}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tmpl := filepath.Join(dir, "two.json")
+		if err := os.WriteFile(tmpl, []byte(`{
+  "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+  "parameters": {"sources": {"type": "array"}, "port": {"type": "int"}, "prefix": {"type": "string", "defaultValue": "p"}},
+  "resources": [
+    {"type": "Microsoft.Network/publicIPAddresses", "name": "pip-fw", "properties": {}},
+    {"type": "Microsoft.Network/firewallPolicies", "name": "[concat(parameters('prefix'), '-a')]", "properties": {}},
+    {"type": "Microsoft.Network/firewallPolicies", "name": "[concat(parameters('prefix'), '-b')]", "properties": {}},
+    {"type": "Microsoft.Network/firewallPolicies/ruleCollectionGroups", "name": "[concat(parameters('prefix'), '-b/inbound')]",
+     "properties": {"priority": 100, "ruleCollections": [{"ruleCollectionType": "FirewallPolicyNatRuleCollection", "name": "web", "priority": 100, "action": {"type": "Dnat"},
+       "rules": [{"ruleType": "NatRule", "name": "https", "ipProtocols": ["TCP"], "sourceAddresses": "[parameters('sources')]",
+                  "destinationAddresses": ["[reference(resourceId('Microsoft.Network/publicIPAddresses', 'pip-fw'), '2023-09-01').ipAddress]"],
+                  "destinationPorts": ["[string(parameters('port'))]"], "translatedAddress": "10.0.1.4", "translatedPort": "443"}]}]}}
+  ]
+}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errs, code := runImportCLI(t, "", "import", "azure", tmpl, "--parameters", "@"+params)
+		if code != 1 || !strings.Contains(errs, "pick one with --policy NAME") || !strings.Contains(errs, "p-a at") || !strings.Contains(errs, "p-b at") {
+			t.Errorf("two policies: exit %d: %s", code, errs)
+		}
+		_, errs, code = runImportCLI(t, "", "import", "azure", tmpl, "--parameters", "@"+params, "--policy", "p-c")
+		if code != 1 || !strings.Contains(errs, "--policy p-c: no firewall policy or firewall with rules of that name in the input (it holds policy p-a, policy p-b)") {
+			t.Errorf("unknown --policy: exit %d: %s", code, errs)
+		}
+		_, errs, code = runImportCLI(t, "", "import", "azure", tmpl, "--parameters", "@"+params, "--policy", "p-b")
+		if code != 1 || !strings.Contains(errs, "the address of the public IP pip-fw (give it with --public-ip pip-fw=ADDRESS)\n    needed by: inbound/web/https") {
+			t.Errorf("no public IP: exit %d: %s", code, errs)
+		}
+		out, errs, code := runImportCLI(t, "", "import", "azure", tmpl, "--parameters", "@"+params, "--parameters", "port=9443",
+			"--policy", "p-b", "--public-ip", "pip-fw=203.0.113.7")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+		for _, want := range []string{"name: p-b", "sourceAddresses: [10.9.0.0/16]", "destinationAddresses: [203.0.113.7]", `destinationPorts: ["9443"]`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		for _, bad := range [][]string{
+			{"--parameters", "nope=1"},
+			{"--public-ip", "pip-other=203.0.113.7"},
+			{"--public-ip", "pip-fw=not-an-ip"},
+			{"--parameters", "port=many"},
+		} {
+			args := append([]string{"import", "azure", tmpl, "--parameters", "@" + params, "--policy", "p-b", "--public-ip", "pip-fw=203.0.113.7"}, bad...)
+			_, errs, code := runImportCLI(t, "", args...)
+			if code != 1 {
+				t.Errorf("%v: exit %d: %s", bad, code, errs)
+			}
 		}
 	})
 

@@ -82,14 +82,32 @@ func jsonErr(data []byte, err error) string {
 	return fmt.Sprintf("line %d, column %d: %v", line, col, err)
 }
 
-// BuiltinFQDNTags returns the built-in FQDN tags. "{location}" in a name is
-// replaced by the policy's location; without a location the label is
-// dropped and the pattern widened ("*.hcp.{location}.azmk8s.io" becomes
-// "*.azmk8s.io").
-func BuiltinFQDNTags() map[string][]string {
-	return map[string][]string{
-		// The AKS required outbound FQDNs (HTTP/HTTPS) as Azure documents them.
-		"AzureKubernetesService": {
+// FQDNTag is one of Azure Firewall's FQDN tags.
+type FQDNTag struct {
+	Name string
+	// FQDNs are the patterns clusterwall builds in for the tag; nil when it
+	// does not (see Why). "{location}" stands for the policy's region.
+	FQDNs []string
+	// Source says where the list comes from.
+	Source string
+	// Why says why a tag is not built in.
+	Why string
+}
+
+// azureFQDNTags are every FQDN tag Azure Firewall documents
+// (learn.microsoft.com/azure/firewall/fqdn-tags, protect-office-365,
+// windows-365/enterprise/azure-firewall-windows-365). Azure's own page says
+// Microsoft manages which FQDNs a tag holds and does not publish them as
+// the tag's definition; a tag is built in only where a Microsoft document
+// lists what it covers, and the source is named.
+var azureFQDNTags = []FQDNTag{
+	{
+		Name: "AzureKubernetesService",
+		// learn.microsoft.com/azure/aks/outbound-rules-control-egress,
+		// "Azure Global required FQDN / application rules" (what the
+		// AzureKubernetesService FQDN tag stands for).
+		Source: "learn.microsoft.com/azure/aks/outbound-rules-control-egress (Azure Global required FQDN / application rules)",
+		FQDNs: []string{
 			"*.hcp.{location}.azmk8s.io",
 			"mcr.microsoft.com",
 			"*.data.mcr.microsoft.com",
@@ -100,7 +118,60 @@ func BuiltinFQDNTags() map[string][]string {
 			"acs-mirror.azureedge.net",
 			"packages.aks.azure.com",
 		},
+	},
+	{Name: "WindowsUpdate", Why: "Microsoft keeps the Windows Update endpoints behind the tag and does not publish them as its definition"},
+	{Name: "WindowsDiagnostics", Why: "Microsoft keeps the Windows diagnostic data endpoints behind the tag and does not publish them as its definition"},
+	{Name: "MicrosoftActiveProtectionService", Why: "Microsoft keeps the Defender cloud protection (MAPS) endpoints behind the tag and does not publish them as its definition"},
+	{Name: "AppServiceEnvironment", Why: "Microsoft keeps the App Service Environment platform endpoints behind the tag and does not publish them as its definition"},
+	{Name: "AzureBackup", Why: "Microsoft keeps the Azure Backup endpoints behind the tag and does not publish them as its definition"},
+	{Name: "AzureHDInsight", Why: "Microsoft keeps the HDInsight platform endpoints behind the tag and does not publish them as its definition"},
+	{Name: "WindowsVirtualDesktop", Why: "Microsoft keeps the Azure Virtual Desktop endpoints behind the tag and does not publish them as its definition"},
+	{Name: "Windows365", Why: "Microsoft keeps the Windows 365 endpoints behind the tag and does not publish them as its definition"},
+	{Name: "MicrosoftIntune", Why: "Microsoft keeps the Intune endpoints behind the tag and does not publish them as its definition"},
+	{Name: "citrixHdxPlusForWindows365", Why: "Microsoft keeps the Citrix HDX Plus endpoints behind the tag and does not publish them as its definition"},
+}
+
+// office365Tag reports whether name is one of the Office 365 tags Azure
+// builds from the Microsoft 365 endpoints web service
+// (Office365.<Exchange|SharePoint|Skype|Common>.<Optimize|Allow|Default>[.Required|.NotRequired]).
+func office365Tag(name string) bool {
+	l := strings.ToLower(name)
+	return strings.HasPrefix(l, "office365.") || strings.HasPrefix(l, "microsoft365.")
+}
+
+// LookupFQDNTag finds an Azure FQDN tag by name (any case).
+func LookupFQDNTag(name string) (FQDNTag, bool) {
+	for _, t := range azureFQDNTags {
+		if strings.EqualFold(t.Name, name) {
+			return t, true
+		}
 	}
+	if office365Tag(name) {
+		return FQDNTag{Name: name, Why: "Azure builds the Office 365 tags from the Microsoft 365 endpoints web service, which changes every month"}, true
+	}
+	return FQDNTag{}, false
+}
+
+// AzureFQDNTags returns every FQDN tag Azure documents (Office 365 tags
+// stand as one entry, "Office365.*").
+func AzureFQDNTags() []FQDNTag {
+	out := append([]FQDNTag(nil), azureFQDNTags...)
+	out = append(out, FQDNTag{Name: "Office365.*", Why: "Azure builds the Office 365 tags from the Microsoft 365 endpoints web service, which changes every month"})
+	return out
+}
+
+// BuiltinFQDNTags returns the FQDN tags clusterwall builds in. "{location}"
+// in a name is replaced by the policy's location; without a location the
+// label is dropped and the pattern widened ("*.hcp.{location}.azmk8s.io"
+// becomes "*.azmk8s.io").
+func BuiltinFQDNTags() map[string][]string {
+	out := map[string][]string{}
+	for _, t := range azureFQDNTags {
+		if t.FQDNs != nil {
+			out[t.Name] = append([]string(nil), t.FQDNs...)
+		}
+	}
+	return out
 }
 
 func expandLocation(s, location string) string {

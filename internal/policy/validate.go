@@ -685,7 +685,11 @@ func (v *validator) applicationRule(wr *WireRule, rp string, r *Rule) {
 	for i, tag := range wr.FQDNTags {
 		pats, ok := v.fqdnTags[strings.ToLower(tag)]
 		if !ok {
-			v.errorf(fmt.Sprintf("%s.fqdnTags[%d]", rp, i), "%s: unknown FQDN tag %q (built in: AzureKubernetesService; define more under fqdnTags:)", what, tag)
+			if az, known := LookupFQDNTag(tag); known {
+				v.errorf(fmt.Sprintf("%s.fqdnTags[%d]", rp, i), "%s: FQDN tag %q is an Azure tag clusterwall does not build in (%s): define it under fqdnTags:", what, tag, az.Why)
+			} else {
+				v.errorf(fmt.Sprintf("%s.fqdnTags[%d]", rp, i), "%s: unknown FQDN tag %q (built in: %s; define more under fqdnTags:)", what, tag, builtinTagNames())
+			}
 			continue
 		}
 		r.FQDNTags = append(r.FQDNTags, tag)
@@ -807,4 +811,14 @@ func family(a netip.Addr) string {
 		return "IPv4"
 	}
 	return "IPv6"
+}
+
+// builtinTagNames lists the built-in FQDN tags for messages.
+func builtinTagNames() string {
+	var names []string
+	for n := range BuiltinFQDNTags() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }

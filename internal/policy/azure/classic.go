@@ -62,7 +62,7 @@ func (im *importer) classic(f *policy.File, r *resource) {
 
 func (im *importer) classicCollection(g *policy.WireGroup, gt string, fv *view, cn *node, idx int, kind string) {
 	ct := fmt.Sprintf("%s.ruleCollections[%d]", gt, len(g.RuleCollections))
-	v := im.view(fv.src, fv.t, cn, "")
+	v := im.view(cn, "")
 	v.target = gt
 	v.path = fmt.Sprintf("%s/%s[%d]", g.Name, map[string]string{"DNAT": "natRuleCollections", "Network": "networkRuleCollections", "Application": "applicationRuleCollections"}[kind], idx)
 	name, _ := v.name()
@@ -80,7 +80,7 @@ func (im *importer) classicCollection(g *policy.WireGroup, gt string, fv *view, 
 	v.unknown(append(resourceFields, "priority", "action", "rules")...)
 	rules := v.objs("rules")
 	if kind == "DNAT" && action == "SNAT" {
-		v.warnf(fmt.Sprintf("SNAT rule collections are not supported: collection skipped with its %d rules (it only changed source addresses, not what is allowed)", len(rules)), cn, false)
+		v.warnf(fmt.Sprintf("SNAT rule collections are not supported: collection skipped with its %d rules (it only changed source addresses, not what is allowed)", len(rules)), cn, EffectNone)
 		return
 	}
 	if kind == "DNAT" && action == "" {
@@ -119,9 +119,9 @@ func (im *importer) additionalProperties(v *view, ap *node, ti *policy.WireThrea
 	for i, key := range ap.keys {
 		raw := ap.vals[i]
 		field := "additionalProperties." + key
-		val, err := v.t.resolve(raw, 0)
-		if err != nil {
-			v.drop(field, err.Error(), raw)
+		val := raw
+		if val.kind == jUnknown {
+			v.drop(field, unknownWhy(val), val, val.unk)
 			continue
 		}
 		s := ""
@@ -155,11 +155,13 @@ func (im *importer) additionalProperties(v *view, ap *node, ti *policy.WireThrea
 			}
 			ti.Allowlist.IPAddresses = split(s)
 		case "network.snat.privateranges", "network.snat.autolearnprivateranges":
-			v.warnf(field+": SNAT private ranges are not carried over: not imported", raw, false)
+			v.warnf(field+": SNAT private ranges are not carried over: not imported (they change source addresses, not what is allowed)", raw, EffectNone)
 		case "network.ftp.allowactiveftp":
-			v.warnf(field+": active FTP is not supported: not imported", raw, false)
+			if strings.EqualFold(strings.TrimSpace(s), "true") {
+				v.warnf(field+": active FTP is not supported: the data connections active FTP servers open are denied: STRICTER than in Azure", raw, EffectStricter)
+			}
 		default:
-			v.warnf(fmt.Sprintf("%s: unknown setting ignored: check that it does not change what the firewall does", field), raw, false)
+			v.warnf(fmt.Sprintf("%s: unknown setting ignored: STRICTER or LOOSER, depending on what it does in Azure: check it", field), raw, EffectUnknown)
 		}
 	}
 	if ti.Allowlist != nil && len(ti.Allowlist.FQDNs)+len(ti.Allowlist.IPAddresses) == 0 {

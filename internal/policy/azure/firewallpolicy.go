@@ -19,22 +19,25 @@ var policyFields = []string{"basePolicy", "childPolicies", "dnsSettings", "expli
 
 var groupFields = []string{"priority", "ruleCollections", "size"}
 
-func (im *importer) fromPolicy(f *policy.File, policies, groups []*resource) {
+func (im *importer) fromPolicy(f *policy.File, pol *resource, groups []*resource) {
 	var refs []groupRefName
-	if len(policies) == 1 {
-		refs = im.policySettings(f, policies[0])
+	if pol != nil {
+		refs = im.policySettings(f, pol)
 	} else {
-		im.warn("policy", "the input holds rule collection groups but no firewall policy (Microsoft.Network/firewallPolicies): the policy's own settings (name, location, threat intelligence, DNS) are not imported", policy.Pos{}, false, "")
+		im.warn("policy", "the input holds rule collection groups but no firewall policy (Microsoft.Network/firewallPolicies): the policy's own settings (name, location, threat intelligence, DNS) are not imported: STRICTER or LOOSER, depending on them (threat intelligence is off, the DNS proxy uses the daemon's settings)", policy.Pos{}, EffectUnknown, "")
 	}
 	have := map[string]bool{}
 	for _, g := range groups {
+		if g.kind == rOldGroup {
+			g.n = upgradeRuleGroup(im, g)
+		}
 		if name := im.group(f, g); name != "" {
 			have[strings.ToLower(name)] = true
 		}
 	}
 	for _, r := range refs {
 		if !have[strings.ToLower(r.name)] {
-			im.warn("policy", fmt.Sprintf("ruleCollectionGroups: the policy has the rule collection group %q, which is not in the input: its rules are not imported, so the result may be stricter or LOOSER than in Azure (export it with az network firewall policy rule-collection-group list and import both files)", r.name), r.pos, true, "")
+			im.warn("policy", fmt.Sprintf("ruleCollectionGroups: the policy has the rule collection group %q, which is not in the input: its rules are not imported: STRICTER or LOOSER, depending on them (export it with az network firewall policy rule-collection-group list and import both files)", r.name), r.pos, EffectUnknown, "")
 		}
 	}
 }
@@ -47,13 +50,18 @@ type groupRefName struct {
 // settingsView starts importing a firewall's or a firewall policy's own
 // settings: name, location and the threat-intel mode, which both carry.
 func (im *importer) settingsView(f *policy.File, r *resource, what string) (*view, *policy.WireThreatIntel) {
-	v := im.view(r.src, r.t, r.n, what)
-	v.drop = func(field, why string, at *node) {
-		msg := fmt.Sprintf("%s: %s: left out", field, why)
-		if field == "location" {
-			msg += "; set location: by hand (the AzureKubernetesService FQDN tag uses it)"
+	v := im.view(r.n, what)
+	drop := v.drop
+	v.drop = func(field, why string, at *node, unk *unknown) {
+		switch field {
+		case "location":
+			// Only the AzureKubernetesService FQDN tag uses it; checkLocation says so.
+			v.warnf(fmt.Sprintf("location: %s: left out (the AzureKubernetesService FQDN tag uses it; set location: by hand or import with --location REGION)", why), at, EffectNone)
+		case "name":
+			v.warnf(fmt.Sprintf("name: %s: left out (a name does not change what is allowed)", why), at, EffectNone)
+		default:
+			drop(field, why, at, unk)
 		}
-		v.warnf(msg, at, false)
 	}
 	f.Name, _ = v.name()
 	f.Location, _ = v.str("location")
@@ -102,7 +110,7 @@ func (im *importer) policySettings(f *policy.File, r *resource) []groupRefName {
 			if i := strings.LastIndex(s, "/"); i >= 0 {
 				s = s[i+1:]
 			}
-			refs = append(refs, groupRefName{name: s, pos: r.src.pos(id.off)})
+			refs = append(refs, groupRefName{name: s, pos: id.pos()})
 		}
 	}
 	return refs
@@ -127,34 +135,49 @@ func (im *importer) unsupportedPolicy(v *view) {
 		if x := b.lookup("id"); x != nil && x.kind == jString {
 			id = " " + x.str
 		}
-		v.warnf(fmt.Sprintf("basePolicy: this policy inherits the rules of the base policy%s, which are not imported: the result may be stricter or LOOSER than in Azure (import the base policy's rule collection groups too)", id), v.raw("basePolicy"), true)
+		v.warnf(fmt.Sprintf("basePolicy: this policy inherits the rule collections of the base policy%s, which are not imported: STRICTER or LOOSER, depending on them (give the base policy's files too and import with --include-base)", id), v.raw("basePolicy"), EffectUnknown)
 	}
 	if d := v.object("intrusionDetection"); d != nil {
 		dv := v.sub(d)
 		mode, _ := dv.str("mode")
-		switch strings.ToLower(mode) {
-		case "", "off":
-		case "deny":
-			v.warnf("intrusionDetection: IDPS in Deny mode is not supported: traffic Azure's IDPS blocked now passes, so THE POLICY IS LOOSER than in Azure", v.raw("intrusionDetection"), true)
+		deny := 0
+		if c := dv.object("configuration"); c != nil {
+			for _, o := range dv.sub(c).objs("signatureOverrides") {
+				if m := o.lookup("mode"); m != nil && m.kind == jString && strings.EqualFold(m.str, "deny") {
+					deny++
+				}
+			}
+		}
+		switch {
+		case strings.EqualFold(mode, "deny"):
+			v.warnf("intrusionDetection: IDPS in Deny mode is not supported: traffic Azure's IDPS blocked now passes: LOOSER than in Azure", v.raw("intrusionDetection"), EffectLooser)
+		case deny > 0:
+			v.warnf(fmt.Sprintf("intrusionDetection: IDPS is not supported, and %d signature overrides are in Deny mode: traffic they blocked now passes: LOOSER than in Azure", deny), v.raw("intrusionDetection"), EffectLooser)
+		case mode == "" || strings.EqualFold(mode, "off"):
 		default:
-			v.warnf(fmt.Sprintf("intrusionDetection: IDPS in %s mode is not supported: its alerts are not raised", mode), v.raw("intrusionDetection"), false)
+			v.warnf(fmt.Sprintf("intrusionDetection: IDPS in %s mode is not supported: its alerts are not raised (it blocked nothing, so what is allowed does not change)", mode), v.raw("intrusionDetection"), EffectNone)
 		}
 	}
-	if v.set("explicitProxy") {
-		v.warnf("explicitProxy: the explicit proxy settings are not imported (configure the proxy in clusterwall's own configuration)", v.raw("explicitProxy"), false)
+	if ep := v.object("explicitProxy"); ep != nil {
+		if b := ep.lookup("enableExplicitProxy"); b != nil && b.kind == jBool && b.b {
+			v.warnf("explicitProxy: the explicit proxy settings are not imported: clients that use Azure's explicit proxy ports are not served until the proxy is set up in clusterwall's daemon configuration: STRICTER", v.raw("explicitProxy"), EffectStricter)
+		}
 	}
 	if v.set("transportSecurity") {
-		v.warnf("transportSecurity: TLS inspection (its certificate authority) is not supported: HTTPS is matched by its TLS SNI without decrypting it", v.raw("transportSecurity"), false)
+		v.warnf("transportSecurity: TLS inspection (its certificate authority) is not supported: HTTPS is matched by its TLS SNI without decrypting it (FQDN rules decide the same; URL and web category rules are reported where they are)", v.raw("transportSecurity"), EffectNone)
 	}
 	if v.set("sql") {
-		v.warnf("sql: SQL redirect mode is not supported: not imported", v.raw("sql"), false)
+		v.warnf("sql: SQL redirect mode is not supported: not imported (it changes how connections are carried, not which are allowed)", v.raw("sql"), EffectNone)
 	}
 	if v.set("snat") || v.set("privateRange") {
 		key := "snat"
 		if !v.set("snat") {
 			key = "privateRange"
 		}
-		v.warnf(key+": SNAT private ranges are not carried over: not imported", v.raw(key), false)
+		v.warnf(key+": SNAT private ranges are not carried over: not imported (they change source addresses, not what is allowed)", v.raw(key), EffectNone)
+	}
+	if v.set("insights") {
+		v.warnf("insights: policy analytics (Log Analytics) settings are not imported: decision logs are clusterwall's own (what is allowed does not change)", v.raw("insights"), EffectNone)
 	}
 }
 
@@ -162,12 +185,12 @@ func (im *importer) unsupportedPolicy(v *view) {
 func (im *importer) group(f *policy.File, r *resource) string {
 	gi := len(f.RuleCollectionGroups)
 	gt := fmt.Sprintf("ruleCollectionGroups[%d]", gi)
-	v := im.view(r.src, r.t, r.n, gt)
+	v := im.view(r.n, gt)
 	v.target = gt
 	name, ok := v.name()
 	if !ok {
 		name = fmt.Sprintf("RuleCollectionGroup%d", gi+1)
-		v.warnf(fmt.Sprintf("no usable name: named %q", name), r.n, false)
+		v.warnf(fmt.Sprintf("no usable name: named %q (a name does not change what is allowed)", name), r.n, EffectNone)
 	}
 	v.path = name
 	prio, _ := v.integer("priority")
@@ -181,7 +204,7 @@ func (im *importer) group(f *policy.File, r *resource) string {
 
 func (im *importer) policyCollection(g *policy.WireGroup, gt string, gv *view, cn *node, idx int) {
 	ct := fmt.Sprintf("%s.ruleCollections[%d]", gt, len(g.RuleCollections))
-	v := im.view(gv.src, gv.t, cn, "")
+	v := im.view(cn, "")
 	v.target = gt
 	v.path = fmt.Sprintf("%s/ruleCollections[%d]", g.Name, idx)
 	name, _ := v.name()
@@ -247,7 +270,7 @@ func (im *importer) policyCollection(g *policy.WireGroup, gt string, gv *view, c
 		case len(nets) > 0 && len(apps) > 0:
 			parts = []part{{"Network", nets}, {"Application", apps}}
 			v.target = fmt.Sprintf("%s.ruleCollections[%d]", gt, len(g.RuleCollections))
-			v.warnf(fmt.Sprintf("the collection mixes network and application rules: split into %q and %q with the same priority (network rules are evaluated before application rules either way)", name+"-network", name+"-application"), cn, true)
+			im.restructured(v.path, fmt.Sprintf("the collection mixes network and application rules: split into %q and %q with the same priority (Azure evaluates network rules before application rules either way, so what is allowed does not change)", name+"-network", name+"-application"), cn.pos(), v.target)
 		case len(apps) > 0:
 			parts = []part{{"Application", apps}}
 		}
@@ -273,8 +296,8 @@ func (im *importer) policyCollection(g *policy.WireGroup, gt string, gv *view, c
 			g.RuleCollections = append(g.RuleCollections, c)
 		}
 	default:
-		eff, severe := collSkipEffect(action)
-		v.warnf(fmt.Sprintf("ruleCollectionType %q is not supported: collection skipped with its %d rules: %s", ctype, len(rules), eff), cn, severe)
+		msg, eff := collSkipEffect(action)
+		v.warnf(fmt.Sprintf("ruleCollectionType %q is not supported: collection skipped with its %d rules: %s", ctype, len(rules), msg), cn, eff)
 	}
 }
 
@@ -288,4 +311,92 @@ func kindPhrase(k string) string {
 		return "a NAT rule"
 	}
 	return fmt.Sprintf("a rule of type %q", k)
+}
+
+// upgradeRuleGroup rewrites a rule group of API versions 2019-06-01 to
+// 2020-04-01 (firewallPolicies/ruleGroups: rules with ruleConditions) into
+// today's shape (ruleCollectionGroups: ruleCollections with rules), the
+// renaming Azure itself made in 2020-05-01:
+//
+//	FirewallPolicyNatRule {action, ruleCondition, translatedAddress, translatedPort}
+//	  -> FirewallPolicyNatRuleCollection with one NatRule
+//	FirewallPolicyFilterRule {action, ruleConditions}
+//	  -> FirewallPolicyFilterRuleCollection, each NetworkRuleCondition a
+//	     NetworkRule and each ApplicationRuleCondition an ApplicationRule.
+func upgradeRuleGroup(im *importer, r *resource) *node {
+	v := im.view(r.n, r.shortName())
+	im.restructured(r.shortName(), "a rule group of API version 2019-06-01 to 2020-04-01 (ruleGroups, rules, ruleConditions): read as the rule collection group, rule collections and rules Azure renamed them to in 2020-05-01", r.n.pos(), "")
+	out := objAt(r.n)
+	props := objAt(r.n)
+	for i, k := range r.n.keys {
+		if !strings.EqualFold(k, "properties") {
+			out.keys = append(out.keys, k)
+			out.vals = append(out.vals, r.n.vals[i])
+		}
+	}
+	if p, ok := v.integer("priority"); ok {
+		props.set("priority", numAt(v.raw("priority"), int64(p)))
+	}
+	colls := arrAt(r.n, nil)
+	for _, rule := range v.objs("rules") {
+		c := objAt(rule)
+		rv := v.sub(rule)
+		for _, k := range []string{"name", "priority", "action"} {
+			if x := rv.raw(k); x != nil {
+				c.set(k, x)
+			}
+		}
+		rt, _ := rv.str("ruleType")
+		var rules []*node
+		switch strings.ToLower(rt) {
+		case "firewallpolicynatrule":
+			c.set("ruleCollectionType", &node{kind: jString, str: "FirewallPolicyNatRuleCollection", src: rule.src, off: rule.off})
+			if cond := rv.object("ruleCondition"); cond != nil {
+				nr := conditionRule(cond, "NatRule")
+				for _, k := range []string{"translatedAddress", "translatedFqdn", "translatedPort"} {
+					if x := rv.raw(k); x != nil {
+						nr.set(k, x)
+					}
+				}
+				rules = append(rules, nr)
+			}
+		case "firewallpolicyfilterrule":
+			c.set("ruleCollectionType", &node{kind: jString, str: "FirewallPolicyFilterRuleCollection", src: rule.src, off: rule.off})
+			for _, cond := range rv.objs("ruleConditions") {
+				ct := ""
+				if x := cond.lookup("ruleConditionType"); x != nil && x.kind == jString {
+					ct = x.str
+				}
+				switch strings.ToLower(ct) {
+				case "networkrulecondition":
+					rules = append(rules, conditionRule(cond, "NetworkRule"))
+				case "applicationrulecondition":
+					rules = append(rules, conditionRule(cond, "ApplicationRule"))
+				default:
+					rules = append(rules, conditionRule(cond, ct))
+				}
+			}
+		default:
+			c.set("ruleCollectionType", &node{kind: jString, str: rt, src: rule.src, off: rule.off})
+		}
+		c.set("rules", arrAt(rule, rules))
+		colls.items = append(colls.items, c)
+	}
+	props.set("ruleCollections", colls)
+	out.set("properties", props)
+	return out
+}
+
+// conditionRule turns a 2019-06-01 rule condition into a rule of ruleType.
+func conditionRule(cond *node, ruleType string) *node {
+	n := objAt(cond)
+	for i, k := range cond.keys {
+		if strings.EqualFold(k, "ruleConditionType") {
+			continue
+		}
+		n.keys = append(n.keys, k)
+		n.vals = append(n.vals, cond.vals[i])
+	}
+	n.set("ruleType", &node{kind: jString, str: ruleType, src: cond.src, off: cond.off})
+	return n
 }

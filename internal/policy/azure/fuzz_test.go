@@ -80,3 +80,28 @@ func FuzzImport(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParameters: a parameters file (--parameters @FILE) gives values or a
+// positioned error, never a panic.
+func FuzzParameters(f *testing.F) {
+	for _, s := range []string{
+		`{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#", "contentVersion": "1.0.0.0", "parameters": {"a": {"value": [1, "x"]}, "b": {"reference": {"keyVault": {"id": "kv"}, "secretName": "s"}}}}`,
+		`{"a": {"value": {"b": null}}}`, `{"parameters": []}`, `[]`, `{"a": 1}`, `// c` + "\n" + `{"a": {"value": 1 /* x */}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		vals, err := ParseParameters([]string{"@p.json"}, func(string) ([]byte, error) { return data, nil })
+		if err != nil {
+			var el policy.ErrorList
+			if !errors.As(err, &el) || len(el) == 0 {
+				t.Fatalf("error without positions: %v", err)
+			}
+			return
+		}
+		tmpl := []byte(`{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "parameters": {"a": {"type": "array", "defaultValue": []}, "b": {"type": "string", "defaultValue": "x"}}, "resources": [
+  {"type": "Microsoft.Network/ipGroups", "name": "g", "properties": {"ipAddresses": "[parameters('a')]"}},
+  {"type": "Microsoft.Network/firewallPolicies", "name": "[string(parameters('b'))]", "properties": {}}]}`)
+		ImportWith(Options{Deploy: Deploy{Parameters: vals}}, Source{Name: "t.json", Data: tmpl})
+	})
+}

@@ -23,6 +23,10 @@ const (
 	jString
 	jArray
 	jObject
+	// jUnknown is a value only known at deployment (a parameter without a
+	// value, a public IP address, resourceGroup().location, ...) or one
+	// that could not be evaluated; unk says which and why.
+	jUnknown
 )
 
 func (k jkind) String() string {
@@ -37,6 +41,8 @@ func (k jkind) String() string {
 		return "a list"
 	case jObject:
 		return "an object"
+	case jUnknown:
+		return "a value only known at deployment"
 	}
 	return "null"
 }
@@ -46,12 +52,49 @@ func (k jkind) String() string {
 // positions for values, so the tree is built from its token stream.
 type node struct {
 	kind  jkind
-	off   int // byte offset of the value's first byte
+	src   *source // the file the value is in (or the expression that made it)
+	off   int     // byte offset of the value's first byte
 	str   string
 	b     bool
 	keys  []string // object keys, in order
 	vals  []*node  // object values, parallel to keys
 	items []*node  // array items
+	// unk explains a jUnknown value.
+	unk *unknown
+	// weight is the number of values in n, counted once (0: not yet):
+	// evaluation shares values, and weight keeps a shared value from
+	// growing exponentially.
+	weight int
+	// runtime marks an object that stands for a deployed resource's state
+	// (what reference() returns): a property it does not have is unknown
+	// rather than an error. It names the resource.
+	runtime string
+}
+
+// unknown explains a value the importer cannot know.
+type unknown struct {
+	// what names the value: "parameter \"adminIp\"", "the public IP address of pip-fw".
+	what string
+	// hint says how to give it: "--parameters adminIp=VALUE".
+	hint string
+	// failed is set when the value is not deploy-time but could not be
+	// evaluated (an unsupported function, a type error).
+	failed bool
+}
+
+func (u *unknown) String() string {
+	if u.hint == "" {
+		return u.what
+	}
+	return u.what + " (" + u.hint + ")"
+}
+
+// pos is where n is, when known.
+func (n *node) pos() policy.Pos {
+	if n == nil || n.src == nil {
+		return policy.Pos{}
+	}
+	return n.src.pos(n.off)
 }
 
 // lookup returns an object's value for key (case-insensitive, as ARM is;
@@ -114,6 +157,12 @@ func parseJSON(src *source) ([]*node, error) {
 	case bytes.HasPrefix(data, utf8BOM):
 		// Parse a copy with the byte order mark blanked: offsets stay the same.
 		data = append([]byte("   "), data[len(utf8BOM):]...)
+	}
+	// ARM templates may hold // and /* */ comments (az deployment accepts
+	// them); blank them out, keeping every offset and line.
+	data, err := blankComments(src, data)
+	if err != nil {
+		return nil, err
 	}
 	p := &jparser{src: src, data: data, dec: json.NewDecoder(bytes.NewReader(data))}
 	p.dec.UseNumber()
@@ -212,7 +261,7 @@ func (p *jparser) finish(tok json.Token, off, depth int) (*node, error) {
 	if depth > maxDepth {
 		return nil, p.errAt(off, "JSON nested more than %d levels deep", maxDepth)
 	}
-	n := &node{off: off}
+	n := &node{off: off, src: p.src}
 	switch t := tok.(type) {
 	case nil:
 		n.kind = jNull
@@ -271,4 +320,60 @@ func unexpectedEOF(err error, p *jparser) error {
 		return p.errAt(len(p.data), "not valid JSON: unexpected end of input")
 	}
 	return err
+}
+
+// blankComments replaces // line comments and /* */ block comments outside
+// strings with spaces (newlines kept), so that positions stay those of the
+// file. The input is copied only when it has a comment.
+func blankComments(src *source, data []byte) ([]byte, error) {
+	if !bytes.Contains(data, []byte("/")) {
+		return data, nil
+	}
+	var out []byte
+	inStr := false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if inStr {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inStr = false
+			}
+			continue
+		}
+		if c == '"' {
+			inStr = true
+			continue
+		}
+		if c != '/' || i+1 >= len(data) || (data[i+1] != '/' && data[i+1] != '*') {
+			continue
+		}
+		if out == nil {
+			out = append([]byte(nil), data...)
+		}
+		start := i
+		if data[i+1] == '/' {
+			for i < len(data) && data[i] != '\n' {
+				out[i] = ' '
+				i++
+			}
+			continue
+		}
+		end := bytes.Index(data[i+2:], []byte("*/"))
+		if end < 0 {
+			return nil, policy.ErrorList{{Pos: src.pos(start), Msg: "not valid JSON: a /* comment is not closed"}}
+		}
+		end += i + 4
+		for ; i < end; i++ {
+			if out[i] != '\n' && out[i] != '\r' {
+				out[i] = ' '
+			}
+		}
+		i--
+	}
+	if out == nil {
+		return data, nil
+	}
+	return out, nil
 }

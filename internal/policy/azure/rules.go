@@ -19,30 +19,35 @@ type ruleCtx struct {
 	notes   []note
 	refs    []string
 	skipWhy string
+	// unknowns are the deploy-time values the rule needs.
+	unknowns []string
 }
 
 type note struct {
 	msg    string
 	at     *node
+	eff    Effect
 	severe bool
 	narrow bool // a match value left out: the rule matches less
 }
 
-// matchFields are the rule fields whose values select traffic; leaving one
-// of their values out narrows the rule.
+// notMatchFields are the rule fields whose values do not select traffic.
 var notMatchFields = map[string]bool{"name": true, "description": true, "ruletype": true}
 
 func (im *importer) newRule(cv *view, n *node, action, collPath string, idx int) *ruleCtx {
 	rc := &ruleCtx{im: im, action: action}
 	v := cv.sub(n)
 	v.path = fmt.Sprintf("%s/rules[%d]", collPath, idx)
-	v.warnf = func(msg string, at *node, severe bool) {
-		rc.notes = append(rc.notes, note{msg: msg, at: at, severe: severe})
+	v.warnf = func(msg string, at *node, eff Effect) {
+		rc.notes = append(rc.notes, note{msg: msg, at: at, eff: eff})
 	}
-	v.drop = func(field, why string, at *node) {
+	v.drop = func(field, why string, at *node, unk *unknown) {
 		base := strings.ToLower(field)
 		if i := strings.IndexByte(base, '['); i >= 0 {
 			base = base[:i]
+		}
+		if unk != nil {
+			rc.unknowns = append(rc.unknowns, unk.String())
 		}
 		rc.notes = append(rc.notes, note{msg: fmt.Sprintf("%s: %s: left out", field, why), at: at, narrow: !notMatchFields[base]})
 	}
@@ -54,8 +59,8 @@ func (im *importer) newRule(cv *view, n *node, action, collPath string, idx int)
 	return rc
 }
 
-func (rc *ruleCtx) note(msg string, at *node, severe bool) {
-	rc.notes = append(rc.notes, note{msg: msg, at: at, severe: severe})
+func (rc *ruleCtx) note(msg string, at *node, eff Effect) {
+	rc.notes = append(rc.notes, note{msg: msg, at: at, eff: eff})
 }
 
 // narrowed records a match value that cannot be carried over.
@@ -73,34 +78,56 @@ func (rc *ruleCtx) skip(why string) {
 // finish appends the rule to c (unless skipped) and files its warnings.
 func (rc *ruleCtx) finish(c *policy.WireCollection, ct string, w *policy.WireRule) {
 	im, path := rc.im, rc.v.path
-	pos := func(n *node) policy.Pos {
-		if n == nil {
-			return policy.Pos{}
-		}
-		return rc.v.src.pos(n.off)
-	}
+	unknown := strings.Join(dedupe(rc.unknowns), "; ")
 	if rc.skipWhy != "" {
 		for _, n := range rc.notes {
-			im.warn(path, n.msg, pos(n.at), n.severe, ct)
+			if n.narrow {
+				continue // the rule is skipped: the summary says what that means
+			}
+			im.warn(path, n.msg, n.at.pos(), n.eff, ct)
 		}
-		eff, severe := skipEffect(rc.action)
-		im.warn(path, rc.skipWhy+": "+eff, pos(rc.v.n), severe, ct)
+		msg, eff := skipEffect(rc.action)
+		var why []string
+		for _, n := range rc.notes {
+			if n.narrow {
+				why = append(why, n.msg)
+			}
+		}
+		full := rc.skipWhy
+		if len(why) > 0 {
+			full += " (" + strings.Join(why, "; ") + ")"
+		}
+		im.warns = append(im.warns, Warning{Path: path, Msg: full + ": " + msg, Pos: rc.v.n.pos(), Effect: eff, Severe: eff.MayLoosen(), Unknown: unknown, target: ct})
 		return
 	}
 	rt := fmt.Sprintf("%s.rules[%d]", ct, len(c.Rules))
 	c.Rules = append(c.Rules, *w)
 	for _, n := range rc.notes {
-		msg, severe := n.msg, n.severe
+		msg, eff := n.msg, n.eff
+		u := ""
 		if n.narrow {
-			eff, s := narrowEffect(rc.action)
-			msg += "; " + eff
-			severe = severe || s
+			var em string
+			em, eff = narrowEffect(rc.action)
+			msg += "; " + em
+			u = unknown
 		}
-		im.warn(path, msg, pos(n.at), severe, rt)
+		im.warns = append(im.warns, Warning{Path: path, Msg: msg, Pos: n.at.pos(), Effect: eff, Severe: n.severe || eff.MayLoosen(), Unknown: u, target: rt})
 	}
 	for _, g := range rc.refs {
 		im.useGroup(g, path, rt)
 	}
+}
+
+func dedupe(l []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range l {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (rc *ruleCtx) base() *policy.WireRule {
@@ -186,13 +213,12 @@ func (rc *ruleCtx) application(known ...string) *policy.WireRule {
 		}
 		for i, it := range pn.items {
 			field := fmt.Sprintf("protocols[%d]", i)
-			r, err := v.t.resolve(it, 0)
-			if err != nil {
-				hadProto = true
-				v.drop(field, err.Error(), it)
-				continue
-			}
+			r := it
 			switch r.kind {
+			case jUnknown:
+				hadProto = true
+				v.drop(field, unknownWhy(r), r, r.unk)
+				continue
 			case jNull:
 				continue
 			case jString: // "Https:443", as our YAML and the az CLI flags spell it
@@ -210,7 +236,7 @@ func (rc *ruleCtx) application(known ...string) *policy.WireRule {
 			port, hasPort := pv.integer("port")
 			pv.unknown("protocolType", "port")
 			if typ == "" {
-				v.drop(field, "no protocolType", r)
+				v.drop(field, "no protocolType", r, nil)
 				continue
 			}
 			if s, ok := policy.ParseScheme(typ); ok {
@@ -226,51 +252,105 @@ func (rc *ruleCtx) application(known ...string) *policy.WireRule {
 	rc.sources(w)
 
 	h1 := rc.list("targetFqdns", &w.TargetFQDNs)
-	h2 := rc.list("fqdnTags", &w.FQDNTags)
+	var tags []string
+	h2 := rc.list("fqdnTags", &tags)
+	tagsAt := v.raw("fqdnTags")
+	for _, tag := range tags {
+		switch known, ok := policy.LookupFQDNTag(tag); {
+		case ok && known.FQDNs != nil:
+			w.FQDNTags = append(w.FQDNTags, known.Name)
+			if strings.EqualFold(known.Name, "AzureKubernetesService") {
+				rc.im.usesAKSTag = true
+			}
+		case ok:
+			rc.narrowed(fmt.Sprintf("fqdnTags %q: clusterwall does not build this Azure FQDN tag in (%s): left out (define it under fqdnTags: to keep it)", tag, known.Why), tagsAt)
+		default:
+			rc.narrowed(fmt.Sprintf("fqdnTags %q: not an Azure FQDN tag clusterwall knows: left out (define it under fqdnTags: to keep it)", tag), tagsAt)
+		}
+	}
 	// Match values clusterwall cannot carry: alternatives to the FQDNs.
-	type alt struct{ key, why string }
-	type droppedAlt struct {
-		msg string
-		at  *node
+	type alt struct {
+		shown, why string
+		at         *node
 	}
-	var dropped []string
-	var notes []droppedAlt
-	for _, a := range []alt{
-		{"webCategories", "web categories are not supported"},
-		{"targetUrls", "URL filtering (targetUrls) is not supported"},
-		{"destinationAddresses", "destination addresses in application rules are not supported"},
-	} {
-		if !v.set(a.key) {
-			continue
-		}
-		vals, _ := v.strs(a.key)
-		shown := a.key
-		if len(vals) > 0 {
-			shown += " " + brief(vals)
-		}
-		dropped = append(dropped, shown)
-		notes = append(notes, droppedAlt{fmt.Sprintf("%s: %s: left out", shown, a.why), v.raw(a.key)})
+	var alts []alt
+	if v.set("webCategories") {
+		vals, _ := v.strs("webCategories")
+		alts = append(alts, alt{"webCategories " + brief(vals), "web categories are not supported (they need Azure's categorisation service)", v.raw("webCategories")})
 	}
-	switch {
-	case len(w.TargetFQDNs)+len(w.FQDNTags) > 0:
-		for _, n := range notes {
-			rc.narrowed(n.msg, n.at)
+	if v.set("destinationAddresses") {
+		vals, _ := v.strs("destinationAddresses")
+		alts = append(alts, alt{"destinationAddresses " + brief(vals), "destination addresses in application rules are not supported (a network rule can carry them)", v.raw("destinationAddresses")})
+	}
+	if v.set("targetUrls") {
+		urls, _ := v.strs("targetUrls")
+		shown := "targetUrls " + brief(urls)
+		hosts := urlHosts(urls)
+		switch {
+		case rc.action == "Deny" && len(hosts) > 0:
+			// Denying the whole host of each URL denies at least what Azure did.
+			w.TargetFQDNs = append(w.TargetFQDNs, hosts...)
+			rc.note(fmt.Sprintf("%s: URL filtering needs TLS inspection, which clusterwall does not do: the rule denies the whole of %s instead of those paths: STRICTER than in Azure", shown, strings.Join(hosts, ", ")), v.raw("targetUrls"), EffectStricter)
+		case rc.action == "Deny":
+			alts = append(alts, alt{shown, "URL filtering (targetUrls) is not supported", v.raw("targetUrls")})
+		default:
+			// Allowing whole hosts would allow more than Azure did.
+			alts = append(alts, alt{shown, "URL filtering needs TLS inspection, which clusterwall does not do (allowing the whole host would be LOOSER)", v.raw("targetUrls")})
 		}
-	case len(dropped) > 0:
-		rc.skip("it matches only by " + strings.Join(dropped, " and ") + ", which clusterwall does not support")
-	case h1 || h2:
-		rc.skip("no target FQDNs left")
+	}
+	if len(w.TargetFQDNs)+len(w.FQDNTags) > 0 {
+		for _, a := range alts {
+			rc.narrowed(a.shown+": "+a.why+": left out", a.at)
+		}
+	} else {
+		var parts []string
+		for _, a := range alts {
+			parts = append(parts, a.shown+" ("+a.why+")")
+		}
+		switch {
+		case len(parts) > 0:
+			rc.skip("it matches only by " + strings.Join(parts, " and "))
+		case h1 || h2:
+			rc.skip("no target FQDNs left")
+		}
 	}
 	if tls, _ := v.boolean("terminateTLS"); tls {
-		rc.note("terminateTLS: TLS inspection is not supported: HTTPS is matched by its TLS SNI without decrypting it", v.raw("terminateTLS"), false)
+		rc.note("terminateTLS: TLS inspection is not supported: HTTPS is matched by its TLS SNI without decrypting it (the same FQDNs are allowed or denied; IDPS does not see inside)", v.raw("terminateTLS"), EffectNone)
 	}
 	if v.set("httpHeadersToInsert") {
-		rc.note("httpHeadersToInsert: inserting HTTP headers is not supported: the headers are not inserted", v.raw("httpHeadersToInsert"), false)
+		rc.note("httpHeadersToInsert: inserting HTTP headers is not supported: the headers are not inserted (what is allowed does not change)", v.raw("httpHeadersToInsert"), EffectNone)
 	}
 	v.unknown(append([]string{"name", "description", "ruleType", "protocols", "sourceAddresses", "sourceIpGroups",
 		"targetFqdns", "fqdnTags", "webCategories", "targetUrls", "destinationAddresses", "terminateTLS",
 		"httpHeadersToInsert"}, known...)...)
 	return w
+}
+
+// urlHosts returns the host names of target URLs ("www.example.com/path/*").
+func urlHosts(urls []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, u := range urls {
+		u = strings.TrimSpace(u)
+		if i := strings.Index(u, "://"); i >= 0 {
+			u = u[i+3:]
+		}
+		host := u
+		if i := strings.IndexAny(host, "/?#"); i >= 0 {
+			host = host[:i]
+		}
+		if i := strings.LastIndexByte(host, ':'); i >= 0 {
+			host = host[:i]
+		}
+		if _, err := policy.ParseFQDNPattern(host); err != nil || host == "" {
+			return nil // a host we cannot carry: do not guess
+		}
+		if !seen[strings.ToLower(host)] {
+			seen[strings.ToLower(host)] = true
+			out = append(out, host)
+		}
+	}
+	return out
 }
 
 // brief renders a few values for a message.

@@ -9,26 +9,24 @@ import (
 
 // view reads the fields of one Azure object. ARM templates put most fields
 // under "properties"; the az CLI prints them at the top level. A view looks
-// in both, resolves template expressions, and reports values of the wrong
-// type as errors and values it cannot resolve through drop.
+// in both, reports values of the wrong type as errors, and values that are
+// unknown (only known at deployment, or not evaluable) through drop.
 type view struct {
 	im   *importer
-	src  *source
-	t    *template
 	n    *node // the object
 	prop *node // its "properties" object, if any
 	path string
 	// target is the output wire path warnings about this object go to.
 	target string
 	// warnf reports a warning about this object.
-	warnf func(msg string, at *node, severe bool)
-	// drop is told about every value left out because it could not be
-	// resolved; field is e.g. sourceAddresses[2].
-	drop func(field, why string, at *node)
+	warnf func(msg string, at *node, eff Effect)
+	// drop is told about every value left out because it is unknown;
+	// field is e.g. sourceAddresses[2]; unk says what the value is.
+	drop func(field, why string, at *node, unk *unknown)
 }
 
-func (im *importer) view(src *source, t *template, n *node, path string) *view {
-	v := &view{im: im, src: src, t: t, n: n, path: path}
+func (im *importer) view(n *node, path string) *view {
+	v := &view{im: im, n: n, path: path}
 	if p := n.lookup("properties"); p != nil {
 		if p.kind == jObject {
 			v.prop = p
@@ -36,22 +34,23 @@ func (im *importer) view(src *source, t *template, n *node, path string) *view {
 			v.typeErr(p, "properties", "an object")
 		}
 	}
-	v.warnf = func(msg string, at *node, severe bool) {
-		off := -1
-		if at != nil {
-			off = at.off
-		}
-		im.warn(v.path, msg, src.pos(off), severe, v.target)
+	v.warnf = func(msg string, at *node, eff Effect) {
+		im.warn(v.path, msg, at.pos(), eff, v.target)
 	}
-	v.drop = func(field, why string, at *node) {
-		v.warnf(fmt.Sprintf("%s: %s: left out", field, why), at, false)
+	v.drop = func(field, why string, at *node, unk *unknown) {
+		w := Warning{Path: v.path, Msg: fmt.Sprintf("%s: %s: left out: STRICTER or LOOSER, depending on its value", field, why),
+			Pos: at.pos(), Effect: EffectUnknown, Severe: true, target: v.target}
+		if unk != nil {
+			w.Unknown = unk.String()
+		}
+		im.warns = append(im.warns, w)
 	}
 	return v
 }
 
 // sub views a nested object; its warnings and drops go where v's go.
 func (v *view) sub(n *node) *view {
-	s := v.im.view(v.src, v.t, n, v.path)
+	s := v.im.view(n, v.path)
 	s.target = v.target
 	s.warnf = v.warnf
 	s.drop = v.drop
@@ -59,7 +58,7 @@ func (v *view) sub(n *node) *view {
 }
 
 func (v *view) typeErr(n *node, field, want string) {
-	v.im.errorf(v.src, n, "%s: %s: expected %s, found %s", v.path, field, want, describe(n))
+	v.im.errorf(n, "%s: %s: expected %s, found %s", v.path, field, want, describe(n))
 }
 
 func describe(n *node) string {
@@ -72,6 +71,8 @@ func describe(n *node) string {
 		return "the string " + strconv.Quote(s)
 	case jNumber:
 		return "the number " + n.str
+	case jUnknown:
+		return n.unk.what
 	}
 	return n.kind.String()
 }
@@ -91,17 +92,10 @@ func (v *view) has(key string) bool {
 }
 
 // set reports whether a field holds something: not null, not false, not an
-// empty string, list or object. Unresolvable expressions count as set.
+// empty string, list or object. Unknown values count as set.
 func (v *view) set(key string) bool {
 	x := v.raw(key)
-	if x == nil {
-		return false
-	}
-	r, err := v.t.resolve(x, 0)
-	if err != nil {
-		return true
-	}
-	return nonEmpty(r)
+	return x != nil && nonEmpty(x)
 }
 
 func nonEmpty(n *node) bool {
@@ -130,22 +124,26 @@ func nonEmpty(n *node) bool {
 	return true
 }
 
-// get returns a field resolved; nil when absent, null or unresolvable
-// (reported through drop). had tells whether the field was written at all.
+// unknownWhy renders an unknown value for a drop message.
+func unknownWhy(n *node) string {
+	if n.unk.failed {
+		return n.unk.what
+	}
+	return n.unk.what + " (" + n.unk.hint + ")"
+}
+
+// get returns a field; nil when absent, null or unknown (reported through
+// drop). had tells whether the field was written at all.
 func (v *view) get(key string) (n *node, had bool) {
 	x := v.raw(key)
 	if x == nil || x.kind == jNull {
 		return nil, false
 	}
-	r, err := v.t.resolve(x, 0)
-	if err != nil {
-		v.drop(key, err.Error(), x)
+	if x.kind == jUnknown {
+		v.drop(key, unknownWhy(x), x, x.unk)
 		return nil, true
 	}
-	if r.kind == jNull {
-		return nil, false
-	}
-	return r, true
+	return x, true
 }
 
 // str reads a string field (numbers are taken as their text). Values are
@@ -199,8 +197,8 @@ func (v *view) boolean(key string) (b, ok bool) {
 	return false, false
 }
 
-// strs reads a list of strings. Items that cannot be resolved are left out
-// (through drop); had tells whether the list had any item before that.
+// strs reads a list of strings. Unknown items are left out (through drop);
+// had tells whether the list had any item before that.
 func (v *view) strs(key string) (out []string, had bool) {
 	n, had := v.get(key)
 	if n == nil {
@@ -211,30 +209,28 @@ func (v *view) strs(key string) (out []string, had bool) {
 		return nil, true
 	}
 	for i, it := range n.items {
-		if it.kind == jNull {
+		switch it.kind {
+		case jNull:
 			continue
-		}
-		had = true
-		r, err := v.t.resolve(it, 0)
-		if err != nil {
-			v.drop(fmt.Sprintf("%s[%d]", key, i), err.Error(), it)
-			continue
-		}
-		switch r.kind {
 		case jString, jNumber:
-			out = append(out, strings.TrimSpace(r.str))
-		case jArray: // an expression that gives a list
-			for _, x := range r.items {
-				if x.kind == jString || x.kind == jNumber {
+			out = append(out, strings.TrimSpace(it.str))
+		case jUnknown:
+			v.drop(fmt.Sprintf("%s[%d]", key, i), unknownWhy(it), it, it.unk)
+		case jArray: // a nested list (from an expression) counts as its items
+			for j, x := range it.items {
+				switch x.kind {
+				case jString, jNumber:
 					out = append(out, strings.TrimSpace(x.str))
-				} else {
+				case jUnknown:
+					v.drop(fmt.Sprintf("%s[%d][%d]", key, i, j), unknownWhy(x), x, x.unk)
+				default:
 					v.typeErr(x, fmt.Sprintf("%s[%d]", key, i), "a string")
 				}
 			}
-		case jNull:
 		default:
-			v.typeErr(r, fmt.Sprintf("%s[%d]", key, i), "a string")
+			v.typeErr(it, fmt.Sprintf("%s[%d]", key, i), "a string")
 		}
+		had = true
 	}
 	return out, had
 }
@@ -251,17 +247,14 @@ func (v *view) objs(key string) []*node {
 	}
 	var out []*node
 	for i, it := range n.items {
-		r, err := v.t.resolve(it, 0)
-		if err != nil {
-			v.drop(fmt.Sprintf("%s[%d]", key, i), err.Error(), it)
-			continue
-		}
-		switch r.kind {
+		switch it.kind {
 		case jObject:
-			out = append(out, r)
+			out = append(out, it)
 		case jNull:
+		case jUnknown:
+			v.drop(fmt.Sprintf("%s[%d]", key, i), unknownWhy(it), it, it.unk)
 		default:
-			v.typeErr(r, fmt.Sprintf("%s[%d]", key, i), "an object")
+			v.typeErr(it, fmt.Sprintf("%s[%d]", key, i), "an object")
 		}
 	}
 	return out
@@ -287,26 +280,20 @@ func (v *view) name() (string, bool) {
 	if x == nil || x.kind == jNull {
 		return "", false
 	}
-	r, err := v.t.resolve(x, 0)
-	if err != nil {
-		if x.kind == jString {
-			if s, ok := nameSuffix(x.str); ok {
-				return s, true
-			}
-		}
-		v.warnf("name: "+err.Error(), x, false)
+	if x.kind == jUnknown {
+		v.warnf("name: "+unknownWhy(x)+": the name is left empty", x, EffectNone)
 		return "", false
 	}
-	if r.kind != jString {
-		v.typeErr(r, "name", "a string")
+	if x.kind != jString {
+		v.typeErr(x, "name", "a string")
 		return "", false
 	}
-	s := r.str
+	s := x.str
 	if i := strings.LastIndex(s, "/"); i >= 0 {
 		s = s[i+1:]
 	}
 	s = strings.TrimSpace(s)
-	return s, s != ""
+	return s, s != "" && s != "?"
 }
 
 // unknown warns about fields not in known (case-insensitive), at both levels.
@@ -330,7 +317,7 @@ func (v *view) unknown(known ...string) {
 			if !nonEmpty(n.vals[i]) {
 				continue // an empty unknown field carries nothing
 			}
-			v.warnf(fmt.Sprintf("unknown field %q ignored: check that it does not change what this means", prefix+n.keys[i]), n.vals[i], false)
+			v.warnf(fmt.Sprintf("unknown field %q ignored: STRICTER or LOOSER, depending on what it means in Azure: check it", prefix+n.keys[i]), n.vals[i], EffectUnknown)
 		}
 	}
 	check(v.n, "")
@@ -339,38 +326,38 @@ func (v *view) unknown(known ...string) {
 
 // warnings for a skipped or narrowed rule say which way the policy moved.
 
-func narrowEffect(action string) (string, bool) {
+func narrowEffect(action string) (string, Effect) {
 	switch action {
 	case "Allow":
-		return "the rule matches less than in Azure, so the policy is stricter", false
+		return "the rule matches less than in Azure: STRICTER (what it no longer matches is denied unless another rule allows it)", EffectStricter
 	case "Deny":
-		return "the rule matches less than in Azure, so THE POLICY IS LOOSER: traffic it denied may now be allowed", true
+		return "the rule matches less than in Azure: LOOSER (traffic it denied may now be allowed)", EffectLooser
 	case "DNAT":
-		return "the rule matches less than in Azure: some inbound connections it translated are not translated", false
+		return "the rule matches less than in Azure: STRICTER (some inbound connections it translated are not translated)", EffectStricter
 	}
-	return "the rule matches less than in Azure", true
+	return "the rule matches less than in Azure: STRICTER or LOOSER (its action is unknown)", EffectUnknown
 }
 
-func skipEffect(action string) (string, bool) {
+func skipEffect(action string) (string, Effect) {
 	switch action {
 	case "Allow":
-		return "rule skipped: the policy is stricter than in Azure (what this rule allowed is denied unless another rule allows it)", false
+		return "rule skipped: STRICTER than in Azure (what it allowed is denied unless another rule allows it)", EffectStricter
 	case "Deny":
-		return "RULE SKIPPED: THE POLICY IS LOOSER than in Azure: traffic this rule denied may now be allowed by a later rule", true
+		return "RULE SKIPPED: LOOSER than in Azure (traffic it denied may now be allowed by a later rule)", EffectLooser
 	case "DNAT":
-		return "rule skipped: the inbound connections it translated are no longer translated", false
+		return "rule skipped: STRICTER than in Azure (the inbound connections it translated are no longer translated)", EffectStricter
 	}
-	return "rule skipped", true
+	return "rule skipped: STRICTER or LOOSER (its action is unknown)", EffectUnknown
 }
 
-func collSkipEffect(action string) (string, bool) {
+func collSkipEffect(action string) (string, Effect) {
 	switch action {
 	case "Allow":
-		return "the policy is stricter than in Azure", false
+		return "STRICTER than in Azure (what these rules allowed is denied unless another rule allows it)", EffectStricter
 	case "Deny":
-		return "THE POLICY IS LOOSER than in Azure: traffic these rules denied may now be allowed", true
+		return "LOOSER than in Azure (traffic these rules denied may now be allowed)", EffectLooser
 	case "DNAT":
-		return "the inbound connections these rules translated are no longer translated", false
+		return "STRICTER than in Azure (the inbound connections these rules translated are no longer translated)", EffectStricter
 	}
-	return "the result may be stricter or LOOSER than in Azure", true
+	return "STRICTER or LOOSER than in Azure (the collection's action is unknown)", EffectUnknown
 }
