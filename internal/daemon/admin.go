@@ -34,6 +34,7 @@ const reasonFileChanged = "policy file changed"
 //	POST /v1/validate   validate the policy YAML in the body; 200, or 422 with the errors
 //	POST /v1/apply      validate, apply and persist the policy YAML in the body; 200 or 422
 //	POST /v1/reload     re-read the policy file; 200, or 422 with the errors
+//	GET  /v1/waf/kubernetes, PUT /v1/waf/kubernetes   the Kubernetes controller's WAF routes (wafkubernetes.go)
 //
 // With admin.tokenFile every /v1/* and /metrics request needs a bearer
 // token; /healthz and /readyz stay open. Applies and reloads are audited
@@ -87,6 +88,8 @@ func (d *Daemon) AdminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"valid": true})
 	})
 	mux.HandleFunc("POST /v1/apply", d.serveApply)
+	mux.HandleFunc("GET /v1/waf/kubernetes", d.serveWAFKubernetes) // wafkubernetes.go
+	mux.HandleFunc("PUT /v1/waf/kubernetes", d.serveWAFKubernetes)
 	d.registerUI(mux)
 	tokens, err := loadTokens(d.cfg.Admin.TokenFile)
 	if d.cfg.Admin.TokenFile != "" && err != nil {

@@ -24,10 +24,18 @@ type WAFConfig struct {
 	// Config is the WAF configuration file (listeners, routes, policies;
 	// docs/waf.md), relative to the daemon config. Empty: no WAF.
 	Config string `yaml:"config,omitempty"`
+	// KubernetesState keeps what the Kubernetes controller pushed (PUT
+	// /v1/waf/kubernetes: routes, WAF policies, certificates with their
+	// private keys, so mode 0600) across restarts; relative to the daemon
+	// config. Default: waf-kubernetes.yaml next to the WAF config.
+	KubernetesState string `yaml:"kubernetesState,omitempty"`
 
-	loaded *waf.Config  // parsed and compiled by LoadConfig
-	ports  []uint16     // the listeners' TCP ports, accepted from the internet
-	addrs  []netip.Addr // the listeners' addresses; nil when one is unspecified
+	loaded  *waf.Config  // parsed and compiled by LoadConfig, with the Kubernetes state merged
+	static  *waf.Config  // the file alone
+	kube    *kubeState   // the Kubernetes state loaded at start (nil: none)
+	kubeErr error        // why the Kubernetes state at start was not used
+	ports   []uint16     // the listeners' TCP ports, accepted from the internet
+	addrs   []netip.Addr // the listeners' addresses; nil when one is unspecified
 }
 
 // loadWAF reads the waf section's file. Its errors name the WAF file's
@@ -49,7 +57,20 @@ func (c *Config) loadWAF() policy.ErrorList {
 	if err != nil {
 		return policy.ErrorList{{Pos: policy.Pos{File: w.Config}, Path: "listeners", Msg: err.Error()}}
 	}
-	w.loaded, w.ports, w.addrs = cfg, ports, listenerAddrs(cfg)
+	w.loaded, w.static, w.ports, w.addrs = cfg, cfg, ports, listenerAddrs(cfg)
+	if w.KubernetesState == "" {
+		w.KubernetesState = filepath.Join(filepath.Dir(w.Config), "waf-kubernetes.yaml")
+	} else if !filepath.IsAbs(w.KubernetesState) {
+		w.KubernetesState = filepath.Join(filepath.Dir(c.path), w.KubernetesState)
+	}
+	// What the controller pushed before a restart: a state that no longer
+	// fits the file (a listener renamed) is set aside, not fatal; the
+	// controller pushes again.
+	if ks, merged, err := loadKubernetesState(w.KubernetesState, cfg); err != nil {
+		w.kubeErr = err
+	} else if ks != nil {
+		w.loaded, w.kube = merged, ks
+	}
 	return nil
 }
 
@@ -137,13 +158,16 @@ func (c *Config) wafDataPlane() (ports []uint16, addrs []netip.Addr) {
 
 // wafRunner is the daemon's running WAF.
 type wafRunner struct {
-	srv  *waf.Server
-	file string
+	srv       *waf.Server
+	file      string
+	stateFile string // the Kubernetes state (wafkubernetes.go)
 
-	mu     sync.Mutex // serializes reloads
+	mu     sync.Mutex // serializes reloads and Kubernetes pushes
 	gen    uint64
 	last   string // "ok" or the error of the last load
 	lastAt time.Time
+	static *waf.Config // the file alone
+	kube   *kubeState  // what the Kubernetes controller pushed (nil: nothing)
 }
 
 // WAFStatus is the WAF's part of the daemon's Status.
@@ -155,6 +179,8 @@ type WAFStatus struct {
 	Policies     int               `json:"policies"`
 	LastReload   string            `json:"lastReload"` // "ok" or the error
 	LastReloadAt time.Time         `json:"lastReloadAt"`
+	// Kubernetes is what the Kubernetes controller pushed (nil: nothing).
+	Kubernetes *WAFKubernetesStatus `json:"kubernetes,omitempty"`
 }
 
 // startWAF starts the WAF's listeners with the configuration LoadConfig
@@ -171,7 +197,12 @@ func (d *Daemon) startWAF(ctx context.Context) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	w := &wafRunner{srv: srv, file: d.cfg.WAF.Config, gen: 1, last: "ok", lastAt: time.Now()}
+	w := &wafRunner{srv: srv, file: d.cfg.WAF.Config, stateFile: d.cfg.WAF.KubernetesState, gen: 1, last: "ok", lastAt: time.Now(),
+		static: d.cfg.WAF.static, kube: d.cfg.WAF.kube}
+	if err := d.cfg.WAF.kubeErr; err != nil {
+		d.log.Error("the Kubernetes controller's WAF state does not fit the WAF config; starting without it (the controller pushes it again)",
+			"file", w.stateFile, "err", err.Error())
+	}
 	d.wafMu.Lock()
 	d.waf = w
 	d.wafMu.Unlock()
@@ -208,18 +239,29 @@ func (d *Daemon) ReloadWAF(reason string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	err := func() error {
-		cfg, err := waf.LoadConfig(w.file)
+		static, err := waf.LoadConfig(w.file)
 		if err != nil {
 			return err
 		}
-		ports, err := listenerPorts(cfg)
+		ports, err := listenerPorts(static)
 		if err != nil {
 			return err
 		}
 		if !slices.Equal(ports, d.cfg.WAF.ports) {
 			return fmt.Errorf("reload: the WAF listener ports changed (%v → %v); restart to change them", d.cfg.WAF.ports, ports)
 		}
-		return w.srv.Reload(cfg)
+		cfg := static
+		if w.kube != nil {
+			// The controller's routes stay: the file must still fit them.
+			if cfg, err = static.WithKubernetes(w.kube.doc); err != nil {
+				return fmt.Errorf("the new WAF config does not fit the routes the Kubernetes controller pushed: %w", err)
+			}
+		}
+		if err := w.srv.Reload(cfg); err != nil {
+			return err
+		}
+		w.static = static
+		return nil
 	}()
 	w.lastAt = time.Now()
 	if err != nil {
@@ -265,7 +307,7 @@ func (w *wafRunner) status() *WAFStatus {
 	defer w.mu.Unlock()
 	cfg := w.srv.Config()
 	return &WAFStatus{ConfigFile: w.file, Generation: w.gen, Listeners: w.listeners(), Routes: len(cfg.Routes),
-		Policies: len(cfg.Policies), LastReload: w.last, LastReloadAt: w.lastAt}
+		Policies: len(cfg.Policies), LastReload: w.last, LastReloadAt: w.lastAt, Kubernetes: w.kubeStatus()}
 }
 
 // WAFStatus reports the running WAF (nil without one).

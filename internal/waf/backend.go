@@ -108,6 +108,27 @@ func (r *registry) get(route, addr string) *backend {
 	return b
 }
 
+// retain forgets the backends of routes and addresses not in routes (the
+// configuration now in force), so that endpoint churn does not grow the
+// registry; requests in flight keep the backends they hold.
+func (r *registry) retain(routes []*Route) {
+	keep := map[string]bool{}
+	for _, rt := range routes {
+		for _, g := range rt.Groups {
+			for _, a := range g.Backends {
+				keep[rt.Name+"\x00"+a] = true
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.m {
+		if !keep[k] {
+			delete(r.m, k)
+		}
+	}
+}
+
 // runHealthChecks checks every backend of the pool until ctx ends.
 func runHealthChecks(ctx context.Context, p *pool, wg *sync.WaitGroup) {
 	hc := p.route.HealthCheck

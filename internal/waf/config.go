@@ -4,10 +4,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,12 +46,16 @@ type WireTLS struct {
 	MinVersion   string            `yaml:"minVersion"`
 }
 
-// WireCertificate is one certificate and key (PEM files). ServerNames are
-// the SNI names it answers; empty means the names in the certificate.
+// WireCertificate is one certificate and key: PEM files, or the PEM text
+// itself (certPEM/keyPEM, as the Kubernetes controller sends them).
+// ServerNames are the SNI names it answers; empty means the names in the
+// certificate.
 type WireCertificate struct {
-	CertFile    string   `yaml:"certFile"`
-	KeyFile     string   `yaml:"keyFile"`
-	ServerNames []string `yaml:"serverNames"`
+	CertFile    string   `yaml:"certFile,omitempty"`
+	KeyFile     string   `yaml:"keyFile,omitempty"`
+	CertPEM     string   `yaml:"certPEM,omitempty"`
+	KeyPEM      string   `yaml:"keyPEM,omitempty"`
+	ServerNames []string `yaml:"serverNames,omitempty"`
 }
 
 // WireLimits bound what one client can make the listener hold.
@@ -67,17 +73,85 @@ type WireServerTimeouts struct {
 	Idle       string `yaml:"idle"`
 }
 
-// WireRoute sends requests for some hosts and a path prefix to backends.
+// WireRoute sends requests for some hosts and a path (prefix or exact
+// path), optionally only those with a method, headers or query
+// parameters, to backends; or answers them with a redirect.
 type WireRoute struct {
-	Name          string             `yaml:"name"`
-	Listeners     []string           `yaml:"listeners"`
-	Hosts         []string           `yaml:"hosts"`
-	PathPrefix    string             `yaml:"pathPrefix"`
-	Backends      []string           `yaml:"backends"`
-	Policy        string             `yaml:"policy"`
-	HealthCheck   *WireHealthCheck   `yaml:"healthCheck"`
-	PassiveHealth WirePassiveHealth  `yaml:"passiveHealth"`
-	Timeouts      WireBackendTimeout `yaml:"timeouts"`
+	Name      string   `yaml:"name"`
+	Listeners []string `yaml:"listeners,omitempty"`
+	Hosts     []string `yaml:"hosts,omitempty"`
+	// WildcardMatch is how a *.wildcard host matches: Suffix (default: any
+	// number of labels, as Gateway API hostnames) or SingleLabel (exactly
+	// one label, as Kubernetes Ingress hosts).
+	WildcardMatch string           `yaml:"wildcardMatch,omitempty"`
+	PathPrefix    string           `yaml:"pathPrefix,omitempty"`
+	PathExact     string           `yaml:"pathExact,omitempty"`
+	Method        string           `yaml:"method,omitempty"`
+	Headers       []WireValueMatch `yaml:"headers,omitempty"`
+	QueryParams   []WireValueMatch `yaml:"queryParams,omitempty"`
+	// RequestHeaders and ResponseHeaders modify the headers sent to the
+	// backend and those returned to the client.
+	RequestHeaders  *WireHeaderFilter `yaml:"requestHeaders,omitempty"`
+	ResponseHeaders *WireHeaderFilter `yaml:"responseHeaders,omitempty"`
+	// Redirect answers matching requests with a redirect instead of
+	// proxying them.
+	Redirect *WireRedirect `yaml:"redirect,omitempty"`
+	Backends []string      `yaml:"backends,omitempty"`
+	// BackendGroups share the requests by weight; a group without
+	// backends answers its emptyStatus.
+	BackendGroups []WireBackendGroup `yaml:"backendGroups,omitempty"`
+	Policy        string             `yaml:"policy,omitempty"`
+	HealthCheck   *WireHealthCheck   `yaml:"healthCheck,omitempty"`
+	PassiveHealth WirePassiveHealth  `yaml:"passiveHealth,omitempty"`
+	Timeouts      WireBackendTimeout `yaml:"timeouts,omitempty"`
+}
+
+// WireValueMatch matches a request header (case-insensitive name) or query
+// parameter (case-sensitive name) by value: Exact (default) or
+// RegularExpression (Go RE2 syntax, matched anywhere unless anchored).
+type WireValueMatch struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
+	Type  string `yaml:"type,omitempty"`
+}
+
+// WireHeaderFilter sets (replaces), adds (appends) and removes headers.
+type WireHeaderFilter struct {
+	Set    []WireHeader `yaml:"set,omitempty"`
+	Add    []WireHeader `yaml:"add,omitempty"`
+	Remove []string     `yaml:"remove,omitempty"`
+}
+
+// WireHeader is one header name and value.
+type WireHeader struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
+}
+
+// WireRedirect answers with a redirect to the request's URL with the given
+// parts replaced (Gateway API's RequestRedirect filter).
+type WireRedirect struct {
+	Scheme     string            `yaml:"scheme,omitempty"`   // http or https; default: the request's
+	Hostname   string            `yaml:"hostname,omitempty"` // default: the request's host
+	Port       int               `yaml:"port,omitempty"`     // default: the scheme's port, or the listener's
+	Path       *WirePathModifier `yaml:"path,omitempty"`
+	StatusCode int               `yaml:"statusCode,omitempty"` // 301, 302 (default), 303, 307 or 308
+}
+
+// WirePathModifier replaces the whole path (ReplaceFullPath) or the part
+// the route's pathPrefix matched (ReplacePrefixMatch).
+type WirePathModifier struct {
+	Type  string `yaml:"type"`
+	Value string `yaml:"value"`
+}
+
+// WireBackendGroup is one weighted share of a route's requests.
+type WireBackendGroup struct {
+	Weight   *int     `yaml:"weight,omitempty"` // default 1; 0: no requests
+	Backends []string `yaml:"backends,omitempty"`
+	// EmptyStatus is the answer when the group has no backends: 503
+	// (default: no ready endpoints) or 500 (an invalid reference).
+	EmptyStatus int `yaml:"emptyStatus,omitempty"`
 }
 
 // WireHealthCheck is an active health check of each backend of a route.
@@ -142,7 +216,13 @@ type Config struct {
 	File      string
 	Listeners []*Listener
 	Routes    []*Route
-	Policies  []*Policy // in file order
+	Policies  []*Policy // in file order, then the Kubernetes controller's
+	// Kubernetes is what the controller pushed and is merged in (nil:
+	// the file alone).
+	Kubernetes *Kubernetes
+
+	wire *File     // the file as decoded, to merge Kubernetes into
+	pos  *posIndex // positions in the file
 }
 
 // Listener is a validated listener.
@@ -167,10 +247,56 @@ type TLSConfig struct {
 	MinVersion   uint16
 }
 
-// Certificate is one certificate file pair and the SNI names it serves.
+// Certificate is one certificate (file pair or PEM text) and the SNI names
+// it serves.
 type Certificate struct {
 	CertFile, KeyFile string
+	CertPEM, KeyPEM   []byte // instead of the files
 	ServerNames       []string
+	// Kubernetes: pushed by the controller (Kubernetes.Certificates).
+	Kubernetes bool
+}
+
+// load reads the certificate and its key.
+func (c Certificate) load() (tls.Certificate, error) {
+	if c.CertPEM != nil {
+		return tls.X509KeyPair(c.CertPEM, c.KeyPEM)
+	}
+	return tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+}
+
+// checkCertificate validates one certificate: files (relative to dir) or
+// PEM text, and its server names.
+func checkCertificate(at, dir string, wc WireCertificate, bad func(path, format string, args ...any)) (Certificate, bool) {
+	cert := Certificate{CertFile: absTo(dir, wc.CertFile), KeyFile: absTo(dir, wc.KeyFile)}
+	switch {
+	case wc.CertPEM != "" || wc.KeyPEM != "":
+		if wc.CertFile != "" || wc.KeyFile != "" {
+			bad(at, "a certificate has certFile and keyFile or certPEM and keyPEM, not both")
+			return cert, false
+		}
+		if wc.CertPEM == "" || wc.KeyPEM == "" {
+			bad(at, "certPEM and keyPEM are both required")
+			return cert, false
+		}
+		cert.CertPEM, cert.KeyPEM = []byte(wc.CertPEM), []byte(wc.KeyPEM)
+	case wc.CertFile == "" || wc.KeyFile == "":
+		bad(at, "certFile and keyFile are both required")
+		return cert, false
+	}
+	ok := true
+	for k, n := range wc.ServerNames {
+		if !validServerName(n) {
+			bad(fmt.Sprintf("%s.serverNames[%d]", at, k), "%q is not a DNS name or *.wildcard", n)
+			ok = false
+		}
+		cert.ServerNames = append(cert.ServerNames, strings.ToLower(n))
+	}
+	if _, err := cert.load(); err != nil {
+		bad(at, "cannot load the certificate: %v", err)
+		ok = false
+	}
+	return cert, ok
 }
 
 // Route is a validated route.
@@ -179,9 +305,19 @@ type Route struct {
 	Index      int
 	Listeners  []string // empty: every listener
 	Hosts      []string // lower case; "*.example.com" wildcards; empty: any host
-	PathPrefix string
-	Backends   []string // host:port
-	Policy     *Policy  // nil: the listener's policy
+	PathPrefix string   // "" when PathExact is set
+	PathExact  string
+	// SingleLabelWildcard: "*.example.com" matches one label only (Ingress).
+	SingleLabelWildcard bool
+	Method              string
+	Headers             []ValueMatch
+	QueryParams         []ValueMatch
+	RequestHeaders      *HeaderFilter
+	ResponseHeaders     *HeaderFilter
+	Redirect            *Redirect
+	Backends            []string       // host:port: one group of weight 1, or nil with Groups
+	Groups              []BackendGroup // weighted; nil for a redirect
+	Policy              *Policy        // nil: the listener's policy
 
 	HealthCheck           *HealthCheck
 	MaxFails              int
@@ -273,10 +409,11 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	pos := newPosIndex(file, data)
-	c, err := validate(file, &f, pos)
+	c, err := validate(file, &f, pos, fieldPaths{routes: len(f.Routes), policies: len(f.Policies)}, nil)
 	if err != nil {
 		return nil, err
 	}
+	c.wire, c.pos = &f, pos
 	// SecLang errors surface only when Coraza compiles the policy. Each
 	// policy is compiled once here; the server uses the result.
 	var errs policy.ErrorList
@@ -293,10 +430,43 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-func validate(file string, f *File, pos *posIndex) (*Config, error) {
+// routeNameRe is the wider form route and policy names may take, so that
+// the names the Kubernetes controller gives them can say where they come
+// from (ingress/shop/store/0/1).
+var routeNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$`)
+
+// fieldPaths names the routes and policies of a merged configuration: the
+// file's own first (routes[i]), then the Kubernetes controller's
+// (kubernetes.routes[i]).
+type fieldPaths struct{ routes, policies int }
+
+func (p fieldPaths) route(i int) string {
+	if i < p.routes {
+		return fmt.Sprintf("routes[%d]", i)
+	}
+	return fmt.Sprintf("kubernetes.routes[%d]", i-p.routes)
+}
+
+func (p fieldPaths) policy(i int) string {
+	if i < p.policies {
+		return fmt.Sprintf("policies[%d]", i)
+	}
+	return fmt.Sprintf("kubernetes.policies[%d]", i-p.policies)
+}
+
+// validate checks f (the file's listeners, routes and policies, then those
+// of the Kubernetes controller, which paths tells apart) and adds the
+// controller's certificates to the HTTPS listeners.
+func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []WireListenerCertificate) (*Config, error) {
 	var errs policy.ErrorList
 	bad := func(path, format string, args ...any) {
-		e := &policy.Error{Pos: pos.at(path), Path: path, Msg: fmt.Sprintf(format, args...)}
+		e := &policy.Error{Path: path, Msg: fmt.Sprintf(format, args...)}
+		if strings.HasPrefix(path, "kubernetes.") {
+			// Not in the file: the Kubernetes controller's part.
+			errs = append(errs, e)
+			return
+		}
+		e.Pos = pos.at(path)
 		if e.Pos.Line > 0 {
 			// Error() prints the position only: keep the field in the text.
 			e.Msg = path + ": " + e.Msg
@@ -309,7 +479,7 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 	// Policies first: listeners and routes refer to them.
 	policies := map[string]*Policy{}
 	for i, wp := range f.Policies {
-		at := fmt.Sprintf("policies[%d]", i)
+		at := paths.policy(i)
 		p := &Policy{Name: wp.Name, CustomRules: wp.CustomRules, customRulesKey: at + ".customRules"}
 		p.customRulesPos, p.customRulesBlock = pos.scalarAt(at + ".customRules")
 		if p.customRulesBlock {
@@ -321,8 +491,8 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 		switch {
 		case wp.Name == "":
 			bad(at+".name", "a policy needs a name")
-		case !nameRe.MatchString(wp.Name):
-			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-')", wp.Name)
+		case !routeNameRe.MatchString(wp.Name):
+			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-', '/', ':')", wp.Name)
 		case policies[wp.Name] != nil:
 			bad(at+".name", "duplicate policy name %q", wp.Name)
 		default:
@@ -486,21 +656,9 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 			}
 			for j, wc := range wl.TLS.Certificates {
 				cat := fmt.Sprintf("%s.tls.certificates[%d]", at, j)
-				cert := Certificate{CertFile: absTo(dir, wc.CertFile), KeyFile: absTo(dir, wc.KeyFile)}
-				if wc.CertFile == "" || wc.KeyFile == "" {
-					bad(cat, "certFile and keyFile are both required")
-					continue
+				if cert, ok := checkCertificate(cat, dir, wc, bad); ok {
+					t.Certificates = append(t.Certificates, cert)
 				}
-				for k, n := range wc.ServerNames {
-					if !validServerName(n) {
-						bad(fmt.Sprintf("%s.serverNames[%d]", cat, k), "%q is not a DNS name or *.wildcard", n)
-					}
-					cert.ServerNames = append(cert.ServerNames, strings.ToLower(n))
-				}
-				if _, err := tls.LoadX509KeyPair(cert.CertFile, cert.KeyFile); err != nil {
-					bad(cat, "cannot load the certificate: %v", err)
-				}
-				t.Certificates = append(t.Certificates, cert)
 			}
 			l.TLS = t
 		}
@@ -570,20 +728,38 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 		c.Listeners = append(c.Listeners, l)
 	}
 
-	if len(f.Routes) == 0 {
-		bad("routes", "at least one route is required")
+	for i, lc := range certs {
+		cat := fmt.Sprintf("kubernetes.certificates[%d]", i)
+		cert, ok := checkCertificate(cat, dir, lc.WireCertificate, bad)
+		if !ok {
+			continue
+		}
+		cert.Kubernetes = true
+		for j, ln := range lc.Listeners {
+			if l := listeners[ln]; l == nil {
+				bad(fmt.Sprintf("%s.listeners[%d]", cat, j), "no listener named %q", ln)
+			} else if l.TLS == nil {
+				bad(fmt.Sprintf("%s.listeners[%d]", cat, j), "listener %q is not an HTTPS listener", ln)
+			}
+		}
+		for _, l := range c.Listeners {
+			if l.TLS != nil && (len(lc.Listeners) == 0 || slices.Contains(lc.Listeners, l.Name)) {
+				l.TLS.Certificates = append(l.TLS.Certificates, cert)
+			}
+		}
 	}
+
 	routeNames := map[string]bool{}
-	type routeKey struct{ listener, host, prefix string }
+	type routeKey struct{ listener, host, match string }
 	seen := map[routeKey]string{}
 	for i, wr := range f.Routes {
-		at := fmt.Sprintf("routes[%d]", i)
+		at := paths.route(i)
 		r := &Route{Name: wr.Name, Index: i, PathPrefix: wr.PathPrefix, Listeners: wr.Listeners}
 		switch {
 		case wr.Name == "":
 			bad(at+".name", "a route needs a name")
-		case !nameRe.MatchString(wr.Name):
-			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-')", wr.Name)
+		case !routeNameRe.MatchString(wr.Name):
+			bad(at+".name", "%q is not a valid name (letters, digits, '.', '_', '-', '/', ':')", wr.Name)
 		case routeNames[wr.Name]:
 			bad(at+".name", "duplicate route name %q", wr.Name)
 		default:
@@ -607,17 +783,19 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 		} else if !strings.HasPrefix(r.PathPrefix, "/") {
 			bad(at+".pathPrefix", "pathPrefix must start with /, not %q", wr.PathPrefix)
 		}
-		if len(wr.Backends) == 0 {
-			bad(at+".backends", "a route needs at least one backend (host:port)")
+		if len(wr.Backends) == 0 && len(wr.BackendGroups) == 0 && wr.Redirect == nil {
+			bad(at+".backends", "a route needs at least one backend (host:port), backendGroups or a redirect")
 		}
 		for j, b := range wr.Backends {
-			host, port, err := net.SplitHostPort(b)
-			n, perr := strconv.Atoi(port)
-			if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			if !validBackend(b) {
 				bad(fmt.Sprintf("%s.backends[%d]", at, j), "%q is not host:port (e.g. 10.0.0.5:8080)", b)
 				continue
 			}
 			r.Backends = append(r.Backends, b)
+		}
+		routeExtras(at, &wr, r, bad)
+		if len(r.Backends) > 0 {
+			r.Groups = []BackendGroup{{Weight: 1, Backends: r.Backends, EmptyStatus: http.StatusServiceUnavailable}}
 		}
 		r.Policy = lookupPolicy(at+".policy", wr.Policy)
 		dur := func(field, s string, def time.Duration) time.Duration {
@@ -666,7 +844,7 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 			}
 			r.HealthCheck = h
 		}
-		// Two routes with the same listener, host and prefix: the second
+		// Two routes with the same listener, host and match: the second
 		// could never be chosen.
 		ls := r.Listeners
 		if len(ls) == 0 {
@@ -676,11 +854,15 @@ func validate(file string, f *File, pos *posIndex) (*Config, error) {
 		if len(hosts) == 0 {
 			hosts = []string{"*"}
 		}
+		mk := r.matchKey()
 		for _, ln := range ls {
 			for _, h := range hosts {
-				k := routeKey{ln, h, r.PathPrefix}
+				if r.SingleLabelWildcard && strings.HasPrefix(h, "*.") {
+					h = "1" + h
+				}
+				k := routeKey{ln, h, mk}
 				if other, dup := seen[k]; dup {
-					bad(at, "route %q can never match: route %q has the same host %q and pathPrefix %q", wr.Name, other, h, r.PathPrefix)
+					bad(at, "route %q can never match: route %q has the same host %q and %s", wr.Name, other, strings.TrimPrefix(h, "1"), r.describePath())
 				} else {
 					seen[k] = wr.Name
 				}

@@ -164,6 +164,11 @@ func (p *Policy) compile() *policy.Error {
 	if p.Mode == ModeOff {
 		return nil
 	}
+	directives := Directives(p)
+	if w, ok := cachedWAF(directives); ok {
+		p.waf = w
+		return nil
+	}
 	if strings.TrimSpace(p.CustomRules) != "" {
 		// Custom rules alone first, directive by directive when they fail,
 		// so that the error names the line of the bad directive.
@@ -177,6 +182,7 @@ func (p *Policy) compile() *policy.Error {
 			Msg: fmt.Sprintf("%s: Coraza rejected policy %q: %v", p.customRulesKey, p.Name, err)}
 	}
 	p.waf = w
+	storeWAF(directives, w)
 	return nil
 }
 

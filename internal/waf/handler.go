@@ -44,7 +44,7 @@ func (s *Server) serve(listener string, w http.ResponseWriter, r *http.Request) 
 		client = clientFromXFF(r.Header.Values("X-Forwarded-For"), ls.l.TrustedProxies, peer)
 	}
 	host := hostOnly(r.Host)
-	rs := ls.match(host, r.URL.Path)
+	rs := ls.match(host, r)
 	pol := ls.l.Policy
 	routeName := ""
 	if rs != nil {
@@ -219,7 +219,26 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rs *routeState,
 		writePage(w, http.StatusNotFound, info.correlationID)
 		return
 	}
-	b := rs.pool.pick()
+	if rd := rs.r.Redirect; rd != nil {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		w.Header().Set("Location", rd.location(r, hostOnly(r.Host), scheme, int(localAddr(r).Port()), rs.r.PathPrefix))
+		w.WriteHeader(rd.StatusCode)
+		return
+	}
+	g := rs.pickGroup()
+	switch {
+	case g == nil:
+		// Every backend group has weight 0: nothing may be sent anywhere.
+		writePage(w, http.StatusInternalServerError, info.correlationID)
+		return
+	case g.pool == nil:
+		writePage(w, g.emptyStatus, info.correlationID)
+		return
+	}
+	b := g.pool.pick()
 	ctx := context.WithValue(r.Context(), backendKey, b)
 	ctx = context.WithValue(ctx, requestInfoKey, info)
 	r = r.WithContext(ctx)

@@ -89,6 +89,7 @@ func (b *echoBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Backend", b.name)
 	json.NewEncoder(w).Encode(echo{Backend: b.name, Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header, Body: string(body)})
 }
 

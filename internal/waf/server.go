@@ -44,6 +44,9 @@ type Server struct {
 
 	state atomic.Pointer[state]
 
+	tmu        sync.Mutex
+	transports map[transportKey]*http.Transport
+
 	mu        sync.Mutex
 	servers   map[string]*http.Server
 	addrs     map[string]net.Addr
@@ -70,22 +73,67 @@ type listenerState struct {
 // routeEntry is one host pattern of one route.
 type routeEntry struct {
 	host   string // "" any, "*.x" wildcard, or exact
-	prefix string // without trailing slash ("" for /)
+	single bool   // a wildcard matching one label only
+	exact  bool   // path must equal path
+	path   string // the exact path, or the prefix without trailing slash ("" for /)
 	rs     *routeState
 }
 
 type routeState struct {
 	r      *Route
 	policy *Policy // effective policy, nil: the listener's
-	pool   *pool
+	groups []*groupState
 	proxy  *httputil.ReverseProxy
+
+	mu sync.Mutex // smooth weighted round robin over groups
+}
+
+// groupState is one weighted group of a route's backends.
+type groupState struct {
+	weight      int
+	pool        *pool // nil: no backends, answer emptyStatus
+	emptyStatus int
+	current     int // smooth weighted round robin (under routeState.mu)
+}
+
+// pickGroup chooses the group for the next request by smooth weighted
+// round robin (nginx's): over any window of sum(weights) requests each
+// group gets exactly its weight. nil when every weight is 0.
+func (rs *routeState) pickGroup() *groupState {
+	switch len(rs.groups) {
+	case 0:
+		return nil
+	case 1:
+		if rs.groups[0].weight == 0 {
+			return nil
+		}
+		return rs.groups[0]
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var best *groupState
+	total := 0
+	for _, g := range rs.groups {
+		if g.weight == 0 {
+			continue
+		}
+		g.current += g.weight
+		total += g.weight
+		if best == nil || g.current > best.current {
+			best = g
+		}
+	}
+	if best != nil {
+		best.current -= total
+	}
+	return best
 }
 
 // NewServer compiles cfg (whose policies ParseConfig already compiled) into
 // a server; Start opens its listeners.
 func NewServer(cfg *Config, opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, events: &eventLog{w: opts.Events, on: opts.OnEvent},
-		servers: map[string]*http.Server{}, addrs: map[string]net.Addr{}}
+		servers: map[string]*http.Server{}, addrs: map[string]net.Addr{}, transports: map[transportKey]*http.Transport{}}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -118,40 +166,73 @@ func (s *Server) build(cfg *Config) (*state, error) {
 		st.listeners[l.Name] = ls
 	}
 	for _, r := range cfg.Routes {
-		rs := &routeState{r: r, policy: r.Policy, pool: &pool{route: r}}
-		for _, a := range r.Backends {
-			rs.pool.backends = append(rs.pool.backends, s.registry.get(r.Name, a))
+		rs := &routeState{r: r, policy: r.Policy}
+		for _, g := range r.Groups {
+			gs := &groupState{weight: g.Weight, emptyStatus: g.EmptyStatus}
+			if len(g.Backends) > 0 {
+				gs.pool = &pool{route: r}
+				for _, a := range g.Backends {
+					gs.pool.backends = append(gs.pool.backends, s.registry.get(r.Name, a))
+				}
+			}
+			rs.groups = append(rs.groups, gs)
 		}
 		rs.proxy = s.newProxy(rs)
 		hosts := r.Hosts
 		if len(hosts) == 0 {
 			hosts = []string{""}
 		}
+		e := routeEntry{single: r.SingleLabelWildcard, rs: rs}
+		if r.PathExact != "" {
+			e.exact, e.path = true, r.PathExact
+		} else {
+			e.path = strings.TrimSuffix(r.PathPrefix, "/")
+		}
 		for name, ls := range st.listeners {
 			if len(r.Listeners) > 0 && !slices.Contains(r.Listeners, name) {
 				continue
 			}
 			for _, h := range hosts {
-				ls.entries = append(ls.entries, routeEntry{host: h, prefix: strings.TrimSuffix(r.PathPrefix, "/"), rs: rs})
+				e.host = h
+				ls.entries = append(ls.entries, e)
 			}
 		}
 	}
 	for _, ls := range st.listeners {
-		sort.SliceStable(ls.entries, func(i, j int) bool {
-			a, b := ls.entries[i], ls.entries[j]
-			if ra, rb := hostRank(a.host), hostRank(b.host); ra != rb {
-				return ra > rb
-			}
-			if len(a.host) != len(b.host) {
-				return len(a.host) > len(b.host)
-			}
-			if len(a.prefix) != len(b.prefix) {
-				return len(a.prefix) > len(b.prefix)
-			}
-			return a.rs.r.Index < b.rs.r.Index
-		})
+		sort.SliceStable(ls.entries, func(i, j int) bool { return ls.entries[i].before(&ls.entries[j]) })
 	}
 	return st, nil
+}
+
+// before orders route entries by precedence (the Gateway API's, which
+// also gives the Kubernetes Ingress order): the host (exact, then the
+// longest wildcard, then any host), an exact path, the longest path
+// prefix, a method match, the most header matches, the most query
+// parameter matches, then the order of the routes in the configuration.
+func (a *routeEntry) before(b *routeEntry) bool {
+	if ra, rb := hostRank(a.host), hostRank(b.host); ra != rb {
+		return ra > rb
+	}
+	if len(a.host) != len(b.host) {
+		return len(a.host) > len(b.host)
+	}
+	if a.exact != b.exact {
+		return a.exact
+	}
+	if len(a.path) != len(b.path) {
+		return len(a.path) > len(b.path)
+	}
+	ra, rb := a.rs.r, b.rs.r
+	if (ra.Method != "") != (rb.Method != "") {
+		return ra.Method != ""
+	}
+	if len(ra.Headers) != len(rb.Headers) {
+		return len(ra.Headers) > len(rb.Headers)
+	}
+	if len(ra.QueryParams) != len(rb.QueryParams) {
+		return len(ra.QueryParams) > len(rb.QueryParams)
+	}
+	return ra.Index < rb.Index
 }
 
 func hostRank(h string) int {
@@ -164,13 +245,21 @@ func hostRank(h string) int {
 	return 2
 }
 
-// match finds the route for a host (lower case, no port) and path.
-func (ls *listenerState) match(host, path string) *routeState {
-	for _, e := range ls.entries {
+// match finds the route for a request whose host is host (lower case, no
+// port).
+func (ls *listenerState) match(host string, r *http.Request) *routeState {
+	path := r.URL.Path
+	var query url.Values
+	for i := range ls.entries {
+		e := &ls.entries[i]
 		switch {
 		case e.host == "":
 		case e.host[0] == '*':
-			if !strings.HasSuffix(host, e.host[1:]) || len(host) <= len(e.host)-1 {
+			suffix := e.host[1:] // ".example.com"
+			if !strings.HasSuffix(host, suffix) || len(host) <= len(suffix) {
+				continue
+			}
+			if e.single && strings.IndexByte(host[:len(host)-len(suffix)], '.') >= 0 {
 				continue
 			}
 		default:
@@ -178,11 +267,62 @@ func (ls *listenerState) match(host, path string) *routeState {
 				continue
 			}
 		}
-		if e.prefix == "" || path == e.prefix || strings.HasPrefix(path, e.prefix+"/") {
-			return e.rs
+		if e.exact {
+			if path != e.path {
+				continue
+			}
+		} else if e.path != "" && path != e.path && !strings.HasPrefix(path, e.path+"/") {
+			continue
 		}
+		rt := e.rs.r
+		if rt.Method != "" && r.Method != rt.Method {
+			continue
+		}
+		if !headersMatch(rt.Headers, r.Header) {
+			continue
+		}
+		if len(rt.QueryParams) > 0 {
+			if query == nil {
+				query, _ = url.ParseQuery(r.URL.RawQuery)
+			}
+			if !queryMatch(rt.QueryParams, query) {
+				continue
+			}
+		}
+		return e.rs
 	}
 	return nil
+}
+
+// headersMatch: every match names a header the request has (several lines
+// of one header are joined with ",", as RFC 9110 allows) with the value.
+func headersMatch(ms []ValueMatch, h http.Header) bool {
+	for _, m := range ms {
+		vs := h[m.Name]
+		if len(vs) == 0 {
+			return false
+		}
+		v := vs[0]
+		if len(vs) > 1 {
+			v = strings.Join(vs, ",")
+		}
+		if !m.matches(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// queryMatch: every match names a parameter the request has; its first
+// value is compared.
+func queryMatch(ms []ValueMatch, q url.Values) bool {
+	for _, m := range ms {
+		vs, ok := q[m.Name]
+		if !ok || len(vs) == 0 || !m.matches(vs[0]) {
+			return false
+		}
+	}
+	return true
 }
 
 type ctxKey int
@@ -199,9 +339,20 @@ type requestInfo struct {
 	https         bool
 }
 
-func (s *Server) newProxy(rs *routeState) *httputil.ReverseProxy {
-	r := rs.r
-	transport := &http.Transport{
+// transportKey: routes with the same backend timeouts share one
+// transport, across reloads too, so that connections to backends are kept
+// alive through configuration changes (and none are left behind by a
+// replaced route).
+type transportKey struct{ dial, responseHeader time.Duration }
+
+func (s *Server) transport(r *Route) *http.Transport {
+	k := transportKey{r.DialTimeout, r.ResponseHeaderTimeout}
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if t := s.transports[k]; t != nil {
+		return t
+	}
+	t := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: r.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		ResponseHeaderTimeout: r.ResponseHeaderTimeout,
 		MaxIdleConns:          1024,
@@ -210,8 +361,14 @@ func (s *Server) newProxy(rs *routeState) *httputil.ReverseProxy {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
+	s.transports[k] = t
+	return t
+}
+
+func (s *Server) newProxy(rs *routeState) *httputil.ReverseProxy {
+	r := rs.r
 	return &httputil.ReverseProxy{
-		Transport: transport,
+		Transport: s.transport(r),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			b, _ := pr.In.Context().Value(backendKey).(*backend)
 			info, _ := pr.In.Context().Value(requestInfoKey).(*requestInfo)
@@ -234,11 +391,20 @@ func (s *Server) newProxy(rs *routeState) *httputil.ReverseProxy {
 				}
 				pr.Out.Header.Set("X-Correlation-Id", info.correlationID)
 			}
+			if f := r.RequestHeaders; f != nil {
+				f.apply(pr.Out.Header)
+				if h := pr.Out.Header.Get("Host"); h != "" {
+					// Go sends Request.Host, not a Host header.
+					pr.Out.Host = h
+					pr.Out.Header.Del("Host")
+				}
+			}
 		},
 		ModifyResponse: func(res *http.Response) error {
 			if b, ok := res.Request.Context().Value(backendKey).(*backend); ok {
 				b.proxyResult(res.StatusCode < 500 || res.StatusCode > 504, r.MaxFails, r.FailTimeout)
 			}
+			r.ResponseHeaders.apply(res.Header)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
@@ -350,7 +516,11 @@ func (s *Server) startChecks(st *state) {
 		for _, e := range ls.entries {
 			if !seen[e.rs] {
 				seen[e.rs] = true
-				runHealthChecks(ctx, e.rs.pool, &st.checks)
+				for _, g := range e.rs.groups {
+					if g.pool != nil {
+						runHealthChecks(ctx, g.pool, &st.checks)
+					}
+				}
 			}
 		}
 	}
@@ -396,6 +566,7 @@ func (s *Server) Reload(cfg *Config) error {
 		return err
 	}
 	s.state.Store(st)
+	s.registry.retain(st.cfg.Routes)
 	if s.started {
 		s.startChecks(st)
 		old.stopChecks()
@@ -457,32 +628,51 @@ type certSet struct {
 	byDefault *tls.Certificate
 }
 
+// loadCerts loads a listener's certificates. The first is the default; for
+// a name, the first certificate listing it in serverNames answers, else the
+// first holding it (its DNS names and IP addresses).
 func loadCerts(t *TLSConfig) (*certSet, error) {
 	cs := &certSet{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	type loaded struct {
+		cert  *tls.Certificate
+		names []string
+	}
+	var explicit, implicit []loaded
 	for _, c := range t.Certificates {
-		pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		pair, err := c.load()
 		if err != nil {
-			return nil, fmt.Errorf("certificate %s: %w", c.CertFile, err)
+			where := c.CertFile
+			if c.CertPEM != nil {
+				where = strings.Join(c.ServerNames, ",")
+			}
+			return nil, fmt.Errorf("certificate %s: %w", where, err)
 		}
 		cert := &pair
 		if cs.byDefault == nil {
 			cs.byDefault = cert
 		}
-		names := c.ServerNames
-		if len(names) == 0 && cert.Leaf != nil {
+		if len(c.ServerNames) > 0 {
+			explicit = append(explicit, loaded{cert, c.ServerNames})
+			continue
+		}
+		var names []string
+		if cert.Leaf != nil {
 			names = append(names, cert.Leaf.DNSNames...)
 			for _, ip := range cert.Leaf.IPAddresses {
 				names = append(names, ip.String())
 			}
 		}
-		for _, n := range names {
+		implicit = append(implicit, loaded{cert, names})
+	}
+	for _, l := range slices.Concat(explicit, implicit) {
+		for _, n := range l.names {
 			n = strings.ToLower(n)
 			if strings.HasPrefix(n, "*.") {
 				if _, dup := cs.wildcard[n[1:]]; !dup {
-					cs.wildcard[n[1:]] = cert
+					cs.wildcard[n[1:]] = l.cert
 				}
 			} else if _, dup := cs.exact[n]; !dup {
-				cs.exact[n] = cert
+				cs.exact[n] = l.cert
 			}
 		}
 	}

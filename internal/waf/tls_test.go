@@ -22,13 +22,22 @@ import (
 // and dir/base.key.
 func writeTestCert(t testing.TB, dir, base, name string) {
 	t.Helper()
+	certPEM, keyPEM := testCertPEM(t, name, name)
+	os.WriteFile(filepath.Join(dir, base+".crt"), []byte(certPEM), 0o644)
+	os.WriteFile(filepath.Join(dir, base+".key"), []byte(keyPEM), 0o600)
+}
+
+// testCertPEM returns a self-signed certificate for DNS name with common
+// name cn, and its key, as PEM.
+func testCertPEM(t testing.TB, name, cn string) (certPEM, keyPEM string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
+		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     []string{name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
@@ -40,8 +49,7 @@ func writeTestCert(t testing.TB, dir, base, name string) {
 		t.Fatal(err)
 	}
 	kb, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(filepath.Join(dir, base+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, base+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
 }
 
 func TestHTTPSWithSNI(t *testing.T) {

@@ -236,7 +236,7 @@ func (s *Server) answerGated(c *gateConn, method, target, proto string, major, m
 		ev.Reason = "HTTP/0.9 request (no version in the request line)"
 	}
 	pol := ls.l.Policy
-	if rs := ls.match(hostOnly(r.Host), r.URL.Path); rs != nil {
+	if rs := ls.match(hostOnly(r.Host), r); rs != nil {
 		ev.Route = rs.r.Name
 		if rs.policy != nil {
 			pol = rs.policy
