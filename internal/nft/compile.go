@@ -55,6 +55,7 @@ func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
 	c.input(input)
 	fwd.add("", MatchCtState{CtStateEstablished | CtStateRelated}, Verdict{Kind: VerdictAccept})
 	fwd.add("", MatchCtState{CtStateInvalid}, Counter{}, Verdict{Kind: VerdictDrop})
+	c.haForward(fwd) // ha.go
 	c.threatIntelForward(fwd)
 	if err := c.dnat(pre, fwd); err != nil {
 		return nil, err
@@ -63,6 +64,7 @@ func Compile(p *policy.Policy, cfg Config) (*Ruleset, error) {
 	fwd.add(LogTag{Kind: LogDefaultDeny}.String()+" no rule matched", Counter{}, c.limitedLog(LogTag{Kind: LogDefaultDeny}))
 	fwd.add("", Verdict{Kind: VerdictDrop})
 	if post != nil {
+		c.haPostrouting(post) // ha.go
 		c.snat(post)
 	}
 	return c.rs, nil
@@ -151,6 +153,7 @@ func (c *compiler) input(ch *Chain) {
 			c.match(0, fieldPort, mergeIntervals(portIntervals(ports))), Verdict{Kind: VerdictAccept})
 	}
 	c.outsideServices(ch)
+	c.haInput(ch) // ha.go
 	t := LogTag{Kind: LogInputDrop}
 	ch.add(t.String()+" to the firewall itself", Counter{}, c.limitedLog(t))
 	ch.add("", Verdict{Kind: VerdictDrop})
