@@ -373,6 +373,7 @@ func (h *haLab) checkNewEgress(t *testing.T, when string) {
 // streamPump keeps an echo connection busy: a 64-byte round trip every
 // 20 ms, noting when each succeeded.
 type streamPump struct {
+	once  sync.Once
 	mu    sync.Mutex
 	ok    []time.Time
 	last  error
@@ -404,8 +405,13 @@ func newStreamPump(t *testing.T, f *fwLab, dst netip.AddrPort) *streamPump {
 			p.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { close(p.done); e.Close(); <-p.ended })
+	t.Cleanup(p.stop)
 	return p
+}
+
+// stop ends the pump and closes its connection.
+func (p *streamPump) stop() {
+	p.once.Do(func() { close(p.done); p.conn.Close(); <-p.ended })
 }
 
 // firstAfter waits until a round trip succeeds after t0 (until deadline).
