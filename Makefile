@@ -6,7 +6,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/clusterwall
 
-.PHONY: all build deps test-deps test demo fmt vet crds bench fuzz clean install
+.PHONY: all build deps test-deps test demo fmt vet crds bench ha-bench fuzz clean install
 
 all: build
 
@@ -54,6 +54,13 @@ crds:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/match/
+
+# 20 failovers of the HA lab pair, measured (docs/ha.md), then the same
+# with the backup's conntrackd stopped (the control: streams are lost).
+HA_FAILOVERS ?= 20
+ha-bench:
+	CW_HA_FAILOVERS=$(HA_FAILOVERS) $(GO) test -count=1 -timeout 30m -run '^TestHAFailoverMeasure$$' -v ./test/ | grep -E 'ha_measure_test|^(ok|FAIL|---)'
+	CW_HA_FAILOVERS=$(HA_FAILOVERS) CW_HA_NOSYNC=1 $(GO) test -count=1 -timeout 30m -run '^TestHAFailoverMeasure$$' -v ./test/ | grep -E 'ha_measure_test|^(ok|FAIL|---)'
 
 clean:
 	rm -rf bin

@@ -33,7 +33,7 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 	cmd.PersistentFlags().StringVar(&name, "name", lab.DefaultName, "lab name (namespace prefix: NAME-node, NAME-fw, ...)")
 
 	var policyFile string
-	var noDaemon, noDNSFwd, verbose bool
+	var noDaemon, noDNSFwd, verbose, haLab, activeActive bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Create the lab (idempotent); with --policy also start the firewall daemon in fw",
@@ -48,6 +48,12 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 			if policyFile != "" && !noDaemon {
 				cfg.Daemon = &lab.DaemonOptions{Policy: policyFile}
 			}
+			if activeActive && !haLab {
+				return &exitError{code: 2, msg: "lab up: --active-active needs --ha"}
+			}
+			if haLab {
+				cfg.HA = &lab.HAOptions{ActiveActive: activeActive}
+			}
 			start := time.Now()
 			l, err := lab.Up(cmd.Context(), cfg)
 			if err != nil {
@@ -61,6 +67,8 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 	up.Flags().BoolVar(&noDaemon, "no-daemon", false, "do not start the firewall daemon, even with --policy")
 	up.Flags().BoolVar(&noDNSFwd, "no-dns-forwarder", false, "do not run the stand-in DNS forwarder on 10.42.2.4:53")
 	up.Flags().BoolVarP(&verbose, "verbose", "v", false, "log progress")
+	up.Flags().BoolVar(&haLab, "ha", false, "two firewalls, fw and fw2, with keepalived and conntrackd (docs/ha.md)")
+	up.Flags().BoolVar(&activeActive, "active-active", false, "with --ha: each firewall active for one gateway address; ECMP default routes")
 
 	down := &cobra.Command{
 		Use:   "down",

@@ -68,4 +68,5 @@ var commandSets = []func() []*cobra.Command{
 	adminCommands,
 	controllerCommands, exportCommands,
 	logsCommands, suggestCommands,
+	haCommands,
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/clusterwall/clusterwall/internal/dnsproxy"
+	"github.com/clusterwall/clusterwall/internal/ha"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/proxy"
@@ -106,6 +107,9 @@ type Config struct {
 	WatchPolicy *bool `yaml:"watchPolicy,omitempty"`
 	// WAF runs the ingress WAF (waf.go, docs/waf.md).
 	WAF WAFConfig `yaml:"waf,omitempty"`
+	// HA runs this gateway as one of a highly available pair
+	// (daemon_ha.go, docs/ha.md).
+	HA *ha.Config `yaml:"ha,omitempty"`
 
 	// Parsed forms, filled by LoadConfig.
 	path      string
@@ -114,6 +118,7 @@ type Config struct {
 	snat      nft.SNATMode
 	spoof     proxy.SpoofPolicy
 	proxyPort uint16
+	haSpec    *ha.Spec
 }
 
 // LoadConfig reads and checks a daemon config file.
@@ -163,6 +168,7 @@ func LoadConfig(path string) (*Config, error) {
 	if c.snat, err = nft.ParseSNATMode(c.SNAT); err != nil {
 		bad("snat", "%v", err)
 	}
+	c.loadHA(bad) // daemon_ha.go
 	switch {
 	case c.DNS.Listen == "off":
 		c.DNS.Listen = ""
@@ -250,6 +256,7 @@ func (c *Config) DataplaneConfig() nft.Config {
 	wafPorts, wafAddrs := c.wafDataPlane() // waf.go
 	dc.OutsideTCPPorts = append(dc.OutsideTCPPorts, wafPorts...)
 	dc.OutsideTCPAddrs = wafAddrs
+	dc.HA = c.haDataPlane() // daemon_ha.go
 	return dc
 }
 

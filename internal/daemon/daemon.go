@@ -16,6 +16,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/clusterwall/clusterwall/internal/dnsproxy"
+	"github.com/clusterwall/clusterwall/internal/ha"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nflog"
 	"github.com/clusterwall/clusterwall/internal/policy"
@@ -77,6 +78,8 @@ type Status struct {
 	LogRateLimited uint64    `json:"logLinesRateLimited"`
 	// WAF is the ingress WAF's state (nil without one).
 	WAF *WAFStatus `json:"waf,omitempty"`
+	// HA is this gateway's high-availability state (nil without ha).
+	HA *ha.Status `json:"ha,omitempty"`
 }
 
 // Daemon is a running firewall.
@@ -118,6 +121,7 @@ type Daemon struct {
 	ui uiState // the dashboard's recent decisions (admin_ui.go)
 
 	adminLim adminLimits // the admin API's bounds (admin_limits.go)
+	haMgr atomic.Pointer[ha.Manager] // nil without ha (daemon_ha.go)
 }
 
 // New makes a daemon; Run applies the policy.
@@ -273,6 +277,7 @@ func (d *Daemon) Status() Status {
 	s.LastReload, _ = d.lastErr.Load().(string)
 	s.LastReloadAt, _ = d.lastAt.Load().(time.Time)
 	s.WAF = d.WAFStatus()
+	s.HA = d.HAStatus() // daemon_ha.go
 	s.ConnsCut = d.connsCut.Load()
 	if d.dlog != nil {
 		s.LogWritten, s.LogDropped, s.LogRateLimited = d.dlog.Stats()
@@ -321,6 +326,10 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 			return fmt.Errorf("L7 proxy: %w", err)
 		}
 	}
+	if err := d.startHA(ctx); err != nil { // daemon_ha.go
+		return fmt.Errorf("HA: %w", err)
+	}
+	defer d.stopHA()
 
 	if nfl != nil {
 		wg.Add(1)

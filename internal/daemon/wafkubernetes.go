@@ -180,10 +180,11 @@ func (d *Daemon) serveWAFKubernetes(w http.ResponseWriter, r *http.Request) {
 		}{st, wr.wafListeners()})
 		return
 	}
-	data, ok := readPolicyBody(w, r)
+	data, done, ok := d.readBody(w, r) // admin_limits.go
 	if !ok {
 		return
 	}
+	defer done()
 	gen, hash, err := d.ApplyWAFKubernetes(data)
 	d.audit(r, "waf kubernetes apply", err)
 	var list policy.ErrorList

@@ -19,8 +19,7 @@ import (
 // resolv.conf files of lab name. It never touches the root namespace: every
 // link is created inside a lab namespace (veth peers directly in the peer's
 // namespace) and all netlink sockets are opened inside lab namespaces.
-func build(name string) error {
-	hosts := spec()
+func build(name string, hosts []hostSpec) error {
 	handles := map[string]netns.NsHandle{}
 	defer func() {
 		for _, h := range handles {
@@ -45,6 +44,11 @@ func build(name string) error {
 				{"net.ipv6.conf.default.dad_transmits", "0"},
 				{"net.ipv6.conf.default.router_solicitations", "0"},
 				{"net.ipv6.conf.default.accept_ra", "0"},
+			}
+			if h.ecmp {
+				sysctls = append(sysctls,
+					[2]string{"net.ipv4.fib_multipath_hash_policy", "1"},
+					[2]string{"net.ipv6.fib_multipath_hash_policy", "1"})
 			}
 			if h.forward {
 				sysctls = append(sysctls,
@@ -123,9 +127,7 @@ func build(name string) error {
 		}
 		ifaces := h.ifaces
 		if h.name == HostSwitch {
-			for _, p := range bridgePorts() {
-				ifaces = append(ifaces, iface{name: p, master: "br0"})
-			}
+			ifaces = append(ifaces, bridgePorts(hosts)...)
 		}
 		for _, i := range ifaces {
 			l, err := nh.LinkByName(i.name)
@@ -167,6 +169,11 @@ func build(name string) error {
 				return fmt.Errorf("%s: route dev %s: %w", h.name, r.dev, err)
 			}
 			rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(r.dst), Gw: net.IP(r.gw.AsSlice())}
+			if r.alt.IsValid() {
+				rt = &netlink.Route{Dst: ipNet(r.dst), MultiPath: []*netlink.NexthopInfo{
+					{LinkIndex: l.Attrs().Index, Gw: net.IP(r.gw.AsSlice())},
+					{LinkIndex: l.Attrs().Index, Gw: net.IP(r.alt.AsSlice())}}}
+			}
 			if err := nh.RouteAdd(rt); err != nil {
 				return fmt.Errorf("%s: route %s via %s: %w", h.name, r.dst, r.gw, err)
 			}
@@ -197,9 +204,9 @@ func ipNet(p netip.Prefix) *net.IPNet {
 
 // checkTopology compares the namespaces of lab name with the spec and
 // returns every difference (empty when the lab's network is intact).
-func checkTopology(name string) []string {
+func checkTopology(name string, hosts []hostSpec) []string {
 	var problems []string
-	for _, h := range spec() {
+	for _, h := range hosts {
 		ns := nsName(name, h.name)
 		if !nsExists(ns) {
 			problems = append(problems, fmt.Sprintf("%s: namespace %s missing", h.name, ns))
@@ -216,22 +223,20 @@ func checkTopology(name string) []string {
 			problems = append(problems, fmt.Sprintf("%s: netlink: %v", h.name, err))
 			continue
 		}
-		problems = append(problems, checkHost(nh, h, ns)...)
+		problems = append(problems, checkHost(nh, h, ns, hosts)...)
 		nh.Close()
 	}
 	return problems
 }
 
-func checkHost(nh *netlink.Handle, h hostSpec, ns string) []string {
+func checkHost(nh *netlink.Handle, h hostSpec, ns string, hosts []hostSpec) []string {
 	var problems []string
 	bad := func(format string, args ...any) {
 		problems = append(problems, h.name+": "+fmt.Sprintf(format, args...))
 	}
 	ifaces := h.ifaces
 	if h.name == HostSwitch {
-		for _, p := range bridgePorts() {
-			ifaces = append(ifaces, iface{name: p, master: "br0"})
-		}
+		ifaces = append(ifaces, bridgePorts(hosts)...)
 	}
 	for _, i := range ifaces {
 		l, err := nh.LinkByName(i.name)
@@ -292,8 +297,13 @@ func checkHost(nh *netlink.Handle, h hostSpec, ns string) []string {
 				ones, _ := rt.Dst.Mask.Size()
 				dst = netip.PrefixFrom(ip.Unmap(), ones)
 			}
-			if gw, ok := netip.AddrFromSlice(rt.Gw); ok && gw.Unmap() == r.gw && dst == r.dst {
+			if gw, ok := netip.AddrFromSlice(rt.Gw); ok && gw.Unmap() == r.gw && dst == r.dst && !r.alt.IsValid() {
 				found = true
+			}
+			if r.alt.IsValid() && dst == r.dst && len(rt.MultiPath) == 2 {
+				a, _ := netip.AddrFromSlice(rt.MultiPath[0].Gw)
+				b, _ := netip.AddrFromSlice(rt.MultiPath[1].Gw)
+				found = found || (a.Unmap() == r.gw && b.Unmap() == r.alt) || (a.Unmap() == r.alt && b.Unmap() == r.gw)
 			}
 		}
 		if err != nil || !found {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,6 +45,13 @@ type DaemonOptions struct {
 // policy's absolute path, the admin API on DaemonAdmin and the decision log
 // in the state directory.
 func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
+	return daemonConfig(name, HostFW, o, nil)
+}
+
+// daemonConfig is the config of host's daemon; with ha (an HA lab, ha.go)
+// its own public IPs come first, its decision log is its own, snat is
+// fixed and it has an ha section.
+func daemonConfig(name, host string, o DaemonOptions, ha *HAOptions) ([]byte, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
@@ -75,10 +83,20 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 		fmt.Fprintf(&b, "serviceTags: %q\n", tags)
 	}
 	fmt.Fprintf(&b, "interfaces:\n  inside: %s\n  outside: %s\n", FWInside, FWOutside)
-	fmt.Fprintf(&b, "publicIPs: [%q, %q, %q, %q]\n", FWPublicV4, FWPublicV6, FWIngressV4, FWIngressV6)
+	if ha == nil {
+		fmt.Fprintf(&b, "publicIPs: [%q, %q, %q, %q]\n", FWPublicV4, FWPublicV6, FWIngressV4, FWIngressV6)
+	} else {
+		var q []string
+		for _, a := range haPublicIPs(host, ha) {
+			q = append(q, strconv.Quote(a.String()))
+		}
+		fmt.Fprintf(&b, "publicIPs: [%s]\n", strings.Join(q, ", "))
+	}
 	fmt.Fprintf(&b, "privateIP: %q\n", FWPrivateV4)
 	if o.SNAT != "" {
 		fmt.Fprintf(&b, "snat: %s\n", o.SNAT)
+	} else if ha != nil {
+		b.WriteString("snat: fixed\n")
 	}
 	fmt.Fprintf(&b, "admin:\n  listen: %q\n", DaemonAdmin)
 	if o.TokenFile != "" {
@@ -88,9 +106,16 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 		}
 		fmt.Fprintf(&b, "  tokenFile: %q\n", tf)
 	}
-	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), DecisionLogFile))
+	logFile := DecisionLogFile
+	if host == HostFW2 {
+		logFile = Decision2LogFile
+	}
+	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), logFile))
 	if o.WAF {
 		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
+	}
+	if ha != nil {
+		b.WriteString(haDaemonConfig(name, host, ha))
 	}
 	return []byte(b.String()), nil
 }
@@ -162,7 +187,7 @@ func Exists(name string) bool {
 	if _, err := os.Stat(StateDir(name)); err == nil {
 		return true
 	}
-	for _, h := range HostNames {
+	for _, h := range allHosts() {
 		if nsExists(nsName(name, h)) {
 			return true
 		}

@@ -75,6 +75,10 @@ type Config struct {
 	Files map[string][]byte
 	// Log receives progress messages (default: discarded).
 	Log *slog.Logger
+	// HA, when not nil, makes the highly available lab: a second firewall
+	// fw2, bridges on both sides, a sync link (ha.go, docs/ha.md); with
+	// Daemon, both firewalls run the daemon with an ha section.
+	HA *HAOptions
 }
 
 // Proc is a long-running process in one host of the lab, started as
@@ -98,6 +102,7 @@ type Lab struct {
 	dir  string
 	exe  string
 	log  *slog.Logger
+	ha   *HAOptions // nil for the single-firewall lab
 
 	mu    sync.Mutex
 	procs []procRecord
@@ -119,6 +124,7 @@ type stateFile struct {
 	Name  string       `json:"name"`
 	Exe   string       `json:"exe"`
 	Procs []procRecord `json:"procs"`
+	HA    *HAOptions   `json:"ha,omitempty"`
 }
 
 var validName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -155,7 +161,7 @@ func (l *Lab) Certificate(name string) (tls.Certificate, error) { return loadLea
 // NS is the name of host's network namespace (for `ip netns exec`), or ""
 // for an unknown host.
 func (l *Lab) NS(host string) string {
-	if !slices.Contains(HostNames, host) {
+	if !slices.Contains(HostNames, host) && host != HostFW2 {
 		return ""
 	}
 	return nsName(l.name, host)
@@ -165,7 +171,7 @@ func (l *Lab) NS(host string) string {
 func (l *Lab) LogFile(name string) string { return filepath.Join(l.dir, name+".log") }
 
 func checkHostName(host string) error {
-	if !slices.Contains(HostNames, host) {
+	if !slices.Contains(HostNames, host) && host != HostFW2 { // fw2: HA labs (ha.go)
 		return fmt.Errorf("unknown lab host %q (hosts: %s)", host, strings.Join(HostNames, ", "))
 	}
 	return nil
@@ -213,11 +219,10 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		}
 	}
 	if cfg.Daemon != nil {
-		conf, err := DaemonConfig(cfg.Name, *cfg.Daemon)
+		files, err := daemonFiles(cfg.Name, *cfg.Daemon, cfg.HA)
 		if err != nil {
 			return nil, err
 		}
-		files := map[string][]byte{DaemonConfigFile: conf}
 		if cfg.Daemon.WAF {
 			if files[WAFConfigFile], err = WAFConfig(cfg.Name); err != nil {
 				return nil, err
@@ -242,9 +247,9 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	defer unlock()
 
 	servers, extras := cfg.procs()
-	if l, err := open(cfg.Name); err == nil && l.exe == cfg.Exe {
+	if l, err := open(cfg.Name); err == nil && l.exe == cfg.Exe && sameHA(l.ha, cfg.HA) {
 		l.log = cfg.Log
-		if problems := checkTopology(cfg.Name); len(problems) == 0 {
+		if problems := checkTopology(cfg.Name, specFor(cfg.HA)); len(problems) == 0 {
 			cfg.Log.Info("lab already up; reconciling processes", "lab", cfg.Name)
 			changed, err := writeFiles(l.dir, cfg.Files)
 			if err != nil {
@@ -269,7 +274,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if err := remove(cfg.Name, cfg.Log); err != nil {
 		return nil, fmt.Errorf("lab: clean up before up: %w", err)
 	}
-	l := &Lab{name: cfg.Name, dir: StateDir(cfg.Name), exe: cfg.Exe, log: cfg.Log}
+	l := &Lab{name: cfg.Name, dir: StateDir(cfg.Name), exe: cfg.Exe, log: cfg.Log, ha: cfg.HA}
 	if err := l.create(ctx, servers, extras, cfg.Files); err != nil {
 		if rerr := remove(cfg.Name, cfg.Log); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up: %w", rerr))
@@ -296,6 +301,9 @@ func (cfg *Config) procs() (servers, extras []Proc) {
 			d.Ready = daemonReady
 		}
 		extras = append(extras, d)
+		if cfg.HA != nil && cfg.Daemon != nil { // ha.go: the second firewall's daemon
+			extras = append(extras, daemon2Proc(cfg.Name, cfg.HA))
+		}
 	}
 	return servers, append(extras, cfg.Procs...)
 }
@@ -338,7 +346,7 @@ func (l *Lab) create(ctx context.Context, servers, extras []Proc, files map[stri
 	if err := writePKI(l.dir); err != nil {
 		return err
 	}
-	if err := build(l.name); err != nil {
+	if err := build(l.name, specFor(l.ha)); err != nil {
 		return err
 	}
 	l.log.Info("lab network built", "lab", l.name, "took", time.Since(start))
@@ -423,14 +431,14 @@ func open(name string) (*Lab, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(StateDir(name), "state.json"), err)
 	}
-	return &Lab{name: name, dir: StateDir(name), exe: st.Exe, procs: st.Procs, log: slog.New(slog.DiscardHandler)}, nil
+	return &Lab{name: name, dir: StateDir(name), exe: st.Exe, procs: st.Procs, ha: st.HA, log: slog.New(slog.DiscardHandler)}, nil
 }
 
 func (l *Lab) save() error {
 	l.saveMu.Lock()
 	defer l.saveMu.Unlock()
 	l.mu.Lock()
-	st := stateFile{Name: l.name, Exe: l.exe, Procs: slices.Clone(l.procs)}
+	st := stateFile{Name: l.name, Exe: l.exe, Procs: slices.Clone(l.procs), HA: l.ha}
 	l.mu.Unlock()
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -464,7 +472,7 @@ func Remove(name string) error {
 func remove(name string, log *slog.Logger) error {
 	var errs []error
 	inodes := map[uint64]bool{}
-	for _, h := range HostNames {
+	for _, h := range allHosts() {
 		if ino := nsInode(nsName(name, h)); ino != 0 {
 			inodes[ino] = true
 		}
@@ -493,7 +501,7 @@ func remove(name string, log *slog.Logger) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, h := range HostNames {
+	for _, h := range allHosts() {
 		ns := nsName(name, h)
 		if err := deleteNamed(ns); err != nil {
 			errs = append(errs, err)

@@ -458,13 +458,15 @@ func TestLab(t *testing.T) {
 // of the spec (and lo): in particular no link leads anywhere else.
 func checkOnlySpecLinks(t *testing.T, l *Lab) {
 	t.Helper()
-	for _, h := range spec() {
+	for _, h := range specFor(l.ha) {
 		want := []string{"lo"}
 		for _, i := range h.ifaces {
 			want = append(want, i.name)
 		}
 		if h.name == HostSwitch {
-			want = append(want, bridgePorts()...)
+			for _, p := range bridgePorts(specFor(l.ha)) {
+				want = append(want, p.name)
+			}
 		}
 		ns, err := netns.GetFromName(l.NS(h.name))
 		if err != nil {

@@ -39,7 +39,7 @@ func (s *Status) OK() bool { return len(s.Problems) == 0 }
 // forwarding switch against the topology, and every recorded process.
 func (l *Lab) Status() *Status {
 	s := &Status{Name: l.name, Dir: l.dir}
-	for _, h := range spec() {
+	for _, h := range specFor(l.ha) {
 		hs := HostStatus{Host: h.name, NS: l.NS(h.name), Exists: nsExists(l.NS(h.name))}
 		for _, i := range h.ifaces {
 			if h.name == HostInet && i.name == "names" {
@@ -50,7 +50,7 @@ func (l *Lab) Status() *Status {
 		}
 		s.Hosts = append(s.Hosts, hs)
 	}
-	s.Problems = checkTopology(l.name)
+	s.Problems = checkTopology(l.name, specFor(l.ha))
 	recs := l.records()
 	for _, want := range []string{RoleInet, RoleStore, RoleAPI} {
 		if !slices.ContainsFunc(recs, func(r procRecord) bool { return r.Name == want }) {

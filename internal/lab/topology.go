@@ -183,6 +183,9 @@ type iface struct {
 	kind   linkKind
 	peer   [2]string // veth: peer host and interface name (created with this end)
 	master string    // bridge port of this bridge
+	// bridge: for a veth whose peer is in the switch, the bridge the peer
+	// is a port of ("" for br0, the cluster subnet).
+	bridge string
 	addrs  []netip.Prefix
 	// inbound are addresses for incoming connections only, added after
 	// addrs: an IPv4 one in the subnet of an addrs entry is a secondary
@@ -196,6 +199,9 @@ type route struct {
 	dst netip.Prefix
 	gw  netip.Addr
 	dev string
+	// alt, when valid, is a second next hop: an ECMP route over gw and alt
+	// (the active/active HA lab).
+	alt netip.Addr
 }
 
 // hostSpec is what one namespace holds.
@@ -205,6 +211,8 @@ type hostSpec struct {
 	routes   []route
 	forward  bool
 	resolver netip.Addr
+	// ecmp: hash multipath routes on L4 (source and destination ports).
+	ecmp bool
 }
 
 func pfx(addr netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(addr, bits) }
@@ -289,14 +297,19 @@ func spec() []hostSpec {
 	}
 }
 
-// bridgePorts returns the interfaces of the switch that are bridge ports:
-// the switch-side ends of the cluster hosts' and the firewall's veths.
-func bridgePorts() []string {
-	var ports []string
-	for _, h := range spec() {
+// bridgePorts returns the interfaces of the switch that are bridge ports
+// of hosts: the switch-side ends of the veths into the switch, each with
+// its bridge as master.
+func bridgePorts(hosts []hostSpec) []iface {
+	var ports []iface
+	for _, h := range hosts {
 		for _, i := range h.ifaces {
 			if i.kind == kindVeth && i.peer[0] == HostSwitch {
-				ports = append(ports, i.peer[1])
+				br := i.bridge
+				if br == "" {
+					br = "br0"
+				}
+				ports = append(ports, iface{name: i.peer[1], master: br})
 			}
 		}
 	}

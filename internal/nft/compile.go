@@ -84,6 +84,7 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 	c.input(input, accept)
 	fwd.add("", MatchCtState{CtStateEstablished | CtStateRelated}, Verdict{Kind: VerdictAccept})
 	fwd.add("", MatchCtState{CtStateInvalid}, Counter{}, Verdict{Kind: VerdictDrop})
+	c.haForward(fwd) // ha.go
 	if accept != nil {
 		fwd.add("flows translated by a DNAT rule", MatchCtDNAT{}, Verdict{Kind: VerdictJump, Chain: accept.Name})
 	}
@@ -91,6 +92,7 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 	fwd.add(LogTag{Kind: LogDefaultDeny}.String()+" no rule matched", Counter{}, c.limitedLog(LogTag{Kind: LogDefaultDeny}))
 	fwd.add("", Verdict{Kind: VerdictDrop})
 	if post != nil {
+		c.haPostrouting(post) // ha.go
 		c.snat(post)
 	}
 	return c.rs, nil
@@ -171,6 +173,7 @@ func (c *compiler) input(ch *Chain, dnatAccept *Chain) {
 			c.service(ch, s)
 		}
 	}
+	c.haInput(ch) // ha.go
 	t := LogTag{Kind: LogInputDrop}
 	ch.add(t.String()+" to the firewall itself", Counter{}, c.limitedLog(t))
 	ch.add("", Verdict{Kind: VerdictDrop})

@@ -93,6 +93,8 @@ type Config struct {
 	// ThreatIntel, when set, drops (Deny) or logs (Alert) new flows from
 	// or to listed addresses before every rule (see ThreatIntel).
 	ThreatIntel *ThreatIntel
+	// HA, when set, adds the rules of a high-availability pair (ha.go).
+	HA *HA
 }
 
 // Defaults of Config.
@@ -154,6 +156,9 @@ func (c Config) Validate() error {
 	}
 	if c.SNAT > SNATOff {
 		return fmt.Errorf("data plane config: unknown SNAT mode %d", c.SNAT)
+	}
+	if err := c.HA.validate(c); err != nil {
+		return err
 	}
 	if c.Table != "" && len(c.Table) > 64 {
 		return fmt.Errorf("data plane config: table name %q is too long", c.Table)

@@ -513,5 +513,8 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 			&expr.Redir{RegisterProtoMin: 1},
 		}, nil
 	}
+	if l, ok := st.(lowerer); ok { // ha.go
+		return l.lower(), nil
+	}
 	return nil, fmt.Errorf("unknown statement %T", st)
 }

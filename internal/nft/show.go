@@ -277,7 +277,13 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 		imm     = map[uint32][]byte{}
 		mapped  = map[uint32]DNATMap{} // registers loaded from a DNAT map
 	)
-	for _, e := range exprs {
+	for i := 0; i < len(exprs); i++ {
+		e := exprs[i]
+		if s, n, ok := haExprText(e, exprs[i+1:]); ok { // ha.go
+			parts = append(parts, s)
+			i += n
+			continue
+		}
 		switch x := e.(type) {
 		case *expr.Payload:
 			mask = nil

@@ -1,0 +1,537 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clusterwall/clusterwall/internal/lab"
+)
+
+// haPolicy: an SNAT'd network-rule stream (192.0.2.99:9101), new egress by
+// address (ghcr.io's 192.0.2.10:80) and by name (example.org:80, a
+// destinationFqdns rule), an L7 application rule (mcr.microsoft.com over
+// HTTPS, through the proxy) and a DNAT'd service (203.0.113.32:80 to
+// store-front).
+const haPolicy = `name: e2e-ha
+ruleCollectionGroups:
+  - name: publish
+    priority: 100
+    ruleCollections:
+      - name: dnat
+        kind: DNAT
+        priority: 100
+        action: DNAT
+        rules:
+          - name: web4
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationAddresses: [203.0.113.32]
+            destinationPorts: ['80']
+            translatedAddress: 10.42.1.100
+            translatedPort: '80'
+  - name: net
+    priority: 200
+    ruleCollections:
+      - name: egress
+        kind: Network
+        priority: 200
+        action: Allow
+        rules:
+          - name: stream
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationAddresses: [192.0.2.99]
+            destinationPorts: ['9101']
+          - name: by-address
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationAddresses: [192.0.2.10]
+            destinationPorts: ['80']
+          - name: by-name
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationFqdns: [example.org]
+            destinationPorts: ['80']
+  - name: app
+    priority: 300
+    ruleCollections:
+      - name: registries
+        kind: Application
+        priority: 100
+        action: Allow
+        rules:
+          - name: mcr
+            protocols: ['Https:443']
+            sourceAddresses: ['*']
+            targetFqdns: [mcr.microsoft.com]
+`
+
+// haLab is an HA lab (fw active, fw2 backup) with the daemons enforcing
+// haPolicy and the connections a failover must keep.
+type haLab struct {
+	*fwLab
+	stream *streamPump // node → 192.0.2.99:9101, SNAT'd, echoing every 20 ms
+	dnat   *keepAlive  // client → 203.0.113.32:80 (DNAT to store-front), HTTP keep-alive
+}
+
+func newHALab(t *testing.T) *haLab {
+	t.Helper()
+	requireFW(t)
+	dir := t.TempDir()
+	f := &fwLab{dir: dir, policy: filepath.Join(dir, "policy.yaml")}
+	if err := os.WriteFile(f.policy, []byte(haPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	f.Lab = lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: &lab.DaemonOptions{Policy: f.policy}, HA: &lab.HAOptions{}})
+	t.Logf("HA lab %s up in %s", f.Name(), time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range []string{lab.DaemonProc, lab.Daemon2Proc} {
+			data, _ := os.ReadFile(f.LogFile(n))
+			t.Logf("%s.log:\n%s", n, tail(data, 40))
+		}
+		for _, h := range []string{lab.HostFW, lab.HostFW2} {
+			for _, n := range []string{"notify.log", "conntrackd.log", "keepalived.log"} {
+				data, _ := os.ReadFile(filepath.Join(f.Dir(), "ha-"+h, n))
+				t.Logf("%s %s:\n%s", h, n, tail(data, 25))
+			}
+		}
+	})
+	if err := f.warmUp(); err != nil {
+		t.Fatal(err)
+	}
+	return &haLab{fwLab: f}
+}
+
+func tail(data []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// establish opens the connections a failover must keep and waits until
+// the backup has their state (conntrackd's external cache).
+func (h *haLab) establish(t *testing.T, waitSync bool) {
+	t.Helper()
+	dst := ap(nonazure4, 9101)
+	h.echoServer(t, dst)
+	h.stream = newStreamPump(t, h.fwLab, dst)
+	h.dnat = newKeepAlive(t, h.fwLab, lab.HostClient, ap(lab.FWPublicV4, 80))
+	// The stream is SNAT'd to the group's public IP (which moves), never
+	// the gateway's own address.
+	if _, peer, err := h.httpGet(lab.HostNode, netip.Addr{}, "http", ap(ghcr4, 80)); err != nil || peer.Addr() != lab.FWPublicV4 {
+		t.Fatalf("egress through the active gateway: peer %v, %v; want SNAT to %s", peer, err, lab.FWPublicV4)
+	}
+	if !waitSync {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := h.haStatus(t, lab.HostFW2)
+		if st.Sync.Stats.ExternalEntries >= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fw2 has %d replicated flows after 5s, want the stream and the DNAT'd connection: %+v", st.Sync.Stats.ExternalEntries, st.Sync)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// haStatusView is the part of /v1/status's ha the tests read.
+type haStatusView struct {
+	Role        string `json:"role"`
+	RoleChanges uint64 `json:"roleChanges"`
+	Groups      []struct {
+		Name  string   `json:"name"`
+		State string   `json:"state"`
+		Held  []string `json:"held"`
+	} `json:"groups"`
+	Sync struct {
+		State string `json:"state"`
+		Stats struct {
+			InternalEntries uint64 `json:"internalEntries"`
+			ExternalEntries uint64 `json:"externalEntries"`
+		} `json:"stats"`
+		Errors uint64 `json:"errors"`
+	} `json:"sync"`
+	Peer struct {
+		Reachable    bool   `json:"reachable"`
+		Name         string `json:"name"`
+		Role         string `json:"role"`
+		Generation   uint64 `json:"generation"`
+		PolicySHA256 string `json:"policySHA256"`
+	} `json:"peer"`
+	PolicyInSync *bool `json:"policyInSync"`
+}
+
+func (h *haLab) haStatus(t *testing.T, host string) haStatusView {
+	t.Helper()
+	code, body, err := h.AdminOf(context.Background(), host, http.MethodGet, "/v1/status")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("%s: GET /v1/status: %d %v %s", host, code, err, body)
+	}
+	var st struct {
+		HA *haStatusView `json:"ha"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil || st.HA == nil {
+		t.Fatalf("%s: /v1/status without ha: %v %s", host, err, body)
+	}
+	return *st.HA
+}
+
+// failoverResult is one failover, measured from the crash.
+type failoverResult struct {
+	newFlows time.Duration // until a new connection (by address) passes
+	resumed  time.Duration // until the established stream's next echo
+	lost     bool          // the stream did not resume
+}
+
+// crashActive kills fw (links down, every process killed) and measures
+// how long new flows and the established stream take to pass again
+// (waiting at most resumeWait for the stream once new flows pass).
+func (h *haLab) crashActive(t *testing.T, resumeWait time.Duration) failoverResult {
+	t.Helper()
+	t0 := time.Now()
+	if err := h.Crash(lab.HostFW); err != nil {
+		t.Fatal(err)
+	}
+	var r failoverResult
+	deadline := t0.Add(15 * time.Second)
+	for {
+		c, err := h.dial(lab.HostNode, netip.Addr{}, "tcp", ap(ghcr4, 80), 150*time.Millisecond)
+		if err == nil {
+			c.Close()
+			r.newFlows = time.Since(t0)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new flow passed within 15s of the crash (last: %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if at, ok := h.stream.firstAfter(t0, t0.Add(r.newFlows+resumeWait)); ok {
+		r.resumed = at.Sub(t0)
+	} else {
+		r.lost = true
+	}
+	return r
+}
+
+// failback revives fw (a rebooted machine: network reset, daemon
+// started) and waits until it is active again and fw2 backup.
+func (h *haLab) failback(t *testing.T) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := h.Revive(ctx, lab.HostFW); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(ctx, h.DaemonProcFor(lab.HostFW)); err != nil {
+		t.Fatalf("restart fw's daemon: %v", err)
+	}
+	if err := h.WaitRoles(ctx, map[string]string{lab.HostFW: "active", lab.HostFW2: "backup"}, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(t0)
+}
+
+// TestHAFailover is the HA pair's promise, with real keepalived and
+// conntrackd in the lab: the active gateway dies (its links cut, every
+// process on it killed); an established SNAT'd network-rule stream and a
+// DNAT'd inbound keep-alive connection continue through the backup; new
+// egress by address and by name passes; an L7-proxied connection (which
+// cannot move) sees a reset rather than a hang; the backup reports itself
+// active. Then fw comes back and takes over again (failback) without
+// cutting the flows either. TestHAFailoverWithoutSync is the control: the
+// same failover with the backup's conntrackd stopped loses the stream.
+func TestHAFailover(t *testing.T) {
+	t.Parallel()
+	h := newHALab(t)
+	h.establish(t, true)
+	st := h.haStatus(t, lab.HostFW)
+	if st.Role != "active" || !st.Peer.Reachable || st.Peer.Name != lab.HostFW2 || st.Peer.Role != "backup" ||
+		st.PolicyInSync == nil || !*st.PolicyInSync || st.Sync.State != "ok" {
+		t.Fatalf("fw before the failover: %+v", st)
+	}
+	// An L7-proxied TLS connection, kept alive.
+	proxied := newTLSKeepAlive(t, h.fwLab, lab.HostNode, lab.MustLookup("mcr.microsoft.com"))
+
+	r := h.crashActive(t, 5*time.Second)
+	t.Logf("failover: new flows after %s, the established stream resumed after %s", r.newFlows.Round(time.Millisecond), r.resumed.Round(time.Millisecond))
+	if r.lost {
+		t.Fatalf("the established SNAT'd stream did not resume after the failover (%v)", h.stream.err())
+	}
+	if err := h.dnat.get(); err != nil {
+		t.Errorf("DNAT'd keep-alive connection after the failover: %v", err)
+	}
+	if err := proxied.closedCleanly(5 * time.Second); err != nil {
+		t.Errorf("L7-proxied connection after the failover: %v", err)
+	}
+	h.checkNewEgress(t, "after the failover")
+	st2 := h.haStatus(t, lab.HostFW2)
+	if st2.Role != "active" || st2.Peer.Reachable {
+		t.Errorf("fw2 after the failover: role %s, peer reachable %v", st2.Role, st2.Peer.Reachable)
+	}
+
+	took := h.failback(t)
+	t.Logf("failback: fw active again %s after it came back", took.Round(time.Millisecond))
+	// The stream went on through the failback.
+	time.Sleep(500 * time.Millisecond)
+	if err := h.stream.err(); err != nil {
+		t.Fatalf("the established stream broke in the failback: %v", err)
+	}
+	if _, ok := h.stream.firstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
+		t.Fatalf("the established stream stalled after the failback")
+	}
+	if err := h.dnat.get(); err != nil {
+		t.Errorf("DNAT'd keep-alive connection after the failback: %v", err)
+	}
+	h.checkNewEgress(t, "after the failback")
+	if st := h.haStatus(t, lab.HostFW); st.Role != "active" || st.RoleChanges < 1 {
+		t.Errorf("fw after the failback: %+v", st)
+	}
+}
+
+// TestHAFailoverWithoutSync is TestHAFailover's control: with conntrackd
+// stopped (SIGSTOP) on the backup, it has no state of the established
+// flows, and after the same crash the stream does not resume although new
+// flows pass: state sync is what keeps established connections.
+func TestHAFailoverWithoutSync(t *testing.T) {
+	t.Parallel()
+	h := newHALab(t)
+	h.stopBackupSync(t)
+	h.establish(t, false)
+	r := h.crashActive(t, 4*time.Second)
+	t.Logf("failover without sync: new flows after %s; stream resumed: %v", r.newFlows.Round(time.Millisecond), !r.lost)
+	if !r.lost {
+		t.Fatalf("the stream resumed %s after the crash although the backup had no state: the failover test proves nothing", r.resumed)
+	}
+	h.checkNewEgress(t, "after the failover without sync")
+}
+
+// stopBackupSync freezes fw2's conntrackd (SIGSTOP: not dead, so its
+// supervisor does not restart it, and it receives nothing).
+func (h *haLab) stopBackupSync(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(h.Dir(), "ha-"+lab.HostFW2, "conntrackd.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(data), &pid)
+	if pid <= 1 {
+		t.Fatalf("conntrackd pid %q", data)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+}
+
+// checkNewEgress: new connections by address and, after resolving through
+// the gateway's DNS proxy, by name pass.
+func (h *haLab) checkNewEgress(t *testing.T, when string) {
+	t.Helper()
+	if body, _, err := h.httpGet(lab.HostNode, netip.Addr{}, "http", ap(ghcr4, 80)); err != nil || body != "ghcr.io" {
+		t.Errorf("new egress by address %s: %q %v", when, body, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := h.Exec(ctx, lab.HostNode, "dig", "+short", "+time=2", "+tries=2", "example.org", "A", "@"+lab.FWPrivateV4.String())
+	a, perr := netip.ParseAddr(strings.TrimSpace(string(out)))
+	if err != nil || perr != nil {
+		t.Errorf("resolving example.org through the gateway %s: %v %q", when, err, out)
+		return
+	}
+	if body, _, err := h.httpGet(lab.HostNode, netip.Addr{}, "http", ap(a, 80)); err != nil || body != "example.org" {
+		t.Errorf("new egress by name (example.org at %s) %s: %q %v", a, when, body, err)
+	}
+}
+
+// streamPump keeps an echo connection busy: a 64-byte round trip every
+// 20 ms, noting when each succeeded.
+type streamPump struct {
+	once  sync.Once
+	mu    sync.Mutex
+	ok    []time.Time
+	last  error
+	done  chan struct{}
+	conn  net.Conn
+	ended chan struct{}
+}
+
+func newStreamPump(t *testing.T, f *fwLab, dst netip.AddrPort) *streamPump {
+	t.Helper()
+	e := f.echoDial(t, lab.HostNode, dst)
+	p := &streamPump{done: make(chan struct{}), conn: e.Conn, ended: make(chan struct{})}
+	go func() {
+		defer close(p.ended)
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			err := e.roundTrip(64, 60*time.Second)
+			p.mu.Lock()
+			if err != nil {
+				p.last = err
+				p.mu.Unlock()
+				return
+			}
+			p.ok = append(p.ok, time.Now())
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop ends the pump and closes its connection.
+func (p *streamPump) stop() {
+	p.once.Do(func() { close(p.done); p.conn.Close(); <-p.ended })
+}
+
+// firstAfter waits until a round trip succeeds after t0 (until deadline).
+func (p *streamPump) firstAfter(t0, deadline time.Time) (time.Time, bool) {
+	for {
+		p.mu.Lock()
+		for _, at := range p.ok {
+			if at.After(t0) {
+				p.mu.Unlock()
+				return at, true
+			}
+		}
+		failed := p.last != nil
+		p.mu.Unlock()
+		if failed || time.Now().After(deadline) {
+			return time.Time{}, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *streamPump) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
+
+// keepAlive is one HTTP/1.1 connection reused for every request.
+type keepAlive struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func newKeepAlive(t *testing.T, f *fwLab, host string, dst netip.AddrPort) *keepAlive {
+	t.Helper()
+	c, err := f.dial(host, netip.Addr{}, "tcp", dst, 2*time.Second)
+	if err != nil {
+		t.Fatalf("connect %s from %s: %v", dst, host, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	k := &keepAlive{c: c, br: bufio.NewReader(c)}
+	if err := k.get(); err != nil {
+		t.Fatalf("first request on %s: %v", dst, err)
+	}
+	return k
+}
+
+// get sends one request on the connection and reads the response.
+func (k *keepAlive) get() error {
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: store\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		return fmt.Errorf("%s (close %v)", resp.Status, resp.Close)
+	}
+	return nil
+}
+
+// tlsKeepAlive is an HTTPS keep-alive connection through the L7 proxy.
+type tlsKeepAlive struct {
+	c  *tls.Conn
+	br *bufio.Reader
+}
+
+func newTLSKeepAlive(t *testing.T, f *fwLab, host string, n lab.Name) *tlsKeepAlive {
+	t.Helper()
+	pool, err := f.CAPool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := f.dial(host, netip.Addr{}, "tcp", ap(n.V4, 443), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{ServerName: n.Name, RootCAs: pool})
+	t.Cleanup(func() { c.Close() })
+	k := &tlsKeepAlive{c: c, br: bufio.NewReader(c)}
+	if err := k.get(n.Name); err != nil {
+		t.Fatalf("HTTPS to %s through the L7 proxy: %v", n.Name, err)
+	}
+	return k
+}
+
+func (k *tlsKeepAlive) get(name string) error {
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(k.c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", name); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
+}
+
+// closedCleanly: the next request fails with a reset or end of stream
+// within timeout, not by timing out.
+func (k *tlsKeepAlive) closedCleanly(timeout time.Duration) error {
+	k.c.SetDeadline(time.Now().Add(timeout))
+	_, err := fmt.Fprintf(k.c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err == nil {
+		_, err = http.ReadResponse(k.br, nil)
+	}
+	var ne net.Error
+	switch {
+	case err == nil:
+		return errors.New("the proxied connection still answers (a proxied connection cannot move between gateways)")
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("the client hangs (no reset within %s): %v", timeout, err)
+	}
+	return nil
+}
