@@ -120,8 +120,8 @@ type Daemon struct {
 
 	ui uiState // the dashboard's recent decisions (admin_ui.go)
 
-	adminLim adminLimits // the admin API's bounds (admin_limits.go)
-	haMgr atomic.Pointer[ha.Manager] // nil without ha (daemon_ha.go)
+	adminLim adminLimits                // the admin API's bounds (admin_limits.go)
+	haMgr    atomic.Pointer[ha.Manager] // nil without ha (daemon_ha.go)
 }
 
 // New makes a daemon; Run applies the policy.
