@@ -47,6 +47,8 @@ fuzz:
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+	# The kernel against the matcher: 20 times the CI run's random policies (root).
+	CLUSTERWALL_KERNEL_DIFF=20 $(GO) test -count=1 -run '^TestKernelDifferential$$' -timeout 30m ./internal/nft/
 
 # Regenerate the CRDs and deep-copy code from internal/apis (controller-gen).
 crds:

@@ -19,29 +19,54 @@ import (
 
 func explainCommands() []*cobra.Command {
 	var (
-		policyFile, tagsFile, src, dst, proto, scheme string
-		port                                          int
-		resolve                                       []string
-		asJSON                                        bool
+		policyFile, tagsFile, configFile, src, dst, proto, scheme, from string
+		port                                                            int
+		resolve                                                         []string
+		asJSON                                                          bool
 	)
 	cmd := &cobra.Command{
-		Use:   "explain --policy FILE --src IP --dst IP|NAME [--proto tcp|udp|icmp] [--port N] [--scheme http|https]",
+		Use:   "explain --policy FILE | --config FILE --src IP --dst IP|NAME [--from inside|outside] [--proto tcp|udp|icmp] [--port N] [--scheme http|https]",
 		Short: "Explain the decision for one flow: action, rule kind, group, collection, rule and why",
-		Long: `Explain asks the same compiled matcher the data plane uses and prints the decision.
+		Long: `Explain asks the same compiled matcher the data plane is compiled from and
+prints the decision the firewall makes for the flow's first packet.
 
 --dst may be an IP address or a name. A name is resolved with --resolve
 (name=ip pairs, comma-separated or repeated) or else by the system resolver;
-the same answers decide network rules' destinationFqdns. For TCP, --scheme
-defaults to https on port 443 and http on port 80 (application rules apply
-only to HTTP/HTTPS); --scheme none evaluates L3/L4 rules only.`,
+the same answers decide network rules' destinationFqdns and DNAT rules'
+translatedFqdn. For TCP, --scheme defaults to https on port 443 and http on
+port 80 (application rules apply only to HTTP/HTTPS); --scheme none
+evaluates L3/L4 rules only.
+
+--from is the side the flow arrives on: inside (the cluster) or outside
+(the internet). DNAT rules translate only flows from the outside, the L7
+proxy only sees flows from the inside, and a flow to one of the firewall's
+own addresses is decided by its services. Without --from, a flow to a public
+IP of the firewall is taken to come from the outside, any other from the
+inside. --config (the daemon's config file) gives the firewall's addresses
+and services, and the policy when --policy is not given; without it the
+public IPs are the destinations of the policy's DNAT rules and the services
+are the daemon's defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			gw, cfgPolicy, cfgTags, err := explainGatewayConfig(configFile)
+			if err != nil {
+				return &exitError{code: 1, msg: "explain: " + err.Error()}
+			}
+			if policyFile == "" {
+				policyFile = cfgPolicy
+			}
+			if tagsFile == "" {
+				tagsFile = cfgTags
+			}
 			if policyFile == "" || src == "" || dst == "" {
-				return &exitError{code: 1, msg: "explain: --policy, --src and --dst are required"}
+				return &exitError{code: 1, msg: "explain: --policy (or --config), --src and --dst are required"}
 			}
 			p, err := loadPolicy(policyFile, tagsFile)
 			if err != nil {
 				return err
+			}
+			if gw == nil {
+				gw = defaultGateway(p)
 			}
 			res, err := newExplainResolver(resolve)
 			if err != nil {
@@ -51,11 +76,15 @@ only to HTTP/HTTPS); --scheme none evaluates L3/L4 rules only.`,
 			if err != nil {
 				return &exitError{code: 1, msg: "explain: " + err.Error()}
 			}
+			fromNote, err := explainSide(&flow, from, gw)
+			if err != nil {
+				return &exitError{code: 1, msg: "explain: " + err.Error()}
+			}
 			ti, err := explainThreatIntel(p, cmd.ErrOrStderr())
 			if err != nil {
 				return &exitError{code: 1, msg: "explain: " + err.Error()}
 			}
-			m, err := match.Compile(p, match.Options{Resolver: res, ThreatIntel: ti})
+			m, err := match.Compile(p, match.Options{Resolver: res, ThreatIntel: ti, Gateway: gw})
 			if err != nil {
 				return &exitError{code: 1, msg: "explain: " + err.Error()}
 			}
@@ -69,12 +98,23 @@ only to HTTP/HTTPS); --scheme none evaluates L3/L4 rules only.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
 			}
-			printExplanation(cmd.OutOrStdout(), out, d, note)
+			var notes []string
+			for _, n := range []string{note, fromNote} {
+				if n != "" {
+					notes = append(notes, n)
+				}
+			}
+			if d.Path == match.PathFirewall && configFile == "" {
+				notes = append(notes, "the firewall's services are the daemon's defaults (ICMP, DNS from the inside, the L7 proxy's port); --config FILE gives the running ones")
+			}
+			printExplanation(cmd.OutOrStdout(), out, d, notes, gw)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&policyFile, "policy", "", "policy file (YAML)")
+	f.StringVar(&policyFile, "policy", "", "policy file (YAML; default: the --config file's policy)")
+	f.StringVar(&configFile, "config", "", "the daemon's config file: the firewall's addresses and services (and its policy)")
+	f.StringVar(&from, "from", "", "the side the flow arrives on: inside or outside (default: outside for a public IP of the firewall, else inside)")
 	f.StringVar(&tagsFile, "service-tags", "", "service tags file (overrides the policy's serviceTags)")
 	f.StringVar(&src, "src", "", "source IP address")
 	f.StringVar(&dst, "dst", "", "destination IP address or name")
@@ -104,6 +144,16 @@ type explanation struct {
 	Port               int    `json:"port,omitempty"`
 	Scheme             string `json:"scheme,omitempty"`
 	RulePosition       string `json:"rulePosition,omitempty"`
+	// From is the side the flow was taken to arrive on ("inside" or
+	// "outside"); Path where the firewall decides it: "forward", "proxy"
+	// (the L7 proxy) or "firewall" (addressed to the firewall itself, whose
+	// Service accepted it, if any).
+	From    string `json:"from"`
+	Path    string `json:"path"`
+	Service string `json:"service,omitempty"`
+	// TranslatedFQDN is a DNAT rule's translatedFqdn (TranslatedAddress is
+	// then the address it resolves to).
+	TranslatedFQDN string `json:"translatedFqdn,omitempty"`
 	// ThreatIntel is "Deny" or "Alert" when threat intelligence listed the
 	// flow (before every rule), with the feed entry in ThreatDescription.
 	ThreatIntel       string `json:"threatIntel,omitempty"`
@@ -118,6 +168,9 @@ func newExplanation(f match.Flow, dst string, d match.Decision) explanation {
 		Destination: dst,
 		Protocol:    f.Proto.String(),
 		Port:        int(f.Port),
+		From:        f.From.String(),
+		Path:        d.Path.String(),
+		Service:     d.Service,
 	}
 	if f.Dst.IsValid() {
 		e.DestinationAddress = f.Dst.String()
@@ -133,17 +186,14 @@ func newExplanation(f match.Flow, dst string, d match.Decision) explanation {
 		e.RulePosition = d.Rule.Pos.String()
 	}
 	if d.Action == policy.ActionDNAT {
-		if d.TranslatedAddr.IsValid() {
-			e.TranslatedAddress = d.TranslatedAddr.String()
-		} else if d.Rule != nil {
-			e.TranslatedAddress = d.Rule.TranslatedFQDN
-		}
+		e.TranslatedAddress = d.TranslatedAddr.String()
+		e.TranslatedFQDN = d.TranslatedFQDN
 		e.TranslatedPort = int(d.TranslatedPort)
 	}
 	return e
 }
 
-func printExplanation(w io.Writer, e explanation, d match.Decision, note string) {
+func printExplanation(w io.Writer, e explanation, d match.Decision, notes []string, gw *match.Gateway) {
 	dst := e.Destination
 	if e.DestinationAddress != "" && e.DestinationAddress != e.Destination {
 		dst += " (" + e.DestinationAddress + ")"
@@ -155,16 +205,30 @@ func printExplanation(w io.Writer, e explanation, d match.Decision, note string)
 	if e.Scheme != "" {
 		flow += " " + e.Scheme
 	}
+	flow += ", from the " + e.From
 	fmt.Fprintf(w, "Flow:    %s\n", flow)
-	if note != "" {
-		fmt.Fprintf(w, "Note:    %s\n", note)
+	for _, n := range notes {
+		fmt.Fprintf(w, "Note:    %s\n", n)
 	}
 	fmt.Fprintf(w, "Action:  %s\n", e.Action)
 	if e.ThreatIntel != "" {
 		fmt.Fprintf(w, "Threat intel: %s (%s)\n", e.ThreatIntel, e.ThreatDescription)
 	}
+	switch d.Path {
+	case match.PathProxy:
+		fmt.Fprintf(w, "Path:    the L7 proxy (the kernel redirects TCP from the inside to application rules' ports to it;\n         it decides with the TLS SNI or HTTP Host: network rules, then application rules)\n")
+	case match.PathFirewall:
+		fmt.Fprintf(w, "Path:    to the firewall itself (not forwarded; DNAT rules would have translated it first)\n")
+	}
 	if d.Rule == nil && e.Reason == match.ReasonThreatIntel {
 		fmt.Fprintf(w, "Reason:  %s (evaluated before every rule)\n", e.Reason)
+		return
+	}
+	if d.Path == match.PathFirewall && d.Rule == nil {
+		if e.Service != "" {
+			fmt.Fprintf(w, "Service: %s\n", e.Service)
+		}
+		fmt.Fprintf(w, "Reason:  %s\n", e.Reason)
 		return
 	}
 	if d.Rule == nil {
@@ -180,8 +244,12 @@ func printExplanation(w io.Writer, e explanation, d match.Decision, note string)
 		fmt.Fprintf(w, " (%s)", e.RulePosition)
 	}
 	fmt.Fprintln(w)
-	if e.TranslatedAddress != "" {
-		fmt.Fprintf(w, "Translated: %s\n", net.JoinHostPort(e.TranslatedAddress, fmt.Sprint(e.TranslatedPort)))
+	if d.Action == policy.ActionDNAT {
+		to := net.JoinHostPort(e.TranslatedAddress, fmt.Sprint(e.TranslatedPort))
+		if e.TranslatedFQDN != "" {
+			to = fmt.Sprintf("%s (%s, the lowest address it resolves to)", to, e.TranslatedFQDN)
+		}
+		fmt.Fprintf(w, "Translated: %s\n", to)
 	}
 	fmt.Fprintf(w, "Reason:  %s\n", e.Reason)
 }
@@ -300,6 +368,9 @@ func (r *explainResolver) lookup(name string) []netip.Addr {
 	r.cache[name] = addrs
 	return addrs
 }
+
+// Addrs implements match.AddrLister (DNAT rules' translatedFqdn).
+func (r *explainResolver) Addrs(name string) []netip.Addr { return r.lookup(name) }
 
 // Resolved implements match.FQDNResolver.
 func (r *explainResolver) Resolved(name string, addr netip.Addr) bool {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/clusterwall/clusterwall/internal/dnsproxy"
 	"github.com/clusterwall/clusterwall/internal/ha"
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/proxy"
@@ -236,28 +237,38 @@ func LoadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
+// GatewayConfig is the firewall this daemon runs as the matcher sees it:
+// its addresses and services (match.GatewayConfig.Gateway). explain
+// --config uses it without the kernel's packages.
+func (c *Config) GatewayConfig() match.GatewayConfig {
+	g := match.GatewayConfig{PublicIPs: c.publicIPs, ProxyPort: c.proxyPort}
+	if c.privateIP.IsValid() {
+		g.PrivateIPs = []netip.Addr{c.privateIP}
+	}
+	if ap, err := netip.ParseAddrPort(c.Proxy.Explicit); err == nil {
+		g.InsideTCPPorts = append(g.InsideTCPPorts, ap.Port())
+	}
+	g.OutsideTCPPorts, g.OutsideTCPAddrs = c.wafDataPlane() // waf.go
+	return g
+}
+
 // DataplaneConfig is the nftables configuration this daemon programs.
 func (c *Config) DataplaneConfig() nft.Config {
-	dc := nft.Config{
-		Inside:    c.Interfaces.Inside,
-		Outside:   c.Interfaces.Outside,
-		PublicIPs: c.publicIPs,
-		SNAT:      c.snat,
-		LogRate:   uint64(c.Log.RatePerSecond),
-		LogBurst:  uint32(2 * c.Log.RatePerSecond),
+	g := c.GatewayConfig()
+	return nft.Config{
+		Inside:          c.Interfaces.Inside,
+		Outside:         c.Interfaces.Outside,
+		PublicIPs:       g.PublicIPs,
+		PrivateIPs:      g.PrivateIPs,
+		ProxyPort:       g.ProxyPort,
+		InsideTCPPorts:  g.InsideTCPPorts,
+		OutsideTCPPorts: g.OutsideTCPPorts,
+		OutsideTCPAddrs: g.OutsideTCPAddrs,
+		SNAT:            c.snat,
+		LogRate:         uint64(c.Log.RatePerSecond),
+		LogBurst:        uint32(2 * c.Log.RatePerSecond),
+		HA:              c.haDataPlane(), // daemon_ha.go
 	}
-	if c.privateIP.IsValid() {
-		dc.PrivateIPs = []netip.Addr{c.privateIP}
-	}
-	dc.ProxyPort = c.proxyPort
-	if ap, err := netip.ParseAddrPort(c.Proxy.Explicit); err == nil {
-		dc.InsideTCPPorts = append(dc.InsideTCPPorts, ap.Port())
-	}
-	wafPorts, wafAddrs := c.wafDataPlane() // waf.go
-	dc.OutsideTCPPorts = append(dc.OutsideTCPPorts, wafPorts...)
-	dc.OutsideTCPAddrs = wafAddrs
-	dc.HA = c.haDataPlane() // daemon_ha.go
-	return dc
 }
 
 // PolicyOptions are the options every policy load of this daemon uses.

@@ -209,3 +209,64 @@ func (g *Gateway) service(f *Flow, dst netip.Addr) *Service {
 	}
 	return nil
 }
+
+// GatewayConfig is the part of the data plane's configuration that decides
+// flows (nft.Config holds the same fields; the daemon's config fills
+// them). It builds without the kernel's packages, so the offline commands
+// (explain) derive the gateway exactly as the data plane does.
+type GatewayConfig struct {
+	PublicIPs, PrivateIPs []netip.Addr
+	// ProxyPort is the L7 proxy's local port (0: no proxy).
+	ProxyPort uint16
+	// InsideTCPPorts are TCP ports the firewall serves to the inside (the
+	// explicit proxy, SSH); OutsideTCPPorts to the internet (the ingress
+	// WAF), on OutsideTCPAddrs, else on the PublicIPs.
+	InsideTCPPorts, OutsideTCPPorts []uint16
+	OutsideTCPAddrs                 []netip.Addr
+}
+
+// Gateway returns the gateway c describes, with its services in the order
+// the kernel's input chain accepts them:
+//
+//   - ICMP and ICMPv6 from both sides (neighbour discovery, path MTU,
+//     ping);
+//   - DNS (53, UDP and TCP) from the inside, on PrivateIPs (on every
+//     address when there are none);
+//   - the L7 proxy's port from the inside (what the kernel redirects
+//     there, and explicit connections to it);
+//   - InsideTCPPorts from the inside, on every address;
+//   - OutsideTCPPorts from the outside, on OutsideTCPAddrs, else on the
+//     PublicIPs (on every address when there are none).
+//
+// A new service of the firewall is added here, and only here.
+func (c GatewayConfig) Gateway() *Gateway {
+	tcp := func(ps ...uint16) []policy.PortRange {
+		var out []policy.PortRange
+		for _, p := range ps {
+			out = append(out, policy.PortRange{Lo: p, Hi: p})
+		}
+		return out
+	}
+	g := &Gateway{PublicIPs: c.PublicIPs, PrivateIPs: c.PrivateIPs, Proxy: c.ProxyPort != 0}
+	g.Services = append(g.Services,
+		Service{Name: "ICMP", From: FromAny, Proto: policy.ProtoICMP},
+		Service{Name: "DNS", From: FromInside, Proto: policy.ProtoTCP | policy.ProtoUDP, Ports: tcp(53), Addrs: c.PrivateIPs})
+	if c.ProxyPort != 0 {
+		g.Services = append(g.Services, Service{Name: "L7 proxy", From: FromInside, Proto: policy.ProtoTCP, Ports: tcp(c.ProxyPort)})
+	}
+	if len(c.InsideTCPPorts) > 0 {
+		g.Services = append(g.Services, Service{Name: "TCP services to the inside", From: FromInside, Proto: policy.ProtoTCP, Ports: tcp(c.InsideTCPPorts...)})
+	}
+	if len(c.OutsideTCPPorts) > 0 {
+		addrs := c.PublicIPs
+		if len(c.OutsideTCPAddrs) > 0 {
+			addrs = c.OutsideTCPAddrs
+		}
+		g.Services = append(g.Services, Service{Name: "TCP services to the internet (ingress WAF)", From: FromOutside, Proto: policy.ProtoTCP,
+			Ports: tcp(c.OutsideTCPPorts...), Addrs: addrs})
+	}
+	if n, err := g.Normalize(); err == nil {
+		return n
+	}
+	return g // bad addresses: Compile reports them
+}

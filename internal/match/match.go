@@ -8,6 +8,14 @@
 // Application) whatever their priorities; inside a kind, rule collection
 // group priority, then collection priority, then rule order. If any network
 // rule matches (Allow or Deny), application rules are not consulted.
+//
+// Compile normalises the rules once (Rule, Matcher.Rules): the matcher's
+// indexes and the kernel's ruleset (internal/nft) are both built from
+// that form. Decide also answers what the gateway does around the rules
+// (Side, Path, Gateway): DNAT only for flows from the outside, application
+// rules only for TCP the kernel redirects from the inside to the L7 proxy,
+// and the firewall's own services for flows to its addresses. Matcher.Decide
+// documents the order, which the kernel follows.
 package match
 
 import (

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/clusterwall/clusterwall/internal/match"
-	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // SNATMode says how outbound traffic leaving the outside interface is
@@ -167,53 +166,15 @@ func (c Config) Validate() error {
 }
 
 // Gateway is the firewall as the matcher sees it (match.Gateway): its
-// addresses, whether the L7 proxy receives application rules' ports, and
-// its services, in the order the input chain accepts them:
-//
-//   - ICMP and ICMPv6 from both sides (neighbour discovery, path MTU,
-//     ping);
-//   - DNS (53, UDP and TCP) from the inside, on PrivateIPs (on every
-//     address when there are none);
-//   - the L7 proxy's port from the inside (what the kernel redirects
-//     there, and explicit connections to it);
-//   - InsideTCPPorts from the inside, on every address;
-//   - OutsideTCPPorts from the outside, on OutsideTCPAddrs, else on the
-//     PublicIPs (on every address when there are none).
-//
-// The daemon compiles its matcher with it and Compile builds the input
-// chain from it, so `explain` and the kernel answer flows to the firewall
-// alike. Adding a service of the firewall means adding it here.
+// addresses, the L7 proxy, and its services (match.GatewayConfig.Gateway
+// lists them). The daemon compiles its matcher with it and Compile builds
+// the input chain from it, so `explain` and the kernel answer flows to the
+// firewall alike.
 func (c Config) Gateway() *match.Gateway {
-	tcp := func(ps ...uint16) []policy.PortRange {
-		var out []policy.PortRange
-		for _, p := range ps {
-			out = append(out, policy.PortRange{Lo: p, Hi: p})
-		}
-		return out
-	}
-	g := &match.Gateway{PublicIPs: c.PublicIPs, PrivateIPs: c.PrivateIPs, Proxy: c.ProxyPort != 0}
-	g.Services = append(g.Services,
-		match.Service{Name: "ICMP", From: match.FromAny, Proto: policy.ProtoICMP},
-		match.Service{Name: "DNS", From: match.FromInside, Proto: policy.ProtoTCP | policy.ProtoUDP, Ports: tcp(53), Addrs: c.PrivateIPs})
-	if c.ProxyPort != 0 {
-		g.Services = append(g.Services, match.Service{Name: "L7 proxy", From: match.FromInside, Proto: policy.ProtoTCP, Ports: tcp(c.ProxyPort)})
-	}
-	if len(c.InsideTCPPorts) > 0 {
-		g.Services = append(g.Services, match.Service{Name: "TCP services to the inside", From: match.FromInside, Proto: policy.ProtoTCP, Ports: tcp(c.InsideTCPPorts...)})
-	}
-	if len(c.OutsideTCPPorts) > 0 {
-		addrs := c.PublicIPs
-		if len(c.OutsideTCPAddrs) > 0 {
-			addrs = c.OutsideTCPAddrs
-		}
-		g.Services = append(g.Services, match.Service{Name: "TCP services to the internet (ingress WAF)", From: match.FromOutside, Proto: policy.ProtoTCP,
-			Ports: tcp(c.OutsideTCPPorts...), Addrs: addrs})
-	}
-	n, err := g.Normalize()
-	if err != nil {
-		return g // Validate reports bad addresses; Compile fails on the mismatch
-	}
-	return n
+	return match.GatewayConfig{
+		PublicIPs: c.PublicIPs, PrivateIPs: c.PrivateIPs, ProxyPort: c.ProxyPort,
+		InsideTCPPorts: c.InsideTCPPorts, OutsideTCPPorts: c.OutsideTCPPorts, OutsideTCPAddrs: c.OutsideTCPAddrs,
+	}.Gateway()
 }
 
 func addrList(as []netip.Addr) string {

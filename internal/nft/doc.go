@@ -1,7 +1,18 @@
-// Package nft is clusterwall's kernel data plane: it compiles a validated
-// policy into an nftables ruleset (Compile) and programs it through netlink
-// with github.com/google/nftables (NetlinkRunner); nothing runs the nft
-// command. A Recorder stands in for the kernel in unit tests.
+// Package nft is clusterwall's kernel data plane: it compiles the policy's
+// matcher into an nftables ruleset (Compile) and programs it through
+// netlink with github.com/google/nftables (NetlinkRunner); nothing runs the
+// nft command. A Recorder stands in for the kernel in unit tests.
+//
+// # The kernel is a compiled form of the matcher
+//
+// Compile reads only the matcher (internal/match): its normalised rules
+// (Matcher.Rules, in its evaluation order: the log tags name rules by
+// their index there), the TCP ports it sends to the L7 proxy
+// (Matcher.SteeredPorts) and the firewall's own services (Matcher.Gateway,
+// which must be Config.Gateway). The order of the chains below is the
+// order match.Decide documents, so that what the kernel does with a new
+// flow is what Decide answers for it; TestKernelDifferential checks that
+// on the real kernel with thousands of random flows.
 //
 // # Ownership and atomicity
 //
@@ -48,14 +59,23 @@
 //
 // # Chains
 //
-//	prerouting  (nat, dstnat)  DNAT rules in policy order:
+//	prerouting  (nat, dstnat: the first packet of every new flow)
+//	            threat intelligence, mode Deny (see ThreatIntel)
+//	            iifname <inside> tcp dport <steered ports> redirect to :<proxy>
+//	                                                  (application rules' ports)
+//	            threat intelligence, mode Alert
+//	            DNAT rules in the matcher's order:
 //	            iifname <outside> <family> daddr <public IP> <proto> dport <ports>
-//	            [saddr <sources>] goto dnat_<i>; dnat_<i>: counter, log, dnat to
-//	            <translated>:<port>. Protocol Any means TCP and UDP.
-//	input       (filter)  the firewall protects itself:
-//	            established/related, loopback (the admin API), ICMP and
-//	            ICMPv6 (neighbour discovery), DNS (53/udp+tcp) from the inside
-//	            to the private IP; the rest is logged (limited) and dropped.
+//	            [saddr <sources>] [daddr @dnat_fqdn_<i>_<v>] goto dnat_<i>;
+//	            dnat_<i>: counter, log, dnat to <translated>:<port>, or, for a
+//	            translatedFqdn, to the address the map holds for the public IP.
+//	            Protocol Any means TCP and UDP.
+//	input       (filter)  the firewall itself: established/related, loopback
+//	            (the admin API), the gateway's services (match.Service: ICMP
+//	            first, as neighbour discovery has no conntrack entry; DNS,
+//	            the L7 proxy, services to the inside and to the internet),
+//	            flows a DNAT rule translated to a local address; the rest is
+//	            logged (limited) and dropped.
 //	forward     (filter)
 //	            ct state established,related accept   (the only rule most
 //	                                                   packets meet)
@@ -70,10 +90,12 @@
 //	            SNAT-ed to the public IP of its family (SNATFixed).
 //
 // There is no output chain: the firewall's own traffic is not filtered.
+// A new service of the firewall (an input rule) is added to
+// match.GatewayConfig.Gateway, so that the matcher knows it too.
 //
 // # Network rules
 //
-// Network rules (policy.RulesOf(KindNetwork): the matcher's order) are
+// Network rules (Matcher.Rules(KindNetwork), in the matcher's order) are
 // split by family and protocol (TCP, UDP, ICMP/ICMPv6) into entries, one
 // per rule and family and protocol (a rule whose fields hold a few
 // intervals becomes a few consecutive entries). For each family and
@@ -98,9 +120,13 @@
 // Rules with destinationFqdns match their destination in named sets,
 // fqdn_<i>_v4 and fqdn_<i>_v6 (FQDNSetName; i is the network rule index),
 // with per-element timeouts, that the DNS proxy fills through
-// Runner.AddFQDNAddrs; Ruleset.FQDNSets maps a name to its sets. The
-// runner remembers the addresses until they expire, so a re-apply keeps
-// them. Application rules are not compiled here: they need the L7 proxy.
+// Runner.AddFQDNAddrs; Ruleset.FQDNSets maps a name to its sets. DNAT
+// rules with translatedFqdn translate through maps, dnat_fqdn_<i>_v4 and
+// _v6 (DNATMapName), from their public IPs to the lowest address the name
+// has (match.TranslateFQDN), that the same calls fill (Ruleset.DNATMaps).
+// The runner remembers the addresses until they expire, so a re-apply
+// keeps them. Application rules are not compiled here: they need the L7
+// proxy, to which the kernel redirects their ports.
 //
 // # Decision log
 //

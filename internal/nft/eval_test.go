@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/match"
 )
 
 // This file is a small interpreter of compiled rulesets, used to check the
@@ -141,6 +143,12 @@ rules:
 				if _, ok := findElem(set, v); !ok {
 					continue rules
 				}
+				if set.Kind == SetDNATFQDN {
+					// A key is there only while the name has an address.
+					if _, ok := match.TranslateFQDN(ev.fqdn[set.Name], p.fam == ipv6); !ok {
+						continue rules
+					}
+				}
 			case VMap:
 				set := ev.rs.Set(s.Map)
 				if set == nil || set.Kind != SetVMap {
@@ -186,12 +194,10 @@ rules:
 			case DNAT:
 				return "dnat " + netip.AddrPortFrom(s.Addr, s.Port).String()
 			case DNATMap:
-				v, _ := ev.value(p, s.Family, fieldDst)
-				for _, a := range ev.fqdn[s.Map] { // the map's target, as the runner fills it
-					if famOf(a) == p.fam {
-						_ = v
-						return "dnat " + netip.AddrPortFrom(a, s.Port).String()
-					}
+				// The map's target: fqdn holds the name's addresses under
+				// the map's name; the runner installs the lowest.
+				if to, ok := match.TranslateFQDN(ev.fqdn[s.Map], p.fam == ipv6); ok {
+					return "dnat " + netip.AddrPortFrom(to, s.Port).String()
 				}
 				continue rules
 			case Redirect:

@@ -43,9 +43,9 @@ const (
 //	cw:D:threat   new flow from or to a threat-intel listed address, dropped
 //	cw:A:threat   the same in Alert mode: logged, then the rules decide
 //
-// where i is the rule's index in Policy.RulesOf(KindNetwork) (A, D) or
-// Policy.RulesOf(KindDNAT) (N) of the policy that was applied, counting
-// from 0. The rule comments in the kernel start with the same tag followed
+// where i is the rule's index among the matcher's network rules (A, D) or
+// DNAT rules (N) of the policy that was applied (match.Rule.Index: the
+// order of Matcher.Rules, which is Policy.RulesOf's), counting from 0. The rule comments in the kernel start with the same tag followed
 // by the rule's group/collection/rule path, so `dataplane show` and the
 // counters can be mapped back without the policy.
 //

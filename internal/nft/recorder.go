@@ -27,7 +27,7 @@ type Recorder struct {
 // FQDNCall is one recorded AddFQDNAddrs call.
 type FQDNCall struct {
 	FQDN  string
-	Sets  []string // the sets the addresses went to
+	Sets  []string // the sets (and DNAT maps) the addresses went to
 	Addrs []netip.Addr
 	TTL   time.Duration
 }
@@ -60,7 +60,7 @@ func (r *Recorder) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.Durati
 	defer r.mu.Unlock()
 	call := FQDNCall{FQDN: fqdn, Addrs: append([]netip.Addr(nil), addrs...), TTL: max(ttl, MinFQDNTTL)}
 	if r.Current != nil {
-		call.Sets = r.Current.FQDNSets(fqdn)
+		call.Sets = append(r.Current.FQDNSets(fqdn), r.Current.DNATMaps(fqdn)...)
 	}
 	r.FQDNCalls = append(r.FQDNCalls, call)
 	return nil

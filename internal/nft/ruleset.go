@@ -24,7 +24,8 @@ type Ruleset struct {
 	Sets     []*Set
 	Chains   []*Chain
 	// Warnings are policy parts the kernel data plane does not enforce
-	// (always failing closed), e.g. a DNAT rule with translatedFqdn.
+	// (always failing closed), e.g. a DNAT rule whose sources are all of
+	// another family than its translation.
 	Warnings []string
 	Stats    Stats
 
