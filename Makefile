@@ -1,12 +1,12 @@
 # clusterwall — the two commands a newcomer runs (as root on Debian):
 #   make demo   the seed's scenario end to end in the lab
-#   make test   gofmt, go vet, and every test (race detector on)
+#   make test   gofmt, go vet, the macOS/Windows cross-compile, and every test (race detector on)
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/clusterwall
 
-.PHONY: all build deps test-deps test demo fmt vet crds bench ha-bench fuzz clean install
+.PHONY: all build deps test-deps test demo fmt vet cross crds bench ha-bench fuzz clean install
 
 all: build
 
@@ -30,7 +30,19 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-test: test-deps fmt vet
+# The offline commands (explain, policy validate, import, export, az-style
+# edits, logs, suggest) run where users are: clusterwall must build (and its
+# tests type-check) for macOS and Windows; the Linux-only commands there
+# say that they need Linux.
+CROSS ?= darwin/arm64 darwin/amd64 windows/amd64
+cross:
+	@set -e; for t in $(CROSS); do \
+	  echo "== GOOS=$${t%/*} GOARCH=$${t#*/} go build ./cmd/clusterwall && go vet ./cmd/clusterwall"; \
+	  GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -o /dev/null ./cmd/clusterwall; \
+	  GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./cmd/clusterwall; \
+	done
+
+test: test-deps fmt vet cross
 	KUBEBUILDER_ASSETS="$$(scripts/k8s-test-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./...
 	# The whole CRS regression suite (too slow under -race; see docs/waf.md).
 	$(GO) test -count=1 -run 'TestCRSRegression|TestLoadEmbedded' ./internal/waf/crstest/

@@ -34,6 +34,9 @@ var (
 	exe      string
 	buildErr error
 	repoRoot string
+	// raceBuild: the tests run under the race detector (race_test.go), and
+	// so does the daemon they start.
+	raceBuild bool
 )
 
 func TestMain(m *testing.M) {
@@ -48,15 +51,22 @@ func TestMain(m *testing.M) {
 				exe, buildErr = build(dir)
 			}
 		}
-		defer shared.close()
-		return m.Run()
+		code := m.Run()
+		if shared.close() && code == 0 {
+			code = 1
+		}
+		return code
 	}())
 }
 
 // build builds cmd/clusterwall into dir and notes the repository's root
 // (for examples/).
 func build(dir string) (string, error) {
-	bin, err := lab.BuildBinaryTo(dir)
+	var flags []string
+	if raceBuild {
+		flags = append(flags, "-race")
+	}
+	bin, err := lab.BuildBinaryTo(dir, flags...)
 	if err != nil {
 		return "", err
 	}
@@ -115,12 +125,18 @@ func (f *fwLab) up(t *testing.T, daemon *lab.DaemonOptions, what string) {
 	}
 	t.Logf("lab %s up with %s in %s", f.Name(), what, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
+		data, _ := os.ReadFile(f.LogFile(lab.DaemonProc))
+		if raced(data) {
+			t.Errorf("the daemon reported a data race")
+		}
 		if t.Failed() {
-			data, _ := os.ReadFile(f.LogFile(lab.DaemonProc))
 			t.Logf("daemon.log:\n%s", data)
 		}
 	})
 }
+
+// raced reports whether a daemon log holds a race detector report.
+func raced(log []byte) bool { return bytes.Contains(log, []byte("WARNING: DATA RACE")) }
 
 // enableTokens writes tokens ("TOKEN NAME" lines) to f.dir/tokens and
 // restarts the daemon with that file as its admin.tokenFile; it returns
@@ -188,16 +204,23 @@ func (s *sharedLab) get(t *testing.T) *fwLab {
 	return s.fw
 }
 
-func (s *sharedLab) close() {
+// close removes the shared lab; it reports whether its daemon reported a
+// data race (printed, and failing the run).
+func (s *sharedLab) close() (racy bool) {
 	if s.fw == nil {
-		return
+		return false
 	}
 	if s.fw.Lab != nil {
+		if data, _ := os.ReadFile(s.fw.LogFile(lab.DaemonProc)); raced(data) {
+			fmt.Fprintf(os.Stderr, "the shared lab's daemon reported a data race:\n%s\n", data)
+			racy = true
+		}
 		if err := s.fw.Down(); err != nil {
 			fmt.Fprintf(os.Stderr, "shared lab down: %v\n", err)
 		}
 	}
 	os.RemoveAll(s.fw.dir)
+	return racy
 }
 
 // warmUp waits until the daemon writes decision lines: the daemon

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/clusterwall/clusterwall/internal/daemon"
 	"github.com/clusterwall/clusterwall/internal/logquery"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -41,11 +40,18 @@ func (f *logFlags) register(cmd *cobra.Command, withFilters bool) {
 	fl.StringSliceVar(&f.rules, "rule", nil, "rule name, collection/rule or group/collection/rule")
 }
 
-// path returns the log file to read.
-func (f *logFlags) path() (string, *daemon.Config, error) {
-	var cfg *daemon.Config
+// daemonFiles are the files a daemon config names that the offline
+// commands read (daemonconfig_linux.go reads them).
+type daemonFiles struct {
+	policy, serviceTags, logFile string
+}
+
+// path returns the log file to read, and the daemon config's files when
+// --config was given.
+func (f *logFlags) path() (string, *daemonFiles, error) {
+	var cfg *daemonFiles
 	if f.config != "" {
-		c, err := daemon.LoadConfig(f.config)
+		c, err := readDaemonFiles(f.config)
 		if err != nil {
 			return "", nil, err
 		}
@@ -55,10 +61,10 @@ func (f *logFlags) path() (string, *daemon.Config, error) {
 		return f.file, cfg, nil
 	}
 	if cfg != nil {
-		if cfg.Log.File == "-" {
+		if cfg.logFile == "-" {
 			return "", nil, fmt.Errorf("%s: log.file is standard output; there is no file to read (set log.file, or pass --file)", f.config)
 		}
-		return cfg.Log.File, cfg, nil
+		return cfg.logFile, cfg, nil
 	}
 	return logquery.DefaultFile, nil, nil
 }

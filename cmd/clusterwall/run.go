@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -5,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -60,31 +65,63 @@ re-applies. See docs/daemon.md.`,
 
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			var wg sync.WaitGroup
+			defer wg.Wait()
 			hup := make(chan struct{}, 1)
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGHUP)
-			go func() {
+			defer func() { signal.Stop(sig); close(sig) }()
+			wg.Go(func() {
 				for range sig {
 					select {
 					case hup <- struct{}{}:
 					default:
 					}
 				}
-			}()
+			})
 
+			// The admin listener is bound first (a taken port fails before
+			// anything is programmed), but served only once every
+			// enforcement point serves: requests meanwhile wait in its
+			// backlog and never see a component half started. On a
+			// signal the admin API stops first, then the daemon (run ends
+			// only after the admin API has).
 			ln, err := d.AdminListener() // TLS / mTLS when admin.tls is set
 			if err != nil {
 				return &exitError{code: 1, msg: "run: admin listener: " + err.Error()}
 			}
+			run, stopRun := context.WithCancel(context.Background())
+			defer stopRun()
+			if err := d.Start(run); err != nil {
+				ln.Close()
+				return &exitError{code: 1, msg: fmt.Sprintf("run: %v", err)}
+			}
+			// Requests' contexts end when the admin API stops: long streams
+			// (the dashboard's live decisions) end then too.
+			reqs, endReqs := context.WithCancel(context.Background())
+			defer endReqs()
 			srv := d.AdminServer() // header, idle and body timeouts, connection limit (docs/operations.md)
-			go func() {
+			srv.BaseContext = func(net.Listener) context.Context { return reqs }
+			wg.Go(func() {
 				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 					log.Error("admin API", "err", err)
 				}
-			}()
-			defer srv.Close()
+			})
+			wg.Go(func() {
+				select {
+				case <-ctx.Done():
+				case <-run.Done():
+				}
+				endReqs()
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if srv.Shutdown(sctx) != nil {
+					srv.Close()
+				}
+				stopRun()
+			})
 			log.Info("clusterwall running", "config", configFile, "policy", cfg.Policy, "admin", ln.Addr().String())
-			if err := d.Run(ctx, hup); err != nil {
+			if err := d.Serve(run, hup); err != nil {
 				return &exitError{code: 1, msg: fmt.Sprintf("run: %v", err)}
 			}
 			return nil

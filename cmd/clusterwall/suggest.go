@@ -50,9 +50,9 @@ docs/logs.md describes the method.`,
 				return &exitError{code: 1, msg: "suggest: " + err.Error()}
 			}
 			if policyFile == "" && cfg != nil {
-				policyFile = cfg.Policy
+				policyFile = cfg.policy
 				if tagsFile == "" {
-					tagsFile = cfg.ServiceTags
+					tagsFile = cfg.serviceTags
 				}
 			}
 			if merge && policyFile == "" {

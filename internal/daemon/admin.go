@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,8 +132,8 @@ func (d *Daemon) statusReport() StatusReport {
 }
 
 // notReady lists why the daemon is not ready: no policy applied (so the
-// data plane is not programmed), or a configured DNS or L7 proxy listener
-// not up.
+// data plane is not programmed), a configured DNS or L7 proxy listener
+// not up, or a component that stopped serving after it started.
 func (d *Daemon) notReady() []string {
 	var out []string
 	if p, _ := d.Current(); p == nil {
@@ -143,6 +145,11 @@ func (d *Daemon) notReady() []string {
 	if d.cfg.Proxy.Listen != "" && d.proxyUp.Load() == nil {
 		out = append(out, "L7 proxy not listening on "+d.cfg.Proxy.Listen)
 	}
+	d.failedMu.Lock()
+	for _, c := range slices.Sorted(maps.Keys(d.failed)) {
+		out = append(out, c+" stopped serving: "+d.failed[c])
+	}
+	d.failedMu.Unlock()
 	return out
 }
 

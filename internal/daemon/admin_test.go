@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	gotoken "go/token"
@@ -580,5 +581,62 @@ func TestDeployConfig(t *testing.T) {
 	}
 	if _, err := policy.LoadFile(cfg.Policy, cfg.PolicyOptions()); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRuleHitsPrunedOnApply: an apply forgets the counts of the rules it
+// removed (the tracker's maps hold the running policy's rules only), and
+// keeps those of the rules it kept.
+func TestRuleHitsPrunedOnApply(t *testing.T) {
+	d, _, pol := newTestDaemon(t)
+	cd := &countingDataplane{}
+	d.dp = cd
+	if err := d.Reload("start"); err != nil {
+		t.Fatal(err)
+	}
+	observe := func(rule string) {
+		d.hits.observe(&telemetry.Record{Time: time.Now(), Category: telemetry.CategoryNetworkRule, Source: "proxy",
+			RuleCollectionGroup: "g", RuleCollection: "c", Rule: rule, Action: "Allow"})
+	}
+	cd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 3})
+	observe("web")
+	// 50 applies, each renaming a second rule: without pruning the maps
+	// would hold all 50 names.
+	for i := range 50 {
+		extra := fmt.Sprintf(`          - name: r%d
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationAddresses: [192.0.2.20]
+            destinationPorts: ['%d']
+`, i, 1000+i)
+		os.WriteFile(pol, []byte(testPolicy+extra), 0o644)
+		if err := d.Reload("test"); err != nil {
+			t.Fatal(err)
+		}
+		observe(fmt.Sprintf("r%d", i))
+		cd.set(nft.RuleCounter{Tag: "cw:A:1", Packets: 1})
+	}
+	keys := map[hitKey]bool{}
+	d.hits.mu.Lock()
+	for _, m := range []map[hitKey]uint64{d.hits.base, d.hits.observed, d.hits.folded, d.hits.seen} {
+		for k := range m {
+			keys[k] = true
+		}
+	}
+	for k := range d.hits.last {
+		keys[k] = true
+	}
+	d.hits.mu.Unlock()
+	for k := range keys {
+		if k.rule != "web" && k.rule != "r49" && k != keyDefaultDeny && k != keyInputDrop {
+			t.Errorf("the hit tracker still holds removed rule %+v", k)
+		}
+	}
+	got := map[string]uint64{}
+	for _, r := range d.RuleHits().Rules {
+		got[r.Rule] = r.Hits
+	}
+	if got["web"] != 4 || got["r49"] != 2 {
+		t.Errorf("hits %v, want web 4 (3 kernel + 1 proxy), r49 2 (1 kernel + 1 proxy)", got)
 	}
 }

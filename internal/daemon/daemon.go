@@ -122,11 +122,21 @@ type Daemon struct {
 
 	adminLim adminLimits                // the admin API's bounds (admin_limits.go)
 	haMgr    atomic.Pointer[ha.Manager] // nil without ha (daemon_ha.go)
+
+	// Lifecycle (Start, Serve): every goroutine the daemon starts runs
+	// under wg and ends with stop; failed holds, per component, why it
+	// stopped serving after it had started (readiness).
+	wg         sync.WaitGroup
+	stop       context.CancelFunc
+	refreshDNS chan struct{} // asks the DNS refresher (startDNS) to resolve the FQDN rules' names
+	failedMu   sync.Mutex
+	failed     map[string]string
 }
 
 // New makes a daemon; Run applies the policy.
 func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLog, nflogGroup uint16) *Daemon {
-	d := &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup}
+	d := &Daemon{cfg: cfg, log: log, dp: dp, dlog: dlog, nflogGroup: nflogGroup,
+		refreshDNS: make(chan struct{}, 1), failed: map[string]string{}}
 	d.hits = newHitTracker()
 	d.metrics = newMetrics(d)
 	if dlog != nil {
@@ -203,12 +213,13 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		gen = old.gen + 1
 	}
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
+	d.hits.prune(p) // hits.go: only the running policy's rules
 	d.noteApplied(data)
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {
 			d.log.Warn("DNS proxy settings of the new policy rejected; the old ones stay", "err", err)
 		}
-		go d.dns.Refresh(context.Background(), d.currentFQDNs())
+		d.kickDNSRefresh() // the new policy's names, resolved by the daemon's refresher
 	}
 	applied := time.Since(start)
 	// Connections the new policy denies are cut, whichever engine allowed
@@ -285,10 +296,27 @@ func (d *Daemon) Status() Status {
 	return s
 }
 
-// Run applies the policy, then serves until ctx ends: NFLOG decisions, the
-// policy file watcher, and reload requests on the hup channel. When Run
-// returns the kernel rules stay in place (fail closed).
+// Run is Start, then Serve: it applies the policy, starts every
+// enforcement point and serves until ctx ends. When Run returns the kernel
+// rules stay in place (fail closed) and every goroutine the daemon started
+// has ended.
 func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	return d.Serve(ctx, hup)
+}
+
+// Start applies the policy and starts every enforcement point the config
+// names — the kernel's decision log reader, threat-intelligence refreshes,
+// the DNS proxy, the WAF and the L7 proxy — and returns once each of them
+// serves. An error names the one that could not start and why; what had
+// started is stopped again (the kernel ruleset stays: fail closed). Start
+// the admin API only after Start returned: it then never sees a component
+// half started.
+func (d *Daemon) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	d.stop = cancel
 	// Bind the kernel log before the first apply: the socket buffers what
 	// the new ruleset logs from its first packet on.
 	var nfl *nflog.Reader
@@ -300,41 +328,75 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 			nfl = r
 		}
 	}
-	if err := d.Reload("start"); err != nil {
+	fail := func(err error) error {
 		if nfl != nil {
 			nfl.Close()
 		}
+		d.shutdown()
 		return err
 	}
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(ctx)
-	defer func() { cancel(); wg.Wait() }()
-	wg.Add(1)
-	go func() { defer wg.Done(); d.runThreatIntel(ctx, time.Second) }() // threatintel.go
+	if err := d.Reload("start"); err != nil {
+		return fail(err)
+	}
+	d.spawn(func() { d.runThreatIntel(ctx, time.Second) }) // threatintel.go
 	if d.cfg.DNS.Listen != "" {
 		if err := d.startDNS(ctx); err != nil {
-			return fmt.Errorf("DNS proxy: %w", err)
+			return fail(fmt.Errorf("DNS proxy on %s: %w", d.cfg.DNS.Listen, err))
 		}
 	}
 	if d.cfg.WAF.Config != "" {
 		if err := d.startWAF(ctx); err != nil {
-			return fmt.Errorf("WAF: %w", err)
+			return fail(fmt.Errorf("WAF: %w", err))
 		}
 	}
 	if d.cfg.Proxy.Listen != "" {
 		if err := d.startProxy(ctx); err != nil {
-			return fmt.Errorf("L7 proxy: %w", err)
+			return fail(fmt.Errorf("L7 proxy on %s: %w", d.cfg.Proxy.Listen, err))
 		}
 	}
+	// keepalived claims the gateway's addresses only once every
+	// enforcement point serves.
 	if err := d.startHA(ctx); err != nil { // daemon_ha.go
-		return fmt.Errorf("HA: %w", err)
+		return fail(fmt.Errorf("HA: %w", err))
 	}
-	defer d.stopHA()
-
 	if nfl != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.readNFLOG(ctx, nfl) }()
+		d.spawn(func() { d.readNFLOG(ctx, nfl) })
 	}
+	return nil
+}
+
+// spawn runs fn on a goroutine that shutdown waits for.
+func (d *Daemon) spawn(fn func()) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		fn()
+	}()
+}
+
+// shutdown stops everything Start started and waits for it.
+func (d *Daemon) shutdown() {
+	d.stopHA() // daemon_ha.go: hand the addresses to the peer first
+	if d.stop != nil {
+		d.stop()
+	}
+	d.wg.Wait()
+}
+
+// componentFailed records that a component stopped serving after it had
+// started (the daemon is then not ready, /readyz says why).
+func (d *Daemon) componentFailed(component string, err error) {
+	d.log.Error(component+" stopped serving; the daemon is not ready", "err", err)
+	d.failedMu.Lock()
+	d.failed[component] = err.Error()
+	d.failedMu.Unlock()
+}
+
+// Serve reloads on the hup channel and when the policy file changes until
+// ctx ends, then stops everything Start started and waits for it. The
+// kernel rules stay in place (fail closed).
+func (d *Daemon) Serve(ctx context.Context, hup <-chan struct{}) error {
+	defer d.shutdown()
 	var events <-chan fsnotify.Event
 	if d.cfg.Watch() {
 		w, err := fsnotify.NewWatcher()
@@ -368,8 +430,22 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 }
 
 func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
-	go func() { <-ctx.Done(); r.SetDeadline(time.Now()) }()
-	defer r.Close()
+	// End the blocked Receive when ctx ends (a goroutine joined before
+	// the reader closes).
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			r.SetDeadline(time.Now())
+		case <-done:
+		}
+	})
+	defer func() {
+		close(done)
+		wg.Wait()
+		r.Close()
+	}()
 	for ctx.Err() == nil {
 		pkts, _, err := r.Receive()
 		if err != nil {

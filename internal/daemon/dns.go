@@ -72,7 +72,8 @@ func (d *Daemon) dnsConfig(p *policy.Policy) dnsproxy.Config {
 	}
 }
 
-// startDNS runs the DNS proxy on the configured address until ctx ends.
+// startDNS starts the DNS proxy on the configured address; it returns once
+// the proxy serves, and it stops when ctx ends (the daemon's goroutines).
 func (d *Daemon) startDNS(ctx context.Context) error {
 	st := d.cur.Load()
 	px, err := dnsproxy.New(d.dnsConfig(st.policy), dnsproxy.Options{Table: d.table, Logger: d.log, Log: d.dnsLog})
@@ -83,14 +84,45 @@ func (d *Daemon) startDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	wait, err := px.Start(ctx, l)
+	if err != nil {
+		return err
+	}
 	d.dns = px
-	go px.Serve(ctx, l)
+	d.spawn(func() {
+		if err := wait(); err != nil && ctx.Err() == nil {
+			d.componentFailed("DNS proxy", err)
+		}
+	})
 	d.dnsUp.Store(true)
-	go d.table.Run(ctx, time.Second)
-	go px.RefreshLoop(ctx, 30*time.Second, d.currentFQDNs)
-	go px.Refresh(ctx, d.currentFQDNs())
+	d.spawn(func() { d.table.Run(ctx, time.Second) })
+	d.spawn(func() { px.RefreshLoop(ctx, 30*time.Second, d.currentFQDNs) })
+	// One refresher resolves the FQDN rules' names now and after every
+	// apply (kickDNSRefresh): never a goroutine per apply.
+	d.spawn(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.refreshDNS:
+			}
+			if err := px.Refresh(ctx, d.currentFQDNs()); err != nil && ctx.Err() == nil {
+				d.log.Warn("resolving the FQDN rules' names", "err", err)
+			}
+		}
+	})
+	d.kickDNSRefresh()
 	d.log.Info("DNS proxy listening", "addr", l.Addr().String(), "upstreams", d.upstreams(st.policy))
 	return nil
+}
+
+// kickDNSRefresh asks the DNS refresher to resolve the current policy's
+// FQDN names (at most one request waits: they are read when it runs).
+func (d *Daemon) kickDNSRefresh() {
+	select {
+	case d.refreshDNS <- struct{}{}:
+	default:
+	}
 }
 
 func (d *Daemon) currentFQDNs() []string {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -148,6 +149,31 @@ func (h *hitTracker) fold(gen uint64, counts map[hitKey]uint64) {
 		}
 	}
 	h.folded, h.foldedAt = counts, gen
+}
+
+// prune forgets every count of a rule p does not have (called after p
+// was applied), so that the maps hold the running policy's rules, not every
+// rule that ever existed: a policy managed by a controller changes rule
+// names all day. A rule removed and added back later counts from zero.
+func (h *hitTracker) prune(p *policy.Policy) {
+	keep := map[hitKey]bool{keyDefaultDeny: true, keyInputDrop: true}
+	for _, g := range p.Groups {
+		for _, c := range g.Collections {
+			for _, r := range c.Rules {
+				keep[keyOf(r)] = true
+			}
+		}
+	}
+	gone := func(k hitKey, _ uint64) bool { return !keep[k] }
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	maps.DeleteFunc(h.base, gone)
+	maps.DeleteFunc(h.observed, gone)
+	// folded and seen are the previous generation's kernel counts (the
+	// next read of the new generation replaces them).
+	maps.DeleteFunc(h.folded, gone)
+	maps.DeleteFunc(h.seen, gone)
+	maps.DeleteFunc(h.last, func(k hitKey, _ time.Time) bool { return !keep[k] })
 }
 
 // total returns the hits of key given the kernel's current counts of gen,

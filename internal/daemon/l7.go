@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -39,8 +40,8 @@ func (p *proxyResolver) LookupNetIP(ctx context.Context, name string) ([]netip.A
 	return addrs, err
 }
 
-// startProxy runs the transparent L7 proxy (and the explicit one when
-// configured) until ctx ends.
+// startProxy starts the transparent L7 proxy (and the explicit one when
+// configured); it returns once they serve, and they stop when ctx ends.
 func (d *Daemon) startProxy(ctx context.Context) error {
 	_, m := d.Current()
 	px := proxy.New(proxy.Config{
@@ -55,17 +56,35 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.proxy = px
-	go px.Serve(ln)
+	var eln net.Listener
 	if d.cfg.Proxy.Explicit != "" {
-		eln, err := proxy.Listen("tcp", d.cfg.Proxy.Explicit)
-		if err != nil {
-			px.Close()
-			return err
+		if eln, err = proxy.Listen("tcp", d.cfg.Proxy.Explicit); err != nil {
+			ln.Close()
+			return fmt.Errorf("explicit listener %s: %w", d.cfg.Proxy.Explicit, err)
 		}
-		go px.ServeExplicit(eln)
 	}
-	go func() { <-ctx.Done(); px.Close() }()
+	done, err := px.Start(ln)
+	if err != nil {
+		ln.Close()
+		if eln != nil {
+			eln.Close()
+		}
+		return err
+	}
+	d.proxy = px
+	stopped := func(what string, err error) {
+		if ctx.Err() == nil {
+			d.componentFailed(what, err)
+		}
+	}
+	d.spawn(func() { stopped("L7 proxy", <-done) })
+	if eln != nil {
+		d.spawn(func() { stopped("explicit proxy", px.ServeExplicit(eln)) })
+	}
+	d.spawn(func() {
+		<-ctx.Done()
+		px.Close()
+	})
 	d.proxyUp.Store(px)
 	d.log.Info("L7 proxy listening", "transparent", ln.Addr().String(), "explicit", d.cfg.Proxy.Explicit)
 	return nil

@@ -116,7 +116,9 @@ type threatUpdater interface {
 // sets up to date when their contents change, until ctx ends.
 func (d *Daemon) runThreatIntel(ctx context.Context, every time.Duration) {
 	t := d.threat()
-	go t.engine.Run(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { t.engine.Run(ctx) })
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {

@@ -206,14 +206,14 @@ func (d *Daemon) startWAF(ctx context.Context) error {
 	d.wafMu.Lock()
 	d.waf = w
 	d.wafMu.Unlock()
-	go func() {
+	d.spawn(func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
 			d.log.Warn("WAF shutdown", "err", err)
 		}
-	}()
+	})
 	d.warnWAFDNAT()
 	d.log.Info("WAF listening", "config", w.file, "listeners", w.listeners(), "routes", len(cfg.Routes), "policies", len(cfg.Policies))
 	return nil

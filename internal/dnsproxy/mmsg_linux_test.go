@@ -1,11 +1,15 @@
 package dnsproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -141,5 +145,45 @@ func TestUDPBatcher(t *testing.T) {
 				t.Fatal("read did not end when the socket closed")
 			}
 		})
+	}
+}
+
+// TestUDPReadErrorsBackOff: a UDP socket whose reads keep failing (not
+// closed: e.g. ENOMEM) is retried with a growing delay, not in a busy
+// loop, and its reader still ends with the context.
+func TestUDPReadErrorsBackOff(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pc.(*net.UDPConn)
+	defer c.Close()
+	b, err := newUDPBatcher(c, udpBatch, maxUDPQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int64
+	b.read = func(uintptr) bool {
+		reads.Add(1)
+		b.n, b.errno = 0, syscall.ENOMEM
+		return true
+	}
+	px, err := New(Config{Upstreams: []string{"127.0.0.1:9"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	go func() { px.serveUDP(ctx, c, b, &wg); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the UDP reader did not end with its context")
+	}
+	// 5, 10, 20, 40, 80, 160 ms ...: about 7 reads in 400 ms.
+	if n := reads.Load(); n < 2 || n > 20 {
+		t.Errorf("%d failing reads in 400 ms, want a few (backoff)", n)
 	}
 }

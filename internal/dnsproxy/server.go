@@ -117,22 +117,42 @@ func (p *Proxy) ListenAndServe(ctx context.Context, addr string) error {
 // Serve answers queries on l until ctx is done, then closes l and waits
 // for the queries being served. It also runs the upstream health checks.
 func (p *Proxy) Serve(ctx context.Context, l *Listener) error {
+	wait, err := p.Start(ctx, l)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// Start starts serving l as Serve does and returns once every socket is
+// being served; an error means nothing was started (l is closed). wait
+// blocks until ctx is done and everything Start started has returned.
+func (p *Proxy) Start(ctx context.Context, l *Listener) (wait func() error, err error) {
+	batchers := make([]*udpBatcher, len(l.UDP))
+	for i, c := range l.UDP {
+		if batchers[i], err = newUDPBatcher(c, udpBatch, maxUDPQuery); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("dns udp socket %s unusable: %w", c.LocalAddr(), err)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { p.healthLoop(ctx) })
-	for _, c := range l.UDP {
-		wg.Go(func() { p.serveUDP(ctx, c, &wg) })
+	for i, c := range l.UDP {
+		wg.Go(func() { p.serveUDP(ctx, c, batchers[i], &wg) })
 	}
 	conns := &connSet{m: map[net.Conn]struct{}{}}
 	if l.TCP != nil {
 		wg.Go(func() { p.serveTCP(ctx, l.TCP, conns, &wg) })
 	}
-	<-ctx.Done()
-	l.Close()
-	conns.closeAll()
-	wg.Wait()
-	return nil
+	return func() error {
+		defer cancel()
+		<-ctx.Done()
+		l.Close()
+		conns.closeAll()
+		wg.Wait()
+		return nil
+	}, nil
 }
 
 // udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
@@ -150,26 +170,33 @@ const maxUDPQuery = 4096
 // and sends the answers of a batch together (sendmmsg); queries that must
 // wait for an upstream or a hook are handed to goroutines, bounded by
 // MaxInflight. The batches move with raw system calls (udpBatcher).
-func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
-	b, err := newUDPBatcher(c, udpBatch, maxUDPQuery)
-	if err != nil {
-		p.log.Error("dns udp socket unusable", "addr", c.LocalAddr(), "err", err)
-		return
-	}
+func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, b *udpBatcher, wg *sync.WaitGroup) {
 	b.retries = udpReadRetries
 	outBufs := make([][]byte, udpBatch)
 	for i := range outBufs {
 		outBufs[i] = make([]byte, 0, 1232)
 	}
 	var r request
+	var backoff time.Duration
 	for {
 		n, err := b.readBatch()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
+			// E.g. ENOMEM: wait a little rather than spin, as serveTCP does.
+			if backoff == 0 {
+				p.log.Warn("dns udp read failed; retrying with backoff", "addr", c.LocalAddr(), "err", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
 			continue
 		}
+		backoff = 0
 		k := 0
 		for i := range n {
 			wire, src, ok := b.message(i)

@@ -53,9 +53,9 @@ func (u *upstream) exchange(ctx context.Context, m *dns.Msg, timeout time.Durati
 	u.queries.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r, _, err := u.udp.ExchangeContext(ctx, m, u.saddr)
+	r, err := exchangeOn(ctx, u.udp, m, u.saddr)
 	if err == nil && r.Truncated {
-		r, _, err = u.tcp.ExchangeContext(ctx, m, u.saddr)
+		r, err = exchangeOn(ctx, u.tcp, m, u.saddr)
 	}
 	if err != nil {
 		return nil, err
@@ -65,6 +65,24 @@ func (u *upstream) exchange(ctx context.Context, m *dns.Msg, timeout time.Durati
 		return nil, errMismatch
 	}
 	return r, nil
+}
+
+// exchangeOn is c.ExchangeContext that also ends when ctx is cancelled
+// (miekg/dns honours only its deadline): a refresh or query stuck on a
+// silent upstream ends with the daemon's shutdown, not at its timeout.
+func exchangeOn(ctx context.Context, c *dns.Client, m *dns.Msg, addr string) (*dns.Msg, error) {
+	conn, err := c.DialContext(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop() // before the caller's cancel: no callback after a normal end
+	r, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return r, err
 }
 
 // failed records a failure; after maxFails in a row the upstream is down.

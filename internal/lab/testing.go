@@ -80,8 +80,8 @@ func BuildBinary(t testing.TB) string {
 }
 
 // BuildBinaryTo builds cmd/clusterwall into dir (e.g. once in TestMain)
-// and returns its path.
-func BuildBinaryTo(dir string) (string, error) {
+// with go build's extra flags (e.g. "-race") and returns its path.
+func BuildBinaryTo(dir string, flags ...string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go"
@@ -92,10 +92,11 @@ func BuildBinaryTo(dir string) (string, error) {
 		return "", fmt.Errorf("cannot find the module root (go env GOMOD: %q, %v)", gomod, err)
 	}
 	bin := filepath.Join(dir, "clusterwall")
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/clusterwall")
+	args := append(append([]string{"build"}, flags...), "-o", bin, "./cmd/clusterwall")
+	cmd := exec.Command(goBin, args...)
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/clusterwall: %v\n%s", err, out)
+		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return bin, nil
 }

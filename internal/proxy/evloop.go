@@ -69,7 +69,7 @@ const (
 
 type loop struct {
 	p      *Proxy
-	lnfd   int // the listener (a duplicate owned by serveLoops)
+	lnfd   int // the listener (a duplicate owned by startLoops)
 	lnAddr netip.AddrPort
 	epfd   int
 	evfd   int // eventfd: posted work
@@ -142,23 +142,24 @@ type ldir struct {
 	drained bool
 }
 
-// serveLoops serves ln with one event loop per P until the proxy closes.
-func (p *Proxy) serveLoops(ln *net.TCPListener, lnAddr netip.AddrPort) error {
+// startLoops starts one event loop per P on ln; wait returns (ErrClosed)
+// once the proxy has closed and every loop has stopped. An error means no
+// loop was started.
+func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait func() error, err error) {
 	rc, err := ln.SyscallConn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lnfd := -1
 	var derr error
 	if err := rc.Control(func(fd uintptr) {
 		lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if derr != nil {
-		return fmt.Errorf("proxy: duplicating the listener: %w", derr)
+		return nil, fmt.Errorf("proxy: duplicating the listener: %w", derr)
 	}
-	defer unix.Close(lnfd)
 	loops := make([]*loop, runtime.GOMAXPROCS(0))
 	for i := range loops {
 		l, err := newLoop(p, lnfd, lnAddr)
@@ -166,7 +167,8 @@ func (p *Proxy) serveLoops(ln *net.TCPListener, lnAddr netip.AddrPort) error {
 			for _, l := range loops[:i] {
 				l.release()
 			}
-			return err
+			unix.Close(lnfd)
+			return nil, err
 		}
 		loops[i] = l
 	}
@@ -175,13 +177,6 @@ func (p *Proxy) serveLoops(ln *net.TCPListener, lnAddr netip.AddrPort) error {
 		p.loops[l] = struct{}{}
 	}
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		for _, l := range loops {
-			delete(p.loops, l)
-		}
-		p.mu.Unlock()
-	}()
 	var wg sync.WaitGroup
 	for _, l := range loops {
 		wg.Add(1)
@@ -195,12 +190,20 @@ func (p *Proxy) serveLoops(ln *net.TCPListener, lnAddr netip.AddrPort) error {
 			l.post(nil)
 		}
 	}
-	// The proxy's Close closes ln too; the loops hold a duplicate, so
-	// they stop on the proxy's context.
-	<-p.ctx.Done()
-	stop()
-	wg.Wait()
-	return ErrClosed
+	return func() error {
+		// The proxy's Close closes ln too; the loops hold a duplicate, so
+		// they stop on the proxy's context.
+		<-p.ctx.Done()
+		stop()
+		wg.Wait()
+		p.mu.Lock()
+		for _, l := range loops {
+			delete(p.loops, l)
+		}
+		p.mu.Unlock()
+		unix.Close(lnfd)
+		return ErrClosed
+	}, nil
 }
 
 func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort) (*loop, error) {

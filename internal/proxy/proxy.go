@@ -310,26 +310,64 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-func (p *Proxy) serve(ln net.Listener, explicit bool) error {
+// Start begins serving transparent connections on ln, as Serve does, and
+// returns once its event loops run: an error means nothing was started.
+// done receives Serve's result (ErrClosed after Close) when serving ends.
+func (p *Proxy) Start(ln net.Listener) (done <-chan error, err error) {
+	untrack, err := p.track(ln)
+	if err != nil {
+		return nil, err
+	}
+	wait, err := p.startTransparent(ln)
+	if err != nil {
+		untrack()
+		return nil, err
+	}
+	ch := make(chan error, 1)
+	go func() {
+		defer untrack()
+		ch <- wait()
+	}()
+	return ch, nil
+}
+
+// track registers a listener Close closes; untrack forgets it.
+func (p *Proxy) track(ln net.Listener) (untrack func(), err error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	p.listeners[ln] = struct{}{}
-	p.mu.Unlock()
-	defer func() {
+	return func() {
 		p.mu.Lock()
 		delete(p.listeners, ln)
 		p.mu.Unlock()
-	}()
+	}, nil
+}
+
+// startTransparent starts the event loops of a transparent listener.
+func (p *Proxy) startTransparent(ln net.Listener) (wait func() error, err error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("proxy: transparent mode needs a TCP listener (a kernel socket for the original destination), not %T", ln)
+	}
 	lnAddr, _ := addrPortOf(ln.Addr())
+	return p.startLoops(tl, lnAddr)
+}
+
+func (p *Proxy) serve(ln net.Listener, explicit bool) error {
+	untrack, err := p.track(ln)
+	if err != nil {
+		return err
+	}
+	defer untrack()
 	if !explicit {
-		tl, ok := ln.(*net.TCPListener)
-		if !ok {
-			return fmt.Errorf("proxy: transparent mode needs a TCP listener (a kernel socket for the original destination), not %T", ln)
+		wait, err := p.startTransparent(ln)
+		if err != nil {
+			return err
 		}
-		return p.serveLoops(tl, lnAddr)
+		return wait()
 	}
 	var backoff time.Duration
 	for {

@@ -22,6 +22,7 @@ type fileWatch struct {
 	w       *fsnotify.Watcher // nil when watching is not available
 	changed chan map[string]bool
 	done    chan struct{}
+	stopped chan struct{} // closed when run returns
 
 	mu    sync.Mutex
 	files map[string]bool // watched feed paths
@@ -29,7 +30,8 @@ type fileWatch struct {
 }
 
 func newFileWatch(log *slog.Logger) *fileWatch {
-	fw := &fileWatch{log: log, changed: make(chan map[string]bool), done: make(chan struct{}), files: map[string]bool{}, dirs: map[string]bool{}}
+	fw := &fileWatch{log: log, changed: make(chan map[string]bool), done: make(chan struct{}), stopped: make(chan struct{}),
+		files: map[string]bool{}, dirs: map[string]bool{}}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		log.Warn("threat intel: cannot watch feed files; checking them every FileInterval", "err", err)
@@ -89,9 +91,11 @@ func (fw *fileWatch) close() {
 	}
 	close(fw.done)
 	fw.w.Close()
+	<-fw.stopped
 }
 
 func (fw *fileWatch) run() {
+	defer close(fw.stopped)
 	pending := map[string]bool{}
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
