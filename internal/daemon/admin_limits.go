@@ -70,6 +70,12 @@ func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
 	if c.PolicyLimits.MaxNodes < 0 || c.PolicyLimits.MaxDepth < 0 {
 		bad("policyLimits", "maxNodes and maxDepth must not be negative")
 	}
+	for f, v := range map[string]int{"proxy.maxConns": c.Proxy.MaxConns, "proxy.maxConnsPerSource": c.Proxy.MaxConnsPerSource,
+		"proxy.maxConnsPerPrefix": c.Proxy.MaxConnsPerPrefix} {
+		if v < -1 {
+			bad(f, "must be a positive number, or -1 (no limit)")
+		}
+	}
 }
 
 // parsing takes the parse slot (waiting as long as it takes: a reload of

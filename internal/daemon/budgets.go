@@ -54,6 +54,13 @@ func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
 func (d *Daemon) budgets() []budget {
 	var out []budget
 	out = append(out, d.adminBudgets()...) // admin_limits.go
+	if px := d.proxyUp.Load(); px != nil {
+		st := px.Stats()
+		out = append(out,
+			budget{name: "proxy_connections", used: float64(st.Active), limit: float64(st.MaxConns), refused: float64(st.RefusedGlobal + st.Shed)},
+			budget{name: "proxy_connections_per_source", used: float64(st.HeaviestSource), limit: float64(st.MaxConnsPerSource), refused: float64(st.RefusedSource)},
+			budget{name: "proxy_connections_per_network", used: float64(st.HeaviestPrefix), limit: float64(st.MaxConnsPerPrefix), refused: float64(st.RefusedPrefix)})
+	}
 	if d.dlog != nil {
 		waiting, bound := d.dlog.QueueFill()
 		_, dropped, _ := d.dlog.Stats()

@@ -99,6 +99,7 @@ type loop struct {
 type lpipe struct{ r, w int }
 
 type lconn struct {
+	h        connHandle // its place in the limiter (limits.go)
 	cfd, ufd int
 	cid, uid uint32 // registration ids of cfd and ufd
 	state    uint8
@@ -435,8 +436,10 @@ func (l *loop) accept() {
 func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 	p := l.p
 	src := netip.AddrPortFrom(rawSrc.Addr().Unmap().WithZone(""), rawSrc.Port())
+	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
+	c.h.loop, c.h.lc = l, c
 	p.mu.Lock()
-	reason := p.admitLocked(src)
+	reason := p.admitLocked(&c.h, src)
 	p.mu.Unlock()
 	if reason != "" {
 		setsockoptLinger0(fd)
@@ -445,7 +448,6 @@ func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 		return
 	}
 	setNoDelay(fd)
-	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
 	c.req = request{src: src, start: time.Now()}
 	c.m = p.matcher.Load()
 	l.conns[fd] = c
@@ -977,8 +979,16 @@ func (l *loop) close(c *lconn) {
 	}
 	p := l.p
 	p.mu.Lock()
-	p.releaseLocked(c.req.src)
+	p.releaseLocked(&c.h)
 	p.mu.Unlock()
+}
+
+// shed ends a connection the limiter gave up to make room for a lighter
+// source (limits.go): a reset, and a decision line saying why.
+func (l *loop) shed(c *lconn) {
+	l.p.logShed(c.req.src)
+	setsockoptLinger0(c.cfd)
+	l.close(c)
 }
 
 // sweepConns applies the hello, dial and idle timeouts, and resumes
