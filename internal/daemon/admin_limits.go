@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // What the admin API lets one client make the daemon hold (issue 17: one
@@ -76,6 +78,12 @@ func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
 			bad(f, "must be a positive number, or -1 (no limit)")
 		}
 	}
+}
+
+// loadPolicy parses and validates policy bytes in the parse slot.
+func (d *Daemon) loadPolicy(data []byte) (*policy.Policy, error) {
+	defer d.parsing()()
+	return policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
 }
 
 // parsing takes the parse slot (waiting as long as it takes: a reload of

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // Budgets: every queue, cache, table and connection set that what arrives
@@ -42,6 +44,11 @@ func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	defer func() {
+		if v := recover(); v != nil {
+			recovery.Report(c.d.log, recovery.Admin, v, "path", "/metrics")
+		}
+	}()
 	for _, b := range c.d.budgets() {
 		ch <- prometheus.MustNewConstMetric(descBudgetUsed, prometheus.GaugeValue, b.used, b.name)
 		ch <- prometheus.MustNewConstMetric(descBudgetLimit, prometheus.GaugeValue, b.limit, b.name)

@@ -116,7 +116,7 @@ type threatUpdater interface {
 // sets up to date when their contents change, until ctx ends.
 func (d *Daemon) runThreatIntel(ctx context.Context, every time.Duration) {
 	t := d.threat()
-	go t.engine.Run(ctx)
+	go d.runThreatEngine(ctx, t.engine) // recover.go
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {

@@ -84,16 +84,26 @@ type loop struct {
 	armedAt int64 // when it was set
 	paused  int64 // accepting paused until (EMFILE and the like)
 
-	conns  map[int]*lconn // by client and upstream descriptor
-	again  []*lconn       // connections whose pump ran out of its round
+	conns map[int]*lconn // by client and upstream descriptor
+	again []*lconn       // connections whose pump ran out of its round
+
+	// Where the round is (serve resumes there after a recovered panic)
+	// and the connection being handled (recoverRound closes it).
+	phase      uint8
+	evi, evn   int
+	againBatch []*lconn
+	againAt    int
+	cur        *lconn
+
 	pipes  []lpipe
 	seq    uint32 // registration ids, against stale events of a reused descriptor
 	events [loopEvents]unix.EpollEvent
 
-	mu       sync.Mutex
-	posted   []func()
-	closed   bool
-	stopping bool
+	mu         sync.Mutex
+	posted     []func()
+	postedRest []func() // posted functions not run yet when one panicked
+	closed     bool
+	stopping   bool
 }
 
 type lpipe struct{ r, w int }
@@ -271,22 +281,56 @@ func (l *loop) post(fn func()) bool {
 func (l *loop) run() {
 	defer l.shutdown()
 	for !l.stopping {
-		n := l.wait()
-		l.now = int64(time.Since(l.base))
-		for i := 0; i < n && !l.stopping; i++ {
-			l.event(&l.events[i])
-		}
-		if len(l.again) > 0 {
-			again := l.again
-			l.again = nil
-			for _, c := range again {
+		l.serve()
+	}
+}
+
+// The phases of a round of the loop.
+const (
+	phaseWait   uint8 = iota // wait for events
+	phaseEvents              // handle them
+	phaseAgain               // resume the connections whose pump ran out of its round
+	phaseSweep               // timeouts
+)
+
+// serve runs rounds until the loop stops. A panic while handling one
+// connection ends serve (recoverRound closes that connection, logs and
+// counts it); run calls it again and it resumes the round where it was,
+// so the other connections' events of that round are not lost.
+func (l *loop) serve() {
+	defer l.recoverRound()
+	for !l.stopping {
+		switch l.phase {
+		case phaseWait:
+			l.evn, l.evi = l.wait(), 0
+			l.now = int64(time.Since(l.base))
+			l.phase = phaseEvents
+		case phaseEvents:
+			for l.evi < l.evn && !l.stopping {
+				ev := &l.events[l.evi]
+				l.evi++
+				l.event(ev)
+			}
+			if len(l.again) > 0 {
+				l.againBatch, l.againAt, l.again = l.again, 0, nil
+			}
+			l.phase = phaseAgain
+		case phaseAgain:
+			for l.againAt < len(l.againBatch) {
+				c := l.againBatch[l.againAt]
+				l.againAt++
+				l.cur = c
 				c.queued = false
 				l.pump(c, 0)
 				l.pump(c, 1)
 			}
-		}
-		if l.now >= l.sweep {
-			l.sweepConns()
+			l.againBatch = nil
+			l.phase = phaseSweep
+		case phaseSweep:
+			l.phase = phaseWait
+			if l.now >= l.sweep {
+				l.sweepConns()
+			}
 		}
 	}
 }
@@ -349,6 +393,7 @@ func (l *loop) event(ev *unix.EpollEvent) {
 	if c == nil {
 		return
 	}
+	l.cur = c
 	var side int // 0: the client, 1: the upstream (also the direction whose source it is)
 	switch id := uint32(ev.Pad); {
 	case fd == c.cfd && id == c.cid:
@@ -386,13 +431,18 @@ func (l *loop) runPosted() {
 	fns := l.posted
 	l.posted = nil
 	l.mu.Unlock()
-	for _, fn := range fns {
+	for i, fn := range fns {
 		if fn == nil {
 			l.stopping = true
 			return
 		}
+		l.cur = nil // a posted function names its connection itself
+		if l.postedRest = fns[i+1:]; len(l.postedRest) == 0 {
+			l.postedRest = nil
+		}
 		fn()
 	}
+	l.postedRest = nil
 }
 
 func (l *loop) shutdown() {
@@ -438,6 +488,7 @@ func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 	src := netip.AddrPortFrom(rawSrc.Addr().Unmap().WithZone(""), rawSrc.Port())
 	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
 	c.h.loop, c.h.lc = l, c
+	l.cur = c
 	p.mu.Lock()
 	reason := p.admitLocked(&c.h, src)
 	p.mu.Unlock()
@@ -630,9 +681,11 @@ func (l *loop) decide(c *lconn) {
 	c.state = stDeciding
 	m, req := c.m, c.req
 	go func() {
+		defer l.recoverOffLoop(c, stDeciding)
 		v := l.p.decideTransparent(m, &req, true)
 		l.post(func() {
 			if c.state == stDeciding {
+				l.cur = c
 				l.decided(c, v)
 			}
 		})
@@ -707,6 +760,7 @@ func (l *loop) hookDial(c *lconn) {
 	c.state = stHookDial
 	addrs := c.v.dial[c.dialAt:]
 	go func() {
+		defer l.recoverOffLoop(c, stHookDial)
 		fd := -1
 		conn, _, err := l.p.dialAny(addrs)
 		if err == nil {
@@ -714,6 +768,7 @@ func (l *loop) hookDial(c *lconn) {
 			conn.Close() // the duplicate keeps the socket
 		}
 		ok := l.post(func() {
+			l.cur = c
 			switch {
 			case c.state != stHookDial:
 				if fd >= 0 {
@@ -1007,6 +1062,7 @@ func (l *loop) sweepConns() {
 		if fd != c.cfd {
 			continue
 		}
+		l.cur = c
 		switch c.state {
 		case stHello:
 			if l.now >= c.deadline {

@@ -46,6 +46,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/recovery"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
@@ -374,6 +375,7 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 		}
 		go func() {
 			defer p.finish(s)
+			defer p.recoverSession(s)
 			p.handleExplicit(s)
 		}()
 	}
@@ -432,6 +434,7 @@ func (p *Proxy) admit(c net.Conn, src netip.AddrPort) (*session, string) {
 // sheds one of its connections; releaseLocked undoes it. It returns why
 // it refused, or "".
 func (p *Proxy) admitLocked(h *connHandle, src netip.AddrPort) string {
+	defer recovery.Critical("proxy connection accounting")
 	if p.closed {
 		return "proxy is shutting down"
 	}
@@ -449,6 +452,7 @@ func (p *Proxy) admitLocked(h *connHandle, src netip.AddrPort) string {
 }
 
 func (p *Proxy) releaseLocked(h *connHandle) {
+	defer recovery.Critical("proxy connection accounting")
 	p.lim.release(h)
 	p.active--
 	p.wg.Done()
@@ -463,6 +467,7 @@ func (p *Proxy) shedLocked(v *connHandle) {
 		l, c := v.loop, v.lc
 		l.post(func() {
 			if c.state != stClosed {
+				l.cur = c
 				l.shed(c)
 			}
 		})
@@ -555,8 +560,9 @@ func (p *Proxy) splice(s *session, client, up net.Conn) {
 	stop := p.watchIdle(s, client)
 	done := make(chan struct{})
 	go func() {
+		defer close(done)
+		defer p.recoverSession(s)
 		pipe(up, client, p.cfg.IdleTimeout, stop == nil)
-		close(done)
 	}()
 	pipe(client, up, p.cfg.IdleTimeout, stop == nil)
 	<-done
