@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // reasonFileChanged is the reload reason of the policy file watcher.
@@ -80,10 +81,7 @@ func (d *Daemon) AdminHandler() http.Handler {
 			return
 		}
 		defer done()
-		release := d.parsing()
-		_, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
-		release()
-		if err != nil {
+		if _, err := d.loadPolicy(data); err != nil {
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
 			return
 		}
@@ -101,13 +99,13 @@ func (d *Daemon) AdminHandler() http.Handler {
 		tokens = []token{{name: "unusable"}}
 	}
 	auth := authenticate(tokens, mux)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return recovery.HTTP(d.log, recovery.Admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if needsAuth(r.URL.Path) {
 			auth.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // needsAuth: the API and the metrics; the health probes and the dashboard's

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // What the admin API lets one client make the daemon hold (issue 17: one
@@ -70,6 +72,18 @@ func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
 	if c.PolicyLimits.MaxNodes < 0 || c.PolicyLimits.MaxDepth < 0 {
 		bad("policyLimits", "maxNodes and maxDepth must not be negative")
 	}
+	for f, v := range map[string]int{"proxy.maxConns": c.Proxy.MaxConns, "proxy.maxConnsPerSource": c.Proxy.MaxConnsPerSource,
+		"proxy.maxConnsPerPrefix": c.Proxy.MaxConnsPerPrefix} {
+		if v < -1 {
+			bad(f, "must be a positive number, or -1 (no limit)")
+		}
+	}
+}
+
+// loadPolicy parses and validates policy bytes in the parse slot.
+func (d *Daemon) loadPolicy(data []byte) (*policy.Policy, error) {
+	defer d.parsing()()
+	return policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
 }
 
 // parsing takes the parse slot (waiting as long as it takes: a reload of

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // Budgets: every queue, cache, table and connection set that what arrives
@@ -42,6 +44,11 @@ func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	defer func() {
+		if v := recover(); v != nil {
+			recovery.Report(c.d.log, recovery.Admin, v, "path", "/metrics")
+		}
+	}()
 	for _, b := range c.d.budgets() {
 		ch <- prometheus.MustNewConstMetric(descBudgetUsed, prometheus.GaugeValue, b.used, b.name)
 		ch <- prometheus.MustNewConstMetric(descBudgetLimit, prometheus.GaugeValue, b.limit, b.name)
@@ -54,6 +61,13 @@ func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
 func (d *Daemon) budgets() []budget {
 	var out []budget
 	out = append(out, d.adminBudgets()...) // admin_limits.go
+	if px := d.proxyUp.Load(); px != nil {
+		st := px.Stats()
+		out = append(out,
+			budget{name: "proxy_connections", used: float64(st.Active), limit: float64(st.MaxConns), refused: float64(st.RefusedGlobal + st.Shed)},
+			budget{name: "proxy_connections_per_source", used: float64(st.HeaviestSource), limit: float64(st.MaxConnsPerSource), refused: float64(st.RefusedSource)},
+			budget{name: "proxy_connections_per_network", used: float64(st.HeaviestPrefix), limit: float64(st.MaxConnsPerPrefix), refused: float64(st.RefusedPrefix)})
+	}
 	if d.dlog != nil {
 		waiting, bound := d.dlog.QueueFill()
 		_, dropped, _ := d.dlog.Stats()

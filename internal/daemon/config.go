@@ -103,6 +103,12 @@ type Config struct {
 		// Spoof is "refuse" (default) or "reroute": what to do when a TLS SNI
 		// or HTTP Host names an address the firewall did not resolve for it.
 		Spoof string `yaml:"spoof,omitempty"`
+		// Connection limits (internal/proxy limits.go): in all (default
+		// 16,384), per client address (512), per client /24 or /64
+		// (4,096); full limits shed the heaviest sources first. -1: off.
+		MaxConns          int `yaml:"maxConns,omitempty"`
+		MaxConnsPerSource int `yaml:"maxConnsPerSource,omitempty"`
+		MaxConnsPerPrefix int `yaml:"maxConnsPerPrefix,omitempty"`
 	} `yaml:"proxy"`
 	// WatchPolicy reloads when the policy file changes (default true).
 	WatchPolicy *bool `yaml:"watchPolicy,omitempty"`

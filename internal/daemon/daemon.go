@@ -186,13 +186,13 @@ func (d *Daemon) Reload(reason string) error {
 
 // ApplyBytes validates policy bytes (as if they were the policy file) and
 // applies them. The file itself is not written.
-func (d *Daemon) ApplyBytes(reason string, data []byte) error {
+func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	stage := stageParse
+	defer d.recoverApply(&stage, reason, &err) // recover.go
 	start := time.Now()
-	release := d.parsing() // one policy parse at a time (admin_limits.go)
-	p, err := policy.Load(d.cfg.Policy, data, d.cfg.PolicyOptions())
-	release()
+	p, err := d.loadPolicy(data) // one parse at a time (admin_limits.go)
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}
@@ -203,11 +203,13 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) error {
 		return d.reloadDone(reason, err)
 	}
 	d.foldRuleHits() // the kernel's counters start afresh with the new rules
+	stage = stageKernel
 	idx, err := d.dp.Apply(p, m)
 	if err != nil {
 		d.restoreThreatIntel()
 		return d.reloadDone(reason, fmt.Errorf("programming the kernel: %w (the previous ruleset stays)", err))
 	}
+	stage = stageSwapped
 	var gen uint64 = 1
 	if old := d.cur.Load(); old != nil {
 		gen = old.gen + 1
@@ -464,10 +466,7 @@ func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		st := d.cur.Load()
-		for i := range pkts {
-			d.logPacket(st, &pkts[i])
-		}
+		d.logPackets(d.cur.Load(), pkts) // recover.go
 	}
 }
 

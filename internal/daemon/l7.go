@@ -51,6 +51,10 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 		Logger:   d.log,
 		Spoof:    d.cfg.spoof,
 		Latency:  d.metrics.proxyObserve,
+
+		MaxConns:          d.cfg.Proxy.MaxConns,
+		MaxConnsPerSource: d.cfg.Proxy.MaxConnsPerSource,
+		MaxConnsPerPrefix: d.cfg.Proxy.MaxConnsPerPrefix,
 	})
 	ln, err := proxy.Listen("tcp", d.cfg.Proxy.Listen) // no keep-alive: see proxy.Listen
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/clusterwall/clusterwall/internal/recovery"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
@@ -87,7 +88,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads,
-		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d},
+		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d}, panicCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -180,6 +181,13 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
+	// The registry collects on goroutines of its own, outside the admin
+	// API's recovery: a panic here would stop the process.
+	defer func() {
+		if v := recover(); v != nil {
+			recovery.Report(d.log, recovery.Admin, v, "path", "/metrics")
+		}
+	}()
 	gauge := func(desc *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v)
 	}

@@ -118,7 +118,7 @@ func (d *Daemon) runThreatIntel(ctx context.Context, every time.Duration) {
 	t := d.threat()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { t.engine.Run(ctx) })
+	wg.Go(func() { d.runThreatEngine(ctx, t.engine) }) // recover.go
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {

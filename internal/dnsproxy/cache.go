@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // cacheKey identifies a cached answer: the canonical name, type and class,
@@ -116,6 +118,7 @@ func (c *cache) put(k cacheKey, r *response, now int64) {
 	s := c.shard(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer recovery.Critical("dns cache") // a half-done put leaves the shard inconsistent
 	if size > s.maxBytes {
 		return
 	}

@@ -168,6 +168,7 @@ type Proxy struct {
 
 	inflight atomic.Int64
 	tcpConns atomic.Int64
+	panics   atomic.Uint64 // queries ended by a recovered panic
 }
 
 // New validates cfg and returns a proxy; it does not listen (see Serve).
@@ -315,6 +316,9 @@ func (p *Proxy) Upstreams() []UpstreamStatus {
 	}
 	return out
 }
+
+// Panics returns how many queries a recovered panic ended.
+func (p *Proxy) Panics() uint64 { return p.panics.Load() }
 
 // CacheStats returns cache hits, misses, evictions and current entries.
 func (p *Proxy) CacheStats() (hits, misses, evictions uint64, entries int) {
@@ -501,13 +505,28 @@ func (f *flight) do(ctx context.Context, k cacheKey, cfg *runtimeConfig, fn func
 	c := &call{done: make(chan struct{})}
 	f.calls[k] = c
 	f.mu.Unlock()
+	// The waiters and the next askers must not hang on a call whose
+	// exchange panicked: end it, then let the panic go on to the query's
+	// recovery.
+	finished := false
+	defer func() {
+		if !finished {
+			c.resp, c.err = nil, &Error{Num: ErrInternal, Rcode: rcodeServFail, Msg: "internal error"}
+			f.end(k, c)
+		}
+	}()
 
 	fctx, cancel := context.WithTimeout(ctx, cfg.timeout*time.Duration(cfg.attempts)+time.Second)
 	c.resp, c.err = fn(fctx)
 	cancel()
+	finished = true
+	f.end(k, c)
+	return c.resp, c.err
+}
+
+func (f *flight) end(k cacheKey, c *call) {
 	f.mu.Lock()
 	delete(f.calls, k)
 	f.mu.Unlock()
 	close(c.done)
-	return c.resp, c.err
 }

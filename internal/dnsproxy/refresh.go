@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // refreshTypes are the types re-resolved for the names rules need.
@@ -50,6 +52,12 @@ func (p *Proxy) refreshJobs(ctx context.Context, n int, job func(int) (string, u
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			defer func() {
+				if v := recover(); v != nil {
+					recovery.Report(p.log, recovery.DNS, v, "refresh", name)
+					p.panics.Add(1)
+				}
+			}()
 			if err := p.resolveInternal(ctx, name, qtype, true); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("refresh %s %s: %w", name, typeString(qtype), err))

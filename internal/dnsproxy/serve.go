@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/recovery"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 	"github.com/miekg/dns"
 )
@@ -19,6 +20,12 @@ import (
 // response), and deferred=true when inline is set and the query needs work
 // that may block (the caller then serves it again from a goroutine).
 func (p *Proxy) serveWire(ctx context.Context, r *request, wire []byte, src netip.AddrPort, proto string, inline bool, dst []byte) (out []byte, deferred bool) {
+	parsed := false
+	defer func() {
+		if v := recover(); v != nil {
+			out, deferred = p.recoverQuery(v, r, parsed, len(wire), dst), false
+		}
+	}()
 	start := p.now()
 	r.reset()
 	r.src, r.proto, r.inline = src, proto, inline
@@ -42,6 +49,7 @@ func (p *Proxy) serveWire(ctx context.Context, r *request, wire []byte, src neti
 		p.logQuery(r, start, start, len(wire), out, pe.rcode, num, pe.msg)
 		return out, false
 	}
+	parsed = true
 	resp, err := p.chain.serve(ctx, r)
 	if err == errDefer {
 		return nil, true
@@ -68,6 +76,30 @@ func (p *Proxy) serveWire(ctx context.Context, r *request, wire []byte, src neti
 	out = resp.render(dst, &r.q, end.UnixNano(), limit)
 	p.logQuery(r, start, end, len(wire), out, resp.rcode, errNum, errMsg)
 	return out, false
+}
+
+// recoverQuery handles a panic of one query (recovery.Report: logged,
+// counted — or, when it left shared state corrupt, the process stops):
+// the client gets SERVFAIL when its question was parsed, else nothing.
+func (p *Proxy) recoverQuery(v any, r *request, parsed bool, reqSize int, dst []byte) (out []byte) {
+	recovery.Report(p.log, recovery.DNS, v, "client", r.src.String(), "name", r.q.name, "proto", r.proto)
+	p.panics.Add(1)
+	if !parsed {
+		return nil
+	}
+	defer func() {
+		if recover() != nil {
+			out = nil // the question itself is what breaks: no answer
+		}
+	}()
+	now := p.now()
+	limit := 0
+	if r.proto == "udp" {
+		limit = r.q.maxUDP()
+	}
+	out = synthesize(&r.q, rcodeServFail, nil, now.UnixNano()).render(dst[:0], &r.q, now.UnixNano(), limit)
+	p.logQuery(r, now, now, reqSize, out, rcodeServFail, ErrInternal, "internal error: panic recovered (see the daemon's log)")
+	return out
 }
 
 // serveOverloaded answers SERVFAIL at once when too many queries wait.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // Listener holds the proxy's sockets: several UDP sockets bound to the same
@@ -171,6 +173,22 @@ const maxUDPQuery = 4096
 // wait for an upstream or a hook are handed to goroutines, bounded by
 // MaxInflight. The batches move with raw system calls (udpBatcher).
 func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, b *udpBatcher, wg *sync.WaitGroup) {
+	// A query's panic is recovered in serveWire; one in the batching
+	// around it drops the batch and the reader starts again.
+	for !p.serveUDPBatches(ctx, c, b, wg) {
+	}
+}
+
+// serveUDPBatches is serveUDP's loop; it returns false after a recovered
+// panic (to be called again), true when the socket or ctx is done.
+func (p *Proxy) serveUDPBatches(ctx context.Context, c *net.UDPConn, b *udpBatcher, wg *sync.WaitGroup) (done bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			recovery.Report(p.log, recovery.DNS, v, "udp reader", c.LocalAddr().String())
+			p.panics.Add(1)
+			done = ctx.Err() != nil
+		}
+	}()
 	b.retries = udpReadRetries
 	outBufs := make([][]byte, udpBatch)
 	for i := range outBufs {
@@ -182,7 +200,7 @@ func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, b *udpBatcher, wg 
 		n, err := b.readBatch()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
+				return true
 			}
 			// E.g. ENOMEM: wait a little rather than spin, as serveTCP does.
 			if backoff == 0 {
@@ -191,7 +209,7 @@ func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, b *udpBatcher, wg 
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			select {
 			case <-ctx.Done():
-				return
+				return true
 			case <-time.After(backoff):
 			}
 			continue
@@ -218,7 +236,7 @@ func (p *Proxy) serveUDP(ctx context.Context, c *net.UDPConn, b *udpBatcher, wg 
 			w, err := b.writeBatch(sent, k)
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-					return
+					return true
 				}
 				// Skip the message that failed (e.g. an unreachable
 				// client) and go on with the rest.
@@ -309,6 +327,12 @@ func (p *Proxy) serveTCP(ctx context.Context, l *net.TCPListener, conns *connSet
 			defer p.tcpConns.Add(-1)
 			defer conns.remove(c)
 			defer c.Close()
+			defer func() {
+				if v := recover(); v != nil {
+					recovery.Report(p.log, recovery.DNS, v, "client", c.RemoteAddr().String(), "proto", "tcp")
+					p.panics.Add(1)
+				}
+			}()
 			p.serveConn(ctx, c)
 		})
 	}

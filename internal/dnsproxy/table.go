@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // Table is the learned-address table: for every A/AAAA answer the proxy
@@ -222,6 +224,7 @@ func (t *Table) covers(name string, addrs []netip.Addr, expires int64) bool {
 func (t *Table) learn(name string, addrs []netip.Addr, expires int64, force bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer recovery.Critical("dns learned-address table") // FQDN rules decide with it
 	s, ok := t.names[name]
 	if !ok && len(t.names) >= t.maxNames && !force {
 		t.dropped.Add(1)
@@ -278,6 +281,7 @@ func (t *Table) Sweep() {
 	now = t.now().UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer recovery.Critical("dns learned-address table")
 	for i, d := range due {
 		s := t.names[d.name]
 		j := slices.IndexFunc(s, func(l learned) bool { return l.addr == d.addr })

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // upstream is one resolver the proxy forwards to. Its health survives
@@ -195,6 +197,11 @@ func (p *Proxy) healthLoop(ctx context.Context) {
 		for _, u := range cfg.upstreams {
 			go func() {
 				defer func() { done <- struct{}{} }()
+				defer func() {
+					if v := recover(); v != nil {
+						recovery.Report(p.log, recovery.DNS, v, "health check", u.saddr)
+					}
+				}()
 				p.probe(ctx, cfg, u)
 			}()
 		}

@@ -84,21 +84,32 @@ type loop struct {
 	armedAt int64 // when it was set
 	paused  int64 // accepting paused until (EMFILE and the like)
 
-	conns  map[int]*lconn // by client and upstream descriptor
-	again  []*lconn       // connections whose pump ran out of its round
+	conns map[int]*lconn // by client and upstream descriptor
+	again []*lconn       // connections whose pump ran out of its round
+
+	// Where the round is (serve resumes there after a recovered panic)
+	// and the connection being handled (recoverRound closes it).
+	phase      uint8
+	evi, evn   int
+	againBatch []*lconn
+	againAt    int
+	cur        *lconn
+
 	pipes  []lpipe
 	seq    uint32 // registration ids, against stale events of a reused descriptor
 	events [loopEvents]unix.EpollEvent
 
-	mu       sync.Mutex
-	posted   []func()
-	closed   bool
-	stopping bool
+	mu         sync.Mutex
+	posted     []func()
+	postedRest []func() // posted functions not run yet when one panicked
+	closed     bool
+	stopping   bool
 }
 
 type lpipe struct{ r, w int }
 
 type lconn struct {
+	h        connHandle // its place in the limiter (limits.go)
 	cfd, ufd int
 	cid, uid uint32 // registration ids of cfd and ufd
 	state    uint8
@@ -285,22 +296,56 @@ func (l *loop) post(fn func()) bool {
 func (l *loop) run() {
 	defer l.shutdown()
 	for !l.stopping {
-		n := l.wait()
-		l.now = int64(time.Since(l.base))
-		for i := 0; i < n && !l.stopping; i++ {
-			l.event(&l.events[i])
-		}
-		if len(l.again) > 0 {
-			again := l.again
-			l.again = nil
-			for _, c := range again {
+		l.serve()
+	}
+}
+
+// The phases of a round of the loop.
+const (
+	phaseWait   uint8 = iota // wait for events
+	phaseEvents              // handle them
+	phaseAgain               // resume the connections whose pump ran out of its round
+	phaseSweep               // timeouts
+)
+
+// serve runs rounds until the loop stops. A panic while handling one
+// connection ends serve (recoverRound closes that connection, logs and
+// counts it); run calls it again and it resumes the round where it was,
+// so the other connections' events of that round are not lost.
+func (l *loop) serve() {
+	defer l.recoverRound()
+	for !l.stopping {
+		switch l.phase {
+		case phaseWait:
+			l.evn, l.evi = l.wait(), 0
+			l.now = int64(time.Since(l.base))
+			l.phase = phaseEvents
+		case phaseEvents:
+			for l.evi < l.evn && !l.stopping {
+				ev := &l.events[l.evi]
+				l.evi++
+				l.event(ev)
+			}
+			if len(l.again) > 0 {
+				l.againBatch, l.againAt, l.again = l.again, 0, nil
+			}
+			l.phase = phaseAgain
+		case phaseAgain:
+			for l.againAt < len(l.againBatch) {
+				c := l.againBatch[l.againAt]
+				l.againAt++
+				l.cur = c
 				c.queued = false
 				l.pump(c, 0)
 				l.pump(c, 1)
 			}
-		}
-		if l.now >= l.sweep {
-			l.sweepConns()
+			l.againBatch = nil
+			l.phase = phaseSweep
+		case phaseSweep:
+			l.phase = phaseWait
+			if l.now >= l.sweep {
+				l.sweepConns()
+			}
 		}
 	}
 }
@@ -363,6 +408,7 @@ func (l *loop) event(ev *unix.EpollEvent) {
 	if c == nil {
 		return
 	}
+	l.cur = c
 	var side int // 0: the client, 1: the upstream (also the direction whose source it is)
 	switch id := uint32(ev.Pad); {
 	case fd == c.cfd && id == c.cid:
@@ -400,13 +446,18 @@ func (l *loop) runPosted() {
 	fns := l.posted
 	l.posted = nil
 	l.mu.Unlock()
-	for _, fn := range fns {
+	for i, fn := range fns {
 		if fn == nil {
 			l.stopping = true
 			return
 		}
+		l.cur = nil // a posted function names its connection itself
+		if l.postedRest = fns[i+1:]; len(l.postedRest) == 0 {
+			l.postedRest = nil
+		}
 		fn()
 	}
+	l.postedRest = nil
 }
 
 func (l *loop) shutdown() {
@@ -462,8 +513,11 @@ func (l *loop) accept() {
 func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 	p := l.p
 	src := netip.AddrPortFrom(rawSrc.Addr().Unmap().WithZone(""), rawSrc.Port())
+	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
+	c.h.loop, c.h.lc = l, c
+	l.cur = c
 	p.mu.Lock()
-	reason := p.admitLocked(src)
+	reason := p.admitLocked(&c.h, src)
 	p.mu.Unlock()
 	if reason != "" {
 		setsockoptLinger0(fd)
@@ -472,7 +526,6 @@ func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 		return
 	}
 	setNoDelay(fd)
-	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
 	c.req = request{src: src, start: time.Now()}
 	c.m = p.matcher.Load()
 	l.conns[fd] = c
@@ -655,6 +708,7 @@ func (l *loop) decide(c *lconn) {
 	c.state = stDeciding
 	m, req := c.m, c.req
 	go func() {
+		defer l.recoverOffLoop(c, stDeciding)
 		v := l.p.decideTransparent(m, &req, true)
 		l.post(func() {
 			switch {
@@ -662,6 +716,7 @@ func (l *loop) decide(c *lconn) {
 			case c.m != m:
 				l.decide(c) // the policy changed meanwhile (Redecide)
 			default:
+				l.cur = c
 				l.decided(c, v)
 			}
 		})
@@ -736,6 +791,7 @@ func (l *loop) hookDial(c *lconn) {
 	c.state = stHookDial
 	addrs := c.v.dial[c.dialAt:]
 	go func() {
+		defer l.recoverOffLoop(c, stHookDial)
 		fd := -1
 		conn, _, err := l.p.dialAny(addrs)
 		if err == nil {
@@ -743,6 +799,7 @@ func (l *loop) hookDial(c *lconn) {
 			conn.Close() // the duplicate keeps the socket
 		}
 		ok := l.post(func() {
+			l.cur = c
 			switch {
 			case c.state != stHookDial:
 				if fd >= 0 {
@@ -1008,8 +1065,16 @@ func (l *loop) close(c *lconn) {
 	}
 	p := l.p
 	p.mu.Lock()
-	p.releaseLocked(c.req.src)
+	p.releaseLocked(&c.h)
 	p.mu.Unlock()
+}
+
+// shed ends a connection the limiter gave up to make room for a lighter
+// source (limits.go): a reset, and a decision line saying why.
+func (l *loop) shed(c *lconn) {
+	l.p.logShed(c.req.src)
+	setsockoptLinger0(c.cfd)
+	l.close(c)
 }
 
 // sweepConns applies the hello, dial and idle timeouts, and resumes
@@ -1028,6 +1093,7 @@ func (l *loop) sweepConns() {
 		if fd != c.cfd {
 			continue
 		}
+		l.cur = c
 		switch c.state {
 		case stHello:
 			if l.now >= c.deadline {

@@ -46,6 +46,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/recovery"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
@@ -87,6 +88,7 @@ const (
 	DefaultIdleTimeout       = 4 * time.Minute // Azure Firewall's TCP idle timeout
 	DefaultMaxConns          = 16384
 	DefaultMaxConnsPerSource = 512
+	DefaultMaxConnsPerPrefix = 4096
 )
 
 // Config configures a Proxy. The zero value of every field but Matcher and
@@ -133,9 +135,12 @@ type Config struct {
 	// direction for this long. Negative disables it.
 	IdleTimeout time.Duration
 	// MaxConns limits connections in all; MaxConnsPerSource limits them
-	// per client address. Negative disables a limit.
+	// per client address, MaxConnsPerPrefix per client network (/24 for
+	// IPv4, /64 for IPv6). At a full global or network limit the heaviest
+	// sources are shed first (limits.go). Negative disables a limit.
 	MaxConns          int
 	MaxConnsPerSource int
+	MaxConnsPerPrefix int
 	// MaxClientHello limits the ClientHello message (default
 	// DefaultMaxClientHello); MaxHTTPHead the request head (default
 	// DefaultMaxHTTPHead). Together they size the per-connection buffer.
@@ -176,24 +181,31 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	loops     map[*loop]struct{} // the transparent listeners' event loops
 	sessions  map[*session]struct{}
-	perSource map[netip.Addr]int
-	active    int // sessions and event-loop connections
+	lim       *limiter // the connection limits (limits.go)
+	active    int      // sessions and event-loop connections
 	wg        sync.WaitGroup
 
 	stats struct {
-		accepted, limited, idleClosed, allowed, denied, cut atomic.Uint64
+		accepted, limited, idleClosed, allowed, denied, cut, shed, panics atomic.Uint64
 	}
 }
 
 // Stats are the proxy's counters.
 type Stats struct {
-	Active     int    // connections being handled
-	Accepted   uint64 // connections admitted
-	Limited    uint64 // connections refused by a connection limit
-	Allowed    uint64 // decisions that allowed
-	Denied     uint64 // decisions that denied (rules, spoofing, bad input)
-	IdleClosed uint64 // spliced connections closed by the idle timeout
-	Cut        uint64 // open connections closed because a new policy denies them (Redecide)
+	Active   int    // connections being handled
+	Accepted uint64 // connections admitted
+	Limited  uint64 // connections refused by a connection limit
+	Shed     uint64 // connections closed to make room for a lighter source (limits.go)
+	Panics   uint64 // connections ended by a recovered panic (recover.go)
+	// The limits and what the heaviest source and network hold now.
+	MaxConns, MaxConnsPerSource, MaxConnsPerPrefix int
+	HeaviestSource, HeaviestPrefix                 int
+	// Refusals by limit.
+	RefusedSource, RefusedPrefix, RefusedGlobal uint64
+	Allowed                                     uint64 // decisions that allowed
+	Denied                                      uint64 // decisions that denied (rules, spoofing, bad input)
+	IdleClosed                                  uint64 // spliced connections closed by the idle timeout
+	Cut                                         uint64 // open connections closed because a new policy denies them (Redecide)
 }
 
 // New returns a proxy for cfg. It does not listen: pass listeners to Serve
@@ -217,6 +229,9 @@ func New(cfg Config) *Proxy {
 	if cfg.MaxConnsPerSource == 0 {
 		cfg.MaxConnsPerSource = DefaultMaxConnsPerSource
 	}
+	if cfg.MaxConnsPerPrefix == 0 {
+		cfg.MaxConnsPerPrefix = DefaultMaxConnsPerPrefix
+	}
 	if cfg.MaxClientHello <= 0 {
 		cfg.MaxClientHello = DefaultMaxClientHello
 	}
@@ -233,7 +248,7 @@ func New(cfg Config) *Proxy {
 		listeners: map[net.Listener]struct{}{},
 		loops:     map[*loop]struct{}{},
 		sessions:  map[*session]struct{}{},
-		perSource: map[netip.Addr]int{},
+		lim:       newLimiter(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.MaxConnsPerPrefix),
 	}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
@@ -277,11 +292,16 @@ func (p *Proxy) ServeExplicit(ln net.Listener) error { return p.serve(ln, true) 
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	active := p.active
+	ha, hp := p.lim.heaviestCounts()
+	ra, rp, rt := p.lim.refusedAddr, p.lim.refusedPfx, p.lim.refusedTotal
 	p.mu.Unlock()
 	return Stats{
 		Active: active, Accepted: p.stats.accepted.Load(), Limited: p.stats.limited.Load(),
 		Allowed: p.stats.allowed.Load(), Denied: p.stats.denied.Load(), IdleClosed: p.stats.idleClosed.Load(),
-		Cut: p.stats.cut.Load(),
+		Cut:  p.stats.cut.Load(),
+		Shed: p.stats.shed.Load(), Panics: p.stats.panics.Load(),
+		MaxConns: p.cfg.MaxConns, MaxConnsPerSource: p.cfg.MaxConnsPerSource, MaxConnsPerPrefix: p.cfg.MaxConnsPerPrefix,
+		HeaviestSource: ha, HeaviestPrefix: hp, RefusedSource: ra, RefusedPrefix: rp, RefusedGlobal: rt,
 	}
 }
 
@@ -401,6 +421,7 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 		}
 		go func() {
 			defer p.finish(s)
+			defer p.recoverSession(s)
 			p.handleExplicit(s)
 		}()
 	}
@@ -410,6 +431,7 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 type session struct {
 	client net.Conn
 	src    netip.AddrPort
+	h      connHandle // its place in the limiter
 
 	mu       sync.Mutex
 	upstream net.Conn
@@ -447,50 +469,81 @@ func (s *session) closeAll() {
 
 // admit applies the connection limits and registers the session.
 func (p *Proxy) admit(c net.Conn, src netip.AddrPort) (*session, string) {
+	s := &session{client: c, src: src}
+	s.h.sess = s
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if reason := p.admitLocked(src); reason != "" {
+	if reason := p.admitLocked(&s.h, src); reason != "" {
 		return nil, reason
 	}
-	s := &session{client: c, src: src}
 	p.sessions[s] = struct{}{}
 	return s, ""
 }
 
-// admitLocked applies the connection limits to a connection from src and
-// counts it; release undoes it. It returns why it refused, or "".
-func (p *Proxy) admitLocked(src netip.AddrPort) string {
-	switch {
-	case p.closed:
+// admitLocked applies the connection limits to a connection from src
+// (limits.go), counts it in h and, when a heavier source must make room,
+// sheds one of its connections; releaseLocked undoes it. It returns why
+// it refused, or "".
+func (p *Proxy) admitLocked(h *connHandle, src netip.AddrPort) string {
+	defer recovery.Critical("proxy connection accounting")
+	if p.closed {
 		return "proxy is shutting down"
-	case p.cfg.MaxConns > 0 && p.active >= p.cfg.MaxConns:
-		return "global connection limit reached"
-	case p.cfg.MaxConnsPerSource > 0 && p.perSource[src.Addr()] >= p.cfg.MaxConnsPerSource:
-		return "per-source connection limit reached"
 	}
-	p.perSource[src.Addr()]++
+	victim, reason := p.lim.admit(h, src.Addr())
+	if reason != "" {
+		return reason
+	}
 	p.active++
 	p.wg.Add(1)
 	p.stats.accepted.Add(1)
+	if victim != nil {
+		p.shedLocked(victim)
+	}
 	return ""
 }
 
-func (p *Proxy) releaseLocked(src netip.AddrPort) {
-	if n := p.perSource[src.Addr()] - 1; n > 0 {
-		p.perSource[src.Addr()] = n
-	} else {
-		delete(p.perSource, src.Addr())
-	}
+func (p *Proxy) releaseLocked(h *connHandle) {
+	defer recovery.Critical("proxy connection accounting")
+	p.lim.release(h)
 	p.active--
 	p.wg.Done()
+}
+
+// shedLocked closes a connection the limiter gave up to make room for a
+// lighter source: on its event loop, or by closing a session's sockets.
+func (p *Proxy) shedLocked(v *connHandle) {
+	p.stats.shed.Add(1)
+	switch {
+	case v.lc != nil:
+		l, c := v.loop, v.lc
+		l.post(func() {
+			if c.state != stClosed {
+				l.cur = c
+				l.shed(c)
+			}
+		})
+	case v.sess != nil:
+		p.logShed(v.sess.src)
+		v.sess.closeAll()
+	}
 }
 
 func (p *Proxy) finish(s *session) {
 	s.closeAll()
 	p.mu.Lock()
 	delete(p.sessions, s)
-	p.releaseLocked(s.src)
+	p.releaseLocked(&s.h)
 	p.mu.Unlock()
+}
+
+// logShed writes the decision line of a shed connection.
+func (p *Proxy) logShed(src netip.AddrPort) {
+	p.stats.denied.Add(1)
+	p.cfg.Log(telemetry.Record{
+		Time: time.Now().UTC(), Category: telemetry.CategoryApplicationRule, Source: "proxy",
+		SourceIp: src.Addr().String(), SourcePort: int(src.Port()),
+		Action: "Deny", ActionReason: reasonShed, Policy: p.policyName(p.matcher.Load()),
+	})
 }
 
 // reject refuses a connection over a limit: a reset (no lingering state),
@@ -558,8 +611,9 @@ func (p *Proxy) splice(s *session, client, up net.Conn) {
 	stop := p.watchIdle(s, client)
 	done := make(chan struct{})
 	go func() {
+		defer close(done)
+		defer p.recoverSession(s)
 		pipe(up, client, p.cfg.IdleTimeout, stop == nil)
-		close(done)
 	}()
 	pipe(client, up, p.cfg.IdleTimeout, stop == nil)
 	<-done

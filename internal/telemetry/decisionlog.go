@@ -5,9 +5,12 @@ package telemetry
 
 import (
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // Categories (Azure's structured log table names).
@@ -108,6 +111,7 @@ type DecisionLog struct {
 	dropped  atomic.Uint64
 	limited  atomic.Uint64
 	onWrite  func(Record)
+	log      *slog.Logger
 
 	obsMu     sync.Mutex
 	observers atomic.Pointer[[]func(*Record)]
@@ -137,6 +141,8 @@ type Options struct {
 	Queue int
 	// OnWrite, if set, sees every written record (metrics, live streams).
 	OnWrite func(Record)
+	// Logger gets operational messages (a recovered panic); nil discards.
+	Logger *slog.Logger
 }
 
 // NewDecisionLog starts a writer goroutine writing to w; Close stops it.
@@ -150,7 +156,7 @@ func NewDecisionLog(w io.Writer, o Options) *DecisionLog {
 			o.Burst = 10
 		}
 	}
-	l := &DecisionLog{queue: make(chan Record, o.Queue), done: make(chan struct{}), rate: o.Rate, onWrite: o.OnWrite}
+	l := &DecisionLog{queue: make(chan Record, o.Queue), done: make(chan struct{}), rate: o.Rate, onWrite: o.OnWrite, log: o.Logger}
 	if o.Rate > 0 {
 		l.interval = max(int64(float64(time.Second)/o.Rate), 1)
 		l.window = int64(o.Burst-1) * l.interval
@@ -180,6 +186,15 @@ func (l *DecisionLog) run(w io.Writer) {
 	}
 	add := func(r *Record) {
 		n := len(buf)
+		// A record that makes the encoder (or an OnWrite hook) panic is
+		// dropped, logged and counted; the next ones are written.
+		defer func() {
+			if v := recover(); v != nil {
+				recovery.Report(l.log, recovery.DecisionLog, v, "category", r.Category)
+				buf = buf[:n]
+				l.dropped.Add(1)
+			}
+		}()
 		var err error
 		buf, err = AppendJSON(buf, r)
 		if err != nil {

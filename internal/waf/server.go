@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/netutil"
+
+	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
 // Options configure a Server.
@@ -484,7 +486,9 @@ func (s *Server) Start() error {
 
 func (s *Server) httpServer(l *Listener) *http.Server {
 	srv := &http.Server{
-		Handler:           s.Handler(l.Name),
+		// A panic in one request: a 500, a log line and a count
+		// (internal/recovery), not net/http's silent drop.
+		Handler:           recovery.HTTP(s.log, recovery.WAF, s.Handler(l.Name)),
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
