@@ -71,6 +71,10 @@ type Deploy struct {
 	// PublicIPs maps a public IP address resource's name to the address
 	// Azure gave it (--public-ip NAME=ADDRESS).
 	PublicIPs map[string]string
+	// References give the deployed state of resources the template does
+	// not deploy but reads with reference() (--reference NAME=JSON), by
+	// resource ID or name.
+	References map[string]*node
 	// ResourceGroup, Subscription and Location describe the target
 	// resource group. Names default to placeholders (they only appear in
 	// resource IDs and generated names); Location is unknown when empty.
@@ -92,6 +96,7 @@ type evalCtx struct {
 	dep        Deploy
 	paramsUsed map[string]bool
 	ipsUsed    map[string]bool
+	refsUsed   map[string]bool
 	steps      int
 	bytes      int
 	declared   []*declared
@@ -106,7 +111,7 @@ func newEvalCtx(dep Deploy) *evalCtx {
 	if dep.Subscription == "" {
 		dep.Subscription = "00000000-0000-0000-0000-000000000000"
 	}
-	return &evalCtx{dep: dep, paramsUsed: map[string]bool{}, ipsUsed: map[string]bool{}}
+	return &evalCtx{dep: dep, paramsUsed: map[string]bool{}, ipsUsed: map[string]bool{}, refsUsed: map[string]bool{}}
 }
 
 // scope is what the expressions of one template see.
@@ -715,7 +720,7 @@ func (s *scope) declareOne(r *node, sym, parentType, parentName string) {
 	}
 	s.ctx.declared = append(s.ctx.declared, d)
 	if !d.deployed {
-		if relevantType(typ) || strings.EqualFold(typ, "Microsoft.Resources/deployments") {
+		if relevantType(typ) || strings.EqualFold(typ, "Microsoft.Resources/deployments") && mentionsFirewall(r, 0) {
 			s.ctx.warn(d.path, "condition is false, so Azure does not deploy this resource: not imported (as in Azure)", r.lookup("condition").pos(), EffectNone, "")
 		}
 		return
@@ -906,7 +911,16 @@ func parseResourceID(id string) (typ, name string) {
 func (s *scope) reference(ref string, full bool, at *node) *node {
 	d := s.ctx.findDeclared(ref)
 	if d == nil {
-		return unknownNode(at, fmt.Sprintf("the state of the resource %s, which is not deployed by the template", ref), "only known at deployment")
+		if v := s.ctx.givenReference(ref); v != nil {
+			if full {
+				out := objAt(at)
+				out.runtime = ref
+				out.set("properties", v)
+				return out
+			}
+			return v
+		}
+		return unknownNode(at, fmt.Sprintf("the state of the resource %s, which the template does not deploy", ref), "give it with --reference "+ref+"=JSON")
 	}
 	label := d.typ + " " + d.name
 	var props *node
@@ -985,6 +999,27 @@ func (s *scope) reference(ref string, full bool, at *node) *node {
 	return out
 }
 
+// givenReference finds a --reference value by resource ID, or by name.
+func (ctx *evalCtx) givenReference(ref string) *node {
+	for k, v := range ctx.dep.References {
+		if strings.EqualFold(k, ref) {
+			ctx.refsUsed[strings.ToLower(k)] = true
+			return v
+		}
+	}
+	_, name := parseResourceID(ref)
+	if name == "" {
+		return nil
+	}
+	for k, v := range ctx.dep.References {
+		if strings.EqualFold(k, name) || strings.EqualFold(k, name[strings.LastIndexByte(name, '/')+1:]) {
+			ctx.refsUsed[strings.ToLower(k)] = true
+			return v
+		}
+	}
+	return nil
+}
+
 // resourceID builds a resource group scoped resource ID.
 func (s *scope) resourceID(typ, name string) string {
 	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/%s", s.ctx.dep.Subscription, s.ctx.dep.ResourceGroup, joinTypeName(typ, name))
@@ -1023,8 +1058,8 @@ func (ctx *evalCtx) deployedRelevant() []*declared {
 // unusedInputs reports --parameters and --public-ip values nothing used.
 func (ctx *evalCtx) unusedInputs(templates int) policy.ErrorList {
 	var errs policy.ErrorList
-	if templates == 0 && (len(ctx.dep.Parameters) > 0 || len(ctx.dep.PublicIPs) > 0) {
-		return policy.ErrorList{{Msg: "--parameters and --public-ip apply to ARM templates, and the input holds none"}}
+	if templates == 0 && (len(ctx.dep.Parameters) > 0 || len(ctx.dep.PublicIPs) > 0 || len(ctx.dep.References) > 0) {
+		return policy.ErrorList{{Msg: "--parameters, --public-ip and --reference apply to ARM templates, and the input holds none"}}
 	}
 	var names []string
 	for k := range ctx.dep.Parameters {
@@ -1056,5 +1091,41 @@ func (ctx *evalCtx) unusedInputs(templates int) policy.ErrorList {
 			errs = append(errs, &policy.Error{Msg: fmt.Sprintf("--public-ip %s: the template declares no public IP address named %q", k, k)})
 		}
 	}
+	names = names[:0]
+	for k := range ctx.dep.References {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !ctx.refsUsed[strings.ToLower(k)] {
+			errs = append(errs, &policy.Error{Msg: fmt.Sprintf("--reference %s: the template never reads that resource with reference()", k)})
+		}
+	}
 	return errs
+}
+
+// mentionsFirewall reports whether a (nested deployment) resource holds a
+// resource type the importer reads, at any depth.
+func mentionsFirewall(n *node, depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	if n.kind == jString {
+		l := strings.ToLower(n.str)
+		return strings.Contains(l, "microsoft.network/firewallpolicies") || strings.Contains(l, "microsoft.network/azurefirewalls") ||
+			strings.Contains(l, "microsoft.network/ipgroups")
+	}
+	for _, c := range n.items {
+		if mentionsFirewall(c, depth+1) {
+			return true
+		}
+	}
+	for i, c := range n.vals {
+		if strings.EqualFold(n.keys[i], "type") || c.kind != jString {
+			if mentionsFirewall(c, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }

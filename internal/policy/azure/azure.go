@@ -134,15 +134,15 @@ func ImportWith(opts Options, srcs ...Source) (*policy.File, []Warning, error) {
 			}
 		}
 	}
+	if first == nil {
+		return nil, nil, policy.ErrorList{{Msg: "no input"}}
+	}
+	im.collect()
 	im.errs = append(im.errs, im.ctx.errs...)
 	im.errs = append(im.errs, im.ctx.unusedInputs(templates)...)
 	if len(im.errs) > 0 {
 		return nil, nil, im.errList()
 	}
-	if first == nil {
-		return nil, nil, policy.ErrorList{{Msg: "no input"}}
-	}
-	im.collect()
 	f, err := im.build(first)
 	if err != nil {
 		return nil, nil, err
@@ -503,7 +503,7 @@ func (im *importer) build(first *source) (*policy.File, error) {
 		}
 		im.fromPolicy(f, pol, mine)
 		if pol != nil {
-			im.base(f, pol, policies)
+			im.base(f, pol, nil)
 		}
 	case len(classic) == 1:
 		im.classic(f, classic[0])
@@ -525,11 +525,21 @@ func (im *importer) build(first *source) (*policy.File, error) {
 		if len(im.byKind(rIPGroup)) > 0 {
 			what = "only IP groups found, no firewall policy, rule collection group or firewall"
 		}
+		var off []string
+		linked := false
 		for _, d := range im.ctx.declared {
 			if d.nested != nil && d.nested.linked {
-				what += " (the template deploys linked templates, which are not fetched: import them)"
-				break
+				linked = true
 			}
+			if !d.deployed && !d.existing && (relevantType(d.typ) || strings.EqualFold(d.typ, "Microsoft.Resources/deployments") && mentionsFirewall(d.raw, 0)) {
+				off = append(off, d.path)
+			}
+		}
+		if linked {
+			what += " (the template deploys linked templates, which are not fetched: import them)"
+		}
+		if len(off) > 0 {
+			what += fmt.Sprintf(" (with these parameters Azure would not deploy %s: their condition is false)", strings.Join(dedupe(off), ", "))
 		}
 		return nil, policy.ErrorList{{Pos: policy.Pos{File: first.name, Line: 1, Column: 1},
 			Msg: what + ": expected an ARM template with Microsoft.Network/firewallPolicies, firewallPolicies/ruleCollectionGroups or azureFirewalls resources, or the output of az network firewall policy show, az network firewall policy rule-collection-group show/list, or az network firewall show"}}
@@ -541,11 +551,17 @@ func (im *importer) build(first *source) (*policy.File, error) {
 
 func (im *importer) choices(policies, classic []*resource) string {
 	var s []string
+	label := func(r *resource) string {
+		if n := r.shortName(); n != "" {
+			return n
+		}
+		return "whose name is unknown (" + r.n.pos().String() + ")"
+	}
 	for _, r := range policies {
-		s = append(s, "policy "+r.shortName())
+		s = append(s, "policy "+label(r))
 	}
 	for _, r := range classic {
-		s = append(s, "firewall "+r.shortName())
+		s = append(s, "firewall "+label(r))
 	}
 	if len(s) == 0 {
 		return "none"
@@ -619,8 +635,14 @@ func (im *importer) useGroup(name, path, target string) {
 // not define: the reference is kept (an empty group would change the rule).
 func (im *importer) checkGroupRefs(f *policy.File) {
 	defined := map[string]bool{}
-	for name := range f.IPGroups {
-		defined[strings.ToLower(name)] = true
+	for b := f; b != nil; {
+		for name := range b.IPGroups {
+			defined[strings.ToLower(name)] = true
+		}
+		if b.BasePolicy == nil {
+			break
+		}
+		b = b.BasePolicy.Policy
 	}
 	for _, key := range im.groupOrder {
 		if defined[key] {
