@@ -104,7 +104,6 @@ func writeFiles(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-
 // TestInheritance checks Azure's documented semantics for a child policy:
 // the base's rule collection groups first whatever their priorities, no
 // DNAT inherited, threat intelligence only stricter, DNS overridable.
