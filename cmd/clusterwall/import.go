@@ -240,11 +240,21 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 		return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: %v", err)}
 	}
 
-	rules, looser, stricter := 0, 0, 0
-	for _, g := range f.RuleCollectionGroups {
-		for _, c := range g.RuleCollections {
-			rules += len(c.Rules)
+	rules, groups, baseRules, looser, stricter := 0, 0, 0, 0, 0
+	for b := f; b != nil; {
+		groups += len(b.RuleCollectionGroups)
+		for _, g := range b.RuleCollectionGroups {
+			for _, c := range g.RuleCollections {
+				rules += len(c.Rules)
+				if b != f {
+					baseRules += len(c.Rules)
+				}
+			}
 		}
+		if b.BasePolicy == nil {
+			break
+		}
+		b = b.BasePolicy.Policy
 	}
 	for _, w := range warns {
 		switch {
@@ -254,7 +264,10 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 			stricter++
 		}
 	}
-	summary := fmt.Sprintf("imported %d rule collection groups, %d rules; %d warnings", len(f.RuleCollectionGroups), rules, len(warns))
+	summary := fmt.Sprintf("imported %d rule collection groups, %d rules; %d warnings", groups, rules, len(warns))
+	if f.BasePolicy != nil {
+		summary = fmt.Sprintf("imported %d rule collection groups, %d rules (%d of them in base policies); %d warnings", groups, rules, baseRules, len(warns))
+	}
 	if looser+stricter > 0 {
 		summary += fmt.Sprintf(" (%d STRICTER, %d may be LOOSER: review them)", stricter, looser)
 	}

@@ -100,8 +100,10 @@ type evalCtx struct {
 	steps      int
 	bytes      int
 	declared   []*declared
-	warn       func(path, msg string, pos policy.Pos, eff Effect, unknown string)
-	errs       policy.ErrorList
+	// linkable are the input templates a templateLink may name.
+	linkable []*linkable
+	warn     func(path, msg string, pos policy.Pos, eff Effect, unknown string)
+	errs     policy.ErrorList
 }
 
 func newEvalCtx(dep Deploy) *evalCtx {
@@ -750,6 +752,16 @@ func (s *scope) nestedDeployment(d *declared) {
 		return
 	}
 	t := props.lookup("template")
+	linkedSrc := s.src
+	if t == nil || t.kind != jObject {
+		if tl := props.lookup("templateLink"); tl != nil {
+			if l := s.ctx.findLinked(s, tl); l != nil {
+				t, linkedSrc = l.t, l.src
+				l.used = true
+				s.ctx.warn(where, fmt.Sprintf("nested deployment of the linked template %s: evaluated from the input file %s with the parameters this deployment passes", l.uri, l.src.name), tl.pos(), EffectNone, "")
+			}
+		}
+	}
 	if t == nil || t.kind != jObject {
 		if tl := props.lookup("templateLink"); tl != nil {
 			nd.linked = true
@@ -759,11 +771,11 @@ func (s *scope) nestedDeployment(d *declared) {
 			} else if id := s.value(tl.lookup("id")); id != nil && id.kind == jString {
 				uri = " " + id.str
 			}
-			s.ctx.warn(where, fmt.Sprintf("nested deployment of the linked template%s: linked templates are not fetched, so any firewall rules it deploys are not imported: STRICTER or LOOSER, depending on them (import that template too, with the parameters this deployment passes)", uri), tl.pos(), EffectUnknown, "the linked template"+uri)
+			s.ctx.warn(where, fmt.Sprintf("nested deployment of the linked template%s: linked templates are not fetched, so any firewall rules it deploys are not imported: STRICTER or LOOSER, depending on them (give the linked template's file too: it is matched by its file name and evaluated with the parameters this deployment passes)", uri), tl.pos(), EffectUnknown, "the linked template"+uri)
 		}
 		return
 	}
-	inner := false
+	inner := linkedSrc != s.src // a linked template has its own scope
 	if eo := props.lookup("expressionEvaluationOptions"); eo != nil {
 		if sc := s.value(eo.lookup("scope")); sc != nil && sc.kind == jString && strings.EqualFold(sc.str, "inner") {
 			inner = true
@@ -787,7 +799,7 @@ func (s *scope) nestedDeployment(d *declared) {
 				given[strings.ToLower(k)] = &ParamValue{n: v, from: "passed by the nested deployment " + where}
 			}
 		}
-		ns = newTemplateScope(s.ctx, s.src, t, given, s.depth+1, where)
+		ns = newTemplateScope(s.ctx, linkedSrc, t, given, s.depth+1, where)
 		for k, g := range given {
 			if _, ok := ns.params[k]; !ok {
 				s.ctx.errs = append(s.ctx.errs, &policy.Error{Pos: g.n.pos(), Msg: fmt.Sprintf("nested deployment %s passes the parameter %q, which its template does not declare", where, k)})
@@ -909,17 +921,18 @@ func parseResourceID(id string) (typ, name string) {
 // unknown. Public IP addresses come from --public-ip; nested deployments
 // give their outputs.
 func (s *scope) reference(ref string, full bool, at *node) *node {
+	// The deployed state given with --reference wins over what the template declares.
+	if v := s.ctx.givenReference(ref); v != nil {
+		if full {
+			out := objAt(at)
+			out.runtime = ref
+			out.set("properties", v)
+			return out
+		}
+		return v
+	}
 	d := s.ctx.findDeclared(ref)
 	if d == nil {
-		if v := s.ctx.givenReference(ref); v != nil {
-			if full {
-				out := objAt(at)
-				out.runtime = ref
-				out.set("properties", v)
-				return out
-			}
-			return v
-		}
 		return unknownNode(at, fmt.Sprintf("the state of the resource %s, which the template does not deploy", ref), "give it with --reference "+ref+"=JSON")
 	}
 	label := d.typ + " " + d.name
@@ -970,7 +983,7 @@ func (s *scope) reference(ref string, full bool, at *node) *node {
 					c2 := *icp
 					c2.keys = append([]string(nil), icp.keys...)
 					c2.vals = append([]*node(nil), icp.vals...)
-					c2.set("privateIPAddress", unknownNode(at, "the dynamic private IP address of "+label, "only known at deployment"))
+					c2.set("privateIPAddress", unknownNode(at, "the dynamic private IP address of "+label, "give it with --reference "+d.name+`={"ipConfigurations": [{"properties": {"privateIPAddress": "ADDRESS"}}]}`))
 					ic2 := *ic
 					ic2.keys = append([]string(nil), ic.keys...)
 					ic2.vals = append([]*node(nil), ic.vals...)
@@ -1128,4 +1141,101 @@ func mentionsFirewall(n *node, depth int) bool {
 		}
 	}
 	return false
+}
+
+// linkable is an input template a templateLink may name.
+type linkable struct {
+	src  *source
+	t    *node
+	used bool
+	uri  string
+}
+
+func (ctx *evalCtx) linkedUsed(src *source) bool {
+	for _, l := range ctx.linkable {
+		if l.src == src {
+			return l.used
+		}
+	}
+	return false
+}
+
+// baseName is the last element of a file name or URL path.
+func baseName(name string) string {
+	name = strings.ReplaceAll(name, "\\", "/")
+	if i := strings.IndexAny(name, "?#"); i >= 0 {
+		name = name[:i]
+	}
+	return strings.ToLower(name[strings.LastIndexByte(name, '/')+1:])
+}
+
+// findLinked finds the input file a templateLink names: the file whose
+// name ends in the link's file name (its URI evaluated, or else a string
+// in its expression).
+func (ctx *evalCtx) findLinked(s *scope, tl *node) *linkable {
+	var cands []string
+	for _, key := range []string{"uri", "relativePath", "id"} {
+		raw := tl.lookup(key)
+		if raw == nil || raw.kind != jString {
+			continue
+		}
+		if v := s.value(raw); v.kind == jString {
+			cands = append(cands, v.str)
+		}
+		cands = append(cands, raw.str)
+	}
+	var best *linkable
+	bestLen := 0
+	for _, c := range cands {
+		b := baseName(c)
+		if !strings.HasSuffix(b, ".json") {
+			// An expression: look for a quoted file name in it.
+			i := strings.LastIndex(strings.ToLower(c), ".json")
+			if i < 0 {
+				continue
+			}
+			j := strings.LastIndexAny(c[:i], "'/")
+			b = strings.ToLower(c[j+1 : i+5])
+		}
+		for _, l := range ctx.linkable {
+			name := strings.ToLower(strings.ReplaceAll(l.src.name, "\\", "/"))
+			if baseName(name) == b && len(b) > bestLen {
+				best, bestLen = l, len(b)
+				l.uri = c
+			}
+		}
+		if best != nil {
+			return best
+		}
+	}
+	return best
+}
+
+// mentionsLink reports whether a template deploys linked templates and
+// names a file called base in one of its strings (the link's URI is often
+// built from a variable).
+func mentionsLink(roots []*node, base string) bool {
+	links, named := false, false
+	var walk func(n *node, depth int)
+	walk = func(n *node, depth int) {
+		if depth > maxDepth || links && named {
+			return
+		}
+		if n.kind == jString && strings.Contains(strings.ToLower(n.str), base) {
+			named = true
+		}
+		for i, k := range n.keys {
+			if strings.EqualFold(k, "templateLink") {
+				links = true
+			}
+			walk(n.vals[i], depth+1)
+		}
+		for _, it := range n.items {
+			walk(it, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return links && named
 }

@@ -119,6 +119,11 @@ func ImportWith(opts Options, srcs ...Source) (*policy.File, []Warning, error) {
 	}
 	var first *source
 	templates := 0
+	type parsed struct {
+		src   *source
+		roots []*node
+	}
+	var files []parsed
 	for _, s := range srcs {
 		src := &source{name: s.Name, data: s.Data}
 		roots, err := parseJSON(src)
@@ -128,9 +133,33 @@ func ImportWith(opts Options, srcs ...Source) (*policy.File, []Warning, error) {
 		if first == nil {
 			first = src
 		}
-		for _, r := range roots {
-			if im.root(src, r) {
-				templates++
+		files = append(files, parsed{src, roots})
+		if len(roots) == 1 && roots[0].kind == jObject && isTemplate(roots[0]) {
+			im.ctx.linkable = append(im.ctx.linkable, &linkable{src: src, t: roots[0]})
+		}
+	}
+	// A template another input deploys as a linked template is evaluated
+	// there, with the parameters that deployment passes, not on its own.
+	targets := map[*source]bool{}
+	for _, fl := range files {
+		for _, l := range im.ctx.linkable {
+			if l.src != fl.src && mentionsLink(fl.roots, baseName(l.src.name)) {
+				targets[l.src] = true
+			}
+		}
+	}
+	for _, pass := range []bool{false, true} {
+		for _, fl := range files {
+			if targets[fl.src] != pass {
+				continue
+			}
+			if pass && im.ctx.linkedUsed(fl.src) {
+				continue
+			}
+			for _, r := range fl.roots {
+				if im.root(fl.src, r) {
+					templates++
+				}
 			}
 		}
 	}
