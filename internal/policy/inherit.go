@@ -233,3 +233,39 @@ func readPolicyFile(path string) ([]byte, error) {
 	}
 	return os.ReadFile(path)
 }
+
+// InlineBases replaces every basePolicy of f that is a file (relative to
+// file's folder) by the policy it names, so that f stands alone (to send it
+// elsewhere, or turn it into Kubernetes objects).
+func InlineBases(f *File, file string) error {
+	seen := map[string]bool{}
+	for depth := 0; f.BasePolicy != nil; depth++ {
+		if depth >= maxBaseDepth {
+			return fmt.Errorf("base policies nested more than %d deep", maxBaseDepth)
+		}
+		b := f.BasePolicy
+		if b.Policy == nil {
+			path := b.Path
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(file), path)
+			}
+			abs, _ := filepath.Abs(path)
+			if seen[abs] {
+				return fmt.Errorf("basePolicy %s: the chain of base policies comes back to it", b.Path)
+			}
+			seen[abs] = true
+			data, err := readPolicyFile(path)
+			if err != nil {
+				return fmt.Errorf("basePolicy: %v", err)
+			}
+			bf, _, err := DecodeYAML(path, data)
+			if err != nil {
+				return err
+			}
+			f.BasePolicy = &WireBase{Policy: bf}
+			file = path
+		}
+		f = f.BasePolicy.Policy
+	}
+	return nil
+}
