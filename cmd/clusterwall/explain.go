@@ -154,6 +154,9 @@ type explanation struct {
 	// TranslatedFQDN is a DNAT rule's translatedFqdn (TranslatedAddress is
 	// then the address it resolves to).
 	TranslatedFQDN string `json:"translatedFqdn,omitempty"`
+	// BasePolicy names the base policy the deciding rule's group is
+	// inherited from (processed before the policy's own groups).
+	BasePolicy string `json:"basePolicy,omitempty"`
 	// ThreatIntel is "Deny" or "Alert" when threat intelligence listed the
 	// flow (before every rule), with the feed entry in ThreatDescription.
 	ThreatIntel       string `json:"threatIntel,omitempty"`
@@ -184,6 +187,9 @@ func newExplanation(f match.Flow, dst string, d match.Decision) explanation {
 		e.RuleCollection = d.Rule.Collection.Name
 		e.RuleCollectionGroup = d.Rule.Collection.Group.Name
 		e.RulePosition = d.Rule.Pos.String()
+		if g := d.Rule.Collection.Group; g.Inherited {
+			e.BasePolicy = g.Policy
+		}
 	}
 	if d.Action == policy.ActionDNAT {
 		e.TranslatedAddress = d.TranslatedAddr.String()
@@ -237,7 +243,11 @@ func printExplanation(w io.Writer, e explanation, d match.Decision, notes []stri
 	}
 	c := d.Rule.Collection
 	fmt.Fprintf(w, "Kind:    %s rule\n", e.Kind)
-	fmt.Fprintf(w, "Group:   %s (priority %d)\n", c.Group.Name, c.Group.Priority)
+	if e.BasePolicy != "" {
+		fmt.Fprintf(w, "Group:   %s (priority %d, inherited from base policy %s: processed before the policy's own groups)\n", c.Group.Name, c.Group.Priority, e.BasePolicy)
+	} else {
+		fmt.Fprintf(w, "Group:   %s (priority %d)\n", c.Group.Name, c.Group.Priority)
+	}
 	fmt.Fprintf(w, "Collection: %s (priority %d, %s)\n", c.Name, c.Priority, c.Action)
 	fmt.Fprintf(w, "Rule:    %s", e.Rule)
 	if e.RulePosition != "" {

@@ -59,6 +59,10 @@ YAML stream for 'kubectl apply -f -'.`,
 				if f, _, err = policy.DecodeYAML(file, data); err != nil {
 					return &exitError{code: 1, msg: err.Error()}
 				}
+				// A base policy becomes a FirewallPolicy of its own.
+				if err := policy.InlineBases(f, file); err != nil {
+					return &exitError{code: 1, msg: err.Error()}
+				}
 			}
 			ex, err := controller.Export(f, controller.ExportOptions{Name: name, GroupsNamespace: ns})
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -72,6 +73,7 @@ the exit code is then 1.`,
 	f.StringVar(&o.tagsRef, "service-tags-ref", "", "write serviceTags: PATH into the policy (relative to the output file)")
 	f.StringArrayVarP(&o.params, "parameters", "p", nil, "template parameters as az deployment takes them: @FILE.json, NAME=VALUE, NAME=@FILE or a JSON object (repeatable; later ones win)")
 	f.StringArrayVar(&o.publicIPs, "public-ip", nil, "NAME=ADDRESS: the address Azure gave the public IP resource NAME (for reference(...).ipAddress in DNAT rules; repeatable)")
+	f.StringArrayVar(&o.references, "reference", nil, "NAME=JSON: the deployed state of a resource the template reads with reference() but does not deploy (NAME: its resource ID or name; repeatable)")
 	f.StringVar(&o.policy, "policy", "", "import the firewall policy (or firewall) of this name when the input holds several")
 	f.BoolVar(&o.includeBase, "include-base", false, "follow the policy's basePolicy within the input files and import it too, as the policy's basePolicy:")
 	f.StringVar(&o.location, "location", "", "the region of the resource group the template is deployed to (resourceGroup().location)")
@@ -85,14 +87,32 @@ the exit code is then 1.`,
 
 type importOpts struct {
 	out, tagsFile, tagsRef            string
-	params, publicIPs                 []string
+	params, publicIPs, references     []string
 	policy, location, resourceGroup   string
 	subscription                      string
 	includeBase, strict, allowPartial bool
 }
 
+// paramArg matches the NAME=VALUE values az takes after --parameters.
+var paramArg = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$.-]*=`)
+
 func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 	stderr := cmd.ErrOrStderr()
+	// az takes several values after one --parameters (--parameters a=1
+	// b=@f.json @p.json); the command line library hands the later ones
+	// over as arguments: take back those that are not files.
+	var files []string
+	for _, a := range args {
+		if _, err := os.Stat(a); err != nil && len(o.params) > 0 && (paramArg.MatchString(a) || strings.HasPrefix(a, "@")) {
+			o.params = append(o.params, a)
+			continue
+		}
+		files = append(files, a)
+	}
+	if len(files) == 0 {
+		return &exitError{code: 1, msg: "clusterwall: import azure: no input file"}
+	}
+	args = files
 	var srcs []azure.Source
 	for _, name := range args {
 		var data []byte
@@ -116,8 +136,12 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
+	refs, err := azure.ParseReferences(o.references)
+	if err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
 	opts := azure.Options{
-		Deploy: azure.Deploy{Parameters: params, PublicIPs: ips, Location: o.location,
+		Deploy: azure.Deploy{Parameters: params, PublicIPs: ips, References: refs, Location: o.location,
 			ResourceGroup: o.resourceGroup, Subscription: o.subscription},
 		Policy: o.policy, IncludeBase: o.includeBase,
 	}
@@ -216,11 +240,21 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 		return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: %v", err)}
 	}
 
-	rules, looser, stricter := 0, 0, 0
-	for _, g := range f.RuleCollectionGroups {
-		for _, c := range g.RuleCollections {
-			rules += len(c.Rules)
+	rules, groups, baseRules, looser, stricter := 0, 0, 0, 0, 0
+	for b := f; b != nil; {
+		groups += len(b.RuleCollectionGroups)
+		for _, g := range b.RuleCollectionGroups {
+			for _, c := range g.RuleCollections {
+				rules += len(c.Rules)
+				if b != f {
+					baseRules += len(c.Rules)
+				}
+			}
 		}
+		if b.BasePolicy == nil {
+			break
+		}
+		b = b.BasePolicy.Policy
 	}
 	for _, w := range warns {
 		switch {
@@ -230,7 +264,10 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 			stricter++
 		}
 	}
-	summary := fmt.Sprintf("imported %d rule collection groups, %d rules; %d warnings", len(f.RuleCollectionGroups), rules, len(warns))
+	summary := fmt.Sprintf("imported %d rule collection groups, %d rules; %d warnings", groups, rules, len(warns))
+	if f.BasePolicy != nil {
+		summary = fmt.Sprintf("imported %d rule collection groups, %d rules (%d of them in base policies); %d warnings", groups, rules, baseRules, len(warns))
+	}
 	if looser+stricter > 0 {
 		summary += fmt.Sprintf(" (%d STRICTER, %d may be LOOSER: review them)", stricter, looser)
 	}

@@ -34,11 +34,17 @@ const (
 // Inputs is everything a composition reads: the objects of one
 // FirewallPolicy as the API server has them.
 type Inputs struct {
-	Policy   *v1.FirewallPolicy
-	Groups   []v1.RuleCollectionGroup // those naming Policy
-	Pods     []corev1.Pod
-	Slices   []discoveryv1.EndpointSlice
-	Services []corev1.Service
+	Policy *v1.FirewallPolicy
+	// Bases are the chain of base policies Policy.Spec.BasePolicy names:
+	// Bases[0] its base, Bases[1] that one's base, ...
+	Bases []*v1.FirewallPolicy
+	// BaseError says why the chain could not be read (a missing base, a
+	// cycle); the policy is then not accepted.
+	BaseError string
+	Groups    []v1.RuleCollectionGroup // those naming Policy
+	Pods      []corev1.Pod
+	Slices    []discoveryv1.EndpointSlice
+	Services  []corev1.Service
 	// Options are the validator's options (service tags), the same as the
 	// daemon's.
 	Options policy.Options
@@ -85,6 +91,10 @@ type Origin struct {
 
 // Composition is the composed policy and the verdict on every object.
 type Composition struct {
+	// name is the FirewallPolicy's name; bases its base policies' names.
+	name  string
+	bases []string
+
 	File    *policy.File
 	YAML    []byte
 	Hash    string // sha256 of YAML
@@ -106,6 +116,7 @@ func Compose(in Inputs) *Composition {
 		Services: map[types.NamespacedName]ServiceVerdict{},
 	}
 	fp := in.Policy
+	c.name = fp.Name
 	pods := newPodIndex(in.Pods, in.Slices)
 	f := &policy.File{
 		APIVersion:            "clusterwall.io/v1alpha1",
@@ -117,6 +128,16 @@ func Compose(in Inputs) *Composition {
 		FQDNTags:              fp.Spec.FQDNTags,
 		ThreatIntel:           wireThreatIntel(fp.Spec.ThreatIntel),
 		DNS:                   wireDNS(fp.Spec.DNS),
+	}
+	if fp.Spec.BasePolicy != "" {
+		if in.BaseError != "" {
+			c.Policy = Verdict{Reason: v1.ReasonBasePolicy, Errors: []v1.FieldError{{Field: "spec.basePolicy", Message: in.BaseError}}}
+			return c
+		}
+		f.BasePolicy = &policy.WireBase{Policy: baseFile(in.Bases, pods)}
+		for _, b := range in.Bases {
+			c.bases = append(c.bases, b.Name)
+		}
 	}
 	fpName := types.NamespacedName{Name: fp.Name}
 	var selErrs []v1.FieldError
@@ -238,6 +259,19 @@ var groupPath = regexp.MustCompile(`^ruleCollectionGroups\[(\d+)\](?:\.ruleColle
 // came from: ruleCollectionGroups[3].ruleCollections[0].rules[2].destinationPorts[0]
 // of a RuleCollectionGroup becomes spec.ruleCollections[0].rules[2].destinationPorts[0].
 func (c *Composition) MapPath(path string) (Origin, string) {
+	// A base policy's part: basePolicy.[basePolicy.]...
+	depth := 0
+	for strings.HasPrefix(path, "basePolicy.") {
+		path = strings.TrimPrefix(path, "basePolicy.")
+		depth++
+	}
+	if depth > 0 {
+		o := Origin{Kind: "FirewallPolicy"}
+		if depth-1 < len(c.bases) {
+			o.Name = types.NamespacedName{Name: c.bases[depth-1]}
+		}
+		return o, "spec." + path
+	}
 	m := groupPath.FindStringSubmatch(path)
 	if m == nil {
 		// A top-level field (ipGroups, threatIntel, ...) of the FirewallPolicy.
@@ -283,6 +317,11 @@ func (c *Composition) fieldErrors(errs policy.ErrorList, keep func(Origin) bool)
 	for _, e := range errs {
 		o, field := c.MapPath(e.Path)
 		if !keep(o) {
+			continue
+		}
+		if o.Kind == "FirewallPolicy" && o.Name.Name != "" && o.Name.Name != c.name {
+			// A problem of a base policy: reported on spec.basePolicy.
+			out = append(out, v1.FieldError{Field: "spec.basePolicy", Message: fmt.Sprintf("base FirewallPolicy %s: %s: %s", o.Name.Name, field, e.Msg)})
 			continue
 		}
 		if o.Kind == "RuleCollectionGroup" && o.Name != (types.NamespacedName{}) && !strings.HasPrefix(field, "spec") && !strings.HasPrefix(field, "metadata") {
@@ -573,4 +612,33 @@ func (ix *podIndex) addrs(ns string, sel *metav1.LabelSelector) ([]string, error
 		strs[i] = a.String()
 	}
 	return strs, nil
+}
+
+// baseFile turns a chain of base FirewallPolicies into the wire form of
+// the first, with the others as its bases, inline: their settings and rule
+// collection groups (a base's teams, Service DNAT and team groups belong to
+// the firewall it programs, not to the policies inheriting from it).
+func baseFile(chain []*v1.FirewallPolicy, pods addrSource) *policy.File {
+	var inner *policy.File
+	for i := len(chain) - 1; i >= 0; i-- {
+		b := chain[i]
+		f := &policy.File{
+			Name:                  policyName(b),
+			Location:              b.Spec.Location,
+			ServiceTagDefinitions: b.Spec.ServiceTagDefinitions,
+			IPGroups:              b.Spec.IPGroups,
+			FQDNTags:              b.Spec.FQDNTags,
+			ThreatIntel:           wireThreatIntel(b.Spec.ThreatIntel),
+			DNS:                   wireDNS(b.Spec.DNS),
+		}
+		for _, g := range b.Spec.RuleCollectionGroups {
+			wg, _ := wireGroup(g.Name, g.RuleCollectionGroupSpec, "", pods)
+			f.RuleCollectionGroups = append(f.RuleCollectionGroups, wg)
+		}
+		if inner != nil {
+			f.BasePolicy = &policy.WireBase{Policy: inner}
+		}
+		inner = f
+	}
+	return inner
 }

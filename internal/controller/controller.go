@@ -119,6 +119,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1.FirewallPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{},
 			predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == r.opts.PolicyName }))).
 		Watches(&v1.RuleCollectionGroup{}, all, specOnly).
+		// A base policy's changes change this one.
+		Watches(&v1.FirewallPolicy{}, all, specOnly).
 		Watches(&corev1.Service{}, all, builder.WithPredicates(servicePredicate())).
 		Watches(&corev1.Pod{}, all, builder.WithPredicates(podPredicate())).
 		Watches(&discoveryv1.EndpointSlice{}, all).
@@ -192,6 +194,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	in := Inputs{Policy: &fp, Groups: mine, Options: r.opts.PolicyOptions}
+	if err := r.baseChain(ctx, &fp, &in); err != nil {
+		return ctrl.Result{}, err
+	}
 	var pods corev1.PodList
 	var slicesList discoveryv1.EndpointSliceList
 	var svcs corev1.ServiceList
@@ -262,6 +267,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if comp.File != nil {
 		st.Groups = st.Groups[:0]
+		// Inherited groups first: they are processed before the policy's own.
+		var inherited []string
+		for b := comp.File.BasePolicy; b != nil && b.Policy != nil; b = b.Policy.BasePolicy {
+			var names []string
+			bgs := slices.Clone(b.Policy.RuleCollectionGroups)
+			sort.SliceStable(bgs, func(i, j int) bool { return bgs[i].Priority < bgs[j].Priority })
+			for _, g := range bgs {
+				names = append(names, b.Policy.Name+":"+g.Name)
+			}
+			inherited = append(names, inherited...)
+		}
+		st.Groups = append(st.Groups, inherited...)
 		gs := slices.Clone(comp.File.RuleCollectionGroups)
 		sort.SliceStable(gs, func(i, j int) bool { return gs[i].Priority < gs[j].Priority })
 		for _, g := range gs {
@@ -439,4 +456,34 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// maxBases bounds a chain of base FirewallPolicies.
+const maxBases = 8
+
+// baseChain reads the FirewallPolicies fp inherits from into in.
+func (r *Reconciler) baseChain(ctx context.Context, fp *v1.FirewallPolicy, in *Inputs) error {
+	seen := map[string]bool{fp.Name: true}
+	for name := fp.Spec.BasePolicy; name != ""; {
+		if seen[name] {
+			in.BaseError = fmt.Sprintf("the chain of base policies comes back to FirewallPolicy %q", name)
+			return nil
+		}
+		if len(in.Bases) >= maxBases {
+			in.BaseError = fmt.Sprintf("base policies nested more than %d deep", maxBases)
+			return nil
+		}
+		seen[name] = true
+		var b v1.FirewallPolicy
+		if err := r.Get(ctx, types.NamespacedName{Name: name}, &b); err != nil {
+			if apierrors.IsNotFound(err) {
+				in.BaseError = fmt.Sprintf("the base FirewallPolicy %q does not exist", name)
+				return nil
+			}
+			return err
+		}
+		in.Bases = append(in.Bases, &b)
+		name = b.Spec.BasePolicy
+	}
+	return nil
 }

@@ -26,6 +26,8 @@ type ExportOptions struct {
 
 // Exported is a policy file as Kubernetes objects.
 type Exported struct {
+	// Bases are the policy's base policies (its basePolicy, that one's, ...).
+	Bases  []*v1.FirewallPolicy
 	Policy *v1.FirewallPolicy
 	Groups []*v1.RuleCollectionGroup
 	// Warnings are parts of the file the objects cannot hold.
@@ -49,6 +51,43 @@ func Export(f *policy.File, o ExportOptions) (*Exported, error) {
 		}
 	}
 	ex := &Exported{}
+	fp, err := exportSpec(f, name, ex)
+	if err != nil {
+		return nil, err
+	}
+	// Base policies become FirewallPolicies of their own.
+	child, used := fp, map[string]bool{name: true}
+	for b := f.BasePolicy; b != nil; b = b.Policy.BasePolicy {
+		if b.Policy == nil {
+			return nil, fmt.Errorf("basePolicy %s is a file: read it into the policy first (policy.InlineBases)", b.Path)
+		}
+		bn := objectName(b.Policy.Name, used)
+		if b.Policy.Name == "" {
+			bn = objectName(name+"-base", used)
+		}
+		bp, err := exportSpec(b.Policy, bn, ex)
+		if err != nil {
+			return nil, err
+		}
+		// A base policy's groups stay inline in its FirewallPolicy.
+		if err := exportGroups(b.Policy, bn, ExportOptions{}, bp, ex, map[string]bool{}); err != nil {
+			return nil, err
+		}
+		child.Spec.BasePolicy = bn
+		ex.Bases = append(ex.Bases, bp)
+		child = bp
+	}
+	used = map[string]bool{}
+	if err := exportGroups(f, name, o, fp, ex, used); err != nil {
+		return nil, err
+	}
+	ex.Policy = fp
+	return ex, nil
+}
+
+// exportSpec turns a policy's settings into a FirewallPolicy, and its rule
+// collection groups too when it is a base policy.
+func exportSpec(f *policy.File, name string, ex *Exported) (*v1.FirewallPolicy, error) {
 	fp := &v1.FirewallPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: v1.GroupVersion.String(), Kind: "FirewallPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -78,7 +117,11 @@ func Export(f *policy.File, o ExportOptions) (*Exported, error) {
 	if d := f.DNS; d != nil {
 		fp.Spec.DNS = &v1.DNS{EnableProxy: d.EnableProxy, Servers: d.Servers}
 	}
-	used := map[string]bool{}
+	return fp, nil
+}
+
+// exportGroups exports f's groups into fp or as RuleCollectionGroups.
+func exportGroups(f *policy.File, name string, o ExportOptions, fp *v1.FirewallPolicy, ex *Exported, used map[string]bool) error {
 	for _, g := range f.RuleCollectionGroups {
 		spec := v1.RuleCollectionGroupSpec{Priority: int32(g.Priority)}
 		for _, c := range g.RuleCollections {
@@ -127,8 +170,7 @@ func Export(f *policy.File, o ExportOptions) (*Exported, error) {
 			AnySource:      true,
 		}
 	}
-	ex.Policy = fp
-	return ex, nil
+	return nil
 }
 
 // objectName turns a group name into a unique DNS-1123 object name.
@@ -165,7 +207,11 @@ func objectName(s string, used map[string]bool) string {
 // without empty status and creationTimestamp.
 func (ex *Exported) YAML() ([]byte, error) {
 	var out bytes.Buffer
-	objs := []any{ex.Policy}
+	var objs []any
+	for i := len(ex.Bases) - 1; i >= 0; i-- {
+		objs = append(objs, ex.Bases[i])
+	}
+	objs = append(objs, ex.Policy)
 	for _, g := range ex.Groups {
 		objs = append(objs, g)
 	}

@@ -19,6 +19,8 @@ type positions struct {
 	file string
 	vals map[string]Pos
 	keys map[string]Pos
+	// prefix is prepended to every path looked up (an inline base policy).
+	prefix string
 }
 
 // lookup returns the position of path, or of its nearest ancestor.
@@ -26,6 +28,7 @@ func (p *positions) lookup(path string) Pos {
 	if p == nil {
 		return Pos{}
 	}
+	path = p.prefix + path
 	for path != "" {
 		if pos, ok := p.vals[path]; ok {
 			return pos
@@ -43,7 +46,7 @@ func (p *positions) lookup(path string) Pos {
 // its value's.
 func (p *positions) key(path string) Pos {
 	if p != nil {
-		if pos, ok := p.keys[path]; ok {
+		if pos, ok := p.keys[p.prefix+path]; ok {
 			return pos
 		}
 	}
@@ -154,6 +157,17 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // an empty value: the zero value
 	}
+	if t == reflect.TypeOf(WireBase{}) {
+		// basePolicy: a path, or the base policy inline.
+		switch n.Kind {
+		case yaml.ScalarNode:
+		case yaml.MappingNode:
+			w.walk(n, reflect.TypeOf(File{}), path)
+		default:
+			w.errorf(n, path, "basePolicy: expected the base policy's file (a path) or the base policy itself (a mapping), found %s", describe(n))
+		}
+		return
+	}
 	field := path
 	if i := strings.LastIndex(field, "."); i >= 0 {
 		field = field[i+1:]
@@ -250,6 +264,15 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// sub returns the positions of a nested policy (an inline basePolicy):
+// its paths are prefixed in p.
+func (p *positions) sub(prefix string) *positions {
+	if p == nil {
+		return nil
+	}
+	return &positions{file: p.file, vals: p.vals, keys: p.keys, prefix: p.prefix + prefix}
+}
+
 func describe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -280,6 +303,8 @@ func describeType(t reflect.Type) string {
 		return "a threat-intel feed"
 	case reflect.TypeOf(WireDNS{}):
 		return "dns"
+	case reflect.TypeOf(WireBase{}):
+		return "basePolicy"
 	}
 	return t.Name()
 }

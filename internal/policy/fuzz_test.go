@@ -15,6 +15,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte("ruleCollectionGroups: [{name: g, priority: 100, ruleCollections: [{name: c, kind: DNAT, priority: 100, action: DNAT, rules: [{name: r, protocols: [TCP], sourceAddresses: ['*'], destinationAddresses: [1.2.3.4], destinationPorts: ['80'], translatedAddress: 10.0.0.1, translatedPort: '80'}]}]}]"))
 	f.Add([]byte("a: &x [*x]"))
+	f.Add([]byte("name: c\nbasePolicy:\n  name: b\n  threatIntel: {mode: Deny}\n  basePolicy: {name: a}\nthreatIntel: {mode: Alert}\n"))
+	f.Add([]byte("basePolicy: f.yaml\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Load("f.yaml", data, Options{ServiceTags: ServiceTags{}})
 		if err == nil && p == nil {

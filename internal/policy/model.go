@@ -214,6 +214,12 @@ type Policy struct {
 	// that its author should know about (e.g. a source that can never
 	// match), with positions like errors.
 	Warnings ErrorList
+	// Base is the base (parent) policy this one inherits from, validated
+	// on its own, or nil.
+	Base *Policy
+
+	tags    ServiceTags     // every service tag the policy's rules may use
+	tagDefs map[string]bool // serviceTagDefinitions of the policy and its bases (lower case)
 }
 
 // ThreatIntel is the threat-intelligence part of a policy.
@@ -244,6 +250,11 @@ type Group struct {
 	Priority    int
 	Collections []*Collection // sorted by priority
 	Pos         Pos
+	// Policy is the name of the policy that defines the group.
+	Policy string
+	// Inherited is set for a group of a base policy: Azure processes
+	// them before the policy's own groups, whatever their priorities.
+	Inherited bool
 }
 
 // Collection is a rule collection.

@@ -119,7 +119,25 @@ var azureFQDNTags = []FQDNTag{
 			"packages.aks.azure.com",
 		},
 	},
-	{Name: "WindowsUpdate", Why: "Microsoft keeps the Windows Update endpoints behind the tag and does not publish them as its definition"},
+	{
+		Name: "WindowsUpdate",
+		// learn.microsoft.com/azure/firewall/fqdn-tags: "Allow outbound access
+		// to Microsoft Update as described in How to Configure a Firewall for
+		// Software Updates" (technet.microsoft.com/library/bb693717.aspx,
+		// Configuration Manager): the domains that page lists.
+		Source: "learn.microsoft.com/azure/firewall/fqdn-tags, which refers to Configuration Manager's \"How to Configure a Firewall for Software Updates\" (technet bb693717) for the domains",
+		FQDNs: []string{
+			"windowsupdate.microsoft.com",
+			"*.windowsupdate.microsoft.com",
+			"*.update.microsoft.com",
+			"*.windowsupdate.com",
+			"download.windowsupdate.com",
+			"download.microsoft.com",
+			"*.download.windowsupdate.com",
+			"wustat.windows.com",
+			"ntservicepack.microsoft.com",
+		},
+	},
 	{Name: "WindowsDiagnostics", Why: "Microsoft keeps the Windows diagnostic data endpoints behind the tag and does not publish them as its definition"},
 	{Name: "MicrosoftActiveProtectionService", Why: "Microsoft keeps the Defender cloud protection (MAPS) endpoints behind the tag and does not publish them as its definition"},
 	{Name: "AppServiceEnvironment", Why: "Microsoft keeps the App Service Environment platform endpoints behind the tag and does not publish them as its definition"},

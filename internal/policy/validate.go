@@ -59,6 +59,8 @@ func Validate(f *File, base string, opts Options) (*Policy, error) {
 type validator struct {
 	cap      errorCap
 	pos      *positions
+	prefix   string // prepended to error paths (an inline base policy)
+	base     *Policy
 	file     string
 	dir      string
 	errs     ErrorList
@@ -78,7 +80,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 	if v.pos == nil {
 		p = Pos{File: v.file}
 	}
-	v.errs = append(v.errs, &Error{Pos: p, Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, &Error{Pos: p, Path: v.prefix + path, Msg: fmt.Sprintf(format, args...)})
 }
 
 // keyErrorf places an error on a field's key rather than its value.
@@ -102,15 +104,34 @@ func (v *validator) keyErrorf(path, format string, args ...any) {
 	if v.pos == nil {
 		p = Pos{File: v.file}
 	}
-	v.errs = append(v.errs, &Error{Pos: p, Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, &Error{Pos: p, Path: v.prefix + path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func validate(f *File, pos *positions, file string, opts Options) (*Policy, error) {
-	v := &validator{pos: pos, file: file, dir: filepath.Dir(file), location: f.Location, cap: errorCap{max: opts.Limits.withDefaults().MaxErrors}}
+	p, errs := validateIn(f, pos, file, opts, "", &chainState{})
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return p, nil
+}
+
+// validateIn validates one policy of a chain: prefix names where an inline
+// base policy sits in its child's file. The policy is built even when there
+// are errors (a child of a bad base policy reports only its own problems).
+func validateIn(f *File, pos *positions, file string, opts Options, prefix string, st *chainState) (*Policy, ErrorList) {
+	v := &validator{pos: pos, file: file, dir: filepath.Dir(file), location: f.Location, prefix: prefix,
+		cap: errorCap{max: opts.Limits.withDefaults().MaxErrors}}
 	if file == "" {
 		v.dir = "."
 	}
 	p := &Policy{Name: f.Name, Location: f.Location, File: file}
+	if f.BasePolicy != nil {
+		v.base = v.loadBase(f, opts, st)
+		if v.base != nil && v.location == "" {
+			v.location = v.base.Location
+			p.Location = v.base.Location
+		}
+	}
 
 	if f.APIVersion != "" && f.APIVersion != "clusterwall.io/v1alpha1" {
 		v.errorf("apiVersion", "apiVersion must be clusterwall.io/v1alpha1, not %q", f.APIVersion)
@@ -123,7 +144,12 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 	v.buildIPGroups(f)
 	v.buildFQDNTags(f)
 	p.IPGroups = v.ipGroups
+	p.tags = v.tags
 	p.FQDNTags = BuiltinFQDNTags()
+	if v.base != nil {
+		p.FQDNTags = v.base.FQDNTags
+	}
+	p.FQDNTags = cloneTags(p.FQDNTags)
 	for name, pats := range f.FQDNTags {
 		for b := range p.FQDNTags {
 			if strings.EqualFold(b, name) {
@@ -134,15 +160,18 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 	}
 	v.threatIntel(f, p)
 	v.dns(f, p)
+	v.inherit(f, p)
 
 	groupNames := map[string]int{}
 	groupPrios := map[int]int{}
 	for gi := range f.RuleCollectionGroups {
 		wg := &f.RuleCollectionGroups[gi]
 		gp := fmt.Sprintf("ruleCollectionGroups[%d]", gi)
-		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.lookup(gp)}
+		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.lookup(gp), Policy: f.Name}
 		if wg.Name == "" {
 			v.errorf(gp, "rule collection group: missing name")
+		} else if bg := v.baseGroup(wg.Name); bg != nil {
+			v.errorf(gp+".name", "rule collection group %q is also a group of the base policy %q (%s): names must differ across a policy and its base, as the decision logs name the group", wg.Name, bg.Policy, bg.Pos)
 		} else if prev, dup := groupNames[strings.ToLower(wg.Name)]; dup {
 			v.errorf(gp+".name", "duplicate rule collection group name %q (also ruleCollectionGroups[%d])", wg.Name, prev)
 		} else {
@@ -182,12 +211,19 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 		p.Groups = append(p.Groups, g)
 	}
 	sort.SliceStable(p.Groups, func(i, j int) bool { return p.Groups[i].Priority < p.Groups[j].Priority })
-	if len(v.errs) > 0 {
-		sortErrors(v.errs)
-		return nil, v.cap.finish(v.errs, v.file)
+	if v.base != nil {
+		// The base policy's groups come first, whatever their priorities.
+		p.Groups = append(v.inheritedGroups(p), p.Groups...)
 	}
+	sortErrors(v.errs)
 	sortErrors(v.warns)
+	if v.base != nil {
+		v.warns = append(append(ErrorList(nil), v.base.Warnings...), v.warns...)
+	}
 	p.Warnings = v.warns
+	if len(v.errs) > 0 {
+		return p, v.cap.finish(v.errs, v.file)
+	}
 	return p, nil
 }
 
@@ -197,6 +233,9 @@ func sortErrors(l ErrorList) {
 			return sj // the "... and N more errors" entries last
 		}
 		a, b := l[i].Pos, l[j].Pos
+		if a.File != b.File {
+			return false
+		}
 		if a.Line != b.Line {
 			return a.Line < b.Line
 		}
@@ -225,6 +264,11 @@ func (v *validator) keyOrValue(path, format string, args ...any) {
 
 func (v *validator) loadServiceTags(f *File, opts Options) {
 	v.tags = ServiceTags{}
+	if v.base != nil {
+		for k, s := range v.base.tags {
+			v.tags[k] = s
+		}
+	}
 	switch {
 	case opts.ServiceTags != nil:
 		for k, s := range opts.ServiceTags {
@@ -265,6 +309,10 @@ func (v *validator) loadServiceTags(f *File, opts Options) {
 			v.keyErrorf(path, "bad service tag name %q", name)
 			continue
 		}
+		if v.base != nil && v.base.tagDefs[strings.ToLower(name)] {
+			v.keyErrorf(path, "service tag %q is defined by the base policy %q: a child policy cannot change what its base policy's rules match", name, v.base.Name)
+			continue
+		}
 		set := v.plainAddrs(path, f.ServiceTagDefinitions[name], "service tag "+quote(name))
 		v.tags[strings.ToLower(name)] = set
 	}
@@ -289,6 +337,11 @@ func (v *validator) plainAddrs(path string, list []string, what string) AddrSet 
 
 func (v *validator) buildIPGroups(f *File) {
 	v.ipGroups = map[string]*AddrSet{}
+	if v.base != nil {
+		for k, s := range v.base.IPGroups {
+			v.ipGroups[k] = s
+		}
+	}
 	names := make([]string, 0, len(f.IPGroups))
 	for name := range f.IPGroups {
 		names = append(names, name)
@@ -300,6 +353,10 @@ func (v *validator) buildIPGroups(f *File) {
 			v.keyErrorf(path, "bad IP group name %q", name)
 			continue
 		}
+		if _, inBase := v.ipGroups[strings.ToLower(name)]; inBase && v.base != nil {
+			v.keyErrorf(path, "IP group %q is defined by the base policy %q: a child policy uses it as it is and cannot redefine it", name, v.base.Name)
+			continue
+		}
 		set := v.plainAddrs(path, f.IPGroups[name], "IP group "+quote(name))
 		v.ipGroups[strings.ToLower(name)] = &set
 	}
@@ -307,7 +364,11 @@ func (v *validator) buildIPGroups(f *File) {
 
 func (v *validator) buildFQDNTags(f *File) {
 	v.fqdnTags = map[string][]string{}
-	for name, pats := range BuiltinFQDNTags() {
+	from := BuiltinFQDNTags()
+	if v.base != nil {
+		from = v.base.FQDNTags
+	}
+	for name, pats := range from {
 		v.fqdnTags[strings.ToLower(name)] = pats
 	}
 	names := make([]string, 0, len(f.FQDNTags))
@@ -319,6 +380,10 @@ func (v *validator) buildFQDNTags(f *File) {
 		path := "fqdnTags." + name
 		if !validTagName(name) {
 			v.keyErrorf(path, "bad FQDN tag name %q", name)
+			continue
+		}
+		if _, inBase := v.fqdnTags[strings.ToLower(name)]; inBase && v.base != nil {
+			v.keyErrorf(path, "FQDN tag %q is already defined for the base policy %q (built in or there): a child policy cannot change it; define a tag of another name", name, v.base.Name)
 			continue
 		}
 		for i, s := range f.FQDNTags[name] {

@@ -1,5 +1,12 @@
 package policy
 
+import (
+	"bytes"
+	"encoding/json"
+
+	"gopkg.in/yaml.v3"
+)
+
 // The wire format: what a policy YAML file holds. Field names are those of
 // Azure Firewall Policy's ARM schema where one exists, so that an exported
 // policy reads the same. docs/policy.md documents every field.
@@ -10,6 +17,7 @@ type File struct {
 	Kind                  string              `yaml:"kind,omitempty" json:"kind,omitempty"`
 	Name                  string              `yaml:"name,omitempty" json:"name,omitempty"`
 	Location              string              `yaml:"location,omitempty" json:"location,omitempty"`
+	BasePolicy            *WireBase           `yaml:"basePolicy,omitempty" json:"basePolicy,omitempty"`
 	ServiceTags           string              `yaml:"serviceTags,omitempty" json:"serviceTags,omitempty"`
 	ServiceTagDefinitions map[string][]string `yaml:"serviceTagDefinitions,omitempty" json:"serviceTagDefinitions,omitempty"`
 	IPGroups              map[string][]string `yaml:"ipGroups,omitempty" json:"ipGroups,omitempty"`
@@ -79,4 +87,46 @@ type WireRule struct {
 	TranslatedAddress    string   `yaml:"translatedAddress,omitempty" json:"translatedAddress,omitempty"`
 	TranslatedFQDN       string   `yaml:"translatedFqdn,omitempty" json:"translatedFqdn,omitempty"`
 	TranslatedPort       string   `yaml:"translatedPort,omitempty" json:"translatedPort,omitempty"`
+}
+
+// WireBase is a policy's base (parent) policy: the path of its file
+// (relative to the child's file), or the base policy itself, inline.
+type WireBase struct {
+	Path   string
+	Policy *File
+}
+
+// UnmarshalYAML reads a path (a string) or an inline policy (a mapping).
+func (b *WireBase) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&b.Path)
+	}
+	b.Policy = &File{}
+	return n.Decode(b.Policy)
+}
+
+// MarshalYAML writes the path, or the inline policy.
+func (b WireBase) MarshalYAML() (any, error) {
+	if b.Policy != nil {
+		return b.Policy, nil
+	}
+	return b.Path, nil
+}
+
+// UnmarshalJSON reads a path (a string) or an inline policy (an object).
+func (b *WireBase) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '"' {
+		return json.Unmarshal(data, &b.Path)
+	}
+	b.Policy = &File{}
+	return json.Unmarshal(data, b.Policy)
+}
+
+// MarshalJSON writes the path, or the inline policy.
+func (b WireBase) MarshalJSON() ([]byte, error) {
+	if b.Policy != nil {
+		return json.Marshal(b.Policy)
+	}
+	return json.Marshal(b.Path)
 }

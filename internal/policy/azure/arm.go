@@ -71,6 +71,10 @@ type Deploy struct {
 	// PublicIPs maps a public IP address resource's name to the address
 	// Azure gave it (--public-ip NAME=ADDRESS).
 	PublicIPs map[string]string
+	// References give the deployed state of resources the template does
+	// not deploy but reads with reference() (--reference NAME=JSON), by
+	// resource ID or name.
+	References map[string]*node
 	// ResourceGroup, Subscription and Location describe the target
 	// resource group. Names default to placeholders (they only appear in
 	// resource IDs and generated names); Location is unknown when empty.
@@ -92,11 +96,14 @@ type evalCtx struct {
 	dep        Deploy
 	paramsUsed map[string]bool
 	ipsUsed    map[string]bool
+	refsUsed   map[string]bool
 	steps      int
 	bytes      int
 	declared   []*declared
-	warn       func(path, msg string, pos policy.Pos, eff Effect, unknown string)
-	errs       policy.ErrorList
+	// linkable are the input templates a templateLink may name.
+	linkable []*linkable
+	warn     func(path, msg string, pos policy.Pos, eff Effect, unknown string)
+	errs     policy.ErrorList
 }
 
 func newEvalCtx(dep Deploy) *evalCtx {
@@ -106,7 +113,7 @@ func newEvalCtx(dep Deploy) *evalCtx {
 	if dep.Subscription == "" {
 		dep.Subscription = "00000000-0000-0000-0000-000000000000"
 	}
-	return &evalCtx{dep: dep, paramsUsed: map[string]bool{}, ipsUsed: map[string]bool{}}
+	return &evalCtx{dep: dep, paramsUsed: map[string]bool{}, ipsUsed: map[string]bool{}, refsUsed: map[string]bool{}}
 }
 
 // scope is what the expressions of one template see.
@@ -715,7 +722,7 @@ func (s *scope) declareOne(r *node, sym, parentType, parentName string) {
 	}
 	s.ctx.declared = append(s.ctx.declared, d)
 	if !d.deployed {
-		if relevantType(typ) || strings.EqualFold(typ, "Microsoft.Resources/deployments") {
+		if relevantType(typ) || strings.EqualFold(typ, "Microsoft.Resources/deployments") && mentionsFirewall(r, 0) {
 			s.ctx.warn(d.path, "condition is false, so Azure does not deploy this resource: not imported (as in Azure)", r.lookup("condition").pos(), EffectNone, "")
 		}
 		return
@@ -745,6 +752,16 @@ func (s *scope) nestedDeployment(d *declared) {
 		return
 	}
 	t := props.lookup("template")
+	linkedSrc := s.src
+	if t == nil || t.kind != jObject {
+		if tl := props.lookup("templateLink"); tl != nil {
+			if l := s.ctx.findLinked(s, tl); l != nil {
+				t, linkedSrc = l.t, l.src
+				l.used = true
+				s.ctx.warn(where, fmt.Sprintf("nested deployment of the linked template %s: evaluated from the input file %s with the parameters this deployment passes", l.uri, l.src.name), tl.pos(), EffectNone, "")
+			}
+		}
+	}
 	if t == nil || t.kind != jObject {
 		if tl := props.lookup("templateLink"); tl != nil {
 			nd.linked = true
@@ -754,11 +771,11 @@ func (s *scope) nestedDeployment(d *declared) {
 			} else if id := s.value(tl.lookup("id")); id != nil && id.kind == jString {
 				uri = " " + id.str
 			}
-			s.ctx.warn(where, fmt.Sprintf("nested deployment of the linked template%s: linked templates are not fetched, so any firewall rules it deploys are not imported: STRICTER or LOOSER, depending on them (import that template too, with the parameters this deployment passes)", uri), tl.pos(), EffectUnknown, "the linked template"+uri)
+			s.ctx.warn(where, fmt.Sprintf("nested deployment of the linked template%s: linked templates are not fetched, so any firewall rules it deploys are not imported: STRICTER or LOOSER, depending on them (give the linked template's file too: it is matched by its file name and evaluated with the parameters this deployment passes)", uri), tl.pos(), EffectUnknown, "the linked template"+uri)
 		}
 		return
 	}
-	inner := false
+	inner := linkedSrc != s.src // a linked template has its own scope
 	if eo := props.lookup("expressionEvaluationOptions"); eo != nil {
 		if sc := s.value(eo.lookup("scope")); sc != nil && sc.kind == jString && strings.EqualFold(sc.str, "inner") {
 			inner = true
@@ -782,7 +799,7 @@ func (s *scope) nestedDeployment(d *declared) {
 				given[strings.ToLower(k)] = &ParamValue{n: v, from: "passed by the nested deployment " + where}
 			}
 		}
-		ns = newTemplateScope(s.ctx, s.src, t, given, s.depth+1, where)
+		ns = newTemplateScope(s.ctx, linkedSrc, t, given, s.depth+1, where)
 		for k, g := range given {
 			if _, ok := ns.params[k]; !ok {
 				s.ctx.errs = append(s.ctx.errs, &policy.Error{Pos: g.n.pos(), Msg: fmt.Sprintf("nested deployment %s passes the parameter %q, which its template does not declare", where, k)})
@@ -904,9 +921,19 @@ func parseResourceID(id string) (typ, name string) {
 // unknown. Public IP addresses come from --public-ip; nested deployments
 // give their outputs.
 func (s *scope) reference(ref string, full bool, at *node) *node {
+	// The deployed state given with --reference wins over what the template declares.
+	if v := s.ctx.givenReference(ref); v != nil {
+		if full {
+			out := objAt(at)
+			out.runtime = ref
+			out.set("properties", v)
+			return out
+		}
+		return v
+	}
 	d := s.ctx.findDeclared(ref)
 	if d == nil {
-		return unknownNode(at, fmt.Sprintf("the state of the resource %s, which is not deployed by the template", ref), "only known at deployment")
+		return unknownNode(at, fmt.Sprintf("the state of the resource %s, which the template does not deploy", ref), "give it with --reference "+ref+"=JSON")
 	}
 	label := d.typ + " " + d.name
 	var props *node
@@ -956,7 +983,7 @@ func (s *scope) reference(ref string, full bool, at *node) *node {
 					c2 := *icp
 					c2.keys = append([]string(nil), icp.keys...)
 					c2.vals = append([]*node(nil), icp.vals...)
-					c2.set("privateIPAddress", unknownNode(at, "the dynamic private IP address of "+label, "only known at deployment"))
+					c2.set("privateIPAddress", unknownNode(at, "the dynamic private IP address of "+label, "give it with --reference "+d.name+`={"ipConfigurations": [{"properties": {"privateIPAddress": "ADDRESS"}}]}`))
 					ic2 := *ic
 					ic2.keys = append([]string(nil), ic.keys...)
 					ic2.vals = append([]*node(nil), ic.vals...)
@@ -983,6 +1010,27 @@ func (s *scope) reference(ref string, full bool, at *node) *node {
 	}
 	out.set("id", &node{kind: jString, str: s.resourceID(d.typ, d.name), src: at.src, off: at.off})
 	return out
+}
+
+// givenReference finds a --reference value by resource ID, or by name.
+func (ctx *evalCtx) givenReference(ref string) *node {
+	for k, v := range ctx.dep.References {
+		if strings.EqualFold(k, ref) {
+			ctx.refsUsed[strings.ToLower(k)] = true
+			return v
+		}
+	}
+	_, name := parseResourceID(ref)
+	if name == "" {
+		return nil
+	}
+	for k, v := range ctx.dep.References {
+		if strings.EqualFold(k, name) || strings.EqualFold(k, name[strings.LastIndexByte(name, '/')+1:]) {
+			ctx.refsUsed[strings.ToLower(k)] = true
+			return v
+		}
+	}
+	return nil
 }
 
 // resourceID builds a resource group scoped resource ID.
@@ -1023,8 +1071,8 @@ func (ctx *evalCtx) deployedRelevant() []*declared {
 // unusedInputs reports --parameters and --public-ip values nothing used.
 func (ctx *evalCtx) unusedInputs(templates int) policy.ErrorList {
 	var errs policy.ErrorList
-	if templates == 0 && (len(ctx.dep.Parameters) > 0 || len(ctx.dep.PublicIPs) > 0) {
-		return policy.ErrorList{{Msg: "--parameters and --public-ip apply to ARM templates, and the input holds none"}}
+	if templates == 0 && (len(ctx.dep.Parameters) > 0 || len(ctx.dep.PublicIPs) > 0 || len(ctx.dep.References) > 0) {
+		return policy.ErrorList{{Msg: "--parameters, --public-ip and --reference apply to ARM templates, and the input holds none"}}
 	}
 	var names []string
 	for k := range ctx.dep.Parameters {
@@ -1056,5 +1104,138 @@ func (ctx *evalCtx) unusedInputs(templates int) policy.ErrorList {
 			errs = append(errs, &policy.Error{Msg: fmt.Sprintf("--public-ip %s: the template declares no public IP address named %q", k, k)})
 		}
 	}
+	names = names[:0]
+	for k := range ctx.dep.References {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !ctx.refsUsed[strings.ToLower(k)] {
+			errs = append(errs, &policy.Error{Msg: fmt.Sprintf("--reference %s: the template never reads that resource with reference()", k)})
+		}
+	}
 	return errs
+}
+
+// mentionsFirewall reports whether a (nested deployment) resource holds a
+// resource type the importer reads, at any depth.
+func mentionsFirewall(n *node, depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	if n.kind == jString {
+		l := strings.ToLower(n.str)
+		return strings.Contains(l, "microsoft.network/firewallpolicies") || strings.Contains(l, "microsoft.network/azurefirewalls") ||
+			strings.Contains(l, "microsoft.network/ipgroups")
+	}
+	for _, c := range n.items {
+		if mentionsFirewall(c, depth+1) {
+			return true
+		}
+	}
+	for i, c := range n.vals {
+		if strings.EqualFold(n.keys[i], "type") || c.kind != jString {
+			if mentionsFirewall(c, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// linkable is an input template a templateLink may name.
+type linkable struct {
+	src  *source
+	t    *node
+	used bool
+	uri  string
+}
+
+func (ctx *evalCtx) linkedUsed(src *source) bool {
+	for _, l := range ctx.linkable {
+		if l.src == src {
+			return l.used
+		}
+	}
+	return false
+}
+
+// baseName is the last element of a file name or URL path.
+func baseName(name string) string {
+	name = strings.ReplaceAll(name, "\\", "/")
+	if i := strings.IndexAny(name, "?#"); i >= 0 {
+		name = name[:i]
+	}
+	return strings.ToLower(name[strings.LastIndexByte(name, '/')+1:])
+}
+
+// findLinked finds the input file a templateLink names: the file whose
+// name ends in the link's file name (its URI evaluated, or else a string
+// in its expression).
+func (ctx *evalCtx) findLinked(s *scope, tl *node) *linkable {
+	var cands []string
+	for _, key := range []string{"uri", "relativePath", "id"} {
+		raw := tl.lookup(key)
+		if raw == nil || raw.kind != jString {
+			continue
+		}
+		if v := s.value(raw); v.kind == jString {
+			cands = append(cands, v.str)
+		}
+		cands = append(cands, raw.str)
+	}
+	var best *linkable
+	bestLen := 0
+	for _, c := range cands {
+		b := baseName(c)
+		if !strings.HasSuffix(b, ".json") {
+			// An expression: look for a quoted file name in it.
+			i := strings.LastIndex(strings.ToLower(c), ".json")
+			if i < 0 {
+				continue
+			}
+			j := strings.LastIndexAny(c[:i], "'/")
+			b = strings.ToLower(c[j+1 : i+5])
+		}
+		for _, l := range ctx.linkable {
+			name := strings.ToLower(strings.ReplaceAll(l.src.name, "\\", "/"))
+			if baseName(name) == b && len(b) > bestLen {
+				best, bestLen = l, len(b)
+				l.uri = c
+			}
+		}
+		if best != nil {
+			return best
+		}
+	}
+	return best
+}
+
+// mentionsLink reports whether a template deploys linked templates and
+// names a file called base in one of its strings (the link's URI is often
+// built from a variable).
+func mentionsLink(roots []*node, base string) bool {
+	links, named := false, false
+	var walk func(n *node, depth int)
+	walk = func(n *node, depth int) {
+		if depth > maxDepth || links && named {
+			return
+		}
+		if n.kind == jString && strings.Contains(strings.ToLower(n.str), base) {
+			named = true
+		}
+		for i, k := range n.keys {
+			if strings.EqualFold(k, "templateLink") {
+				links = true
+			}
+			walk(n.vals[i], depth+1)
+		}
+		for _, it := range n.items {
+			walk(it, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return links && named
 }

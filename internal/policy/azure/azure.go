@@ -119,6 +119,11 @@ func ImportWith(opts Options, srcs ...Source) (*policy.File, []Warning, error) {
 	}
 	var first *source
 	templates := 0
+	type parsed struct {
+		src   *source
+		roots []*node
+	}
+	var files []parsed
 	for _, s := range srcs {
 		src := &source{name: s.Name, data: s.Data}
 		roots, err := parseJSON(src)
@@ -128,21 +133,45 @@ func ImportWith(opts Options, srcs ...Source) (*policy.File, []Warning, error) {
 		if first == nil {
 			first = src
 		}
-		for _, r := range roots {
-			if im.root(src, r) {
-				templates++
+		files = append(files, parsed{src, roots})
+		if len(roots) == 1 && roots[0].kind == jObject && isTemplate(roots[0]) {
+			im.ctx.linkable = append(im.ctx.linkable, &linkable{src: src, t: roots[0]})
+		}
+	}
+	// A template another input deploys as a linked template is evaluated
+	// there, with the parameters that deployment passes, not on its own.
+	targets := map[*source]bool{}
+	for _, fl := range files {
+		for _, l := range im.ctx.linkable {
+			if l.src != fl.src && mentionsLink(fl.roots, baseName(l.src.name)) {
+				targets[l.src] = true
 			}
 		}
 	}
-	im.errs = append(im.errs, im.ctx.errs...)
-	im.errs = append(im.errs, im.ctx.unusedInputs(templates)...)
-	if len(im.errs) > 0 {
-		return nil, nil, im.errList()
+	for _, pass := range []bool{false, true} {
+		for _, fl := range files {
+			if targets[fl.src] != pass {
+				continue
+			}
+			if pass && im.ctx.linkedUsed(fl.src) {
+				continue
+			}
+			for _, r := range fl.roots {
+				if im.root(fl.src, r) {
+					templates++
+				}
+			}
+		}
 	}
 	if first == nil {
 		return nil, nil, policy.ErrorList{{Msg: "no input"}}
 	}
 	im.collect()
+	im.errs = append(im.errs, im.ctx.errs...)
+	im.errs = append(im.errs, im.ctx.unusedInputs(templates)...)
+	if len(im.errs) > 0 {
+		return nil, nil, im.errList()
+	}
 	f, err := im.build(first)
 	if err != nil {
 		return nil, nil, err
@@ -503,7 +532,7 @@ func (im *importer) build(first *source) (*policy.File, error) {
 		}
 		im.fromPolicy(f, pol, mine)
 		if pol != nil {
-			im.base(f, pol, policies)
+			im.base(f, pol, nil)
 		}
 	case len(classic) == 1:
 		im.classic(f, classic[0])
@@ -525,11 +554,21 @@ func (im *importer) build(first *source) (*policy.File, error) {
 		if len(im.byKind(rIPGroup)) > 0 {
 			what = "only IP groups found, no firewall policy, rule collection group or firewall"
 		}
+		var off []string
+		linked := false
 		for _, d := range im.ctx.declared {
 			if d.nested != nil && d.nested.linked {
-				what += " (the template deploys linked templates, which are not fetched: import them)"
-				break
+				linked = true
 			}
+			if !d.deployed && !d.existing && (relevantType(d.typ) || strings.EqualFold(d.typ, "Microsoft.Resources/deployments") && mentionsFirewall(d.raw, 0)) {
+				off = append(off, d.path)
+			}
+		}
+		if linked {
+			what += " (the template deploys linked templates, which are not fetched: import them)"
+		}
+		if len(off) > 0 {
+			what += fmt.Sprintf(" (with these parameters Azure would not deploy %s: their condition is false)", strings.Join(dedupe(off), ", "))
 		}
 		return nil, policy.ErrorList{{Pos: policy.Pos{File: first.name, Line: 1, Column: 1},
 			Msg: what + ": expected an ARM template with Microsoft.Network/firewallPolicies, firewallPolicies/ruleCollectionGroups or azureFirewalls resources, or the output of az network firewall policy show, az network firewall policy rule-collection-group show/list, or az network firewall show"}}
@@ -541,11 +580,17 @@ func (im *importer) build(first *source) (*policy.File, error) {
 
 func (im *importer) choices(policies, classic []*resource) string {
 	var s []string
+	label := func(r *resource) string {
+		if n := r.shortName(); n != "" {
+			return n
+		}
+		return "whose name is unknown (" + r.n.pos().String() + ")"
+	}
 	for _, r := range policies {
-		s = append(s, "policy "+r.shortName())
+		s = append(s, "policy "+label(r))
 	}
 	for _, r := range classic {
-		s = append(s, "firewall "+r.shortName())
+		s = append(s, "firewall "+label(r))
 	}
 	if len(s) == 0 {
 		return "none"
@@ -619,8 +664,14 @@ func (im *importer) useGroup(name, path, target string) {
 // not define: the reference is kept (an empty group would change the rule).
 func (im *importer) checkGroupRefs(f *policy.File) {
 	defined := map[string]bool{}
-	for name := range f.IPGroups {
-		defined[strings.ToLower(name)] = true
+	for b := f; b != nil; {
+		for name := range b.IPGroups {
+			defined[strings.ToLower(name)] = true
+		}
+		if b.BasePolicy == nil {
+			break
+		}
+		b = b.BasePolicy.Policy
 	}
 	for _, key := range im.groupOrder {
 		if defined[key] {

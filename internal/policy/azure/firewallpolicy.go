@@ -130,7 +130,7 @@ func threatMode(s string) string {
 
 // unsupportedPolicy warns about policy features clusterwall lacks.
 func (im *importer) unsupportedPolicy(v *view) {
-	if b := v.object("basePolicy"); b != nil && nonEmpty(b) {
+	if b := v.object("basePolicy"); b != nil && nonEmpty(b) && !im.opts.IncludeBase {
 		id := ""
 		if x := b.lookup("id"); x != nil && x.kind == jString {
 			id = " " + x.str

@@ -121,3 +121,25 @@ func ParsePublicIPs(args []string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// ParseReferences reads --reference NAME=JSON values: the deployed state of
+// a resource the template reads with reference() but does not deploy
+// (NAME is its resource ID or name; JSON what reference() returns, e.g.
+// {"addressPrefix": "10.240.0.0/22"} for a subnet).
+func ParseReferences(args []string) (map[string]*node, error) {
+	out := map[string]*node{}
+	for _, a := range args {
+		name, js, ok := strings.Cut(a, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--reference %q: expected NAME=JSON (a resource ID or name, and its properties as reference() returns them)", a)
+		}
+		roots, err := parseJSON(&source{name: "--reference " + name, data: []byte(js)})
+		if err != nil || len(roots) != 1 || roots[0].kind != jObject {
+			return nil, fmt.Errorf("--reference %s: %q is not a JSON object", name, js)
+		}
+		roots[0].runtime = name
+		out[name] = roots[0]
+	}
+	return out, nil
+}

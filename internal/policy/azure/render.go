@@ -216,6 +216,14 @@ var wirePathRe = regexp.MustCompile(`^ruleCollectionGroups\[(\d+)\](?:\.ruleColl
 // becomes ("DefaultNetworkRuleCollectionGroup/aksfwnr/time",
 // "destinationPorts[0]"). Paths outside the groups come back as the field.
 func RulePath(f *policy.File, path string) (where, field string) {
+	if rest, ok := strings.CutPrefix(path, "basePolicy."); ok && f.BasePolicy != nil && f.BasePolicy.Policy != nil {
+		w, fl := RulePath(f.BasePolicy.Policy, rest)
+		label := "basePolicy " + oneLine(f.BasePolicy.Policy.Name)
+		if w == "" {
+			return "", label + ": " + fl
+		}
+		return label + ": " + w, fl
+	}
 	m := wirePathRe.FindStringSubmatch(path)
 	if m == nil {
 		return "", path

@@ -21,6 +21,8 @@ type ruleCtx struct {
 	skipWhy string
 	// unknowns are the deploy-time values the rule needs.
 	unknowns []string
+	// noSource is set for a rule written without any source.
+	noSource bool
 }
 
 type note struct {
@@ -87,6 +89,14 @@ func (rc *ruleCtx) finish(c *policy.WireCollection, ct string, w *policy.WireRul
 			im.warn(path, n.msg, n.at.pos(), n.eff, ct)
 		}
 		msg, eff := skipEffect(rc.action)
+		if rc.noSource && rc.skipWhy != "" && strings.HasPrefix(rc.skipWhy, "the rule has no sourceAddresses") {
+			switch rc.action {
+			case "Deny":
+				msg, eff = "RULE SKIPPED: LOOSER than in Azure if Azure matched every source with it", EffectLooser
+			default:
+				msg, eff = "rule skipped: STRICTER than in Azure if Azure matched every source with it", EffectStricter
+			}
+		}
 		var why []string
 		for _, n := range rc.notes {
 			if n.narrow {
@@ -164,6 +174,14 @@ func (rc *ruleCtx) need(had bool, left int, what string) {
 func (rc *ruleCtx) sources(w *policy.WireRule) {
 	h1 := rc.list("sourceAddresses", &w.SourceAddresses)
 	h2 := rc.groups("sourceIpGroups", &w.SourceIPGroups)
+	if !h1 && !h2 {
+		// API versions before 2020 accepted a rule without sources; what
+		// Azure matched with it is not documented. Matching nothing is the
+		// reading that cannot let more through.
+		rc.skip("the rule has no sourceAddresses or sourceIpGroups (old API versions accepted that): read as matching no source")
+		rc.noSource = true
+		return
+	}
 	rc.need(h1 || h2, len(w.SourceAddresses)+len(w.SourceIPGroups), "sources")
 }
 

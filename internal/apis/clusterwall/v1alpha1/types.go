@@ -18,6 +18,7 @@ const (
 	ReasonInvalid           = "Invalid"           // the policy validator rejected it
 	ReasonGuardrail         = "GuardrailViolated" // a team group broke a FirewallPolicy guardrail
 	ReasonNoFirewallPolicy  = "NoFirewallPolicy"  // the FirewallPolicy it names does not exist
+	ReasonBasePolicy        = "BasePolicyInvalid" // spec.basePolicy names a missing, cyclic or invalid FirewallPolicy
 	ReasonProgrammed        = "Programmed"
 	ReasonPending           = "Pending"
 	ReasonApplyFailed       = "ApplyFailed"      // a daemon could not be reached or failed
@@ -57,6 +58,16 @@ type FirewallPolicy struct {
 // FirewallPolicySpec holds the fields of a policy file (docs/policy.md)
 // plus the Kubernetes-only parts (teams, serviceDNAT, sourceSelector).
 type FirewallPolicySpec struct {
+	// BasePolicy names the FirewallPolicy this one inherits from, as Azure
+	// Firewall Policy's basePolicy does: the base's rule collection groups
+	// are processed first whatever their priorities, its DNAT collections
+	// are not inherited, threat intelligence can only be made stricter,
+	// DNS settings are inherited unless set here (docs/policy.md). The
+	// base's teams, serviceDNAT and team RuleCollectionGroups stay its own.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	BasePolicy string `json:"basePolicy,omitempty"`
 	// Location is the Azure region name used by FQDN tags.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
@@ -317,7 +328,9 @@ type FirewallPolicyStatus struct {
 	// DaemonGeneration is the generation the (first) daemon reported for it.
 	// +optional
 	DaemonGeneration int64 `json:"daemonGeneration,omitempty"`
-	// Groups are the composed policy's rule collection groups in priority order.
+	// Groups are the composed policy's rule collection groups in the order
+	// they are processed: the base policies' groups first (as BASE:GROUP),
+	// then the policy's own by priority.
 	// +optional
 	Groups []string `json:"groups,omitempty"`
 	// PublishedServices are the Services published by DNAT (namespace/name).
