@@ -32,6 +32,9 @@ type DaemonOptions struct {
 	// WAFConfig into the state directory as WAFConfigFile and the daemon
 	// config's waf section names it.
 	WAF bool
+	// WAFConfig, with WAF, is a WAF config file of one's own (made
+	// absolute) instead of the lab's WAFConfig.
+	WAFConfig string
 	// TokenFile turns on the admin API's bearer-token check with this
 	// token file (docs/api.md); /healthz and /readyz stay open.
 	TokenFile string
@@ -90,7 +93,13 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), DecisionLogFile))
 	if o.WAF {
-		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
+		wafConf := filepath.Join(StateDir(name), WAFConfigFile)
+		if o.WAFConfig != "" {
+			if wafConf, err = abs("wafConfig", o.WAFConfig); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(&b, "waf:\n  config: %q\n", wafConf)
 	}
 	return []byte(b.String()), nil
 }

@@ -214,7 +214,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 			return nil, err
 		}
 		files := map[string][]byte{DaemonConfigFile: conf}
-		if cfg.Daemon.WAF {
+		if cfg.Daemon.WAF && cfg.Daemon.WAFConfig == "" {
 			if files[WAFConfigFile], err = WAFConfig(cfg.Name); err != nil {
 				return nil, err
 			}
