@@ -112,8 +112,8 @@ type candidate struct {
 	rule  int // the rule's position in its object, then the match's
 	match int
 	what  string // "host shop.example.com, path Prefix /api", for reports
-	// shadowed is told which listeners another route took, and by whom.
-	shadowed func(listeners []string, by string)
+	// report is told why (some of) the route is not served.
+	report func(msg string)
 	// kept is told the listeners the route is served on (none: dropped).
 	kept func(listeners []string)
 }
@@ -290,7 +290,12 @@ func (c *composer) resolve() {
 		}
 		return a.match < b.match
 	})
-	claimed := map[waf.RouteKey]string{}
+	type claim struct {
+		by          string
+		owner       owner
+		rule, match int
+	}
+	claimed := map[waf.RouteKey]claim{}
 	fileNames := make([]string, 0, len(c.in.FileRoutes))
 	for n := range c.in.FileRoutes {
 		fileNames = append(fileNames, n)
@@ -299,7 +304,7 @@ func (c *composer) resolve() {
 	for _, n := range fileNames {
 		for _, k := range c.in.FileRoutes[n] {
 			if _, dup := claimed[k]; !dup {
-				claimed[k] = fmt.Sprintf("the WAF config's route %q", n)
+				claimed[k] = claim{by: fmt.Sprintf("the WAF config's route %q", n), rule: -1}
 			}
 		}
 	}
@@ -310,12 +315,8 @@ func (c *composer) resolve() {
 			// its object rather than send it (it would refuse the whole
 			// document).
 			cand.route.Listeners = nil
-			if cand.shadowed != nil {
-				cand.shadowed(nil, "the WAF: "+err.Error())
-			}
-			if cand.kept != nil {
-				cand.kept(nil)
-			}
+			cand.report(fmt.Sprintf("%s is not served: the WAF refuses it: %v", cand.what, err))
+			cand.kept(nil)
 			continue
 		}
 		var lost []string
@@ -323,10 +324,16 @@ func (c *composer) resolve() {
 		keep := map[string]bool{}
 		for _, k := range keys {
 			if other, dup := claimed[k]; dup {
+				if other.owner == cand.owner && other.rule == cand.rule && other.match == cand.match {
+					continue // the same match, attached twice (two Gateway listeners on one WAF listener)
+				}
 				if !slices.Contains(lost, k.Listener) {
 					lost = append(lost, k.Listener)
 				}
-				byWhom = other
+				byWhom = other.by
+				if other.owner == cand.owner {
+					byWhom = fmt.Sprintf("its own rule %d", other.rule)
+				}
 				continue
 			}
 			keep[k.Listener] = true
@@ -339,16 +346,14 @@ func (c *composer) resolve() {
 		}
 		cand.route.Listeners = ls
 		for _, k := range keys {
-			if slices.Contains(ls, k.Listener) {
-				claimed[k] = cand.owner.String()
+			if _, dup := claimed[k]; !dup && slices.Contains(ls, k.Listener) {
+				claimed[k] = claim{by: cand.owner.String(), owner: cand.owner, rule: cand.rule, match: cand.match}
 			}
 		}
-		if len(lost) > 0 && cand.shadowed != nil {
-			cand.shadowed(lost, byWhom)
+		if len(lost) > 0 {
+			cand.report(fmt.Sprintf("%s is not served on %s: %s claimed it first", cand.what, listOrAll(lost), byWhom))
 		}
-		if cand.kept != nil {
-			cand.kept(ls)
-		}
+		cand.kept(ls)
 	}
 }
 
@@ -479,18 +484,14 @@ func (c *composer) ingress(ing *networkingv1.Ingress) {
 				rd.Redirect.Port = c.httpsPort
 			}
 			c.addCandidate(&candidate{route: rd, owner: own, rule: rule, match: match, what: what + " (redirect to HTTPS)",
-				shadowed: func(ls []string, by string) {
-					problem("%s (redirect to HTTPS) is not served on %s: %s claimed it first", what, listOrAll(ls), by)
-				},
-				kept: func(ls []string) { res.Routes += min(len(ls), 1) }})
+				report: func(msg string) { problem("%s", msg) },
+				kept:   func(ls []string) { res.Routes += min(len(ls), 1) }})
 		}
 		wr.Listeners = served
 		wr.BackendGroups = []waf.WireBackendGroup{c.ingressBackend(ing.Namespace, be, at, problem)}
 		c.addCandidate(&candidate{route: wr, owner: own, rule: rule, match: match, what: what,
-			shadowed: func(ls []string, by string) {
-				problem("%s is not served on %s: %s claimed it first", what, listOrAll(ls), by)
-			},
-			kept: func(ls []string) { res.Routes += min(len(ls), 1) }})
+			report: func(msg string) { problem("%s", msg) },
+			kept:   func(ls []string) { res.Routes += min(len(ls), 1) }})
 	}
 	for i, r := range ing.Spec.Rules {
 		if r.HTTP == nil {
