@@ -96,10 +96,13 @@ func typed[T any](t *testing.T, u *unstructured.Unstructured) *T {
 var baseKeys = []string{
 	"CustomResourceDefinition//firewallpolicies.clusterwall.io",
 	"CustomResourceDefinition//rulecollectiongroups.clusterwall.io",
+	"CustomResourceDefinition//wafpolicies.clusterwall.io",
 	"Namespace//" + namespace,
 	"ServiceAccount/" + namespace + "/" + serviceAccount,
 	"ClusterRole//clusterwall-controller",
 	"ClusterRoleBinding//clusterwall-controller",
+	"ClusterRole//clusterwall-ingress-controller",
+	"ClusterRoleBinding//clusterwall-ingress-controller",
 	"Role/" + namespace + "/clusterwall-controller-leader-election",
 	"RoleBinding/" + namespace + "/clusterwall-controller-leader-election",
 }
@@ -555,7 +558,18 @@ func checkAccess(t *testing.T, ctx context.Context, c client.Client) {
 		{ra{Verb: "update", Group: "clusterwall.io", Resource: "firewallpolicies"}, false},
 		{ra{Verb: "update", Resource: "services", Namespace: "shop"}, false},
 		{ra{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system"}, false},
-		{ra{Verb: "get", Resource: "secrets", Namespace: namespace}, false},
+		// The ingress controller (deploy/rbac/ingress.yaml): certificates
+		// from Secrets, status of Ingresses and Gateway API objects, never
+		// a spec, never a Secret written.
+		{ra{Verb: "list", Resource: "secrets"}, true},
+		{ra{Verb: "update", Resource: "secrets", Namespace: "shop"}, false},
+		{ra{Verb: "watch", Group: "networking.k8s.io", Resource: "ingresses"}, true},
+		{ra{Verb: "update", Group: "networking.k8s.io", Resource: "ingresses", Subresource: "status", Namespace: "shop"}, true},
+		{ra{Verb: "update", Group: "networking.k8s.io", Resource: "ingresses", Namespace: "shop"}, false},
+		{ra{Verb: "patch", Group: "gateway.networking.k8s.io", Resource: "httproutes", Subresource: "status", Namespace: "shop"}, true},
+		{ra{Verb: "update", Group: "gateway.networking.k8s.io", Resource: "gateways", Namespace: "shop"}, false},
+		{ra{Verb: "update", Group: "clusterwall.io", Resource: "wafpolicies", Subresource: "status", Namespace: "shop"}, true},
+		{ra{Verb: "list", Resource: "configmaps"}, false},
 	}
 	user := "system:serviceaccount:" + namespace + ":" + serviceAccount
 	for _, tc := range cases {

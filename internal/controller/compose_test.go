@@ -461,6 +461,7 @@ func TestCRDsInStep(t *testing.T) {
 	for file, typ := range map[string]reflect.Type{
 		"clusterwall.io_firewallpolicies.yaml":     reflect.TypeOf(v1.FirewallPolicy{}),
 		"clusterwall.io_rulecollectiongroups.yaml": reflect.TypeOf(v1.RuleCollectionGroup{}),
+		"clusterwall.io_wafpolicies.yaml":          reflect.TypeOf(v1.WAFPolicy{}),
 	} {
 		data, err := os.ReadFile(filepath.Join("../../deploy/crds", file))
 		if err != nil {

@@ -37,6 +37,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	v1 "github.com/clusterwall/clusterwall/internal/apis/clusterwall/v1alpha1"
 	"github.com/clusterwall/clusterwall/internal/policy"
@@ -49,6 +51,13 @@ func NewScheme() (*runtime.Scheme, error) {
 		return nil, err
 	}
 	if err := v1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	// The Gateway API (ingress.go); a cluster without its CRDs is fine.
+	if err := gwv1.Install(s); err != nil {
+		return nil, err
+	}
+	if err := gwv1beta1.Install(s); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -59,6 +59,16 @@ type WAFListener struct {
 	TLS     bool   `json:"tls"`
 }
 
+// WAFKubernetesInfo is the answer of GET /v1/waf/kubernetes: what the
+// controller pushed last, the WAF's listeners, and the conflict keys of
+// the file's own routes (the controller reports its routes that collide
+// with them instead of sending them).
+type WAFKubernetesInfo struct {
+	*WAFKubernetesStatus
+	Listeners  []WAFListener             `json:"listeners"`
+	FileRoutes map[string][]waf.RouteKey `json:"fileRoutes"`
+}
+
 // loadKubernetesState reads the document kept at path and merges it into
 // static. No file: nil, nil.
 func loadKubernetesState(path string, static *waf.Config) (*kubeState, *waf.Config, error) {
@@ -170,14 +180,12 @@ func (d *Daemon) serveWAFKubernetes(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		wr.mu.Lock()
 		st := wr.kubeStatus()
+		fileRoutes := wr.static.FileRouteKeys()
 		wr.mu.Unlock()
 		if st == nil {
 			st = &WAFKubernetesStatus{}
 		}
-		writeJSON(w, http.StatusOK, struct {
-			*WAFKubernetesStatus
-			Listeners []WAFListener `json:"listeners"`
-		}{st, wr.wafListeners()})
+		writeJSON(w, http.StatusOK, WAFKubernetesInfo{st, wr.wafListeners(), fileRoutes})
 		return
 	}
 	data, done, ok := d.readBody(w, r) // admin_limits.go

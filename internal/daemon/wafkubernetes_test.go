@@ -86,12 +86,12 @@ func TestWAFKubernetesPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st struct {
-		WAFKubernetesStatus
-		Listeners []WAFListener `json:"listeners"`
-	}
+	st := WAFKubernetesInfo{WAFKubernetesStatus: &WAFKubernetesStatus{}}
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
+	if fr := st.FileRoutes["store-front"]; len(fr) != 1 || fr[0].Listener != "web" || fr[0].Host != "store.example.com" {
+		t.Fatalf("fileRoutes: %+v", st.FileRoutes)
+	}
 	if st.Generation != 1 || st.Routes != 1 || len(st.Hash) != 64 || len(st.Listeners) != 1 || st.Listeners[0].Address != addr || st.Listeners[0].TLS || st.Listeners[0].Port == 0 {
 		t.Fatalf("GET /v1/waf/kubernetes: %+v", st)
 	}

@@ -33,6 +33,9 @@ type DaemonOptions struct {
 	// WAFConfig into the state directory as WAFConfigFile and the daemon
 	// config's waf section names it.
 	WAF bool
+	// WAFConfig, with WAF, is a WAF config file of one's own (made
+	// absolute) instead of the lab's WAFConfig.
+	WAFConfig string
 	// TokenFile turns on the admin API's bearer-token check with this
 	// token file (docs/api.md); /healthz and /readyz stay open.
 	TokenFile string
@@ -112,7 +115,13 @@ func daemonConfig(name, host string, o DaemonOptions, ha *HAOptions) ([]byte, er
 	}
 	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), logFile))
 	if o.WAF {
-		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
+		wafConf := filepath.Join(StateDir(name), WAFConfigFile)
+		if o.WAFConfig != "" {
+			if wafConf, err = abs("wafConfig", o.WAFConfig); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(&b, "waf:\n  config: %q\n", wafConf)
 	}
 	if ha != nil {
 		b.WriteString(haDaemonConfig(name, host, ha))

@@ -27,6 +27,16 @@ func TestDaemonConfig(t *testing.T) {
 		}
 	}
 
+	// The WAF: the lab's config in the state directory, or one's own.
+	data, _ = DaemonConfig("cwx", DaemonOptions{Policy: pol, WAF: true})
+	if !strings.Contains(string(data), "waf:\n  config: \"/run/clusterwall-lab/cwx/waf.yaml\"") {
+		t.Errorf("WAF: %s", data)
+	}
+	data, _ = DaemonConfig("cwx", DaemonOptions{Policy: pol, WAF: true, WAFConfig: pol})
+	if !strings.Contains(string(data), "waf:\n  config: \""+pol+"\"") {
+		t.Errorf("WAF with its own config: %s", data)
+	}
+
 	for _, tc := range []struct {
 		name, lab string
 		o         DaemonOptions
@@ -36,6 +46,7 @@ func TestDaemonConfig(t *testing.T) {
 		{"missing policy", "cwx", DaemonOptions{Policy: filepath.Join(dir, "nope.yaml")}, "nope.yaml"},
 		{"missing service tags", "cwx", DaemonOptions{Policy: pol, ServiceTags: filepath.Join(dir, "tags.json")}, "serviceTags"},
 		{"bad lab name", "CW", DaemonOptions{Policy: pol}, "lab name"},
+		{"missing WAF config", "cwx", DaemonOptions{Policy: pol, WAF: true, WAFConfig: filepath.Join(dir, "waf.yaml")}, "daemon wafConfig"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := DaemonConfig(tc.lab, tc.o)

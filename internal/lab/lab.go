@@ -223,7 +223,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		if err != nil {
 			return nil, err
 		}
-		if cfg.Daemon.WAF {
+		if cfg.Daemon.WAF && cfg.Daemon.WAFConfig == "" {
 			if files[WAFConfigFile], err = WAFConfig(cfg.Name); err != nil {
 				return nil, err
 			}

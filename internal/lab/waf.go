@@ -22,6 +22,10 @@ const (
 	WAFConfigFile = "waf.yaml"
 	// WAFPort is the WAF's HTTPS port on the ingress addresses.
 	WAFPort = 443
+	// WAFHTTPPort is its plain HTTP port there (listeners public-http and
+	// public6-http: no route of the file uses them; the Kubernetes
+	// controller's routes and redirects to HTTPS do).
+	WAFHTTPPort = 80
 	// ForwardedForHeader is the response header in which the store server
 	// reports the X-Forwarded-For request header it received (empty when
 	// there was none), to check that the WAF passes the client's address.
@@ -30,8 +34,10 @@ const (
 
 // WAFConfig returns the WAF config of lab name: HTTPS listeners on
 // 203.0.113.33:443 and [2001:db8:cafe::33]:443 with the certificate of
-// StoreServerName, the route store-front for that name to 10.42.1.100:80,
-// and the policy store (CRS paranoia level 1, Prevention).
+// StoreServerName (their default certificate), plain HTTP listeners on
+// port 80 of the same addresses, the route store-front for that name on
+// the HTTPS listeners to 10.42.1.100:80, and the policy store (CRS
+// paranoia level 1, Prevention) on every listener.
 func WAFConfig(name string) ([]byte, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
@@ -47,8 +53,15 @@ func WAFConfig(name string) ([]byte, error) {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    policy: store\n", l.name, l.addr)
 		fmt.Fprintf(&b, "    tls:\n      certificates:\n        - certFile: %q\n          keyFile: %q\n", cert, key)
 	}
+	for _, l := range []struct{ name, addr string }{
+		{"public-http", fmt.Sprintf("%s:%d", FWIngressV4, WAFHTTPPort)},
+		{"public6-http", fmt.Sprintf("[%s]:%d", FWIngressV6, WAFHTTPPort)},
+	} {
+		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    policy: store\n", l.name, l.addr)
+	}
 	b.WriteString("routes:\n")
 	b.WriteString("  - name: store-front\n")
+	b.WriteString("    listeners: [public, public6]\n")
 	fmt.Fprintf(&b, "    hosts: [%s]\n", StoreServerName)
 	fmt.Fprintf(&b, "    backends: [%q]\n", fmt.Sprintf("%s:80", StoreV4))
 	b.WriteString("    healthCheck: {path: /, interval: 2s, timeout: 1s}\n")

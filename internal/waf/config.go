@@ -730,7 +730,7 @@ func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []Wir
 
 	for i, lc := range certs {
 		cat := fmt.Sprintf("kubernetes.certificates[%d]", i)
-		cert, ok := checkCertificate(cat, dir, lc.WireCertificate, bad)
+		cert, ok := checkCertificate(cat, dir, WireCertificate{CertPEM: lc.CertPEM, KeyPEM: lc.KeyPEM, ServerNames: lc.ServerNames}, bad)
 		if !ok {
 			continue
 		}
@@ -750,8 +750,11 @@ func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []Wir
 	}
 
 	routeNames := map[string]bool{}
-	type routeKey struct{ listener, host, match string }
-	seen := map[routeKey]string{}
+	seen := map[RouteKey]string{}
+	var listenerNames []string
+	for _, l := range c.Listeners {
+		listenerNames = append(listenerNames, l.Name)
+	}
 	for i, wr := range f.Routes {
 		at := paths.route(i)
 		r := &Route{Name: wr.Name, Index: i, PathPrefix: wr.PathPrefix, Listeners: wr.Listeners}
@@ -846,26 +849,11 @@ func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []Wir
 		}
 		// Two routes with the same listener, host and match: the second
 		// could never be chosen.
-		ls := r.Listeners
-		if len(ls) == 0 {
-			ls = []string{"*"}
-		}
-		hosts := r.Hosts
-		if len(hosts) == 0 {
-			hosts = []string{"*"}
-		}
-		mk := r.matchKey()
-		for _, ln := range ls {
-			for _, h := range hosts {
-				if r.SingleLabelWildcard && strings.HasPrefix(h, "*.") {
-					h = "1" + h
-				}
-				k := routeKey{ln, h, mk}
-				if other, dup := seen[k]; dup {
-					bad(at, "route %q can never match: route %q has the same host %q and %s", wr.Name, other, strings.TrimPrefix(h, "1"), r.describePath())
-				} else {
-					seen[k] = wr.Name
-				}
+		for _, k := range r.conflictKeys(listenerNames) {
+			if other, dup := seen[k]; dup {
+				bad(at, "route %q can never match: route %q has the same host %q and %s", wr.Name, other, k.Host, r.describePath())
+			} else {
+				seen[k] = wr.Name
 			}
 		}
 		c.Routes = append(c.Routes, r)

@@ -28,8 +28,10 @@ type Kubernetes struct {
 // first of a listener stays its default; for an SNI name, a certificate
 // that lists it in serverNames wins over one that only holds it.
 type WireListenerCertificate struct {
-	Listeners       []string `yaml:"listeners,omitempty"`
-	WireCertificate `yaml:",inline"`
+	Listeners   []string `yaml:"listeners,omitempty"`
+	CertPEM     string   `yaml:"certPEM"`
+	KeyPEM      string   `yaml:"keyPEM"`
+	ServerNames []string `yaml:"serverNames,omitempty"`
 }
 
 // ParseKubernetes decodes a Kubernetes document (YAML or JSON) strictly:

@@ -1,6 +1,7 @@
 package waf
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // The parts of a route beyond host and path prefix: the matches, filters
@@ -286,6 +289,116 @@ func (r *Route) matchKey() string {
 		fmt.Fprintf(&b, " query %s=%q/%v", q.Name, q.Value, q.Regex != nil)
 	}
 	return b.String()
+}
+
+// RouteKey is what two routes must not share: on one listener, one host
+// (a wildcard's mode included) and one match (path, method, headers, query
+// parameters), only one of them could ever be chosen.
+type RouteKey struct {
+	Listener string `json:"listener"`
+	Host     string `json:"host"` // "*" any; a single-label wildcard is "*.x (one label)"
+	Match    string `json:"match"`
+}
+
+// conflictKeys are the route's keys on listeners (all of them when the
+// route names none).
+func (r *Route) conflictKeys(listeners []string) []RouteKey {
+	ls := r.Listeners
+	if len(ls) == 0 {
+		ls = listeners
+	}
+	hosts := r.Hosts
+	if len(hosts) == 0 {
+		hosts = []string{"*"}
+	}
+	mk := r.matchKey()
+	var out []RouteKey
+	for _, ln := range ls {
+		for _, h := range hosts {
+			if r.SingleLabelWildcard && strings.HasPrefix(h, "*.") {
+				h += " (one label)"
+			}
+			out = append(out, RouteKey{ln, h, mk})
+		}
+	}
+	return out
+}
+
+// CheckRoute validates one route on its own, as the WAF will when it is
+// merged (the Kubernetes controller checks each object's routes with it, so
+// that one bad object is reported on itself and left out, not refused with
+// everything else): the errors name fields below "route". It returns the
+// route's conflict keys on listeners (all of listeners when the route names
+// none); a route naming a listener not in listeners is an error.
+func CheckRoute(wr WireRoute, listeners []string) ([]RouteKey, error) {
+	f := &File{Routes: []WireRoute{wr}}
+	for _, l := range listeners {
+		f.Listeners = append(f.Listeners, WireListener{Name: l, Address: "127.0.0.1:0", Policy: "check"})
+	}
+	f.Policies = []WirePolicy{{Name: "check", Mode: "Off"}}
+	if wr.Policy != "" && wr.Policy != "check" {
+		f.Policies = append(f.Policies, WirePolicy{Name: wr.Policy, Mode: "Off"})
+	}
+	c, err := validate("", f, nil, fieldPaths{routes: 1, policies: len(f.Policies)}, nil)
+	if err != nil {
+		var list policy.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				e.Path = strings.Replace(e.Path, "routes[0]", "route", 1)
+				e.Msg = strings.Replace(e.Msg, "routes[0]", "route", 1)
+			}
+		}
+		return nil, err
+	}
+	return c.Routes[0].conflictKeys(listeners), nil
+}
+
+// FileRouteKeys are the conflict keys of the routes of the file (not those
+// of the Kubernetes controller): the controller reports its routes that
+// collide with them, instead of sending them.
+func (c *Config) FileRouteKeys() map[string][]RouteKey {
+	var names []string
+	for _, l := range c.Listeners {
+		names = append(names, l.Name)
+	}
+	out := map[string][]RouteKey{}
+	n := len(c.Routes)
+	if c.wire != nil {
+		n = len(c.wire.Routes)
+	}
+	for _, r := range c.Routes[:n] {
+		out[r.Name] = r.conflictKeys(names)
+	}
+	return out
+}
+
+// CheckPolicy validates and compiles one WAF policy (the Kubernetes
+// controller checks each WAFPolicy object with it); errors name fields
+// below "policy".
+func CheckPolicy(wp WirePolicy) error {
+	f := &File{Policies: []WirePolicy{wp}, Listeners: []WireListener{{Name: "check", Address: "127.0.0.1:0", Policy: wp.Name}}}
+	c, err := validate("", f, nil, fieldPaths{routes: 0, policies: 1}, nil)
+	rename := func(err error) error {
+		var list policy.ErrorList
+		var one *policy.Error
+		if errors.As(err, &list) {
+			for _, e := range list {
+				e.Path = strings.Replace(e.Path, "policies[0]", "policy", 1)
+				e.Msg = strings.Replace(e.Msg, "policies[0]", "policy", 1)
+			}
+		} else if errors.As(err, &one) {
+			one.Path = strings.Replace(one.Path, "policies[0]", "policy", 1)
+			one.Msg = strings.Replace(one.Msg, "policies[0]", "policy", 1)
+		}
+		return err
+	}
+	if err != nil {
+		return rename(err)
+	}
+	if err := c.Policies[0].compile(); err != nil {
+		return rename(err)
+	}
+	return nil
 }
 
 // describePath is the route's path match in messages.

@@ -372,7 +372,7 @@ policies:
 		Routes: []WireRoute{{Name: "ingress/shop/web/0/0", Hosts: []string{"shop.example.com"}, Backends: []string{addrK8s}, Policy: "wafpolicy/shop/strict"}},
 		Policies: []WirePolicy{{Name: "wafpolicy/shop/strict", Mode: "Prevention", ParanoiaLevel: 2,
 			CustomRules: `SecRule ARGS:debug "@streq 1" "id:10001,phase:1,deny,status:403,log"`}},
-		Certificates: []WireListenerCertificate{{Listeners: []string{"websecure"}, WireCertificate: WireCertificate{CertPEM: certPEM, KeyPEM: keyPEM, ServerNames: []string{"shop.example.com"}}}},
+		Certificates: []WireListenerCertificate{{Listeners: []string{"websecure"}, CertPEM: certPEM, KeyPEM: keyPEM, ServerNames: []string{"shop.example.com"}}},
 	}
 	merged, err := cfg.WithKubernetes(k)
 	if err != nil {
@@ -411,7 +411,7 @@ policies:
 
 	bad := &Kubernetes{
 		Routes:       []WireRoute{{Name: "ingress/x", Backends: []string{"nohost"}, Listeners: []string{"nope"}}, {Name: "file-route", Backends: []string{"h:1"}}},
-		Certificates: []WireListenerCertificate{{Listeners: []string{"web"}, WireCertificate: WireCertificate{CertPEM: "junk", KeyPEM: "junk"}}},
+		Certificates: []WireListenerCertificate{{Listeners: []string{"web"}, CertPEM: "junk", KeyPEM: "junk"}},
 	}
 	_, err = cfg.WithKubernetes(bad)
 	for _, want := range []string{`kubernetes.routes[0].backends[0]: "nohost" is not host:port`, `kubernetes.routes[0].listeners[0]: no listener named "nope"`,

@@ -14,6 +14,7 @@ func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&FirewallPolicy{}, &FirewallPolicyList{},
 		&RuleCollectionGroup{}, &RuleCollectionGroupList{},
+		&WAFPolicy{}, &WAFPolicyList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -103,6 +103,10 @@ type FirewallPolicySpec struct {
 	// firewall's public IP. Without it, Services are not published.
 	// +optional
 	ServiceDNAT *ServiceDNAT `json:"serviceDNAT,omitempty"`
+	// Ingress configures the ingress controller: the addresses it reports
+	// and the guardrails for teams' WAFPolicy objects (ingress_types.go).
+	// +optional
+	Ingress *IngressSettings `json:"ingress,omitempty"`
 }
 
 // ThreatIntel configures threat-intelligence filtering.
