@@ -123,4 +123,3 @@ func worst(d []time.Duration) time.Duration {
 	}
 	return slices.Max(d).Round(time.Millisecond)
 }
-

@@ -173,7 +173,8 @@ type haStatusView struct {
 			InternalEntries uint64 `json:"internalEntries"`
 			ExternalEntries uint64 `json:"externalEntries"`
 		} `json:"stats"`
-		Errors uint64 `json:"errors"`
+		Errors  uint64 `json:"errors"`
+		Resyncs uint64 `json:"resyncs"`
 	} `json:"sync"`
 	Peer struct {
 		Reachable    bool   `json:"reachable"`
@@ -216,6 +217,9 @@ func (h *haLab) crashActive(t *testing.T, resumeWait time.Duration) failoverResu
 	if err := h.Crash(lab.HostFW); err != nil {
 		t.Fatal(err)
 	}
+	// An echo may still complete while Crash takes the links down; any
+	// after Crash returned went through the backup.
+	down := time.Now()
 	var r failoverResult
 	deadline := t0.Add(15 * time.Second)
 	for {
@@ -230,7 +234,7 @@ func (h *haLab) crashActive(t *testing.T, resumeWait time.Duration) failoverResu
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if at, ok := h.stream.firstAfter(t0, t0.Add(r.newFlows+resumeWait)); ok {
+	if at, ok := h.stream.firstAfter(down, t0.Add(r.newFlows+resumeWait)); ok {
 		r.resumed = at.Sub(t0)
 	} else {
 		r.lost = true

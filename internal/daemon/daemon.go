@@ -120,7 +120,8 @@ type Daemon struct {
 
 	ui uiState // the dashboard's recent decisions (admin_ui.go)
 
-	haMgr atomic.Pointer[ha.Manager] // nil without ha (daemon_ha.go)
+	haMgr   atomic.Pointer[ha.Manager]     // nil without ha (daemon_ha.go)
+	fqdnRep atomic.Pointer[fqdnReplicator] // nil without ha (fqdn_ha.go)
 }
 
 // New makes a daemon; Run applies the policy.
@@ -132,7 +133,7 @@ func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLo
 		dlog.Observe(d.metrics.observe)
 		dlog.Observe(d.hits.observe)
 	}
-	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse})
+	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse, OnLearn: d.haLearned})
 	d.cut = func(m *match.Matcher) (uint, error) {
 		local, err := localAddrs()
 		if err != nil {
