@@ -32,10 +32,10 @@ func TestHADaemonFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(t0)
-	if _, ok := h.stream.firstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
-		t.Fatalf("the stream stalled after the daemon failure: %v", h.stream.err())
+	if _, ok := h.stream.FirstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
+		t.Fatalf("the stream stalled after the daemon failure: %v", h.stream.Err())
 	}
-	if err := h.dnat.get(); err != nil {
+	if err := h.dnat.Get(); err != nil {
 		t.Errorf("DNAT'd keep-alive connection after the daemon failure: %v", err)
 	}
 	notify, _ := os.ReadFile(filepath.Join(h.Dir(), "ha-"+lab.HostFW, "notify.log"))
@@ -54,10 +54,10 @@ func TestHADaemonFailure(t *testing.T) {
 	if err := h.WaitRoles(rctx, map[string]string{lab.HostFW: "active", lab.HostFW2: "backup"}, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := h.stream.firstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
-		t.Fatalf("the stream stalled after the daemon's restart: %v", h.stream.err())
+	if _, ok := h.stream.FirstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
+		t.Fatalf("the stream stalled after the daemon's restart: %v", h.stream.Err())
 	}
-	if err := h.dnat.get(); err != nil {
+	if err := h.dnat.Get(); err != nil {
 		t.Errorf("DNAT'd keep-alive connection after the restart: %v", err)
 	}
 	st := h.haStatus(t, lab.HostFW)
@@ -102,7 +102,7 @@ func TestHASyncLinkCut(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// A flow opened while the sync is down.
-	during := newStreamPump(t, h.fwLab, ap(nonazure4, 9101))
+	during := h.openStream(t, ap(nonazure4, 9101))
 	time.Sleep(500 * time.Millisecond)
 	if n := h.haStatus(t, lab.HostFW2).Sync.Stats.ExternalEntries; n > before {
 		t.Fatalf("fw2 got a flow over a cut sync link (%d > %d)", n, before)
@@ -125,7 +125,7 @@ func TestHASyncLinkCut(t *testing.T) {
 	if r.lost {
 		t.Fatalf("the stream opened before the cut did not survive the failover")
 	}
-	if _, ok := during.firstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
-		t.Fatalf("the stream opened while the sync link was cut did not survive the failover after the resync: %v", during.err())
+	if _, ok := during.FirstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
+		t.Fatalf("the stream opened while the sync link was cut did not survive the failover after the resync: %v", during.Err())
 	}
 }
