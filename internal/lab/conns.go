@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -242,4 +243,18 @@ func (l *Lab) dialFrom(host string, dst netip.AddrPort, timeout time.Duration) (
 		return err
 	})
 	return c, err
+}
+
+// TCPLine connects from host to dst and returns the first line the server
+// writes (the lab's TCP 9000 servers write their name), or "" when the
+// connection does not get through within timeout.
+func (l *Lab) TCPLine(host string, dst netip.AddrPort, timeout time.Duration) string {
+	c, err := l.dialFrom(host, dst, timeout)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
 }
