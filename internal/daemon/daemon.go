@@ -80,6 +80,8 @@ type Status struct {
 	WAF *WAFStatus `json:"waf,omitempty"`
 	// HA is this gateway's high-availability state (nil without ha).
 	HA *ha.Status `json:"ha,omitempty"`
+	// SNATPool is the use of each SNAT pool address (nil without a pool).
+	SNATPool []SNATPoolUse `json:"snatPool,omitempty"`
 }
 
 // Daemon is a running firewall.
@@ -253,7 +255,8 @@ func (d *Daemon) Status() Status {
 	s.LastReload, _ = d.lastErr.Load().(string)
 	s.LastReloadAt, _ = d.lastAt.Load().(time.Time)
 	s.WAF = d.WAFStatus()
-	s.HA = d.HAStatus() // daemon_ha.go
+	s.HA = d.HAStatus()             // daemon_ha.go
+	s.SNATPool = d.SNATPoolStatus() // snatpool.go
 	s.ConnsCut = d.connsCut.Load()
 	if d.dlog != nil {
 		s.LogWritten, s.LogDropped, s.LogRateLimited = d.dlog.Stats()
@@ -275,6 +278,12 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		} else {
 			nfl = r
 		}
+	}
+	if err := d.checkSNATPool(); err != nil { // snatpool.go
+		if nfl != nil {
+			nfl.Close()
+		}
+		return err
 	}
 	if err := d.Reload("start"); err != nil {
 		if nfl != nil {

@@ -87,7 +87,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads,
-		&daemonCollector{d: d}, haCollector{d: d},
+		&daemonCollector{d: d}, haCollector{d: d}, snatCollector{d: d},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
