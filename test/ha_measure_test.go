@@ -32,12 +32,13 @@ func TestHAFailoverMeasure(t *testing.T) {
 	}
 	dst := ap(nonazure4, 9101)
 	h.echoServer(t, dst)
+	mcr := lab.MustLookup("mcr.microsoft.com")
 	var newFlows, resumed []time.Duration
 	var streamLost, dnatLost, failbackLost, proxiedClean, proxiedHung int
 	for i := 1; i <= n; i++ {
-		stream := newStreamPump(t, h.fwLab, dst)
-		dnat := newKeepAlive(t, h.fwLab, lab.HostClient, ap(lab.FWPublicV4, 80))
-		proxied := newTLSKeepAlive(t, h.fwLab, lab.HostNode, lab.MustLookup("mcr.microsoft.com"))
+		stream := h.openStream(t, dst)
+		dnat := h.openKeepAlive(t, lab.HostClient, ap(lab.FWPublicV4, 80), "")
+		proxied := h.openKeepAlive(t, lab.HostNode, ap(mcr.V4, 443), mcr.Name)
 		if !noSync {
 			h.waitReplicated(t, 2)
 		}
@@ -52,11 +53,11 @@ func TestHAFailoverMeasure(t *testing.T) {
 			resumed = append(resumed, r.resumed)
 			line += fmt.Sprintf(", stream resumed %6s", r.resumed.Round(time.Millisecond))
 		}
-		if err := dnat.get(); err != nil {
+		if err := dnat.Get(); err != nil {
 			dnatLost++
 			line += ", DNAT keep-alive LOST"
 		}
-		if err := proxied.closedCleanly(5 * time.Second); err != nil {
+		if err := proxied.ClosedCleanly(5 * time.Second); err != nil {
 			proxiedHung++
 			line += ", proxied: " + err.Error()
 		} else {
@@ -65,13 +66,13 @@ func TestHAFailoverMeasure(t *testing.T) {
 		back := h.failback(t)
 		line += fmt.Sprintf("; failback %s", back.Round(time.Millisecond))
 		if !r.lost {
-			if _, ok := stream.firstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
+			if _, ok := stream.FirstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
 				failbackLost++
 				line += ", stream LOST in the failback"
 			}
 		}
 		t.Log(line)
-		stream.stop()
+		stream.Close()
 	}
 	mode := "with state sync"
 	if noSync {

@@ -1,20 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,8 +79,8 @@ ruleCollectionGroups:
 // haPolicy and the connections a failover must keep.
 type haLab struct {
 	*fwLab
-	stream *streamPump // node → 192.0.2.99:9101, SNAT'd, echoing every 20 ms
-	dnat   *keepAlive  // client → 203.0.113.32:80 (DNAT to store-front), HTTP keep-alive
+	stream *lab.Stream    // node → 192.0.2.99:9101, SNAT'd, echoing every 20 ms
+	dnat   *lab.KeepAlive // client → 203.0.113.32:80 (DNAT to store-front), HTTP keep-alive
 }
 
 func newHALab(t *testing.T) *haLab {
@@ -135,8 +129,8 @@ func (h *haLab) establish(t *testing.T, waitSync bool) {
 	t.Helper()
 	dst := ap(nonazure4, 9101)
 	h.echoServer(t, dst)
-	h.stream = newStreamPump(t, h.fwLab, dst)
-	h.dnat = newKeepAlive(t, h.fwLab, lab.HostClient, ap(lab.FWPublicV4, 80))
+	h.stream = h.openStream(t, dst)
+	h.dnat = h.openKeepAlive(t, lab.HostClient, ap(lab.FWPublicV4, 80), "")
 	// The stream is SNAT'd to the group's public IP (which moves), never
 	// the gateway's own address.
 	if _, peer, err := h.httpGet(lab.HostNode, netip.Addr{}, "http", ap(ghcr4, 80)); err != nil || peer.Addr() != lab.FWPublicV4 {
@@ -173,7 +167,8 @@ type haStatusView struct {
 			InternalEntries uint64 `json:"internalEntries"`
 			ExternalEntries uint64 `json:"externalEntries"`
 		} `json:"stats"`
-		Errors uint64 `json:"errors"`
+		Errors  uint64 `json:"errors"`
+		Resyncs uint64 `json:"resyncs"`
 	} `json:"sync"`
 	Peer struct {
 		Reachable    bool   `json:"reachable"`
@@ -216,6 +211,9 @@ func (h *haLab) crashActive(t *testing.T, resumeWait time.Duration) failoverResu
 	if err := h.Crash(lab.HostFW); err != nil {
 		t.Fatal(err)
 	}
+	// An echo may still complete while Crash takes the links down; any
+	// after Crash returned went through the backup.
+	down := time.Now()
 	var r failoverResult
 	deadline := t0.Add(15 * time.Second)
 	for {
@@ -230,7 +228,7 @@ func (h *haLab) crashActive(t *testing.T, resumeWait time.Duration) failoverResu
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if at, ok := h.stream.firstAfter(t0, t0.Add(r.newFlows+resumeWait)); ok {
+	if at, ok := h.stream.FirstAfter(down, t0.Add(r.newFlows+resumeWait)); ok {
 		r.resumed = at.Sub(t0)
 	} else {
 		r.lost = true
@@ -276,36 +274,44 @@ func TestHAFailover(t *testing.T) {
 		t.Fatalf("fw before the failover: %+v", st)
 	}
 	// An L7-proxied TLS connection, kept alive.
-	proxied := newTLSKeepAlive(t, h.fwLab, lab.HostNode, lab.MustLookup("mcr.microsoft.com"))
+	mcr := lab.MustLookup("mcr.microsoft.com")
+	proxied := h.openKeepAlive(t, lab.HostNode, ap(mcr.V4, 443), mcr.Name)
 
 	r := h.crashActive(t, 5*time.Second)
 	t.Logf("failover: new flows after %s, the established stream resumed after %s", r.newFlows.Round(time.Millisecond), r.resumed.Round(time.Millisecond))
 	if r.lost {
-		t.Fatalf("the established SNAT'd stream did not resume after the failover (%v)", h.stream.err())
+		t.Fatalf("the established SNAT'd stream did not resume after the failover (%v)", h.stream.Err())
 	}
-	if err := h.dnat.get(); err != nil {
+	if err := h.dnat.Get(); err != nil {
 		t.Errorf("DNAT'd keep-alive connection after the failover: %v", err)
 	}
-	if err := proxied.closedCleanly(5 * time.Second); err != nil {
+	if err := proxied.ClosedCleanly(5 * time.Second); err != nil {
 		t.Errorf("L7-proxied connection after the failover: %v", err)
 	}
 	h.checkNewEgress(t, "after the failover")
-	st2 := h.haStatus(t, lab.HostFW2)
-	if st2.Role != "active" || st2.Peer.Reachable {
-		t.Errorf("fw2 after the failover: role %s, peer reachable %v", st2.Role, st2.Peer.Reachable)
+	// fw2 is active and, within a few of its polls, sees its peer gone.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st2 := h.haStatus(t, lab.HostFW2)
+		if st2.Role == "active" && !st2.Peer.Reachable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("fw2 after the failover: role %s, peer reachable %v", st2.Role, st2.Peer.Reachable)
+			break
+		}
 	}
 
 	took := h.failback(t)
 	t.Logf("failback: fw active again %s after it came back", took.Round(time.Millisecond))
 	// The stream went on through the failback.
 	time.Sleep(500 * time.Millisecond)
-	if err := h.stream.err(); err != nil {
+	if err := h.stream.Err(); err != nil {
 		t.Fatalf("the established stream broke in the failback: %v", err)
 	}
-	if _, ok := h.stream.firstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
+	if _, ok := h.stream.FirstAfter(time.Now(), time.Now().Add(5*time.Second)); !ok {
 		t.Fatalf("the established stream stalled after the failback")
 	}
-	if err := h.dnat.get(); err != nil {
+	if err := h.dnat.Get(); err != nil {
 		t.Errorf("DNAT'd keep-alive connection after the failback: %v", err)
 	}
 	h.checkNewEgress(t, "after the failback")
@@ -370,168 +376,25 @@ func (h *haLab) checkNewEgress(t *testing.T, when string) {
 	}
 }
 
-// streamPump keeps an echo connection busy: a 64-byte round trip every
-// 20 ms, noting when each succeeded.
-type streamPump struct {
-	once  sync.Once
-	mu    sync.Mutex
-	ok    []time.Time
-	last  error
-	done  chan struct{}
-	conn  net.Conn
-	ended chan struct{}
-}
-
-func newStreamPump(t *testing.T, f *fwLab, dst netip.AddrPort) *streamPump {
+// openStream starts an echo stream from node to dst (closed when the test ends).
+func (h *haLab) openStream(t *testing.T, dst netip.AddrPort) *lab.Stream {
 	t.Helper()
-	e := f.echoDial(t, lab.HostNode, dst)
-	p := &streamPump{done: make(chan struct{}), conn: e.Conn, ended: make(chan struct{})}
-	go func() {
-		defer close(p.ended)
-		for {
-			select {
-			case <-p.done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			err := e.roundTrip(64, 60*time.Second)
-			p.mu.Lock()
-			if err != nil {
-				p.last = err
-				p.mu.Unlock()
-				return
-			}
-			p.ok = append(p.ok, time.Now())
-			p.mu.Unlock()
-		}
-	}()
-	t.Cleanup(p.stop)
-	return p
-}
-
-// stop ends the pump and closes its connection.
-func (p *streamPump) stop() {
-	p.once.Do(func() { close(p.done); p.conn.Close(); <-p.ended })
-}
-
-// firstAfter waits until a round trip succeeds after t0 (until deadline).
-func (p *streamPump) firstAfter(t0, deadline time.Time) (time.Time, bool) {
-	for {
-		p.mu.Lock()
-		for _, at := range p.ok {
-			if at.After(t0) {
-				p.mu.Unlock()
-				return at, true
-			}
-		}
-		failed := p.last != nil
-		p.mu.Unlock()
-		if failed || time.Now().After(deadline) {
-			return time.Time{}, false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (p *streamPump) err() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.last
-}
-
-// keepAlive is one HTTP/1.1 connection reused for every request.
-type keepAlive struct {
-	c  net.Conn
-	br *bufio.Reader
-}
-
-func newKeepAlive(t *testing.T, f *fwLab, host string, dst netip.AddrPort) *keepAlive {
-	t.Helper()
-	c, err := f.dial(host, netip.Addr{}, "tcp", dst, 2*time.Second)
-	if err != nil {
-		t.Fatalf("connect %s from %s: %v", dst, host, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	k := &keepAlive{c: c, br: bufio.NewReader(c)}
-	if err := k.get(); err != nil {
-		t.Fatalf("first request on %s: %v", dst, err)
-	}
-	return k
-}
-
-// get sends one request on the connection and reads the response.
-func (k *keepAlive) get() error {
-	k.c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: store\r\n\r\n"); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(k.br, nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || resp.Close {
-		return fmt.Errorf("%s (close %v)", resp.Status, resp.Close)
-	}
-	return nil
-}
-
-// tlsKeepAlive is an HTTPS keep-alive connection through the L7 proxy.
-type tlsKeepAlive struct {
-	c  *tls.Conn
-	br *bufio.Reader
-}
-
-func newTLSKeepAlive(t *testing.T, f *fwLab, host string, n lab.Name) *tlsKeepAlive {
-	t.Helper()
-	pool, err := f.CAPool()
+	s, err := h.OpenStream(lab.HostNode, dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := f.dial(host, netip.Addr{}, "tcp", ap(n.V4, 443), 2*time.Second)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// openKeepAlive opens an HTTP(S) keep-alive connection (closed when the
+// test ends).
+func (h *haLab) openKeepAlive(t *testing.T, host string, dst netip.AddrPort, serverName string) *lab.KeepAlive {
+	t.Helper()
+	k, err := h.OpenKeepAlive(host, dst, serverName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := tls.Client(raw, &tls.Config{ServerName: n.Name, RootCAs: pool})
-	t.Cleanup(func() { c.Close() })
-	k := &tlsKeepAlive{c: c, br: bufio.NewReader(c)}
-	if err := k.get(n.Name); err != nil {
-		t.Fatalf("HTTPS to %s through the L7 proxy: %v", n.Name, err)
-	}
+	t.Cleanup(func() { k.Close() })
 	return k
-}
-
-func (k *tlsKeepAlive) get(name string) error {
-	k.c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintf(k.c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", name); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(k.br, nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, err = io.Copy(io.Discard, resp.Body)
-	return err
-}
-
-// closedCleanly: the next request fails with a reset or end of stream
-// within timeout, not by timing out.
-func (k *tlsKeepAlive) closedCleanly(timeout time.Duration) error {
-	k.c.SetDeadline(time.Now().Add(timeout))
-	_, err := fmt.Fprintf(k.c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if err == nil {
-		_, err = http.ReadResponse(k.br, nil)
-	}
-	var ne net.Error
-	switch {
-	case err == nil:
-		return errors.New("the proxied connection still answers (a proxied connection cannot move between gateways)")
-	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("the client hangs (no reset within %s): %v", timeout, err)
-	}
-	return nil
 }

@@ -562,37 +562,11 @@ func (f *fwLab) waitDecisions(t *testing.T, keys []flowKey, timeout time.Duratio
 // echoServer serves TCP echo on addr in inet until the test ends.
 func (f *fwLab) echoServer(t *testing.T, addr netip.AddrPort) {
 	t.Helper()
-	var ln net.Listener
-	err := f.Do(lab.HostInet, func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr.String())
-		return err
-	})
+	s, err := f.EchoServer(lab.HostInet, addr)
 	if err != nil {
-		t.Fatalf("echo server on %s: %v", addr, err)
+		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	t.Cleanup(func() { s.Close() })
 }
 
 // echoConn is a client connection to an echo server.

@@ -64,6 +64,7 @@ func adminCommands() []*cobra.Command {
 			fmt.Fprintf(w, "ready        %s\n", ready)
 			fmt.Fprintf(w, "log lines    %d written, %d dropped, %d rate-limited\n", st.LogWritten, st.LogDropped, st.LogRateLimited)
 			fmt.Fprintf(w, "conns cut    %d\n", st.ConnsCut)
+			printHAStatus(w, body) // ha.go
 			return nil
 		},
 	}

@@ -260,5 +260,6 @@ A lab that already exists is refused unless --reuse (then it stays up).`,
 	f.DurationVar(&cfg.Timeout, "timeout", time.Second, "how long a client waits before it calls a flow denied")
 	f.StringVar(&only, "only", "", "run only the flows matching this regular expression")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log the lab's progress")
+	f.BoolVar(&cfg.NoHA, "no-ha", false, "skip the high-availability section (a second lab, fw and fw2)")
 	return cmd
 }

@@ -35,8 +35,10 @@ type Config struct {
 	PublicIPs []string `yaml:"publicIPs"`
 	// PrivateIP is the firewall's private address (DNS proxy, explicit proxy).
 	PrivateIP string `yaml:"privateIP,omitempty"`
-	// SNAT is "masquerade" (default), "fixed" (snat to the first public IP of each family) or "off".
+	// SNAT is "masquerade" (default), "fixed" (snat to the first public IP of each family), "pool" (snatPool) or "off".
 	SNAT string `yaml:"snat,omitempty"`
+	// SNATPool are the public IPs and port ranges of snat: pool (snatpool.go).
+	SNATPool []SNATPoolEntry `yaml:"snatPool,omitempty"`
 	// Admin is the admin API listener.
 	Admin struct {
 		Listen string `yaml:"listen,omitempty"` // default 127.0.0.1:9180
@@ -126,6 +128,7 @@ type Config struct {
 	spoof     proxy.SpoofPolicy
 	proxyPort uint16
 	haSpec    *ha.Spec
+	snatPool  []nft.SNATPoolEntry
 }
 
 // LoadConfig reads and checks a daemon config file.
@@ -175,7 +178,8 @@ func LoadConfig(path string) (*Config, error) {
 	if c.snat, err = nft.ParseSNATMode(c.SNAT); err != nil {
 		bad("snat", "%v", err)
 	}
-	c.loadHA(bad) // daemon_ha.go
+	c.loadHA(bad)       // daemon_ha.go
+	c.loadSNATPool(bad) // snatpool.go
 	switch {
 	case c.DNS.Listen == "off":
 		c.DNS.Listen = ""
@@ -274,6 +278,7 @@ func (c *Config) DataplaneConfig() nft.Config {
 		LogRate:         uint64(c.Log.RatePerSecond),
 		LogBurst:        uint32(2 * c.Log.RatePerSecond),
 		HA:              c.haDataPlane(), // daemon_ha.go
+		SNATPool:        c.snatPool,
 	}
 }
 

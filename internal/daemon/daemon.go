@@ -80,6 +80,8 @@ type Status struct {
 	WAF *WAFStatus `json:"waf,omitempty"`
 	// HA is this gateway's high-availability state (nil without ha).
 	HA *ha.Status `json:"ha,omitempty"`
+	// SNATPool is the use of each SNAT pool address (nil without a pool).
+	SNATPool []SNATPoolUse `json:"snatPool,omitempty"`
 }
 
 // Daemon is a running firewall.
@@ -131,6 +133,7 @@ type Daemon struct {
 	refreshDNS chan struct{} // asks the DNS refresher (startDNS) to resolve the FQDN rules' names
 	failedMu   sync.Mutex
 	failed     map[string]string
+	fqdnRep    atomic.Pointer[fqdnReplicator] // nil without ha (fqdn_ha.go)
 }
 
 // New makes a daemon; Run applies the policy.
@@ -143,7 +146,7 @@ func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLo
 		dlog.Observe(d.metrics.observe)
 		dlog.Observe(d.hits.observe)
 	}
-	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse})
+	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse, OnLearn: d.haLearned})
 	d.cut = func(m *match.Matcher) (uint, error) {
 		local, err := localAddrs()
 		if err != nil {
@@ -290,7 +293,8 @@ func (d *Daemon) Status() Status {
 	s.LastReload, _ = d.lastErr.Load().(string)
 	s.LastReloadAt, _ = d.lastAt.Load().(time.Time)
 	s.WAF = d.WAFStatus()
-	s.HA = d.HAStatus() // daemon_ha.go
+	s.HA = d.HAStatus()             // daemon_ha.go
+	s.SNATPool = d.SNATPoolStatus() // snatpool.go
 	s.ConnsCut = d.connsCut.Load()
 	if d.dlog != nil {
 		s.LogWritten, s.LogDropped, s.LogRateLimited = d.dlog.Stats()
@@ -336,6 +340,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 		}
 		d.shutdown()
 		return err
+	}
+	if err := d.checkSNATPool(); err != nil { // snatpool.go
+		return fail(err)
 	}
 	if err := d.Reload("start"); err != nil {
 		return fail(err)

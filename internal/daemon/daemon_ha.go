@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,11 +115,21 @@ func (d *Daemon) startHA(ctx context.Context) error {
 	if d.cfg.privateIP.IsValid() {
 		spec.LocalAddrs = append(spec.LocalAddrs, d.cfg.privateIP)
 	}
-	m := ha.NewManager(spec, ha.Options{Log: d.log, Local: d.haLocal})
+	m := ha.NewManager(spec, ha.Options{Log: d.log, Local: d.haLocal,
+		PeerHandlers: map[string]http.Handler{"POST /ha/v1/fqdn": http.HandlerFunc(d.serveFQDN)}}) // fqdn_ha.go
+	var rep *fqdnReplicator
+	if spec.ReplicateDNS {
+		rep = &fqdnReplicator{ch: make(chan fqdnEntry, fqdnQueue)}
+		d.fqdnRep.Store(rep)
+	}
 	if err := m.Start(ctx); err != nil {
+		d.fqdnRep.Store(nil)
 		return err
 	}
 	d.haMgr.Store(m)
+	if rep != nil {
+		go d.runFQDNReplication(ctx, m, rep)
+	}
 	return nil
 }
 
@@ -163,6 +175,7 @@ const (
 	metricHASyncErrors  = "clusterwall_ha_sync_errors_total"
 	metricHASyncEntries = "clusterwall_ha_sync_entries"
 	metricHARestarts    = "clusterwall_ha_process_restarts_total"
+	metricHAFQDN        = "clusterwall_ha_dns_answers_total"
 )
 
 var (
@@ -175,6 +188,7 @@ var (
 	descHASyncErrors  = prometheus.NewDesc(metricHASyncErrors, "State sync errors: conntrackd's send and receive errors, malformed and lost messages, and conntrackd restarts.", nil, nil)
 	descHASyncEntries = prometheus.NewDesc(metricHASyncEntries, "Flows conntrackd holds: internal (this gateway's) and external (replicated from the peer).", []string{"cache"}, nil)
 	descHARestarts    = prometheus.NewDesc(metricHARestarts, "Restarts of keepalived and conntrackd by the daemon after they died.", []string{"process"}, nil)
+	descHAFQDN        = prometheus.NewDesc(metricHAFQDN, "DNS answers replicated between the gateways (ha.replicateDNS): sent to the peer, received from it, dropped (queue full) or failed (peer unreachable).", []string{"result"}, nil)
 )
 
 // haCollector exports the HA metrics (registered by newMetrics; it exports
@@ -183,7 +197,7 @@ type haCollector struct{ d *Daemon }
 
 func (c haCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHARole, descHARoleChanges, descHATransitions, descHAPeerUp, descHAPolicyMatch,
-		descHASyncUp, descHASyncErrors, descHASyncEntries, descHARestarts} {
+		descHASyncUp, descHASyncErrors, descHASyncEntries, descHARestarts, descHAFQDN} {
 		ch <- d
 	}
 }
@@ -217,4 +231,12 @@ func (c haCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHASyncEntries, prometheus.GaugeValue, float64(st.Sync.Stats.ExternalEntries), "external")
 	ch <- prometheus.MustNewConstMetric(descHARestarts, prometheus.CounterValue, float64(st.Keepalived.Restarts), "keepalived")
 	ch <- prometheus.MustNewConstMetric(descHARestarts, prometheus.CounterValue, float64(st.Conntrackd.Restarts), "conntrackd")
+	if r := c.d.fqdnRep.Load(); r != nil {
+		for _, x := range []struct {
+			n      *atomic.Uint64
+			result string
+		}{{&r.sent, "sent"}, {&r.received, "received"}, {&r.dropped, "dropped"}, {&r.failed, "failed"}} {
+			ch <- prometheus.MustNewConstMetric(descHAFQDN, prometheus.CounterValue, float64(x.n.Load()), x.result)
+		}
+	}
 }

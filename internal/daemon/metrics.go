@@ -88,7 +88,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads,
-		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d}, panicCollector{},
+		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d}, snatCollector{d: d}, panicCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

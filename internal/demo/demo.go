@@ -54,6 +54,9 @@ type Config struct {
 	Only *regexp.Regexp
 	// Checks replaces SeedChecks (tests).
 	Checks []Check
+	// NoHA skips the high-availability section (ha.go): a second lab with
+	// two firewalls in which fw crashes and comes back.
+	NoHA bool
 	// Out receives the table (default os.Stdout).
 	Out io.Writer
 	// Log receives the lab's progress messages (default: discarded).
@@ -127,7 +130,8 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
 	}
-	if cfg.Checks == nil {
+	seed := cfg.Checks == nil
+	if seed {
 		cfg.Checks = SeedChecks()
 	}
 	if cfg.Exe == "" {
@@ -139,6 +143,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, err
 	}
 	checks := cfg.Checks
+	// The HA section belongs to the seed's scenario (tests that replace
+	// the checks do not get it).
+	haOn := seed && !cfg.NoHA && (cfg.Only == nil || cfg.Only.MatchString(sectionHA))
 	if cfg.Only != nil {
 		checks = nil
 		for _, c := range cfg.Checks {
@@ -146,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 				checks = append(checks, c)
 			}
 		}
-		if len(checks) == 0 {
+		if len(checks) == 0 && !haOn {
 			return nil, fmt.Errorf("demo: no check matches %q", cfg.Only)
 		}
 	}
@@ -195,6 +202,13 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 		rep.Results = append(rep.Results, r)
 		tw.row(r)
+	}
+	if haOn {
+		hr, err := runHA(ctx, cfg, out) // ha.go
+		rep.Results = append(rep.Results, hr...)
+		if err != nil {
+			return rep, fmt.Errorf("demo: %s: %w", sectionHA, err)
+		}
 	}
 	rep.Took = time.Since(start)
 	fmt.Fprintf(out, "\n%d flows: %d PASS, %d FAIL, %d PENDING (%s) in %s\n", len(rep.Results),

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -315,5 +316,30 @@ func TestRunInterrupted(t *testing.T) {
 	}
 	if lab.Exists(name) {
 		t.Errorf("lab %s still exists after an interrupted demo", name)
+	}
+}
+
+// TestRunHASection runs the demo's high-availability section alone with
+// the real binary: every row passes (fw crashes, the stream, the DNAT'd
+// connection and new egress work through fw2, fw comes back), and both
+// labs are gone afterwards.
+func TestRunHASection(t *testing.T) {
+	exe := binary(t)
+	_, path := seedPolicy(t)
+	name := lab.UniqueName()
+	t.Cleanup(func() { lab.Remove(name); lab.Remove(HALabName(name)) })
+	var out bytes.Buffer
+	rep, err := Run(context.Background(), Config{Name: name, Policy: path, Exe: exe, Out: &out, Only: regexp.MustCompile("^high availability")})
+	t.Logf("demo output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) < 10 || rep.Count(Pass) != len(rep.Results) {
+		t.Errorf("%d rows, %d PASS", len(rep.Results), rep.Count(Pass))
+	}
+	for _, n := range []string{name, HALabName(name)} {
+		if lab.Exists(n) {
+			t.Errorf("lab %s still exists after the demo", n)
+		}
 	}
 }

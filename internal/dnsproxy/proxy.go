@@ -383,7 +383,9 @@ func (h *learnHandler) serve(ctx context.Context, r *request) (*response, error)
 				return nil, &Error{Num: ErrHook, Rcode: rcodeServFail, Msg: "OnAnswer for " + name, Err: err}
 			}
 		}
-		t.learn(name, resp.addrs, expires, interesting)
+		if t.learn(name, resp.addrs, expires, interesting) && t.onLearn != nil {
+			t.onLearn(name, resp.addrs, time.Unix(0, expires)) // table_ha.go
+		}
 	}
 	return resp, nil
 }

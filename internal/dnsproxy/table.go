@@ -28,6 +28,7 @@ type Table struct {
 
 	grace    atomic.Int64 // nanoseconds
 	onExpire func(name string, addr netip.Addr) (keep bool)
+	onLearn  func(name string, addrs []netip.Addr, expires time.Time) // table_ha.go
 	maxNames int
 	now      func() time.Time
 
@@ -49,6 +50,10 @@ type TableOptions struct {
 	// refreshes or removes the kernel set element accordingly. It is called
 	// without the table's lock held, from the goroutine running Run/Sweep.
 	OnExpire func(name string, addr netip.Addr) (keep bool)
+	// OnLearn, if set, is told of every answer the proxy learned
+	// something new from (the daemon sends it to its HA peer; Learn, the
+	// peer's side, does not call it). It must not block.
+	OnLearn func(name string, addrs []netip.Addr, expires time.Time)
 	// MaxNames bounds the number of names (default 100,000). When full, new
 	// names are learned only if a rule needs them (see Config.Interesting).
 	MaxNames int
@@ -74,6 +79,7 @@ func NewTable(o TableOptions) *Table {
 		names:    make(map[string][]learned),
 		byAddr:   make(map[netip.Addr][]string),
 		onExpire: o.OnExpire,
+		onLearn:  o.OnLearn,
 		maxNames: o.MaxNames,
 		now:      o.Now,
 	}

@@ -27,6 +27,10 @@ type Config struct {
 	Groups []GroupConfig `yaml:"groups"`
 	// VRRP tunes keepalived.
 	VRRP VRRPConfig `yaml:"vrrp,omitempty"`
+	// ReplicateDNS sends the DNS proxy's learned answers to the peer
+	// (default true): a client that resolved a name through one gateway
+	// can then connect through the other (docs/ha.md, "FQDN state").
+	ReplicateDNS *bool `yaml:"replicateDNS,omitempty"`
 	// RunDir holds the rendered keepalived and conntrackd configs, their
 	// pid, lock, socket and log files (default /run/clusterwall/ha; one
 	// directory per daemon when several run on one machine).
@@ -123,6 +127,7 @@ type Spec struct {
 	CheckEvery   time.Duration
 	CheckFall    int
 	CheckRise    int
+	ReplicateDNS bool
 	RunDir       string
 	Keepalived   string
 	Conntrackd   string
@@ -196,6 +201,7 @@ func (c *Config) Validate(env Env) (*Spec, []Problem) {
 		Advert: DefaultAdvertInterval, PreemptDelay: DefaultPreemptDelay, NoPreempt: c.VRRP.NoPreempt,
 		CheckEvery: DefaultCheckInterval, CheckFall: DefaultCheckFall, CheckRise: DefaultCheckRise,
 		RunDir: c.RunDir, Keepalived: c.Keepalived, Conntrackd: c.Conntrackd,
+		ReplicateDNS: c.ReplicateDNS == nil || *c.ReplicateDNS,
 	}
 	if s.Name == "" {
 		s.Name = env.HostName

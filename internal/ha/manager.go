@@ -2,6 +2,8 @@ package ha
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,8 +50,10 @@ type Manager struct {
 	sync        SyncStatus
 	lastStats   SyncStats
 	syncErrs    uint64
+	resyncs     uint64
 	peer        PeerStatus
 	started     time.Time
+	instance    string
 
 	procs *procs // supervisor_linux.go
 
@@ -69,8 +73,10 @@ func NewManager(spec *Spec, opts Options) *Manager {
 	if opts.PollEvery == 0 {
 		opts.PollEvery = time.Second
 	}
+	var id [8]byte
+	rand.Read(id[:])
 	return &Manager{
-		spec: spec, opts: opts, log: opts.Log.With("component", "ha"),
+		spec: spec, opts: opts, log: opts.Log.With("component", "ha"), instance: hex.EncodeToString(id[:]),
 		instances: map[string]string{}, role: RoleStarting, transitions: map[[2]string]uint64{},
 		sync: SyncStatus{Interface: spec.SyncIface, Peer: spec.PeerAddr.String(), State: "unknown"},
 		peer: PeerStatus{Address: netip.AddrPortFrom(spec.PeerAddr, spec.APIPort).String()},
@@ -204,6 +210,7 @@ func (m *Manager) Status() Status {
 		Sync: m.sync, Peer: m.peer,
 	}
 	st.Sync.Errors = m.syncErrs
+	st.Sync.Resyncs = m.resyncs
 	for _, g := range m.spec.Groups {
 		gs := GroupStatus{Name: g.Name, State: m.groupStateLocked(g), Priority: g.Priority, Addresses: []string{}, Held: []string{}}
 		for _, p := range append(slices.Clone(g.Inside), g.Public...) {
@@ -253,7 +260,20 @@ func (m *Manager) pollSync(ctx context.Context) {
 	out, err := m.conntrackdCtl(ctx, "-s") // supervisor_linux.go
 	now := time.Now()
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	was := m.sync.State
+	defer func() {
+		// The sync came back after an outage (the link, or the peer's
+		// conntrackd). FTFW retransmits what its resend queue still holds,
+		// but not what overflowed it or what a restarted peer lost: ask
+		// for a full resynchronisation at once rather than at the next
+		// failover.
+		back := was == "down" && m.sync.State == "ok"
+		role := m.role
+		m.mu.Unlock()
+		if back {
+			m.resync(ctx, role)
+		}
+	}()
 	if err != nil {
 		m.sync.State, m.sync.Detail = "down", "conntrackd: "+err.Error()
 		return
@@ -294,6 +314,24 @@ func (m *Manager) pollSync(ctx context.Context) {
 	}
 }
 
+// resync asks conntrackd to resynchronise after a sync outage: the
+// active gateway sends its flows to the peer (-B), a backup asks the
+// active for its own (-n).
+func (m *Manager) resync(ctx context.Context, role string) {
+	arg := "-n"
+	if role == RoleActive {
+		arg = "-B"
+	}
+	if _, err := m.conntrackdCtl(ctx, arg); err != nil {
+		m.log.Warn("state sync is back; resync failed", "err", err)
+		return
+	}
+	m.mu.Lock()
+	m.resyncs++
+	m.mu.Unlock()
+	m.log.Info("state sync is back; resynchronised", "role", role, "conntrackd", arg)
+}
+
 func (m *Manager) pollPeer(ctx context.Context, client *http.Client) {
 	url := "http://" + netip.AddrPortFrom(m.spec.PeerAddr, m.spec.APIPort).String() + "/ha/v1/info"
 	var info PeerInfo
@@ -328,6 +366,7 @@ func (m *Manager) pollPeer(ctx context.Context, client *http.Client) {
 func (m *Manager) LocalInfo() PeerInfo {
 	info := m.opts.Local()
 	info.Name = m.spec.Name
+	info.Instance = m.instance
 	info.Role = m.Role()
 	return info
 }

@@ -69,6 +69,8 @@ type SyncStatus struct {
 	// Errors counts send and receive errors, malformed and lost messages
 	// and conntrackd restarts since the daemon started.
 	Errors uint64 `json:"errors"`
+	// Resyncs counts the full resynchronisations after a sync outage.
+	Resyncs uint64 `json:"resyncs"`
 }
 
 // SyncStats are conntrackd's counters (`conntrackd -s`).
@@ -95,7 +97,10 @@ type PeerStatus struct {
 
 // PeerInfo is what a daemon tells its peer.
 type PeerInfo struct {
-	Name       string `json:"name,omitempty"`
+	Name string `json:"name,omitempty"`
+	// Instance identifies the daemon process (new at every start): a
+	// peer that restarted has lost what it was sent.
+	Instance   string `json:"instance,omitempty"`
 	Role       string `json:"role,omitempty"`
 	Ready      bool   `json:"ready"`
 	Generation uint64 `json:"generation"`

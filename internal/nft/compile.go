@@ -378,6 +378,10 @@ func (c *compiler) dnatMap(j int, fam family, comment, fqdn string, dsts *policy
 func (c *compiler) snat(ch *Chain) {
 	out := MatchIfName{Out: true, Name: c.cfg.Outside}
 	ch.add("inbound DNAT keeps the client's address", out, MatchCtDNAT{}, Verdict{Kind: VerdictAccept})
+	if c.cfg.SNAT == SNATPool {
+		c.snatPool(ch) // snatpool.go
+		return
+	}
 	for _, fam := range []family{ipv4, ipv6} {
 		var to netip.Addr
 		if c.cfg.SNAT == SNATFixed {

@@ -21,6 +21,8 @@ const (
 	SNATFixed
 	// SNATOff does no source translation (a routed deployment).
 	SNATOff
+	// SNATPool spreads new flows over Config.SNATPool (snatpool.go).
+	SNATPool
 )
 
 func (m SNATMode) String() string {
@@ -31,11 +33,13 @@ func (m SNATMode) String() string {
 		return "fixed"
 	case SNATOff:
 		return "off"
+	case SNATPool:
+		return "pool"
 	}
 	return fmt.Sprintf("SNATMode(%d)", m)
 }
 
-// ParseSNATMode parses "masquerade" (or ""), "fixed" or "off".
+// ParseSNATMode parses "masquerade" (or ""), "fixed", "pool" or "off".
 func ParseSNATMode(s string) (SNATMode, error) {
 	switch s {
 	case "", "masquerade":
@@ -44,8 +48,10 @@ func ParseSNATMode(s string) (SNATMode, error) {
 		return SNATFixed, nil
 	case "off":
 		return SNATOff, nil
+	case "pool":
+		return SNATPool, nil
 	}
-	return 0, fmt.Errorf("snat mode must be masquerade, fixed or off, not %q", s)
+	return 0, fmt.Errorf("snat mode must be masquerade, fixed, pool or off, not %q", s)
 }
 
 // Config is what the data plane needs beyond the policy: the gateway's
@@ -73,6 +79,8 @@ type Config struct {
 	// drop those ports like any other. Each must be one of PublicIPs.
 	OutsideTCPAddrs []netip.Addr
 	SNAT            SNATMode
+	// SNATPool are the public IPs and port ranges of SNATPool (snatpool.go).
+	SNATPool []SNATPoolEntry
 	// ProxyPort, when set, is the local port of the transparent L7 proxy:
 	// TCP from the inside to every port an application rule names is
 	// redirected there, and the proxy decides it with the same matcher
@@ -153,7 +161,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("data plane config: outside service address %v is not a public IP (%s)", a, addrList(c.PublicIPs))
 		}
 	}
-	if c.SNAT > SNATOff {
+	if err := validatePool(c); err != nil {
+		return err
+	}
+	if c.SNAT > SNATPool {
 		return fmt.Errorf("data plane config: unknown SNAT mode %d", c.SNAT)
 	}
 	if err := c.HA.validate(c); err != nil {

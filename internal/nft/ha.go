@@ -216,5 +216,5 @@ func haExprText(e expr.Any, next []expr.Any) (string, int, bool) {
 		}
 		return MatchSaddrLocal{}.String(), 1, true
 	}
-	return "", 0, false
+	return poolExprText(e, next) // snatpool.go
 }

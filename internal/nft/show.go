@@ -279,7 +279,7 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 	)
 	for i := 0; i < len(exprs); i++ {
 		e := exprs[i]
-		if s, n, ok := haExprText(e, exprs[i+1:]); ok { // ha.go
+		if s, n, ok := haExprText(e, exprs[i+1:]); ok { // ha.go, snatpool.go
 			parts = append(parts, s)
 			i += n
 			continue
