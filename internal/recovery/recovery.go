@@ -111,12 +111,11 @@ func Report(log *slog.Logger, where string, v any, attrs ...any) {
 // Fatal stops the process with v: a panic on a goroutine of its own, so
 // that no recover (net/http's included) can catch it. Tests replace it.
 var Fatal = func(v any) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		panic(v)
-	}()
-	<-done // never reached
+	go panic(v)
+	// Never return: the panicking goroutine ends the process. (A channel
+	// closed by a deferred call would let the caller run on, and exit
+	// first, while the panic unwinds.)
+	select {}
 }
 
 // HTTP wraps h so that a panic in one request is reported (Report) and
