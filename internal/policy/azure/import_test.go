@@ -918,3 +918,33 @@ func TestShapes(t *testing.T) {
 		t.Errorf("warnings:\n%s", listWarnings(warns))
 	}
 }
+
+// TestEvaluationBounds: a long chain of variables, and more resources than
+// a deployment may hold, end with a message, not a crash or a long wait.
+func TestEvaluationBounds(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"variables": {"v0": "x"`)
+	for i := 1; i <= 5000; i++ {
+		fmt.Fprintf(&b, `, "v%d": "[variables('v%d')]"`, i, i-1)
+	}
+	b.WriteString(`}, "resources": []}`)
+	n := evalIn(t, b.String(), Deploy{}, "[variables('v5000')]")
+	if n.kind != jUnknown || !strings.Contains(n.unk.String(), "more than 256 deep") {
+		t.Errorf("v5000 = %s %q %v", n.kind, n.str, n.unk)
+	}
+	if n := evalIn(t, b.String(), Deploy{}, "[variables('v200')]"); n.kind != jString || n.str != "x" {
+		t.Errorf("v200 = %s %v", n.kind, n.unk)
+	}
+
+	start := time.Now()
+	many := `{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "resources": [
+  {"type": "Microsoft.Network/ipGroups", "name": "[concat('a', copyIndex())]", "copy": {"name": "a", "count": 800}, "properties": {"ipAddresses": ["10.0.0.1"]},
+   "resources": [{"type": "Microsoft.Network/ipGroups", "name": "[concat('b', copyIndex())]", "copy": {"name": "b", "count": 800}, "properties": {"ipAddresses": ["10.0.0.2"]}}]}]}`
+	_, _, err := Import("many.json", []byte(many))
+	if err == nil || !strings.Contains(err.Error(), "declares more than 20000 resources") {
+		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
