@@ -366,6 +366,7 @@ var corpusCases = []corpusCase{
 
 var (
 	summaryRe = regexp.MustCompile(`imported (\d+) rule collection groups, (\d+) rules`)
+	looserRe  = regexp.MustCompile(`(\d+) may be LOOSER`)
 	skippedRe = regexp.MustCompile(`(?m)^warning: (.+?): .*(?:rule skipped|RULE SKIPPED): (STRICTER|LOOSER)`)
 )
 
@@ -413,6 +414,16 @@ func TestCorpus(t *testing.T) {
 			if imported+len(skipped) != tc.azureRules {
 				t.Errorf("Azure deploys %d rules; imported %d + %d named as skipped:\n%s", tc.azureRules, imported, len(skipped), stderr)
 			}
+			looser := 0
+			if m := looserRe.FindStringSubmatch(stderr); m != nil {
+				looser, _ = strconv.Atoi(m[1])
+			}
+			// --strict refuses exactly the imports with a warning that may be looser.
+			_, serr, scode := runImportCLI(t, "", append(append([]string{"import", "azure"}, args...), "--service-tags", tags, "--strict", "-o", out+".strict")...)
+			if (scode != 0) != (looser > 0) {
+				t.Errorf("--strict: exit %d with %d warnings that may be LOOSER:\n%s", scode, looser, serr)
+			}
+			t.Logf("Azure deploys %d rules: %d imported, %d named as skipped; %d warnings may be LOOSER; %d explain flows", tc.azureRules, imported, len(skipped), looser, len(tc.flows))
 			if len(tc.flows) < 3 {
 				t.Errorf("%d explain flows, want at least 3", len(tc.flows))
 			}

@@ -23,12 +23,13 @@ import (
 
 // Limits that keep a hostile template from taking exponential time or memory.
 const (
-	maxEvalSteps = 2000000
-	maxEvalBytes = 64 << 20
-	maxValueLen  = 1 << 16 // items of one array, characters of one string
-	maxCopyCount = 800     // ARM's own limit on copy loops
-	maxNesting   = 32      // nested deployments, variable chains
-	maxWeight    = 1 << 20 // values in one evaluated value, shared ones counted each time
+	maxEvalSteps  = 2000000
+	maxEvalBytes  = 64 << 20
+	maxValueLen   = 1 << 16 // items of one array, characters of one string
+	maxCopyCount  = 800     // ARM's own limit on copy loops
+	maxNesting    = 32      // nested deployments, variable chains
+	maxWeight     = 1 << 20 // values in one evaluated value, shared ones counted each time
+	maxRefNesting = 256     // variables and parameters evaluated inside each other
 )
 
 // weigh returns the number of values in n, counting a shared value every
@@ -100,6 +101,13 @@ type evalCtx struct {
 	steps      int
 	bytes      int
 	declared   []*declared
+	byID       map[string]*declared // "type name" (lower case)
+	bySym      map[string]*declared // symbolic name
+	byName     map[string]*declared // name (lower case)
+	tooMany    bool
+	// nesting counts variables and parameters being evaluated inside each
+	// other (a long chain would exhaust the stack).
+	nesting int
 	// linkable are the input templates a templateLink may name.
 	linkable []*linkable
 	warn     func(path, msg string, pos policy.Pos, eff Effect, unknown string)
@@ -297,6 +305,11 @@ func (s *scope) param(name string, at *node) (*node, error) {
 	case 1:
 		return nil, fmt.Errorf("parameter %q refers to itself", name)
 	}
+	if s.ctx.nesting >= maxRefNesting {
+		return nil, fmt.Errorf("parameters and variables refer to each other more than %d deep", maxRefNesting)
+	}
+	s.ctx.nesting++
+	defer func() { s.ctx.nesting-- }()
 	slot.state = 1
 	defer func() { slot.state = 2 }()
 	typ := ""
@@ -406,6 +419,11 @@ func (s *scope) variable(name string, at *node) (*node, error) {
 	case 1:
 		return nil, fmt.Errorf("variable %q refers to itself", name)
 	}
+	if s.ctx.nesting >= maxRefNesting {
+		return nil, fmt.Errorf("parameters and variables refer to each other more than %d deep", maxRefNesting)
+	}
+	s.ctx.nesting++
+	defer func() { s.ctx.nesting-- }()
 	slot.state = 1
 	c := *s
 	c.copies, c.lambdas = nil, nil // variables are evaluated once, outside any loop
@@ -704,7 +722,7 @@ func (s *scope) declareOne(r *node, sym, parentType, parentName string) {
 	}
 	if b := r.lookup("existing"); b != nil && b.kind == jBool && b.b {
 		d.existing = true
-		s.ctx.declared = append(s.ctx.declared, d)
+		s.ctx.addDeclared(d)
 		return
 	}
 	d.deployed = true
@@ -720,7 +738,9 @@ func (s *scope) declareOne(r *node, sym, parentType, parentName string) {
 			d.condUnknown = failedNode(c, "condition is %s, not true or false", describe(v))
 		}
 	}
-	s.ctx.declared = append(s.ctx.declared, d)
+	if !s.ctx.addDeclared(d) {
+		return
+	}
 	if !d.deployed {
 		if relevantType(typ) || strings.EqualFold(typ, "Microsoft.Resources/deployments") && mentionsFirewall(r, 0) {
 			s.ctx.warn(d.path, "condition is false, so Azure does not deploy this resource: not imported (as in Azure)", r.lookup("condition").pos(), EffectNone, "")
@@ -877,23 +897,44 @@ func (d *declared) evaluate() *node {
 // a resource ID, a symbolic name or a bare name.
 func (ctx *evalCtx) findDeclared(ref string) *declared {
 	ref = strings.TrimSpace(ref)
-	typ, name := parseResourceID(ref)
-	var byName *declared
-	for _, d := range ctx.declared {
-		if typ != "" {
-			if strings.EqualFold(d.typ, typ) && strings.EqualFold(d.name, name) {
-				return d
-			}
-			continue
-		}
-		if d.sym != "" && d.sym == ref {
-			return d
-		}
-		if byName == nil && strings.EqualFold(d.name, ref) {
-			byName = d
-		}
+	if typ, name := parseResourceID(ref); typ != "" {
+		return ctx.byID[strings.ToLower(typ+" "+name)]
 	}
-	return byName
+	if d := ctx.bySym[ref]; d != nil {
+		return d
+	}
+	return ctx.byName[strings.ToLower(ref)]
+}
+
+// maxDeclared bounds the resources of one deployment (ARM's own limit is
+// 800 per template, copies included; nested deployments add theirs).
+const maxDeclared = 20000
+
+// addDeclared records a resource and indexes it for reference(); it
+// reports false past maxDeclared (the deployment is then cut short, with
+// an error).
+func (ctx *evalCtx) addDeclared(d *declared) bool {
+	if len(ctx.declared) >= maxDeclared {
+		if !ctx.tooMany {
+			ctx.tooMany = true
+			ctx.errs = append(ctx.errs, &policy.Error{Pos: d.raw.pos(), Msg: fmt.Sprintf("the deployment declares more than %d resources", maxDeclared)})
+		}
+		return false
+	}
+	ctx.declared = append(ctx.declared, d)
+	if ctx.byID == nil {
+		ctx.byID, ctx.bySym, ctx.byName = map[string]*declared{}, map[string]*declared{}, map[string]*declared{}
+	}
+	if k := strings.ToLower(d.typ + " " + d.name); ctx.byID[k] == nil {
+		ctx.byID[k] = d
+	}
+	if d.sym != "" && ctx.bySym[d.sym] == nil {
+		ctx.bySym[d.sym] = d
+	}
+	if k := strings.ToLower(d.name); ctx.byName[k] == nil {
+		ctx.byName[k] = d
+	}
+	return true
 }
 
 // parseResourceID splits ".../providers/Microsoft.Network/firewallPolicies/p/ruleCollectionGroups/g"

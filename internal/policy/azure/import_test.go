@@ -881,3 +881,70 @@ func TestIncludeBase(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestShapes: the shapes Azure hands out besides templates — the REST
+// API's {"value": [...]} list, a firewall attached to a policy (its classic
+// collections empty, as exported), a list with a nextLink.
+func TestShapes(t *testing.T) {
+	policyJSON := `{"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/firewallPolicies/fwp", "name": "fwp", "type": "Microsoft.Network/FirewallPolicies",
+  "location": "eastus", "properties": {"threatIntelMode": "Alert", "ruleCollectionGroups": [{"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/firewallPolicies/fwp/ruleCollectionGroups/egress"}]}}`
+	rest := `{"value": [{"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/firewallPolicies/fwp/ruleCollectionGroups/egress",
+  "name": "egress", "type": "Microsoft.Network/FirewallPolicies/RuleCollectionGroups", "properties": {"priority": 200, "ruleCollections": [
+    {"ruleCollectionType": "FirewallPolicyFilterRuleCollection", "name": "web", "priority": 100, "action": {"type": "Allow"},
+     "rules": [{"ruleType": "ApplicationRule", "name": "ghcr", "protocols": [{"protocolType": "Https", "port": 443}], "sourceAddresses": ["10.42.0.0/16"], "targetFqdns": ["ghcr.io"]}]}]}}]}`
+	firewall := `{"name": "fw", "type": "Microsoft.Network/azureFirewalls", "properties": {"firewallPolicy": {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/firewallPolicies/fwp"},
+  "networkRuleCollections": [], "applicationRuleCollections": [], "natRuleCollections": [], "threatIntelMode": "Alert"}}`
+	f, warns, err := ImportAll(Source{"policy.json", []byte(policyJSON)}, Source{"rcgs.json", []byte(rest)}, Source{"fw.json", []byte(firewall)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 0 || f.Name != "fwp" || findRule(f, "egress", "web", "ghcr") == nil {
+		t.Fatalf("file %+v, warnings:\n%s", f, listWarnings(warns))
+	}
+	validate(t, f)
+
+	// The firewall alone: its rules are in a policy that is not in the input.
+	if _, _, err := Import("fw.json", []byte(firewall)); err == nil || !strings.Contains(err.Error(), "this firewall's rules are in the firewall policy /subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/firewallPolicies/fwp, which is not in the input") {
+		t.Errorf("firewall alone: %v", err)
+	}
+
+	// A page of a longer list: named, STRICTER or LOOSER.
+	paged := strings.TrimSuffix(strings.TrimSpace(rest), "}") + `, "nextLink": "https://management.azure.com/...&$skipToken=2"}`
+	_, warns, err = ImportAll(Source{"policy.json", []byte(policyJSON)}, Source{"rcgs.json", []byte(paged)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 1 || warns[0].Effect != EffectUnknown || !strings.Contains(warns[0].Msg, "nextLink") {
+		t.Errorf("warnings:\n%s", listWarnings(warns))
+	}
+}
+
+// TestEvaluationBounds: a long chain of variables, and more resources than
+// a deployment may hold, end with a message, not a crash or a long wait.
+func TestEvaluationBounds(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"variables": {"v0": "x"`)
+	for i := 1; i <= 5000; i++ {
+		fmt.Fprintf(&b, `, "v%d": "[variables('v%d')]"`, i, i-1)
+	}
+	b.WriteString(`}, "resources": []}`)
+	n := evalIn(t, b.String(), Deploy{}, "[variables('v5000')]")
+	if n.kind != jUnknown || !strings.Contains(n.unk.String(), "more than 256 deep") {
+		t.Errorf("v5000 = %s %q %v", n.kind, n.str, n.unk)
+	}
+	if n := evalIn(t, b.String(), Deploy{}, "[variables('v200')]"); n.kind != jString || n.str != "x" {
+		t.Errorf("v200 = %s %v", n.kind, n.unk)
+	}
+
+	start := time.Now()
+	many := `{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "resources": [
+  {"type": "Microsoft.Network/ipGroups", "name": "[concat('a', copyIndex())]", "copy": {"name": "a", "count": 800}, "properties": {"ipAddresses": ["10.0.0.1"]},
+   "resources": [{"type": "Microsoft.Network/ipGroups", "name": "[concat('b', copyIndex())]", "copy": {"name": "b", "count": 800}, "properties": {"ipAddresses": ["10.0.0.2"]}}]}]}`
+	_, _, err := Import("many.json", []byte(many))
+	if err == nil || !strings.Contains(err.Error(), "declares more than 20000 resources") {
+		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("took %v", d)
+	}
+}

@@ -48,7 +48,8 @@ func (im *importer) newRule(cv *view, n *node, action, collPath string, idx int)
 		if i := strings.IndexByte(base, '['); i >= 0 {
 			base = base[:i]
 		}
-		if unk != nil {
+		if unk != nil && !notMatchFields[base] {
+			// A name or description only labels the rule: it is not needed.
 			rc.unknowns = append(rc.unknowns, unk.String())
 		}
 		rc.notes = append(rc.notes, note{msg: fmt.Sprintf("%s: %s: left out", field, why), at: at, narrow: !notMatchFields[base]})
