@@ -83,6 +83,7 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/local/bin/clusterwall
 	# The systemd unit, the Grafana dashboard and the examples (docs/operations.md).
 	install -D -m 0644 deploy/systemd/clusterwall.service $(DESTDIR)/etc/systemd/system/clusterwall.service
+	install -D -m 0644 deploy/systemd/clusterwall-ha.conf $(DESTDIR)/usr/local/share/clusterwall/systemd/clusterwall-ha.conf
 	install -D -m 0644 deploy/grafana/clusterwall.json $(DESTDIR)/usr/local/share/clusterwall/grafana/clusterwall.json
 	install -D -m 0644 deploy/clusterwall.yaml $(DESTDIR)/usr/local/share/clusterwall/examples/clusterwall.yaml
 	install -D -m 0644 examples/aks-egress.yaml $(DESTDIR)/usr/local/share/clusterwall/examples/aks-egress.yaml

@@ -13,6 +13,9 @@ have ip || need+=(iproute2)
 have curl || need+=(curl)
 have dig || need+=(dnsutils)
 have conntrack || need+=(conntrack)
+# High availability (docs/ha.md): the HA lab, its tests and the demo's HA section.
+have keepalived || [ -x /usr/sbin/keepalived ] || need+=(keepalived)
+have conntrackd || [ -x /usr/sbin/conntrackd ] || need+=(conntrackd)
 have ping || need+=(iputils-ping)
 have git || need+=(git)
 have make || need+=(make)
@@ -30,7 +33,21 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # keepalived and conntrackd are run by the daemon (in the lab's
+  # namespaces), never as the machine's own services: keep their packages
+  # from starting them on this host (policy-rc.d), and disable them.
+  prc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    prc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$prc" && chmod +x "$prc"
+  fi
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || { [ -n "$prc" ] && rm -f "$prc"; exit 1; }
+  [ -n "$prc" ] && rm -f "$prc"
+  if have systemctl; then
+    for u in keepalived conntrackd; do
+      case " ${need[*]} " in *" $u "*) systemctl disable "$u" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 if ! have go; then

@@ -116,7 +116,7 @@ func TestRender(t *testing.T) {
 	for _, want := range []string{
 		"vrrp_sync_group cw_gw {", "vrrp_instance cw_gw_in {", "vrrp_instance cw_gw_out {", "interface cw-in", "interface cw-out",
 		"version 3", "advert_int 0.30", "preempt_delay 5", "10.42.1.1/24 dev cw-in", "virtual_ipaddress_excluded {",
-		"2001:db8:42:1::1/64 dev cw-in", "203.0.113.32/24 dev cw-out", "notify_fifo " + s.Path(KeepalivedFIFO),
+		"2001:db8:42:1::1/64 dev cw-in preferred_lft 0", "203.0.113.32/24 dev cw-out", "notify_fifo " + s.Path(KeepalivedFIFO),
 		"notify_master \"" + s.Path(NotifyScript) + " master gw\"", "enable_script_security", "script \"" + s.Path(CheckScript) + "\"",
 	} {
 		if !strings.Contains(k, want) {

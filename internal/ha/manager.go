@@ -112,8 +112,11 @@ func (m *Manager) Stop() {
 	}
 	m.stopProcs()
 	m.cancel()
-	if m.srv != nil {
-		m.srv.Close()
+	m.mu.Lock()
+	srv := m.srv
+	m.mu.Unlock()
+	if srv != nil {
+		srv.Close()
 	}
 	m.wg.Wait()
 }

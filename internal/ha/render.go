@@ -133,9 +133,13 @@ func (s *Spec) KeepalivedConfig() []byte {
 			if len(v6) > 0 {
 				// The instance speaks VRRP over IPv4; IPv6 addresses move
 				// with it (keepalived sends unsolicited neighbour adverts).
+				// IPv4 ones are secondary addresses (the gateway's own is
+				// primary), so never a source either.
 				w("    virtual_ipaddress_excluded {\n")
 				for _, p := range v6 {
-					w("        %s dev %s\n", p, ifc)
+					// Deprecated (preferred lifetime 0): it answers, but
+					// the gateway never picks it as a source address.
+					w("        %s dev %s preferred_lft 0\n", p, ifc)
 				}
 				w("    }\n")
 			}
