@@ -255,7 +255,7 @@ func (d *Daemon) gateway() *match.Gateway {
 	if g, ok := d.dp.(interface{ Gateway() *match.Gateway }); ok {
 		return g.Gateway()
 	}
-	return d.cfg.DataplaneConfig().Gateway()
+	return d.cfg.GatewayConfig().Gateway()
 }
 
 func (d *Daemon) reloadDone(reason string, err error) error {

@@ -51,17 +51,18 @@ import (
 // addresses, or random, over small address pools so that rules overlap.
 //
 // In CI (the default, seed 16): 100 policies of 1 to 48 rules (1-3
-// groups of 1-4 collections of 1-4 rules), 48 flows each: 4,766 flows
-// (ICMP flows between the same addresses are sent once), 2,757 from the
-// inside and 2,009 from the outside, 1,659 IPv6; 2,485 TCP, 1,508 UDP,
-// 773 ICMP. Decided on the forward path 3,081, by the L7 proxy 419, by the
-// firewall itself 1,266; outcomes: network Allow 450 (52 by a resolved
-// destinationFqdns), network Deny 259, DNAT 136 (13 by translatedFqdn),
-// default deny 2,094, a service of the firewall 350, dropped by the
-// firewall 852, redirected to the proxy 398, threat intel Deny 227 and
-// Alert 301. About 23 s with -race. CLUSTERWALL_KERNEL_DIFF=N runs N times
-// as many policies (`make fuzz` runs 20: 2,000 policies, about 95,000
-// flows); CLUSTERWALL_KERNEL_DIFF_SEED picks another seed. The test fails
+// groups of 1-4 collections of 1-4 rules), 48 flows each: 4,764 flows
+// (ICMP flows between the same addresses are sent once), 2,756 from the
+// inside and 2,008 from the outside, 1,715 IPv6; 2,424 TCP, 1,594 UDP,
+// 746 ICMP. Decided on the forward path 3,087, by the L7 proxy 404, by the
+// firewall itself 1,273; outcomes: network Allow 438 (52 by a resolved
+// destinationFqdns), network Deny 191, DNAT 177 (21 by translatedFqdn),
+// default deny 2,102, a service of the firewall 351, dropped by the
+// firewall 823, redirected to the proxy 379, threat intel Deny 303 and
+// Alert 192. 25-30 s on the 2-vCPU CI machine. CLUSTERWALL_KERNEL_DIFF=N
+// runs N times as many policies (`make fuzz` runs 20: 2,000 policies,
+// about 95,000 flows, 7.5 minutes); CLUSTERWALL_KERNEL_DIFF_SEED picks
+// another seed. The test fails
 // unless every outcome above was exercised (at least one flow in 400).
 //
 // Divergences this test found (each now a case of
@@ -511,8 +512,11 @@ func (dl *diffLab) randCase(t *testing.T, rng *rand.Rand, index int) *diffCase {
 					switch x := rng.IntN(6); {
 					case x == 0 && !v6:
 						wr.TranslatedAddress = priv[0].String() // to the firewall itself
-					case x == 1:
+					case x == 1 || x == 2:
 						wr.TranslatedFQDN = name(pick(rng, []string{"web1", "web2"}))
+						if rng.IntN(2) == 0 { // public IPs of both families
+							wr.DestinationAddresses = []string{pick(rng, pub4).String(), pick(rng, pub6).String()}
+						}
 					default:
 						wr.TranslatedAddress = pick(rng, pool).String()
 					}
