@@ -186,7 +186,8 @@ func (h *haLab) metric(t *testing.T, host, series string) float64 {
 }
 
 // httpGetName fetches https://NAME/ from host at the name's lab address,
-// with the name as SNI and Host (through the L7 proxy).
+// with the name as SNI and Host (through the L7 proxy); peer is where the
+// server saw the connection come from.
 func (h *haLab) httpGetName(host string, n lab.Name) (string, netip.AddrPort, error) {
 	pool, err := h.CAPool()
 	if err != nil {
@@ -212,5 +213,6 @@ func (h *haLab) httpGetName(host string, n lab.Name) (string, netip.AddrPort, er
 	if resp.StatusCode != http.StatusOK {
 		return "", netip.AddrPort{}, fmt.Errorf("%s", resp.Status)
 	}
-	return strings.TrimSpace(string(data)), netip.AddrPort{}, nil
+	peer, _ := netip.ParseAddrPort(resp.Header.Get(lab.PeerHeader))
+	return strings.TrimSpace(string(data)), peer, nil
 }

@@ -276,6 +276,7 @@ func TestHAFailover(t *testing.T) {
 	// An L7-proxied TLS connection, kept alive.
 	mcr := lab.MustLookup("mcr.microsoft.com")
 	proxied := h.openKeepAlive(t, lab.HostNode, ap(mcr.V4, 443), mcr.Name)
+	h.checkProxiedEgressSource(t, mcr, "before the failover")
 
 	r := h.crashActive(t, 5*time.Second)
 	t.Logf("failover: new flows after %s, the established stream resumed after %s", r.newFlows.Round(time.Millisecond), r.resumed.Round(time.Millisecond))
@@ -289,6 +290,7 @@ func TestHAFailover(t *testing.T) {
 		t.Errorf("L7-proxied connection after the failover: %v", err)
 	}
 	h.checkNewEgress(t, "after the failover")
+	h.checkProxiedEgressSource(t, mcr, "after the failover")
 	// fw2 is active and, within a few of its polls, sees its peer gone.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		st2 := h.haStatus(t, lab.HostFW2)
@@ -373,6 +375,23 @@ func (h *haLab) checkNewEgress(t *testing.T, when string) {
 	}
 	if body, _, err := h.httpGet(lab.HostNode, netip.Addr{}, "http", ap(a, 80)); err != nil || body != "example.org" {
 		t.Errorf("new egress by name (example.org at %s) %s: %q %v", a, when, body, err)
+	}
+}
+
+// checkProxiedEgressSource checks that a new connection through the
+// active gateway's L7 proxy reaches the internet from the public IP, as
+// every other egress flow does: the proxy's upstream connections are
+// marked (proxy.Config.Mark) so that the HA rule keeping the gateway's own
+// connections on its own address leaves them alone.
+func (h *haLab) checkProxiedEgressSource(t *testing.T, n lab.Name, when string) {
+	t.Helper()
+	body, peer, err := h.httpGetName(lab.HostNode, n)
+	if err != nil || body != n.Name {
+		t.Errorf("https://%s/ through the L7 proxy %s: %q %v", n.Name, when, body, err)
+		return
+	}
+	if peer.Addr() != lab.FWPublicV4 {
+		t.Errorf("https://%s/ through the L7 proxy %s: the server saw the connection from %s, want the public IP %s", n.Name, when, peer, lab.FWPublicV4)
 	}
 }
 

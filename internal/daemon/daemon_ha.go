@@ -64,7 +64,17 @@ func (c *Config) haDataPlane() *nft.HA {
 		Peer:       s.PeerAddr,
 		SyncPort:   s.SyncPort,
 		APIPort:    s.APIPort,
+		ProxyMark:  nft.DefaultProxyMark, // the L7 proxy's upstream connections (l7.go)
 	}
+}
+
+// proxyMark is the mark of the L7 proxy's upstream connections: in an HA
+// pair they leave from the public IP (nft.HA.ProxyMark); 0 otherwise.
+func (c *Config) proxyMark() uint32 {
+	if h := c.haDataPlane(); h != nil {
+		return h.ProxyMark
+	}
+	return 0
 }
 
 // HASpec is the validated ha section (nil without one).

@@ -51,6 +51,7 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 		Logger:   d.log,
 		Spoof:    d.cfg.spoof,
 		Latency:  d.metrics.proxyObserve,
+		Mark:     d.cfg.proxyMark(), // daemon_ha.go
 
 		MaxConns:          d.cfg.Proxy.MaxConns,
 		MaxConnsPerSource: d.cfg.Proxy.MaxConnsPerSource,

@@ -34,7 +34,14 @@ type HA struct {
 	// (TCP), both accepted from Peer on SyncIface only.
 	SyncPort uint16
 	APIPort  uint16
+	// ProxyMark is the mark the L7 proxy gives its upstream connections
+	// (proxy.Config.Mark): unlike the gateway's other connections they
+	// are translated to the public IP like the flows they carry.
+	ProxyMark uint32
 }
+
+// DefaultProxyMark is the L7 proxy's upstream mark in an HA pair ("cw").
+const DefaultProxyMark uint32 = 0x6377
 
 // vrrpGroup is VRRP's IPv4 multicast group; protoVRRP its IP protocol.
 var vrrpGroup = netip.MustParseAddr("224.0.0.18")
@@ -106,13 +113,47 @@ func (c *compiler) haForward(fwd *Chain) {
 // haPostrouting keeps the gateway's own connections (DNS upstreams, FQDN
 // refreshes, feeds) on its own address: the public IPs move between the
 // gateways, and a standby's connection from an address the active holds
-// would never see its replies.
+// would never see its replies. The L7 proxy's upstream connections (marked
+// ProxyMark) are the exception: they carry the cluster's egress, which
+// leaves from the public IP as every other flow does (only the active
+// gateway's proxy gets connections, and it holds the public IP).
 func (c *compiler) haPostrouting(post *Chain) {
-	if c.cfg.HA == nil {
+	h := c.cfg.HA
+	if h == nil {
 		return
 	}
-	post.add("HA: the gateway's own connections keep its own address", MatchIfName{Out: true, Name: c.cfg.Outside},
-		MatchSaddrLocal{}, Verdict{Kind: VerdictAccept})
+	stmts := []Stmt{MatchIfName{Out: true, Name: c.cfg.Outside}, MatchSaddrLocal{}}
+	if h.ProxyMark != 0 {
+		stmts = append(stmts, MatchMark{Value: h.ProxyMark, Negate: true})
+	}
+	post.add("HA: the gateway's own connections keep its own address", append(stmts, Verdict{Kind: VerdictAccept})...)
+}
+
+// MatchMark matches `meta mark == Value` (!= with Negate).
+type MatchMark struct {
+	Value  uint32
+	Negate bool
+}
+
+func (MatchMark) stmt() {}
+
+func (m MatchMark) String() string {
+	op := ""
+	if m.Negate {
+		op = "!= "
+	}
+	return fmt.Sprintf("meta mark %s0x%08x", op, m.Value)
+}
+
+func (m MatchMark) lower() []expr.Any {
+	op := expr.CmpOpEq
+	if m.Negate {
+		op = expr.CmpOpNeq
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: binaryutil.NativeEndian.PutUint32(m.Value)},
+	}
 }
 
 // TCP header flags.
@@ -193,6 +234,15 @@ type lowerer interface{ lower() []expr.Any }
 // `dataplane show`; ok is false for other expressions.
 func haExprText(e expr.Any, next []expr.Any) (string, int, bool) {
 	switch x := e.(type) {
+	case *expr.Meta:
+		if x.Key != expr.MetaKeyMARK || len(next) < 1 {
+			return "", 0, false
+		}
+		c, ok := next[0].(*expr.Cmp)
+		if !ok || len(c.Data) != 4 {
+			return "", 0, false
+		}
+		return MatchMark{Value: binaryutil.NativeEndian.Uint32(c.Data), Negate: c.Op == expr.CmpOpNeq}.String(), 1, true
 	case *expr.Payload:
 		if x.Base != expr.PayloadBaseTransportHeader || x.Offset != 13 || x.Len != 1 || len(next) < 2 {
 			return "", 0, false

@@ -9,7 +9,7 @@ import (
 func haConfig() Config {
 	c := labConfig()
 	c.SNAT = SNATFixed
-	c.HA = &HA{VRRPIfaces: []string{"inside", "outside"}, SyncIface: "sync", Peer: netip.MustParseAddr("10.42.255.2"), SyncPort: 3780, APIPort: 9181}
+	c.HA = &HA{VRRPIfaces: []string{"inside", "outside"}, SyncIface: "sync", Peer: netip.MustParseAddr("10.42.255.2"), SyncPort: 3780, APIPort: 9181, ProxyMark: DefaultProxyMark}
 	return c
 }
 
@@ -35,7 +35,7 @@ func TestCompileHA(t *testing.T) {
 		{"input", `iifname "sync" meta nfproto ipv4 ip saddr 10.42.255.2 meta l4proto udp th dport 3780 accept`},
 		{"input", `iifname "sync" meta nfproto ipv4 ip saddr 10.42.255.2 meta l4proto tcp th dport 9181 accept`},
 		{"forward", `ct state new meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn counter drop`},
-		{"postrouting", `oifname "outside" fib saddr type local accept`},
+		{"postrouting", `oifname "outside" fib saddr type local meta mark != 0x00006377 accept`},
 	} {
 		if !strings.Contains(text(want.chain), want.rule) {
 			t.Errorf("chain %s lacks %q:\n%s", want.chain, want.rule, text(want.chain))

@@ -755,7 +755,7 @@ func (l *loop) dial(c *lconn) {
 	}
 	for ; c.dialAt < len(c.v.dial); c.dialAt++ {
 		a := c.v.dial[c.dialAt]
-		fd, connected, err := connectNB(a)
+		fd, connected, err := connectNB(a, l.p.cfg.Mark)
 		if err != nil {
 			if c.dialAt == len(c.v.dial)-1 {
 				l.dialFailed(c, err)
@@ -1161,6 +1161,16 @@ func setNoDelay(fd int) {
 	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 }
 
+// setMark sets the socket's netfilter mark (SO_MARK; Config.Mark), raw
+// like the loop's other system calls.
+func setMark(fd int, mark uint32) error {
+	v := int32(mark)
+	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MARK, uintptr(unsafe.Pointer(&v)), 4, 0); e != 0 {
+		return os.NewSyscallError("setsockopt SO_MARK", e)
+	}
+	return nil
+}
+
 // setsockoptLinger0 makes close send a reset (a refused connection leaves
 // no state behind).
 func setsockoptLinger0(fd int) {
@@ -1170,7 +1180,7 @@ func setsockoptLinger0(fd int) {
 
 // connectNB starts a TCP connection to a; connected is true when it ended
 // at once (loopback may).
-func connectNB(a netip.AddrPort) (fd int, connected bool, err error) {
+func connectNB(a netip.AddrPort, mark uint32) (fd int, connected bool, err error) {
 	family := unix.AF_INET6
 	if a.Addr().Is4() {
 		family = unix.AF_INET
@@ -1181,6 +1191,12 @@ func connectNB(a netip.AddrPort) (fd int, connected bool, err error) {
 	}
 	fd = int(r)
 	setNoDelay(fd)
+	if mark != 0 {
+		if err := setMark(fd, mark); err != nil {
+			unix.Close(fd)
+			return -1, false, err
+		}
+	}
 	var sa4 unix.RawSockaddrInet4
 	var sa6 unix.RawSockaddrInet6
 	var ptr unsafe.Pointer

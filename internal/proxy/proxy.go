@@ -129,6 +129,12 @@ type Config struct {
 	HelloTimeout time.Duration
 	// DialTimeout bounds one upstream connection attempt.
 	DialTimeout time.Duration
+	// Mark, when non-zero, is the netfilter mark (SO_MARK) of every
+	// upstream connection the proxy opens, so that the data plane can
+	// tell them from the gateway's other connections (in an HA pair they
+	// are source-translated to the public IP, the rest keep the gateway's
+	// own address: nft.HA.ProxyMark). Setting it needs CAP_NET_ADMIN.
+	Mark uint32
 	// ResolveTimeout bounds the fresh lookup of a name.
 	ResolveTimeout time.Duration
 	// IdleTimeout closes a spliced connection that moved no data in either
@@ -255,6 +261,15 @@ func New(cfg Config) *Proxy {
 	}
 	p.bufs.New = func() any { b := make([]byte, p.bufSize); return &b }
 	p.dialer.KeepAlive = -1
+	if mark := cfg.Mark; mark != 0 {
+		p.dialer.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = setMark(int(fd), mark) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.Matcher != nil {
 		p.matcher.Store(cfg.Matcher)
