@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -552,6 +553,22 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 			if m.Path != nil && m.Path.Type != nil && *m.Path.Type != gwv1.PathMatchExact && *m.Path.Type != gwv1.PathMatchPathPrefix {
 				rr.invalid = fmt.Sprintf("rule %d match %d: path type %s is not supported (Exact and PathPrefix are)", i, j, *m.Path.Type)
 			}
+			// RegularExpression header and query matches are RE2 (Go's
+			// regexp); what it cannot compile drops the rule.
+			for k, h := range m.Headers {
+				if h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression {
+					if _, err := regexp.Compile(h.Value); err != nil {
+						rr.invalid = fmt.Sprintf("rule %d match %d header %d: %q is not an RE2 regular expression: %v", i, j, k, h.Value, err)
+					}
+				}
+			}
+			for k, q := range m.QueryParams {
+				if q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression {
+					if _, err := regexp.Compile(q.Value); err != nil {
+						rr.invalid = fmt.Sprintf("rule %d match %d queryParam %d: %q is not an RE2 regular expression: %v", i, j, k, q.Value, err)
+					}
+				}
+			}
 		}
 		policyName, policyRef := "", false
 		for j, f := range rule.Filters {
@@ -819,6 +836,13 @@ func (c *composer) attach(rt *gwv1.HTTPRoute, pi int, p *RouteParentResult, g *G
 					c.addCandidate(&candidate{route: wr, owner: own, rule: i, match: j, what: what,
 						report: func(msg string) {
 							p.Conflicts = appendUnique(p.Conflicts, msg)
+							res.Problems = appendUnique(res.Problems, msg)
+						},
+						refused: func(msg string) {
+							p.PartiallyInvalid = strings.TrimPrefix(p.PartiallyInvalid+"; "+msg, "; ")
+							if !strings.HasPrefix(p.PartiallyInvalid, "Dropped Rule") {
+								p.PartiallyInvalid = "Dropped Rule(s): " + p.PartiallyInvalid
+							}
 							res.Problems = appendUnique(res.Problems, msg)
 						},
 						kept: func(ls []string) { res.Routes += min(len(ls), 1) }})

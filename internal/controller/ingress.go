@@ -172,6 +172,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	in := IngressInputs{}
+	began := time.Now()
 
 	// The daemons' WAF: listeners, the file's routes, what runs.
 	infos := make([]*WAFInfo, len(r.daemons))
@@ -197,7 +198,9 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.list(ctx, &in); err != nil {
 		return ctrl.Result{}, err
 	}
+	composeStart := time.Now()
 	comp := ComposeIngress(in)
+	composed := time.Since(composeStart)
 
 	// Push.
 	var pushErr error
@@ -211,6 +214,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		if infos[i].Hash == comp.Hash {
 			continue
 		}
+		pushStart := time.Now()
 		gen, err := d.PutWAF(ctx, comp.YAML)
 		if err != nil {
 			programmed = false
@@ -221,7 +225,8 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			}
 			continue
 		}
-		logger.Info("WAF routes pushed", "daemon", d.URL, "generation", gen, "routes", len(comp.Doc.Routes), "hash", comp.Hash[:12])
+		logger.Info("WAF routes pushed", "daemon", d.URL, "generation", gen, "routes", len(comp.Doc.Routes), "hash", comp.Hash[:12],
+			"sinceReconcileMs", ms(time.Since(began)), "composeMs", ms(composed), "pushMs", ms(time.Since(pushStart)))
 	}
 	st := programState{ok: programmed && reachErr == nil}
 	switch {
@@ -246,6 +251,11 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if r.opts.GatewayAPI {
 		statusErr = errors.Join(statusErr, r.gatewayStatus(ctx, &in, comp, st))
 	}
+	if reachErr == nil && pushErr == nil && statusErr != nil && onlyConflicts(statusErr) {
+		// Someone changed an HTTPRoute's status meanwhile (another
+		// controller, or the spec): read again and redo, soon.
+		return ctrl.Result{RequeueAfter: 50 * time.Millisecond}, nil
+	}
 	if err := errors.Join(reachErr, pushErr, statusErr); err != nil {
 		if ctx.Err() != nil {
 			return ctrl.Result{}, nil // shutting down
@@ -254,6 +264,21 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err // backoff
 	}
 	return ctrl.Result{RequeueAfter: r.opts.Resync}, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// onlyConflicts: every error joined in err is an optimistic-lock conflict.
+func onlyConflicts(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyConflicts(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return apierrors.IsConflict(err)
 }
 
 // programState is whether the document runs on every daemon, and why not.
@@ -325,10 +350,11 @@ func (r *IngressReconciler) ingressStatus(ctx context.Context, ings []networking
 			continue // another controller's
 		}
 		if !sameLB(ing.Status.LoadBalancer.Ingress, lb) {
+			orig := ing.DeepCopy()
 			ing.Status.LoadBalancer.Ingress = lb
-			if err := r.Status().Update(ctx, ing); err != nil && !apierrors.IsNotFound(err) {
-				errs = errors.Join(errs, err)
-			}
+			// A merge patch of the status alone: the Ingress's spec may
+			// change meanwhile (status.loadBalancer is the controller's).
+			errs = errors.Join(errs, ignoreGone(r.Status().Patch(ctx, ing, client.MergeFrom(orig))))
 		}
 		if ours {
 			r.report(ing, "Ingress/"+key.String(), res.Problems, st, res.Routes)
@@ -417,10 +443,9 @@ func (r *IngressReconciler) wafPolicyStatus(ctx context.Context, ps []v1.WAFPoli
 		if reflect.DeepEqual(&p.Status, st) {
 			continue
 		}
+		orig := p.DeepCopy()
 		p.Status = *st
-		if err := r.Status().Update(ctx, p); err != nil && !apierrors.IsNotFound(err) {
-			errs = errors.Join(errs, err)
-		}
+		errs = errors.Join(errs, ignoreGone(r.Status().Patch(ctx, p, client.MergeFrom(orig))))
 	}
 	return errs
 }

@@ -112,8 +112,9 @@ type candidate struct {
 	rule  int // the rule's position in its object, then the match's
 	match int
 	what  string // "host shop.example.com, path Prefix /api", for reports
-	// report is told why (some of) the route is not served.
-	report func(msg string)
+	// report is told which listeners an older route took; refused, that
+	// the WAF's validator refuses the route (nil: report).
+	report, refused func(msg string)
 	// kept is told the listeners the route is served on (none: dropped).
 	kept func(listeners []string)
 }
@@ -315,7 +316,12 @@ func (c *composer) resolve() {
 			// its object rather than send it (it would refuse the whole
 			// document).
 			cand.route.Listeners = nil
-			cand.report(fmt.Sprintf("%s is not served: the WAF refuses it: %v", cand.what, err))
+			msg := fmt.Sprintf("%s is not served: the WAF refuses it: %v", cand.what, err)
+			if cand.refused != nil {
+				cand.refused(msg)
+			} else {
+				cand.report(msg)
+			}
 			cand.kept(nil)
 			continue
 		}

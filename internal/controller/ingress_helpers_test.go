@@ -168,6 +168,9 @@ func startPod(t *testing.T, l *lab.Lab, name, addr string) *podServer {
 		t.Fatal(err)
 	}
 	p.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(200 * time.Millisecond) // in flight across route changes
+		}
 		if r.URL.Path == "/hold" {
 			select {
 			case <-p.hold:
