@@ -342,6 +342,10 @@ func (r *IngressReconciler) ingressStatus(ctx context.Context, ings []networking
 		switch {
 		case ours && st.ok && res.Routes > 0:
 			lb = want
+		case ours && !st.ok && st.reason == "Pending":
+			// A daemon out of reach says nothing about what it serves:
+			// the status stays until it answers again.
+			lb = ing.Status.LoadBalancer.Ingress
 		case ours:
 			lb = nil
 		case sameLB(ing.Status.LoadBalancer.Ingress, want):
