@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"regexp"
 	"slices"
 	"sort"
@@ -43,7 +42,6 @@ type GatewayResult struct {
 	AddressOK                     bool   // spec.addresses can be served
 	AddressReason, AddressMsg     string // why not (Programmed False)
 	Listeners                     []*ListenerResult
-	generation                    int64
 	gw                            *gwv1.Gateway
 	programmedListeners, accepted int
 }
@@ -148,9 +146,6 @@ func (c *composer) gateways() {
 			c.httpRoute(rt)
 		}
 	}
-	for _, g := range c.out.Gateways {
-		g.finish()
-	}
 }
 
 func olderObj(a, b *metav1.ObjectMeta) bool {
@@ -166,7 +161,7 @@ func olderObj(a, b *metav1.ObjectMeta) bool {
 // gateway checks one Gateway and its listeners; merged holds the listeners
 // of the older Gateways.
 func (c *composer) gateway(g *gwv1.Gateway, classOK bool, merged *[]gwListener) *GatewayResult {
-	res := &GatewayResult{gw: g, generation: g.Generation, Accepted: true, AcceptedReason: string(gwv1.GatewayReasonAccepted),
+	res := &GatewayResult{gw: g, Accepted: true, AcceptedReason: string(gwv1.GatewayReasonAccepted),
 		AcceptedMsg: "accepted by clusterwall's ingress controller", AddressOK: true}
 	if !classOK {
 		res.Accepted, res.AcceptedReason, res.AcceptedMsg = false, string(gwv1.GatewayReasonInvalidParameters), "the GatewayClass is not accepted"
@@ -487,9 +482,6 @@ func (c *composer) granted(fromGroup, fromKind, fromNS, toGroup, toKind, toNS, t
 	}
 	return false
 }
-
-// finish counts what the Gateway's status needs once routes attached.
-func (g *GatewayResult) finish() {}
 
 // --- HTTPRoute ---
 
@@ -937,5 +929,3 @@ func routeName(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return s[:236] + "~" + hex.EncodeToString(sum[:8])
 }
-
-var _ = http.StatusOK

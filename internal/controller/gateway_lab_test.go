@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -447,5 +446,4 @@ func TestGatewayAPILab(t *testing.T) {
 		f.ic.waitFor(t, 5*time.Second, "HTTPRoute deleted → 404", func() result { return f.ic.do(f.https, "GET", "https://"+host+"/m") },
 			func(r result) bool { return r.err == nil && r.status == http.StatusNotFound })
 	})
-	_ = corev1.Namespace{}
 }

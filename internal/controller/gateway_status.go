@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
 	"strings"
 
@@ -189,5 +188,3 @@ func httpRouteStatusOf(rt *gwv1.HTTPRoute, res *HTTPRouteResult) *gwv1.HTTPRoute
 	}
 	return s
 }
-
-var _ = fmt.Sprint

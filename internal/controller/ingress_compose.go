@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
@@ -706,6 +705,3 @@ func listOrAll(ls []string) string {
 	}
 	return "listener " + strings.Join(ls, ", ")
 }
-
-// conditionTime is metav1.Now, a variable for tests.
-var conditionTime = metav1.Now
