@@ -250,6 +250,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if r.opts.GatewayAPI {
 		statusErr = errors.Join(statusErr, r.gatewayStatus(ctx, &in, comp, st))
 	}
+	r.forgetEvents(comp)
 	if reachErr == nil && pushErr == nil && statusErr != nil && onlyConflicts(statusErr) {
 		// Someone changed an HTTPRoute's status meanwhile (another
 		// controller, or the spec): read again and redo, soon.
@@ -391,6 +392,24 @@ func (r *IngressReconciler) report(obj client.Object, key string, problems []str
 	}
 	if served && !strings.Contains(prev, "served:") {
 		r.Recorder.Eventf(obj, corev1.EventTypeNormal, "Programmed", "served by the WAF with %d route(s)", routes)
+	}
+}
+
+// forgetEvents drops what was reported about objects that are gone (or
+// no longer clusterwall's).
+func (r *IngressReconciler) forgetEvents(comp *IngressComposition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.events {
+		kind, name, _ := strings.Cut(k, "/")
+		ns, n, _ := strings.Cut(name, "/")
+		key := types.NamespacedName{Namespace: ns, Name: n}
+		switch {
+		case kind == "Ingress" && comp.Ingresses[key] != nil:
+		case kind == "HTTPRoute" && comp.HTTPRoutes[key] != nil:
+		default:
+			delete(r.events, k)
+		}
 	}
 }
 
