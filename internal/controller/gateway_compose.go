@@ -87,6 +87,11 @@ type RouteParentResult struct {
 	Conflicts                   []string // matches an older route claimed first
 }
 
+// ReasonWAFPolicyNotAccepted is the ResolvedRefs reason of an HTTPRoute
+// whose ExtensionRef names a WAFPolicy that is not accepted (the Gateway
+// API lists none for it).
+const ReasonWAFPolicyNotAccepted = "WAFPolicyNotAccepted"
+
 // ConditionConflicted is clusterwall's own condition on an HTTPRoute's
 // parent status: some of its matches are served by an older route (the
 // Gateway API's precedence), listed in the message.
@@ -493,6 +498,10 @@ type routeRule struct {
 	refsOK  bool
 	refsWhy string
 	refsRsn string
+	// filterUnresolved: a filter could not be resolved; the rule's
+	// requests get 500 (the Gateway API: such a filter must not be
+	// skipped).
+	filterUnresolved bool
 }
 
 func (c *composer) httpRoute(rt *gwv1.HTTPRoute) {
@@ -574,8 +583,9 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 			case gwv1.HTTPRouteFilterExtensionRef:
 				ref := f.ExtensionRef
 				if ref == nil || string(ref.Group) != v1.GroupVersion.Group || string(ref.Kind) != "WAFPolicy" {
+					rr.filterUnresolved = true
 					rr.refsOK, rr.refsRsn = false, string(gwv1.RouteReasonInvalidKind)
-					rr.refsWhy = fmt.Sprintf("rule %d filter %d: extensionRef must be a %s WAFPolicy", i, j, v1.GroupVersion.Group)
+					rr.refsWhy = fmt.Sprintf("rule %d filter %d: extensionRef must be a %s WAFPolicy; its requests get 500", i, j, v1.GroupVersion.Group)
 					continue
 				}
 				if policyRef {
@@ -587,11 +597,14 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 				p := c.policies[pk]
 				switch {
 				case p == nil:
-					rr.refsOK, rr.refsRsn = false, "WAFPolicyNotFound"
+					// "a reference to a resource that does not exist"
+					rr.filterUnresolved = true
+					rr.refsOK, rr.refsRsn = false, string(gwv1.RouteReasonBackendNotFound)
 					rr.refsWhy = fmt.Sprintf("rule %d filter %d: WAFPolicy %s not found; its requests get 500", i, j, pk)
 				case !p.Accepted:
 					p.UsedBy = appendUnique(p.UsedBy, kindHTTPRoute+"/"+rt.Name)
-					rr.refsOK, rr.refsRsn = false, "WAFPolicyNotAccepted"
+					rr.filterUnresolved = true
+					rr.refsOK, rr.refsRsn = false, ReasonWAFPolicyNotAccepted
 					rr.refsWhy = fmt.Sprintf("rule %d filter %d: WAFPolicy %s is not accepted (%s); its requests get 500", i, j, pk, p.message())
 				default:
 					p.used = true
@@ -604,7 +617,7 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 		}
 		rr.base.Policy = policyName
 		if rr.base.Redirect != nil {
-			if !rr.refsOK {
+			if rr.filterUnresolved {
 				rr.base.Redirect = nil // the filter that could not be resolved answers 500
 				rr.base.BackendGroups = []waf.WireBackendGroup{{EmptyStatus: 500}}
 			}
@@ -635,7 +648,7 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 		if len(rr.base.BackendGroups) == 0 {
 			rr.base.BackendGroups = []waf.WireBackendGroup{{EmptyStatus: 500}}
 		}
-		if !rr.refsOK && (rr.refsRsn == "WAFPolicyNotFound" || rr.refsRsn == "WAFPolicyNotAccepted" || rr.refsRsn == string(gwv1.RouteReasonInvalidKind) && strings.Contains(rr.refsWhy, "extensionRef")) {
+		if rr.filterUnresolved {
 			rr.base.BackendGroups = []waf.WireBackendGroup{{EmptyStatus: 500}}
 		}
 	}

@@ -382,7 +382,7 @@ func TestGatewayAPILab(t *testing.T) {
 			if len(rt.Status.Parents) != 1 {
 				return "no status"
 			}
-			return condIs(rt.Status.Parents[0].Conditions, "ResolvedRefs", metav1.ConditionFalse, "WAFPolicyNotFound", rt.Generation, "WAFPolicy gw-app/nope not found")
+			return condIs(rt.Status.Parents[0].Conditions, "ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", rt.Generation, "WAFPolicy gw-app/nope not found")
 		})
 	})
 
