@@ -69,3 +69,46 @@ func TestLabCLI(t *testing.T) {
 	expect(1, "is not up", "status")
 	expect(1, "is not up", "exec", "node", "--", "true")
 }
+
+// TestLabCLIWAF: `lab up --policy P --waf` runs the ingress WAF in the
+// daemon from the command line: HTTPS on 203.0.113.33:443 serves
+// store-front with the lab CA's certificate, HTTP on :80 answers (404:
+// no route of the file uses it); --waf without the daemon is refused.
+func TestLabCLIWAF(t *testing.T) {
+	lab.RequireLab(t)
+	bin := lab.BuildBinary(t)
+	name := lab.UniqueName()
+	t.Cleanup(func() { lab.Remove(name) })
+	pol := t.TempDir() + "/p.yaml"
+	if err := os.WriteFile(pol, []byte("name: lab-cli-waf\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, int) {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"lab", "--name", name}, args...)...).CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	if out, code := run("up", "--waf"); code != 2 || !strings.Contains(out, "need the daemon (--policy") {
+		t.Fatalf("up --waf without --policy: exit %d %q", code, out)
+	}
+	if out, code := run("up", "--policy", pol, "--waf"); code != 0 {
+		t.Fatalf("up --policy --waf: exit %d %s", code, out)
+	}
+	ca := lab.StateDir(name) + "/ca.pem"
+	if out, code := run("exec", "client", "--", "curl", "-sS", "--max-time", "5", "--resolve", "store.example.com:443:203.0.113.33",
+		"--cacert", ca, "https://store.example.com/"); code != 0 || out != "store-front\n" {
+		t.Errorf("HTTPS through the WAF: exit %d %q", code, out)
+	}
+	if out, code := run("exec", "client", "--", "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://203.0.113.33/"); code != 0 || out != "404" {
+		t.Errorf("HTTP listener: exit %d %q, want 404", code, out)
+	}
+	if out, code := run("down"); code != 0 {
+		t.Errorf("down: %d %s", code, out)
+	}
+}

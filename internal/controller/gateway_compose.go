@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -42,7 +42,6 @@ type GatewayResult struct {
 	AddressOK                     bool   // spec.addresses can be served
 	AddressReason, AddressMsg     string // why not (Programmed False)
 	Listeners                     []*ListenerResult
-	generation                    int64
 	gw                            *gwv1.Gateway
 	programmedListeners, accepted int
 }
@@ -87,6 +86,11 @@ type RouteParentResult struct {
 	PartiallyInvalid            string   // "Dropped Rule ..." when some rules are invalid
 	Conflicts                   []string // matches an older route claimed first
 }
+
+// ReasonWAFPolicyNotAccepted is the ResolvedRefs reason of an HTTPRoute
+// whose ExtensionRef names a WAFPolicy that is not accepted (the Gateway
+// API lists none for it).
+const ReasonWAFPolicyNotAccepted = "WAFPolicyNotAccepted"
 
 // ConditionConflicted is clusterwall's own condition on an HTTPRoute's
 // parent status: some of its matches are served by an older route (the
@@ -147,9 +151,6 @@ func (c *composer) gateways() {
 			c.httpRoute(rt)
 		}
 	}
-	for _, g := range c.out.Gateways {
-		g.finish()
-	}
 }
 
 func olderObj(a, b *metav1.ObjectMeta) bool {
@@ -165,7 +166,7 @@ func olderObj(a, b *metav1.ObjectMeta) bool {
 // gateway checks one Gateway and its listeners; merged holds the listeners
 // of the older Gateways.
 func (c *composer) gateway(g *gwv1.Gateway, classOK bool, merged *[]gwListener) *GatewayResult {
-	res := &GatewayResult{gw: g, generation: g.Generation, Accepted: true, AcceptedReason: string(gwv1.GatewayReasonAccepted),
+	res := &GatewayResult{gw: g, Accepted: true, AcceptedReason: string(gwv1.GatewayReasonAccepted),
 		AcceptedMsg: "accepted by clusterwall's ingress controller", AddressOK: true}
 	if !classOK {
 		res.Accepted, res.AcceptedReason, res.AcceptedMsg = false, string(gwv1.GatewayReasonInvalidParameters), "the GatewayClass is not accepted"
@@ -487,9 +488,6 @@ func (c *composer) granted(fromGroup, fromKind, fromNS, toGroup, toKind, toNS, t
 	return false
 }
 
-// finish counts what the Gateway's status needs once routes attached.
-func (g *GatewayResult) finish() {}
-
 // --- HTTPRoute ---
 
 // routeRule is one rule of an HTTPRoute, translated (or why not).
@@ -500,6 +498,10 @@ type routeRule struct {
 	refsOK  bool
 	refsWhy string
 	refsRsn string
+	// filterUnresolved: a filter could not be resolved; the rule's
+	// requests get 500 (the Gateway API: such a filter must not be
+	// skipped).
+	filterUnresolved bool
 }
 
 func (c *composer) httpRoute(rt *gwv1.HTTPRoute) {
@@ -552,6 +554,22 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 			if m.Path != nil && m.Path.Type != nil && *m.Path.Type != gwv1.PathMatchExact && *m.Path.Type != gwv1.PathMatchPathPrefix {
 				rr.invalid = fmt.Sprintf("rule %d match %d: path type %s is not supported (Exact and PathPrefix are)", i, j, *m.Path.Type)
 			}
+			// RegularExpression header and query matches are RE2 (Go's
+			// regexp); what it cannot compile drops the rule.
+			for k, h := range m.Headers {
+				if h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression {
+					if _, err := regexp.Compile(h.Value); err != nil {
+						rr.invalid = fmt.Sprintf("rule %d match %d header %d: %q is not an RE2 regular expression: %v", i, j, k, h.Value, err)
+					}
+				}
+			}
+			for k, q := range m.QueryParams {
+				if q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression {
+					if _, err := regexp.Compile(q.Value); err != nil {
+						rr.invalid = fmt.Sprintf("rule %d match %d queryParam %d: %q is not an RE2 regular expression: %v", i, j, k, q.Value, err)
+					}
+				}
+			}
 		}
 		policyName, policyRef := "", false
 		for j, f := range rule.Filters {
@@ -565,8 +583,9 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 			case gwv1.HTTPRouteFilterExtensionRef:
 				ref := f.ExtensionRef
 				if ref == nil || string(ref.Group) != v1.GroupVersion.Group || string(ref.Kind) != "WAFPolicy" {
+					rr.filterUnresolved = true
 					rr.refsOK, rr.refsRsn = false, string(gwv1.RouteReasonInvalidKind)
-					rr.refsWhy = fmt.Sprintf("rule %d filter %d: extensionRef must be a %s WAFPolicy", i, j, v1.GroupVersion.Group)
+					rr.refsWhy = fmt.Sprintf("rule %d filter %d: extensionRef must be a %s WAFPolicy; its requests get 500", i, j, v1.GroupVersion.Group)
 					continue
 				}
 				if policyRef {
@@ -578,11 +597,14 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 				p := c.policies[pk]
 				switch {
 				case p == nil:
-					rr.refsOK, rr.refsRsn = false, "WAFPolicyNotFound"
+					// "a reference to a resource that does not exist"
+					rr.filterUnresolved = true
+					rr.refsOK, rr.refsRsn = false, string(gwv1.RouteReasonBackendNotFound)
 					rr.refsWhy = fmt.Sprintf("rule %d filter %d: WAFPolicy %s not found; its requests get 500", i, j, pk)
 				case !p.Accepted:
 					p.UsedBy = appendUnique(p.UsedBy, kindHTTPRoute+"/"+rt.Name)
-					rr.refsOK, rr.refsRsn = false, "WAFPolicyNotAccepted"
+					rr.filterUnresolved = true
+					rr.refsOK, rr.refsRsn = false, ReasonWAFPolicyNotAccepted
 					rr.refsWhy = fmt.Sprintf("rule %d filter %d: WAFPolicy %s is not accepted (%s); its requests get 500", i, j, pk, p.message())
 				default:
 					p.used = true
@@ -595,7 +617,7 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 		}
 		rr.base.Policy = policyName
 		if rr.base.Redirect != nil {
-			if !rr.refsOK {
+			if rr.filterUnresolved {
 				rr.base.Redirect = nil // the filter that could not be resolved answers 500
 				rr.base.BackendGroups = []waf.WireBackendGroup{{EmptyStatus: 500}}
 			}
@@ -626,7 +648,7 @@ func (c *composer) routeRules(rt *gwv1.HTTPRoute) []*routeRule {
 		if len(rr.base.BackendGroups) == 0 {
 			rr.base.BackendGroups = []waf.WireBackendGroup{{EmptyStatus: 500}}
 		}
-		if !rr.refsOK && (rr.refsRsn == "WAFPolicyNotFound" || rr.refsRsn == "WAFPolicyNotAccepted" || rr.refsRsn == string(gwv1.RouteReasonInvalidKind) && strings.Contains(rr.refsWhy, "extensionRef")) {
+		if rr.filterUnresolved {
 			rr.base.BackendGroups = []waf.WireBackendGroup{{EmptyStatus: 500}}
 		}
 	}
@@ -821,6 +843,13 @@ func (c *composer) attach(rt *gwv1.HTTPRoute, pi int, p *RouteParentResult, g *G
 							p.Conflicts = appendUnique(p.Conflicts, msg)
 							res.Problems = appendUnique(res.Problems, msg)
 						},
+						refused: func(msg string) {
+							p.PartiallyInvalid = strings.TrimPrefix(p.PartiallyInvalid+"; "+msg, "; ")
+							if !strings.HasPrefix(p.PartiallyInvalid, "Dropped Rule") {
+								p.PartiallyInvalid = "Dropped Rule(s): " + p.PartiallyInvalid
+							}
+							res.Problems = appendUnique(res.Problems, msg)
+						},
 						kept: func(ls []string) { res.Routes += min(len(ls), 1) }})
 				}
 			}
@@ -913,5 +942,3 @@ func routeName(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return s[:236] + "~" + hex.EncodeToString(sum[:8])
 }
-
-var _ = http.StatusOK

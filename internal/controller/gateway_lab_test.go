@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -383,7 +382,7 @@ func TestGatewayAPILab(t *testing.T) {
 			if len(rt.Status.Parents) != 1 {
 				return "no status"
 			}
-			return condIs(rt.Status.Parents[0].Conditions, "ResolvedRefs", metav1.ConditionFalse, "WAFPolicyNotFound", rt.Generation, "WAFPolicy gw-app/nope not found")
+			return condIs(rt.Status.Parents[0].Conditions, "ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", rt.Generation, "WAFPolicy gw-app/nope not found")
 		})
 	})
 
@@ -400,6 +399,46 @@ func TestGatewayAPILab(t *testing.T) {
 		load.stopAndCheck(t, "during the Secret rotation")
 	})
 
+	t.Run("bad objects never take the listener down", func(t *testing.T) {
+		// While they come: requests to a good route keep succeeding.
+		load := startLoad(t, func() result { return plainGet("GET", "/exact") }, func(r result) bool { return r.err == nil && r.status == 200 && r.pod == "pod-a" })
+		broken := &v1.WAFPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: "broken"}, Spec: v1.WAFPolicySpec{
+			CustomRules: `SecRule ARGS "@nosuchoperator x" "id:10009,phase:1,deny"`}}
+		create(t, c, broken)
+		badRegex := gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{{Path: pathMatch(gwv1.PathMatchPathPrefix, "/re").Path,
+			Headers: []gwv1.HTTPHeaderMatch{{Type: ptr.To(gwv1.HeaderMatchRegularExpression), Name: "X-A", Value: "(unclosed"}}}},
+			BackendRefs: []gwv1.HTTPBackendRef{backend("v2", 1)}}
+		usesBroken := gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/broken-policy")}, BackendRefs: []gwv1.HTTPBackendRef{backend("v2", 1)},
+			Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterExtensionRef, ExtensionRef: &gwv1.LocalObjectReference{Group: "clusterwall.io", Kind: "WAFPolicy", Name: "broken"}}}}
+		fine := gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/fine")}, BackendRefs: []gwv1.HTTPBackendRef{backend("v2", 1)}}
+		bad := httpRoute(app, "bad", []string{host}, []gwv1.ParentReference{parentRef(infra, "web", "http")}, badRegex, usesBroken, fine)
+		create(t, c, bad)
+		f.ic.waitFor(t, 5*time.Second, "the bad route's good rule is served", func() result { return plainGet("GET", "/fine") },
+			func(r result) bool { return r.status == 200 && r.pod == "pod-b" })
+		if r := plainGet("GET", "/broken-policy"); r.status != 500 {
+			t.Errorf("the rule whose WAFPolicy does not compile: %s, want 500", r)
+		}
+		if r := plainGet("GET", "/re", "X-A", "(unclosed"); r.status != 404 {
+			t.Errorf("the dropped rule: %s, want 404", r)
+		}
+		eventually(t, 10*time.Second, "reported", func() string {
+			var p v1.WAFPolicy
+			c.Get(ctx, client.ObjectKeyFromObject(broken), &p)
+			if d := condIs(p.Status.Conditions, "Accepted", metav1.ConditionFalse, "Invalid", p.Generation, "spec.customRules: line 1 of the custom rules"); d != "" {
+				return "WAFPolicy: " + d
+			}
+			var rt gwv1.HTTPRoute
+			c.Get(ctx, client.ObjectKeyFromObject(bad), &rt)
+			if len(rt.Status.Parents) != 1 {
+				return "no route status"
+			}
+			return conds(rt.Status.Parents[0].Conditions, rt.Generation, "Accepted=True/Accepted",
+				`PartiallyInvalid=True/UnsupportedValue~Dropped Rule(s): rule 0 match 0 header 0: "(unclosed" is not an RE2 regular expression`,
+				"ResolvedRefs=False/WAFPolicyNotAccepted~WAFPolicy gw-app/broken is not accepted")
+		})
+		load.stopAndCheck(t, "while bad objects came")
+	})
+
 	t.Run("delete", func(t *testing.T) {
 		if err := c.Delete(ctx, matchRoute); err != nil {
 			t.Fatal(err)
@@ -407,5 +446,4 @@ func TestGatewayAPILab(t *testing.T) {
 		f.ic.waitFor(t, 5*time.Second, "HTTPRoute deleted → 404", func() result { return f.ic.do(f.https, "GET", "https://"+host+"/m") },
 			func(r result) bool { return r.err == nil && r.status == http.StatusNotFound })
 	})
-	_ = corev1.Namespace{}
 }

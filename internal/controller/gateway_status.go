@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
 	"strings"
 
@@ -11,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	v1 "github.com/clusterwall/clusterwall/internal/apis/clusterwall/v1alpha1"
@@ -31,8 +31,9 @@ func (r *IngressReconciler) gatewayStatus(ctx context.Context, in *IngressInputs
 		s := gc.Status.DeepCopy()
 		setCond(&s.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), res.Accepted, res.Reason, res.Message)
 		if !reflect.DeepEqual(&gc.Status, s) {
+			orig := gc.DeepCopy()
 			gc.Status = *s
-			errs = errors.Join(errs, ignoreGone(r.Status().Update(ctx, gc)))
+			errs = errors.Join(errs, ignoreGone(r.Status().Patch(ctx, gc, client.MergeFrom(orig))))
 		}
 	}
 	for i := range in.Gateways {
@@ -43,8 +44,10 @@ func (r *IngressReconciler) gatewayStatus(ctx context.Context, in *IngressInputs
 		}
 		s := gatewayStatusOf(g, res, comp, st)
 		if !reflect.DeepEqual(&g.Status, s) {
+			// The Gateway's status is the controller's alone: a merge patch.
+			orig := g.DeepCopy()
 			g.Status = *s
-			errs = errors.Join(errs, ignoreGone(r.Status().Update(ctx, g)))
+			errs = errors.Join(errs, ignoreGone(r.Status().Patch(ctx, g, client.MergeFrom(orig))))
 		}
 	}
 	for i := range in.HTTPRoutes {
@@ -53,6 +56,8 @@ func (r *IngressReconciler) gatewayStatus(ctx context.Context, in *IngressInputs
 		res := comp.HTTPRoutes[key]
 		s := httpRouteStatusOf(rt, res)
 		if !reflect.DeepEqual(&rt.Status, s) {
+			// Other controllers may write status.parents too: an update
+			// (read-modify-write, optimistic lock), as the Gateway API asks.
 			rt.Status = *s
 			errs = errors.Join(errs, ignoreGone(r.Status().Update(ctx, rt)))
 		}
@@ -183,5 +188,3 @@ func httpRouteStatusOf(rt *gwv1.HTTPRoute, res *HTTPRouteResult) *gwv1.HTTPRoute
 	}
 	return s
 }
-
-var _ = fmt.Sprint

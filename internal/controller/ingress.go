@@ -16,7 +16,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -172,6 +171,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	in := IngressInputs{}
+	began := time.Now()
 
 	// The daemons' WAF: listeners, the file's routes, what runs.
 	infos := make([]*WAFInfo, len(r.daemons))
@@ -197,7 +197,9 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.list(ctx, &in); err != nil {
 		return ctrl.Result{}, err
 	}
+	composeStart := time.Now()
 	comp := ComposeIngress(in)
+	composed := time.Since(composeStart)
 
 	// Push.
 	var pushErr error
@@ -211,6 +213,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		if infos[i].Hash == comp.Hash {
 			continue
 		}
+		pushStart := time.Now()
 		gen, err := d.PutWAF(ctx, comp.YAML)
 		if err != nil {
 			programmed = false
@@ -221,7 +224,8 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			}
 			continue
 		}
-		logger.Info("WAF routes pushed", "daemon", d.URL, "generation", gen, "routes", len(comp.Doc.Routes), "hash", comp.Hash[:12])
+		logger.Info("WAF routes pushed", "daemon", d.URL, "generation", gen, "routes", len(comp.Doc.Routes), "hash", comp.Hash[:12],
+			"sinceReconcileMs", ms(time.Since(began)), "composeMs", ms(composed), "pushMs", ms(time.Since(pushStart)))
 	}
 	st := programState{ok: programmed && reachErr == nil}
 	switch {
@@ -246,6 +250,12 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if r.opts.GatewayAPI {
 		statusErr = errors.Join(statusErr, r.gatewayStatus(ctx, &in, comp, st))
 	}
+	r.forgetEvents(comp)
+	if reachErr == nil && pushErr == nil && statusErr != nil && onlyConflicts(statusErr) {
+		// Someone changed an HTTPRoute's status meanwhile (another
+		// controller, or the spec): read again and redo, soon.
+		return ctrl.Result{RequeueAfter: 50 * time.Millisecond}, nil
+	}
 	if err := errors.Join(reachErr, pushErr, statusErr); err != nil {
 		if ctx.Err() != nil {
 			return ctrl.Result{}, nil // shutting down
@@ -254,6 +264,21 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err // backoff
 	}
 	return ctrl.Result{RequeueAfter: r.opts.Resync}, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// onlyConflicts: every error joined in err is an optimistic-lock conflict.
+func onlyConflicts(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyConflicts(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return apierrors.IsConflict(err)
 }
 
 // programState is whether the document runs on every daemon, and why not.
@@ -317,6 +342,10 @@ func (r *IngressReconciler) ingressStatus(ctx context.Context, ings []networking
 		switch {
 		case ours && st.ok && res.Routes > 0:
 			lb = want
+		case ours && !st.ok && st.reason == "Pending":
+			// A daemon out of reach says nothing about what it serves:
+			// the status stays until it answers again.
+			lb = ing.Status.LoadBalancer.Ingress
 		case ours:
 			lb = nil
 		case sameLB(ing.Status.LoadBalancer.Ingress, want):
@@ -325,10 +354,11 @@ func (r *IngressReconciler) ingressStatus(ctx context.Context, ings []networking
 			continue // another controller's
 		}
 		if !sameLB(ing.Status.LoadBalancer.Ingress, lb) {
+			orig := ing.DeepCopy()
 			ing.Status.LoadBalancer.Ingress = lb
-			if err := r.Status().Update(ctx, ing); err != nil && !apierrors.IsNotFound(err) {
-				errs = errors.Join(errs, err)
-			}
+			// A merge patch of the status alone: the Ingress's spec may
+			// change meanwhile (status.loadBalancer is the controller's).
+			errs = errors.Join(errs, ignoreGone(r.Status().Patch(ctx, ing, client.MergeFrom(orig))))
 		}
 		if ours {
 			r.report(ing, "Ingress/"+key.String(), res.Problems, st, res.Routes)
@@ -362,6 +392,24 @@ func (r *IngressReconciler) report(obj client.Object, key string, problems []str
 	}
 	if served && !strings.Contains(prev, "served:") {
 		r.Recorder.Eventf(obj, corev1.EventTypeNormal, "Programmed", "served by the WAF with %d route(s)", routes)
+	}
+}
+
+// forgetEvents drops what was reported about objects that are gone (or
+// no longer clusterwall's).
+func (r *IngressReconciler) forgetEvents(comp *IngressComposition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.events {
+		kind, name, _ := strings.Cut(k, "/")
+		ns, n, _ := strings.Cut(name, "/")
+		key := types.NamespacedName{Namespace: ns, Name: n}
+		switch {
+		case kind == "Ingress" && comp.Ingresses[key] != nil:
+		case kind == "HTTPRoute" && comp.HTTPRoutes[key] != nil:
+		default:
+			delete(r.events, k)
+		}
 	}
 }
 
@@ -417,12 +465,9 @@ func (r *IngressReconciler) wafPolicyStatus(ctx context.Context, ps []v1.WAFPoli
 		if reflect.DeepEqual(&p.Status, st) {
 			continue
 		}
+		orig := p.DeepCopy()
 		p.Status = *st
-		if err := r.Status().Update(ctx, p); err != nil && !apierrors.IsNotFound(err) {
-			errs = errors.Join(errs, err)
-		}
+		errs = errors.Join(errs, ignoreGone(r.Status().Patch(ctx, p, client.MergeFrom(orig))))
 	}
 	return errs
 }
-
-var _ = metav1.Now

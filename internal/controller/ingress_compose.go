@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
@@ -112,8 +111,9 @@ type candidate struct {
 	rule  int // the rule's position in its object, then the match's
 	match int
 	what  string // "host shop.example.com, path Prefix /api", for reports
-	// report is told why (some of) the route is not served.
-	report func(msg string)
+	// report is told which listeners an older route took; refused, that
+	// the WAF's validator refuses the route (nil: report).
+	report, refused func(msg string)
 	// kept is told the listeners the route is served on (none: dropped).
 	kept func(listeners []string)
 }
@@ -315,7 +315,12 @@ func (c *composer) resolve() {
 			// its object rather than send it (it would refuse the whole
 			// document).
 			cand.route.Listeners = nil
-			cand.report(fmt.Sprintf("%s is not served: the WAF refuses it: %v", cand.what, err))
+			msg := fmt.Sprintf("%s is not served: the WAF refuses it: %v", cand.what, err)
+			if cand.refused != nil {
+				cand.refused(msg)
+			} else {
+				cand.report(msg)
+			}
 			cand.kept(nil)
 			continue
 		}
@@ -700,6 +705,3 @@ func listOrAll(ls []string) string {
 	}
 	return "listener " + strings.Join(ls, ", ")
 }
-
-// conditionTime is metav1.Now, a variable for tests.
-var conditionTime = metav1.Now

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,11 @@ import (
 // The Gateway API's CRDs (the standard channel of the module this
 // controller is built with) are installed in the tests' API server too.
 func init() {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
 	if err != nil {
 		return // the Gateway API tests fail on the missing kinds
 	}
@@ -168,6 +173,9 @@ func startPod(t *testing.T, l *lab.Lab, name, addr string) *podServer {
 		t.Fatal(err)
 	}
 	p.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(200 * time.Millisecond) // in flight across route changes
+		}
 		if r.URL.Path == "/hold" {
 			select {
 			case <-p.hold:

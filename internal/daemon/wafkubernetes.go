@@ -104,6 +104,7 @@ func (d *Daemon) ApplyWAFKubernetes(data []byte) (uint64, string, error) {
 	if w == nil {
 		return 0, "", errNoWAF
 	}
+	start := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	doc, err := waf.ParseKubernetes("kubernetes", data)
@@ -122,10 +123,12 @@ func (d *Daemon) ApplyWAFKubernetes(data []byte) (uint64, string, error) {
 		os.Remove(tmp)
 		return 0, "", err
 	}
+	validated := time.Since(start)
 	if err := w.srv.Reload(merged); err != nil {
 		os.Remove(tmp)
 		return 0, "", err
 	}
+	swapped := time.Since(start)
 	sum := sha256.Sum256(data)
 	prev := uint64(0)
 	if w.kube != nil {
@@ -139,7 +142,8 @@ func (d *Daemon) ApplyWAFKubernetes(data []byte) (uint64, string, error) {
 		return w.kube.gen, w.kube.hash, fmt.Errorf("applied but not kept in %s: %w (a restart would serve the previous routes)", w.stateFile, err)
 	}
 	d.log.Info("WAF routes from Kubernetes applied", "generation", w.kube.gen, "routes", len(doc.Routes),
-		"policies", len(doc.Policies), "certificates", len(doc.Certificates), "hash", w.kube.hash[:12])
+		"policies", len(doc.Policies), "certificates", len(doc.Certificates), "hash", w.kube.hash[:12],
+		"validate_ms", validated.Milliseconds(), "swap_ms", (swapped - validated).Milliseconds(), "total_ms", time.Since(start).Milliseconds())
 	return w.kube.gen, w.kube.hash, nil
 }
 
