@@ -4,25 +4,9 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/clusterwall/clusterwall/internal/daemon"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
-
-// explainGatewayConfig reads the daemon's config file (when given): the
-// gateway the daemon compiles its matcher and its ruleset for
-// (Config.GatewayConfig, which its data plane config is made of), its
-// policy and its service tags file.
-func explainGatewayConfig(path string) (gw *match.Gateway, policyFile, tagsFile string, err error) {
-	if path == "" {
-		return nil, "", "", nil
-	}
-	c, err := daemon.LoadConfig(path)
-	if err != nil {
-		return nil, "", "", err
-	}
-	return c.GatewayConfig().Gateway(), c.Policy, c.ServiceTags, nil
-}
 
 // defaultGateway is the gateway explain assumes without the daemon's
 // config: the daemon's defaults (the L7 proxy on), with the policy's DNAT

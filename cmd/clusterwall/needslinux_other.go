@@ -32,6 +32,10 @@ func labCommands() []*cobra.Command {
 	return needsLinux("lab up|down|status|exec|ca|demo", "The network-namespace lab (Linux only)")
 }
 
+func haCommands() []*cobra.Command {
+	return needsLinux("ha config|check", "High availability: keepalived and conntrackd configs, readiness check (Linux only)")
+}
+
 // needsLinux is a command that only reports that it needs Linux.
 func needsLinux(use, short string) []*cobra.Command {
 	return []*cobra.Command{{
