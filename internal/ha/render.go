@@ -85,7 +85,13 @@ func (s *Spec) KeepalivedConfig() []byte {
 	w("vrrp_script cw_ready {\n")
 	w("    script %q\n", s.Path(CheckScript))
 	w("    interval %d\n", int(s.CheckEvery.Seconds()))
-	w("    timeout %d\n", int(s.CheckEvery.Seconds()))
+	// The check's own HTTP request gives up after CheckEvery (ha check
+	// --timeout); the script's timeout leaves room for starting the
+	// process on a loaded machine, which took over a second here (a
+	// race-detector build with two daemons starting): with timeout =
+	// interval keepalived killed checks that would have passed and both
+	// gateways sat in FAULT.
+	w("    timeout %d\n", int(3*s.CheckEvery.Seconds()))
 	w("    fall %d\n", s.CheckFall)
 	w("    rise %d\n", s.CheckRise)
 	w("}\n")
