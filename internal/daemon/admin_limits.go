@@ -78,6 +78,13 @@ func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
 			bad(f, "must be a positive number, or -1 (no limit)")
 		}
 	}
+	for f, v := range map[string]int{"dns.cacheEntries": c.DNS.CacheEntries, "dns.cacheBytes": c.DNS.CacheBytes,
+		"dns.maxInflight": c.DNS.MaxInflight, "dns.maxTCPConns": c.DNS.MaxTCPConns, "dns.maxNames": c.DNS.MaxNames,
+		"dns.maxAddresses": c.DNS.MaxAddresses, "dns.maxAddressesPerName": c.DNS.MaxAddressesPerName} {
+		if v < 0 {
+			bad(f, "must not be negative (0: the default)")
+		}
+	}
 }
 
 // loadPolicy parses and validates policy bytes in the parse slot.

@@ -129,7 +129,8 @@ func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLo
 		dlog.Observe(d.metrics.observe)
 		dlog.Observe(d.hits.observe)
 	}
-	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse})
+	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse,
+		MaxNames: cfg.DNS.MaxNames, MaxAddrs: cfg.DNS.MaxAddresses, MaxAddrsPerName: cfg.DNS.MaxAddressesPerName})
 	d.cut = func(m *match.Matcher) (uint, error) {
 		local, err := localAddrs()
 		if err != nil {
