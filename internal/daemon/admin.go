@@ -138,6 +138,9 @@ func (d *Daemon) notReady() []string {
 	if d.cfg.Proxy.Listen != "" && d.proxyUp.Load() == nil {
 		out = append(out, "L7 proxy not listening on "+d.cfg.Proxy.Listen)
 	}
+	if p := d.antiSpoofingProblem(); p != "" { // antispoof.go
+		out = append(out, p)
+	}
 	return out
 }
 

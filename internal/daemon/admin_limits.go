@@ -59,6 +59,7 @@ func (a *adminLimits) init() {
 }
 
 func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
+	c.checkAntiSpoofing(bad) // antispoof.go
 	if c.Admin.MaxBodyBytes < 0 {
 		bad("admin.maxBodyBytes", "must not be negative")
 	} else if c.Admin.MaxBodyBytes == 0 {

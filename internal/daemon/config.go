@@ -28,6 +28,10 @@ type Config struct {
 	Interfaces struct {
 		Inside  string `yaml:"inside"`
 		Outside string `yaml:"outside"`
+		// AntiSpoofing is what the daemon requires of the inside
+		// interface's reverse path filter: strict (default), loose or off
+		// (antispoof.go).
+		AntiSpoofing string `yaml:"antiSpoofing,omitempty"`
 	} `yaml:"interfaces"`
 	// PublicIPs are the firewall's public addresses (DNAT destinations, SNAT source).
 	PublicIPs []string `yaml:"publicIPs"`

@@ -289,6 +289,7 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		}
 		return err
 	}
+	d.enforceAntiSpoofing() // antispoof.go
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
