@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +44,13 @@ func Listen(addr string, udpSockets int) (*Listener, error) {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			if strings.HasPrefix(network, "udp") {
+				// Room for bursts while the readers are descheduled (a
+				// loaded host, a flood): queries beyond it are dropped by
+				// the kernel. SO_RCVBUFFORCE (CAP_NET_ADMIN) passes
+				// net.core.rmem_max; without it the default stays.
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpReadBuffer)
+			}
 		})
 		if err != nil {
 			return err
@@ -137,6 +145,10 @@ func (p *Proxy) Serve(ctx context.Context, l *Listener) error {
 	wg.Wait()
 	return nil
 }
+
+// udpReadBuffer is each UDP socket's receive buffer (kernel memory; one
+// socket per CPU).
+const udpReadBuffer = 4 << 20
 
 // udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
 const udpBatch = 32
