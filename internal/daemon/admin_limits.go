@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -196,6 +195,5 @@ func (c *limitConn) Close() error {
 // AdminListener): header, idle and body timeouts so that a client cannot
 // hold a connection for free.
 func (d *Daemon) AdminServer() *http.Server {
-	return &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
-		BaseContext: func(net.Listener) context.Context { return context.Background() }}
+	return &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 }

@@ -80,8 +80,9 @@ type Report struct {
 	AdminAnswers    map[int]int64
 	PeakRSSKB       int64 // VmHWM of the daemon
 	StartRSSKB      int64
-	LogBytes        int64 // decision log files, all of them
-	Budgets         map[string][3]float64
+	LogBytes        int64                 // decision log files, all of them
+	Budgets         map[string][3]float64 // at the end: used, limit, refused
+	PeakUsed        map[string]float64    // the most each budget held (sampled every 5 s)
 	Panics          map[string]float64
 	ProxyMaxConns   int
 	Attackers       int
@@ -127,10 +128,10 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "  idle connections:       %d addresses × %d, peak %d open, %d dials\n", r.Attackers, r.AttackerConns, r.IdleConnsHeld, r.IdleDials)
 	fmt.Fprintf(&b, "  denied-flow flood:      %d connection attempts\n", r.DeniedFlows)
 	fmt.Fprintf(&b, "  admin API bodies:       %d (answers %v)\n", r.AdminBodies, r.AdminAnswers)
-	fmt.Fprintf(&b, "  budgets (used/limit/refused):")
+	fmt.Fprintf(&b, "  budgets (peak used/limit/refused):")
 	for _, name := range sortedKeys(r.Budgets) {
 		v := r.Budgets[name]
-		fmt.Fprintf(&b, " %s %.0f/%.0f/%.0f;", name, v[0], v[1], v[2])
+		fmt.Fprintf(&b, " %s %.0f/%.0f/%.0f;", name, max(v[0], r.PeakUsed[name]), v[1], v[2])
 	}
 	fmt.Fprintf(&b, "\n  panics recovered:       %v\n", r.Panics)
 	for _, f := range r.NormalFailures {
@@ -325,23 +326,31 @@ func (r *Run_) run(ctx context.Context) (*Report, error) {
 		wg.Go(func() { r.normalHTTPS(runCtx) })
 		wg.Go(func() { r.normalTCP(runCtx) })
 	}
-	// Watch the daemon.
+	// Watch the daemon; sample the budgets' fill.
 	restarts := 0
+	r.rep.PeakUsed = map[string]float64{}
 	tick := time.NewTicker(time.Second)
-watch:
-	for {
+	for n := 0; ; n++ {
+		if n%5 == 4 {
+			b, _ := r.scrape(runCtx)
+			for name, v := range b {
+				r.rep.PeakUsed[name] = max(r.rep.PeakUsed[name], v[0])
+			}
+		}
 		select {
 		case <-runCtx.Done():
-			break watch
 		case <-tick.C:
-			if p := l.Pid(lab.DaemonProc); p != pid || !alive(pid) {
-				restarts++
-				o.Log.Error("soak: the daemon died", "pid", pid)
-				break watch
-			}
-			if n := r.idleOpen.Load(); n > r.peakIdle.Load() {
-				r.peakIdle.Store(n)
-			}
+		}
+		if runCtx.Err() != nil {
+			break
+		}
+		if p := l.Pid(lab.DaemonProc); p != pid || !alive(pid) {
+			restarts++
+			o.Log.Error("soak: the daemon died", "pid", pid)
+			break
+		}
+		if n := r.idleOpen.Load(); n > r.peakIdle.Load() {
+			r.peakIdle.Store(n)
 		}
 	}
 	tick.Stop()
