@@ -173,6 +173,7 @@ type Proxy struct {
 
 	overloaded  atomic.Uint64 // queries answered SERVFAIL at once: MaxInflight waiting
 	shedQueries atomic.Uint64 // waiting queries ended to make room for a lighter client
+	staleServed atomic.Uint64 // expired answers served while the upstreams failed
 	tcpRefused  atomic.Uint64 // TCP clients closed at once: MaxTCPConns open
 
 	// The queries waiting for upstreams, by source (server.go).
@@ -354,6 +355,10 @@ func (p *Proxy) Budgets() []Budget {
 	}
 }
 
+// StaleServed returns how many expired answers were served because the
+// upstreams failed (RFC 8767).
+func (p *Proxy) StaleServed() uint64 { return p.staleServed.Load() }
+
 // Panics returns how many queries a recovered panic ended.
 func (p *Proxy) Panics() uint64 { return p.panics.Load() }
 
@@ -490,13 +495,25 @@ func (h *cacheHandler) serve(ctx context.Context, r *request) (*response, error)
 			return nil, errDefer
 		}
 	}
-	return h.p.fl.do(ctx, k, r.cfg, func(ctx context.Context) (*response, error) {
+	resp, err := h.p.fl.do(ctx, k, r.cfg, func(ctx context.Context) (*response, error) {
 		resp, err := h.next.serve(ctx, r)
 		if err == nil && resp.cacheable() {
 			h.p.cache.put(k, resp, resp.stored)
 		}
 		return resp, err
 	})
+	if err != nil && !r.refresh {
+		// Serve stale (RFC 8767) while the upstreams fail — a flood that
+		// overwhelms them then does not take names everyone uses away —
+		// but only within the table's grace period after the answer
+		// expired: its addresses are still learned then, so nothing is
+		// allowed that was not already.
+		if old := h.p.cache.peek(k, r.now-h.p.table.grace.Load()); old != nil && old.expires <= r.now {
+			h.p.staleServed.Add(1)
+			return old.stale(r.now), nil
+		}
+	}
+	return resp, err
 }
 
 // forwardHandler asks the upstreams.
