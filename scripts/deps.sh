@@ -2,7 +2,7 @@
 # Installs what clusterwall's build, tests and lab need on a fresh Debian
 # machine (as root). Idempotent: does nothing when everything is present.
 # With --test it also installs what only the tests need (headless Chromium
-# for the dashboard's browser test).
+# for the dashboard's browser test, dnsperf for the soak).
 set -euo pipefail
 tests=false
 [ "${1:-}" = --test ] && tests=true
@@ -23,6 +23,7 @@ have gcc || need+=(gcc) # the race detector needs cgo
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if $tests; then
   have chromium || need+=(chromium)
+  have dnsperf || need+=(dnsperf) # the soak's DNS flood (test/soak)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -148,6 +148,9 @@ func (d *Daemon) notReady() []string {
 		out = append(out, c+" stopped serving: "+d.failed[c])
 	}
 	d.failedMu.Unlock()
+	if p := d.antiSpoofingProblem(); p != "" { // antispoof.go
+		out = append(out, p)
+	}
 	return out
 }
 

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +58,7 @@ func (a *adminLimits) init() {
 }
 
 func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
+	c.checkAntiSpoofing(bad) // antispoof.go
 	if c.Admin.MaxBodyBytes < 0 {
 		bad("admin.maxBodyBytes", "must not be negative")
 	} else if c.Admin.MaxBodyBytes == 0 {
@@ -76,6 +76,13 @@ func (c *Config) checkLimits(bad func(field, format string, args ...any)) {
 		"proxy.maxConnsPerPrefix": c.Proxy.MaxConnsPerPrefix} {
 		if v < -1 {
 			bad(f, "must be a positive number, or -1 (no limit)")
+		}
+	}
+	for f, v := range map[string]int{"dns.cacheEntries": c.DNS.CacheEntries, "dns.cacheBytes": c.DNS.CacheBytes,
+		"dns.maxInflight": c.DNS.MaxInflight, "dns.maxTCPConns": c.DNS.MaxTCPConns, "dns.maxNames": c.DNS.MaxNames,
+		"dns.maxAddresses": c.DNS.MaxAddresses, "dns.maxAddressesPerName": c.DNS.MaxAddressesPerName} {
+		if v < 0 {
+			bad(f, "must not be negative (0: the default)")
 		}
 	}
 }
@@ -188,6 +195,5 @@ func (c *limitConn) Close() error {
 // AdminListener): header, idle and body timeouts so that a client cannot
 // hold a connection for free.
 func (d *Daemon) AdminServer() *http.Server {
-	return &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute,
-		BaseContext: func(net.Listener) context.Context { return context.Background() }}
+	return &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 }

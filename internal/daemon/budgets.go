@@ -68,6 +68,11 @@ func (d *Daemon) budgets() []budget {
 			budget{name: "proxy_connections_per_source", used: float64(st.HeaviestSource), limit: float64(st.MaxConnsPerSource), refused: float64(st.RefusedSource)},
 			budget{name: "proxy_connections_per_network", used: float64(st.HeaviestPrefix), limit: float64(st.MaxConnsPerPrefix), refused: float64(st.RefusedPrefix)})
 	}
+	if d.dnsUp.Load() && d.dns != nil { // dnsUp publishes d.dns
+		for _, b := range d.dns.Budgets() {
+			out = append(out, budget{name: b.Name, used: float64(b.Used), limit: float64(b.Limit), refused: float64(b.Refused)})
+		}
+	}
 	if d.dlog != nil {
 		waiting, bound := d.dlog.QueueFill()
 		_, dropped, _ := d.dlog.Stats()

@@ -30,6 +30,10 @@ type Config struct {
 	Interfaces struct {
 		Inside  string `yaml:"inside"`
 		Outside string `yaml:"outside"`
+		// AntiSpoofing is what the daemon requires of the inside
+		// interface's reverse path filter: strict (default), loose or off
+		// (antispoof.go).
+		AntiSpoofing string `yaml:"antiSpoofing,omitempty"`
 	} `yaml:"interfaces"`
 	// PublicIPs are the firewall's public addresses (DNAT destinations, SNAT source).
 	PublicIPs []string `yaml:"publicIPs"`
@@ -93,6 +97,18 @@ type Config struct {
 		// Upstreams override the policy's dns.servers (default: the
 		// nameservers of /etc/resolv.conf).
 		Upstreams []string `yaml:"upstreams,omitempty"`
+		// Budgets (docs/operations.md): the answer cache in entries
+		// (default 10,000) and bytes (32 MiB); queries waiting for
+		// upstreams (4,096; beyond, SERVFAIL at once); TCP clients (512);
+		// the learned-address table's names (100,000), addresses (1,000,000)
+		// and addresses per name (256).
+		CacheEntries        int `yaml:"cacheEntries,omitempty"`
+		CacheBytes          int `yaml:"cacheBytes,omitempty"`
+		MaxInflight         int `yaml:"maxInflight,omitempty"`
+		MaxTCPConns         int `yaml:"maxTCPConns,omitempty"`
+		MaxNames            int `yaml:"maxNames,omitempty"`
+		MaxAddresses        int `yaml:"maxAddresses,omitempty"`
+		MaxAddressesPerName int `yaml:"maxAddressesPerName,omitempty"`
 	} `yaml:"dns"`
 	// Proxy configures the L7 proxy that decides application rules.
 	Proxy struct {

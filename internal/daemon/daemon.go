@@ -146,7 +146,8 @@ func New(cfg *Config, log *slog.Logger, dp Dataplane, dlog *telemetry.DecisionLo
 		dlog.Observe(d.metrics.observe)
 		dlog.Observe(d.hits.observe)
 	}
-	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse, OnLearn: d.haLearned})
+	d.table = dnsproxy.NewTable(dnsproxy.TableOptions{OnExpire: d.addrInUse, OnLearn: d.haLearned,
+		MaxNames: cfg.DNS.MaxNames, MaxAddrs: cfg.DNS.MaxAddresses, MaxAddrsPerName: cfg.DNS.MaxAddressesPerName})
 	d.cut = func(m *match.Matcher) (uint, error) {
 		local, err := localAddrs()
 		if err != nil {
@@ -341,6 +342,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		d.shutdown()
 		return err
 	}
+	d.enforceAntiSpoofing() // antispoof.go
 	if err := d.checkSNATPool(); err != nil { // snatpool.go
 		return fail(err)
 	}

@@ -58,7 +58,11 @@ func (d *Daemon) upstreams(p *policy.Policy) []string {
 
 func (d *Daemon) dnsConfig(p *policy.Policy) dnsproxy.Config {
 	return dnsproxy.Config{
-		Upstreams: d.upstreams(p),
+		Upstreams:   d.upstreams(p),
+		CacheSize:   d.cfg.DNS.CacheEntries,
+		CacheBytes:  d.cfg.DNS.CacheBytes,
+		MaxInflight: d.cfg.DNS.MaxInflight,
+		MaxTCPConns: d.cfg.DNS.MaxTCPConns,
 		OnAnswer: func(ctx context.Context, name string, addrs []netip.Addr, ttl time.Duration) error {
 			// Called before the client gets its answer: the kernel's sets
 			// know the addresses before the client can connect to them.

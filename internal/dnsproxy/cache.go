@@ -179,6 +179,18 @@ func (s *cacheShard) victim(now int64) int {
 	return s.hand
 }
 
+// fill returns the entries (live or expired) and their bytes.
+func (c *cache) fill() (entries, bytes int) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		entries += len(s.slots)
+		bytes += s.bytes
+		s.mu.RUnlock()
+	}
+	return entries, bytes
+}
+
 // len returns the number of entries (live or expired).
 func (c *cache) len() int {
 	n := 0

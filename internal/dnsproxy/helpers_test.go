@@ -152,6 +152,16 @@ func (z *zone) serve(proto string) func(w dns.ResponseWriter, req *dns.Msg) {
 			m.Answer = []dns.RR{rr(q.Name + " 300 IN A 192.0.2.6")}
 		case name == "www.example.test." || name == "nodata.example.test.":
 			m.Ns = []dns.RR{soa} // NODATA
+		case strings.HasSuffix(name, ".rot.example.test.") && q.Qtype == dns.TypeA:
+			// A new address for target.example.test on every query (an
+			// attacker's name server), behind ever new CNAMEs.
+			n := z.total.Load()
+			m.Answer = []dns.RR{rr(q.Name + " 3600 IN CNAME target.example.test."),
+				rr(fmt.Sprintf("target.example.test. 3600 IN A 10.%d.%d.%d", n>>16&255, n>>8&255, n&255))}
+		case strings.HasSuffix(name, ".slow.example.test."):
+			time.Sleep(300 * time.Millisecond)
+			m.Rcode = dns.RcodeNameError
+			m.Ns = []dns.RR{soa}
 		case strings.HasSuffix(name, ".any.example.test.") && q.Qtype == dns.TypeA:
 			m.Answer = []dns.RR{rr(fmt.Sprintf("%s 300 IN A 203.0.113.%d", q.Name, z.tag))}
 		case strings.HasSuffix(name, ".example.test.") || name == "example.test.":

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/fairshare"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 	"github.com/miekg/dns"
 )
@@ -169,6 +170,16 @@ type Proxy struct {
 	inflight atomic.Int64
 	tcpConns atomic.Int64
 	panics   atomic.Uint64 // queries ended by a recovered panic
+
+	overloaded  atomic.Uint64 // queries answered SERVFAIL at once: MaxInflight waiting
+	shedQueries atomic.Uint64 // waiting queries ended to make room for a lighter client
+	staleServed atomic.Uint64 // expired answers served while the upstreams failed
+	tcpRefused  atomic.Uint64 // TCP clients closed at once: MaxTCPConns open
+
+	// The queries waiting for upstreams, by source (server.go).
+	qmu     sync.Mutex
+	queries *fairshare.Limiter
+	qmax    int
 }
 
 // New validates cfg and returns a proxy; it does not listen (see Serve).
@@ -185,6 +196,7 @@ func New(cfg Config, o Options) (*Proxy, error) {
 		return nil, err
 	}
 	p.cache = newCache(rc.cacheSize, rc.cacheBytes)
+	p.queries, p.qmax = fairshare.New(rc.maxInflight, -1, -1), rc.maxInflight
 	p.cfg.Store(rc)
 	p.fl.calls = make(map[cacheKey]*call)
 	// The chain, wired explicitly.
@@ -316,6 +328,36 @@ func (p *Proxy) Upstreams() []UpstreamStatus {
 	}
 	return out
 }
+
+// Budget is one of the proxy's bounds and its fill (the daemon exports
+// them as clusterwall_budget_*; docs/operations.md, Budgets).
+type Budget struct {
+	Name        string
+	Used, Limit int64
+	Refused     uint64 // turned away or evicted because the bound was reached
+}
+
+// Budgets returns the fill of every bound that queries can grow: the
+// cache (entries, bytes), queries waiting for upstreams, TCP clients, and
+// the learned-address table (names, addresses).
+func (p *Proxy) Budgets() []Budget {
+	cfg := p.cfg.Load()
+	entries, bytes := p.cache.fill()
+	ts := p.table.Stats()
+	evicts := p.cache.evicts.Load()
+	return []Budget{
+		{Name: "dns_cache_entries", Used: int64(entries), Limit: int64(cfg.cacheSize), Refused: evicts},
+		{Name: "dns_cache_bytes", Used: int64(bytes), Limit: int64(cfg.cacheBytes), Refused: evicts},
+		{Name: "dns_inflight", Used: p.inflight.Load(), Limit: int64(cfg.maxInflight), Refused: p.overloaded.Load() + p.shedQueries.Load()},
+		{Name: "dns_tcp_connections", Used: p.tcpConns.Load(), Limit: int64(cfg.maxTCP), Refused: p.tcpRefused.Load()},
+		{Name: "dns_names", Used: int64(ts.Names), Limit: int64(ts.MaxNames), Refused: ts.Dropped},
+		{Name: "dns_addresses", Used: int64(ts.Addrs), Limit: int64(ts.MaxAddrs), Refused: ts.Dropped + ts.Replaced},
+	}
+}
+
+// StaleServed returns how many expired answers were served because the
+// upstreams failed (RFC 8767).
+func (p *Proxy) StaleServed() uint64 { return p.staleServed.Load() }
 
 // Panics returns how many queries a recovered panic ended.
 func (p *Proxy) Panics() uint64 { return p.panics.Load() }
@@ -455,13 +497,25 @@ func (h *cacheHandler) serve(ctx context.Context, r *request) (*response, error)
 			return nil, errDefer
 		}
 	}
-	return h.p.fl.do(ctx, k, r.cfg, func(ctx context.Context) (*response, error) {
+	resp, err := h.p.fl.do(ctx, k, r.cfg, func(ctx context.Context) (*response, error) {
 		resp, err := h.next.serve(ctx, r)
 		if err == nil && resp.cacheable() {
 			h.p.cache.put(k, resp, resp.stored)
 		}
 		return resp, err
 	})
+	if err != nil && !r.refresh {
+		// Serve stale (RFC 8767) while the upstreams fail — a flood that
+		// overwhelms them then does not take names everyone uses away —
+		// but only within the table's grace period after the answer
+		// expired: its addresses are still learned then, so nothing is
+		// allowed that was not already.
+		if old := h.p.cache.peek(k, r.now-h.p.table.grace.Load()); old != nil && old.expires <= r.now {
+			h.p.staleServed.Add(1)
+			return old.stale(r.now), nil
+		}
+	}
+	return resp, err
 }
 
 // forwardHandler asks the upstreams.

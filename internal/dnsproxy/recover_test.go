@@ -91,3 +91,26 @@ func TestCorruptPanicStops(t *testing.T) {
 		t.Fatal("a panic in the table did not stop the proxy")
 	}
 }
+
+// TestServeStale: while the upstreams fail (a flood that overwhelms them),
+// a name whose answer expired less than the table's grace period ago is
+// answered from the expired entry with a 30 s TTL (RFC 8767), without
+// learning its addresses again; after the grace period, SERVFAIL.
+func TestServeStale(t *testing.T) {
+	z := newZone(t)
+	clk := newFakeClock()
+	h := startProxy(t, Config{Upstreams: []string{z.addr}, Timeout: 300 * time.Millisecond, MaxFails: 100}, Options{}, withClock(clk))
+	if r := h.ask(t, "udp", "www.example.test.", dns.TypeA); len(aRecords(r)) != 2 {
+		t.Fatalf("first answer %v", r)
+	}
+	z.rcode.Store(dns.RcodeServerFailure)
+	clk.Advance(301 * time.Second) // the answer (TTL 300) expired
+	r := h.ask(t, "udp", "www.example.test.", dns.TypeA)
+	if r.Rcode != dns.RcodeSuccess || len(aRecords(r)) != 2 || r.Answer[0].Header().Ttl != 30 || h.p.StaleServed() != 1 {
+		t.Fatalf("stale answer: %v (served %d)", r, h.p.StaleServed())
+	}
+	clk.Advance(DefaultGrace)
+	if r := h.ask(t, "udp", "www.example.test.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("after the grace period: %v, want SERVFAIL", r)
+	}
+}

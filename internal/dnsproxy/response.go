@@ -39,6 +39,24 @@ type response struct {
 	negative  bool
 }
 
+// staleTTL is the TTL of an answer served stale (RFC 8767 recommends 30 s).
+const staleTTL = 30
+
+// stale returns r, expired, as an answer valid for staleTTL from now (a
+// copy: r is shared). It is not cached again, and its addresses are not
+// learned again: the table keeps them only until the original answer's
+// grace period ends, so a stale answer never extends what is allowed.
+func (r *response) stale(now int64) *response {
+	s := *r
+	s.addrs = nil
+	s.ttls = make([]uint32, len(r.ttls))
+	for i := range s.ttls {
+		s.ttls[i] = staleTTL
+	}
+	s.stored, s.expires, s.cache = now, now+int64(staleTTL*time.Second), false
+	return &s
+}
+
 // cacheable says whether the response may be stored in the cache.
 func (r *response) cacheable() bool { return r.cache }
 

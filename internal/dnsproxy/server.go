@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterwall/clusterwall/internal/fairshare"
 	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
@@ -42,6 +44,13 @@ func Listen(addr string, udpSockets int) (*Listener, error) {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			if strings.HasPrefix(network, "udp") {
+				// Room for bursts while the readers are descheduled (a
+				// loaded host, a flood): queries beyond it are dropped by
+				// the kernel. SO_RCVBUFFORCE (CAP_NET_ADMIN) passes
+				// net.core.rmem_max; without it the default stays.
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpReadBuffer)
+			}
 		})
 		if err != nil {
 			return err
@@ -157,6 +166,10 @@ func (p *Proxy) Start(ctx context.Context, l *Listener) (wait func() error, err 
 	}, nil
 }
 
+// udpReadBuffer is each UDP socket's receive buffer (kernel memory; one
+// socket per CPU).
+const udpReadBuffer = 4 << 20
+
 // udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
 const udpBatch = 32
 
@@ -247,23 +260,73 @@ func (p *Proxy) serveUDPBatches(ctx context.Context, c *net.UDPConn, b *udpBatch
 	}
 }
 
-// deferUDP hands a query to a goroutine, or answers SERVFAIL at once when
-// MaxInflight queries are already waiting.
+// deferUDP hands a query to a goroutine. When MaxInflight queries are
+// already waiting, the source with the most of them gives up its oldest
+// (fairshare: it gets SERVFAIL) if this client waits for fewer; otherwise
+// this one gets SERVFAIL at once. So a client flooding names whose
+// servers are slow fills the budget with its own queries only.
 func (p *Proxy) deferUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup, r *request, wire []byte, src netip.AddrPort, dst []byte) []byte {
-	if p.inflight.Add(1) > int64(p.cfg.Load().maxInflight) {
-		p.inflight.Add(-1)
+	w := &waiting{}
+	w.h.Owner = w
+	qctx, cancel := context.WithCancelCause(ctx)
+	w.cancel = cancel
+	if !p.admitQuery(w, src.Addr()) {
+		cancel(nil)
+		p.overloaded.Add(1)
 		return p.serveOverloaded(r, wire, src, "udp", dst)
 	}
 	wire = append([]byte(nil), wire...)
 	wg.Go(func() {
-		defer p.inflight.Add(-1)
+		defer p.releaseQuery(w)
+		defer cancel(nil)
 		var r request
-		resp, _ := p.serveWire(ctx, &r, wire, src, "udp", false, make([]byte, 0, 512))
+		resp, _ := p.serveWire(qctx, &r, wire, src, "udp", false, make([]byte, 0, 512))
 		if resp != nil {
 			c.WriteToUDPAddrPort(resp, src)
 		}
 	})
 	return nil
+}
+
+// waiting is a query waiting for upstreams.
+type waiting struct {
+	h      fairshare.Handle
+	cancel context.CancelCauseFunc
+}
+
+// errShed ends a query shed to make room for a lighter client.
+var errShed = errors.New("shed: too many queries waiting for upstreams, and this client had the most")
+
+// admitQuery counts w against MaxInflight (fairshare); false: refused.
+func (p *Proxy) admitQuery(w *waiting, src netip.Addr) bool {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	defer recovery.Critical("dns query accounting")
+	if max := p.cfg.Load().maxInflight; max != p.qmax {
+		p.queries.SetLimits(max, -1, -1)
+		p.qmax = max
+	}
+	victim, reason := p.queries.Admit(&w.h, src)
+	if reason != fairshare.OK {
+		return false
+	}
+	p.inflight.Add(1)
+	if victim != nil {
+		p.inflight.Add(-1)
+		p.shedQueries.Add(1)
+		victim.Owner.(*waiting).cancel(errShed)
+	}
+	return true
+}
+
+func (p *Proxy) releaseQuery(w *waiting) {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	defer recovery.Critical("dns query accounting")
+	if w.h.Counted() {
+		p.queries.Release(&w.h)
+		p.inflight.Add(-1)
+	}
 }
 
 // connSet tracks TCP connections so Serve can close them on shutdown.
@@ -314,6 +377,7 @@ func (p *Proxy) serveTCP(ctx context.Context, l *net.TCPListener, conns *connSet
 		backoff = 5 * time.Millisecond
 		if n := p.tcpConns.Add(1); n > int64(p.cfg.Load().maxTCP) {
 			p.tcpConns.Add(-1)
+			p.tcpRefused.Add(1)
 			p.log.Debug("dns tcp connection refused: limit reached", "client", c.RemoteAddr(), "conns", n-1)
 			c.Close()
 			continue

@@ -30,9 +30,13 @@ type Table struct {
 	onExpire func(name string, addr netip.Addr) (keep bool)
 	onLearn  func(name string, addrs []netip.Addr, expires time.Time) // table_ha.go
 	maxNames int
+	maxAddrs int // addresses of all names
+	maxPer   int // addresses of one name
+	entries  int // addresses of all names now (under mu)
 	now      func() time.Time
 
-	dropped atomic.Uint64 // names not learned because the table was full
+	dropped  atomic.Uint64 // names or addresses not learned because the table was full
+	replaced atomic.Uint64 // addresses that made room for a newer one of the same name
 }
 
 type learned struct {
@@ -57,12 +61,26 @@ type TableOptions struct {
 	// MaxNames bounds the number of names (default 100,000). When full, new
 	// names are learned only if a rule needs them (see Config.Interesting).
 	MaxNames int
+	// MaxAddrs bounds the addresses of all names together (default
+	// 1,000,000); when full, new addresses are learned only for names a
+	// rule needs. MaxAddrsPerName bounds one name's addresses (default
+	// 256): a name whose server hands out a new address for every query
+	// (an attacker's domain) replaces its own soonest-expiring address
+	// instead of growing. Together they bound the table's memory (about
+	// 100 bytes per address).
+	MaxAddrs        int
+	MaxAddrsPerName int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
 
-// DefaultGrace is the default grace period added to answers' TTLs.
-const DefaultGrace = 5 * time.Minute
+// Defaults of TableOptions.
+const (
+	DefaultGrace           = 5 * time.Minute
+	DefaultMaxNames        = 100_000
+	DefaultMaxAddrs        = 1_000_000
+	DefaultMaxAddrsPerName = 256
+)
 
 // NewTable returns an empty table.
 func NewTable(o TableOptions) *Table {
@@ -70,7 +88,13 @@ func NewTable(o TableOptions) *Table {
 		o.Grace = DefaultGrace
 	}
 	if o.MaxNames <= 0 {
-		o.MaxNames = 100_000
+		o.MaxNames = DefaultMaxNames
+	}
+	if o.MaxAddrs <= 0 {
+		o.MaxAddrs = DefaultMaxAddrs
+	}
+	if o.MaxAddrsPerName <= 0 {
+		o.MaxAddrsPerName = DefaultMaxAddrsPerName
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -81,6 +105,8 @@ func NewTable(o TableOptions) *Table {
 		onExpire: o.OnExpire,
 		onLearn:  o.OnLearn,
 		maxNames: o.MaxNames,
+		maxAddrs: o.MaxAddrs,
+		maxPer:   o.MaxAddrsPerName,
 		now:      o.Now,
 	}
 	t.grace.Store(int64(o.Grace))
@@ -247,13 +273,57 @@ func (t *Table) learn(name string, addrs []netip.Addr, expires int64, force bool
 				break
 			}
 		}
-		if !found {
+		switch {
+		case found:
+		case len(s) >= t.maxPer:
+			// The name's own soonest-expiring address makes room.
+			j := 0
+			for i := range s {
+				if s[i].expires < s[j].expires {
+					j = i
+				}
+			}
+			t.unindex(s[j].addr, name)
+			s[j] = learned{addr: a, expires: expires}
+			t.byAddr[a] = append(t.byAddr[a], name)
+			t.replaced.Add(1)
+		case t.entries >= t.maxAddrs && !force:
+			t.dropped.Add(1)
+		default:
 			s = append(s, learned{addr: a, expires: expires})
 			t.byAddr[a] = append(t.byAddr[a], name)
+			t.entries++
 		}
+	}
+	if len(s) == 0 {
+		return false
 	}
 	t.names[name] = s
 	return true
+}
+
+// unindex removes name from addr's reverse index entry (under mu).
+func (t *Table) unindex(addr netip.Addr, name string) {
+	ns := slices.DeleteFunc(t.byAddr[addr], func(n string) bool { return n == name })
+	if len(ns) == 0 {
+		delete(t.byAddr, addr)
+	} else {
+		t.byAddr[addr] = ns
+	}
+}
+
+// TableStats is the table's fill.
+type TableStats struct {
+	Names, MaxNames, Addrs, MaxAddrs int
+	Dropped, Replaced                uint64
+}
+
+// Stats returns the table's fill and what its bounds turned away.
+func (t *Table) Stats() TableStats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return TableStats{Names: len(t.names), MaxNames: t.maxNames, Addrs: t.entries, MaxAddrs: t.maxAddrs,
+		Dropped: t.dropped.Load(), Replaced: t.replaced.Load()}
 }
 
 // Sweep handles every address whose time is up: OnExpire decides whether
@@ -299,17 +369,13 @@ func (t *Table) Sweep() {
 			continue
 		}
 		s = slices.Delete(s, j, j+1)
+		t.entries--
 		if len(s) == 0 {
 			delete(t.names, d.name)
 		} else {
 			t.names[d.name] = s
 		}
-		ns := slices.DeleteFunc(t.byAddr[d.addr], func(n string) bool { return n == d.name })
-		if len(ns) == 0 {
-			delete(t.byAddr, d.addr)
-		} else {
-			t.byAddr[d.addr] = ns
-		}
+		t.unindex(d.addr, d.name)
 	}
 }
 

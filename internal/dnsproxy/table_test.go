@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -106,5 +107,45 @@ func TestTableLearnAndSweep(t *testing.T) {
 	tb.Sweep()
 	if tb.Len() != 0 || len(tb.Lookup(a)) != 0 || len(tb.byAddr) != 0 {
 		t.Errorf("after expiry: %d names, reverse index %v", tb.Len(), tb.byAddr)
+	}
+}
+
+// TestTableAddressBounds: a name whose server hands out a new address for
+// every answer keeps at most MaxAddrsPerName (its soonest-expiring ones
+// make room); all names together at most MaxAddrs, beyond which only
+// names a rule needs learn more.
+func TestTableAddressBounds(t *testing.T) {
+	clk := newFakeClock()
+	tb := NewTable(TableOptions{Now: clk.Now, MaxAddrs: 10, MaxAddrsPerName: 4})
+	t0 := clk.Now().UnixNano()
+	for i := range 100 {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		tb.learn("rot.example", []netip.Addr{a}, t0+int64(time.Duration(i+1)*time.Second), false)
+	}
+	got := tb.Addrs("rot.example")
+	if len(got) != 4 || !slices.Contains(got, mustAddr("10.0.0.99")) || slices.Contains(got, mustAddr("10.0.0.0")) {
+		t.Errorf("rot.example: %v, want the 4 newest", got)
+	}
+	if st := tb.Stats(); st.Addrs != 4 || st.Replaced != 96 {
+		t.Errorf("stats %+v", st)
+	}
+	for i := range 10 {
+		tb.learn(fmt.Sprintf("n%d.example", i), []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(i)})}, t0+int64(time.Hour), false)
+	}
+	if st := tb.Stats(); st.Addrs != 10 || st.Dropped != 4 {
+		t.Errorf("full table: %+v, want 10 addresses and 4 dropped", st)
+	}
+	tb.learn("rule.example", []netip.Addr{mustAddr("192.0.2.1")}, t0+int64(time.Hour), true)
+	if !tb.Resolved("rule.example", mustAddr("192.0.2.1")) {
+		t.Error("a name a rule needs was not learned in a full table")
+	}
+	// The reverse index follows the replacements.
+	if names := tb.Lookup(mustAddr("10.0.0.0")); len(names) != 0 {
+		t.Errorf("a replaced address still maps to %v", names)
+	}
+	clk.Advance(2 * time.Hour)
+	tb.Sweep()
+	if st := tb.Stats(); st.Addrs != 0 || st.Names != 0 || len(tb.byAddr) != 0 {
+		t.Errorf("after expiry: %+v, reverse %d", st, len(tb.byAddr))
 	}
 }

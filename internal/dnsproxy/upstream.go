@@ -152,6 +152,11 @@ func (p *Proxy) forward(ctx context.Context, cfg *runtimeConfig, q *query) (*dns
 		}
 		m.Id = dns.Id()
 		r, err := u.exchange(ctx, m, cfg.timeout)
+		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+			// The query was shed or the proxy stops: not the upstream's fault.
+			errs = append(errs, context.Cause(ctx).Error())
+			break
+		}
 		if err != nil {
 			u.failed(p.log, cfg.maxFails, err)
 			errs = append(errs, fmt.Sprintf("%s: %v", u.saddr, err))
@@ -171,7 +176,7 @@ func (p *Proxy) forward(ctx context.Context, cfg *runtimeConfig, q *query) (*dns
 		// exchange (order never returns an empty list for configured
 		// upstreams).
 		reason := "no upstream tried"
-		if err := ctx.Err(); err != nil {
+		if err := context.Cause(ctx); err != nil {
 			reason = err.Error()
 		}
 		errs = append(errs, reason)

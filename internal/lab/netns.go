@@ -6,10 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/sysctl"
 )
 
 // netnsDir is where named network namespaces live (as with `ip netns`).
@@ -130,16 +131,7 @@ func deleteNamed(name string) error {
 
 // writeSysctl writes a sysctl of the current thread's network namespace
 // (call it inside inNetns): key is dotted, e.g. net.ipv4.ip_forward.
-func writeSysctl(key, value string) error {
-	p := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
-	}
-	return nil
-}
+func writeSysctl(key, value string) error { return sysctl.Write(sysctl.Key(key), value) }
 
 // readSysctl reads a sysctl of the current thread's network namespace.
-func readSysctl(key string) (string, error) {
-	b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
-	return strings.TrimSpace(string(b)), err
-}
+func readSysctl(key string) (string, error) { return sysctl.Read(sysctl.Key(key)) }

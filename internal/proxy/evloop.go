@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/clusterwall/clusterwall/internal/fairshare"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"golang.org/x/sys/unix"
@@ -109,7 +110,8 @@ type loop struct {
 type lpipe struct{ r, w int }
 
 type lconn struct {
-	h        connHandle // its place in the limiter (limits.go)
+	h        fairshare.Handle // its place in the limiter (limits.go)
+	loop     *loop            // the loop that owns it
 	cfd, ufd int
 	cid, uid uint32 // registration ids of cfd and ufd
 	state    uint8
@@ -514,7 +516,7 @@ func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 	p := l.p
 	src := netip.AddrPortFrom(rawSrc.Addr().Unmap().WithZone(""), rawSrc.Port())
 	c := &lconn{cfd: fd, ufd: -1, state: stHello, deadline: l.now + int64(p.cfg.HelloTimeout)}
-	c.h.loop, c.h.lc = l, c
+	c.h.Owner, c.loop = c, l
 	l.cur = c
 	p.mu.Lock()
 	reason := p.admitLocked(&c.h, src)

@@ -45,6 +45,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterwall/clusterwall/internal/fairshare"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/recovery"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -187,8 +188,8 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	loops     map[*loop]struct{} // the transparent listeners' event loops
 	sessions  map[*session]struct{}
-	lim       *limiter // the connection limits (limits.go)
-	active    int      // sessions and event-loop connections
+	lim       *fairshare.Limiter // the connection limits (limits.go)
+	active    int                // sessions and event-loop connections
 	wg        sync.WaitGroup
 
 	stats struct {
@@ -254,7 +255,7 @@ func New(cfg Config) *Proxy {
 		listeners: map[net.Listener]struct{}{},
 		loops:     map[*loop]struct{}{},
 		sessions:  map[*session]struct{}{},
-		lim:       newLimiter(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.MaxConnsPerPrefix),
+		lim:       fairshare.New(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.MaxConnsPerPrefix),
 	}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
@@ -307,8 +308,8 @@ func (p *Proxy) ServeExplicit(ln net.Listener) error { return p.serve(ln, true) 
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	active := p.active
-	ha, hp := p.lim.heaviestCounts()
-	ra, rp, rt := p.lim.refusedAddr, p.lim.refusedPfx, p.lim.refusedTotal
+	ha, hp := p.lim.Heaviest()
+	ra, rp, rt, _ := p.lim.Refused()
 	p.mu.Unlock()
 	return Stats{
 		Active: active, Accepted: p.stats.accepted.Load(), Limited: p.stats.limited.Load(),
@@ -446,7 +447,7 @@ func (p *Proxy) serve(ln net.Listener, explicit bool) error {
 type session struct {
 	client net.Conn
 	src    netip.AddrPort
-	h      connHandle // its place in the limiter
+	h      fairshare.Handle // its place in the limiter (limits.go)
 
 	mu       sync.Mutex
 	upstream net.Conn
@@ -485,7 +486,7 @@ func (s *session) closeAll() {
 // admit applies the connection limits and registers the session.
 func (p *Proxy) admit(c net.Conn, src netip.AddrPort) (*session, string) {
 	s := &session{client: c, src: src}
-	s.h.sess = s
+	s.h.Owner = s
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if reason := p.admitLocked(&s.h, src); reason != "" {
@@ -499,14 +500,14 @@ func (p *Proxy) admit(c net.Conn, src netip.AddrPort) (*session, string) {
 // (limits.go), counts it in h and, when a heavier source must make room,
 // sheds one of its connections; releaseLocked undoes it. It returns why
 // it refused, or "".
-func (p *Proxy) admitLocked(h *connHandle, src netip.AddrPort) string {
+func (p *Proxy) admitLocked(h *fairshare.Handle, src netip.AddrPort) string {
 	defer recovery.Critical("proxy connection accounting")
 	if p.closed {
 		return "proxy is shutting down"
 	}
-	victim, reason := p.lim.admit(h, src.Addr())
-	if reason != "" {
-		return reason
+	victim, reason := p.lim.Admit(h, src.Addr())
+	if reason != fairshare.OK {
+		return limitReason(reason)
 	}
 	p.active++
 	p.wg.Add(1)
@@ -517,29 +518,29 @@ func (p *Proxy) admitLocked(h *connHandle, src netip.AddrPort) string {
 	return ""
 }
 
-func (p *Proxy) releaseLocked(h *connHandle) {
+func (p *Proxy) releaseLocked(h *fairshare.Handle) {
 	defer recovery.Critical("proxy connection accounting")
-	p.lim.release(h)
+	p.lim.Release(h)
 	p.active--
 	p.wg.Done()
 }
 
 // shedLocked closes a connection the limiter gave up to make room for a
 // lighter source: on its event loop, or by closing a session's sockets.
-func (p *Proxy) shedLocked(v *connHandle) {
+func (p *Proxy) shedLocked(v *fairshare.Handle) {
 	p.stats.shed.Add(1)
-	switch {
-	case v.lc != nil:
-		l, c := v.loop, v.lc
+	switch o := v.Owner.(type) {
+	case *lconn:
+		l, c := o.loop, o
 		l.post(func() {
 			if c.state != stClosed {
 				l.cur = c
 				l.shed(c)
 			}
 		})
-	case v.sess != nil:
-		p.logShed(v.sess.src)
-		v.sess.closeAll()
+	case *session:
+		p.logShed(o.src)
+		o.closeAll()
 	}
 }
 

@@ -55,6 +55,9 @@ func TestDecisionLogNeverBlocks(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("Log blocked for %v with a stuck sink", d)
 	}
+	if waiting, bound := l.QueueFill(); waiting != bound || bound != 8 {
+		t.Errorf("queue fill %d of %d, want full at 8", waiting, bound)
+	}
 	_, dropped, _ := l.Stats()
 	// Not dropped: the queue (8) and what the writer batched before its
 	// first (stuck) write — at most one 64 KiB batch, ~80 bytes a line.
