@@ -342,7 +342,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		d.shutdown()
 		return err
 	}
-	d.enforceAntiSpoofing() // antispoof.go
+	d.enforceAntiSpoofing()                   // antispoof.go
 	if err := d.checkSNATPool(); err != nil { // snatpool.go
 		return fail(err)
 	}
