@@ -219,23 +219,13 @@ func portList(m map[uint16]int, proto policy.Proto) []string {
 	if proto == policy.ProtoICMP {
 		return []string{"*"}
 	}
-	var ports []int
+	var ports []policy.PortRange
 	for p := range m {
-		ports = append(ports, int(p))
+		ports = append(ports, policy.PortRange{Lo: p, Hi: p})
 	}
-	sort.Ints(ports)
 	var out []string
-	for i := 0; i < len(ports); {
-		j := i
-		for j+1 < len(ports) && ports[j+1] == ports[j]+1 {
-			j++
-		}
-		if i == j {
-			out = append(out, strconv.Itoa(ports[i]))
-		} else {
-			out = append(out, fmt.Sprintf("%d-%d", ports[i], ports[j]))
-		}
-		i = j + 1
+	for _, r := range policy.MergePorts(ports) {
+		out = append(out, r.String())
 	}
 	return out
 }

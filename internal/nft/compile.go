@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -156,17 +157,17 @@ func (c *compiler) input(ch *Chain) {
 	ch.add("", Verdict{Kind: VerdictDrop})
 }
 
-// mergeIntervals merges sorted intervals that overlap or touch.
+// mergeIntervals sorts intervals and merges those that overlap or touch
+// (iprange.Merge).
 func mergeIntervals(in []ivl) []ivl {
-	var out []ivl
-	for _, iv := range in {
-		if n := len(out); n > 0 && !out[n-1].hi.next().less(iv.lo) {
-			if out[n-1].hi.less(iv.hi) {
-				out[n-1].hi = iv.hi
-			}
-			continue
-		}
-		out = append(out, iv)
+	rs := make([]iprange.Range, len(in))
+	for i, iv := range in {
+		rs[i] = iprange.Range{Lo: iv.lo.num(), Hi: iv.hi.num()}
+	}
+	rs = iprange.Merge(rs)
+	out := make([]ivl, len(rs))
+	for i, r := range rs {
+		out[i] = ivl{ofNum(r.Lo), ofNum(r.Hi)}
 	}
 	return out
 }
@@ -282,15 +283,7 @@ func (c *compiler) steer(pre *Chain) {
 	if len(ports) == 0 {
 		return
 	}
-	sort.Slice(ports, func(i, j int) bool { return ports[i].Lo < ports[j].Lo })
-	var merged []policy.PortRange
-	for _, p := range ports {
-		if n := len(merged); n > 0 && merged[n-1].Hi+1 >= p.Lo {
-			merged[n-1].Hi = max(merged[n-1].Hi, p.Hi)
-			continue
-		}
-		merged = append(merged, p)
-	}
+	merged := policy.MergePorts(ports)
 	c.cfg.InsideTCPPorts = append(c.cfg.InsideTCPPorts, c.cfg.ProxyPort)
 	pre.add("application rules' ports to the L7 proxy", MatchIfName{Name: c.cfg.Inside}, MatchL4Proto{protoTCP},
 		c.match(0, fieldPort, portIntervals(merged)), Redirect{Port: c.cfg.ProxyPort})

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/clusterwall/clusterwall/internal/iprange"
 )
 
 // Options control loading and validation.
@@ -524,7 +526,7 @@ func (v *validator) ports(path string, list []string, what string, single bool) 
 		}
 		out = append(out, pr)
 	}
-	return mergePorts(out)
+	return MergePorts(out)
 }
 
 // ParsePortRange parses "80", "1000-2000" or "*".
@@ -563,17 +565,20 @@ func parsePort(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-func mergePorts(in []PortRange) []PortRange {
-	sort.Slice(in, func(i, j int) bool { return in[i].Lo < in[j].Lo })
-	var out []PortRange
+// MergePorts returns the port ranges of in (empty ones, Lo > Hi, dropped)
+// sorted, with the ranges that overlap or touch merged: the one port
+// merge, iprange.Merge on ports. in is not modified.
+func MergePorts(in []PortRange) []PortRange {
+	rs := make([]iprange.Range, 0, len(in))
 	for _, r := range in {
-		if n := len(out); n > 0 && uint32(r.Lo) <= uint32(out[n-1].Hi)+1 {
-			if r.Hi > out[n-1].Hi {
-				out[n-1].Hi = r.Hi
-			}
-			continue
+		if r.Lo <= r.Hi {
+			rs = append(rs, iprange.Range{Lo: iprange.U128{Lo: uint64(r.Lo)}, Hi: iprange.U128{Lo: uint64(r.Hi)}})
 		}
-		out = append(out, r)
+	}
+	rs = iprange.Merge(rs)
+	out := make([]PortRange, len(rs))
+	for i, r := range rs {
+		out[i] = PortRange{uint16(r.Lo.Lo), uint16(r.Hi.Lo)}
 	}
 	return out
 }
