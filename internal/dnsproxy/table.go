@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/ascii"
 )
 
 // Table is the learned-address table: for every A/AAAA answer the proxy
@@ -124,15 +126,7 @@ func hasLive(s []learned, addr netip.Addr, now int64) bool {
 
 // isCanonical: no upper-case letter and no trailing dot.
 func isCanonical(name string) bool {
-	if name != "" && name[len(name)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c >= 'A' && c <= 'Z' {
-			return false
-		}
-	}
-	return true
+	return (name == "" || name[len(name)-1] != '.') && !ascii.HasUpper(name)
 }
 
 // foldName writes name lower-cased without its trailing dot into buf.
@@ -144,11 +138,7 @@ func foldName(buf *[maxName + 1]byte, name string) ([]byte, bool) {
 		return nil, false
 	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		buf[i] = c
+		buf[i] = ascii.Lower(name[i])
 	}
 	return buf[:len(name)], true
 }

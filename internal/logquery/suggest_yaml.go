@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/clusterwall/clusterwall/internal/ascii"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -235,11 +236,12 @@ func ruleName(prefix, hint string, existing []*SuggestedRule) string {
 	hint = strings.TrimPrefix(hint, "*.")
 	var b strings.Builder
 	for _, r := range hint {
+		if r < 0x80 {
+			r = rune(ascii.Lower(byte(r)))
+		}
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
 			b.WriteRune(r)
-		case r >= 'A' && r <= 'Z':
-			b.WriteRune(r + 'a' - 'A')
 		default:
 			b.WriteByte('-')
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/clusterwall/clusterwall/internal/ascii"
 	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -289,7 +290,7 @@ func (s *Set) allowedSuffix(name string) bool {
 		name = name[:n-1]
 	}
 	for _, suf := range s.allowSuffix {
-		if len(name) >= len(suf) && asciiEqualFold(name[len(name)-len(suf):], suf) {
+		if len(name) >= len(suf) && ascii.EqualFoldLower(name[len(name)-len(suf):], suf) {
 			return true
 		}
 	}
@@ -535,7 +536,7 @@ func (t *nameTable) lookupLower(s string, self bool) (int32, bool) {
 	var buf [maxNameLen]byte
 	b := buf[:len(s)]
 	for i := 0; i < len(s); i++ {
-		b[i] = lowerASCII[s[i]]
+		b[i] = ascii.Lower(s[i])
 	}
 	m, _ := walk(t, b, self, false)
 	return m, m >= 0
@@ -636,34 +637,6 @@ func probe[T string | []byte](t *nameTable, h uint64, s T, verify bool) *nameSlo
 			return sl
 		}
 	}
-}
-
-// lowerASCII maps A-Z to a-z and every other byte to itself.
-var lowerASCII = func() (t [256]byte) {
-	for i := range t {
-		t[i] = byte(i)
-		if 'A' <= i && i <= 'Z' {
-			t[i] = byte(i) + 'a' - 'A'
-		}
-	}
-	return t
-}()
-
-// asciiEqualFold compares s (any case) with lower (lower case).
-func asciiEqualFold(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // rng is an inclusive range of one family with the index of its match;
