@@ -56,7 +56,7 @@ func Validate(f *File, base string, opts Options) (*Policy, error) {
 }
 
 type validator struct {
-	pos      *positions
+	pos      *Positions
 	file     string
 	dir      string
 	errs     ErrorList
@@ -69,7 +69,7 @@ type validator struct {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
-	p := v.pos.lookup(path)
+	p := v.pos.Lookup(path)
 	if v.pos == nil {
 		p = Pos{File: v.file}
 	}
@@ -87,14 +87,14 @@ func (v *validator) warnf(path, format string, args ...any) {
 }
 
 func (v *validator) keyErrorf(path, format string, args ...any) {
-	p := v.pos.key(path)
+	p := v.pos.Key(path)
 	if v.pos == nil {
 		p = Pos{File: v.file}
 	}
 	v.errs = append(v.errs, &Error{Pos: p, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func validate(f *File, pos *positions, file string, opts Options) (*Policy, error) {
+func validate(f *File, pos *Positions, file string, opts Options) (*Policy, error) {
 	v := &validator{pos: pos, file: file, dir: filepath.Dir(file), location: f.Location}
 	if file == "" {
 		v.dir = "."
@@ -129,7 +129,7 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 	for gi := range f.RuleCollectionGroups {
 		wg := &f.RuleCollectionGroups[gi]
 		gp := fmt.Sprintf("ruleCollectionGroups[%d]", gi)
-		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.lookup(gp)}
+		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.Lookup(gp)}
 		if wg.Name == "" {
 			v.errorf(gp, "rule collection group: missing name")
 		} else if prev, dup := groupNames[strings.ToLower(wg.Name)]; dup {
@@ -398,7 +398,7 @@ func (v *validator) dns(f *File, p *Policy) {
 }
 
 func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collection {
-	c := &Collection{Name: wc.Name, Priority: wc.Priority, Group: g, Pos: v.pos.lookup(cp)}
+	c := &Collection{Name: wc.Name, Priority: wc.Priority, Group: g, Pos: v.pos.Lookup(cp)}
 	what := "rule collection " + quote(wc.Name)
 	if wc.Name == "" {
 		v.errorf(cp, "rule collection: missing name")
@@ -434,7 +434,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		} else {
 			names[strings.ToLower(wr.Name)] = ri
 		}
-		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: v.pos.lookup(rp)}
+		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: v.pos.Lookup(rp)}
 		switch c.Kind {
 		case KindNetwork:
 			v.networkRule(wr, rp, r)
