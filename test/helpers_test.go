@@ -562,14 +562,31 @@ func (f *fwLab) waitDecisions(t *testing.T, keys []flowKey, timeout time.Duratio
 // echoServer serves TCP echo on addr in inet until the test ends.
 func (f *fwLab) echoServer(t *testing.T, addr netip.AddrPort) {
 	t.Helper()
+	f.echoServerIn(t, lab.HostInet, addr)
+}
+
+// echoServerIn serves TCP echo on addr in host until the test ends.
+func (f *fwLab) echoServerIn(t *testing.T, host string, addr netip.AddrPort) {
+	t.Helper()
+	f.serveTCP(t, host, addr, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// serveTCP listens on addr in host (wrapped by wrap, when set) and serves
+// each connection with handle on a goroutine of its own, until the test
+// ends; then the listener and every connection are closed.
+func (f *fwLab) serveTCP(t *testing.T, host string, addr netip.AddrPort, handle func(net.Conn), wrap ...func(net.Listener) net.Listener) {
+	t.Helper()
 	var ln net.Listener
-	err := f.Do(lab.HostInet, func() error {
+	err := f.Do(host, func() error {
 		var err error
 		ln, err = net.Listen("tcp", addr.String())
 		return err
 	})
 	if err != nil {
-		t.Fatalf("echo server on %s: %v", addr, err)
+		t.Fatalf("server on %s in %s: %v", addr, host, err)
+	}
+	for _, w := range wrap {
+		ln = w(ln)
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -582,7 +599,7 @@ func (f *fwLab) echoServer(t *testing.T, addr netip.AddrPort) {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			go func() { io.Copy(c, c); c.Close() }()
+			go func() { defer c.Close(); handle(c) }()
 		}
 	}()
 	t.Cleanup(func() {
@@ -593,6 +610,49 @@ func (f *fwLab) echoServer(t *testing.T, addr netip.AddrPort) {
 			c.Close()
 		}
 	})
+}
+
+// reloadHow is one way to make the daemon reload.
+type reloadHow string
+
+const (
+	reloadFile   reloadHow = "file"            // the policy file rewritten (the watcher)
+	reloadSIGHUP reloadHow = "SIGHUP"          // the same file, SIGHUP
+	reloadAPI    reloadHow = "POST /v1/reload" // the same file, the admin API
+)
+
+// reloads makes the daemon reload n times, the i-th (from 1) the way how(i)
+// says (with the policy text it returns for reloadFile), waits for each to
+// finish with a new generation, and pauses between them. It returns the
+// time the reloads took.
+func (f *fwLab) reloads(t *testing.T, n int, how func(i int) (reloadHow, string), pause time.Duration) time.Duration {
+	t.Helper()
+	st0 := f.status(t)
+	gen, at := st0.Generation, st0.LastReloadAt
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		h, text := how(i)
+		switch h {
+		case reloadFile:
+			f.writePolicy(t, text)
+		case reloadSIGHUP:
+			if err := f.Signal(lab.DaemonProc, syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		case reloadAPI:
+			code, body, err := f.Admin(context.Background(), http.MethodPost, "/v1/reload")
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("POST /v1/reload: %d %v %s", code, err, body)
+			}
+		}
+		st := f.waitStatus(t, fmt.Sprintf("reload %d (%s)", i, h), 5*time.Second, func(s daemonStatus) bool { return s.LastReloadAt.After(at) })
+		if st.LastReload != "ok" || st.Generation != gen+1 {
+			t.Fatalf("reload %d (%s): lastReload %q, generation %d (was %d)", i, h, st.LastReload, st.Generation, gen)
+		}
+		gen, at = st.Generation, st.LastReloadAt
+		time.Sleep(pause)
+	}
+	return time.Since(start)
 }
 
 // echoConn is a client connection to an echo server.

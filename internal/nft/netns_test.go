@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -26,9 +25,7 @@ import (
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: needs root (network namespaces and nftables)")
-	}
+	namespace.RequireRoot(t)
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("kernel test: needs the ip command (iproute2)")
 	}
