@@ -223,10 +223,10 @@ func (s *sharedLab) close() (racy bool) {
 	return racy
 }
 
-// warmUp waits until the daemon writes decision lines: the daemon
-// reports ready (/healthz) once the policy is applied, but binds the
-// kernel's log group a moment later, and lines of flows in between are
-// lost. It sends denied SYNs (node → 192.0.2.99:1) until one is logged.
+// warmUp waits until the daemon writes decision lines (the kernel hands
+// log messages over in batches, and the lab's first flows may race the
+// daemon's start): it sends denied SYNs (node → 192.0.2.99:1) until one
+// is logged, so that a test's own flows are logged from the first.
 func (f *fwLab) warmUp() error {
 	key := flowKey{src: lab.NodeV4, dst: netip.MustParseAddr("192.0.2.99"), port: 1, proto: "TCP"}
 	var from int

@@ -125,9 +125,8 @@ func (l *Lab) Admin(ctx context.Context, method, path string) (int, []byte, erro
 }
 
 // WaitDaemon waits until the daemon in fw is ready: a policy applied and
-// its DNS proxy and L7 proxy listening (its /readyz answers 200; /healthz
-// answers as soon as the policy is applied, before the DNS proxy has bound
-// its port).
+// its DNS proxy and L7 proxy listening (its /readyz answers 200; the
+// daemon's admin API answers only once every enforcement point started).
 func (l *Lab) WaitDaemon(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
