@@ -109,11 +109,13 @@ func needsAuth(path string) bool {
 	return strings.HasPrefix(path, "/v1/") || path == "/v1" || path == "/metrics"
 }
 
-// StatusReport is GET /v1/status: Status plus readiness.
+// StatusReport is GET /v1/status: Status plus readiness and the health of
+// every component.
 type StatusReport struct {
 	Status
-	Ready    bool     `json:"ready"`
-	Problems []string `json:"problems"`
+	Ready      bool              `json:"ready"`
+	Problems   []string          `json:"problems"`
+	Components []ComponentHealth `json:"components"`
 }
 
 func (d *Daemon) statusReport() StatusReport {
@@ -121,7 +123,7 @@ func (d *Daemon) statusReport() StatusReport {
 	if p == nil {
 		p = []string{}
 	}
-	return StatusReport{Status: d.Status(), Ready: len(p) == 0, Problems: p}
+	return StatusReport{Status: d.Status(), Ready: len(p) == 0, Problems: p, Components: d.components()}
 }
 
 // notReady lists why the daemon is not ready: no policy applied (so the

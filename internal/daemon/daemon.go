@@ -125,6 +125,7 @@ type Daemon struct {
 	refreshDNS chan struct{} // asks the DNS refresher (startDNS) to resolve the FQDN rules' names
 	failedMu   sync.Mutex
 	failed     map[string]string
+	nflogErr   atomic.Pointer[string] // why the kernel decision log is unavailable
 }
 
 // New makes a daemon; Run applies the policy.
@@ -299,6 +300,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		r, err := nflog.Open(d.nflogGroup, 0)
 		if err != nil {
 			d.log.Warn("decision log from the kernel unavailable", "err", err)
+			why := err.Error()
+			d.nflogErr.Store(&why)
 		} else {
 			nfl = r
 		}
