@@ -34,7 +34,7 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 	}
 	cmd.PersistentFlags().StringVar(&name, "name", lab.DefaultName, "lab name (namespace prefix: NAME-node, NAME-fw, ...)")
 
-	var policyFile string
+	var policyFile, tokenFile, tagsFile string
 	var noDaemon, noDNSFwd, verbose bool
 	up := &cobra.Command{
 		Use:   "up",
@@ -47,8 +47,13 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 				level = slog.LevelInfo
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			if policyFile != "" && !noDaemon {
-				cfg.Daemon = &lab.DaemonOptions{Policy: policyFile}
+			switch {
+			case policyFile != "" && !noDaemon:
+				// The daemon runs a copy in the lab's state directory: an
+				// apply persists there, never over the file given.
+				cfg.Daemon = &lab.DaemonOptions{Policy: policyFile, CopyPolicy: true, TokenFile: tokenFile, ServiceTags: tagsFile}
+			case tokenFile != "" || tagsFile != "":
+				return &exitError{code: 1, msg: "lab up: --token-file and --service-tags configure the daemon: they need --policy"}
 			}
 			start := time.Now()
 			l, err := lab.Up(cmd.Context(), cfg)
@@ -59,7 +64,9 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 			return nil
 		},
 	}
-	up.Flags().StringVar(&policyFile, "policy", "", "policy file: start `clusterwall run` in fw with it")
+	up.Flags().StringVar(&policyFile, "policy", "", "start the firewall daemon (clusterwall run) in fw with a copy of this policy `FILE` (an apply changes the lab's copy, not FILE)")
+	up.Flags().StringVar(&tokenFile, "token-file", "", "the daemon's admin API bearer tokens (`FILE` of \"TOKEN [NAME]\" lines; docs/api.md)")
+	up.Flags().StringVar(&tagsFile, "service-tags", "", "the daemon's service tags `FILE` (overrides the policy's serviceTags)")
 	up.Flags().BoolVar(&noDaemon, "no-daemon", false, "do not start the firewall daemon, even with --policy")
 	up.Flags().BoolVar(&noDNSFwd, "no-dns-forwarder", false, "do not run the stand-in DNS forwarder on 10.42.2.4:53")
 	up.Flags().BoolVarP(&verbose, "verbose", "v", false, "log progress")

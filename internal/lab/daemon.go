@@ -9,12 +9,15 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // Files of the firewall daemon in a lab's state directory, and its admin
 // API inside fw.
 const (
 	DaemonConfigFile = "daemon.yaml"   // written by Up for Config.Daemon
+	PolicyCopyFile   = "policy.yaml"   // the lab's copy of the policy (DaemonOptions.CopyPolicy)
 	DecisionLogFile  = "decisions.log" // the daemon's decision log (JSON lines)
 	DaemonAdmin      = "127.0.0.1:9180"
 )
@@ -35,6 +38,12 @@ type DaemonOptions struct {
 	// TokenFile turns on the admin API's bearer-token check with this
 	// token file (docs/api.md); /healthz and /readyz stay open.
 	TokenFile string
+	// CopyPolicy makes the daemon run a copy of Policy in the lab's state
+	// directory (PolicyCopyFile), so that an apply — which persists the
+	// policy to the daemon's policy file — changes the lab's copy, never
+	// the file given (e.g. examples/ in a checkout). A relative serviceTags
+	// of the policy keeps pointing next to the original.
+	CopyPolicy bool
 }
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
@@ -63,6 +72,9 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 	pol, err := abs("policy", o.Policy)
 	if err != nil {
 		return nil, err
+	}
+	if o.CopyPolicy {
+		pol = filepath.Join(StateDir(name), PolicyCopyFile)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by clusterwall lab up for lab %s\n", name)
@@ -93,6 +105,23 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
 	}
 	return []byte(b.String()), nil
+}
+
+// copyPolicy reads o.Policy for the lab's copy; when the policy names a
+// relative serviceTags file (resolved next to the policy) and o has no
+// ServiceTags of its own, the copy's daemon gets that file by its absolute
+// path.
+func copyPolicy(o DaemonOptions) (DaemonOptions, []byte, error) {
+	data, err := os.ReadFile(o.Policy)
+	if err != nil {
+		return o, nil, fmt.Errorf("daemon policy: %w", err)
+	}
+	if o.ServiceTags == "" {
+		if f, _, _ := policy.DecodeYAML(o.Policy, data); f != nil && f.ServiceTags != "" && !filepath.IsAbs(f.ServiceTags) {
+			o.ServiceTags = filepath.Join(filepath.Dir(o.Policy), f.ServiceTags)
+		}
+	}
+	return o, data, nil
 }
 
 // DecisionLog is the path of the daemon's decision log (when started

@@ -213,11 +213,19 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		}
 	}
 	if cfg.Daemon != nil {
+		files := map[string][]byte{}
+		if cfg.Daemon.CopyPolicy {
+			o, data, err := copyPolicy(*cfg.Daemon)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Daemon, files[PolicyCopyFile] = &o, data
+		}
 		conf, err := DaemonConfig(cfg.Name, *cfg.Daemon)
 		if err != nil {
 			return nil, err
 		}
-		files := map[string][]byte{DaemonConfigFile: conf}
+		files[DaemonConfigFile] = conf
 		if cfg.Daemon.WAF {
 			if files[WAFConfigFile], err = WAFConfig(cfg.Name); err != nil {
 				return nil, err
