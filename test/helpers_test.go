@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"debug/buildinfo"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,6 +72,13 @@ func build(dir string) (string, error) {
 	bin, err := lab.BuildBinaryTo(dir, flags...)
 	if err != nil {
 		return "", err
+	}
+	if raceBuild {
+		// The daemon's races are found only if it has the detector.
+		info, err := buildinfo.ReadFile(bin)
+		if err != nil || !slices.Contains(info.Settings, debug.BuildSetting{Key: "-race", Value: "true"}) {
+			return "", fmt.Errorf("the daemon binary is not built with -race (%v)", err)
+		}
 	}
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Dir(filepath.Dir(file))
