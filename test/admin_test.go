@@ -260,6 +260,14 @@ func TestAdminAPIInLab(t *testing.T) {
 	if err != nil || !strings.Contains(out, "ready        yes") || !strings.Contains(out, "e2e-admin") {
 		t.Errorf("clusterwall status: %v\n%s", err, out)
 	}
+	// Each component's health, as docs/cli.md promises.
+	for _, re := range []string{`(?m)^  data plane +up +generation \d+, policy e2e-admin`, `(?m)^  kernel decision log +up +NFLOG group 100`,
+		`(?m)^  DNS proxy +up +listening on 10\.42\.2\.4:53; upstreams 1/1 healthy`, `(?m)^  L7 proxy +up +listening on \[::\]:15001; \d+ connections open`,
+		`(?m)^  WAF +off `} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("clusterwall status lacks %s:\n%s", re, out)
+		}
+	}
 	// The daemon's log audits the changes.
 	logData, _ := os.ReadFile(a.LogFile(lab.DaemonProc))
 	if !bytes.Contains(logData, []byte(`"who":"token:e2e addr:127.0.0.1:`)) || !bytes.Contains(logData, []byte(`"action":"apply","result":"rejected"`)) {

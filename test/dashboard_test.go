@@ -21,8 +21,9 @@ import (
 	"github.com/clusterwall/clusterwall/internal/lab"
 )
 
-// dashboardPolicy has a rule the test hits, one it never hits, and an
-// explicit Deny.
+// dashboardPolicy has a rule the test hits, one it never hits, an
+// explicit Deny, and an application rule (HTTPS by name through the L7
+// proxy).
 const dashboardPolicy = `name: e2e-dashboard
 ruleCollectionGroups:
   - name: egress
@@ -53,6 +54,18 @@ ruleCollectionGroups:
             sourceAddresses: ['*']
             destinationAddresses: [192.0.2.16]
             destinationPorts: ['80']
+  - name: apps
+    priority: 300
+    ruleCollections:
+      - name: registries
+        kind: Application
+        priority: 100
+        action: Allow
+        rules:
+          - name: ghcr-by-name
+            protocols: ['Https:443']
+            sourceAddresses: [10.42.1.0/24]
+            targetFqdns: [ghcr.io]
 `
 
 // chromiumPath finds Debian's Chromium (package chromium).
@@ -216,6 +229,30 @@ func TestDashboardInBrowser(t *testing.T) {
 	wait("the policy with hit counts", `(() => {
 		const row = (n) => document.querySelector('#policy-body tr[data-rule="' + n + '"]');
 		return row("ghcr-https-unused")?.classList.contains("never") && row("mcr-http") && !row("mcr-http").classList.contains("never") && row("raw-http") && !row("raw-http").classList.contains("never");
+	})()`, 10*time.Second)
+	// Each rule shows what it matches, not only its name.
+	wait("the rules' sources, destinations and ports", `(() => {
+		const m = (n) => document.querySelector('#policy-body tr[data-rule="' + n + '"] td.matches')?.innerText;
+		return m("mcr-http") === "* → 192.0.2.11 · TCP 80" && m("raw-http") === "* → 192.0.2.16 · TCP 80" &&
+			m("ghcr-by-name") === "10.42.1.0/24 → ghcr.io · Https:443";
+	})()`, 5*time.Second)
+	// The flows denied by default include the L7 proxy's (a name no rule
+	// allows) as well as the kernel's; never "0" after the denials above.
+	if _, err := f.Exec(context.Background(), lab.HostNode, "curl", "-sS", "-m", "3", "--cacert", f.CAFile(), "https://example.org/"); err == nil {
+		t.Errorf("https://example.org/ passed; the policy allows only ghcr.io by name")
+	}
+	var hits struct {
+		DefaultDenyHits uint64 `json:"defaultDenyHits"`
+	}
+	if code, body, err := f.Admin(ctx, http.MethodGet, "/v1/rules"); err != nil || code != http.StatusOK || json.Unmarshal(body, &hits) != nil || hits.DefaultDenyHits < 2 {
+		t.Errorf("GET /v1/rules defaultDenyHits = %d (%d %v), want the kernel's and the proxy's", hits.DefaultDenyHits, code, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	wait("the flows denied by default", `(() => {
+		const m = document.getElementById("policy-summary").innerText.match(/([\d,]+) flows denied by default \(no rule matched: kernel and L7 proxy\)/);
+		return m && Number(m[1].replace(/,/g, "")) >= 2;
 	})()`, 10*time.Second)
 	shot("dashboard-policy.png")
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"debug/buildinfo"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,6 +72,13 @@ func build(dir string) (string, error) {
 	bin, err := lab.BuildBinaryTo(dir, flags...)
 	if err != nil {
 		return "", err
+	}
+	if raceBuild {
+		// The daemon's races are found only if it has the detector.
+		info, err := buildinfo.ReadFile(bin)
+		if err != nil || !slices.Contains(info.Settings, debug.BuildSetting{Key: "-race", Value: "true"}) {
+			return "", fmt.Errorf("the daemon binary is not built with -race (%v)", err)
+		}
 	}
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Dir(filepath.Dir(file))
@@ -223,10 +233,10 @@ func (s *sharedLab) close() (racy bool) {
 	return racy
 }
 
-// warmUp waits until the daemon writes decision lines: the daemon
-// reports ready (/healthz) once the policy is applied, but binds the
-// kernel's log group a moment later, and lines of flows in between are
-// lost. It sends denied SYNs (node → 192.0.2.99:1) until one is logged.
+// warmUp waits until the daemon writes decision lines (the kernel hands
+// log messages over in batches, and the lab's first flows may race the
+// daemon's start): it sends denied SYNs (node → 192.0.2.99:1) until one
+// is logged, so that a test's own flows are logged from the first.
 func (f *fwLab) warmUp() error {
 	key := flowKey{src: lab.NodeV4, dst: netip.MustParseAddr("192.0.2.99"), port: 1, proto: "TCP"}
 	var from int
@@ -562,11 +572,101 @@ func (f *fwLab) waitDecisions(t *testing.T, keys []flowKey, timeout time.Duratio
 // echoServer serves TCP echo on addr in inet until the test ends.
 func (f *fwLab) echoServer(t *testing.T, addr netip.AddrPort) {
 	t.Helper()
-	s, err := f.EchoServer(lab.HostInet, addr)
+	f.echoServerIn(t, lab.HostInet, addr)
+}
+
+// echoServerIn serves TCP echo on addr in host until the test ends.
+func (f *fwLab) echoServerIn(t *testing.T, host string, addr netip.AddrPort) {
+	t.Helper()
+	s, err := f.EchoServer(host, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+}
+
+// serveTCP listens on addr in host (wrapped by wrap, when set) and serves
+// each connection with handle on a goroutine of its own, until the test
+// ends; then the listener and every connection are closed.
+func (f *fwLab) serveTCP(t *testing.T, host string, addr netip.AddrPort, handle func(net.Conn), wrap ...func(net.Listener) net.Listener) {
+	t.Helper()
+	var ln net.Listener
+	err := f.Do(host, func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("server on %s in %s: %v", addr, host, err)
+	}
+	for _, w := range wrap {
+		ln = w(ln)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() { defer c.Close(); handle(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+}
+
+// reloadHow is one way to make the daemon reload.
+type reloadHow string
+
+const (
+	reloadFile   reloadHow = "file"            // the policy file rewritten (the watcher)
+	reloadSIGHUP reloadHow = "SIGHUP"          // the same file, SIGHUP
+	reloadAPI    reloadHow = "POST /v1/reload" // the same file, the admin API
+)
+
+// reloads makes the daemon reload n times, the i-th (from 1) the way how(i)
+// says (with the policy text it returns for reloadFile), waits for each to
+// finish with a new generation, and pauses between them. It returns the
+// time the reloads took.
+func (f *fwLab) reloads(t *testing.T, n int, how func(i int) (reloadHow, string), pause time.Duration) time.Duration {
+	t.Helper()
+	st0 := f.status(t)
+	gen, at := st0.Generation, st0.LastReloadAt
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		h, text := how(i)
+		switch h {
+		case reloadFile:
+			f.writePolicy(t, text)
+		case reloadSIGHUP:
+			if err := f.Signal(lab.DaemonProc, syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		case reloadAPI:
+			code, body, err := f.Admin(context.Background(), http.MethodPost, "/v1/reload")
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("POST /v1/reload: %d %v %s", code, err, body)
+			}
+		}
+		st := f.waitStatus(t, fmt.Sprintf("reload %d (%s)", i, h), 5*time.Second, func(s daemonStatus) bool { return s.LastReloadAt.After(at) })
+		if st.LastReload != "ok" || st.Generation != gen+1 {
+			t.Fatalf("reload %d (%s): lastReload %q, generation %d (was %d)", i, h, st.LastReload, st.Generation, gen)
+		}
+		gen, at = st.Generation, st.LastReloadAt
+		time.Sleep(pause)
+	}
+	return time.Since(start)
 }
 
 // echoConn is a client connection to an echo server.

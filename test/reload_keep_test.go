@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -117,47 +116,14 @@ func (f *fwLab) streamServer(t *testing.T, name string) {
 	}
 	n := lab.MustLookup(name)
 	for _, a := range []netip.Addr{n.V4, n.V6} {
-		for _, port := range []uint16{streamHTTPPort, streamHTTPSPort} {
-			var ln net.Listener
-			err := f.Do(lab.HostInet, func() error {
-				var err error
-				ln, err = net.Listen("tcp", netip.AddrPortFrom(a, port).String())
-				return err
-			})
-			if err != nil {
-				t.Fatalf("stream server on %s: %v", netip.AddrPortFrom(a, port), err)
-			}
-			if port == streamHTTPSPort {
-				ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
-			}
-			var mu sync.Mutex
-			var conns []net.Conn
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					conns = append(conns, c)
-					mu.Unlock()
-					go serveStream(c)
-				}
-			}()
-			t.Cleanup(func() {
-				ln.Close()
-				mu.Lock()
-				defer mu.Unlock()
-				for _, c := range conns {
-					c.Close()
-				}
-			})
-		}
+		f.serveTCP(t, lab.HostInet, netip.AddrPortFrom(a, streamHTTPPort), serveStream)
+		f.serveTCP(t, lab.HostInet, netip.AddrPortFrom(a, streamHTTPSPort), serveStream, func(ln net.Listener) net.Listener {
+			return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+		})
 	}
 }
 
 func serveStream(c net.Conn) {
-	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	req, err := http.ReadRequest(bufio.NewReader(c))
 	if err != nil {
@@ -256,42 +222,6 @@ func (d *download) progressing(wait time.Duration) bool {
 	return d.failed() == nil && d.bytes.Load() > before
 }
 
-// echoServerIn serves TCP echo on addr in host until the test ends.
-func (f *fwLab) echoServerIn(t *testing.T, host string, addr netip.AddrPort) {
-	t.Helper()
-	var ln net.Listener
-	err := f.Do(host, func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr.String())
-		return err
-	})
-	if err != nil {
-		t.Fatalf("echo server on %s in %s: %v", addr, host, err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-}
-
 // TestReloadKeepsAllowedConnections reloads 20 times — 10 reloads of the
 // same policy (SIGHUP and POST /v1/reload in turn) and 10 that change an
 // unrelated rule (the file rewritten) — while long transfers run over IPv4
@@ -349,35 +279,18 @@ func TestReloadKeepsAllowedConnections(t *testing.T) {
 	}
 
 	st0 := f.status(t)
-	gen, at := st0.Generation, st0.LastReloadAt
 	const reloads = 20
-	for i := 1; i <= reloads; i++ {
-		var how string
+	// 100 ms between reloads: the transfers send their next packets
+	// through each new generation before the next reload.
+	f.reloads(t, reloads, func(i int) (reloadHow, string) {
 		switch i % 4 {
-		case 0, 2:
-			how = "file (unrelated rule changed)"
-			f.writePolicy(t, keepPolicyWith(i, false))
 		case 1:
-			how = "SIGHUP (same policy)"
-			if err := f.Signal(lab.DaemonProc, syscall.SIGHUP); err != nil {
-				t.Fatal(err)
-			}
+			return reloadSIGHUP, "" // the same policy
 		case 3:
-			how = "POST /v1/reload (same policy)"
-			code, body, err := f.Admin(context.Background(), http.MethodPost, "/v1/reload")
-			if err != nil || code != http.StatusOK {
-				t.Fatalf("POST /v1/reload: %d %v %s", code, err, body)
-			}
+			return reloadAPI, ""
 		}
-		st := f.waitStatus(t, fmt.Sprintf("reload %d (%s)", i, how), 5*time.Second, func(s daemonStatus) bool { return s.LastReloadAt.After(at) })
-		if st.LastReload != "ok" || st.Generation != gen+1 {
-			t.Fatalf("reload %d (%s): lastReload %q, generation %d (was %d)", i, how, st.LastReload, st.Generation, gen)
-		}
-		gen, at = st.Generation, st.LastReloadAt
-		// Let the transfers send their next packets through the new
-		// generation before the next reload.
-		time.Sleep(100 * time.Millisecond)
-	}
+		return reloadFile, keepPolicyWith(i, false) // an unrelated rule changed
+	}, 100*time.Millisecond)
 	for _, d := range downloads {
 		if !d.progressing(500 * time.Millisecond) {
 			t.Errorf("%s stopped after the reloads: %v (%d bytes)", d.what, d.failed(), d.bytes.Load())

@@ -49,6 +49,11 @@ func adminCommands() []*cobra.Command {
 				LogRateLimited uint64    `json:"logLinesRateLimited"`
 				Ready          bool      `json:"ready"`
 				Problems       []string  `json:"problems"`
+				Components     []struct {
+					Name   string `json:"name"`
+					State  string `json:"state"`
+					Detail string `json:"detail"`
+				} `json:"components"`
 			}
 			if err := json.Unmarshal(body, &st); err != nil {
 				return &exitError{code: 1, msg: "status: " + err.Error()}
@@ -64,6 +69,12 @@ func adminCommands() []*cobra.Command {
 			fmt.Fprintf(w, "ready        %s\n", ready)
 			fmt.Fprintf(w, "log lines    %d written, %d dropped, %d rate-limited\n", st.LogWritten, st.LogDropped, st.LogRateLimited)
 			fmt.Fprintf(w, "conns cut    %d\n", st.ConnsCut)
+			if len(st.Components) > 0 {
+				fmt.Fprintf(w, "components\n")
+				for _, c := range st.Components {
+					fmt.Fprintf(w, "  %-20s %-9s %s\n", c.Name, c.State, c.Detail)
+				}
+			}
 			printHAStatus(w, body) // ha.go
 			return nil
 		},

@@ -3,14 +3,12 @@
 package main
 
 import (
-	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/namespace"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -42,14 +40,7 @@ func TestDataplaneCompile(t *testing.T) {
 // TestDataplaneShowFlush programs a namespace it creates and runs
 // `dataplane show` and `dataplane flush` against it (root only).
 func TestDataplaneShowFlush(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	ns := fmt.Sprintf("cwcli-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ns := namespace.ForTest(t, "cwcli-")
 	p, err := policy.LoadFile("../../examples/aks-egress.yaml", policy.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterwall/clusterwall/internal/atomicfile"
 	"github.com/clusterwall/clusterwall/internal/controller"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/policy/azure"
@@ -79,11 +80,7 @@ YAML stream for 'kubectl apply -f -'.`,
 				_, err = cmd.OutOrStdout().Write(y)
 				return err
 			}
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, y, 0o644); err != nil {
-				return err
-			}
-			return os.Rename(tmp, out)
+			return atomicfile.Write(out, y, 0o644)
 		},
 	}
 	crd.Flags().StringVar(&file, "policy", "", "the policy file (YAML, or Azure Firewall Policy ARM JSON)")

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterwall/clusterwall/internal/atomicfile"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/policy/azure"
 )
@@ -236,7 +236,7 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 		if _, err := cmd.OutOrStdout().Write(yml); err != nil {
 			return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: %v", err)}
 		}
-	} else if err := writeFileAtomic(o.out, yml); err != nil {
+	} else if err := atomicfile.Write(o.out, yml, 0o644); err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("clusterwall: %v", err)}
 	}
 
@@ -291,38 +291,4 @@ func dedupeStrings(l []string) []string {
 		}
 	}
 	return out
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder and a rename, so that readers never see a partial policy.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
 }

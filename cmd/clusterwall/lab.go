@@ -34,7 +34,7 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 	}
 	cmd.PersistentFlags().StringVar(&name, "name", lab.DefaultName, "lab name (namespace prefix: NAME-node, NAME-fw, ...)")
 
-	var policyFile, wafConfig, tokenFile string
+	var policyFile, wafConfig, tokenFile, tagsFile string
 	var noDaemon, noDNSFwd, verbose, withWAF, haLab, activeActive bool
 	up := &cobra.Command{
 		Use:   "up",
@@ -47,11 +47,14 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 				level = slog.LevelInfo
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			if (withWAF || wafConfig != "" || tokenFile != "") && (policyFile == "" || noDaemon) {
-				return &exitError{code: 2, msg: "clusterwall lab up: --waf, --waf-config and --admin-token-file need the daemon (--policy, without --no-daemon)"}
+			if (withWAF || wafConfig != "" || tokenFile != "" || tagsFile != "") && (policyFile == "" || noDaemon) {
+				return &exitError{code: 2, msg: "clusterwall lab up: --waf, --waf-config, --token-file and --service-tags configure the daemon: they need --policy (without --no-daemon)"}
 			}
 			if policyFile != "" && !noDaemon {
-				cfg.Daemon = &lab.DaemonOptions{Policy: policyFile, WAF: withWAF || wafConfig != "", WAFConfig: wafConfig, TokenFile: tokenFile}
+				// The daemon runs a copy in the lab's state directory: an
+				// apply persists there, never over the file given.
+				cfg.Daemon = &lab.DaemonOptions{Policy: policyFile, CopyPolicy: true, TokenFile: tokenFile, ServiceTags: tagsFile,
+					WAF: withWAF || wafConfig != "", WAFConfig: wafConfig}
 			}
 			if activeActive && !haLab {
 				return &exitError{code: 2, msg: "lab up: --active-active needs --ha"}
@@ -68,11 +71,14 @@ with no link to the host's own network. See docs/lab.md for hosts, names and add
 			return nil
 		},
 	}
-	up.Flags().StringVar(&policyFile, "policy", "", "policy file: start `clusterwall run` in fw with it")
+	up.Flags().StringVar(&policyFile, "policy", "", "start the firewall daemon (clusterwall run) in fw with a copy of this policy `FILE` (an apply changes the lab's copy, not FILE)")
+	up.Flags().StringVar(&tokenFile, "token-file", "", "the daemon's admin API bearer tokens (`FILE` of \"TOKEN [NAME]\" lines; docs/api.md)")
+	up.Flags().StringVar(&tagsFile, "service-tags", "", "the daemon's service tags `FILE` (overrides the policy's serviceTags)")
 	up.Flags().BoolVar(&noDaemon, "no-daemon", false, "do not start the firewall daemon, even with --policy")
 	up.Flags().BoolVar(&withWAF, "waf", false, "run the ingress WAF in the daemon: HTTPS on 203.0.113.33:443 and [2001:db8:cafe::33]:443, HTTP on port 80 (docs/lab.md)")
 	up.Flags().StringVar(&wafConfig, "waf-config", "", "run the ingress WAF with this WAF config instead of the lab's (implies --waf)")
-	up.Flags().StringVar(&tokenFile, "admin-token-file", "", "require these bearer tokens on the daemon's admin API (docs/api.md)")
+	up.Flags().StringVar(&tokenFile, "admin-token-file", "", "the same as --token-file")
+	up.Flags().MarkHidden("admin-token-file")
 	up.Flags().BoolVar(&noDNSFwd, "no-dns-forwarder", false, "do not run the stand-in DNS forwarder on 10.42.2.4:53")
 	up.Flags().BoolVarP(&verbose, "verbose", "v", false, "log progress")
 	up.Flags().BoolVar(&haLab, "ha", false, "two firewalls, fw and fw2, with keepalived and conntrackd (docs/ha.md)")

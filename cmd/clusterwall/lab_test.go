@@ -94,7 +94,7 @@ func TestLabCLIWAF(t *testing.T) {
 		}
 		return string(out), 0
 	}
-	if out, code := run("up", "--waf"); code != 2 || !strings.Contains(out, "need the daemon (--policy") {
+	if out, code := run("up", "--waf"); code != 2 || !strings.Contains(out, "they need --policy") {
 		t.Fatalf("up --waf without --policy: exit %d %q", code, out)
 	}
 	if out, code := run("up", "--policy", pol, "--waf"); code != 0 {
@@ -110,5 +110,60 @@ func TestLabCLIWAF(t *testing.T) {
 	}
 	if out, code := run("down"); code != 0 {
 		t.Errorf("down: %d %s", code, out)
+	}
+}
+
+// TestLabUpDaemonOptions: `lab up --policy FILE --token-file F
+// --service-tags T` starts the daemon on a copy of FILE with the token file
+// and service tags; an apply through the admin API changes the lab's copy,
+// never FILE; the help names FILE, not "clusterwall run".
+func TestLabUpDaemonOptions(t *testing.T) {
+	help, err := exec.Command(lab.BuildBinary(t), "lab", "up", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(help), "--policy FILE") || strings.Contains(string(help), "--policy clusterwall run") {
+		t.Errorf("lab up --help: %v\n%s", err, help)
+	}
+	lab.RequireLab(t)
+	bin := lab.BuildBinary(t)
+	name := lab.UniqueName()
+	t.Cleanup(func() { lab.Remove(name) })
+	dir := t.TempDir()
+	example, err := os.ReadFile("../../examples/aks-egress.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The policy names its service tags relatively: the copy must keep
+	// finding them next to the original.
+	pol := dir + "/policy.yaml"
+	tags, _ := os.ReadFile("../../examples/service-tags.json")
+	os.WriteFile(dir+"/service-tags.json", tags, 0o644)
+	os.WriteFile(pol, example, 0o644)
+	tokens := dir + "/tokens"
+	os.WriteFile(tokens, []byte("0123456789abcdef0123 tester\n"), 0o600)
+	if out, err := exec.Command(bin, "lab", "--name", name, "up", "--policy", pol, "--token-file", tokens).CombinedOutput(); err != nil {
+		data, _ := os.ReadFile(lab.StateDir(name) + "/" + lab.DaemonProc + ".log")
+		t.Fatalf("lab up: %v\n%s\ndaemon.log:\n%s", err, out, data)
+	}
+	l, err := lab.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := l.Admin(t.Context(), "GET", "/v1/status"); code != 401 {
+		t.Errorf("GET /v1/status without the token = %d, want 401 (the token file is not in use)", code)
+	}
+	changed := strings.Replace(string(example), "name: aks-egress-fw", "name: changed-by-apply", 1)
+	os.WriteFile(dir+"/changed.yaml", []byte(changed), 0o644)
+	out, err := l.Exec(t.Context(), lab.HostFW, bin, "apply", dir+"/changed.yaml", "--token-file", tokens)
+	if err != nil || !strings.Contains(string(out), "generation 2") {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if data, _ := os.ReadFile(pol); string(data) != string(example) {
+		t.Errorf("the apply changed the policy file given to lab up")
+	}
+	if data, _ := os.ReadFile(lab.StateDir(name) + "/" + lab.PolicyCopyFile); string(data) != changed {
+		t.Errorf("the lab's copy is not the applied policy:\n%s", data)
+	}
+	// Without --policy the daemon options are refused.
+	if out, err := exec.Command(bin, "lab", "--name", name, "up", "--token-file", tokens).CombinedOutput(); err == nil || !strings.Contains(string(out), "need --policy") {
+		t.Errorf("lab up --token-file without --policy: %v\n%s", err, out)
 	}
 }

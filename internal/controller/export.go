@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/clusterwall/clusterwall/internal/apis/clusterwall/v1alpha1"
+	"github.com/clusterwall/clusterwall/internal/ascii"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -177,11 +178,9 @@ func exportGroups(f *policy.File, name string, o ExportOptions, fp *v1.FirewallP
 func objectName(s string, used map[string]bool) string {
 	var b []byte
 	for _, r := range []byte(s) {
-		switch {
+		switch r = ascii.Lower(r); {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
 			b = append(b, r)
-		case r >= 'A' && r <= 'Z':
-			b = append(b, r+('a'-'A'))
 		default:
 			if len(b) > 0 && b[len(b)-1] != '-' {
 				b = append(b, '-')

@@ -1,17 +1,13 @@
 package daemon
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/clusterwall/clusterwall/internal/atomicfile"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/recovery"
 )
@@ -114,11 +111,13 @@ func needsAuth(path string) bool {
 	return strings.HasPrefix(path, "/v1/") || path == "/v1" || path == "/metrics"
 }
 
-// StatusReport is GET /v1/status: Status plus readiness.
+// StatusReport is GET /v1/status: Status plus readiness and the health of
+// every component.
 type StatusReport struct {
 	Status
-	Ready    bool     `json:"ready"`
-	Problems []string `json:"problems"`
+	Ready      bool              `json:"ready"`
+	Problems   []string          `json:"problems"`
+	Components []ComponentHealth `json:"components"`
 }
 
 func (d *Daemon) statusReport() StatusReport {
@@ -126,7 +125,7 @@ func (d *Daemon) statusReport() StatusReport {
 	if p == nil {
 		p = []string{}
 	}
-	return StatusReport{Status: d.Status(), Ready: len(p) == 0, Problems: p}
+	return StatusReport{Status: d.Status(), Ready: len(p) == 0, Problems: p, Components: d.components()}
 }
 
 // notReady lists why the daemon is not ready: no policy applied (so the
@@ -225,7 +224,7 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 	defer applyMu.Unlock()
 	// Write the new text first: if the disk is full or read-only, nothing
 	// is applied.
-	tmp, err := writeTemp(d.cfg.Policy, data)
+	pending, err := atomicfile.Prepare(d.cfg.Policy, data)
 	if err != nil {
 		err = fmt.Errorf("persisting the policy: %w (nothing applied)", err)
 		d.audit(r, "apply", err)
@@ -233,14 +232,13 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := d.ApplyBytes("admin API apply", data); err != nil {
-		os.Remove(tmp)
+		pending.Discard()
 		d.audit(r, "apply", err)
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
 		return
 	}
 	gen := d.Status().Generation
-	if err := renameSync(tmp, d.cfg.Policy); err != nil {
-		os.Remove(tmp)
+	if err := pending.Commit(); err != nil {
 		err = fmt.Errorf("applied as generation %d but not persisted to %s: %w (a restart would load the old file)", gen, d.cfg.Policy, err)
 		d.audit(r, "apply", err)
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"generation": gen, "errors": apiErrors(err)})
@@ -248,46 +246,6 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 	}
 	d.audit(r, "apply", nil)
 	writeJSON(w, http.StatusOK, map[string]any{"generation": gen})
-}
-
-// writeTemp writes data to a new file next to path (same directory, so a
-// rename is atomic), with path's permissions, synced to disk.
-func writeTemp(path string, data []byte) (string, error) {
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".apply-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", err
-	}
-	return tmp, nil
-}
-
-// renameSync renames tmp over path and syncs the directory.
-func renameSync(tmp, path string) error {
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if dir, err := os.Open(filepath.Dir(path)); err == nil {
-		dir.Sync()
-		dir.Close()
-	}
-	return nil
 }
 
 // audit logs one change made through the admin API: who (token name,

@@ -640,3 +640,63 @@ func TestRuleHitsPrunedOnApply(t *testing.T) {
 		t.Errorf("hits %v, want web 4 (3 kernel + 1 proxy), r49 2 (1 kernel + 1 proxy)", got)
 	}
 }
+
+// TestRuleHitsDescribeRulesAndProxyDefaultDeny: /v1/rules says what each
+// rule matches, and its defaultDenyHits counts the L7 proxy's default
+// denies (no rule matched) on top of the kernel's counter, but not the
+// proxy's other refusals.
+func TestRuleHitsDescribeRulesAndProxyDefaultDeny(t *testing.T) {
+	d, _, pol := newTestDaemon(t)
+	cd := &countingDataplane{}
+	d.dp = cd
+	withMore := testPolicy + `      - name: apps
+        kind: Application
+        priority: 300
+        action: Allow
+        rules:
+          - name: gh
+            protocols: ['Https:443', 'Http:8080']
+            sourceAddresses: [10.42.1.0/24]
+            targetFqdns: [github.com, '*.githubusercontent.com']
+  - name: publish
+    priority: 100
+    ruleCollections:
+      - name: dnat
+        kind: DNAT
+        priority: 100
+        action: DNAT
+        rules:
+          - name: pub
+            protocols: [TCP]
+            sourceAddresses: ['*']
+            destinationAddresses: [203.0.113.32]
+            destinationPorts: ['8080']
+            translatedAddress: 10.42.1.100
+            translatedPort: '80'
+`
+	os.WriteFile(pol, []byte(withMore), 0o644)
+	if err := d.Reload("start"); err != nil {
+		t.Fatal(err)
+	}
+	cd.set(nft.RuleCounter{Tag: "cw:D:default", Packets: 3})
+	for _, reason := range []string{match.ReasonNoRuleMatched, match.ReasonNoRuleMatched, "SNI TLS extension was missing"} {
+		d.hits.observe(&telemetry.Record{Time: time.Now(), Category: telemetry.CategoryApplicationRule, Source: "proxy", Action: "Deny", ActionReason: reason})
+	}
+	h := d.RuleHits()
+	if h.DefaultDenyHits != 5 {
+		t.Errorf("defaultDenyHits = %d, want 3 (kernel) + 2 (proxy, no rule matched)", h.DefaultDenyHits)
+	}
+	got := map[string]string{}
+	for _, r := range h.Rules {
+		got[r.Rule] = fmt.Sprintf("%v -> %v %v %v %s", r.Sources, r.Destinations, r.Protocols, r.Ports, r.Translated)
+	}
+	for rule, want := range map[string]string{
+		"pub": "[*] -> [203.0.113.32] [TCP] [8080] 10.42.1.100:80",
+		"web": "[*] -> [192.0.2.10] [TCP] [443] ",
+		"gh":  "[10.42.1.0/24] -> [github.com *.githubusercontent.com] [Https:443 Http:8080] [] ",
+	} {
+		if got[rule] != want {
+			t.Errorf("%s matches %q, want %q", rule, got[rule], want)
+		}
+	}
+}

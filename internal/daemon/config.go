@@ -154,13 +154,18 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	var c Config
-	if err := policy.DecodeStrict(path, data, &c); err != nil {
+	pos, err := policy.DecodeStrictPositions(path, data, &c)
+	if err != nil {
 		return nil, err
 	}
 	c.path = path
 	var errs policy.ErrorList
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &policy.Error{Pos: policy.Pos{File: path}, Path: field, Msg: fmt.Sprintf(format, args...)})
+		e := &policy.Error{Pos: pos.Lookup(field), Path: field, Msg: fmt.Sprintf(format, args...)}
+		if e.Pos.Line > 0 {
+			e.Msg = field + ": " + e.Msg // FILE:LINE:COL: field: message
+		}
+		errs = append(errs, e)
 	}
 	if c.Policy == "" {
 		bad("policy", "missing policy file")

@@ -3,6 +3,7 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -57,7 +58,13 @@ func TestConfigHAAndSNATPool(t *testing.T) {
 				t.Fatalf("no error; want %q", tc.want)
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
+				// "config.yaml: FIELD: ..." stands for the error at the
+				// field's position: config.yaml:LINE:COL: FIELD: ...
+				re := regexp.QuoteMeta(w)
+				if rest, ok := strings.CutPrefix(w, "config.yaml: "); ok {
+					re = `config\.yaml(:\d+:\d+)?: ` + regexp.QuoteMeta(rest)
+				}
+				if !regexp.MustCompile(re).MatchString(err.Error()) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
 			}

@@ -134,6 +134,7 @@ type Daemon struct {
 	failedMu   sync.Mutex
 	failed     map[string]string
 	fqdnRep    atomic.Pointer[fqdnReplicator] // nil without ha (fqdn_ha.go)
+	nflogErr   atomic.Pointer[string]         // why the kernel decision log is unavailable
 }
 
 // New makes a daemon; Run applies the policy.
@@ -331,6 +332,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		r, err := nflog.Open(d.nflogGroup, 0)
 		if err != nil {
 			d.log.Warn("decision log from the kernel unavailable", "err", err)
+			why := err.Error()
+			d.nflogErr.Store(&why)
 		} else {
 			nfl = r
 		}

@@ -136,11 +136,13 @@ func TestAdminAPI(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, tt := range []struct{ conf, want string }{
-		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [x]\n", "publicIPs[0]"},
+		// Semantic errors are placed by the policy's position index too.
+		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [x]\n", "c.yaml:3:13: publicIPs[0]: \"x\" is not an IP address"},
 		{"policy: p.yaml\ninterfaces: {inside: a}\npublicIPs: [1.2.3.4]\n", "interfaces.outside are required"},
 		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\nsnat: weird\n", "snat mode must be"},
 		{"policy: p.yaml\ninterfacez: {}\n", "c.yaml:2:1: unknown field \"interfacez\""},
-		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\ndns: {upstreams: [nope]}\n", "dns.upstreams[0]"},
+		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\ndns: {upstreams: [nope]}\n", "c.yaml:4:19: dns.upstreams[0]"},
+		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\nproxy:\n  spoof: maybe\n", "c.yaml:5:10: proxy.spoof: spoof must be refuse or reroute"},
 	} {
 		f := filepath.Join(dir, "c.yaml")
 		os.WriteFile(f, []byte(tt.conf), 0o644)

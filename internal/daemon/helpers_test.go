@@ -48,14 +48,16 @@ func (s *syncBuffer) records() []telemetry.Record {
 
 // writeDaemonConfig writes testPolicy to dir/policy.yaml and a daemon
 // config using it (interfaces in0/out0, public IP 203.0.113.32, then
-// extra) to dir/config.yaml, whose path it returns.
+// extra) to dir/config.yaml, whose path it returns. Anti-spoofing is off:
+// these daemons run in the test's own namespace, whose sysctls are not
+// theirs to set (test/antispoof_test.go checks it in a lab).
 func writeDaemonConfig(t *testing.T, dir, extra string) string {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "config.yaml")
-	data := "policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n" + extra
+	data := "policy: policy.yaml\ninterfaces: {inside: in0, outside: out0, antiSpoofing: off}\npublicIPs: [203.0.113.32]\n" + extra
 	if err := os.WriteFile(conf, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}

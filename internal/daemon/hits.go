@@ -2,9 +2,13 @@ package daemon
 
 import (
 	"maps"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -16,9 +20,11 @@ import (
 type RuleHits struct {
 	Generation uint64    `json:"generation"`
 	Rules      []RuleHit `json:"rules"`
-	// DefaultDenyHits counts new forwarded flows no rule allowed;
-	// InputDropHits packets to the firewall itself its input chain dropped
-	// (both from the kernel's counters, since the daemon started).
+	// DefaultDenyHits counts the flows no rule allowed: new forwarded
+	// flows the kernel's default deny dropped (its counter) and connections
+	// the L7 proxy denied because no rule matched their name (its decision
+	// lines), since the daemon started. InputDropHits counts packets to the
+	// firewall itself its input chain dropped (the kernel's counter).
 	DefaultDenyHits uint64 `json:"defaultDenyHits"`
 	InputDropHits   uint64 `json:"inputDropHits"`
 	// CountersError is set when the kernel's counters could not be read
@@ -42,6 +48,55 @@ type RuleHit struct {
 	GroupPriority       int    `json:"groupPriority"`
 	Hits                uint64 `json:"hits"`
 	LastHit             string `json:"lastHit"`
+	// What the rule matches, as text: sources and destinations (addresses
+	// and prefixes as the policy resolved them — service tags and IP groups
+	// expanded; destination FQDNs and target FQDNs as names), protocols
+	// ("TCP", "Https:443"), destination ports (none for application rules:
+	// their protocols carry the port) and, for DNAT, the translation
+	// ("10.42.1.100:80").
+	Sources      []string `json:"sources"`
+	Destinations []string `json:"destinations"`
+	Protocols    []string `json:"protocols"`
+	Ports        []string `json:"ports"`
+	Translated   string   `json:"translated,omitempty"`
+}
+
+// describeRule fills what r matches into h.
+func describeRule(h *RuleHit, r *policy.Rule) {
+	addrs := func(s *policy.AddrSet) []string {
+		if str := s.String(); str != "" {
+			return strings.Split(str, ",")
+		}
+		return nil
+	}
+	h.Sources = addrs(&r.Source)
+	switch r.Kind() {
+	case policy.KindApplication:
+		for _, p := range r.TargetFQDNs {
+			h.Destinations = append(h.Destinations, p.String())
+		}
+		for _, a := range r.AppProtocols {
+			h.Protocols = append(h.Protocols, a.String())
+		}
+	default:
+		h.Destinations = append(addrs(&r.Destination), r.DestinationFQDNs...)
+		h.Protocols = strings.Split(r.Protocols.String(), ",")
+		for _, p := range r.DestinationPorts {
+			h.Ports = append(h.Ports, p.String())
+		}
+		if r.Kind() == policy.KindDNAT {
+			to := r.TranslatedFQDN
+			if r.TranslatedAddress.IsValid() {
+				to = r.TranslatedAddress.String()
+			}
+			h.Translated = net.JoinHostPort(to, strconv.Itoa(int(r.TranslatedPort)))
+		}
+	}
+	for _, s := range []*[]string{&h.Sources, &h.Destinations, &h.Protocols, &h.Ports} {
+		if *s == nil {
+			*s = []string{}
+		}
+	}
 }
 
 type hitKey struct {
@@ -95,6 +150,12 @@ func kindOfCategory(c string) policy.Kind {
 // for decisions outside the kernel (the L7 proxy), one hit.
 func (h *hitTracker) observe(r *telemetry.Record) {
 	if r.Rule == "" {
+		// The L7 proxy's default deny (the kernel's has its counter).
+		if r.Source == "proxy" && r.Action == "Deny" && r.ActionReason == match.ReasonNoRuleMatched {
+			h.mu.Lock()
+			h.observed[keyDefaultDeny]++
+			h.mu.Unlock()
+		}
 		return
 	}
 	k := kindOfCategory(r.Category)
@@ -269,6 +330,7 @@ func (d *Daemon) RuleHits() RuleHits {
 				n, last := get(keyOf(r))
 				rh := RuleHit{RuleCollectionGroup: g.Name, RuleCollection: c.Name, Rule: r.Name,
 					Kind: c.Kind.String(), Action: c.Action.String(), Priority: c.Priority, GroupPriority: g.Priority, Hits: n}
+				describeRule(&rh, r)
 				if !last.IsZero() {
 					rh.LastHit = last.UTC().Format(time.RFC3339)
 				}

@@ -188,3 +188,42 @@ func TestComponentFailureMakesNotReady(t *testing.T) {
 type errTest string
 
 func (e errTest) Error() string { return string(e) }
+
+// TestComponentsHealth: /v1/status's components name every part with its
+// state — the proxies up with their addresses, what is not configured off —
+// and a component that stopped serving is down with the reason.
+func TestComponentsHealth(t *testing.T) {
+	dns, l7, explicit := freePort(t), freePort(t), freePort(t)
+	conf := writeDaemonConfig(t, t.TempDir(), "dns:\n  listen: "+dns+"\n  upstreams: ['127.0.0.1:9']\nproxy:\n  listen: "+l7+"\n  explicit: "+explicit+"\n")
+	d := loadTestDaemon(t, conf, &fakeDataplane{}, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); d.shutdown() }()
+	state := func() map[string]ComponentHealth {
+		out := map[string]ComponentHealth{}
+		for _, c := range d.statusReport().Components {
+			out[c.Name] = c
+		}
+		return out
+	}
+	got := state()
+	for name, want := range map[string]string{
+		"data plane": "up", "kernel decision log": "off", "DNS proxy": "up", "L7 proxy": "up", "explicit proxy": "up", "WAF": "off",
+	} {
+		if c := got[name]; c.State != want {
+			t.Errorf("%s: %+v, want state %s", name, c, want)
+		}
+	}
+	if c := got["DNS proxy"]; !strings.Contains(c.Detail, "listening on "+dns) || !strings.Contains(c.Detail, "upstreams 1/1 healthy") {
+		t.Errorf("DNS proxy detail %q", c.Detail)
+	}
+	if c := got["L7 proxy"]; !strings.Contains(c.Detail, "listening on "+l7) {
+		t.Errorf("L7 proxy detail %q", c.Detail)
+	}
+	d.componentFailed("L7 proxy", errTest("accept: too many open files"))
+	if c := state()["L7 proxy"]; c.State != "down" || c.Detail != "stopped serving: accept: too many open files" {
+		t.Errorf("after a failure: %+v", c)
+	}
+}

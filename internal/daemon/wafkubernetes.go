@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/atomicfile"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/waf"
 )
@@ -115,17 +116,14 @@ func (d *Daemon) ApplyWAFKubernetes(data []byte) (uint64, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
-	tmp, err := writeTemp(w.stateFile, data)
+	// It holds private keys: 0600.
+	pend, err := atomicfile.PrepareMode(w.stateFile, data, 0o600)
 	if err != nil {
 		return 0, "", fmt.Errorf("keeping the routes in %s: %w (nothing applied)", w.stateFile, err)
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		os.Remove(tmp)
-		return 0, "", err
-	}
 	validated := time.Since(start)
 	if err := w.srv.Reload(merged); err != nil {
-		os.Remove(tmp)
+		pend.Discard()
 		return 0, "", err
 	}
 	swapped := time.Since(start)
@@ -137,8 +135,7 @@ func (d *Daemon) ApplyWAFKubernetes(data []byte) (uint64, string, error) {
 	w.kube = &kubeState{doc: doc, hash: hex.EncodeToString(sum[:]), gen: prev + 1, at: time.Now()}
 	w.gen++
 	w.last, w.lastAt = "ok", w.kube.at
-	if err := renameSync(tmp, w.stateFile); err != nil {
-		os.Remove(tmp)
+	if err := pend.Commit(); err != nil {
 		return w.kube.gen, w.kube.hash, fmt.Errorf("applied but not kept in %s: %w (a restart would serve the previous routes)", w.stateFile, err)
 	}
 	d.log.Info("WAF routes from Kubernetes applied", "generation", w.kube.gen, "routes", len(doc.Routes),

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterwall/clusterwall/internal/ascii"
 )
 
 // response is an answer ready to be rendered for any client that asked the
@@ -240,16 +242,8 @@ func containsAddr(s []netip.Addr, v netip.Addr) bool {
 	return false
 }
 
-// canonical lower-cases a name and drops the trailing dot.
-func canonical(name string) string {
-	name = strings.TrimSuffix(name, ".")
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c >= 'A' && c <= 'Z' {
-			return strings.ToLower(name)
-		}
-	}
-	return name
-}
+// canonical lower-cases a name (ASCII) and drops the trailing dot.
+func canonical(name string) string { return ascii.ToLower(strings.TrimSuffix(name, ".")) }
 
 // render writes the response for the client's query q into dst: the
 // client's ID, RD and CD bits and question (with its letter case), TTLs

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -222,21 +223,7 @@ func rcodeString(rc int) string {
 	if s, ok := dns.RcodeToString[rc]; ok {
 		return s
 	}
-	return "RCODE" + itoa(rc)
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
-	}
-	return string(b[i:])
+	return "RCODE" + strconv.Itoa(rc)
 }
 
 // responseFlags are CoreDNS-style flag strings ("qr,rd,ra"), precomputed

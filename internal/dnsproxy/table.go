@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterwall/clusterwall/internal/ascii"
 	"github.com/clusterwall/clusterwall/internal/recovery"
 )
 
@@ -158,15 +159,7 @@ func hasLive(s []learned, addr netip.Addr, now int64) bool {
 
 // isCanonical: no upper-case letter and no trailing dot.
 func isCanonical(name string) bool {
-	if name != "" && name[len(name)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c >= 'A' && c <= 'Z' {
-			return false
-		}
-	}
-	return true
+	return (name == "" || name[len(name)-1] != '.') && !ascii.HasUpper(name)
 }
 
 // foldName writes name lower-cased without its trailing dot into buf.
@@ -178,11 +171,7 @@ func foldName(buf *[maxName + 1]byte, name string) ([]byte, bool) {
 		return nil, false
 	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		buf[i] = c
+		buf[i] = ascii.Lower(name[i])
 	}
 	return buf[:len(name)], true
 }

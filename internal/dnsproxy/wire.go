@@ -3,6 +3,8 @@ package dnsproxy
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/clusterwall/clusterwall/internal/ascii"
 )
 
 // Wire-level helpers. Client queries are parsed by a small, strict, fuzzed
@@ -163,9 +165,7 @@ func parseQuery(b []byte, q *query, namebuf *[maxName + 1]byte) *parseError {
 			return errLongName
 		}
 		for _, c := range b[off : off+l] {
-			switch {
-			case c >= 'A' && c <= 'Z':
-				c += 'a' - 'A'
+			switch c = ascii.Lower(c); {
 			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '*', c == '/':
 			default:
 				badChar = true

@@ -26,9 +26,6 @@ func build(name string, hosts []hostSpec) error {
 			h.Close()
 		}
 	}()
-	if err := ensureSharedRunDir(); err != nil {
-		return err
-	}
 	for _, h := range hosts {
 		ns, err := createNamed(nsName(name, h.name))
 		if err != nil {

@@ -10,12 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // Files of the firewall daemon in a lab's state directory, and its admin
 // API inside fw.
 const (
 	DaemonConfigFile = "daemon.yaml"   // written by Up for Config.Daemon
+	PolicyCopyFile   = "policy.yaml"   // the lab's copy of the policy (DaemonOptions.CopyPolicy)
 	DecisionLogFile  = "decisions.log" // the daemon's decision log (JSON lines)
 	DaemonAdmin      = "127.0.0.1:9180"
 )
@@ -39,6 +42,12 @@ type DaemonOptions struct {
 	// TokenFile turns on the admin API's bearer-token check with this
 	// token file (docs/api.md); /healthz and /readyz stay open.
 	TokenFile string
+	// CopyPolicy makes the daemon run a copy of Policy in the lab's state
+	// directory (PolicyCopyFile), so that an apply — which persists the
+	// policy to the daemon's policy file — changes the lab's copy, never
+	// the file given (e.g. examples/ in a checkout). A relative serviceTags
+	// of the policy keeps pointing next to the original.
+	CopyPolicy bool
 }
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
@@ -74,6 +83,9 @@ func daemonConfig(name, host string, o DaemonOptions, ha *HAOptions) ([]byte, er
 	pol, err := abs("policy", o.Policy)
 	if err != nil {
 		return nil, err
+	}
+	if o.CopyPolicy {
+		pol = filepath.Join(StateDir(name), PolicyCopyFile)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by clusterwall lab up for lab %s\n", name)
@@ -129,6 +141,23 @@ func daemonConfig(name, host string, o DaemonOptions, ha *HAOptions) ([]byte, er
 	return []byte(b.String()), nil
 }
 
+// copyPolicy reads o.Policy for the lab's copy; when the policy names a
+// relative serviceTags file (resolved next to the policy) and o has no
+// ServiceTags of its own, the copy's daemon gets that file by its absolute
+// path.
+func copyPolicy(o DaemonOptions) (DaemonOptions, []byte, error) {
+	data, err := os.ReadFile(o.Policy)
+	if err != nil {
+		return o, nil, fmt.Errorf("daemon policy: %w", err)
+	}
+	if o.ServiceTags == "" {
+		if f, _, _ := policy.DecodeYAML(o.Policy, data); f != nil && f.ServiceTags != "" && !filepath.IsAbs(f.ServiceTags) {
+			o.ServiceTags = filepath.Join(filepath.Dir(o.Policy), f.ServiceTags)
+		}
+	}
+	return o, data, nil
+}
+
 // DecisionLog is the path of the daemon's decision log (when started
 // through Config.Daemon).
 func (l *Lab) DecisionLog() string { return filepath.Join(l.dir, DecisionLogFile) }
@@ -159,9 +188,8 @@ func (l *Lab) Admin(ctx context.Context, method, path string) (int, []byte, erro
 }
 
 // WaitDaemon waits until the daemon in fw is ready: a policy applied and
-// its DNS proxy and L7 proxy listening (its /readyz answers 200; /healthz
-// answers as soon as the policy is applied, before the DNS proxy has bound
-// its port).
+// its DNS proxy and L7 proxy listening (its /readyz answers 200; the
+// daemon's admin API answers only once every enforcement point started).
 func (l *Lab) WaitDaemon(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

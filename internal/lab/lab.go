@@ -219,9 +219,20 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		}
 	}
 	if cfg.Daemon != nil {
+		var copied []byte
+		if cfg.Daemon.CopyPolicy {
+			o, data, err := copyPolicy(*cfg.Daemon)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Daemon, copied = &o, data
+		}
 		files, err := daemonFiles(cfg.Name, *cfg.Daemon, cfg.HA)
 		if err != nil {
 			return nil, err
+		}
+		if copied != nil {
+			files[PolicyCopyFile] = copied
 		}
 		if cfg.Daemon.WAF && cfg.Daemon.WAFConfig == "" {
 			if files[WAFConfigFile], err = WAFConfig(cfg.Name); err != nil {

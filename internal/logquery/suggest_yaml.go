@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/clusterwall/clusterwall/internal/ascii"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -219,23 +220,13 @@ func portList(m map[uint16]int, proto policy.Proto) []string {
 	if proto == policy.ProtoICMP {
 		return []string{"*"}
 	}
-	var ports []int
+	var ports []policy.PortRange
 	for p := range m {
-		ports = append(ports, int(p))
+		ports = append(ports, policy.PortRange{Lo: p, Hi: p})
 	}
-	sort.Ints(ports)
 	var out []string
-	for i := 0; i < len(ports); {
-		j := i
-		for j+1 < len(ports) && ports[j+1] == ports[j]+1 {
-			j++
-		}
-		if i == j {
-			out = append(out, strconv.Itoa(ports[i]))
-		} else {
-			out = append(out, fmt.Sprintf("%d-%d", ports[i], ports[j]))
-		}
-		i = j + 1
+	for _, r := range policy.MergePorts(ports) {
+		out = append(out, r.String())
 	}
 	return out
 }
@@ -245,11 +236,12 @@ func ruleName(prefix, hint string, existing []*SuggestedRule) string {
 	hint = strings.TrimPrefix(hint, "*.")
 	var b strings.Builder
 	for _, r := range hint {
+		if r < 0x80 {
+			r = rune(ascii.Lower(byte(r)))
+		}
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
 			b.WriteRune(r)
-		case r >= 'A' && r <= 'Z':
-			b.WriteRune(r + 'a' - 'A')
 		default:
 			b.WriteByte('-')
 		}

@@ -5,6 +5,8 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+
+	"github.com/clusterwall/clusterwall/internal/iprange"
 )
 
 // addrIndex indexes the destination address ranges of DNAT or network rules:
@@ -78,7 +80,7 @@ func (x *addrIndex) lookup(rules *ruleTable, f *flowKey, best int32) int32 {
 	)
 	for ni >= 0 {
 		n := &x.nodes[ni]
-		b := a.byteAt(k)
+		b := a.Byte(k)
 		w := b >> 6
 		sh := 63 - (b & 63)
 		var leaf uint32
@@ -204,7 +206,7 @@ func (n *bnode) children(keys []byte, kids []*bnode) ([]byte, []*bnode) {
 // evaluation order.
 func (b *trieBuilder) add(s *addrSet, ri int32) {
 	if s.any {
-		s = &addrSet{v4: []range4{{0, ^uint32(0)}}, v6: []range6{{u128{}, u128{^uint64(0), ^uint64(0)}}}}
+		s = &addrSet{v4: []range4{{0, ^uint32(0)}}, v6: []range6{{Lo: iprange.U128{}, Hi: iprange.Max}}}
 	}
 	for _, r := range s.v4 {
 		if b.root4 == nil {
@@ -219,12 +221,7 @@ func (b *trieBuilder) add(s *addrSet, ri int32) {
 		if b.root6 == nil {
 			b.root6 = &bnode{}
 		}
-		var lo, hi [16]byte
-		binary.BigEndian.PutUint64(lo[:8], r.lo.hi)
-		binary.BigEndian.PutUint64(lo[8:], r.lo.lo)
-		binary.BigEndian.PutUint64(hi[:8], r.hi.hi)
-		binary.BigEndian.PutUint64(hi[8:], r.hi.lo)
-		insertRange(b.root6, lo, hi, 0, ri)
+		insertRange(b.root6, r.Lo.Addr6().As16(), r.Hi.Addr6().As16(), 0, ri)
 	}
 }
 

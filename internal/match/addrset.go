@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -12,15 +13,11 @@ import (
 // integers: v6 is the 128-bit value (an IPv4 address in its 4-in-6 form,
 // which the trie walk reads bytes 12..15 of), v4 the IPv4 address.
 type flowAddr struct {
-	v6    u128
+	v6    iprange.U128
 	v4    uint32
 	is4   bool
 	valid bool
 }
-
-type u128 struct{ hi, lo uint64 }
-
-func (a u128) less(b u128) bool { return a.hi < b.hi || a.hi == b.hi && a.lo < b.lo }
 
 // as4 and as6 convert without unmapping: a 4-in-6 range stays IPv6.
 func as4(a netip.Addr) uint32 {
@@ -28,10 +25,7 @@ func as4(a netip.Addr) uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-func as6(a netip.Addr) u128 {
-	b := a.As16()
-	return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
-}
+func as6(a netip.Addr) iprange.U128 { return iprange.From(a) }
 
 // set stores a, unmapping a 4-in-6 address and ignoring the zone. (IPv4
 // goes through As4: copying As16's array costs a store-forwarding stall.)
@@ -40,23 +34,15 @@ func (fa *flowAddr) set(a netip.Addr) {
 	case a.Is4() || a.Is4In6():
 		b := a.Unmap().As4()
 		fa.v4 = binary.BigEndian.Uint32(b[:])
-		fa.v6 = u128{0, 0xffff<<32 | uint64(fa.v4)}
+		fa.v6 = iprange.U128{Lo: 0xffff<<32 | uint64(fa.v4)}
 		fa.is4, fa.valid = true, true
 	case a.IsValid():
 		b := a.As16()
-		fa.v6 = u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+		fa.v6 = iprange.U128{Hi: binary.BigEndian.Uint64(b[:8]), Lo: binary.BigEndian.Uint64(b[8:])}
 		fa.v4, fa.is4, fa.valid = 0, false, true
 	default:
 		*fa = flowAddr{}
 	}
-}
-
-// byteAt returns byte k (0..15) of the 128-bit value.
-func (a u128) byteAt(k int) byte {
-	if k < 8 {
-		return byte(a.hi >> (56 - 8*k))
-	}
-	return byte(a.lo >> (56 - 8*(k-8)))
 }
 
 // addrSet is a policy.AddrSet split by family into integer ranges, for
@@ -71,7 +57,7 @@ type addrSet struct {
 }
 
 type range4 struct{ lo, hi uint32 }
-type range6 struct{ lo, hi u128 }
+type range6 = iprange.Range
 
 func newAddrSet(s *policy.AddrSet) (addrSet, error) {
 	if s.Any {
@@ -89,7 +75,7 @@ func newAddrSet(s *policy.AddrSet) (addrSet, error) {
 		if r.From.Is4() {
 			out.v4 = append(out.v4, range4{as4(r.From), as4(r.To)})
 		} else {
-			out.v6 = append(out.v6, range6{as6(r.From), as6(r.To)})
+			out.v6 = append(out.v6, range6{Lo: as6(r.From), Hi: as6(r.To)})
 		}
 	}
 	return out, nil
@@ -123,11 +109,11 @@ func (s *addrSet) contains(a *flowAddr) bool {
 	lo, hi := 0, len(r)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if r[m].hi.less(a.v6) {
+		if r[m].Hi.Less(a.v6) {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return lo < len(r) && !a.v6.less(r[lo].lo)
+	return lo < len(r) && !a.v6.Less(r[lo].Lo)
 }

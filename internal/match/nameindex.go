@@ -3,6 +3,7 @@ package match
 import (
 	"strings"
 
+	"github.com/clusterwall/clusterwall/internal/ascii"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -73,10 +74,7 @@ const fnvOffset, fnvPrime = 2166136261, 16777619
 func labelHash(label string) uint32 {
 	h := uint32(fnvOffset)
 	for i := len(label) - 1; i >= 0; i-- {
-		c := label[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
+		c := ascii.Lower(label[i])
 		h = (h ^ uint32(c)) * fnvPrime
 	}
 	return h
@@ -112,7 +110,7 @@ func (x *nameIndex) suffix(node int32, h uint32, suffix string) uint32 {
 		if s.rules == 0 {
 			return 0
 		}
-		if s.hash == h && s.node == node && asciiEqualFoldLower(suffix, s.label) {
+		if s.hash == h && s.node == node && ascii.EqualFoldLower(suffix, s.label) {
 			return s.rules
 		}
 	}
@@ -124,13 +122,10 @@ func (x *nameIndex) hasLabel(i int32, s *nameSlot, l string) bool {
 		return false
 	}
 	if len(l) > len(s.short) {
-		return asciiEqualFoldLower(l, x.long[i])
+		return ascii.EqualFoldLower(l, x.long[i])
 	}
 	for j := 0; j < len(l); j++ {
-		c := l[j]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
+		c := ascii.Lower(l[j])
 		if c != s.short[j] {
 			return false
 		}
@@ -159,12 +154,9 @@ func (x *nameIndex) lookup(rules *ruleTable, f *flowKey, name string, scheme pol
 		h := uint32(fnvOffset)
 		i := end - 1
 		for ; i >= 0; i-- {
-			c := name[i]
+			c := ascii.Lower(name[i])
 			if c == '.' {
 				break
-			}
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
 			}
 			h = (h ^ uint32(c)) * fnvPrime
 			if k := end - i; k < 64 && sufLens&(1<<k) != 0 {
@@ -215,24 +207,6 @@ func (x *nameIndex) scan(rules *ruleTable, leaf uint32, best int32, f *flowKey, 
 		}
 	}
 	return best
-}
-
-// asciiEqualFoldLower reports whether s equals lower (which is lower case),
-// ignoring ASCII case.
-func asciiEqualFoldLower(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 type edgeKey struct {

@@ -2,7 +2,6 @@ package match
 
 import (
 	"net/netip"
-	"slices"
 
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -196,20 +195,5 @@ func sortedPorts(rs []policy.PortRange) []policy.PortRange {
 	if ok {
 		return rs
 	}
-	var out []policy.PortRange
-	for _, r := range rs {
-		if r.Lo <= r.Hi {
-			out = append(out, r)
-		}
-	}
-	slices.SortFunc(out, func(a, b policy.PortRange) int { return int(a.Lo) - int(b.Lo) })
-	merged := out[:0]
-	for _, r := range out {
-		if n := len(merged); n > 0 && uint32(r.Lo) <= uint32(merged[n-1].Hi)+1 {
-			merged[n-1].Hi = max(merged[n-1].Hi, r.Hi)
-			continue
-		}
-		merged = append(merged, r)
-	}
-	return merged
+	return policy.MergePorts(rs)
 }

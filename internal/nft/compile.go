@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -236,17 +237,17 @@ func (c *compiler) service(ch *Chain, s match.Service) {
 	}
 }
 
-// mergeIntervals merges sorted intervals that overlap or touch.
+// mergeIntervals sorts intervals and merges those that overlap or touch
+// (iprange.Merge).
 func mergeIntervals(in []ivl) []ivl {
-	var out []ivl
-	for _, iv := range in {
-		if n := len(out); n > 0 && !out[n-1].hi.next().less(iv.lo) {
-			if out[n-1].hi.less(iv.hi) {
-				out[n-1].hi = iv.hi
-			}
-			continue
-		}
-		out = append(out, iv)
+	rs := make([]iprange.Range, len(in))
+	for i, iv := range in {
+		rs[i] = iprange.Range{Lo: iv.lo.num(), Hi: iv.hi.num()}
+	}
+	rs = iprange.Merge(rs)
+	out := make([]ivl, len(rs))
+	for i, r := range rs {
+		out[i] = ivl{ofNum(r.Lo), ofNum(r.Hi)}
 	}
 	return out
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/ascii"
 )
 
 // Runner programs a compiled ruleset into a data plane. The netlink
@@ -384,12 +386,7 @@ func normName(s string) string {
 	for len(b) > 0 && b[len(b)-1] == '.' {
 		b = b[:len(b)-1]
 	}
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
+	return ascii.ToLower(string(b))
 }
 
 // Flush implements Runner.

@@ -2,12 +2,9 @@ package nft
 
 import (
 	"fmt"
-	"github.com/clusterwall/clusterwall/internal/policy"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +14,9 @@ import (
 	xipv4 "golang.org/x/net/ipv4"
 	xipv6 "golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterwall/clusterwall/internal/namespace"
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // Kernel tests run only as root, each in network namespaces it creates
@@ -25,28 +25,20 @@ import (
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test: needs root (network namespaces and nftables)")
-	}
+	namespace.RequireRoot(t)
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("kernel test: needs the ip command (iproute2)")
 	}
 }
 
+// nsSeq numbers the ICMP echo identifiers of the tests' pings.
 var nsSeq atomic.Int64
 
-// newNS creates a network namespace with a unique name, removed at cleanup.
+// newNS creates a network namespace with a unique name (its loopback up),
+// removed at cleanup (namespace.ForTest).
 func newNS(t testing.TB, role string) string {
 	t.Helper()
-	name := fmt.Sprintf("cwnft-%d-%d-%s", os.Getpid(), nsSeq.Add(1), role)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return namespace.ForTest(t, "cwnft-"+role+"-")
 }
 
 func run(t testing.TB, args ...string) string {
@@ -88,43 +80,14 @@ func inNS(t testing.TB, ns string, f func()) {
 }
 
 func doInNS(ns string, f func()) error {
-	runtime.LockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %v", ns, err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it dies with this goroutine instead
-			// of running other goroutines in the wrong namespace.
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	f()
-	return nil
+	return namespace.Do(ns, func() error { f(); return nil })
 }
 
 func sysctl(t testing.TB, ns, key, val string) {
 	t.Helper()
-	inNS(t, ns, func() {
-		p := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
-			t.Fatalf("sysctl %s in %s: %v", key, ns, err)
-		}
-	})
+	if err := namespace.Do(ns, func() error { return namespace.WriteSysctl(key, val) }); err != nil {
+		t.Fatalf("%s: %v", ns, err)
+	}
 }
 
 // lab is the minimal three-namespace topology of the kernel tests:

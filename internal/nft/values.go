@@ -2,27 +2,24 @@ package nft
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"net/netip"
 
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
-// u128 is an unsigned 128-bit number: an IPv4 address, an IPv6 address or a
-// port, so that the classifier can treat every field alike.
+// u128 is a field value: an IPv4 address, an IPv6 address or a port, so
+// that the classifier can treat every field alike. Its arithmetic is the
+// project's one 128-bit number's (iprange.U128), under the names the
+// compiler uses.
 type u128 struct{ hi, lo uint64 }
 
-func (a u128) less(b u128) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
+func (a u128) num() iprange.U128 { return iprange.U128{Hi: a.hi, Lo: a.lo} }
+func ofNum(n iprange.U128) u128  { return u128{n.Hi, n.Lo} }
 
-func (a u128) next() u128 {
-	lo, carry := bits.Add64(a.lo, 1, 0)
-	return u128{a.hi + carry, lo}
-}
-
-func (a u128) prev() u128 {
-	lo, borrow := bits.Sub64(a.lo, 1, 0)
-	return u128{a.hi - borrow, lo}
-}
+func (a u128) less(b u128) bool { return a.num().Less(b.num()) }
+func (a u128) next() u128       { return ofNum(a.num().Next()) }
+func (a u128) prev() u128       { return ofNum(a.num().Prev()) }
 
 // ivl is an inclusive interval of field values.
 type ivl struct{ lo, hi u128 }
@@ -81,26 +78,9 @@ func fieldMax(fam family, f field) u128 {
 	return u128{^uint64(0), ^uint64(0)}
 }
 
-func addrVal(a netip.Addr) u128 {
-	if a.Is4() {
-		b := a.As4()
-		return u128{0, uint64(binary.BigEndian.Uint32(b[:]))}
-	}
-	b := a.As16()
-	return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
-}
+func addrVal(a netip.Addr) u128 { return ofNum(iprange.From(a)) }
 
-func valAddr(fam family, v u128) netip.Addr {
-	if fam == ipv4 {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], uint32(v.lo))
-		return netip.AddrFrom4(b)
-	}
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], v.hi)
-	binary.BigEndian.PutUint64(b[8:], v.lo)
-	return netip.AddrFrom16(b)
-}
+func valAddr(fam family, v u128) netip.Addr { return v.num().Addr(fam == ipv4) }
 
 // valBytes is the kernel's (network byte order) encoding of a field value.
 func valBytes(fam family, f field, v u128) []byte {
@@ -153,49 +133,7 @@ func prefixLen(fam family, f field, iv ivl) (int, bool) {
 	case fam == ipv4:
 		width = 32
 	}
-	// size = hi - lo + 1 must be a power of two 2^k and lo aligned to it.
-	diff := u128{iv.hi.hi - iv.lo.hi, 0}
-	var borrow uint64
-	diff.lo, borrow = bits.Sub64(iv.hi.lo, iv.lo.lo, 0)
-	diff.hi -= borrow
-	// diff+1 must be a power of two: diff is of the form 0..01..1.
-	k := 0
-	switch {
-	case diff.hi == 0:
-		if diff.lo&(diff.lo+1) != 0 {
-			return 0, false
-		}
-		k = bits.OnesCount64(diff.lo)
-	default:
-		if diff.lo != ^uint64(0) || diff.hi&(diff.hi+1) != 0 {
-			return 0, false
-		}
-		k = 64 + bits.OnesCount64(diff.hi)
-	}
-	// Alignment: the low k bits of lo are zero.
-	switch {
-	case k == 0:
-	case k < 64:
-		if iv.lo.lo&(1<<k-1) != 0 {
-			return 0, false
-		}
-	case k == 64:
-		if iv.lo.lo != 0 {
-			return 0, false
-		}
-	case k < 128:
-		if iv.lo.lo != 0 || iv.lo.hi&(1<<(k-64)-1) != 0 {
-			return 0, false
-		}
-	default:
-		if iv.lo != (u128{}) {
-			return 0, false
-		}
-	}
-	if k > width {
-		return 0, false
-	}
-	return width - k, true
+	return iprange.Range{Lo: iv.lo.num(), Hi: iv.hi.num()}.PrefixBits(width)
 }
 
 func bytesAddr(b []byte) (netip.Addr, bool) {

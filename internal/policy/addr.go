@@ -3,8 +3,9 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
+
+	"github.com/clusterwall/clusterwall/internal/iprange"
 )
 
 // AddrSet is a set of IPv4 and IPv6 addresses, kept as sorted, disjoint,
@@ -46,7 +47,7 @@ func (s *AddrSet) Prefixes() []netip.Prefix {
 	}
 	var out []netip.Prefix
 	for _, r := range s.Ranges {
-		out = appendRangePrefixes(out, r.From, r.To)
+		out = iprange.AppendPrefixes(out, r.From, r.To)
 	}
 	return out
 }
@@ -79,7 +80,7 @@ func (b *AddrSetBuilder) AddAny() { b.any = true }
 // AddPrefix adds every address of p.
 func (b *AddrSetBuilder) AddPrefix(p netip.Prefix) {
 	p = p.Masked()
-	b.ranges = append(b.ranges, AddrRange{p.Addr(), lastAddr(p)})
+	b.ranges = append(b.ranges, AddrRange{p.Addr(), iprange.LastAddr(p)})
 }
 
 // AddRange adds from..to inclusive; both must be of the same family and from <= to.
@@ -95,28 +96,27 @@ func (b *AddrSetBuilder) AddSet(s *AddrSet) {
 	b.ranges = append(b.ranges, s.Ranges...)
 }
 
-// Build returns the normalised set.
+// Build returns the normalised set: sorted, disjoint ranges, touching ones
+// merged, IPv4 before IPv6 and never merged across families.
 func (b *AddrSetBuilder) Build() AddrSet {
 	if b.any {
 		return AddrSet{Any: true}
 	}
-	r := append([]AddrRange(nil), b.ranges...)
-	sort.Slice(r, func(i, j int) bool { return r[i].From.Less(r[j].From) })
-	var out []AddrRange
-	for _, x := range r {
-		if n := len(out); n > 0 {
-			last := &out[n-1]
-			if last.To.Is4() == x.From.Is4() {
-				next := last.To.Next()
-				if x.From.Compare(last.To) <= 0 || (next.IsValid() && next == x.From) {
-					if last.To.Less(x.To) {
-						last.To = x.To
-					}
-					continue
-				}
-			}
+	var v4, v6 []iprange.Range
+	for _, r := range b.ranges {
+		x := iprange.Range{Lo: iprange.From(r.From), Hi: iprange.From(r.To)}
+		if r.From.Is4() {
+			v4 = append(v4, x)
+		} else {
+			v6 = append(v6, x)
 		}
-		out = append(out, x)
+	}
+	var out []AddrRange
+	for _, r := range iprange.Merge(v4) {
+		out = append(out, AddrRange{r.Lo.Addr4(), r.Hi.Addr4()})
+	}
+	for _, r := range iprange.Merge(v6) {
+		out = append(out, AddrRange{r.Lo.Addr6(), r.Hi.Addr6()})
 	}
 	return AddrSet{Ranges: out}
 }
@@ -224,42 +224,4 @@ func trimNetipErr(err error) string {
 		return s[i+2:]
 	}
 	return s
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr()
-	b := a.AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for bit := 0; bit < 8; bit++ {
-			if i*8+bit >= bits {
-				b[i] |= 0x80 >> bit
-			}
-		}
-	}
-	out, _ := netip.AddrFromSlice(b)
-	return out
-}
-
-// appendRangePrefixes appends the minimal prefixes covering from..to.
-func appendRangePrefixes(out []netip.Prefix, from, to netip.Addr) []netip.Prefix {
-	for {
-		bits := from.BitLen()
-		// Largest prefix starting at from that stays within to.
-		l := bits
-		for l > 0 {
-			p, err := from.Prefix(l - 1)
-			if err != nil || p.Addr() != from || to.Less(lastAddr(p)) {
-				break
-			}
-			l--
-		}
-		p := netip.PrefixFrom(from, l)
-		out = append(out, p)
-		last := lastAddr(p)
-		if last.Compare(to) >= 0 {
-			return out
-		}
-		from = last.Next()
-	}
 }

@@ -13,18 +13,29 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// positions maps a field path to where its value (or, for keys, its key)
-// starts in the source.
-type positions struct {
-	file string
-	vals map[string]Pos
-	keys map[string]Pos
+// Positions is the one YAML position index: it maps a field path, as
+// errors name it ("ruleCollectionGroups[0].ruleCollections[1].rules[2]",
+// "listeners[0].tls.certificates[1]"), to where its value — and for a
+// mapping's field, its key — starts in the source. DecodeYAML builds it for
+// policy files, DecodeStrictPositions for every other config file (the
+// daemon's, the WAF's), so that each error names FILE:LINE:COL the same
+// way.
+type Positions struct {
+	file  string
+	vals  map[string]Pos
+	keys  map[string]Pos
+	block map[string]bool // block scalars (| or >)
 	// prefix is prepended to every path looked up (an inline base policy).
 	prefix string
 }
 
-// lookup returns the position of path, or of its nearest ancestor.
-func (p *positions) lookup(path string) Pos {
+func newPositions(file string) *Positions {
+	return &Positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}, block: map[string]bool{}}
+}
+
+// Lookup returns the position of path's value, or of its nearest ancestor
+// that has one (the file alone when none has).
+func (p *Positions) Lookup(path string) Pos {
 	if p == nil {
 		return Pos{}
 	}
@@ -42,29 +53,33 @@ func (p *positions) lookup(path string) Pos {
 	return Pos{File: p.file}
 }
 
-// key returns the position of the key of a mapping field, falling back to
+// Key returns the position of the key of a mapping field, falling back to
 // its value's.
-func (p *positions) key(path string) Pos {
+func (p *Positions) Key(path string) Pos {
 	if p != nil {
 		if pos, ok := p.keys[p.prefix+path]; ok {
 			return pos
 		}
 	}
-	return p.lookup(path)
+	return p.Lookup(path)
 }
+
+// Block reports whether the value at path is a block scalar (| or >): its
+// position is the indicator's, its text starts on the next line.
+func (p *Positions) Block(path string) bool { return p != nil && p.block[p.prefix+path] }
 
 // DecodeYAML parses a policy file's bytes into its wire form. Unknown fields,
 // values of the wrong shape and duplicate keys are errors with positions.
 // The returned positions are used by Validate to place its errors.
-func DecodeYAML(file string, data []byte) (*File, *positions, error) {
+func DecodeYAML(file string, data []byte) (*File, *Positions, error) {
 	return decodeYAML(file, data, Limits{})
 }
 
 // decodeYAML is DecodeYAML within lim: the bytes are checked before they
 // are parsed, the tree before it is walked (budget.go).
-func decodeYAML(file string, data []byte, lim Limits) (*File, *positions, error) {
+func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error) {
 	lim = lim.withDefaults()
-	pos := &positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}}
+	pos := newPositions(file)
 	if err := CheckBudget(file, data, lim); err != nil {
 		return nil, pos, err
 	}
@@ -124,7 +139,7 @@ func yamlSyntaxError(file string, err error) *Error {
 }
 
 type walker struct {
-	pos         *positions
+	pos         *Positions
 	errs        *ErrorList
 	cap         errorCap
 	shapeErrors bool // a value of the wrong shape: the file cannot be decoded
@@ -151,6 +166,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		n = n.Alias
 	}
 	w.pos.vals[path] = Pos{File: w.pos.file, Line: n.Line, Column: n.Column}
+	if n.Kind == yaml.ScalarNode && n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		w.pos.block[path] = true
+	}
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -266,11 +284,11 @@ func join(path, key string) string {
 
 // sub returns the positions of a nested policy (an inline basePolicy):
 // its paths are prefixed in p.
-func (p *positions) sub(prefix string) *positions {
+func (p *Positions) sub(prefix string) *Positions {
 	if p == nil {
 		return nil
 	}
-	return &positions{file: p.file, vals: p.vals, keys: p.keys, prefix: p.prefix + prefix}
+	return &Positions{file: p.file, vals: p.vals, keys: p.keys, block: p.block, prefix: p.prefix + prefix}
 }
 
 func describe(n *yaml.Node) string {
@@ -349,29 +367,36 @@ func EditDistance(a, b string) int {
 // wrong shape and duplicate keys are errors naming FILE:LINE:COL. Other
 // configuration files (the daemon's) use it too.
 func DecodeStrict(file string, data []byte, out any) error {
+	_, err := DecodeStrictPositions(file, data, out)
+	return err
+}
+
+// DecodeStrictPositions is DecodeStrict that also returns the file's
+// position index, to place the errors of the validation that follows.
+func DecodeStrictPositions(file string, data []byte, out any) (*Positions, error) {
 	lim := Limits{}.withDefaults()
+	pos := newPositions(file)
 	if err := CheckBudget(file, data, lim); err != nil {
-		return err
+		return pos, err
 	}
-	pos := &positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return ErrorList{yamlSyntaxError(file, err)}
+		return pos, ErrorList{yamlSyntaxError(file, err)}
 	}
 	if len(doc.Content) == 0 {
-		return ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty file"}}
+		return pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty file"}}
 	}
 	if err := checkTree(file, &doc, lim); err != nil {
-		return err
+		return pos, err
 	}
 	var errs ErrorList
 	w := walker{pos: pos, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
 	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
 	if len(errs) > 0 {
-		return w.cap.finish(errs, file)
+		return pos, w.cap.finish(errs, file)
 	}
 	if err := doc.Content[0].Decode(out); err != nil {
-		return ErrorList{yamlSyntaxError(file, err)}
+		return pos, ErrorList{yamlSyntaxError(file, err)}
 	}
-	return nil
+	return pos, nil
 }

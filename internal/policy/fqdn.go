@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
+
+	"github.com/clusterwall/clusterwall/internal/ascii"
 )
 
 // FQDNKind is the shape of an application rule's FQDN pattern.
@@ -51,36 +53,14 @@ func (p FQDNPattern) Match(name string) bool {
 	case FQDNAny:
 		return name != ""
 	case FQDNExact:
-		return asciiEqualFold(name, p.Name)
+		return ascii.EqualFold(name, p.Name)
 	case FQDNSubdomains:
 		return len(name) > len(p.Name)+1 && name[len(name)-len(p.Name)-1] == '.' &&
-			asciiEqualFold(name[len(name)-len(p.Name):], p.Name)
+			ascii.EqualFold(name[len(name)-len(p.Name):], p.Name)
 	case FQDNSuffix:
-		return len(name) >= len(p.Name) && asciiEqualFold(name[len(name)-len(p.Name):], p.Name)
+		return len(name) >= len(p.Name) && ascii.EqualFold(name[len(name)-len(p.Name):], p.Name)
 	}
 	return false
-}
-
-// asciiEqualFold is strings.EqualFold restricted to ASCII letters. DNS names
-// on the wire are ASCII (IDNs travel as punycode); Unicode folding would let
-// "\u212Aubernetes.io" (KELVIN SIGN) match "kubernetes.io".
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseFQDNPattern parses an application rule target FQDN.

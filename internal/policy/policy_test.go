@@ -286,8 +286,8 @@ func TestPorts(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	if got := mergePorts([]PortRange{{80, 80}, {81, 90}, {100, 200}, {150, 300}}); len(got) != 2 || got[0] != (PortRange{80, 90}) || got[1] != (PortRange{100, 300}) {
-		t.Errorf("mergePorts = %v", got)
+	if got := MergePorts([]PortRange{{150, 300}, {80, 80}, {81, 90}, {100, 200}, {5, 4}}); len(got) != 2 || got[0] != (PortRange{80, 90}) || got[1] != (PortRange{100, 300}) {
+		t.Errorf("MergePorts = %v", got)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/clusterwall/clusterwall/internal/iprange"
 )
 
 // Options control loading and validation.
@@ -58,7 +60,7 @@ func Validate(f *File, base string, opts Options) (*Policy, error) {
 
 type validator struct {
 	cap      errorCap
-	pos      *positions
+	pos      *Positions
 	prefix   string // prepended to error paths (an inline base policy)
 	base     *Policy
 	file     string
@@ -76,7 +78,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 	if v.cap.full(v.errs) {
 		return
 	}
-	p := v.pos.lookup(path)
+	p := v.pos.Lookup(path)
 	if v.pos == nil {
 		p = Pos{File: v.file}
 	}
@@ -100,14 +102,14 @@ func (v *validator) keyErrorf(path, format string, args ...any) {
 	if v.cap.full(v.errs) {
 		return
 	}
-	p := v.pos.key(path)
+	p := v.pos.Key(path)
 	if v.pos == nil {
 		p = Pos{File: v.file}
 	}
 	v.errs = append(v.errs, &Error{Pos: p, Path: v.prefix + path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func validate(f *File, pos *positions, file string, opts Options) (*Policy, error) {
+func validate(f *File, pos *Positions, file string, opts Options) (*Policy, error) {
 	p, errs := validateIn(f, pos, file, opts, "", &chainState{})
 	if len(errs) > 0 {
 		return nil, errs
@@ -118,7 +120,7 @@ func validate(f *File, pos *positions, file string, opts Options) (*Policy, erro
 // validateIn validates one policy of a chain: prefix names where an inline
 // base policy sits in its child's file. The policy is built even when there
 // are errors (a child of a bad base policy reports only its own problems).
-func validateIn(f *File, pos *positions, file string, opts Options, prefix string, st *chainState) (*Policy, ErrorList) {
+func validateIn(f *File, pos *Positions, file string, opts Options, prefix string, st *chainState) (*Policy, ErrorList) {
 	v := &validator{pos: pos, file: file, dir: filepath.Dir(file), location: f.Location, prefix: prefix,
 		cap: errorCap{max: opts.Limits.withDefaults().MaxErrors}}
 	if file == "" {
@@ -167,7 +169,7 @@ func validateIn(f *File, pos *positions, file string, opts Options, prefix strin
 	for gi := range f.RuleCollectionGroups {
 		wg := &f.RuleCollectionGroups[gi]
 		gp := fmt.Sprintf("ruleCollectionGroups[%d]", gi)
-		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.lookup(gp), Policy: f.Name}
+		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.Lookup(gp), Policy: f.Name}
 		if wg.Name == "" {
 			v.errorf(gp, "rule collection group: missing name")
 		} else if bg := v.baseGroup(wg.Name); bg != nil {
@@ -477,7 +479,7 @@ func (v *validator) dns(f *File, p *Policy) {
 }
 
 func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collection {
-	c := &Collection{Name: wc.Name, Priority: wc.Priority, Group: g, Pos: v.pos.lookup(cp)}
+	c := &Collection{Name: wc.Name, Priority: wc.Priority, Group: g, Pos: v.pos.Lookup(cp)}
 	what := "rule collection " + quote(wc.Name)
 	if wc.Name == "" {
 		v.errorf(cp, "rule collection: missing name")
@@ -513,7 +515,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		} else {
 			names[strings.ToLower(wr.Name)] = ri
 		}
-		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: v.pos.lookup(rp)}
+		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: v.pos.Lookup(rp)}
 		switch c.Kind {
 		case KindNetwork:
 			v.networkRule(wr, rp, r)
@@ -605,7 +607,7 @@ func (v *validator) ports(path string, list []string, what string, single bool) 
 		}
 		out = append(out, pr)
 	}
-	return mergePorts(out)
+	return MergePorts(out)
 }
 
 // ParsePortRange parses "80", "1000-2000" or "*".
@@ -644,17 +646,20 @@ func parsePort(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-func mergePorts(in []PortRange) []PortRange {
-	sort.Slice(in, func(i, j int) bool { return in[i].Lo < in[j].Lo })
-	var out []PortRange
+// MergePorts returns the port ranges of in (empty ones, Lo > Hi, dropped)
+// sorted, with the ranges that overlap or touch merged: the one port
+// merge, iprange.Merge on ports. in is not modified.
+func MergePorts(in []PortRange) []PortRange {
+	rs := make([]iprange.Range, 0, len(in))
 	for _, r := range in {
-		if n := len(out); n > 0 && uint32(r.Lo) <= uint32(out[n-1].Hi)+1 {
-			if r.Hi > out[n-1].Hi {
-				out[n-1].Hi = r.Hi
-			}
-			continue
+		if r.Lo <= r.Hi {
+			rs = append(rs, iprange.Range{Lo: iprange.U128{Lo: uint64(r.Lo)}, Hi: iprange.U128{Lo: uint64(r.Hi)}})
 		}
-		out = append(out, r)
+	}
+	rs = iprange.Merge(rs)
+	out := make([]PortRange, len(rs))
+	for i, r := range rs {
+		out[i] = PortRange{uint16(r.Lo.Lo), uint16(r.Hi.Lo)}
 	}
 	return out
 }

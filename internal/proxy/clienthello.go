@@ -4,7 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+
+	"github.com/clusterwall/clusterwall/internal/ascii"
 )
 
 // Why a reader of our own instead of crypto/tls (tls.Server with
@@ -424,14 +425,7 @@ func checkHostName(b []byte) error {
 	return nil
 }
 
-func lowerASCII(b []byte) string {
-	for _, ch := range b {
-		if 'A' <= ch && ch <= 'Z' {
-			return strings.ToLower(string(b))
-		}
-	}
-	return string(b)
-}
+func lowerASCII(b []byte) string { return ascii.ToLower(string(b)) }
 
 func truncate(b []byte, n int) string {
 	if len(b) > n {

@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterwall/clusterwall/internal/namespace"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
 
@@ -45,91 +43,29 @@ const (
 	kSpoof6    = "fd77:2::3"
 )
 
-// inNS runs fn on a fresh OS thread that joined ns; the thread is thrown
-// away afterwards (the goroutine exits locked), so no other goroutine ever
-// runs in the wrong namespace. Sockets made in fn stay in ns.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// newNamedNS creates a named namespace without moving the caller's thread.
-func newNamedNS(name string) (netns.NsHandle, error) {
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	rc := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name)
-		rc <- res{h, err}
-	}()
-	r := <-rc
-	return r.h, r.err
-}
+// inNS runs fn inside ns (namespace.DoHandle: a fresh OS thread, thrown
+// away afterwards). Sockets made in fn stay in ns.
+func inNS(ns netns.NsHandle, fn func() error) error { return namespace.DoHandle(ns, fn) }
 
 type kernelLab struct {
 	names              [3]string // client, proxy, server
 	client, gw, server netns.NsHandle
 }
 
-func uniqueSuffix() string {
-	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 4)
-	rand.Read(b)
-	for i := range b {
-		b[i] = chars[int(b[i])%len(chars)]
-	}
-	return string(b)
-}
-
 func setupKernelLab(t *testing.T) *kernelLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("kernel test needs root (network namespaces, nftables); skipping")
-	}
-	base := "cwpx" + uniqueSuffix()
-	l := &kernelLab{names: [3]string{base + "-c", base + "-g", base + "-s"}}
+	l := &kernelLab{}
 	handles := []*netns.NsHandle{&l.client, &l.gw, &l.server}
-	for i, n := range l.names {
-		h, err := newNamedNS(n)
+	for i, role := range []string{"c", "g", "s"} {
+		// Loopback up, no duplicate address detection (it would hold IPv6
+		// for a second or two after the links come up).
+		l.names[i] = namespace.ForTest(t, "cwpx-"+role)
+		h, err := netns.GetFromName(l.names[i])
 		if err != nil {
-			if errors.Is(err, unix.EPERM) && i == 0 {
-				t.Skipf("cannot create network namespaces here: %v", err)
-			}
-			t.Fatalf("namespace %s: %v", n, err)
+			t.Fatal(err)
 		}
 		*handles[i] = h
-		t.Cleanup(func() {
-			h.Close()
-			if err := netns.DeleteNamed(n); err != nil {
-				t.Errorf("delete namespace %s: %v", n, err)
-			}
-		})
-	}
-
-	// No duplicate address detection (it would hold IPv6 for a second
-	// or two after the links come up).
-	for _, ns := range []netns.NsHandle{l.client, l.gw, l.server} {
-		if err := inNS(ns, func() error {
-			for _, k := range []string{"all", "default"} {
-				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0o644); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("sysctl: %v", err)
-		}
+		t.Cleanup(func() { h.Close() })
 	}
 
 	nh := func(ns netns.NsHandle) *netlink.Handle {

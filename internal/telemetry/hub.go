@@ -3,6 +3,7 @@ package telemetry
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,33 +116,11 @@ func Destination(r *Record) string {
 		return r.Hostname
 	case r.DestinationIp != "" && r.DestinationPort != 0:
 		if strings.Contains(r.DestinationIp, ":") {
-			return "[" + r.DestinationIp + "]:" + itoa(r.DestinationPort)
+			return "[" + r.DestinationIp + "]:" + strconv.Itoa(r.DestinationPort)
 		}
-		return r.DestinationIp + ":" + itoa(r.DestinationPort)
+		return r.DestinationIp + ":" + strconv.Itoa(r.DestinationPort)
 	}
 	return r.DestinationIp
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
 }
 
 // Observe records r. It is meant for DecisionLog.Observe: cheap, never
@@ -400,7 +379,7 @@ func (f *Filter) Match(r *Record) bool {
 			return true
 		}
 	}
-	if r.DestinationPort != 0 && itoa(r.DestinationPort) == q {
+	if r.DestinationPort != 0 && strconv.Itoa(r.DestinationPort) == q {
 		return true
 	}
 	return false

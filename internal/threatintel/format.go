@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -328,7 +329,7 @@ func parseAddrEntry(tok string) (AddrEntry, error) {
 			pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 		}
 		pfx = pfx.Masked()
-		return AddrEntry{From: pfx.Addr(), To: lastAddr(pfx), Indicator: pfx.String()}, nil
+		return AddrEntry{From: pfx.Addr(), To: iprange.LastAddr(pfx), Indicator: pfx.String()}, nil
 	case strings.Contains(tok, "-"):
 		lo, hi, _ := strings.Cut(tok, "-")
 		a, err1 := netip.ParseAddr(lo)
@@ -462,20 +463,4 @@ func netipErr(err error) string {
 		return s[i+2:]
 	}
 	return s
-}
-
-// lastAddr is the last address of p (which is masked).
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr()
-	if a.Is4() {
-		b := a.As4()
-		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-		if p.Bits() < 32 {
-			v |= ^uint32(0) >> p.Bits()
-		}
-		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	}
-	u := u128From(a)
-	u = u.or(u128Ones(128 - p.Bits()))
-	return u.addr6()
 }

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/clusterwall/clusterwall/internal/ascii"
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -60,7 +62,7 @@ type span4 struct {
 }
 
 type span6 struct {
-	lo, hi u128
+	lo, hi iprange.U128
 	m      int32
 }
 
@@ -89,7 +91,7 @@ func Compile(feeds []*FeedData, allow Allowlist) *Set {
 			e := &d.Addrs[i]
 			idx := int32(len(s.matches))
 			s.matches = append(s.matches, newMatch(d.Name, e.Indicator, e.Comment, e.Line))
-			r := rng{lo: u128From(e.From), hi: u128From(e.To), m: idx}
+			r := rng{lo: iprange.From(e.From), hi: iprange.From(e.To), m: idx}
 			if e.From.Is4() {
 				r4 = append(r4, r)
 			} else {
@@ -100,7 +102,7 @@ func Compile(feeds []*FeedData, allow Allowlist) *Set {
 	d4, d6 := disjoint(r4), disjoint(r6)
 	s.v4, s.v6 = make([]span4, 0, len(d4)), make([]span6, 0, len(d6))
 	for _, r := range d4 {
-		s.v4 = append(s.v4, span4{lo: uint32(r.lo.lo), hi: uint32(r.hi.lo), m: r.m})
+		s.v4 = append(s.v4, span4{lo: uint32(r.lo.Lo), hi: uint32(r.hi.Lo), m: r.m})
 	}
 	s.v4idx = indexV4(s.v4)
 	s.v4bits = blocksV4(s.v4)
@@ -199,18 +201,18 @@ func (s *Set) addrIndex(a netip.Addr) int32 {
 			m = v[lo].m
 		}
 	} else if len(s.v6) > 0 {
-		x := u128From(a)
+		x := iprange.From(a)
 		v := s.v6
 		lo, hi := 0, len(v)
 		for lo < hi {
 			mid := int(uint(lo+hi) >> 1)
-			if v[mid].hi.less(x) {
+			if v[mid].hi.Less(x) {
 				lo = mid + 1
 			} else {
 				hi = mid
 			}
 		}
-		if lo < len(v) && !x.less(v[lo].lo) {
+		if lo < len(v) && !x.Less(v[lo].lo) {
 			m = v[lo].m
 		}
 	}
@@ -288,7 +290,7 @@ func (s *Set) allowedSuffix(name string) bool {
 		name = name[:n-1]
 	}
 	for _, suf := range s.allowSuffix {
-		if len(name) >= len(suf) && asciiEqualFold(name[len(name)-len(suf):], suf) {
+		if len(name) >= len(suf) && ascii.EqualFoldLower(name[len(name)-len(suf):], suf) {
 			return true
 		}
 	}
@@ -534,7 +536,7 @@ func (t *nameTable) lookupLower(s string, self bool) (int32, bool) {
 	var buf [maxNameLen]byte
 	b := buf[:len(s)]
 	for i := 0; i < len(s); i++ {
-		b[i] = lowerASCII[s[i]]
+		b[i] = ascii.Lower(s[i])
 	}
 	m, _ := walk(t, b, self, false)
 	return m, m >= 0
@@ -637,101 +639,10 @@ func probe[T string | []byte](t *nameTable, h uint64, s T, verify bool) *nameSlo
 	}
 }
 
-// lowerASCII maps A-Z to a-z and every other byte to itself.
-var lowerASCII = func() (t [256]byte) {
-	for i := range t {
-		t[i] = byte(i)
-		if 'A' <= i && i <= 'Z' {
-			t[i] = byte(i) + 'a' - 'A'
-		}
-	}
-	return t
-}()
-
-// asciiEqualFold compares s (any case) with lower (lower case).
-func asciiEqualFold(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// u128 is an IPv6 address (or an IPv4 one in lo) as a number.
-type u128 struct{ hi, lo uint64 }
-
-func u128From(a netip.Addr) u128 {
-	if a.Is4() {
-		b := a.As4()
-		return u128{lo: uint64(binary.BigEndian.Uint32(b[:]))}
-	}
-	b := a.As16()
-	return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
-}
-
-func (u u128) addr6() netip.Addr {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], u.hi)
-	binary.BigEndian.PutUint64(b[8:], u.lo)
-	return netip.AddrFrom16(b)
-}
-
-func (u u128) less(v u128) bool { return u.hi < v.hi || u.hi == v.hi && u.lo < v.lo }
-
-func (u u128) or(v u128) u128 { return u128{u.hi | v.hi, u.lo | v.lo} }
-
-func (u u128) add1() u128 {
-	lo := u.lo + 1
-	hi := u.hi
-	if lo == 0 {
-		hi++
-	}
-	return u128{hi, lo}
-}
-
-func (u u128) sub1() u128 {
-	lo := u.lo - 1
-	hi := u.hi
-	if u.lo == 0 {
-		hi--
-	}
-	return u128{hi, lo}
-}
-
-func (u u128) minus(v u128) u128 {
-	lo := u.lo - v.lo
-	hi := u.hi - v.hi
-	if u.lo < v.lo {
-		hi--
-	}
-	return u128{hi, lo}
-}
-
-// u128Ones has the low n bits set.
-func u128Ones(n int) u128 {
-	switch {
-	case n <= 0:
-		return u128{}
-	case n >= 128:
-		return u128{^uint64(0), ^uint64(0)}
-	case n >= 64:
-		return u128{^uint64(0) >> (128 - n), ^uint64(0)}
-	}
-	return u128{0, ^uint64(0) >> (64 - n)}
-}
-
 // rng is an inclusive range of one family with the index of its match;
 // among overlapping ranges, the narrowest (then the lowest m) wins.
 type rng struct {
-	lo, hi u128
+	lo, hi iprange.U128
 	m      int32
 }
 
@@ -739,9 +650,9 @@ type rng struct {
 type rngHeap []rng
 
 func (h rngHeap) less(i, j int) bool {
-	wi, wj := h[i].hi.minus(h[i].lo), h[j].hi.minus(h[j].lo)
+	wi, wj := h[i].hi.Sub(h[i].lo), h[j].hi.Sub(h[j].lo)
 	if wi != wj {
-		return wi.less(wj)
+		return wi.Less(wj)
 	}
 	return h[i].m < h[j].m
 }
@@ -788,27 +699,27 @@ func disjoint(rs []rng) []rng {
 	if len(rs) == 0 {
 		return nil
 	}
-	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.less(rs[j].lo) })
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.Less(rs[j].lo) })
 	out := make([]rng, 0, len(rs))
-	emit := func(lo, hi u128, m int32) {
-		if n := len(out); n > 0 && out[n-1].m == m && out[n-1].hi.add1() == lo {
+	emit := func(lo, hi iprange.U128, m int32) {
+		if n := len(out); n > 0 && out[n-1].m == m && out[n-1].hi.Next() == lo {
 			out[n-1].hi = hi
 			return
 		}
 		out = append(out, rng{lo, hi, m})
 	}
 	var h rngHeap
-	var cur u128
+	var cur iprange.U128
 	i := 0
 	for i < len(rs) || len(h) > 0 {
 		if len(h) == 0 {
 			cur = rs[i].lo
 		}
-		for i < len(rs) && !cur.less(rs[i].lo) {
+		for i < len(rs) && !cur.Less(rs[i].lo) {
 			h.push(rs[i])
 			i++
 		}
-		for len(h) > 0 && h[0].hi.less(cur) {
+		for len(h) > 0 && h[0].hi.Less(cur) {
 			h.pop()
 		}
 		if len(h) == 0 {
@@ -816,14 +727,14 @@ func disjoint(rs []rng) []rng {
 		}
 		top := h[0]
 		end := top.hi
-		if i < len(rs) && !end.less(rs[i].lo) {
-			end = rs[i].lo.sub1() // rs[i].lo > cur
+		if i < len(rs) && !end.Less(rs[i].lo) {
+			end = rs[i].lo.Prev() // rs[i].lo > cur
 		}
 		emit(cur, end, top.m)
-		if end == (u128{^uint64(0), ^uint64(0)}) {
+		if end == iprange.Max {
 			break
 		}
-		cur = end.add1()
+		cur = end.Next()
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterwall/clusterwall/internal/iprange"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -227,13 +228,13 @@ func TestDuplicateNames(t *testing.T) {
 // the narrowest covering entry, the earliest among equals.
 func refAddr(entries []AddrEntry, a netip.Addr) int {
 	best := -1
-	var bestW u128
+	var bestW iprange.U128
 	for i, e := range entries {
 		if e.From.Is4() != a.Is4() || a.Less(e.From) || e.To.Less(a) {
 			continue
 		}
-		w := u128From(e.To).minus(u128From(e.From))
-		if best < 0 || w.less(bestW) {
+		w := iprange.From(e.To).Sub(iprange.From(e.From))
+		if best < 0 || w.Less(bestW) {
 			best, bestW = i, w
 		}
 	}
@@ -352,7 +353,7 @@ func TestLookupsAgreeWithReference(t *testing.T) {
 }
 
 func TestDisjoint(t *testing.T) {
-	n := func(s string) u128 { return u128From(netip.MustParseAddr(s)) }
+	n := func(s string) iprange.U128 { return iprange.From(netip.MustParseAddr(s)) }
 	got := disjoint([]rng{
 		{n("10.0.0.0"), n("10.0.0.255"), 0},
 		{n("10.0.0.10"), n("10.0.0.20"), 1},
@@ -363,14 +364,14 @@ func TestDisjoint(t *testing.T) {
 	})
 	var s []string
 	for _, r := range got {
-		s = append(s, fmt.Sprintf("%d-%d:%d", r.lo.lo&0xffff, r.hi.lo&0xffff, r.m))
+		s = append(s, fmt.Sprintf("%d-%d:%d", r.lo.Lo&0xffff, r.hi.Lo&0xffff, r.m))
 	}
 	want := "0-9:0 10-14:1 15-16:3 17-20:1 21-30:2 31-255:0 256-261:4"
 	if strings.Join(s, " ") != want {
 		t.Errorf("got  %s\nwant %s", strings.Join(s, " "), want)
 	}
-	all := disjoint([]rng{{u128{}, u128{^uint64(0), ^uint64(0)}, 7}, {n("::5"), n("::5"), 8}})
-	if len(all) != 3 || all[2].hi != (u128{^uint64(0), ^uint64(0)}) || all[1].m != 8 {
+	all := disjoint([]rng{{iprange.U128{}, iprange.Max, 7}, {n("::5"), n("::5"), 8}})
+	if len(all) != 3 || all[2].hi != iprange.Max || all[1].m != 8 {
 		t.Errorf("full range: %+v", all)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/corazawaf/coraza/v3"
-	"gopkg.in/yaml.v3"
 
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -221,8 +220,9 @@ type Config struct {
 	// the file alone).
 	Kubernetes *Kubernetes
 
-	wire *File     // the file as decoded, to merge Kubernetes into
-	pos  *posIndex // positions in the file
+	wire  *File             // the file as decoded, to merge Kubernetes into
+	pos   *policy.Positions // positions in the file
+	lines []string          // the file's lines (block scalars' indentation)
 }
 
 // Listener is a validated listener.
@@ -405,15 +405,16 @@ func LoadConfig(path string) (*Config, error) {
 // are checked by compiling each policy with Coraza.
 func ParseConfig(file string, data []byte) (*Config, error) {
 	var f File
-	if err := policy.DecodeStrict(file, data, &f); err != nil {
-		return nil, err
-	}
-	pos := newPosIndex(file, data)
-	c, err := validate(file, &f, pos, fieldPaths{routes: len(f.Routes), policies: len(f.Policies)}, nil)
+	pos, err := policy.DecodeStrictPositions(file, data, &f) // the policy's position index
 	if err != nil {
 		return nil, err
 	}
-	c.wire, c.pos = &f, pos
+	lines := strings.Split(string(data), "\n")
+	c, err := validate(file, &f, pos, lines, fieldPaths{routes: len(f.Routes), policies: len(f.Policies)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.wire, c.pos, c.lines = &f, pos, lines
 	// SecLang errors surface only when Coraza compiles the policy. Each
 	// policy is compiled once here; the server uses the result.
 	var errs policy.ErrorList
@@ -457,7 +458,7 @@ func (p fieldPaths) policy(i int) string {
 // validate checks f (the file's listeners, routes and policies, then those
 // of the Kubernetes controller, which paths tells apart) and adds the
 // controller's certificates to the HTTPS listeners.
-func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []WireListenerCertificate) (*Config, error) {
+func validate(file string, f *File, pos *policy.Positions, lines []string, paths fieldPaths, certs []WireListenerCertificate) (*Config, error) {
 	var errs policy.ErrorList
 	bad := func(path, format string, args ...any) {
 		e := &policy.Error{Path: path, Msg: fmt.Sprintf(format, args...)}
@@ -466,7 +467,7 @@ func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []Wir
 			errs = append(errs, e)
 			return
 		}
-		e.Pos = pos.at(path)
+		e.Pos = pos.Lookup(path)
 		if e.Pos.Line > 0 {
 			// Error() prints the position only: keep the field in the text.
 			e.Msg = path + ": " + e.Msg
@@ -481,12 +482,9 @@ func validate(file string, f *File, pos *posIndex, paths fieldPaths, certs []Wir
 	for i, wp := range f.Policies {
 		at := paths.policy(i)
 		p := &Policy{Name: wp.Name, CustomRules: wp.CustomRules, customRulesKey: at + ".customRules"}
-		p.customRulesPos, p.customRulesBlock = pos.scalarAt(at + ".customRules")
+		p.customRulesPos, p.customRulesBlock = pos.Lookup(at+".customRules"), pos.Block(at+".customRules")
 		if p.customRulesBlock {
-			p.blockIndent = pos.indentOfLine(p.customRulesPos.Line + 1)
-		}
-		if p.customRulesPos.Line == 0 {
-			p.customRulesPos = pos.at(at)
+			p.blockIndent = indentOfLine(lines, p.customRulesPos.Line+1)
 		}
 		switch {
 		case wp.Name == "":
@@ -971,104 +969,11 @@ func FormatSize(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// posIndex finds where a field path (listeners[0].tls.certificates[1]) is
-// in the source, to place semantic errors.
-type posIndex struct {
-	file  string
-	root  *yaml.Node
-	lines []string
-}
-
-// indentOfLine is the indentation of a 1-based source line.
-func (p *posIndex) indentOfLine(n int) int {
-	if p == nil || n < 1 || n > len(p.lines) {
+// indentOfLine is the indentation of the 1-based line n of lines.
+func indentOfLine(lines []string, n int) int {
+	if n < 1 || n > len(lines) {
 		return 0
 	}
-	l := p.lines[n-1]
+	l := lines[n-1]
 	return len(l) - len(strings.TrimLeft(l, " "))
-}
-
-func newPosIndex(file string, data []byte) *posIndex {
-	var doc yaml.Node
-	lines := strings.Split(string(data), "\n")
-	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
-		return &posIndex{file: file, lines: lines}
-	}
-	return &posIndex{file: file, root: doc.Content[0], lines: lines}
-}
-
-var pathSegRe = regexp.MustCompile(`([^.\[\]]+)|\[(\d+)\]`)
-
-// at returns the position of path's value, or of its nearest ancestor.
-func (p *posIndex) at(path string) policy.Pos {
-	if p == nil || p.root == nil {
-		return policy.Pos{File: p.fileName()}
-	}
-	n := p.root
-	best := policy.Pos{File: p.file, Line: n.Line, Column: n.Column}
-	for _, m := range pathSegRe.FindAllStringSubmatch(path, -1) {
-		for n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = n.Alias
-		}
-		var next *yaml.Node
-		if m[1] != "" {
-			if n.Kind != yaml.MappingNode {
-				break
-			}
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == m[1] {
-					next = n.Content[i+1]
-					break
-				}
-			}
-		} else {
-			idx, _ := strconv.Atoi(m[2])
-			if n.Kind == yaml.SequenceNode && idx < len(n.Content) {
-				next = n.Content[idx]
-			}
-		}
-		if next == nil {
-			break
-		}
-		n = next
-		best = policy.Pos{File: p.file, Line: n.Line, Column: n.Column}
-	}
-	return best
-}
-
-// scalarAt is at for a scalar value, also telling whether it is a block
-// scalar (its text starts on the next line).
-func (p *posIndex) scalarAt(path string) (policy.Pos, bool) {
-	pos := p.at(path)
-	if p == nil || p.root == nil || pos.Line == 0 {
-		return pos, false
-	}
-	n := p.root
-	for _, m := range pathSegRe.FindAllStringSubmatch(path, -1) {
-		var next *yaml.Node
-		if m[1] != "" && n.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == m[1] {
-					next = n.Content[i+1]
-				}
-			}
-		} else if idx, err := strconv.Atoi(m[2]); err == nil && n.Kind == yaml.SequenceNode && idx < len(n.Content) {
-			next = n.Content[idx]
-		}
-		if next == nil {
-			return pos, false
-		}
-		n = next
-	}
-	if n.Line != pos.Line {
-		return pos, false
-	}
-	return pos, n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0
-}
-
-func (p *posIndex) fileName() string {
-	if p == nil {
-		return ""
-	}
-	return p.file
 }

@@ -64,7 +64,7 @@ func (c *Config) WithKubernetes(k *Kubernetes) (*Config, error) {
 		Policies:  slices.Concat(c.wire.Policies, k.Policies),
 	}
 	paths := fieldPaths{routes: len(c.wire.Routes), policies: len(c.wire.Policies)}
-	nc, err := validate(c.File, f, c.pos, paths, k.Certificates)
+	nc, err := validate(c.File, f, c.pos, c.lines, paths, k.Certificates)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func (c *Config) WithKubernetes(k *Kubernetes) (*Config, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	nc.wire, nc.pos = c.wire, c.pos
+	nc.wire, nc.pos, nc.lines = c.wire, c.pos, c.lines
 	if k != &none {
 		nc.Kubernetes = k
 	}

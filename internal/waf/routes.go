@@ -339,7 +339,7 @@ func CheckRoute(wr WireRoute, listeners []string) ([]RouteKey, error) {
 	if wr.Policy != "" && wr.Policy != "check" {
 		f.Policies = append(f.Policies, WirePolicy{Name: wr.Policy, Mode: "Off"})
 	}
-	c, err := validate("", f, nil, fieldPaths{routes: 1, policies: len(f.Policies)}, nil)
+	c, err := validate("", f, nil, nil, fieldPaths{routes: 1, policies: len(f.Policies)}, nil)
 	if err != nil {
 		var list policy.ErrorList
 		if errors.As(err, &list) {
@@ -377,7 +377,7 @@ func (c *Config) FileRouteKeys() map[string][]RouteKey {
 // below "policy".
 func CheckPolicy(wp WirePolicy) error {
 	f := &File{Policies: []WirePolicy{wp}, Listeners: []WireListener{{Name: "check", Address: "127.0.0.1:0", Policy: wp.Name}}}
-	c, err := validate("", f, nil, fieldPaths{routes: 0, policies: 1}, nil)
+	c, err := validate("", f, nil, nil, fieldPaths{routes: 0, policies: 1}, nil)
 	rename := func(err error) error {
 		var list policy.ErrorList
 		var one *policy.Error

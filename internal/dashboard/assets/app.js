@@ -351,6 +351,18 @@
 
   // ---- policy ----
 
+  // ruleMatches renders what a rule matches (GET /v1/rules): "sources →
+  // destinations · protocols ports", and a DNAT rule's translation.
+  function ruleMatches(r) {
+    const list = (a) => (a && a.length ? a.join(", ") : "");
+    if (!r.sources && !r.destinations) return "";
+    let s = `${list(r.sources) || "*"} → ${list(r.destinations) || "*"}`;
+    const proto = list(r.protocols), ports = list(r.ports);
+    if (proto || ports) s += ` · ${proto}${ports ? " " + ports : ""}`;
+    if (r.translated) s += ` ⇒ ${r.translated}`;
+    return s;
+  }
+
   async function loadPolicy() {
     let data;
     try {
@@ -376,7 +388,11 @@
     }
     const collCount = [...groups.values()].reduce((n, g) => n + g.colls.size, 0);
     const summary = [`generation ${data.generation}`, `${rules.length} rules in ${collCount} collections`, `${never} never hit since the daemon started`];
-    if (data.defaultDenyHits !== undefined) summary.push(`${fmt(data.defaultDenyHits)} flows denied by default`);
+    const denyHits = rules.filter((r) => r.action === "Deny").reduce((n, r) => n + (r.hits || 0), 0);
+    if (data.defaultDenyHits !== undefined) {
+      summary.push(`${fmt(data.defaultDenyHits)} flows denied by default (no rule matched: kernel and L7 proxy)`);
+      summary.push(`${fmt(denyHits)} denied by Deny rules`);
+    }
     $("policy-summary").replaceChildren(el("span", { text: summary.join(" · ") }),
       ...(data.countersError ? [" ", el("span", { class: "badge warn", title: data.countersError, text: "kernel counters unavailable" })] : []));
     const out = [];
@@ -390,9 +406,10 @@
         collEls.push(el("div", { class: "coll panel" },
           el("h3", {}, c.name, el("span", { class: "hint", text: `${c.kind} · ${c.action} · priority ${c.priority}` })),
           el("table", { class: "data rules" },
-            el("thead", {}, el("tr", {}, el("th", { text: "Rule" }), el("th", { text: "Action" }), el("th", { class: "num", text: "Hits" }), el("th", { text: "Last hit" }))),
+            el("thead", {}, el("tr", {}, el("th", { text: "Rule" }), el("th", { text: "Matches" }), el("th", { text: "Action" }), el("th", { class: "num", text: "Hits" }), el("th", { text: "Last hit" }))),
             el("tbody", {}, rs.map((r) => el("tr", { class: r.hits ? "" : "never", dataset: { rule: r.rule } },
               el("td", { class: "mono", text: r.rule }),
+              el("td", { class: "mono matches", text: ruleMatches(r) }),
               el("td", {}, badge(r.action)),
               el("td", { class: "num hits", text: r.hits ? fmt(r.hits) : "never hit" }),
               el("td", { title: r.lastHit || "", text: r.lastHit ? ago(r.lastHit) : "–" })))))));

@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/clusterwall/clusterwall/internal/atomicfile"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -622,7 +623,7 @@ func editFile(a *Args, create bool, edit func(*Doc) error) error {
 	if _, err := policy.Load(path, proposed, opts); err != nil {
 		return &NotChangedError{Path: path, Errs: err, Proposed: proposed}
 	}
-	return WriteFileAtomic(path, proposed, mode)
+	return atomicfile.Write(path, proposed, mode)
 }
 
 // policyName derives a new policy's name from its file name: "p.yaml" -> "p".

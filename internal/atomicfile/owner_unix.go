@@ -1,6 +1,6 @@
 //go:build unix
 
-package azcli
+package atomicfile
 
 import (
 	"io/fs"
