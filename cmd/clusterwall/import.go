@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -179,7 +180,7 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 			var b strings.Builder
 			fmt.Fprintf(&b, "error: %d values are only known at deployment or could not be evaluated; nothing was written (give them, or pass --allow-partial to import without them):", len(order))
 			for _, u := range order {
-				fmt.Fprintf(&b, "\n  %s\n    needed by: %s", u, strings.Join(dedupeStrings(need[u]), ", "))
+				fmt.Fprintf(&b, "\n  %s\n    needed by: %s", u, strings.Join(slices.Compact(slices.Sorted(slices.Values(need[u]))), ", "))
 			}
 			return &exitError{code: 1, msg: b.String()}
 		}
@@ -279,16 +280,4 @@ func runImportAzure(cmd *cobra.Command, args []string, o importOpts) error {
 		return &exitError{code: 1}
 	}
 	return nil
-}
-
-func dedupeStrings(l []string) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, s := range l {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	return out
 }

@@ -84,9 +84,18 @@ func (d *DaemonClient) do(ctx context.Context, method, path string, body []byte)
 // Apply sends a policy; it returns the daemon's generation, a
 // *RejectedError for a 422, or another error (unreachable, 5xx, ...).
 func (d *DaemonClient) Apply(ctx context.Context, policyYAML []byte) (int64, error) {
-	code, data, err := d.do(ctx, http.MethodPost, "/v1/apply", policyYAML)
+	gen, _, err := d.push(ctx, http.MethodPost, "/v1/apply", policyYAML)
+	return gen, err
+}
+
+// push sends a document the daemon validates and applies as a whole (a
+// policy, the WAF's Kubernetes routes): 200 gives its generation, 422 a
+// *RejectedError with the daemon's errors; any other status is returned
+// with an error naming it, for the caller to interpret first.
+func (d *DaemonClient) push(ctx context.Context, method, path string, doc []byte) (gen int64, code int, err error) {
+	code, data, err := d.do(ctx, method, path, doc)
 	if err != nil {
-		return 0, fmt.Errorf("daemon %s: %w", d.URL, err)
+		return 0, 0, fmt.Errorf("daemon %s: %w", d.URL, err)
 	}
 	switch code {
 	case http.StatusOK:
@@ -94,23 +103,24 @@ func (d *DaemonClient) Apply(ctx context.Context, policyYAML []byte) (int64, err
 			Generation int64 `json:"generation"`
 		}
 		if err := json.Unmarshal(data, &r); err != nil {
-			return 0, fmt.Errorf("daemon %s: bad apply response: %v", d.URL, err)
+			return 0, code, fmt.Errorf("daemon %s: bad %s response: %v", d.URL, path, err)
 		}
-		return r.Generation, nil
+		return r.Generation, code, nil
 	case http.StatusUnprocessableEntity:
 		var r struct {
 			Errors []json.RawMessage `json:"errors"`
 		}
-		if err := json.Unmarshal(data, &r); err != nil || len(r.Errors) == 0 {
-			return 0, &RejectedError{Daemon: d.URL, Errors: []DaemonError{{Message: strings.TrimSpace(string(data))}}}
-		}
 		rej := &RejectedError{Daemon: d.URL}
+		if err := json.Unmarshal(data, &r); err != nil || len(r.Errors) == 0 {
+			rej.Errors = []DaemonError{{Message: strings.TrimSpace(string(data))}}
+			return 0, code, rej
+		}
 		for _, raw := range r.Errors {
 			rej.Errors = append(rej.Errors, daemonError(raw))
 		}
-		return 0, rej
+		return 0, code, rej
 	}
-	return 0, fmt.Errorf("daemon %s: POST /v1/apply: HTTP %d: %s", d.URL, code, strings.TrimSpace(string(data)))
+	return 0, code, fmt.Errorf("daemon %s: %s %s: HTTP %d: %s", d.URL, method, path, code, strings.TrimSpace(string(data)))
 }
 
 // daemonError accepts an error as an object (docs/api.md) or a string.

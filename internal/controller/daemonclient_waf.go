@@ -56,36 +56,12 @@ func (d *DaemonClient) WAF(ctx context.Context) (*WAFInfo, error) {
 }
 
 // PutWAF sends the WAF routes document; it returns the daemon's push
-// generation, a *RejectedError for a 422, or another error.
+// generation, a *RejectedError for a 422, *ErrNoWAF for a daemon without
+// a WAF, or another error.
 func (d *DaemonClient) PutWAF(ctx context.Context, doc []byte) (int64, error) {
-	code, data, err := d.do(ctx, http.MethodPut, "/v1/waf/kubernetes", doc)
-	if err != nil {
-		return 0, fmt.Errorf("daemon %s: %w", d.URL, err)
-	}
-	switch code {
-	case http.StatusOK:
-		var r struct {
-			Generation int64 `json:"generation"`
-		}
-		if err := json.Unmarshal(data, &r); err != nil {
-			return 0, fmt.Errorf("daemon %s: bad response: %v", d.URL, err)
-		}
-		return r.Generation, nil
-	case http.StatusNotFound:
+	gen, code, err := d.push(ctx, http.MethodPut, "/v1/waf/kubernetes", doc)
+	if code == http.StatusNotFound {
 		return 0, &ErrNoWAF{Daemon: d.URL}
-	case http.StatusUnprocessableEntity:
-		var r struct {
-			Errors []json.RawMessage `json:"errors"`
-		}
-		rej := &RejectedError{Daemon: d.URL}
-		if err := json.Unmarshal(data, &r); err != nil || len(r.Errors) == 0 {
-			rej.Errors = []DaemonError{{Message: strings.TrimSpace(string(data))}}
-			return 0, rej
-		}
-		for _, raw := range r.Errors {
-			rej.Errors = append(rej.Errors, daemonError(raw))
-		}
-		return 0, rej
 	}
-	return 0, fmt.Errorf("daemon %s: PUT /v1/waf/kubernetes: HTTP %d: %s", d.URL, code, strings.TrimSpace(string(data)))
+	return gen, err
 }
