@@ -40,6 +40,9 @@ re-applies. See docs/daemon.md.`,
 				return &exitError{code: 1, msg: err.Error()}
 			}
 			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			if cfg.WAF.Config != "" {
+				tuneGCForWAF()
+			}
 
 			sink, sinkCloser, err := telemetry.OpenSink(cfg.LogSink(), os.Stdout)
 			if err != nil {

@@ -155,6 +155,9 @@ func BenchmarkRXMix(b *testing.B) {
 	b.Run("re2", func(b *testing.B) {
 		run(b, func(c rxCall) bool { return c.op.c.re.MatchString(c.value) })
 	})
+	b.Run("prefilter", func(b *testing.B) {
+		run(b, func(c rxCall) bool { return c.op.c.pf == nil || c.op.c.pf.mayMatch(c.value) })
+	})
 	b.Run("prefilter+re2", func(b *testing.B) {
 		run(b, func(c rxCall) bool {
 			if c.op.c.pf != nil && !c.op.c.pf.mayMatch(c.value) {

@@ -30,9 +30,19 @@ type prefilter struct {
 
 // A clause holds when the input contains one of its atoms.
 type clause struct {
-	atoms []atom
-	first [256]bool // first bytes of the atoms, both cases for folded ones
+	atoms []atom // all of them
+	long  []atom // those of two bytes or more
+	// at says, per input byte, whether a one-byte atom is that byte
+	// (atHit: the clause holds), whether a longer atom starts with it
+	// (atLong), or whether it is not ASCII (atHit: the input may match,
+	// see mayMatch).
+	at [256]uint8
 }
+
+const (
+	atHit  = 1
+	atLong = 2
+)
 
 // An atom is a literal string; fold: compared ignoring ASCII case (s is
 // then lower case).
@@ -79,15 +89,10 @@ func newPrefilter(pattern string) *prefilter {
 }
 
 // mayMatch reports whether an input can match. Inputs that are not pure
-// ASCII always may.
+// ASCII always may: every clause holds at a byte >= 0x80.
 func (p *prefilter) mayMatch(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return true
-		}
-	}
 	if len(s) < p.minLen {
-		return false
+		return !isASCII(s)
 	}
 	for i := range p.clauses {
 		if !p.clauses[i].holds(s) {
@@ -97,13 +102,26 @@ func (p *prefilter) mayMatch(s string) bool {
 	return true
 }
 
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *clause) holds(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if !c.first[s[i]] {
+		switch c.at[s[i]] {
+		case 0:
 			continue
+		case atLong:
+		default:
+			return true
 		}
 		rest := s[i:]
-		for _, a := range c.atoms {
+		for _, a := range c.long {
 			if len(a.s) > len(rest) {
 				continue
 			}
@@ -135,11 +153,19 @@ func equalFoldASCII(s, lower string) bool {
 
 func newClause(atoms []atom) clause {
 	c := clause{atoms: atoms}
+	for b := 0x80; b < 0x100; b++ {
+		c.at[b] = atHit
+	}
 	for _, a := range atoms {
+		bit := uint8(atHit)
+		if len(a.s) > 1 {
+			bit = atLong
+			c.long = append(c.long, a)
+		}
 		b := a.s[0]
-		c.first[b] = true
+		c.at[b] |= bit
 		if a.fold && 'a' <= b && b <= 'z' {
-			c.first[b-'a'+'A'] = true
+			c.at[b-'a'+'A'] |= bit
 		}
 	}
 	return c
