@@ -75,6 +75,7 @@ type config struct {
 	conns    int
 	keep     bool
 	only     string
+	logRate  int
 }
 
 func main() {
@@ -87,7 +88,8 @@ func main() {
 	flag.DurationVar(&c.connDur, "conn-time", 2*time.Second, "new-connection measurement time per set-up and round")
 	flag.IntVar(&c.conns, "clients", 4, "parallel connect/close loops")
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab up afterwards (in the last set-up measured)")
-	flag.StringVar(&c.only, "only", "", "measure only this set-up: plain, baseline or policy")
+	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated: plain, baseline, policy, stopped, 1-rule)")
+	flag.IntVar(&c.logRate, "log-rate", -1, "the daemon's log.ratePerSecond (0: every flow logged; -1: the daemon's default)")
 	policyOut := flag.String("write-policy", "", "only write the generated policy to this file")
 	flag.Parse()
 	if *policyOut != "" {
@@ -137,13 +139,19 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s\n", c.rules, c.rounds, c.name)
+	logRate := "the daemon's default"
+	var daemonOpts []func(*lab.DaemonOptions)
+	if c.logRate >= 0 {
+		logRate = fmt.Sprint(c.logRate)
+		daemonOpts = append(daemonOpts, func(o *lab.DaemonOptions) { o.LogRatePerSecond = &c.logRate })
+	}
+	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s, log.ratePerSecond %s\n", c.rules, c.rounds, c.name, logRate)
 	if !c.keep {
 		defer benchkit.RemoveLab(c.name, &err)
 	}
 	// SNAT off: the baseline does no NAT either, so the comparison is
 	// about the rules (the lab internet routes the cluster's ranges back).
-	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, generatePolicy(c.rules))
+	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, generatePolicy(c.rules), daemonOpts...)
 	policyFile := filepath.Join(dir, "policy.yaml") // UpWithDaemon's; swapped per round
 	if err != nil {
 		return err
@@ -193,7 +201,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		order := benchkit.Rotate([]mode{modeBaseline, modePolicy, modeStopped, modeOneRule}, round)
 		order = append([]mode{modePlain}, order...)
 		for i, m := range order {
-			if c.only != "" && string(m) != c.only {
+			if c.only != "" && !slices.Contains(strings.Split(c.only, ","), string(m)) {
 				continue
 			}
 			if ctx.Err() != nil {
@@ -593,6 +601,9 @@ func report(out io.Writer, c config, r map[mode][]sample, applies []int64) {
 	cpu := func(s sample) float64 { return s.daemonCPU.Seconds() }
 	fmt.Fprintf(out, "\ndaemon CPU time per policy measurement (%s iperf3 + %s connect loops; it reads one kernel log message per new flow): median %.2f s\n",
 		c.iperfDur, c.connDur, median(get(modePolicy, cpu)))
+	perConn := func(s sample) float64 { return s.daemonCPU.Seconds() * 1e6 / (s.connsPS * c.connDur.Seconds()) }
+	fmt.Fprintf(out, "daemon CPU per new connection (all of the measurement's CPU over the connect loops' flows): policy median %.1f µs, 1-rule %.1f µs\n",
+		median(get(modePolicy, perConn)), median(get(modeOneRule, perConn)))
 	var ms []float64
 	for _, a := range applies {
 		ms = append(ms, float64(a))

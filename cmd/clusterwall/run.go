@@ -49,7 +49,7 @@ re-applies. See docs/daemon.md.`,
 				return &exitError{code: 1, msg: "run: " + err.Error()}
 			}
 			defer sinkCloser.Close()
-			dlog := telemetry.NewDecisionLog(sink, telemetry.Options{Rate: float64(cfg.Log.RatePerSecond)})
+			dlog := telemetry.NewDecisionLog(sink, telemetry.Options{Rate: float64(cfg.LogRate())})
 			defer dlog.Close()
 
 			dc := cfg.DataplaneConfig()

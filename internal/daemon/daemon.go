@@ -2,13 +2,11 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,34 +330,6 @@ func (d *Daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	}
 }
 
-func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
-	go func() { <-ctx.Done(); r.SetDeadline(time.Now()) }()
-	defer r.Close()
-	for ctx.Err() == nil {
-		pkts, _, err := r.Receive()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			// ENOBUFS: the kernel dropped log messages under load; keep reading.
-			if strings.Contains(err.Error(), "no buffer space") {
-				continue
-			}
-			d.log.Warn("reading NFLOG", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		st := d.cur.Load()
-		for i := range pkts {
-			d.logPacket(st, &pkts[i])
-		}
-	}
-}
-
 // ActionReasons of kernel lines that name no rule.
 const (
 	// ReasonInputDrop: the input chain dropped a packet to the firewall itself.
@@ -378,63 +348,6 @@ func protoName(p uint8) string {
 		return "ICMP"
 	}
 	return fmt.Sprint(p)
-}
-
-func (d *Daemon) logPacket(st *state, p *nflog.Packet) {
-	if st == nil || st.index == nil {
-		return
-	}
-	if d.logThreatPacket(st, p) { // threatintel.go
-		return
-	}
-	ld, ok := st.index.Lookup(p.Prefix)
-	if !ok {
-		return
-	}
-	pol := st.policy
-	if ld.Policy != nil {
-		pol = ld.Policy
-	}
-	rec := telemetry.Record{
-		Time:          p.Time.UTC(),
-		Category:      telemetry.CategoryNetworkRule,
-		SourceIp:      p.Src.String(),
-		SourcePort:    int(p.SrcPort),
-		DestinationIp: p.Dst.String(),
-		Protocol:      protoName(p.Proto),
-		Action:        ld.Action.String(),
-		Policy:        pol.Name,
-		Source:        "kernel",
-	}
-	if p.Proto == 6 || p.Proto == 17 {
-		rec.DestinationPort = int(p.DstPort)
-	}
-	switch {
-	case ld.UnknownRuleset:
-		rec.Policy = ""
-		rec.ActionReason = ReasonUnknownRuleset
-	case ld.Input:
-		rec.ActionReason = ReasonInputDrop
-	case ld.Rule == nil:
-		rec.ActionReason = "Default Action: " + match.ReasonNoRuleMatched
-	default:
-		rec.RuleCollectionGroup = ld.Rule.Collection.Group.Name
-		rec.RuleCollection = ld.Rule.Collection.Name
-		rec.Rule = ld.Rule.Name
-	}
-	if ld.Kind == policy.KindDNAT && (ld.Rule != nil || ld.UnknownRuleset) {
-		rec.Category = telemetry.CategoryNatRule
-		rec.Action = "DNAT"
-		if r := ld.Rule; r != nil {
-			if r.TranslatedAddress.IsValid() {
-				rec.TranslatedIp = r.TranslatedAddress.String()
-			} else {
-				rec.TranslatedIp = r.TranslatedFQDN
-			}
-			rec.TranslatedPort = int(r.TranslatedPort)
-		}
-	}
-	d.dlog.Log(rec)
 }
 
 // PublicIPs returns the configured public addresses.

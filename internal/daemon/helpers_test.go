@@ -49,7 +49,7 @@ func (s *syncBuffer) records() []telemetry.Record {
 // writeDaemonConfig writes testPolicy to dir/policy.yaml and a daemon
 // config using it (interfaces in0/out0, public IP 203.0.113.32, then
 // extra) to dir/config.yaml, whose path it returns.
-func writeDaemonConfig(t *testing.T, dir, extra string) string {
+func writeDaemonConfig(t testing.TB, dir, extra string) string {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644); err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func writeDaemonConfig(t *testing.T, dir, extra string) string {
 
 // loadTestDaemon loads config conf and makes a daemon of it on dp that
 // never touches the host's conntrack (log nil: discarded).
-func loadTestDaemon(t *testing.T, conf string, dp Dataplane, log *slog.Logger, dlog *telemetry.DecisionLog) *Daemon {
+func loadTestDaemon(t testing.TB, conf string, dp Dataplane, log *slog.Logger, dlog *telemetry.DecisionLog) *Daemon {
 	t.Helper()
 	cfg, err := LoadConfig(conf)
 	if err != nil {

@@ -35,6 +35,9 @@ type DaemonOptions struct {
 	// TokenFile turns on the admin API's bearer-token check with this
 	// token file (docs/api.md); /healthz and /readyz stay open.
 	TokenFile string
+	// LogRatePerSecond, when set, is the daemon's log.ratePerSecond (0:
+	// every decision is logged; docs/logs.md).
+	LogRatePerSecond *int
 }
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
@@ -89,6 +92,9 @@ func DaemonConfig(name string, o DaemonOptions) ([]byte, error) {
 		fmt.Fprintf(&b, "  tokenFile: %q\n", tf)
 	}
 	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), DecisionLogFile))
+	if o.LogRatePerSecond != nil {
+		fmt.Fprintf(&b, "  ratePerSecond: %d\n", *o.LogRatePerSecond)
+	}
 	if o.WAF {
 		fmt.Fprintf(&b, "waf:\n  config: %q\n", filepath.Join(StateDir(name), WAFConfigFile))
 	}
