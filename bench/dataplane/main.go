@@ -76,6 +76,7 @@ type config struct {
 	keep     bool
 	only     string
 	logRate  int
+	logRateB int
 }
 
 func main() {
@@ -90,6 +91,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab up afterwards (in the last set-up measured)")
 	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated: plain, baseline, policy, stopped, 1-rule)")
 	flag.IntVar(&c.logRate, "log-rate", -1, "the daemon's log.ratePerSecond (0: every flow logged; -1: the daemon's default)")
+	flag.IntVar(&c.logRateB, "log-rate-b", -1, "also measure set-up policy-b: the daemon restarted with this log.ratePerSecond (0: every flow logged)")
 	policyOut := flag.String("write-policy", "", "only write the generated policy to this file")
 	flag.Parse()
 	if *policyOut != "" {
@@ -116,9 +118,13 @@ const (
 	// allows the benchmark flows: the same table structure (NAT chains,
 	// decision logging) without the 9,999 rules in front.
 	modeOneRule mode = "1-rule"
+	// modePolicyB is the policy with the daemon restarted with
+	// log.ratePerSecond -log-rate-b (the decision log's setting compared
+	// in one run), then restarted as before.
+	modePolicyB mode = "policy-b"
 )
 
-var modes = []mode{modePlain, modeBaseline, modePolicy, modeStopped, modeOneRule}
+var modes = []mode{modePlain, modeBaseline, modePolicy, modeStopped, modeOneRule, modePolicyB}
 
 type sample struct {
 	gbps    float64 // iperf3 throughput
@@ -198,7 +204,11 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	// with each other are measured seconds apart.
 	results := map[mode][]sample{}
 	for round := range c.rounds {
-		order := benchkit.Rotate([]mode{modeBaseline, modePolicy, modeStopped, modeOneRule}, round)
+		rotated := []mode{modeBaseline, modePolicy, modeStopped, modeOneRule}
+		if c.logRateB >= 0 {
+			rotated = append(rotated, modePolicyB)
+		}
+		order := benchkit.Rotate(rotated, round)
 		order = append([]mode{modePlain}, order...)
 		for i, m := range order {
 			if c.only != "" && !slices.Contains(strings.Split(c.only, ","), string(m)) {
@@ -212,6 +222,12 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			}
 			if m == modeOneRule {
 				if _, err := swapPolicy(ctx, l, policyFile, generatePolicy(1)); err != nil {
+					return fmt.Errorf("round %d, %s: %w", round+1, m, err)
+				}
+			}
+			var daemonConf []byte
+			if m == modePolicyB {
+				if daemonConf, err = restartWithLogRate(ctx, l, c.logRateB); err != nil {
 					return fmt.Errorf("round %d, %s: %w", round+1, m, err)
 				}
 			}
@@ -232,7 +248,15 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 				}
 				applies = append(applies, ms)
 			}
-			if m == modeStopped {
+			if m == modePolicyB {
+				if werr := os.WriteFile(filepath.Join(l.Dir(), lab.DaemonConfigFile), daemonConf, 0o644); werr != nil {
+					return werr
+				}
+				if serr := l.Stop(lab.DaemonProc); serr != nil {
+					return serr
+				}
+			}
+			if m == modeStopped || m == modePolicyB {
 				ms, serr := startDaemon(ctx, l)
 				if serr != nil {
 					return fmt.Errorf("round %d: restart the daemon: %w", round+1, serr)
@@ -282,6 +306,39 @@ func setMode(l *lab.Lab, fwFD int, m mode) error {
 		return l.Stop(lab.DaemonProc)
 	}
 	return nil
+}
+
+// restartWithLogRate restarts the daemon with log.ratePerSecond rate in
+// its config and returns the config as it was.
+func restartWithLogRate(ctx context.Context, l *lab.Lab, rate int) ([]byte, error) {
+	file := filepath.Join(l.Dir(), lab.DaemonConfigFile)
+	orig, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(string(orig), "\n") {
+		if strings.HasPrefix(line, "  ratePerSecond:") {
+			continue
+		}
+		b.WriteString(line)
+		if line == "log:\n" {
+			fmt.Fprintf(&b, "  ratePerSecond: %d\n", rate)
+		}
+	}
+	if !strings.Contains(b.String(), "ratePerSecond") {
+		return nil, errors.New("no log section in the daemon's config")
+	}
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	if err := l.Stop(lab.DaemonProc); err != nil {
+		return nil, err
+	}
+	if _, err := startDaemon(ctx, l); err != nil {
+		return nil, err
+	}
+	return orig, nil
 }
 
 // startDaemon starts the daemon again after modeStopped and returns its
@@ -597,13 +654,19 @@ func report(out io.Writer, c config, r map[mode][]sample, applies []int64) {
 	fmt.Fprintf(out, "| policy (%d rules) / 1-rule | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modeOneRule, tput)), median(ratios(modePolicy, modeOneRule, rate)))
 	fmt.Fprintf(out, "| 1-rule / baseline | %.3f | %.3f |\n", median(ratios(modeOneRule, modeBaseline, tput)), median(ratios(modeOneRule, modeBaseline, rate)))
 	fmt.Fprintf(out, "| stopped (%d rules, daemon stopped) / baseline | %.3f | %.3f |\n", c.rules, median(ratios(modeStopped, modeBaseline, tput)), median(ratios(modeStopped, modeBaseline, rate)))
+	if len(r[modePolicyB]) > 0 {
+		fmt.Fprintf(out, "| policy-b (%d rules, log.ratePerSecond %d) / baseline | %.3f | %.3f |\n", c.rules, c.logRateB, median(ratios(modePolicyB, modeBaseline, tput)), median(ratios(modePolicyB, modeBaseline, rate)))
+		fmt.Fprintf(out, "| policy-b / policy | %.3f | %.3f |\n", median(ratios(modePolicyB, modePolicy, tput)), median(ratios(modePolicyB, modePolicy, rate)))
+		fmt.Fprintf(out, "| policy / stopped | %.3f | %.3f |\n", median(ratios(modePolicy, modeStopped, tput)), median(ratios(modePolicy, modeStopped, rate)))
+		fmt.Fprintf(out, "| policy-b / stopped | %.3f | %.3f |\n", median(ratios(modePolicyB, modeStopped, tput)), median(ratios(modePolicyB, modeStopped, rate)))
+	}
 	fmt.Fprintf(out, "| baseline / plain | %.3f | %.3f |\n", median(ratios(modeBaseline, modePlain, tput)), median(ratios(modeBaseline, modePlain, rate)))
 	cpu := func(s sample) float64 { return s.daemonCPU.Seconds() }
 	fmt.Fprintf(out, "\ndaemon CPU time per policy measurement (%s iperf3 + %s connect loops; it reads one kernel log message per new flow): median %.2f s\n",
 		c.iperfDur, c.connDur, median(get(modePolicy, cpu)))
 	perConn := func(s sample) float64 { return s.daemonCPU.Seconds() * 1e6 / (s.connsPS * c.connDur.Seconds()) }
-	fmt.Fprintf(out, "daemon CPU per new connection (all of the measurement's CPU over the connect loops' flows): policy median %.1f µs, 1-rule %.1f µs\n",
-		median(get(modePolicy, perConn)), median(get(modeOneRule, perConn)))
+	fmt.Fprintf(out, "daemon CPU per new connection (all of the measurement's CPU over the connect loops' flows): policy median %.1f µs, policy-b %.1f µs, 1-rule %.1f µs\n",
+		median(get(modePolicy, perConn)), median(get(modePolicyB, perConn)), median(get(modeOneRule, perConn)))
 	var ms []float64
 	for _, a := range applies {
 		ms = append(ms, float64(a))

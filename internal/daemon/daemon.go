@@ -90,6 +90,9 @@ type Daemon struct {
 	lastAt     atomic.Value // time.Time
 	connsCut   atomic.Uint64
 	nflogGroup uint16
+	// kernelOverruns counts the times the kernel dropped log messages
+	// the daemon did not read in time (flowlog.go).
+	kernelOverruns atomic.Uint64
 
 	// table holds the addresses the DNS proxy handed out (or refreshed) for
 	// names; the matcher decides destinationFqdns rules with it.

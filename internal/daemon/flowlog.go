@@ -34,6 +34,7 @@ func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
 		pkts, _, err := r.Receive()
 		if n := r.Overruns(); n != overruns {
 			d.log.Warn("the kernel dropped decision log messages: the daemon did not read them fast enough", "times", n-overruns)
+			d.kernelOverruns.Add(n - overruns)
 			overruns = n
 		}
 		if err != nil {

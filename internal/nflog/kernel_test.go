@@ -220,3 +220,42 @@ func TestReaderCountsOverruns(t *testing.T) {
 	}
 	t.Logf("read %d of 200000 packets, %d overruns", got, r.Overruns())
 }
+
+// BenchmarkKernelLogCost: the sending thread's CPU per packet through a
+// log rule, with the group bound (every packet becomes a log message, read
+// by a Reader) and unbound (nobody listens: the kernel skips the message)
+// — the difference is what logging a packet costs the kernel's data path.
+func BenchmarkKernelLogCost(b *testing.B) {
+	for _, bound := range []bool{false, true} {
+		name := "unbound"
+		if bound {
+			name = "bound"
+		}
+		b.Run(name, func(b *testing.B) {
+			n := newTestNS(b)
+			done := make(chan struct{})
+			if bound {
+				r, err := Open(testGroup, int(n.ns))
+				if err != nil {
+					b.Fatal(err)
+				}
+				go func() {
+					defer close(done)
+					for {
+						r.SetDeadline(time.Now().Add(time.Second))
+						if _, _, err := r.Receive(); err != nil {
+							return
+						}
+					}
+				}()
+				defer func() { r.Close(); <-done }()
+			}
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			b.ResetTimer()
+			t0 := threadCPU()
+			n.send(b, b.N)
+			b.ReportMetric(float64((threadCPU()-t0).Nanoseconds())/float64(b.N), "send-cpu-ns/pkt")
+		})
+	}
+}
