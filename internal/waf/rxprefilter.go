@@ -85,6 +85,14 @@ func newPrefilter(pattern string) *prefilter {
 	if len(cs) == 0 && in.minLen < 2 {
 		return nil
 	}
+	// The clause likeliest to fail first: the fewest bytes that can
+	// satisfy or start it, then the longest shortest atom.
+	slices.SortStableFunc(cs, func(a, b clause) int {
+		if d := a.width() - b.width(); d != 0 {
+			return d
+		}
+		return b.shortest() - a.shortest()
+	})
 	return &prefilter{minLen: in.minLen, clauses: cs}
 }
 
@@ -149,6 +157,28 @@ func equalFoldASCII(s, lower string) bool {
 		}
 	}
 	return true
+}
+
+// width is the number of ASCII bytes at which the clause can hold or an
+// atom can start.
+func (c *clause) width() int {
+	n := 0
+	for b := 0; b < 0x80; b++ {
+		if c.at[b] != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *clause) shortest() int {
+	m := 0
+	for i, a := range c.atoms {
+		if i == 0 || len(a.s) < m {
+			m = len(a.s)
+		}
+	}
+	return m
 }
 
 func newClause(atoms []atom) clause {
