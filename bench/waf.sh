@@ -18,6 +18,11 @@
 #
 # Usage (as root): bench/waf.sh [ROUNDS [DURATION [CONNECTIONS]]]
 #   defaults: 5 rounds of 10s at 32 connections (wrk -t1).
+# Environment, for A/B runs of two builds in one run:
+#   CW_EXE=BINARY     measure this clusterwall binary instead of building one
+#   CW_EXE_B=BINARY   add a fourth contender, clusterwall-b, run from BINARY
+#   WAF_ONLY=cw,cwb,ms,m4   measure only these (keys: cw clusterwall,
+#                     cwb clusterwall-b, ms nginx+modsecurity, m4 nginx+modsecurity-crs4)
 # Needs Debian's nginx, libnginx-mod-http-modsecurity, modsecurity-crs, wrk
 # (installed here if missing).
 . "$(dirname "$0")/lib.sh"
@@ -54,10 +59,15 @@ ip netns add "$ns"
 inns() { ip netns exec "$ns" "$@"; }
 inns ip link set lo up
 
-go build -o "$tmp/clusterwall" ./cmd/clusterwall
+if [ -n "${CW_EXE:-}" ]; then
+  cp "$CW_EXE" "$tmp/clusterwall"
+else
+  go build -o "$tmp/clusterwall" ./cmd/clusterwall
+fi
+[ -n "${CW_EXE_B:-}" ] && cp "$CW_EXE_B" "$tmp/clusterwall-b"
 mkdir -p "$tmp/nginx-tmp" "$tmp/modsec-tmp"
 
-backend_port=8081 modsec_port=8082 cw_port=8083 modsec4_port=8084
+backend_port=8081 modsec_port=8082 cw_port=8083 modsec4_port=8084 cwb_port=8085
 
 # The backend: 200 and a small body for every method and path.
 cat >"$tmp/backend.conf" <<EOF
@@ -162,6 +172,13 @@ inns nginx -e "$tmp/m4-error.log" -c "$tmp/m4-nginx.conf"
 ip netns exec "$ns" "$tmp/clusterwall" waf serve --config "$tmp/waf.yaml" --events "$tmp/cw-events.log" >"$tmp/cw.log" 2>&1 &
 pids+=($!)
 cw_pid=$!
+cwb_pid=
+if [ -n "${CW_EXE_B:-}" ]; then
+  sed "s/127.0.0.1:$cw_port/127.0.0.1:$cwb_port/" "$tmp/waf.yaml" >"$tmp/waf-b.yaml"
+  ip netns exec "$ns" "$tmp/clusterwall-b" waf serve --config "$tmp/waf-b.yaml" --events "$tmp/cwb-events.log" >"$tmp/cwb.log" 2>&1 &
+  pids+=($!)
+  cwb_pid=$!
+fi
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -176,6 +193,7 @@ wait_port $backend_port
 wait_port $modsec_port
 wait_port $cw_port
 wait_port $modsec4_port
+[ -n "$cwb_pid" ] && wait_port $cwb_port
 
 # Both WAFs must pass the benign mix and block an attack before the
 # numbers mean anything.
@@ -190,7 +208,9 @@ check() { # name port path want [curl args]
     exit 1
   fi
 }
-for w in "clusterwall:$cw_port" "nginx+modsecurity:$modsec_port" "nginx+modsecurity-crs4:$modsec4_port"; do
+all=("clusterwall:$cw_port" "nginx+modsecurity:$modsec_port" "nginx+modsecurity-crs4:$modsec4_port")
+[ -n "$cwb_pid" ] && all+=("clusterwall-b:$cwb_port")
+for w in "${all[@]}"; do
   name=${w%%:*} port=${w##*:}
   check "$name" "$port" "/products?id=42&category=books&sort=price" 200
   check "$name" "$port" /login 200 -H 'Content-Type: application/x-www-form-urlencoded' --data 'username=alice&password=correct+horse+battery&remember=on'
@@ -203,6 +223,8 @@ bench_header
 echo "# clusterwall: CRS $(sed -n 's/^const CRSVersion = "\(.*\)"/\1/p' internal/waf/engine.go) (coraza $(go list -m -f '{{.Version}}' github.com/corazawaf/coraza/v3)), $(go version | cut -d' ' -f3)"
 echo "# nginx+modsecurity: nginx $(dpkg-query -W -f '${Version}' nginx), libmodsecurity3 $(dpkg-query -W -f '${Version}' libmodsecurity3), libnginx-mod-http-modsecurity $(dpkg-query -W -f '${Version}' libnginx-mod-http-modsecurity), modsecurity-crs $(dpkg-query -W -f '${Version}' modsecurity-crs) (Debian CRS)"
 echo "# nginx+modsecurity-crs4: the same nginx and ModSecurity with clusterwall's CRS 4.25.0"
+[ -n "${CW_EXE:-}" ] && echo "# clusterwall: $CW_EXE"
+[ -n "$cwb_pid" ] && echo "# clusterwall-b: $CW_EXE_B"
 echo "# wrk -t1 -c$conns -d$duration --latency -s bench/waf/mix.lua, $rounds rounds, order rotating"
 
 # to_ms converts wrk's "1.23ms" / "456.78us" / "1.02s".
@@ -227,7 +249,7 @@ cpu_ticks() {
 
 # waf_pids: the processes doing one WAF's work (the backend is shared).
 waf_pids() {
-  if [ "$1" = cw ]; then echo "$cw_pid"; else
+  if [ "$1" = cw ]; then echo "$cw_pid"; elif [ "$1" = cwb ]; then echo "$cwb_pid"; else
     local m
     m=$(cat "$tmp/nginx-$1.pid")
     echo "$m" $(pgrep -P "$m")
@@ -254,9 +276,17 @@ run() { # name port key -> "rps p99ms requests-per-CPU-second"
 
 median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
-names=(clusterwall nginx+modsecurity nginx+modsecurity-crs4)
-keys=(cw ms m4)
-ports=($cw_port $modsec_port $modsec4_port)
+names=() keys=() ports=()
+add() { # key name port
+  case ",${WAF_ONLY:-cw,cwb,ms,m4}," in *",$1,"*) ;; *) return 0 ;; esac
+  [ "$1" = cwb ] && [ -z "$cwb_pid" ] && return 0
+  keys+=("$1") names+=("$2") ports+=("$3")
+}
+add cw clusterwall $cw_port
+add cwb clusterwall-b $cwb_port
+add ms nginx+modsecurity $modsec_port
+add m4 nginx+modsecurity-crs4 $modsec4_port
+n=${#keys[@]}
 for k in "${keys[@]}"; do : >"$tmp/$k.rounds"; done
 # Warm-up (caches, connection pools, Go's heap).
 for p in "${ports[@]}"; do
@@ -265,8 +295,8 @@ done
 printf '%-6s %-24s %12s %10s %12s\n' round waf requests/s p99_ms req/CPU-s
 for i in $(seq 1 "$rounds"); do
   # Rotate which one goes first.
-  for j in 0 1 2; do
-    x=$(( (i + j) % 3 ))
+  for j in $(seq 0 $((n - 1))); do
+    x=$(( (i + j) % n ))
     r=$(run "${names[$x]}" "${ports[$x]}" "${keys[$x]}")
     echo "$r" >>"$tmp/${keys[$x]}.rounds"
     printf '%-6s %-24s %12s %10s %12s\n' "$i" "${names[$x]}" $r
@@ -275,7 +305,7 @@ done
 
 echo
 printf '%-31s %12s %10s %12s\n' median requests/s p99_ms req/CPU-s
-for x in 0 1 2; do
+for x in $(seq 0 $((n - 1))); do
   printf '%-31s' "${names[$x]}"
   for c in 1 2 3; do printf ' %12s' "$(awk -v c=$c '{print $c}' "$tmp/${keys[$x]}.rounds" | median)"; done
   echo
@@ -284,11 +314,13 @@ done
 # per-round ratios are steadier than ratios of medians on a busy machine,
 # and requests per CPU-second (of the WAF's own processes) hardly depends
 # on what else runs.
-ratio() { paste "$tmp/cw.rounds" "$tmp/$1.rounds" | awk -v i="$2" -v j="$(($2 + 3))" '{printf "%.4f\n", $i / $j}' | median; }
-for k in ms m4; do
-  n=nginx+modsecurity
-  [ $k = m4 ] && n=nginx+modsecurity-crs4
-  printf 'clusterwall / %s (medians of per-round ratios): throughput %.2fx, p99 latency %.2fx, requests per CPU-second %.2fx\n' \
-    "$n" "$(ratio $k 1)" "$(ratio $k 2)" "$(ratio $k 3)"
+ratio() { paste "$tmp/$1.rounds" "$tmp/$2.rounds" | awk -v i="$3" -v j="$(($3 + 3))" '{printf "%.4f\n", $i / $j}' | median; }
+for a in 0 1; do
+  [ $a -lt $n ] || continue
+  case ${keys[$a]} in cw | cwb) ;; *) continue ;; esac
+  for b in $(seq $((a + 1)) $((n - 1))); do
+    printf '%s / %s (medians of per-round ratios): throughput %.2fx, p99 latency %.2fx, requests per CPU-second %.2fx\n' \
+      "${names[$a]}" "${names[$b]}" "$(ratio "${keys[$a]}" "${keys[$b]}" 1)" "$(ratio "${keys[$a]}" "${keys[$b]}" 2)" "$(ratio "${keys[$a]}" "${keys[$b]}" 3)"
+  done
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

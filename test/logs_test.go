@@ -40,7 +40,7 @@ ruleCollectionGroups:
 }
 
 // TestDecisionLogLatencyAndReload: a decision line arrives well within
-// 200 ms (the NFLOG flush timeout is 20 ms, not the kernel's default 1 s);
+// 200 ms (the NFLOG flush timeout is 50 ms, not the kernel's default 1 s);
 // while reloads keep swapping the order of two rules, every line names the
 // rule that decided its flow (the log prefixes carry the ruleset
 // generation), and a packet to the firewall itself that its input chain

@@ -75,6 +75,9 @@ type config struct {
 	conns    int
 	keep     bool
 	only     string
+	logRate  int
+	logRateB int
+	exeB     string
 }
 
 func main() {
@@ -87,7 +90,10 @@ func main() {
 	flag.DurationVar(&c.connDur, "conn-time", 2*time.Second, "new-connection measurement time per set-up and round")
 	flag.IntVar(&c.conns, "clients", 4, "parallel connect/close loops")
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab up afterwards (in the last set-up measured)")
-	flag.StringVar(&c.only, "only", "", "measure only this set-up: plain, baseline or policy")
+	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated: plain, baseline, policy, stopped, 1-rule)")
+	flag.IntVar(&c.logRate, "log-rate", -1, "the daemon's log.ratePerSecond (0: every flow logged; -1: the daemon's default)")
+	flag.IntVar(&c.logRateB, "log-rate-b", -1, "also measure set-up policy-b: the daemon restarted with this log.ratePerSecond (0: every flow logged)")
+	flag.StringVar(&c.exeB, "exe-b", "", "also measure set-up policy-b: the daemon restarted from this clusterwall binary (an A/B of two builds in one run)")
 	policyOut := flag.String("write-policy", "", "only write the generated policy to this file")
 	flag.Parse()
 	if *policyOut != "" {
@@ -114,9 +120,13 @@ const (
 	// allows the benchmark flows: the same table structure (NAT chains,
 	// decision logging) without the 9,999 rules in front.
 	modeOneRule mode = "1-rule"
+	// modePolicyB is the policy with the daemon restarted with
+	// log.ratePerSecond -log-rate-b (the decision log's setting compared
+	// in one run), then restarted as before.
+	modePolicyB mode = "policy-b"
 )
 
-var modes = []mode{modePlain, modeBaseline, modePolicy, modeStopped, modeOneRule}
+var modes = []mode{modePlain, modeBaseline, modePolicy, modeStopped, modeOneRule, modePolicyB}
 
 type sample struct {
 	gbps    float64 // iperf3 throughput
@@ -137,13 +147,31 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s\n", c.rules, c.rounds, c.name)
+	// The lab runs the daemon from dir/clusterwall, a symbolic link: set-up
+	// policy-b points it at -exe-b for its measurement.
+	if err := os.Symlink(exe, filepath.Join(dir, "clusterwall")); err != nil {
+		return err
+	}
+	exeA := exe
+	exe = filepath.Join(dir, "clusterwall")
+	if c.exeB != "" {
+		if c.exeB, err = filepath.Abs(c.exeB); err != nil {
+			return err
+		}
+	}
+	logRate := "the daemon's default"
+	var daemonOpts []func(*lab.DaemonOptions)
+	if c.logRate >= 0 {
+		logRate = fmt.Sprint(c.logRate)
+		daemonOpts = append(daemonOpts, func(o *lab.DaemonOptions) { o.LogRatePerSecond = &c.logRate })
+	}
+	fmt.Fprintf(out, "clusterwall data plane benchmark: %d network rules, %d rounds, lab %s, log.ratePerSecond %s\n", c.rules, c.rounds, c.name, logRate)
 	if !c.keep {
 		defer benchkit.RemoveLab(c.name, &err)
 	}
 	// SNAT off: the baseline does no NAT either, so the comparison is
 	// about the rules (the lab internet routes the cluster's ranges back).
-	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, generatePolicy(c.rules))
+	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, generatePolicy(c.rules), daemonOpts...)
 	policyFile := filepath.Join(dir, "policy.yaml") // UpWithDaemon's; swapped per round
 	if err != nil {
 		return err
@@ -190,10 +218,14 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	// with each other are measured seconds apart.
 	results := map[mode][]sample{}
 	for round := range c.rounds {
-		order := benchkit.Rotate([]mode{modeBaseline, modePolicy, modeStopped, modeOneRule}, round)
+		rotated := []mode{modeBaseline, modePolicy, modeStopped, modeOneRule}
+		if c.logRateB >= 0 || c.exeB != "" {
+			rotated = append(rotated, modePolicyB)
+		}
+		order := benchkit.Rotate(rotated, round)
 		order = append([]mode{modePlain}, order...)
 		for i, m := range order {
-			if c.only != "" && string(m) != c.only {
+			if c.only != "" && !slices.Contains(strings.Split(c.only, ","), string(m)) {
 				continue
 			}
 			if ctx.Err() != nil {
@@ -204,6 +236,12 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			}
 			if m == modeOneRule {
 				if _, err := swapPolicy(ctx, l, policyFile, generatePolicy(1)); err != nil {
+					return fmt.Errorf("round %d, %s: %w", round+1, m, err)
+				}
+			}
+			var daemonConf []byte
+			if m == modePolicyB {
+				if daemonConf, err = restartB(ctx, l, exe, c); err != nil {
 					return fmt.Errorf("round %d, %s: %w", round+1, m, err)
 				}
 			}
@@ -224,7 +262,18 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 				}
 				applies = append(applies, ms)
 			}
-			if m == modeStopped {
+			if m == modePolicyB {
+				if werr := os.WriteFile(filepath.Join(l.Dir(), lab.DaemonConfigFile), daemonConf, 0o644); werr != nil {
+					return werr
+				}
+				if werr := relink(exe, exeA); werr != nil {
+					return werr
+				}
+				if serr := l.Stop(lab.DaemonProc); serr != nil {
+					return serr
+				}
+			}
+			if m == modeStopped || m == modePolicyB {
 				ms, serr := startDaemon(ctx, l)
 				if serr != nil {
 					return fmt.Errorf("round %d: restart the daemon: %w", round+1, serr)
@@ -274,6 +323,58 @@ func setMode(l *lab.Lab, fwFD int, m mode) error {
 		return l.Stop(lab.DaemonProc)
 	}
 	return nil
+}
+
+// restartB restarts the daemon as set-up policy-b: with log.ratePerSecond
+// -log-rate-b in its config, from binary -exe-b (the link exe points
+// there). It returns the config as it was.
+func restartB(ctx context.Context, l *lab.Lab, exe string, c config) ([]byte, error) {
+	file := filepath.Join(l.Dir(), lab.DaemonConfigFile)
+	orig, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	if c.logRateB >= 0 {
+		var b strings.Builder
+		for _, line := range strings.SplitAfter(string(orig), "\n") {
+			if strings.HasPrefix(line, "  ratePerSecond:") {
+				continue
+			}
+			b.WriteString(line)
+			if line == "log:\n" {
+				fmt.Fprintf(&b, "  ratePerSecond: %d\n", c.logRateB)
+			}
+		}
+		if !strings.Contains(b.String(), "ratePerSecond") {
+			return nil, errors.New("no log section in the daemon's config")
+		}
+		if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if c.exeB != "" {
+		if err := relink(exe, c.exeB); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.Stop(lab.DaemonProc); err != nil {
+		return nil, err
+	}
+	if _, err := startDaemon(ctx, l); err != nil {
+		return nil, err
+	}
+	return orig, nil
+}
+
+// relink points the symbolic link link at target (atomically: a new link
+// renamed over it).
+func relink(link, target string) error {
+	tmp := link + ".new"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, link)
 }
 
 // startDaemon starts the daemon again after modeStopped and returns its
@@ -581,18 +682,32 @@ func report(out io.Writer, c config, r map[mode][]sample, applies []int64) {
 	rate := func(s sample) float64 { return s.connsPS }
 	fmt.Fprintf(out, "\n| set-up | TCP throughput, median (Gbit/s) | new connections, median (per s) |\n|---|---|---|\n")
 	for _, m := range modes {
-		fmt.Fprintf(out, "| %s | %.2f | %.0f |\n", m, median(get(m, tput)), median(get(m, rate)))
+		if len(r[m]) > 0 {
+			fmt.Fprintf(out, "| %s | %.2f | %.0f |\n", m, median(get(m, tput)), median(get(m, rate)))
+		}
 	}
 	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios) | throughput | new connections |\n|---|---|---|\n", c.rounds)
-	fmt.Fprintf(out, "| policy (%d rules) / baseline | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modeBaseline, tput)), median(ratios(modePolicy, modeBaseline, rate)))
-	fmt.Fprintf(out, "| policy (%d rules) / plain | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modePlain, tput)), median(ratios(modePolicy, modePlain, rate)))
-	fmt.Fprintf(out, "| policy (%d rules) / 1-rule | %.3f | %.3f |\n", c.rules, median(ratios(modePolicy, modeOneRule, tput)), median(ratios(modePolicy, modeOneRule, rate)))
-	fmt.Fprintf(out, "| 1-rule / baseline | %.3f | %.3f |\n", median(ratios(modeOneRule, modeBaseline, tput)), median(ratios(modeOneRule, modeBaseline, rate)))
-	fmt.Fprintf(out, "| stopped (%d rules, daemon stopped) / baseline | %.3f | %.3f |\n", c.rules, median(ratios(modeStopped, modeBaseline, tput)), median(ratios(modeStopped, modeBaseline, rate)))
-	fmt.Fprintf(out, "| baseline / plain | %.3f | %.3f |\n", median(ratios(modeBaseline, modePlain, tput)), median(ratios(modeBaseline, modePlain, rate)))
+	ratio := func(label string, num, den mode) {
+		if len(r[num]) > 0 && len(r[den]) > 0 {
+			fmt.Fprintf(out, "| %s | %.3f | %.3f |\n", label, median(ratios(num, den, tput)), median(ratios(num, den, rate)))
+		}
+	}
+	ratio(fmt.Sprintf("policy (%d rules) / baseline", c.rules), modePolicy, modeBaseline)
+	ratio(fmt.Sprintf("policy-b (%d rules; log.ratePerSecond %d, -exe-b %q) / baseline", c.rules, c.logRateB, c.exeB), modePolicyB, modeBaseline)
+	ratio(fmt.Sprintf("policy (%d rules) / plain", c.rules), modePolicy, modePlain)
+	ratio(fmt.Sprintf("policy (%d rules) / 1-rule", c.rules), modePolicy, modeOneRule)
+	ratio("1-rule / baseline", modeOneRule, modeBaseline)
+	ratio(fmt.Sprintf("stopped (%d rules, daemon stopped) / baseline", c.rules), modeStopped, modeBaseline)
+	ratio("policy / stopped (the daemon's share)", modePolicy, modeStopped)
+	ratio("policy-b / stopped", modePolicyB, modeStopped)
+	ratio("policy-b / policy", modePolicyB, modePolicy)
+	ratio("baseline / plain", modeBaseline, modePlain)
 	cpu := func(s sample) float64 { return s.daemonCPU.Seconds() }
 	fmt.Fprintf(out, "\ndaemon CPU time per policy measurement (%s iperf3 + %s connect loops; it reads one kernel log message per new flow): median %.2f s\n",
 		c.iperfDur, c.connDur, median(get(modePolicy, cpu)))
+	perConn := func(s sample) float64 { return s.daemonCPU.Seconds() * 1e6 / (s.connsPS * c.connDur.Seconds()) }
+	fmt.Fprintf(out, "daemon CPU per new connection (all of the measurement's CPU over the connect loops' flows): policy median %.1f µs, policy-b %.1f µs, 1-rule %.1f µs\n",
+		median(get(modePolicy, perConn)), median(get(modePolicyB, perConn)), median(get(modeOneRule, perConn)))
 	var ms []float64
 	for _, a := range applies {
 		ms = append(ms, float64(a))
@@ -603,6 +718,9 @@ func report(out io.Writer, c config, r map[mode][]sample, applies []int64) {
 	}
 	fmt.Fprintf(out, "per round (Gbit/s / new connections per s):\n")
 	for _, m := range modes {
+		if len(r[m]) == 0 {
+			continue
+		}
 		var parts []string
 		for _, s := range r[m] {
 			parts = append(parts, fmt.Sprintf("%.2f/%.0f", s.gbps, s.connsPS))

@@ -47,13 +47,16 @@ re-applies. See docs/daemon.md.`,
 			for _, w := range cfg.Warnings() {
 				log.Warn("unsafe setting", "warning", w)
 			}
+			if cfg.WAF.Config != "" {
+				tuneGCForWAF()
+			}
 
 			sink, sinkCloser, err := telemetry.OpenSink(cfg.LogSink(), os.Stdout)
 			if err != nil {
 				return &exitError{code: 1, msg: "run: " + err.Error()}
 			}
 			defer sinkCloser.Close()
-			dlog := telemetry.NewDecisionLog(sink, telemetry.Options{Rate: float64(cfg.Log.RatePerSecond), Logger: log})
+			dlog := telemetry.NewDecisionLog(sink, telemetry.Options{Rate: float64(cfg.LogRate()), Logger: log})
 			defer dlog.Close()
 
 			dc := cfg.DataplaneConfig()

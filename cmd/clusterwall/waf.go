@@ -44,6 +44,7 @@ without dropping requests in flight, an invalid one is reported and ignored.`,
 			if err != nil {
 				return &exitError{code: 1, msg: err.Error()}
 			}
+			tuneGCForWAF()
 			events := cmd.OutOrStdout()
 			if eventsFile != "" && eventsFile != "-" {
 				f, err := os.OpenFile(eventsFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)

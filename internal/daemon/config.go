@@ -74,8 +74,11 @@ type Config struct {
 	Log struct {
 		// File is a path, or "-" for standard output (default).
 		File string `yaml:"file,omitempty"`
-		// RatePerSecond limits decision lines (default 1000; kernel-side the log rule is rate limited too).
-		RatePerSecond int `yaml:"ratePerSecond,omitempty"`
+		// RatePerSecond limits decision lines (default 1000). 0: no limit,
+		// every decision is logged (every flow a rule decides, at line
+		// rate). The kernel also limits its default-deny and input-drop
+		// messages to this rate (to DefaultLogRate when 0: a flood guard).
+		RatePerSecond *int `yaml:"ratePerSecond,omitempty"`
 		// Rotation of File (gopkg.in/natefinch/lumberjack.v2, docs/logs.md):
 		// rotate at MaxSizeMB (default 100), keep MaxBackups files
 		// (default 10; an explicit 0: all) for MaxAgeDays (default 14; an
@@ -246,8 +249,12 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Log.File == "" {
 		c.Log.File = "-"
 	}
-	if c.Log.RatePerSecond == 0 {
-		c.Log.RatePerSecond = 1000
+	switch r := c.Log.RatePerSecond; {
+	case r == nil:
+		c.Log.RatePerSecond = new(int)
+		*c.Log.RatePerSecond = DefaultLogRate
+	case *r < 0:
+		bad("log.ratePerSecond", "ratePerSecond must be 0 (no limit) or more, not %d", *r)
 	}
 	if c.Log.MaxBackups == nil {
 		c.Log.MaxBackups = ptrTo(telemetry.DefaultMaxBackups)
@@ -283,6 +290,28 @@ func (c *Config) GatewayConfig() match.GatewayConfig {
 	return g
 }
 
+// DefaultLogRate is log.ratePerSecond's default: decision lines per second.
+const DefaultLogRate = 1000
+
+// LogRate is the decision log's limit in lines per second; 0: none.
+func (c *Config) LogRate() int {
+	if c.Log.RatePerSecond == nil {
+		return DefaultLogRate
+	}
+	return *c.Log.RatePerSecond
+}
+
+// kernelLogRate limits the kernel's default-deny and input-drop messages
+// (floods and scans hit those): the log's rate, or DefaultLogRate when the
+// log has no limit. Flows a rule decides are logged by the kernel without
+// a limit; the decision log applies LogRate to them.
+func (c *Config) kernelLogRate() int {
+	if r := c.LogRate(); r > 0 {
+		return r
+	}
+	return DefaultLogRate
+}
+
 // DataplaneConfig is the nftables configuration this daemon programs.
 func (c *Config) DataplaneConfig() nft.Config {
 	g := c.GatewayConfig()
@@ -296,8 +325,8 @@ func (c *Config) DataplaneConfig() nft.Config {
 		OutsideTCPPorts: g.OutsideTCPPorts,
 		OutsideTCPAddrs: g.OutsideTCPAddrs,
 		SNAT:            c.snat,
-		LogRate:         uint64(c.Log.RatePerSecond),
-		LogBurst:        uint32(2 * c.Log.RatePerSecond),
+		LogRate:         uint64(c.kernelLogRate()),
+		LogBurst:        uint32(2 * c.kernelLogRate()),
 		HA:              c.haDataPlane(), // daemon_ha.go
 		SNATPool:        c.snatPool,
 	}

@@ -2,13 +2,11 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +95,9 @@ type Daemon struct {
 	lastAt     atomic.Value // time.Time
 	connsCut   atomic.Uint64
 	nflogGroup uint16
+	// kernelOverruns counts the times the kernel dropped log messages
+	// the daemon did not read in time (flowlog.go).
+	kernelOverruns atomic.Uint64
 
 	// table holds the addresses the DNS proxy handed out (or refreshed) for
 	// names; the matcher decides destinationFqdns rules with it.
@@ -443,45 +444,6 @@ func (d *Daemon) Serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 }
 
-func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
-	// End the blocked Receive when ctx ends (a goroutine joined before
-	// the reader closes).
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		select {
-		case <-ctx.Done():
-			r.SetDeadline(time.Now())
-		case <-done:
-		}
-	})
-	defer func() {
-		close(done)
-		wg.Wait()
-		r.Close()
-	}()
-	for ctx.Err() == nil {
-		pkts, _, err := r.Receive()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			// ENOBUFS: the kernel dropped log messages under load; keep reading.
-			if strings.Contains(err.Error(), "no buffer space") {
-				continue
-			}
-			d.log.Warn("reading NFLOG", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		d.logPackets(d.cur.Load(), pkts) // recover.go
-	}
-}
-
 // ActionReasons of kernel lines that name no rule.
 const (
 	// ReasonInputDrop: the input chain dropped a packet to the firewall itself.
@@ -500,63 +462,6 @@ func protoName(p uint8) string {
 		return "ICMP"
 	}
 	return fmt.Sprint(p)
-}
-
-func (d *Daemon) logPacket(st *state, p *nflog.Packet) {
-	if st == nil || st.index == nil {
-		return
-	}
-	if d.logThreatPacket(st, p) { // threatintel.go
-		return
-	}
-	ld, ok := st.index.Lookup(p.Prefix)
-	if !ok {
-		return
-	}
-	pol := st.policy
-	if ld.Policy != nil {
-		pol = ld.Policy
-	}
-	rec := telemetry.Record{
-		Time:          p.Time.UTC(),
-		Category:      telemetry.CategoryNetworkRule,
-		SourceIp:      p.Src.String(),
-		SourcePort:    int(p.SrcPort),
-		DestinationIp: p.Dst.String(),
-		Protocol:      protoName(p.Proto),
-		Action:        ld.Action.String(),
-		Policy:        pol.Name,
-		Source:        "kernel",
-	}
-	if p.Proto == 6 || p.Proto == 17 {
-		rec.DestinationPort = int(p.DstPort)
-	}
-	switch {
-	case ld.UnknownRuleset:
-		rec.Policy = ""
-		rec.ActionReason = ReasonUnknownRuleset
-	case ld.Input:
-		rec.ActionReason = ReasonInputDrop
-	case ld.Rule == nil:
-		rec.ActionReason = "Default Action: " + match.ReasonNoRuleMatched
-	default:
-		rec.RuleCollectionGroup = ld.Rule.Collection.Group.Name
-		rec.RuleCollection = ld.Rule.Collection.Name
-		rec.Rule = ld.Rule.Name
-	}
-	if ld.Kind == policy.KindDNAT && (ld.Rule != nil || ld.UnknownRuleset) {
-		rec.Category = telemetry.CategoryNatRule
-		rec.Action = "DNAT"
-		if r := ld.Rule; r != nil {
-			if r.TranslatedAddress.IsValid() {
-				rec.TranslatedIp = r.TranslatedAddress.String()
-			} else {
-				rec.TranslatedIp = r.TranslatedFQDN
-			}
-			rec.TranslatedPort = int(r.TranslatedPort)
-		}
-	}
-	d.dlog.Log(rec)
 }
 
 // PublicIPs returns the configured public addresses.

@@ -51,7 +51,7 @@ func (s *syncBuffer) records() []telemetry.Record {
 // extra) to dir/config.yaml, whose path it returns. Anti-spoofing is off:
 // these daemons run in the test's own namespace, whose sysctls are not
 // theirs to set (test/antispoof_test.go checks it in a lab).
-func writeDaemonConfig(t *testing.T, dir, extra string) string {
+func writeDaemonConfig(t testing.TB, dir, extra string) string {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func writeDaemonConfig(t *testing.T, dir, extra string) string {
 
 // loadTestDaemon loads config conf and makes a daemon of it on dp that
 // never touches the host's conntrack (log nil: discarded).
-func loadTestDaemon(t *testing.T, conf string, dp Dataplane, log *slog.Logger, dlog *telemetry.DecisionLog) *Daemon {
+func loadTestDaemon(t testing.TB, conf string, dp Dataplane, log *slog.Logger, dlog *telemetry.DecisionLog) *Daemon {
 	t.Helper()
 	cfg, err := LoadConfig(conf)
 	if err != nil {

@@ -31,6 +31,7 @@ const (
 	metricLogWritten     = "clusterwall_log_lines_written_total"
 	metricLogDropped     = "clusterwall_log_lines_dropped_total"
 	metricLogLimited     = "clusterwall_log_lines_rate_limited_total"
+	metricLogOverruns    = "clusterwall_log_kernel_overruns_total"
 	metricGeneration     = "clusterwall_policy_generation"
 	metricPolicyRules    = "clusterwall_policy_rules"
 	metricAppliedAt      = "clusterwall_policy_applied_timestamp_seconds"
@@ -51,6 +52,10 @@ type metrics struct {
 	dnsLatency   prometheus.Histogram
 	proxyLatency *prometheus.HistogramVec
 	reloads      *prometheus.CounterVec
+	// counters caches decisions' children by their label values:
+	// WithLabelValues hashes and validates the five values on every call,
+	// most of the cost of counting a kernel flow (decisioncounters.go).
+	counters decisionCounters
 }
 
 func newMetrics(d *Daemon) *metrics {
@@ -96,7 +101,7 @@ func newMetrics(d *Daemon) *metrics {
 // observe sees every decision record (telemetry.DecisionLog.Observe): on
 // the data path, so it only bumps counters.
 func (m *metrics) observe(r *telemetry.Record) {
-	m.decisions.WithLabelValues(r.Category, r.Action, r.RuleCollectionGroup, r.RuleCollection, r.Rule).Inc()
+	m.counters.get(m.decisions, r).Inc()
 	switch r.Category {
 	case telemetry.CategoryDNSQuery:
 		if r.RequestDurationSecs > 0 {
@@ -163,6 +168,7 @@ var (
 	descWritten     = prometheus.NewDesc(metricLogWritten, "Decision log lines written.", nil, nil)
 	descDropped     = prometheus.NewDesc(metricLogDropped, "Decision log lines dropped because the sink was slow (queue full) or failed.", nil, nil)
 	descLimited     = prometheus.NewDesc(metricLogLimited, "Decision log lines dropped by the log rate limit.", nil, nil)
+	descOverruns    = prometheus.NewDesc(metricLogOverruns, "Times the kernel dropped flow log messages because the daemon did not read them in time (their flows have no line).", nil, nil)
 	descGeneration  = prometheus.NewDesc(metricGeneration, "Generation of the running policy (1 after start, +1 per successful apply).", nil, nil)
 	descRules       = prometheus.NewDesc(metricPolicyRules, "Rules in the running policy.", nil, nil)
 	descAppliedAt   = prometheus.NewDesc(metricAppliedAt, "When the running policy was applied (Unix time).", nil, nil)
@@ -174,7 +180,7 @@ var (
 
 func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRuleHits, descDefaultDeny, descInputDrops, descConntrack, descProxyActive, descWritten, descDropped,
-		descLimited, descGeneration, descRules, descAppliedAt, descLastOK, descLastAt, descConnsCut, descReady} {
+		descLimited, descOverruns, descGeneration, descRules, descAppliedAt, descLastOK, descLastAt, descConnsCut, descReady} {
 		ch <- d
 	}
 }
@@ -216,6 +222,7 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descWritten, float64(st.LogWritten))
 	counter(descDropped, float64(st.LogDropped))
 	counter(descLimited, float64(st.LogRateLimited))
+	counter(descOverruns, float64(d.kernelOverruns.Load()))
 	gauge(descGeneration, float64(st.Generation))
 	gauge(descRules, float64(st.Rules))
 	if !st.AppliedAt.IsZero() {

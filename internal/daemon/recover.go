@@ -62,14 +62,14 @@ func (d *Daemon) recoverApply(stage *string, reason string, err *error) {
 
 // logPackets writes the decision lines of one NFLOG batch; a panic drops
 // the rest of the batch (the kernel's next messages are read as usual).
-func (d *Daemon) logPackets(st *state, pkts []nflog.Packet) {
+func (d *Daemon) logPackets(fl *flowLogger, st *state, pkts []nflog.Packet) {
 	defer func() {
 		if v := recover(); v != nil {
 			recovery.Report(d.log, recovery.NFLOG, v, "batch", len(pkts))
 		}
 	}()
 	for i := range pkts {
-		d.logPacket(st, &pkts[i])
+		fl.log(st, &pkts[i])
 	}
 }
 

@@ -112,7 +112,7 @@ func (panickyIndex) Lookup(string) (LoggedDecision, bool) { panic("index bug") }
 func TestNFLOGBatchPanic(t *testing.T) {
 	d, _, _ := newTestDaemon(t)
 	before := recovery.Count(recovery.NFLOG)
-	d.logPackets(&state{index: panickyIndex{}, policy: &policy.Policy{}}, make([]nflog.Packet, 3))
+	d.logPackets(newFlowLogger(d), &state{index: panickyIndex{}, policy: &policy.Policy{}}, make([]nflog.Packet, 3))
 	if recovery.Count(recovery.NFLOG) != before+1 {
 		t.Errorf("NFLOG panics counted: %d", recovery.Count(recovery.NFLOG)-before)
 	}

@@ -48,6 +48,9 @@ type DaemonOptions struct {
 	// the file given (e.g. examples/ in a checkout). A relative serviceTags
 	// of the policy keeps pointing next to the original.
 	CopyPolicy bool
+	// LogRatePerSecond, when set, is the daemon's log.ratePerSecond (0:
+	// every decision is logged; docs/logs.md).
+	LogRatePerSecond *int
 }
 
 // DaemonConfig returns the config of the firewall daemon of lab name: the
@@ -126,6 +129,9 @@ func daemonConfig(name, host string, o DaemonOptions, ha *HAOptions) ([]byte, er
 		logFile = Decision2LogFile
 	}
 	fmt.Fprintf(&b, "log:\n  file: %q\n", filepath.Join(StateDir(name), logFile))
+	if o.LogRatePerSecond != nil {
+		fmt.Fprintf(&b, "  ratePerSecond: %d\n", *o.LogRatePerSecond)
+	}
 	if o.WAF {
 		wafConf := filepath.Join(StateDir(name), WAFConfigFile)
 		if o.WAFConfig != "" {

@@ -5,13 +5,18 @@
 package nflog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Netfilter netlink constants (linux/netfilter/nfnetlink_log.h).
@@ -21,10 +26,12 @@ const (
 	msgPacket        = 0
 	msgConfig        = 1
 
-	attrCfgCmd     = 1
-	attrCfgMode    = 2
-	attrCfgTimeout = 4 // NFULA_CFG_TIMEOUT, u32 in 1/100 s
-	attrCfgFlags   = 6
+	attrCfgCmd      = 1
+	attrCfgMode     = 2
+	attrCfgNLBufSiz = 3 // NFULA_CFG_NLBUFSIZ, u32: bytes of one batch
+	attrCfgTimeout  = 4 // NFULA_CFG_TIMEOUT, u32 in 1/100 s
+	attrCfgQThresh  = 5 // NFULA_CFG_QTHRESH, u32: messages of one batch
+	attrCfgFlags    = 6
 
 	cfgCmdBind   = 1
 	cfgCmdUnbind = 2
@@ -53,10 +60,43 @@ type Packet struct {
 }
 
 // Reader receives packets of one NFLOG group.
+//
+// The kernel gathers logged packets into batches of up to BatchBytes (one
+// netlink datagram) and sends a batch when it is full, holds BatchPackets
+// packets, or is FlushTimeout old. Receive reads one batch with one
+// recvfrom(2) into a buffer the Reader keeps, and parses it in place:
+// in the steady state it allocates nothing (prefixes are interned), so a
+// flood of logged flows costs the daemon a system call per batch and a
+// few hundred nanoseconds per packet.
 type Reader struct {
 	conn  *netlink.Conn
+	rc    syscall.RawConn
 	group uint16
+
+	buf      []byte
+	pkts     []Packet
+	prefixes map[string]string // interned log prefixes
+	overruns atomic.Uint64
 }
+
+// Batching of the kernel's log messages (nfnetlink_log).
+const (
+	// BatchBytes is the size the kernel allocates for a batch
+	// (NFULA_CFG_NLBUFSIZ; its default is a page, its maximum 128 KiB):
+	// several hundred packet messages. The kernel's allocator rounds it up
+	// (64 KiB and its bookkeeping become 128 KiB of room), so a datagram
+	// can be up to twice as long.
+	BatchBytes = 64 << 10
+	// BatchPackets is the number of packets after which the kernel sends a
+	// batch (NFULA_CFG_QTHRESH; default 100). It is above what a batch
+	// holds, so a batch goes out when it is full or FlushTimeout old.
+	BatchPackets = 4096
+	// readBuffer is the socket's receive buffer: 32 full batches.
+	readBuffer = 32 * 2 * BatchBytes
+	// recvBuffer is the size of the Reader's buffer for one datagram; it
+	// grows if the kernel ever sends a longer one.
+	recvBuffer = 4 * BatchBytes
+)
 
 // Open binds NFLOG group in the network namespace netnsFD (0 for the
 // current one). copyRange bytes of each packet are copied (128 covers the
@@ -66,7 +106,12 @@ func Open(group uint16, netnsFD int) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nflog: dial: %w", err)
 	}
-	r := &Reader{conn: c, group: group}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nflog: %w", err)
+	}
+	r := &Reader{conn: c, rc: rc, group: group, buf: make([]byte, recvBuffer), prefixes: map[string]string{}}
 	// Unbind first: a previous (crashed) daemon may still hold the group in
 	// another socket; the kernel refuses a second binder. Acknowledged, so
 	// that its error (ENODEV when nobody holds the group) is read here and
@@ -92,13 +137,33 @@ func Open(group uint16, netnsFD int) (*Reader, error) {
 		c.Close()
 		return nil, fmt.Errorf("nflog: set flush timeout: %w", err)
 	}
-	_ = c.SetReadBuffer(4 << 20)
+	for _, a := range []struct {
+		typ  uint16
+		v    uint32
+		what string
+	}{{attrCfgNLBufSiz, BatchBytes, "batch size"}, {attrCfgQThresh, BatchPackets, "batch threshold"}} {
+		v := make([]byte, 4)
+		binary.BigEndian.PutUint32(v, a.v)
+		if err := r.config(netlink.Acknowledge, netlink.Attribute{Type: a.typ, Data: v}); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("nflog: set %s: %w", a.what, err)
+		}
+	}
+	// SO_RCVBUFFORCE (root) beyond net.core.rmem_max, else SO_RCVBUF.
+	if err := c.SetReadBuffer(readBuffer); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nflog: receive buffer: %w", err)
+	}
+	_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer) })
 	return r, nil
 }
 
 // FlushTimeout is how long the kernel holds logged packets before sending
-// a partial batch (NFULA_CFG_TIMEOUT; its unit is 10 ms).
-const FlushTimeout = 20 * time.Millisecond
+// a partial batch (NFULA_CFG_TIMEOUT; its unit is 10 ms; the kernel's
+// default is 1 s). 50 ms keeps lines prompt while a stream of flows wakes
+// the daemon 20 times a second: against 20 ms, a third less daemon CPU per
+// flow in the data-plane benchmark (docs/benchmarks.md).
+const FlushTimeout = 50 * time.Millisecond
 
 func (r *Reader) config(flags netlink.HeaderFlags, attrs ...netlink.Attribute) error {
 	ad, err := netlink.MarshalAttributes(attrs)
@@ -128,68 +193,166 @@ func (r *Reader) Close() error {
 // SetDeadline makes a blocked Receive return at t.
 func (r *Reader) SetDeadline(t time.Time) error { return r.conn.SetReadDeadline(t) }
 
-// Receive blocks for the next batch of packets. Packets that cannot be
-// parsed are skipped; the count of skipped messages is returned.
+// Receive blocks for the next batch of packets and returns them. The slice
+// is the Reader's: it is valid until the next Receive. Messages that
+// cannot be parsed are skipped; their count is returned. When the kernel
+// could not deliver messages because the socket's buffer was full, Receive
+// counts an overrun (Overruns) and goes on.
 func (r *Reader) Receive() ([]Packet, int, error) {
-	msgs, err := r.conn.Receive()
+	n, full, err := r.recv()
 	if err != nil {
 		return nil, 0, err
 	}
-	var out []Packet
-	bad := 0
-	for _, m := range msgs {
-		if m.Header.Type != netlink.HeaderType(subsysULOG<<8|msgPacket) {
-			continue
-		}
-		p, err := ParseMessage(m.Data)
-		if err != nil {
-			bad++
-			continue
-		}
-		out = append(out, p)
+	pkts, bad := r.parseBatch(r.buf[:n])
+	if full > len(r.buf) {
+		// A datagram longer than the buffer (MSG_TRUNC gave its length):
+		// the messages that fit were read, the rest is lost (an overrun);
+		// the next datagram gets a buffer of that length.
+		r.overruns.Add(1)
+		r.buf = make([]byte, full)
 	}
-	return out, bad, nil
+	return pkts, bad, nil
+}
+
+// Overruns is how many times the kernel dropped log messages because the
+// daemon did not read them fast enough (ENOBUFS on the socket), or a
+// datagram did not fit the buffer.
+func (r *Reader) Overruns() uint64 { return r.overruns.Load() }
+
+// recv reads one datagram into r.buf and returns the bytes read and the
+// datagram's length: a raw recvfrom(2) on the non-blocking socket (no
+// scheduler bookkeeping for a call that does not block); the runtime's
+// poller waits when nothing is there, honouring the read deadline. ENOBUFS
+// (the kernel dropped messages for a full socket buffer) is counted as an
+// overrun and reading goes on.
+func (r *Reader) recv() (n, full int, err error) {
+	var errno syscall.Errno
+	err = r.rc.Read(func(fd uintptr) bool {
+		for {
+			m, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), unix.MSG_TRUNC, 0, 0)
+			switch e {
+			case 0:
+				full = int(m)
+				return true
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			case unix.ENOBUFS:
+				r.overruns.Add(1)
+				continue
+			}
+			errno = e
+			return true
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if errno != 0 {
+		return 0, 0, errno
+	}
+	return min(full, len(r.buf)), full, nil
+}
+
+// netlink message header (host byte order) and attribute layout.
+const (
+	nlmsgHdrLen  = 16
+	nlaHdrLen    = 4
+	nlaTypeMask  = 0x3fff
+	nlmsgTypeLog = subsysULOG<<8 | msgPacket
+)
+
+func align4(n int) int { return (n + 3) &^ 3 }
+
+// parseBatch parses the netlink messages of one datagram.
+func (r *Reader) parseBatch(b []byte) ([]Packet, int) {
+	r.pkts = r.pkts[:0]
+	bad := 0
+	for len(b) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		if l < nlmsgHdrLen || l > len(b) {
+			bad++
+			break
+		}
+		if binary.NativeEndian.Uint16(b[4:6]) == nlmsgTypeLog {
+			r.pkts = append(r.pkts, Packet{})
+			if err := parseMessage(b[nlmsgHdrLen:l], &r.pkts[len(r.pkts)-1], r.intern); err != nil {
+				r.pkts = r.pkts[:len(r.pkts)-1]
+				bad++
+			}
+		}
+		if align4(l) >= len(b) {
+			break
+		}
+		b = b[align4(l):]
+	}
+	if len(r.prefixes) > 1<<14 {
+		clear(r.prefixes) // prefixes of old rulesets
+	}
+	return r.pkts, bad
+}
+
+// intern returns the string of a prefix, allocating only for a prefix not
+// seen before.
+func (r *Reader) intern(b []byte) string {
+	if s, ok := r.prefixes[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	r.prefixes[s] = s
+	return s
 }
 
 // ParseMessage parses the body of an NFULNL_MSG_PACKET message (nfgenmsg
 // followed by attributes). It never panics on malformed input.
 func ParseMessage(b []byte) (Packet, error) {
 	var p Packet
+	err := parseMessage(b, &p, func(b []byte) string { return string(b) })
+	return p, err
+}
+
+func parseMessage(b []byte, p *Packet, str func([]byte) string) error {
 	if len(b) < 4 {
-		return p, errors.New("nflog: short message")
+		return errors.New("nflog: short message")
 	}
 	p.Family = b[0]
-	ad, err := netlink.NewAttributeDecoder(b[4:])
-	if err != nil {
-		return p, err
-	}
 	var payload []byte
-	for ad.Next() {
-		switch ad.Type() {
+	for a := b[4:]; len(a) > 0; {
+		if len(a) < nlaHdrLen {
+			return errors.New("nflog: short attribute")
+		}
+		l := int(binary.NativeEndian.Uint16(a[0:2]))
+		if l < nlaHdrLen || l > len(a) {
+			return errors.New("nflog: bad attribute length")
+		}
+		data := a[nlaHdrLen:l]
+		switch binary.NativeEndian.Uint16(a[2:4]) & nlaTypeMask {
 		case attrPrefix:
-			p.Prefix = ad.String()
+			if i := bytes.IndexByte(data, 0); i >= 0 {
+				data = data[:i]
+			}
+			p.Prefix = str(data)
 		case attrIfIn:
-			p.InIf = binary.BigEndian.Uint32(pad4(ad.Bytes()))
+			p.InIf = binary.BigEndian.Uint32(pad4(data))
 		case attrIfOut:
-			p.OutIf = binary.BigEndian.Uint32(pad4(ad.Bytes()))
+			p.OutIf = binary.BigEndian.Uint32(pad4(data))
 		case attrTimestamp:
-			if t := ad.Bytes(); len(t) >= 16 {
-				p.Time = time.Unix(int64(binary.BigEndian.Uint64(t[0:8])), int64(binary.BigEndian.Uint64(t[8:16]))*1000)
+			if len(data) >= 16 {
+				p.Time = time.Unix(int64(binary.BigEndian.Uint64(data[0:8])), int64(binary.BigEndian.Uint64(data[8:16]))*1000)
 			}
 		case attrPayload:
-			payload = ad.Bytes()
+			payload = data
 		}
-	}
-	if err := ad.Err(); err != nil {
-		return p, err
+		if align4(l) >= len(a) {
+			break
+		}
+		a = a[align4(l):]
 	}
 	if p.Time.IsZero() {
 		p.Time = time.Now()
 	}
-	if err := ParsePayload(payload, &p); err != nil {
-		return p, err
-	}
-	return p, nil
+	return ParsePayload(payload, p)
 }
 
 func pad4(b []byte) []byte {

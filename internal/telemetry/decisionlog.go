@@ -120,7 +120,8 @@ type DecisionLog struct {
 // Observe registers f to see every record passed to Log — before rate
 // limiting and queueing, so counters (metrics) and live streams see every
 // decision even when lines are dropped. f runs on the caller's goroutine
-// (the data path): it must be cheap and must never block.
+// (the data path): it must be cheap, must never block, and must not keep
+// the pointer (LogRecord's caller reuses the record).
 func (l *DecisionLog) Observe(f func(*Record)) {
 	l.obsMu.Lock()
 	defer l.obsMu.Unlock()
@@ -137,7 +138,8 @@ type Options struct {
 	// Rate is the maximum lines per second (0: unlimited); Burst the bucket size.
 	Rate  float64
 	Burst int
-	// Queue is the bounded queue length (default 4096).
+	// Queue is the bounded queue length (default 4096; 16384 when Rate
+	// is 0).
 	Queue int
 	// OnWrite, if set, sees every written record (metrics, live streams).
 	OnWrite func(Record)
@@ -149,6 +151,11 @@ type Options struct {
 func NewDecisionLog(w io.Writer, o Options) *DecisionLog {
 	if o.Queue <= 0 {
 		o.Queue = 4096
+		if o.Rate <= 0 {
+			// Every decision logged (the kernel's flow log at line rate):
+			// room for 16384 lines, 40 ms of 400,000 flows a second.
+			o.Queue = 16384
+		}
 	}
 	if o.Burst <= 0 {
 		o.Burst = int(o.Rate)
@@ -215,8 +222,9 @@ func (l *DecisionLog) run(w io.Writer) {
 	// together: under load it wakes at most 1/batchDelay times a second
 	// instead of once per record (each wake-up costs the data path
 	// scheduler work and context switches — measured as microseconds per
-	// DNS query even at 1,000 lines/s). The queue (4096 by default) holds
-	// batchDelay's worth of lines at 400,000 lines/s.
+	// DNS query even at 1,000 lines/s). The queue (4096 by default, 16384
+	// without a rate limit) holds batchDelay's worth of lines at 160,000
+	// (650,000) lines/s.
 	for r := range l.queue {
 		add(&r)
 		time.Sleep(batchDelay)
@@ -237,8 +245,10 @@ func (l *DecisionLog) run(w io.Writer) {
 	flush()
 }
 
-// batchDelay is how long the writer gathers records before writing them.
-const batchDelay = 10 * time.Millisecond
+// batchDelay is how long the writer gathers records before writing them
+// (it was 10 ms; at 25 ms, with the kernel's 50 ms log flush, the daemon
+// spent a third less CPU per logged flow: docs/benchmarks.md).
+const batchDelay = 25 * time.Millisecond
 
 // Log queues r. It never blocks.
 //
@@ -259,6 +269,30 @@ func (l *DecisionLog) Log(r Record) {
 	}
 	select {
 	case l.queue <- r:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// LogRecord is Log for a record the caller owns and reuses (the kernel's
+// flow log builds every line in one buffer): the observers see r itself,
+// so nothing is copied to the heap; the queue keeps a copy. It never
+// blocks.
+func (l *DecisionLog) LogRecord(r *Record) {
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	if obs := l.observers.Load(); obs != nil {
+		for _, f := range *obs {
+			f(r)
+		}
+	}
+	if !l.allow(r.Time.UnixNano()) {
+		l.limited.Add(1)
+		return
+	}
+	select {
+	case l.queue <- *r:
 	default:
 		l.dropped.Add(1)
 	}

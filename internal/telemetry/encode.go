@@ -190,13 +190,22 @@ const hexDigits = "0123456789abcdef"
 // appendString quotes s as encoding/json does with HTML escaping: <, >, &,
 // control characters, U+2028 and U+2029 are escaped, and invalid UTF-8 is
 // replaced by U+FFFD.
+// safeASCII: the ASCII bytes encoding/json writes as they are (with its
+// HTML-safe escaping of <, > and &).
+var safeASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if safeASCII[c] {
 				i++
 				continue
 			}

@@ -155,6 +155,13 @@ func compilePolicy(p *Policy, onMatch func(types.MatchedRule)) (coraza.WAF, erro
 	if onMatch != nil {
 		cfg = cfg.WithErrorCallback(onMatch)
 	}
+	return newCorazaWAF(cfg)
+}
+
+// newCorazaWAF is the one place rules are compiled: with clusterwall's
+// operators (rx.go) in Coraza's registry.
+func newCorazaWAF(cfg coraza.WAFConfig) (coraza.WAF, error) {
+	registerOperators()
 	return coraza.NewWAF(cfg)
 }
 
@@ -172,7 +179,7 @@ func (p *Policy) compile() *policy.Error {
 	if strings.TrimSpace(p.CustomRules) != "" {
 		// Custom rules alone first, directive by directive when they fail,
 		// so that the error names the line of the bad directive.
-		if _, err := coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(p.CustomRules)); err != nil {
+		if _, err := newCorazaWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(p.CustomRules)); err != nil {
 			return p.customRulesError(err)
 		}
 	}
@@ -194,7 +201,7 @@ func (p *Policy) customRulesError(whole error) *policy.Error {
 	for _, d := range dirs {
 		acc.WriteString(d.text)
 		acc.WriteByte('\n')
-		if _, err := coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(acc.String())); err != nil {
+		if _, err := newCorazaWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(acc.String())); err != nil {
 			pos := p.customRulesPos
 			if pos.Line > 0 {
 				if p.customRulesBlock {

@@ -334,6 +334,20 @@ const (
 	requestInfoKey
 )
 
+// proxyBuffers are the reverse proxies' copy buffers: without a pool,
+// httputil.ReverseProxy allocates 32 KiB for every response.
+var proxyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (bp *bufferPool) Get() []byte { return *bp.p.Get().(*[]byte) }
+
+func (bp *bufferPool) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		bp.p.Put(&b)
+	}
+}
+
 // requestInfo travels with a request from the handler to the proxy hooks.
 type requestInfo struct {
 	correlationID string
@@ -370,7 +384,8 @@ func (s *Server) transport(r *Route) *http.Transport {
 func (s *Server) newProxy(rs *routeState) *httputil.ReverseProxy {
 	r := rs.r
 	return &httputil.ReverseProxy{
-		Transport: s.transport(r),
+		Transport:  s.transport(r),
+		BufferPool: proxyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			b, _ := pr.In.Context().Value(backendKey).(*backend)
 			info, _ := pr.In.Context().Value(requestInfoKey).(*requestInfo)

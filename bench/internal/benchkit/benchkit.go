@@ -83,13 +83,16 @@ func RemoveLab(name string, err *error) {
 // set-ups without NAT, and their servers tell a proxied connection by its
 // source). It returns the lab and its firewall's network namespace (the
 // caller closes it, and removes the lab: RemoveLab).
-func UpWithDaemon(ctx context.Context, name, exe, dir string, policy []byte) (*lab.Lab, netns.NsHandle, error) {
+func UpWithDaemon(ctx context.Context, name, exe, dir string, policy []byte, opts ...func(*lab.DaemonOptions)) (*lab.Lab, netns.NsHandle, error) {
 	policyFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyFile, policy, 0o644); err != nil {
 		return nil, netns.None(), err
 	}
-	l, err := lab.Up(ctx, lab.Config{Name: name, Exe: exe, Log: slog.New(slog.DiscardHandler),
-		Daemon: &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}})
+	do := &lab.DaemonOptions{Policy: policyFile, SNAT: "off"}
+	for _, o := range opts {
+		o(do)
+	}
+	l, err := lab.Up(ctx, lab.Config{Name: name, Exe: exe, Log: slog.New(slog.DiscardHandler), Daemon: do})
 	if err != nil {
 		return nil, netns.None(), err
 	}

@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/nflog"
+	"github.com/clusterwall/clusterwall/internal/nft"
+	"github.com/clusterwall/clusterwall/internal/policy"
+	"github.com/clusterwall/clusterwall/internal/telemetry"
+)
+
+// referenceLine is the decision line of a logged packet as the daemon
+// wrote it before the flow log was made fast (logPacket up to commit
+// cc9d190): the schema the new code must keep, field for field.
+func referenceLine(st *state, p *nflog.Packet) (telemetry.Record, bool) {
+	ld, ok := st.index.Lookup(p.Prefix)
+	if !ok {
+		return telemetry.Record{}, false
+	}
+	pol := st.policy
+	if ld.Policy != nil {
+		pol = ld.Policy
+	}
+	rec := telemetry.Record{
+		Time:          p.Time.UTC(),
+		Category:      telemetry.CategoryNetworkRule,
+		SourceIp:      p.Src.String(),
+		SourcePort:    int(p.SrcPort),
+		DestinationIp: p.Dst.String(),
+		Protocol:      protoName(p.Proto),
+		Action:        ld.Action.String(),
+		Policy:        pol.Name,
+		Source:        "kernel",
+	}
+	if p.Proto == 6 || p.Proto == 17 {
+		rec.DestinationPort = int(p.DstPort)
+	}
+	switch {
+	case ld.UnknownRuleset:
+		rec.Policy = ""
+		rec.ActionReason = ReasonUnknownRuleset
+	case ld.Input:
+		rec.ActionReason = ReasonInputDrop
+	case ld.Rule == nil:
+		rec.ActionReason = "Default Action: " + match.ReasonNoRuleMatched
+	default:
+		rec.RuleCollectionGroup = ld.Rule.Collection.Group.Name
+		rec.RuleCollection = ld.Rule.Collection.Name
+		rec.Rule = ld.Rule.Name
+	}
+	if ld.Kind == policy.KindDNAT && (ld.Rule != nil || ld.UnknownRuleset) {
+		rec.Category = telemetry.CategoryNatRule
+		rec.Action = "DNAT"
+		if r := ld.Rule; r != nil {
+			if r.TranslatedAddress.IsValid() {
+				rec.TranslatedIp = r.TranslatedAddress.String()
+			} else {
+				rec.TranslatedIp = r.TranslatedFQDN
+			}
+			rec.TranslatedPort = int(r.TranslatedPort)
+		}
+	}
+	return rec, true
+}
+
+// TestFlowLogLinesUnchanged: for every log prefix of a policy with DNAT,
+// network allow and deny rules, default deny and input drops — and of
+// rulesets the daemon did not apply — and packets of every protocol and
+// both families, the flow logger writes byte for byte the line the
+// daemon wrote before (docs/logs.md's schema), through its caches, also
+// after a reload (the caches follow the ruleset).
+func TestFlowLogLinesUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	abs, _ := filepath.Abs("../../examples/aks-egress.yaml")
+	tags, _ := filepath.Abs("../../examples/service-tags.json")
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(conf, []byte("policy: policy.yaml\nserviceTags: "+tags+"\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got []telemetry.Record
+	dlog := telemetry.NewDecisionLog(io.Discard, telemetry.Options{})
+	defer dlog.Close()
+	dlog.Observe(func(r *telemetry.Record) { got = append(got, *r) })
+	rec := &nft.Recorder{}
+	d := loadTestDaemon(t, conf, &NFTDataplane{Runner: rec, Config: nft.Config{Inside: "in0", Outside: "out0", PublicIPs: []netip.Addr{netip.MustParseAddr("203.0.113.32")}}}, nil, dlog)
+	fl := newFlowLogger(d)
+
+	packets := func(prefix string) []nflog.Packet {
+		at := time.Date(2026, 12, 6, 5, 0, 0, 123456789, time.FixedZone("x", 3600))
+		return []nflog.Packet{
+			{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("10.42.1.10"), Dst: netip.MustParseAddr("192.0.2.10"), Proto: 6, SrcPort: 40000, DstPort: 443, Time: at},
+			{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("10.42.1.11"), Dst: netip.MustParseAddr("192.0.2.13"), Proto: 17, SrcPort: 5353, DstPort: 123, Time: at},
+			{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("10.42.1.10"), Dst: netip.MustParseAddr("192.0.2.10"), Proto: 1, DstPort: 8 << 8, Time: at},
+			{Prefix: prefix, Family: 10, Src: netip.MustParseAddr("2001:db8:42:1::10"), Dst: netip.MustParseAddr("2001:db8:192::10"), Proto: 6, SrcPort: 1, DstPort: 80, Time: at},
+			{Prefix: prefix, Family: 10, Src: netip.MustParseAddr("2001:db8:42:1::10"), Dst: netip.MustParseAddr("2001:db8:192::10"), Proto: 58, DstPort: 128 << 8, Time: at},
+			{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("198.51.100.7"), Dst: netip.MustParseAddr("203.0.113.32"), Proto: 132, SrcPort: 9, DstPort: 9, Time: at},
+		}
+	}
+	kinds := map[string]bool{}
+	var next string // a prefix of the generation the reload will make
+	check := func(round string) {
+		t.Helper()
+		st := d.cur.Load()
+		gen := logGeneration(t, rec.Current)
+		if next == "" {
+			next = "cw:A:0:g" + strconv.FormatUint(uint64(gen)+1, 10)
+		}
+		prefixes := []string{"cw:A:0:g999", "cw:D:0:g999", "cw:N:0:g999", "cw:D:default:g999", "cw:D:input:g999", "not-ours",
+			"cw:A:99999:g" + strconv.FormatUint(uint64(gen), 10), next}
+		for p := range logPrefixes(rec.Current) {
+			if !strings.Contains(p, ":threat") { // logThreatPacket's, unchanged (threatintel_test.go)
+				prefixes = append(prefixes, p)
+			}
+		}
+		for _, prefix := range prefixes {
+			for _, p := range packets(prefix) {
+				got = got[:0]
+				for range 2 { // the second through the caches
+					fl.log(st, &p)
+				}
+				want, ok := referenceLine(st, &p)
+				if !ok {
+					if len(got) != 0 {
+						t.Errorf("%s %s: a line for a prefix that is not the ruleset's: %+v", round, prefix, got[0])
+					}
+					continue
+				}
+				wj, _ := telemetry.AppendJSON(nil, &want)
+				if len(got) != 2 {
+					t.Fatalf("%s %s: %d lines, want 2", round, prefix, len(got))
+				}
+				for _, g := range got {
+					gj, _ := telemetry.AppendJSON(nil, &g)
+					if string(gj) != string(wj) {
+						t.Errorf("%s %s:\n got %s\nwant %s", round, prefix, gj, wj)
+					}
+				}
+				kinds[want.Category+"/"+want.Action+"/"+strings.SplitN(want.ActionReason, ":", 2)[0]] = true
+			}
+		}
+	}
+	if err := d.Reload("start"); err != nil {
+		t.Fatal(err)
+	}
+	check("first apply")
+	// A reload that reorders the network rules: the same prefixes now name
+	// other rules, the old ones resolve through the previous generation.
+	p, _ := policy.Load("policy.yaml", data, policy.Options{ServiceTagsFile: tags})
+	reordered := strings.Replace(string(data), "priority: 200", "priority: 201", 1)
+	if p == nil || reordered == string(data) {
+		t.Fatal("cannot build the reordered policy")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(reordered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	if gen := logGeneration(t, rec.Current); next != "cw:A:0:g"+strconv.FormatUint(uint64(gen), 10) {
+		t.Fatalf("the reload made log generation %d, not the one %s names", gen, next)
+	}
+	check("after a reload") // next now names a rule: no line from a stale cache
+	for _, k := range []string{"AZFWNatRule/DNAT/", "AZFWNetworkRule/Allow/", "AZFWNetworkRule/Deny/Default Action",
+		"AZFWNetworkRule/Deny/" + ReasonInputDrop[:strings.Index(ReasonInputDrop, ":")], "AZFWNetworkRule/Allow/logged by a ruleset this daemon did not apply (before its first apply); rule unknown"} {
+		if !kinds[k] {
+			t.Errorf("no line of kind %q was compared (have %v)", k, kinds)
+		}
+	}
+}
+
+// logGeneration is the generation the ruleset's log prefixes carry.
+func logGeneration(t *testing.T, rs *nft.Ruleset) uint32 {
+	t.Helper()
+	for p := range logPrefixes(rs) {
+		if tag, err := nft.ParseLogTag(p); err == nil && tag.Gen != 0 {
+			return tag.Gen
+		}
+	}
+	t.Fatal("no log prefix with a generation")
+	return 0
+}
+
+// TestLogRateConfig: log.ratePerSecond defaults to 1,000; 0 means no
+// limit on lines while the kernel keeps its flood guard on default-deny
+// and input-drop messages; a negative rate is an error naming the field.
+func TestLogRateConfig(t *testing.T) {
+	for _, tt := range []struct {
+		extra      string
+		rate       int
+		kernelRate uint64
+		err        string
+	}{
+		{"", 1000, 1000, ""},
+		{"log:\n  ratePerSecond: 0\n", 0, DefaultLogRate, ""},
+		{"log:\n  ratePerSecond: 50\n", 50, 50, ""},
+		{"log:\n  ratePerSecond: -1\n", 0, 0, "log.ratePerSecond"},
+	} {
+		dir := t.TempDir()
+		cfg, err := LoadConfig(writeDaemonConfig(t, dir, tt.extra))
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: err = %v, want one naming %s", tt.extra, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.LogRate() != tt.rate || cfg.DataplaneConfig().LogRate != tt.kernelRate {
+			t.Errorf("%q: rate %d, kernel %d; want %d, %d", tt.extra, cfg.LogRate(), cfg.DataplaneConfig().LogRate, tt.rate, tt.kernelRate)
+		}
+	}
+}
+
+// TestFlowLogAllocs: a logged flow over the rate limit allocates nothing
+// once its prefix and addresses are known.
+func TestFlowLogAllocs(t *testing.T) {
+	d, dlog, prefix := flowLogDaemon(t, 1)
+	defer dlog.Close()
+	st := d.cur.Load()
+	fl := newFlowLogger(d)
+	p := nflog.Packet{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("10.42.1.10"), Dst: netip.MustParseAddr("192.0.2.10"), Proto: 6, SrcPort: 1, DstPort: 443, Time: time.Now()}
+	var n atomic.Int64
+	dlog.Observe(func(*telemetry.Record) { n.Add(1) })
+	fl.log(st, &p)
+	if a := testing.AllocsPerRun(1000, func() { p.SrcPort++; fl.log(st, &p) }); a != 0 {
+		t.Errorf("%.1f allocations per logged flow", a)
+	}
+	if n.Load() < 1000 {
+		t.Errorf("observers saw %d flows", n.Load())
+	}
+}
