@@ -109,16 +109,16 @@ func (e *ruleEncoder) stmt(st Stmt) ([]byte, error) {
 	return w.b, nil
 }
 
-// appendRules writes one NFT_MSG_NEWRULE message per rule of the plan's
-// ruleset (appended to its chain, in order) to w.
-func appendRules(w *wire, pl *plan) error {
+// appendRules writes one NFT_MSG_NEWRULE message per rule of chains (of
+// the plan's ruleset; appended to its chain, in order) to w.
+func appendRules(w *wire, pl *plan, chains []*Chain) error {
 	e := &ruleEncoder{pl: pl, cache: map[Stmt][]byte{}}
-	for _, c := range pl.rs.Chains {
+	for _, c := range chains {
 		for i, r := range c.Rules {
 			off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_APPEND)
 			w.b = append(w.b, byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0)
 			w.strAttr(unix.NFTA_RULE_TABLE, pl.table.Name)
-			w.strAttr(unix.NFTA_RULE_CHAIN, pl.chMap[c.Name].Name)
+			w.strAttr(unix.NFTA_RULE_CHAIN, c.Name)
 			n := w.nest(unix.NFTA_RULE_EXPRESSIONS)
 			for _, st := range r.Stmts {
 				b, err := e.stmt(st)
