@@ -235,7 +235,8 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
 		return
 	}
-	gen := d.Status().Generation
+	st := d.Status()
+	gen := st.Generation
 	if err := renameSync(tmp, d.cfg.Policy); err != nil {
 		os.Remove(tmp)
 		err = fmt.Errorf("applied as generation %d but not persisted to %s: %w (a restart would load the old file)", gen, d.cfg.Policy, err)
@@ -244,7 +245,7 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.audit(r, "apply", nil)
-	writeJSON(w, http.StatusOK, map[string]any{"generation": gen})
+	writeJSON(w, http.StatusOK, map[string]any{"generation": gen, "apply": st.LastApply})
 }
 
 // writeTemp writes data to a new file next to path (same directory, so a

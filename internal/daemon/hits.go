@@ -280,3 +280,29 @@ func (d *Daemon) RuleHits() RuleHits {
 	out.InputDropHits, _ = get(keyInputDrop)
 	return out
 }
+
+// rebaseRuleHits notes the kernel's counters of generation gen (policy p),
+// read right after it was applied, as already counted: an apply keeps the
+// chains (and named counters) of the rules it does not change, whose
+// counts foldRuleHits has just folded into the totals.
+func (d *Daemon) rebaseRuleHits(gen uint64, p *policy.Policy) {
+	cr, ok := d.dp.(counterReader)
+	if !ok {
+		return
+	}
+	cs, err := cr.Counters()
+	if err != nil {
+		d.log.Warn("reading the kernel's rule counters after the apply (hits of kept rules may count twice)", "err", err)
+		return
+	}
+	d.hits.rebase(gen, kernelCounts(p, cs))
+}
+
+// rebase makes counts the base of generation gen: later reads of gen add
+// what they count beyond it (see fold and total).
+func (h *hitTracker) rebase(gen uint64, counts map[hitKey]uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.folded, h.foldedAt = counts, gen
+	h.seen, h.seenGen = maps.Clone(counts), gen
+}

@@ -39,6 +39,7 @@ const (
 	metricLastReloadTime = "clusterwall_policy_last_reload_timestamp_seconds"
 	metricConnsCut       = "clusterwall_connections_cut_total"
 	metricReady          = "clusterwall_ready"
+	metricApplyDuration  = "clusterwall_policy_apply_duration_seconds"
 )
 
 // metrics is the daemon's Prometheus registry (client_golang; its own
@@ -51,6 +52,8 @@ type metrics struct {
 	dnsLatency   prometheus.Histogram
 	proxyLatency *prometheus.HistogramVec
 	reloads      *prometheus.CounterVec
+	// applyDuration: applytime.go
+	applyDuration *prometheus.HistogramVec
 }
 
 func newMetrics(d *Daemon) *metrics {
@@ -87,7 +90,8 @@ func newMetrics(d *Daemon) *metrics {
 	m.proxyLatency.WithLabelValues("Deny")
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
-	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads,
+	m.applyDuration = newApplyDuration()
+	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads, m.applyDuration,
 		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d}, snatCollector{d: d}, panicCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
