@@ -252,76 +252,139 @@ func (d *change) stage1Empty() bool {
 	return !d.createTable && len(d.newObjs) == 0 && len(d.newChains) == 0 && len(d.newSets) == 0
 }
 
-// enqueueStage1 creates what is new: objects, chains, sets and their
-// elements (the chains' rules follow: appendRules).
-func (d *change) enqueueStage1(conn *nftables.Conn) error {
-	if d.createTable {
-		conn.AddTable(d.pl.table)
+// stage1 creates what is new: the table, objects, chains, sets and their
+// elements, then the new chains' rules.
+func (d *change) stage1() []part {
+	t := d.pl.table.Name
+	return []part{
+		nftPart(func(conn *nftables.Conn) error {
+			if d.createTable {
+				conn.AddTable(d.pl.table)
+			}
+			for _, o := range d.newObjs {
+				if o.Type != nftables.ObjTypeCounter {
+					conn.AddObj(o)
+				}
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error {
+			for _, o := range d.newObjs {
+				if o.Type == nftables.ObjTypeCounter {
+					if err := w.newCounter(t, o.Name); err != nil {
+						return err
+					}
+				}
+			}
+			for _, c := range d.newChains {
+				w.newChain(t, c.Name)
+			}
+			return nil
+		}),
+		nftPart(func(conn *nftables.Conn) error {
+			for _, sp := range d.newSets {
+				if err := conn.AddSet(sp.set, nil); err != nil {
+					return fmt.Errorf("set %s: %v", sp.set.Name, err)
+				}
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error {
+			for _, sp := range d.newSets {
+				elems, err := d.pl.elems(sp)
+				if err != nil {
+					return err
+				}
+				if err := w.setElems(sp.set, elems); err != nil {
+					return fmt.Errorf("set %s: %v", sp.set.Name, err)
+				}
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error { return appendRules(w, d.pl, d.newChains) }),
 	}
-	for _, o := range d.newObjs {
-		conn.AddObj(o)
-	}
-	for _, c := range d.newChains {
-		conn.AddChain(d.pl.chMap[c.Name])
-	}
-	for _, sp := range d.newSets {
-		if err := d.pl.addSet(conn, sp); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
-// enqueueStage2 switches: base chains rewritten (their rules follow:
-// appendRules), what the new ruleset does not have removed.
-func (d *change) enqueueStage2(conn *nftables.Conn) error {
-	t := d.pl.table
-	for _, name := range d.delBase {
-		conn.DelChain(&nftables.Chain{Table: t, Name: name})
-	}
-	deleted := map[string]bool{}
-	for _, name := range d.delBase {
-		deleted[name] = true
-	}
-	for _, c := range d.writeBase {
-		if d.old.chains[c.Name] != nil && !deleted[c.Name] {
-			conn.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
-		}
-	}
-	for _, name := range d.oldChains {
-		conn.FlushChain(&nftables.Chain{Table: t, Name: name})
-	}
-	for _, name := range d.oldSets {
-		conn.DelSet(&nftables.Set{Table: t, Name: name})
-	}
-	for _, name := range d.oldChains {
-		conn.DelChain(&nftables.Chain{Table: t, Name: name})
-	}
-	for _, o := range d.oldObjs {
-		conn.DeleteObject(o)
-	}
-	for _, c := range d.writeBase {
-		conn.AddChain(d.pl.chMap[c.Name]) // creates it, or updates its policy
-	}
-	return nil
-}
-
-// enqueueUnstage removes what stage 1 made (after a failed stage 2).
-func (d *change) enqueueUnstage(conn *nftables.Conn) error {
-	t := d.pl.table
+// size1 and size2 estimate the stages' batches (bytes), so that the
+// buffer is allocated once.
+func (d *change) size1() int {
+	n := 4096 + 64*len(d.newObjs) + 64*len(d.newChains)
 	for _, c := range d.newChains {
-		conn.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
+		n += 256 * len(c.Rules)
 	}
 	for _, sp := range d.newSets {
-		conn.DelSet(&nftables.Set{Table: t, Name: sp.set.Name})
+		n += 128 + 2*80*len(sp.src.Elems)
 	}
-	for _, c := range d.newChains {
-		conn.DelChain(&nftables.Chain{Table: t, Name: c.Name})
+	return n
+}
+
+func (d *change) size2() int {
+	n := 4096 + 2*64*len(d.oldChains) + 64*(len(d.oldSets)+len(d.oldObjs))
+	for _, c := range d.writeBase {
+		n += 256 * len(c.Rules)
 	}
-	for _, o := range d.newObjs {
-		conn.DeleteObject(o)
+	return n
+}
+
+// stage2 switches: base chains rewritten, what the new ruleset does not
+// have removed (chains flushed first, so that no rule refers to a set,
+// chain or object being deleted).
+func (d *change) stage2() []part {
+	t := d.pl.table.Name
+	return []part{
+		wirePart(func(w *wire) error {
+			deleted := map[string]bool{}
+			for _, name := range d.delBase {
+				w.delChain(t, name)
+				deleted[name] = true
+			}
+			for _, c := range d.writeBase {
+				if d.old.chains[c.Name] != nil && !deleted[c.Name] {
+					w.flushChain(t, c.Name)
+				}
+			}
+			for _, name := range d.oldChains {
+				w.flushChain(t, name)
+			}
+			for _, name := range d.oldSets {
+				w.delSet(t, name)
+			}
+			for _, name := range d.oldChains {
+				w.delChain(t, name)
+			}
+			for _, o := range d.oldObjs {
+				w.delObj(t, o.Name, o.Type)
+			}
+			return nil
+		}),
+		nftPart(func(conn *nftables.Conn) error {
+			for _, c := range d.writeBase {
+				conn.AddChain(d.pl.chMap[c.Name]) // creates it, or updates its policy
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error { return appendRules(w, d.pl, d.writeBase) }),
 	}
-	return nil
+}
+
+// unstage removes what stage 1 made (after a failed stage 2).
+func (d *change) unstage() []part {
+	t := d.pl.table.Name
+	return []part{wirePart(func(w *wire) error {
+		for _, c := range d.newChains {
+			w.flushChain(t, c.Name)
+		}
+		for _, sp := range d.newSets {
+			w.delSet(t, sp.set.Name)
+		}
+		for _, c := range d.newChains {
+			w.delChain(t, c.Name)
+		}
+		for _, o := range d.newObjs {
+			w.delObj(t, o.Name, o.Type)
+		}
+		return nil
+	})}
 }
 
 // after is the table once d is applied.
@@ -376,18 +439,18 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	}
 	t1 := time.Now()
 	if !d.stage1Empty() {
-		if err := r.transact(d.enqueueStage1, func(w *wire) error { return appendRules(w, pl, d.newChains) }); err != nil {
+		if err := r.transact(d.size1(), d.stage1()...); err != nil {
 			return kernelErr("apply ruleset (stage 1: new chains, sets and objects)", err)
 		}
 	}
 	t2 := time.Now()
 	st.Stage1 = t2.Sub(t1)
-	if err := r.transact(d.enqueueStage2, func(w *wire) error { return appendRules(w, pl, d.writeBase) }); err != nil {
+	if err := r.transact(d.size2(), d.stage2()...); err != nil {
 		// The running ruleset is untouched; remove what stage 1 made, and
 		// list the table at the next apply.
 		r.known = nil
 		if !d.stage1Empty() {
-			if cerr := r.transact(d.enqueueUnstage, nil); cerr != nil {
+			if cerr := r.transact(0, d.unstage()...); cerr != nil {
 				r.log.Warn("data plane: removing the chains and sets of a failed apply", "err", cerr)
 			}
 		}

@@ -197,24 +197,6 @@ func sameHook(a, b *nftables.Chain) bool {
 		a.Priority != nil && b.Priority != nil && *a.Priority == *b.Priority && a.Type == b.Type
 }
 
-func (pl *plan) addSet(conn *nftables.Conn, sp setPlan) error {
-	elems, err := pl.elems(sp)
-	if err != nil {
-		return err
-	}
-	if err := conn.AddSet(sp.set, nil); err != nil {
-		return fmt.Errorf("set %s: %v", sp.set.Name, err)
-	}
-	for i := 0; i < len(elems); {
-		j := min(i+maxElemsPerMsg, len(elems))
-		if err := conn.SetAddElements(sp.set, elems[i:j]); err != nil {
-			return fmt.Errorf("set %s: %v", sp.set.Name, err)
-		}
-		i = j
-	}
-	return nil
-}
-
 func ifname(n string) []byte {
 	b := make([]byte, 16)
 	copy(b, n)

@@ -2,10 +2,11 @@ package nft
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"strconv"
-	"strings"
+	"net/netip"
+	"slices"
 )
 
 // Names by content.
@@ -32,7 +33,7 @@ import (
 // contentVersion is part of every hash: change it when the same statement
 // text starts to lower to other expressions, so that a new version of
 // clusterwall does not keep the old version's chains.
-const contentVersion = "cw-content-1\n"
+const contentVersion = "cw-content-2\n"
 
 // hashLen is how many hex digits of the hash a name carries: 64 bits, so
 // that two different chains of the largest rulesets collide with a
@@ -51,7 +52,7 @@ func nameByContent(rs *Ruleset, counted map[string]string) error {
 		sets:     make(map[string]*Set, len(rs.Sets)),
 		chainTo:  make(map[string]string, len(rs.Chains)),
 		setTo:    make(map[string]string, len(rs.Sets)),
-		content:  map[string]string{},
+		sums:     map[string][sha256.Size]byte{},
 		visiting: map[string]bool{},
 	}
 	for _, c := range rs.Chains {
@@ -127,21 +128,22 @@ type namer struct {
 	sets     map[string]*Set
 	chainTo  map[string]string // provisional -> final name
 	setTo    map[string]string
-	content  map[string]string // final name -> content (collision check)
+	sums     map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
+	buf      []byte
 	visiting map[string]bool
 }
 
-func (n *namer) final(kind, old, content string) (string, error) {
+func (n *namer) final(kind, old string, content []byte) (string, error) {
 	prefix, ok := n.counted[old]
 	if !ok {
 		prefix = stripHash(old)
 	}
-	sum := sha256.Sum256([]byte(content))
+	sum := sha256.Sum256(content)
 	name := prefix + "_" + hex.EncodeToString(sum[:hashLen/2])
-	if prev, ok := n.content[kind+name]; ok && prev != content {
+	if prev, ok := n.sums[kind+name]; ok && prev != sum {
 		return "", fmt.Errorf("ruleset: two %ss are named %s (hash collision)", kind, name)
 	}
-	n.content[kind+name] = content
+	n.sums[kind+name] = sum
 	return name, nil
 }
 
@@ -164,14 +166,17 @@ func (n *namer) chain(old string) (string, error) {
 	if err := n.rewriteRules(c); err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	b.WriteString(contentVersion)
-	b.WriteString("chain\n")
+	b := append(n.buf[:0], contentVersion...)
+	b = append(b, "chain\n"...)
 	for _, r := range c.Rules {
-		b.WriteString(r.String())
-		b.WriteByte('\n')
+		b = appendStr(b, r.Comment)
+		b = binary.AppendUvarint(b, uint64(len(r.Stmts)))
+		for _, st := range r.Stmts {
+			b = appendStmtKey(b, st)
+		}
 	}
-	to, err := n.final("chain", old, b.String())
+	n.buf = b
+	to, err := n.final("chain", old, b)
 	if err != nil {
 		return "", err
 	}
@@ -192,9 +197,6 @@ func (n *namer) set(old string) (string, error) {
 		return "", fmt.Errorf("ruleset: set %s leads back to itself", old)
 	}
 	n.visiting["set "+old] = true
-	var b strings.Builder
-	b.WriteString(contentVersion)
-	fmt.Fprintf(&b, "set %d %d %d %s\n%s\n%s\n", s.Kind, s.Family, s.Field, s.KeyType(), strconv.Quote(s.Comment), strconv.Quote(s.FQDN))
 	for i, e := range s.Elems {
 		if e.Chain != "" {
 			to, err := n.chain(e.Chain)
@@ -203,10 +205,19 @@ func (n *namer) set(old string) (string, error) {
 			}
 			s.Elems[i].Chain = to
 		}
-		b.WriteString(s.elemString(s.Elems[i]))
-		b.WriteByte('\n')
 	}
-	to, err := n.final("set", old, b.String())
+	b := append(n.buf[:0], contentVersion...)
+	b = append(b, "set\n"...)
+	b = append(b, byte(s.Kind), byte(s.Family), byte(s.Field))
+	b = appendStr(b, s.Comment)
+	b = appendStr(b, s.FQDN)
+	b = binary.AppendUvarint(b, uint64(len(s.Elems)))
+	for _, e := range s.Elems {
+		b = appendIvl(b, e.iv)
+		b = appendStr(b, e.Chain)
+	}
+	n.buf = b
+	to, err := n.final("set", old, b)
 	if err != nil {
 		return "", err
 	}
@@ -232,6 +243,9 @@ func stripHash(name string) string {
 // rewriteRules renames what c's rules refer to.
 func (n *namer) rewriteRules(c *Chain) error {
 	for _, r := range c.Rules {
+		if !slices.ContainsFunc(r.Stmts, refers) {
+			continue
+		}
 		r.Stmts = append([]Stmt(nil), r.Stmts...) // compiled rules may share arrays
 		for i, st := range r.Stmts {
 			var err error
@@ -276,4 +290,83 @@ func sortedStrings(l []string) []string {
 		}
 	}
 	return l
+}
+
+// appendStmtKey appends an encoding of st that two statements share only
+// when they lower to the same expressions (a statement type's tag, then
+// its fields).
+func appendStmtKey(b []byte, st Stmt) []byte {
+	bit := func(v bool) byte {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	switch x := st.(type) {
+	case MatchNFProto:
+		return append(b, 1, byte(x.Family))
+	case MatchL4Proto:
+		return append(b, 2, x.Proto)
+	case MatchIfName:
+		return appendStr(append(b, 3, bit(x.Out)), x.Name)
+	case MatchCtState:
+		return binary.BigEndian.AppendUint32(append(b, 4), x.States)
+	case MatchCtDNAT:
+		return append(b, 5, bit(x.Negate))
+	case MatchRange:
+		return appendIvl(append(b, 6, byte(x.Family), byte(x.Field)), x.iv)
+	case MatchSet:
+		return appendStr(append(b, 7, byte(x.Family), byte(x.Field)), x.Set)
+	case VMap:
+		return appendStr(append(b, 8, byte(x.Family), byte(x.Field)), x.Map)
+	case Counter:
+		return appendStr(append(b, 9), x.Name)
+	case Log:
+		b = appendStr(append(b, 10), x.Prefix)
+		b = binary.BigEndian.AppendUint16(b, x.Group)
+		return appendStr(b, x.Limit)
+	case Verdict:
+		return appendStr(append(b, 11, byte(x.Kind)), x.Chain)
+	case RejectTCPReset:
+		return append(b, 12)
+	case DNAT:
+		return binary.BigEndian.AppendUint16(appendAddr(append(b, 13), x.Addr), x.Port)
+	case DNATMap:
+		return binary.BigEndian.AppendUint16(appendStr(append(b, 14, byte(x.Family)), x.Map), x.Port)
+	case SNAT:
+		return appendAddr(append(b, 15), x.Addr)
+	case Masquerade:
+		return append(b, 16)
+	case Redirect:
+		return binary.BigEndian.AppendUint16(append(b, 17), x.Port)
+	}
+	// The statements of ha.go and snatpool.go: their text says all.
+	return appendStr(append(b, 0xff), st.String())
+}
+
+func appendStr(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendIvl(b []byte, iv ivl) []byte {
+	for _, v := range []uint64{iv.lo.hi, iv.lo.lo, iv.hi.hi, iv.hi.lo} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	a16 := a.Unmap().As16()
+	return append(append(b, byte(famOf(a))), a16[:]...)
+}
+
+// refers reports whether st names a chain or set.
+func refers(st Stmt) bool {
+	switch x := st.(type) {
+	case Verdict:
+		return x.Kind == VerdictJump || x.Kind == VerdictGoto
+	case MatchSet, VMap, DNATMap:
+		return true
+	}
+	return false
 }

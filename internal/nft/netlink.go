@@ -255,7 +255,7 @@ func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.D
 	for a, exp := range m {
 		known = append(known, FQDNAddr{Addr: a, Expires: exp})
 	}
-	return r.transact(func(c *nftables.Conn) error {
+	return r.transact(0, nftPart(func(c *nftables.Conn) error {
 		// A DNAT map is rewritten whole: its target may have changed.
 		for _, name := range maps {
 			s := cur.Set(name)
@@ -300,7 +300,7 @@ func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.D
 			}
 		}
 		return nil
-	}, nil)
+	}))
 }
 
 func normName(s string) string {
@@ -321,11 +321,11 @@ func (r *NetlinkRunner) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := &nftables.Table{Name: r.table(), Family: nftables.TableFamilyINet}
-	err := r.transact(func(c *nftables.Conn) error {
+	err := r.transact(0, nftPart(func(c *nftables.Conn) error {
 		c.AddTable(t)
 		c.DelTable(t)
 		return nil
-	}, nil)
+	}))
 	r.known = nil
 	if err != nil {
 		return kernelErr("flush", err)
