@@ -114,7 +114,9 @@ func (h *hitTracker) observe(r *telemetry.Record) {
 
 // kernelCounts maps the dataplane's counters to rule keys for policy p.
 func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
-	out := map[hitKey]uint64{}
+	out := make(map[hitKey]uint64, len(cs))
+	// The rules by index (nft.LogTag.Rule lists them on every call).
+	network, dnat := p.RulesOf(policy.KindNetwork), p.RulesOf(policy.KindDNAT)
 	for _, c := range cs {
 		t, err := nft.ParseLogTag(c.Tag)
 		if err != nil {
@@ -125,9 +127,13 @@ func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
 			out[keyDefaultDeny] += c.Packets
 		case nft.LogInputDrop:
 			out[keyInputDrop] += c.Packets
-		default:
-			if r := t.Rule(p); r != nil {
-				out[keyOf(r)] += c.Packets
+		case nft.LogAllow, nft.LogDeny:
+			if t.Index >= 0 && t.Index < len(network) {
+				out[keyOf(network[t.Index])] += c.Packets
+			}
+		case nft.LogDNAT:
+			if t.Index >= 0 && t.Index < len(dnat) {
+				out[keyOf(dnat[t.Index])] += c.Packets
 			}
 		}
 	}
