@@ -124,38 +124,26 @@ func (r *NetlinkRunner) kernelState(name string) (*kernelTable, error) {
 		kt.base = map[string]string{}
 		return kt, nil
 	}
-	c, err := r.conn()
+	chains, err := r.listChains(name)
 	if err != nil {
 		return nil, err
-	}
-	defer c.CloseLasting()
-	table, chains, err := tableAndChains(c, name)
-	if err != nil {
-		return nil, err
-	}
-	if table == nil { // removed in between
-		kt.exists = false
-		kt.base = map[string]string{}
-		return kt, nil
 	}
 	for _, ch := range chains {
 		kt.chains[ch.Name] = ch
 	}
-	sets, err := c.GetSets(table)
+	sets, err := r.listSets(name)
 	if err != nil {
-		return nil, kernelErr("list sets", err)
+		return nil, err
 	}
 	for _, s := range sets {
-		kt.sets[s.Name] = true
+		kt.sets[s] = true
 	}
-	objs, err := c.GetNamedObjects(table)
+	objs, err := r.listObjects(name, 0)
 	if err != nil {
-		return nil, kernelErr("list objects", err)
+		return nil, err
 	}
-	for _, o := range objs {
-		if no, ok := o.(*nftables.NamedObj); ok {
-			kt.objs[no.Name] = no.Type
-		}
+	for n, o := range objs {
+		kt.objs[n] = o.typ
 	}
 	return kt, nil
 }

@@ -22,12 +22,7 @@ func (r *NetlinkRunner) Counters() ([]RuleCounter, error) {
 	if err != nil || !exists {
 		return nil, err
 	}
-	c, err := r.conn()
-	if err != nil {
-		return nil, err
-	}
-	defer c.CloseLasting()
-	objs, err := counterObjects(c, &nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	objs, err := r.listObjects(name, nftables.ObjTypeCounter)
 	if err != nil {
 		return nil, err
 	}
@@ -47,8 +42,8 @@ func (r *NetlinkRunner) Counters() ([]RuleCounter, error) {
 			byTag[tag] = i
 			out = append(out, RuleCounter{Tag: tag, Path: paths[tag]})
 		}
-		out[i].Packets += cnt.Packets
-		out[i].Bytes += cnt.Bytes
+		out[i].Packets += cnt.packets
+		out[i].Bytes += cnt.bytes
 	}
 	sortCounters(out)
 	return out, nil
