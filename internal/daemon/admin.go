@@ -237,7 +237,8 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"errors": apiErrors(err), "policyFile": d.cfg.Policy})
 		return
 	}
-	gen := d.Status().Generation
+	st := d.Status()
+	gen := st.Generation
 	if err := pending.Commit(); err != nil {
 		err = fmt.Errorf("applied as generation %d but not persisted to %s: %w (a restart would load the old file)", gen, d.cfg.Policy, err)
 		d.audit(r, "apply", err)
@@ -245,7 +246,7 @@ func (d *Daemon) serveApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.audit(r, "apply", nil)
-	writeJSON(w, http.StatusOK, map[string]any{"generation": gen})
+	writeJSON(w, http.StatusOK, map[string]any{"generation": gen, "apply": st.LastApply})
 }
 
 // audit logs one change made through the admin API: who (token name,

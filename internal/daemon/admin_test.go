@@ -181,7 +181,12 @@ func TestAdminApply(t *testing.T) {
 
 	// A good one: generation 2, new decisions, persisted with its comments.
 	code, body = do(t, "POST", srv.URL+"/v1/apply", testToken, appliedPolicy)
-	if code != 200 || strings.TrimSpace(string(body)) != "{\n  \"generation\": 2\n}" {
+	var applied struct {
+		Generation int         `json:"generation"`
+		Apply      *ApplyTimes `json:"apply"`
+	}
+	if err := json.Unmarshal(body, &applied); code != 200 || err != nil || applied.Generation != 2 || applied.Apply == nil ||
+		applied.Apply.TotalMs <= 0 || applied.Apply.TotalMs < applied.Apply.LoadMs+applied.Apply.ValidateMs+applied.Apply.CompileMs+applied.Apply.KernelMs-0.01 {
 		t.Fatalf("apply = %d: %s", code, body)
 	}
 	if decide(443) != policy.ActionDeny || decide(8443) != policy.ActionAllow {
@@ -294,10 +299,26 @@ func makeCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKe
 }
 
 // countingDataplane is fakeDataplane with kernel counters the test sets.
+// An apply starts every counter afresh (all its rules are new), or, with
+// keep, keeps them all (the rules were kept: nft.NetlinkRunner applies
+// only what changed).
 type countingDataplane struct {
 	fakeDataplane
 	mu       sync.Mutex
 	counters []nft.RuleCounter
+	keep     bool
+}
+
+func (c *countingDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, error) {
+	x, err := c.fakeDataplane.Apply(p, m)
+	if err == nil {
+		c.mu.Lock()
+		if !c.keep {
+			c.counters = nil
+		}
+		c.mu.Unlock()
+	}
+	return x, err
 }
 
 func (c *countingDataplane) Counters() ([]nft.RuleCounter, error) {
@@ -356,6 +377,31 @@ func TestRuleHitsAcrossApplies(t *testing.T) {
 	}
 	if h.Generation != 2 || got["web"] != 8 || got["gh"] != 1 {
 		t.Errorf("after the apply: generation %d, hits %v (want web 8, gh 1)", h.Generation, got)
+	}
+}
+
+// TestRuleHitsKeptCounters: an apply that keeps a rule's kernel counter
+// (its chains did not change) neither loses nor double-counts its hits.
+func TestRuleHitsKeptCounters(t *testing.T) {
+	d, _, pol := newTestDaemon(t)
+	cd := &countingDataplane{keep: true}
+	d.dp = cd
+	if err := d.Reload("start"); err != nil {
+		t.Fatal(err)
+	}
+	cd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 5})
+	if h := d.RuleHits(); len(h.Rules) != 1 || h.Rules[0].Hits != 5 {
+		t.Fatalf("hits = %+v", h)
+	}
+	for i := range 3 {
+		os.WriteFile(pol, []byte(testPolicy+fmt.Sprintf("# edit %d\n", i)), 0o644)
+		if err := d.Reload("test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 9}) // 4 more on the same counter
+	if h := d.RuleHits(); len(h.Rules) != 1 || h.Rules[0].Hits != 9 {
+		t.Fatalf("after applies that kept the counter: hits = %+v, want 9", h)
 	}
 }
 

@@ -80,6 +80,8 @@ type Status struct {
 	HA *ha.Status `json:"ha,omitempty"`
 	// SNATPool is the use of each SNAT pool address (nil without a pool).
 	SNATPool []SNATPoolUse `json:"snatPool,omitempty"`
+	// LastApply is where the last successful apply's time went.
+	LastApply *ApplyTimes `json:"lastApply,omitempty"`
 }
 
 // Daemon is a running firewall.
@@ -94,6 +96,7 @@ type Daemon struct {
 	lastErr    atomic.Value // string
 	lastAt     atomic.Value // time.Time
 	connsCut   atomic.Uint64
+	lastApply  atomic.Pointer[ApplyTimes]
 	nflogGroup uint16
 	// kernelOverruns counts the times the kernel dropped log messages
 	// the daemon did not read in time (flowlog.go).
@@ -196,21 +199,25 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	stage := stageParse
-	defer d.recoverApply(&stage, reason, &err) // recover.go
-	start := time.Now()
-	p, err := d.loadPolicy(data) // one parse at a time (admin_limits.go)
+	defer d.recoverApply(&stage, reason, &err)     // recover.go
+	clock := startApplyClock()                     // applytime.go
+	p, err := d.loadPolicyTimed(data, &clock.load) // one parse at a time (applytime.go)
 	if err != nil {
 		return d.reloadDone(reason, err)
 	}
+	clock.lap()
 	d.reloadThreatIntel(p) // threatintel.go
 	m, err := match.Compile(p, match.Options{Resolver: d.table, ThreatIntel: d.matchThreatIntel(p), Gateway: d.gateway()})
 	if err != nil {
 		d.restoreThreatIntel()
 		return d.reloadDone(reason, err)
 	}
-	d.foldRuleHits() // the kernel's counters start afresh with the new rules
+	clock.compiled()
+	d.foldRuleHits() // hits.go
+	clock.kerneled()
 	stage = stageKernel
 	idx, err := d.dp.Apply(p, m)
+	clock.dataplane(d.dp)
 	if err != nil {
 		d.restoreThreatIntel()
 		return d.reloadDone(reason, fmt.Errorf("programming the kernel: %w (the previous ruleset stays)", err))
@@ -221,6 +228,8 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		gen = old.gen + 1
 	}
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
+	d.rebaseRuleHits(gen, p) // hits.go
+	clock.kerneled()
 	d.hits.prune(p) // hits.go: only the running policy's rules
 	d.noteApplied(data)
 	if d.dns != nil {
@@ -229,7 +238,9 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		}
 		d.kickDNSRefresh() // the new policy's names, resolved by the daemon's refresher
 	}
-	applied := time.Since(start)
+	times := clock.times()
+	d.lastApply.Store(&times)
+	d.metrics.applied(times)
 	// Connections the new policy denies are cut, whichever engine allowed
 	// them: the L7 proxy decides its own again (by name), the conntrack cut
 	// the kernel's forwarded flows (by address; it leaves the proxy's
@@ -247,8 +258,8 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	for _, w := range p.Warnings {
 		d.log.Warn("policy warning", "warning", w.Error())
 	}
-	d.log.Info("policy applied", "reason", reason, "generation", gen, "policy", p.Name,
-		"rules", countRules(p), "apply_ms", applied.Milliseconds(), "connections_cut", cut)
+	d.log.Info("policy applied", append([]any{"reason", reason, "generation", gen, "policy", p.Name,
+		"rules", countRules(p), "apply_ms", int64(times.TotalMs)}, append(times.logAttrs(), "connections_cut", cut)...)...)
 	return d.reloadDone(reason, nil)
 }
 
@@ -299,6 +310,7 @@ func (d *Daemon) Status() Status {
 	s.HA = d.HAStatus()             // daemon_ha.go
 	s.SNATPool = d.SNATPoolStatus() // snatpool.go
 	s.ConnsCut = d.connsCut.Load()
+	s.LastApply = d.lastApply.Load()
 	if d.dlog != nil {
 		s.LogWritten, s.LogDropped, s.LogRateLimited = d.dlog.Stats()
 	}

@@ -27,7 +27,7 @@ func (f *fakeDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, err
 		return nil, f.fail
 	}
 	f.applied = append(f.applied, p)
-	return newNFTIndex(m, 0), nil
+	return newNFTIndex(m, 0, nil, nil), nil
 }
 
 func (f *fakeDataplane) AddFQDNAddrs(name string, addrs []netip.Addr, ttl time.Duration) error {
@@ -162,7 +162,7 @@ func TestLogIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := newNFTIndex(m, 0)
+	x := newNFTIndex(m, 0, nil, nil)
 	for prefix, want := range map[string]string{"cw:A:1": "apitcp", "cw:N:0": "inboundrule", "cw:D:default": ""} {
 		ld, ok := x.Lookup(prefix)
 		if !ok {

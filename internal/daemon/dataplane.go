@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +16,8 @@ import (
 )
 
 // NFTDataplane programs the kernel with internal/nft: compile the policy to
-// a ruleset, then replace clusterwall's table in one netlink batch.
+// a ruleset, then apply it to clusterwall's table (nft.NetlinkRunner sends
+// only what changed, in one atomic switch).
 type NFTDataplane struct {
 	Runner nft.Runner
 	Config nft.Config
@@ -25,14 +28,34 @@ type NFTDataplane struct {
 	mu     sync.Mutex
 	gen    uint32 // the last log generation applied
 	recent *recentIndexes
+	// The log generation of each rule of the running ruleset, with what the
+	// rule's decision lines say (logIdentity): kept by the next apply for a
+	// rule that still says the same.
+	network, dnat []ruleGen
+	policyGen     ruleGen // default deny, input drops, threat intel: the policy's name
+	// Where the last apply's time went (Timings).
+	compileTime, kernelTime time.Duration
 }
 
-// Apply implements Dataplane. Each apply gets a new log generation: the
-// kernel's log prefixes carry it (nft.LogTag), and the returned index maps
-// a prefix to the rule of the generation that logged it, for this apply
-// and the few before it. So a line logged just before a reload that
-// reorders rules still names the rule that decided, never a rule of the
-// new policy that happens to have the same index.
+// ruleGen is a rule's log generation and the decision line it stands for.
+type ruleGen struct {
+	ident string
+	gen   uint32
+}
+
+// Apply implements Dataplane. The kernel's log prefixes carry a
+// generation (nft.LogTag), and the returned index maps a prefix to the
+// rule of the generation that logged it, for this apply and the few
+// before it. So a line logged just before a reload that reorders rules
+// still names the rule that decided, never a rule of the new policy that
+// happens to have the same index.
+//
+// A rule keeps its generation from one apply to the next for as long as
+// its decision lines stay the same (same index, policy name, group,
+// collection, rule name, action and, for DNAT, translation): then its
+// prefix stays too, and so do its kernel chains, which is what makes an
+// apply that changes one rule send the kernel only that rule's part.
+// Rules that changed get the new apply's generation.
 //
 // The ruleset is compiled from m (nft.Compile), which must have been
 // compiled for the data plane's gateway (Gateway).
@@ -42,17 +65,46 @@ func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, erro
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	start := time.Now()
 	if d.gen == 0 {
 		// Start at a random generation so that a restarted daemon does not
 		// take the previous process's prefixes for its own.
 		d.gen = rand.Uint32N(1 << 30)
 	}
-	d.gen++
-	if d.gen == 0 {
-		d.gen = 1
+	gen := d.gen + 1
+	if gen == 0 {
+		gen = 1
+	}
+	keep := func(old []ruleGen, rules []match.Rule) []ruleGen {
+		out := make([]ruleGen, len(rules))
+		for i, r := range rules {
+			out[i] = ruleGen{ident: logIdentity(p, r.Policy), gen: gen}
+			if i < len(old) && old[i].ident == out[i].ident {
+				out[i].gen = old[i].gen
+			}
+		}
+		return out
+	}
+	network, dnat := keep(d.network, m.Rules(policy.KindNetwork)), keep(d.dnat, m.Rules(policy.KindDNAT))
+	pgen := ruleGen{ident: p.Name, gen: gen}
+	if d.policyGen.gen != 0 && d.policyGen.ident == p.Name {
+		pgen.gen = d.policyGen.gen
 	}
 	cfg := d.Config
-	cfg.LogGeneration = d.gen
+	cfg.LogGeneration = pgen.gen
+	cfg.LogGenerations = func(t nft.LogTag) uint32 {
+		switch t.Kind {
+		case nft.LogAllow, nft.LogDeny:
+			if t.Index < len(network) {
+				return network[t.Index].gen
+			}
+		case nft.LogDNAT:
+			if t.Index < len(dnat) {
+				return dnat[t.Index].gen
+			}
+		}
+		return pgen.gen
+	}
 	if d.ThreatIntel != nil {
 		cfg.ThreatIntel = d.ThreatIntel()
 	}
@@ -60,19 +112,50 @@ func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, erro
 	if err != nil {
 		return nil, err
 	}
+	compiled := time.Now()
 	// Register the index before the kernel commits: the NFLOG reader may
 	// see the new ruleset's first lines before Runner.Apply returns.
 	if d.recent == nil {
 		d.recent = &recentIndexes{}
 	}
-	x := newNFTIndex(m, d.gen)
+	x := newNFTIndex(m, pgen.gen, network, dnat)
 	x.recent = d.recent
 	d.recent.add(x)
 	if err := d.Runner.Apply(rs); err != nil {
 		d.recent.remove(x)
 		return nil, err
 	}
+	d.gen, d.network, d.dnat, d.policyGen = gen, network, dnat, pgen
+	d.compileTime, d.kernelTime = compiled.Sub(start), time.Since(compiled)
 	return x, nil
+}
+
+// logIdentity is what a rule's kernel decision lines say about it
+// (daemon.logPacket): two rules with the same identity log the same line.
+func logIdentity(p *policy.Policy, r *policy.Rule) string {
+	var b strings.Builder
+	for _, s := range []string{p.Name, r.Collection.Group.Name, r.Collection.Name, r.Name, r.Action().String(), r.Kind().String()} {
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	if r.Kind() == policy.KindDNAT {
+		if r.TranslatedAddress.IsValid() {
+			b.WriteString(r.TranslatedAddress.String())
+		}
+		b.WriteByte(0)
+		b.WriteString(r.TranslatedFQDN)
+		b.WriteByte(0)
+		b.WriteString(strconv.Itoa(int(r.TranslatedPort)))
+	}
+	return b.String()
+}
+
+// Timings reports where the last successful apply's time went: compiling
+// the ruleset, and programming the kernel.
+func (d *NFTDataplane) Timings() (compile, kernel time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.compileTime, d.kernelTime
 }
 
 // Gateway is the firewall as the matcher must see it for this data plane
@@ -93,25 +176,49 @@ const keepGenerations = 8
 // rule lists are computed once per apply, not per packet.
 type nftIndex struct {
 	p       *policy.Policy
-	gen     uint32
+	gen     uint32 // of the prefixes that name no rule (default deny, input)
 	network []*policy.Rule
 	dnat    []*policy.Rule
+	// The generation of each rule's prefixes.
+	networkGen, dnatGen []uint32
 	// recent holds the indexes of the last generations the same dataplane
 	// applied (nil: this index alone).
 	recent *recentIndexes
 }
 
 // newNFTIndex maps the tags of m's ruleset: rule indexes are the
-// matcher's (match.Rule.Index), which nft.Compile logs.
-func newNFTIndex(m *match.Matcher, gen uint32) *nftIndex {
+// matcher's (match.Rule.Index), which nft.Compile logs, with the
+// generations of the apply.
+func newNFTIndex(m *match.Matcher, gen uint32, network, dnat []ruleGen) *nftIndex {
 	x := &nftIndex{p: m.Policy(), gen: gen}
-	for _, r := range m.Rules(policy.KindNetwork) {
+	for i, r := range m.Rules(policy.KindNetwork) {
 		x.network = append(x.network, r.Policy)
+		g := gen
+		if i < len(network) {
+			g = network[i].gen
+		}
+		x.networkGen = append(x.networkGen, g)
 	}
-	for _, r := range m.Rules(policy.KindDNAT) {
+	for i, r := range m.Rules(policy.KindDNAT) {
 		x.dnat = append(x.dnat, r.Policy)
+		g := gen
+		if i < len(dnat) {
+			g = dnat[i].gen
+		}
+		x.dnatGen = append(x.dnatGen, g)
 	}
 	return x
+}
+
+// logs reports whether x's ruleset logs tag t (kind, index and generation).
+func (x *nftIndex) logs(t nft.LogTag) bool {
+	switch t.Kind {
+	case nft.LogAllow, nft.LogDeny:
+		return t.Index >= 0 && t.Index < len(x.networkGen) && x.networkGen[t.Index] == t.Gen
+	case nft.LogDNAT:
+		return t.Index >= 0 && t.Index < len(x.dnatGen) && x.dnatGen[t.Index] == t.Gen
+	}
+	return x.gen == t.Gen
 }
 
 // recentIndexes is a bounded list of applied generations, read without
@@ -149,7 +256,27 @@ func (r *recentIndexes) remove(x *nftIndex) {
 	r.list.Store(&next)
 }
 
-func (r *recentIndexes) find(gen uint32) *nftIndex {
+// ours reports whether gen is a generation of x or of an index applied
+// with it.
+func (x *nftIndex) ours(gen uint32) bool {
+	if x.gen == gen {
+		return true
+	}
+	if x.recent == nil {
+		return false
+	}
+	if cur := x.recent.list.Load(); cur != nil {
+		for _, y := range *cur {
+			if y.gen == gen {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// find returns the newest index whose ruleset logs t.
+func (r *recentIndexes) find(t nft.LogTag) *nftIndex {
 	if r == nil {
 		return nil
 	}
@@ -157,8 +284,8 @@ func (r *recentIndexes) find(gen uint32) *nftIndex {
 	if cur == nil {
 		return nil
 	}
-	for _, x := range *cur {
-		if x.gen == gen {
+	for i := len(*cur) - 1; i >= 0; i-- {
+		if x := (*cur)[i]; x.logs(t) {
 			return x
 		}
 	}
@@ -171,10 +298,10 @@ func (x *nftIndex) Lookup(prefix string) (LoggedDecision, bool) {
 	if err != nil {
 		return LoggedDecision{}, false
 	}
-	if t.Gen != x.gen {
-		if y := x.recent.find(t.Gen); y != nil {
+	if !x.logs(t) {
+		if y := x.recent.find(t); y != nil {
 			x = y
-		} else {
+		} else if !x.ours(t.Gen) {
 			// A ruleset this daemon did not apply (a previous process's,
 			// still in the kernel before the first apply): the verdict is
 			// known, the rule is not.
@@ -188,6 +315,8 @@ func (x *nftIndex) Lookup(prefix string) (LoggedDecision, bool) {
 				ld.Action, ld.Kind = policy.ActionDNAT, policy.KindDNAT
 			}
 			return ld, true
+		} else {
+			return LoggedDecision{}, false // a rule no ruleset of ours has
 		}
 	}
 	var rules []*policy.Rule

@@ -175,7 +175,9 @@ func (h *hitTracker) observe(r *telemetry.Record) {
 
 // kernelCounts maps the dataplane's counters to rule keys for policy p.
 func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
-	out := map[hitKey]uint64{}
+	out := make(map[hitKey]uint64, len(cs))
+	// The rules by index (nft.LogTag.Rule lists them on every call).
+	network, dnat := p.RulesOf(policy.KindNetwork), p.RulesOf(policy.KindDNAT)
 	for _, c := range cs {
 		t, err := nft.ParseLogTag(c.Tag)
 		if err != nil {
@@ -186,9 +188,13 @@ func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
 			out[keyDefaultDeny] += c.Packets
 		case nft.LogInputDrop:
 			out[keyInputDrop] += c.Packets
-		default:
-			if r := t.Rule(p); r != nil {
-				out[keyOf(r)] += c.Packets
+		case nft.LogAllow, nft.LogDeny:
+			if t.Index >= 0 && t.Index < len(network) {
+				out[keyOf(network[t.Index])] += c.Packets
+			}
+		case nft.LogDNAT:
+			if t.Index >= 0 && t.Index < len(dnat) {
+				out[keyOf(dnat[t.Index])] += c.Packets
 			}
 		}
 	}
@@ -341,4 +347,30 @@ func (d *Daemon) RuleHits() RuleHits {
 	out.DefaultDenyHits, _ = get(keyDefaultDeny)
 	out.InputDropHits, _ = get(keyInputDrop)
 	return out
+}
+
+// rebaseRuleHits notes the kernel's counters of generation gen (policy p),
+// read right after it was applied, as already counted: an apply keeps the
+// chains (and named counters) of the rules it does not change, whose
+// counts foldRuleHits has just folded into the totals.
+func (d *Daemon) rebaseRuleHits(gen uint64, p *policy.Policy) {
+	cr, ok := d.dp.(counterReader)
+	if !ok {
+		return
+	}
+	cs, err := cr.Counters()
+	if err != nil {
+		d.log.Warn("reading the kernel's rule counters after the apply (hits of kept rules may count twice)", "err", err)
+		return
+	}
+	d.hits.rebase(gen, kernelCounts(p, cs))
+}
+
+// rebase makes counts the base of generation gen: later reads of gen add
+// what they count beyond it (see fold and total).
+func (h *hitTracker) rebase(gen uint64, counts map[hitKey]uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.folded, h.foldedAt = counts, gen
+	h.seen, h.seenGen = maps.Clone(counts), gen
 }

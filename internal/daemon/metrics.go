@@ -40,6 +40,7 @@ const (
 	metricLastReloadTime = "clusterwall_policy_last_reload_timestamp_seconds"
 	metricConnsCut       = "clusterwall_connections_cut_total"
 	metricReady          = "clusterwall_ready"
+	metricApplyDuration  = "clusterwall_policy_apply_duration_seconds"
 )
 
 // metrics is the daemon's Prometheus registry (client_golang; its own
@@ -56,6 +57,8 @@ type metrics struct {
 	// WithLabelValues hashes and validates the five values on every call,
 	// most of the cost of counting a kernel flow (decisioncounters.go).
 	counters decisionCounters
+	// applyDuration: applytime.go
+	applyDuration *prometheus.HistogramVec
 }
 
 func newMetrics(d *Daemon) *metrics {
@@ -92,7 +95,8 @@ func newMetrics(d *Daemon) *metrics {
 	m.proxyLatency.WithLabelValues("Deny")
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
-	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads,
+	m.applyDuration = newApplyDuration()
+	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads, m.applyDuration,
 		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d}, snatCollector{d: d}, panicCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -34,59 +34,88 @@ import (
 // batchTimeout bounds the wait for the kernel's answer.
 const batchTimeout = 60 * time.Second
 
-// transact sends one batch: the messages build adds to a google/nftables
-// connection, then those more writes (nil for none).
-func (r *NetlinkRunner) transact(build func(c *nftables.Conn) error, more func(w *wire) error) error {
-	var msgs []netlink.Message
-	capture, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if req != nil {
-			msgs = append(msgs, req...)
-			return nil, nil
+// part is one piece of a batch: messages google/nftables builds (nft), or
+// messages written directly (wire: encode.go).
+type part struct {
+	nft  func(c *nftables.Conn) error
+	wire func(w *wire) error
+}
+
+func nftPart(f func(c *nftables.Conn) error) part { return part{nft: f} }
+func wirePart(f func(w *wire) error) part         { return part{wire: f} }
+
+// batch lays out one transaction: BATCH_BEGIN, the parts' messages in
+// order, BATCH_END, with an acknowledgement asked for on the last message
+// only. It returns nil when the parts add nothing.
+func batch(sizeHint int, parts ...part) (*wire, uint32, error) {
+	w := &wire{b: make([]byte, 0, max(sizeHint, 64<<10))}
+	batchMsg(w, unix.NFNL_MSG_BATCH_BEGIN)
+	for _, p := range parts {
+		if p.wire != nil {
+			if err := p.wire(w); err != nil {
+				return nil, 0, err
+			}
+			continue
 		}
-		// One acknowledgement per receive: what Flush waits for.
-		return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}, nil
-	}))
-	if err != nil {
-		return err
-	}
-	if err := build(capture); err != nil {
-		return err
-	}
-	if err := capture.Flush(); err != nil {
-		return fmt.Errorf("building the batch: %w", err)
-	}
-	if len(msgs) < 2 {
-		return nil // nothing was added
-	}
-	// Lay the batch out: BATCH_BEGIN, google/nftables' messages, ours,
-	// BATCH_END; no acknowledgements or echoes but for the last message.
-	size := 0
-	for _, m := range msgs {
-		size += unix.NLMSG_HDRLEN + nlAlign(len(m.Data))
-	}
-	w := &wire{b: make([]byte, 0, size+size/2)}
-	for _, m := range msgs[:len(msgs)-1] {
-		off := w.begin(uint16(m.Header.Type), uint16(m.Header.Flags&^(netlink.Acknowledge|unix.NLM_F_ECHO)))
-		w.b = append(w.b, m.Data...)
-		w.end(off)
-	}
-	if more != nil {
-		if err := more(w); err != nil {
-			return err
+		var msgs []netlink.Message
+		capture, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+			if req != nil {
+				msgs = append(msgs, req...)
+				return nil, nil
+			}
+			// One acknowledgement per receive: what Flush waits for.
+			return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}, nil
+		}))
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := p.nft(capture); err != nil {
+			return nil, 0, err
+		}
+		if err := capture.Flush(); err != nil {
+			return nil, 0, fmt.Errorf("building the batch: %w", err)
+		}
+		// google/nftables' BATCH_BEGIN and BATCH_END are ours.
+		for _, m := range msgs {
+			if t := uint16(m.Header.Type); t == unix.NFNL_MSG_BATCH_BEGIN || t == unix.NFNL_MSG_BATCH_END {
+				continue
+			}
+			off := w.begin(uint16(m.Header.Type), uint16(m.Header.Flags&^(netlink.Acknowledge|unix.NLM_F_ECHO)))
+			w.b = append(w.b, m.Data...)
+			w.end(off)
 		}
 	}
 	if len(w.offs) == 1 {
-		return nil // only BATCH_BEGIN
+		return nil, 0, nil // only BATCH_BEGIN
 	}
 	last := w.offs[len(w.offs)-1]
 	flags := binary.NativeEndian.Uint16(w.b[last+6:])
 	binary.NativeEndian.PutUint16(w.b[last+6:], flags|unix.NLM_F_ACK)
 	lastSeq := uint32(len(w.offs))
-	end := msgs[len(msgs)-1]
-	off := w.begin(uint16(end.Header.Type), uint16(end.Header.Flags))
-	w.b = append(w.b, end.Data...)
-	w.end(off)
+	batchMsg(w, unix.NFNL_MSG_BATCH_END)
+	return w, lastSeq, nil
+}
 
+// batchMsg writes NFNL_MSG_BATCH_BEGIN or _END for nf_tables.
+func batchMsg(w *wire, typ uint16) {
+	off := w.begin(typ, unix.NLM_F_REQUEST)
+	w.b = append(w.b, unix.AF_UNSPEC, unix.NFNETLINK_V0)
+	w.b = binary.BigEndian.AppendUint16(w.b, unix.NFNL_SUBSYS_NFTABLES)
+	w.end(off)
+}
+
+// transact sends one transaction made of parts and waits for the kernel's
+// answer. sizeHint is about how many bytes the messages take.
+func (r *NetlinkRunner) transact(sizeHint int, parts ...part) error {
+	w, lastSeq, err := batch(sizeHint, parts...)
+	if err != nil || w == nil {
+		return err
+	}
+	return r.send(w, lastSeq)
+}
+
+// send sends a batch (batch) and reads the kernel's answers.
+func (r *NetlinkRunner) send(w *wire, lastSeq uint32) error {
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
 	if err != nil {
 		return kernelErr("open", err)

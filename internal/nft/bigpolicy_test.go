@@ -74,7 +74,8 @@ func bigPolicy(n int, seed uint64) *policy.Policy {
 				default:
 					db.AddRange(u32Addr(0xc6120000+host*8), u32Addr(0xc6120000+host*8))
 					if r.IntN(10) == 0 {
-						db.AddPrefix(netip.MustParsePrefix(fmt.Sprintf("2001:db8:ac:%x::/64", rule)))
+						// (the same /64s as before for the first 65,536 rules)
+						db.AddPrefix(netip.MustParsePrefix(fmt.Sprintf("2001:db8:%x:%x::/64", 0xac+rule>>16, rule&0xffff)))
 					}
 				}
 				ru.Destination = db.Build()
@@ -118,4 +119,44 @@ func normPorts(in []policy.PortRange) []policy.PortRange {
 		}
 	}
 	return out
+}
+
+// flatPolicy generates n network rules that are all distinct and all
+// reachable (none shadows another): rule i allows TCP from its own /24
+// (10.a.b.0/24) to its own address (192.0.a.b... spread over 198.18.0.0/15
+// and 100.64.0.0/10) on port 443 or 8443, 25 rules to a collection and
+// 40 collections to a group — the shape of the 100,000-rule policy of
+// internal/policy's budget tests, where every rule costs the kernel a chain
+// and a map element. Policies of another variant differ in every rule's
+// port.
+func flatPolicy(n, variant int) *policy.Policy {
+	p := &policy.Policy{Name: fmt.Sprintf("flat%d", n)}
+	var g *policy.Group
+	var c *policy.Collection
+	for i := range n {
+		if i%1000 == 0 {
+			g = &policy.Group{Name: fmt.Sprintf("g%d", i/1000), Priority: 100 + i/1000}
+			p.Groups = append(p.Groups, g)
+		}
+		if i%25 == 0 {
+			act := policy.ActionAllow
+			if (i/25)%7 == 3 {
+				act = policy.ActionDeny
+			}
+			c = &policy.Collection{Name: fmt.Sprintf("c%d", i%1000/25), Kind: policy.KindNetwork, Priority: 100 + i%1000/25, Action: act, Group: g}
+			g.Collections = append(g.Collections, c)
+		}
+		ru := &policy.Rule{Name: fmt.Sprintf("r%06d", i), Collection: c, Protocols: policy.ProtoTCP}
+		var sb, db policy.AddrSetBuilder
+		sb.AddPrefix(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), 0}), 24))
+		db.AddRange(u32Addr(0xc6120000+uint32(i)), u32Addr(0xc6120000+uint32(i)))
+		ru.Source, ru.Destination = sb.Build(), db.Build()
+		port := uint16(443)
+		if (i+variant)%3 == 0 {
+			port = 8443
+		}
+		ru.DestinationPorts = []policy.PortRange{{Lo: port, Hi: port}}
+		c.Rules = append(c.Rules, ru)
+	}
+	return p
 }

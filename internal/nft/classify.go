@@ -2,7 +2,7 @@ package nft
 
 import (
 	"encoding/binary"
-	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -198,7 +198,7 @@ func (cl *classifier) newChain(kind string) *Chain {
 
 func (cl *classifier) leaf(es []*entry, used uint8) string {
 	rules := make([]*Rule, 0, len(es))
-	var key strings.Builder
+	var key []byte
 	for _, e := range es {
 		var stmts []Stmt
 		for _, f := range cl.fields {
@@ -214,25 +214,26 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 		rules = append(rules, &Rule{Comment: e.comment, Stmts: append(stmts, cl.c.decision(e, cl.proto)...)})
 		// What the rule tests and does: its rule, and its intervals in
 		// the fields still tested.
-		fmt.Fprintf(&key, "%d/%s", e.rule, e.fqdnSet)
+		key = strconv.AppendInt(key, int64(e.rule), 10)
+		key = append(append(key, '/'), e.fqdnSet...)
 		for _, f := range cl.fields {
 			if used&(1<<f) == 0 {
 				for _, iv := range e.iv[f] {
-					fmt.Fprintf(&key, "/%x.%x-%x.%x", iv.lo.hi, iv.lo.lo, iv.hi.hi, iv.hi.lo)
+					key = appendIvl(append(key, '/'), iv)
 				}
 			}
-			key.WriteByte('|')
+			key = append(key, '|')
 		}
-		key.WriteByte('\n')
+		key = append(key, '\n')
 	}
 	// Leaves with the same rules (the copies of one rule made by expand,
 	// once the field they differ in was dispatched on) are one chain.
-	if name, ok := cl.leaves[key.String()]; ok {
+	if name, ok := cl.leaves[string(key)]; ok {
 		return name
 	}
 	ch := cl.newChain("_leaf")
 	ch.Rules = rules
-	cl.leaves[key.String()] = ch.Name
+	cl.leaves[string(key)] = ch.Name
 	cl.c.rs.Stats.Leaves += len(es)
 	cl.cost[ch.Name] = len(es)
 	return ch.Name
@@ -329,7 +330,11 @@ type event struct {
 // exceeds limit.
 func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece, cost, maxSize int, ok bool) {
 	fmax := fieldMax(cl.fam, f)
-	var evs []event
+	n := 0
+	for _, e := range es {
+		n += 2 * max(1, len(e.iv[f]))
+	}
+	evs := make([]event, 0, n)
 	for k, e := range es {
 		ivs := e.iv[f]
 		if ivs == nil {
@@ -342,11 +347,19 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece
 			}
 		}
 	}
-	sort.Slice(evs, func(i, j int) bool {
-		if evs[i].pos != evs[j].pos {
-			return evs[i].pos.less(evs[j].pos)
+	slices.SortFunc(evs, func(a, b event) int {
+		switch {
+		case a.pos != b.pos:
+			if a.pos.less(b.pos) {
+				return -1
+			}
+			return 1
+		case a.add == b.add:
+			return 0
+		case !a.add:
+			return -1
 		}
-		return !evs[i].add && evs[j].add
+		return 1
 	})
 	var active []int
 	distinct := map[string]bool{}

@@ -261,7 +261,7 @@ func TestClassifierMatchesReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkSets(t, rs)
-				if _, err := lower(rs, slot1, nil, timeZero); err != nil {
+				if _, err := lower(rs, nil, timeZero); err != nil {
 					t.Fatal(err)
 				}
 				sets := res.fqdnSets(rs)

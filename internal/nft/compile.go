@@ -50,6 +50,8 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 		},
 		interned: map[string]string{},
 		counters: map[string]int{},
+		counted:  map[string]string{},
+		chains:   map[string]*Chain{},
 	}
 	pre := c.baseChain("prerouting", HookPrerouting, "nat", -100, "accept")
 	// The filter chains end with an explicit drop rule and have policy
@@ -90,11 +92,15 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 		fwd.add("flows translated by a DNAT rule", MatchCtDNAT{}, Verdict{Kind: VerdictJump, Chain: accept.Name})
 	}
 	c.network(fwd)
-	fwd.add(LogTag{Kind: LogDefaultDeny}.String()+" no rule matched", Counter{}, c.limitedLog(LogTag{Kind: LogDefaultDeny}))
+	dd := c.tag(LogTag{Kind: LogDefaultDeny})
+	fwd.add(LogTag{Kind: LogDefaultDeny}.String()+" no rule matched", Counter{Name: dd.String()}, c.limitedLog(dd))
 	fwd.add("", Verdict{Kind: VerdictDrop})
 	if post != nil {
 		c.haPostrouting(post) // ha.go
 		c.snat(post)
+	}
+	if err := nameByContent(c.rs, c.counted); err != nil { // names.go
+		return nil, err
 	}
 	return c.rs, nil
 }
@@ -106,23 +112,41 @@ type compiler struct {
 	rs       *Ruleset
 	interned map[string]string // set contents -> set name
 	counters map[string]int    // name prefix -> next number
+	counted  map[string]string // names made by name -> their prefix
+	chains   map[string]*Chain // by name
 }
 
+// name returns a new name that starts with prefix. It is provisional:
+// nameByContent gives every chain and set its final name.
 func (c *compiler) name(prefix string) string {
 	n := c.counters[prefix]
 	c.counters[prefix] = n + 1
-	return prefix + "_" + strconv.Itoa(n)
+	name := prefix + "_" + strconv.Itoa(n)
+	c.counted[name] = prefix
+	return name
+}
+
+// tag returns t with the generation of its log prefix
+// (Config.LogGenerations, else Config.LogGeneration).
+func (c *compiler) tag(t LogTag) LogTag {
+	t.Gen = c.cfg.LogGeneration
+	if c.cfg.LogGenerations != nil {
+		t.Gen = c.cfg.LogGenerations(t)
+	}
+	return t
 }
 
 func (c *compiler) baseChain(name string, hook Hook, typ string, prio int, pol string) *Chain {
 	ch := &Chain{Name: name, Hook: hook, Type: typ, Priority: prio, Policy: pol}
 	c.rs.Chains = append(c.rs.Chains, ch)
+	c.chains[name] = ch
 	return ch
 }
 
 func (c *compiler) chain(name string) *Chain {
 	ch := &Chain{Name: name}
 	c.rs.Chains = append(c.rs.Chains, ch)
+	c.chains[name] = ch
 	return ch
 }
 
@@ -131,10 +155,9 @@ func (ch *Chain) add(comment string, stmts ...Stmt) {
 }
 
 // limitedLog logs under the shared rate limit (default deny and input
-// drops: what floods and scans hit).
+// drops: what floods and scans hit); t carries its generation (tag).
 func (c *compiler) limitedLog(t LogTag) Log {
-	t.Gen = c.cfg.LogGeneration
-	return Log{Prefix: t.String(), Group: c.cfg.LogGroup, Limit: true}
+	return Log{Prefix: t.String(), Group: c.cfg.LogGroup, Limit: c.rs.LogLimit.Name()}
 }
 
 // truncComment keeps a comment within the kernel's userdata limit (one
@@ -175,8 +198,8 @@ func (c *compiler) input(ch *Chain, dnatAccept *Chain) {
 		}
 	}
 	c.haInput(ch) // ha.go
-	t := LogTag{Kind: LogInputDrop}
-	ch.add(t.String()+" to the firewall itself", Counter{}, c.limitedLog(t))
+	t := c.tag(LogTag{Kind: LogInputDrop})
+	ch.add(LogTag{Kind: LogInputDrop}.String()+" to the firewall itself", Counter{Name: t.String()}, c.limitedLog(t))
 	ch.add("", Verdict{Kind: VerdictDrop})
 }
 
@@ -299,7 +322,8 @@ func (c *compiler) dnat(pre *Chain) (*Chain, error) {
 			installed = true
 			if target == nil {
 				target = c.chain("dnat_" + strconv.Itoa(j))
-				target.add(comment, Counter{}, c.limitedLog(tag))
+				t := c.tag(tag)
+				target.add(comment, Counter{Name: t.String()}, c.limitedLog(t))
 			}
 			if accept == nil {
 				accept = c.chain("dnat_accept")
@@ -575,9 +599,8 @@ func expand(e entry) []*entry {
 // reset (the client fails fast and sees a policy decision) and drops
 // anything else.
 func (c *compiler) decision(e *entry, proto uint8) []Stmt {
-	tag := e.tag
-	tag.Gen = c.cfg.LogGeneration
-	out := []Stmt{Counter{}, Log{Prefix: tag.String(), Group: c.cfg.LogGroup}}
+	tag := c.tag(e.tag)
+	out := []Stmt{Counter{Name: tag.String()}, Log{Prefix: tag.String(), Group: c.cfg.LogGroup}}
 	switch {
 	case !e.deny:
 		return append(out, Verdict{Kind: VerdictAccept})
@@ -594,7 +617,7 @@ func (c *compiler) decisionChain(e *entry, proto uint8) string {
 	if e.deny && proto == protoTCP {
 		name += "_tcp"
 	}
-	if c.rs.Chain(name) == nil {
+	if c.chains[name] == nil {
 		ch := c.chain(name)
 		ch.add(e.comment, c.decision(e, proto)...)
 	}

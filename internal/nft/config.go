@@ -89,8 +89,14 @@ type Config struct {
 	// LogGroup is the NFLOG group of the decision log (default 100).
 	LogGroup uint16
 	// LogGeneration, when not 0, is appended to every log prefix as
-	// ":g<generation>" (see LogTag): the daemon gives each apply a new one.
+	// ":g<generation>" (see LogTag).
 	LogGeneration uint32
+	// LogGenerations, when set, gives the generation of each decision's
+	// log prefix (and named counter) instead of LogGeneration, by its tag
+	// (Kind and Index; Gen 0). The daemon keeps a rule's generation for as
+	// long as the rule logs the same decision line, so that an apply that
+	// changes one rule changes only that rule's kernel objects.
+	LogGenerations func(LogTag) uint32
 	// LogRate and LogBurst limit the packets logged, all rules together,
 	// per second (defaults 200 and 400).
 	LogRate  uint64

@@ -28,25 +28,44 @@
 // batch the kernel rejects leaves the old one in force, and flows allowed
 // by both never see a drop (TestKernelReload10kKeepsFlows checks that no
 // new connection loses its first SYN while a 10,000-rule policy is
-// re-applied in a loop). Two kernel behaviours shape how:
+// re-applied in a loop).
 //
-//   - the elements of interval sets (rbtree, and pipapo too) become
-//     visible to lookups only when the set's own commit step runs, at the
-//     end of the transaction, after the new rules already are. Measured:
-//     with rules and sets in one transaction, about one new connection in
-//     three re-applies of a 10,000-rule policy lost its first SYN to the
-//     default deny. So the regular chains and interval sets of the new
-//     ruleset are created first, in a transaction of their own, under the
-//     names of a free slot ("g1_" or "g2_" before the compiled name) that
-//     nothing refers to yet.
-//   - the kernel removes a deleted base chain's hook only while it works
-//     through the commit, after the switch, and until then packets run the
-//     chain's last rules against sets already gone (read from the kernel's
-//     commit code, not separately measured). So the table and its base
-//     chains are never deleted: the switch transaction flushes every rule,
-//     adds the new ones, and deletes the old slot's chains and sets, the
-//     limit object and the FQDN sets (hash sets, whose elements are
-//     visible at the switch).
+// Only the difference is sent. Every chain but the base chains, and every
+// set, is named after its content (nameByContent: a readable name and 16
+// hex digits of a hash of its rules or elements, in which the chains and
+// sets it refers to appear under their own content names), and named
+// counters and the limit object are named after what they count or
+// limit; so a kernel object with a name the new ruleset uses already
+// holds what the new ruleset wants there. The runner remembers what the
+// table holds (checked before each apply against the kernel's table
+// handle and count of chains, sets and objects; listed again after a
+// failure or an outside change) and sends:
+//
+//   - stage 1: the objects, regular chains (with all their rules) and sets
+//     (with their elements) the table does not have yet. Nothing refers to
+//     them yet, so committing them changes nothing for packets. This is a
+//     transaction of its own because the elements of interval sets (rbtree,
+//     and pipapo too) become visible to lookups only when the set's own
+//     commit step runs, at the end of the transaction, after the new rules
+//     already are. Measured: with rules and sets in one transaction, about
+//     one new connection in three re-applies of a 10,000-rule policy lost
+//     its first SYN to the default deny.
+//   - stage 2, the switch: the base chains whose rules change are flushed
+//     and given their new rules, and every chain, set and object the new
+//     ruleset does not have is removed. The table and its base chains are
+//     never deleted: the kernel removes a deleted base chain's hook only
+//     while it works through the commit, after the switch, and until then
+//     packets run the chain's last rules against sets already gone (read
+//     from the kernel's commit code, not separately measured).
+//
+// Re-applying the running ruleset sends nothing; a policy that changes one
+// rule sends the chains and maps on the path from the classifier's root to
+// that rule's leaves (TestNamesByContent; TestKernelIncrementalEqualsFull
+// checks that the table an incremental apply leaves is the one a fresh
+// apply makes). A chain is never changed once created (only base chains
+// are rewritten), which is what makes its name a promise about its content;
+// an object changed behind clusterwall's back under its own name is not
+// noticed (flush the table to start afresh).
 //
 // The filter base chains have policy accept and end with an explicit drop
 // rule: a base chain runs, empty, from the moment a batch creates it.
@@ -103,12 +122,15 @@
 // source address, destination address and destination port, ending in
 // short leaves — finds the first matching rule without testing the rules
 // in turn; classify.go describes it. The matched rule's decision is
-// `counter log prefix "cw:A:<i>" group 100 accept` for Allow and, for
-// Deny, `... reject with tcp reset` for TCP (the client fails at once and
-// sees a policy decision rather than a timeout) or `... drop` otherwise.
-// Each rule's counter and log are tagged by a comment (userdata) naming the
-// rule, "cw:A:<i> group/collection/rule", so that counters map back to the
-// policy (State.Counters sums the copies of a rule).
+// `counter name "cw:A:<i>" log prefix "cw:A:<i>" group 100 accept` for
+// Allow and, for Deny, `... reject with tcp reset` for TCP (the client
+// fails at once and sees a policy decision rather than a timeout) or
+// `... drop` otherwise. The counter is a named counter object, one per
+// policy rule (its log tag), shared by every classifier leaf that holds a
+// copy of the rule, so that Counters reads a rule's count in one object
+// dump, and a chain kept by an apply keeps counting. Each rule is also
+// tagged by a comment (userdata) naming the rule, "cw:A:<i>
+// group/collection/rule", so that counters map back to the policy.
 //
 // Only new flows reach the classifier (established packets are accepted by
 // the first rule), so the number of rules costs nothing per packet of an
@@ -134,11 +156,14 @@
 // with a prefix the daemon turns into a JSON decision line: "cw:A:<i>",
 // "cw:D:<i>" (network rule i), "cw:N:<i>" (DNAT rule i), "cw:D:default",
 // "cw:D:input" (see LogTag and ParseLogTag), each followed by
-// ":g<generation>" when Config.LogGeneration is set (the daemon sets a new
-// one per apply, so a packet logged by one ruleset is never mapped to a
-// rule of the next). The flows an attacker can
+// ":g<generation>" when Config.LogGeneration or Config.LogGenerations is
+// set (the daemon gives a rule the generation of the apply that installed
+// it as it is, so a packet logged by one ruleset is never mapped to
+// another rule of the next, while a rule no apply changed keeps its
+// prefix, and with it its chains). The flows an attacker can
 // generate at will — default deny, input drops and DNAT — are logged
-// through a shared limit object (cw_log, Config.LogRate/LogBurst); flows
+// through a shared limit object (cw_log_<rate>_<burst>,
+// Config.LogRate/LogBurst); flows
 // that a rule matched are logged without a kernel limit (a kernel limit
 // would cost a second rule per rule), so the log reader must rate-limit
 // what it writes.

@@ -87,17 +87,28 @@ func (w *wire) closeNest(off int) error {
 type ruleEncoder struct {
 	pl    *plan
 	cache map[Stmt][]byte // statement -> its NFTA_LIST_ELEM attributes
+	buf   []byte
 }
 
 func (e *ruleEncoder) stmt(st Stmt) ([]byte, error) {
-	if b, ok := e.cache[st]; ok {
-		return b, nil
+	// A decision's counter and log name one rule: nothing to share.
+	unique := false
+	switch x := st.(type) {
+	case Counter:
+		unique = x.Name != ""
+	case Log:
+		unique = true
+	}
+	if !unique {
+		if b, ok := e.cache[st]; ok {
+			return b, nil
+		}
 	}
 	exprs, err := lowerStmt(st, e.pl.setMap, e.pl.chMap)
 	if err != nil {
 		return nil, err
 	}
-	var w wire
+	w := wire{b: e.buf[:0]}
 	for _, x := range exprs {
 		data, err := expr.Marshal(byte(nftables.TableFamilyINet), x)
 		if err != nil {
@@ -105,20 +116,25 @@ func (e *ruleEncoder) stmt(st Stmt) ([]byte, error) {
 		}
 		w.attr(unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, data)
 	}
-	e.cache[st] = w.b
-	return w.b, nil
+	if unique {
+		e.buf = w.b // valid until the next call
+		return w.b, nil
+	}
+	b := append([]byte(nil), w.b...)
+	e.cache[st] = b
+	return b, nil
 }
 
-// appendRules writes one NFT_MSG_NEWRULE message per rule of the plan's
-// ruleset (appended to its chain, in order) to w.
-func appendRules(w *wire, pl *plan) error {
+// appendRules writes one NFT_MSG_NEWRULE message per rule of chains (of
+// the plan's ruleset; appended to its chain, in order) to w.
+func appendRules(w *wire, pl *plan, chains []*Chain) error {
 	e := &ruleEncoder{pl: pl, cache: map[Stmt][]byte{}}
-	for _, c := range pl.rs.Chains {
+	for _, c := range chains {
 		for i, r := range c.Rules {
 			off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_APPEND)
 			w.b = append(w.b, byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0)
 			w.strAttr(unix.NFTA_RULE_TABLE, pl.table.Name)
-			w.strAttr(unix.NFTA_RULE_CHAIN, pl.chMap[c.Name].Name)
+			w.strAttr(unix.NFTA_RULE_CHAIN, c.Name)
 			n := w.nest(unix.NFTA_RULE_EXPRESSIONS)
 			for _, st := range r.Stmts {
 				b, err := e.stmt(st)
@@ -135,6 +151,132 @@ func appendRules(w *wire, pl *plan) error {
 			}
 			w.end(off)
 		}
+	}
+	return nil
+}
+
+// Messages for the chains, sets and objects an apply adds and removes,
+// written directly: a 100,000-rule policy has as many chains, and
+// google/nftables builds each message through several layers of
+// attribute slices.
+
+// msg starts an nf_tables message of type typ on table's family.
+func (w *wire) msg(typ uint16, flags uint16) int {
+	off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|typ, unix.NLM_F_REQUEST|flags)
+	w.b = append(w.b, byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0)
+	return off
+}
+
+// newChain adds a regular chain.
+func (w *wire) newChain(table, name string) {
+	off := w.msg(unix.NFT_MSG_NEWCHAIN, unix.NLM_F_CREATE)
+	w.strAttr(unix.NFTA_CHAIN_TABLE, table)
+	w.strAttr(unix.NFTA_CHAIN_NAME, name)
+	w.end(off)
+}
+
+// delChain deletes a chain (and its rules; nothing else may refer to it).
+func (w *wire) delChain(table, name string) {
+	off := w.msg(unix.NFT_MSG_DELCHAIN, 0)
+	w.strAttr(unix.NFTA_CHAIN_TABLE, table)
+	w.strAttr(unix.NFTA_CHAIN_NAME, name)
+	w.end(off)
+}
+
+// flushChain deletes every rule of a chain.
+func (w *wire) flushChain(table, name string) {
+	off := w.msg(unix.NFT_MSG_DELRULE, 0)
+	w.strAttr(unix.NFTA_RULE_TABLE, table)
+	w.strAttr(unix.NFTA_RULE_CHAIN, name)
+	w.end(off)
+}
+
+// delSet deletes a set.
+func (w *wire) delSet(table, name string) {
+	off := w.msg(unix.NFT_MSG_DELSET, 0)
+	w.strAttr(unix.NFTA_SET_TABLE, table)
+	w.strAttr(unix.NFTA_SET_NAME, name)
+	w.end(off)
+}
+
+// newCounter adds a named counter object at zero.
+func (w *wire) newCounter(table, name string) error {
+	off := w.msg(unix.NFT_MSG_NEWOBJ, unix.NLM_F_CREATE)
+	w.strAttr(unix.NFTA_OBJ_TABLE, table)
+	w.strAttr(unix.NFTA_OBJ_NAME, name)
+	w.attr(unix.NFTA_OBJ_TYPE, binary.BigEndian.AppendUint32(nil, unix.NFT_OBJECT_COUNTER))
+	n := w.nest(unix.NFTA_OBJ_DATA)
+	w.attr(unix.NFTA_COUNTER_BYTES, make([]byte, 8))
+	w.attr(unix.NFTA_COUNTER_PACKETS, make([]byte, 8))
+	if err := w.closeNest(n); err != nil {
+		return err
+	}
+	w.end(off)
+	return nil
+}
+
+// delObj deletes a named object.
+func (w *wire) delObj(table, name string, typ nftables.ObjType) {
+	off := w.msg(unix.NFT_MSG_DELOBJ, 0)
+	w.strAttr(unix.NFTA_OBJ_TABLE, table)
+	w.strAttr(unix.NFTA_OBJ_NAME, name)
+	w.attr(unix.NFTA_OBJ_TYPE, binary.BigEndian.AppendUint32(nil, uint32(typ)))
+	w.end(off)
+}
+
+// setElems writes the elements of a set in NEWSETELEM messages of at most
+// maxElemsPerMsg elements, as google/nftables' SetAddElements encodes
+// them (TestSetElemsEncoding), without its intermediate attribute slices.
+func (w *wire) setElems(s *nftables.Set, elems []nftables.SetElement) error {
+	for i := 0; i < len(elems); i += maxElemsPerMsg {
+		chunk := elems[i:min(i+maxElemsPerMsg, len(elems))]
+		off := w.msg(unix.NFT_MSG_NEWSETELEM, unix.NLM_F_CREATE)
+		w.strAttr(unix.NFTA_SET_ELEM_LIST_SET, s.Name)
+		w.attr(unix.NFTA_SET_ELEM_LIST_SET_ID, binary.BigEndian.AppendUint32(nil, s.ID))
+		w.strAttr(unix.NFTA_SET_ELEM_LIST_TABLE, s.Table.Name)
+		list := w.nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
+		for k, e := range chunk {
+			item := w.nest(uint16(k + 1))
+			if e.IntervalEnd {
+				w.attr(unix.NFTA_SET_ELEM_FLAGS|unix.NLA_F_NESTED, binary.BigEndian.AppendUint32(nil, unix.NFT_SET_ELEM_INTERVAL_END))
+			}
+			key := w.nest(unix.NFTA_SET_ELEM_KEY)
+			w.attr(unix.NFTA_DATA_VALUE, e.Key)
+			if err := w.closeNest(key); err != nil {
+				return err
+			}
+			if s.HasTimeout && e.Timeout != 0 {
+				w.attr(unix.NFTA_SET_ELEM_TIMEOUT, binary.BigEndian.AppendUint64(nil, uint64(e.Timeout.Milliseconds())))
+			}
+			switch {
+			case e.VerdictData != nil:
+				data := w.nest(unix.NFTA_SET_ELEM_DATA)
+				verdict := w.nest(unix.NFTA_DATA_VERDICT)
+				w.attr(unix.NFTA_VERDICT_CODE, binary.BigEndian.AppendUint32(nil, uint32(e.VerdictData.Kind)))
+				if e.VerdictData.Chain != "" {
+					w.strAttr(unix.NFTA_VERDICT_CHAIN, e.VerdictData.Chain)
+				}
+				if err := w.closeNest(verdict); err != nil {
+					return err
+				}
+				if err := w.closeNest(data); err != nil {
+					return err
+				}
+			case len(e.Val) > 0:
+				data := w.nest(unix.NFTA_SET_ELEM_DATA)
+				w.attr(unix.NFTA_DATA_VALUE, e.Val)
+				if err := w.closeNest(data); err != nil {
+					return err
+				}
+			}
+			if err := w.closeNest(item); err != nil {
+				return err
+			}
+		}
+		if err := w.closeNest(list); err != nil {
+			return err
+		}
+		w.end(off)
 	}
 	return nil
 }

@@ -13,49 +13,24 @@ import (
 	"github.com/clusterwall/clusterwall/internal/match"
 )
 
-// plan is a Ruleset lowered to google/nftables objects.
-//
-// The regular chains and the interval sets and maps get the names of a
-// slot, "g1_" or "g2_" before their compiled names: an apply creates them
-// under the slot the running ruleset does not use, in a first transaction
-// (see NetlinkRunner.Apply), while the running ruleset still uses the
-// other slot's. Base chains, the limit object and the FQDN sets keep their
-// names.
+// plan is a Ruleset lowered to google/nftables objects, under the
+// ruleset's names (which are the kernel's: see nameByContent).
 type plan struct {
 	table  *nftables.Table
-	slot   string
-	limit  *nftables.NamedObj
-	chains []*nftables.Chain // base chains and the slot's chains, in ruleset order
+	objs   []*nftables.NamedObj // the limit, then the named counters
+	chains []*nftables.Chain    // in ruleset order
 	sets   []setPlan
-	setMap map[string]*nftables.Set   // by compiled name
-	chMap  map[string]*nftables.Chain // by compiled name
+	setMap map[string]*nftables.Set   // by name
+	chMap  map[string]*nftables.Chain // by name
 	rs     *Ruleset
-}
-
-// Slots.
-const (
-	slot1 = "g1_"
-	slot2 = "g2_"
-)
-
-// unslot returns a kernel name without its slot prefix.
-func unslot(name string) string {
-	if len(name) > 3 && name[0] == 'g' && (name[1] == '1' || name[1] == '2') && name[2] == '_' {
-		return name[3:]
-	}
-	return name
-}
-
-func slotOf(name string) string {
-	if unslot(name) != name {
-		return name[:3]
-	}
-	return ""
+	// fqdnElems gives the FQDN sets' elements (learned addresses) at now.
+	fqdnElems func(set string) []FQDNAddr
+	now       time.Time
 }
 
 type setPlan struct {
-	set   *nftables.Set
-	elems []nftables.SetElement
+	set *nftables.Set
+	src *Set
 }
 
 // maxElemsPerMsg keeps one NEWSETELEM message well below netlink's 64 KiB
@@ -71,18 +46,20 @@ type FQDNAddr struct {
 
 // lower translates rs. fqdnElems returns the current elements of an FQDN
 // set (the runner carries resolved addresses over a re-apply).
-func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now time.Time) (*plan, error) {
-	pl := &plan{table: &nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet}, slot: slot}
-	pl.limit = &nftables.NamedObj{Table: pl.table, Name: LogLimitName, Type: nftables.ObjTypeLimit,
-		Obj: &expr.Limit{Type: expr.LimitTypePkts, Rate: rs.LogLimit.Rate, Unit: expr.LimitTimeSecond, Burst: rs.LogLimit.Burst}}
-	chains := map[string]*nftables.Chain{}
+func lower(rs *Ruleset, fqdnElems func(set string) []FQDNAddr, now time.Time) (*plan, error) {
+	pl := &plan{table: &nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet}}
+	pl.objs = append(pl.objs, &nftables.NamedObj{Table: pl.table, Name: rs.LogLimit.Name(), Type: nftables.ObjTypeLimit,
+		Obj: &expr.Limit{Type: expr.LimitTypePkts, Rate: rs.LogLimit.Rate, Unit: expr.LimitTimeSecond, Burst: rs.LogLimit.Burst}})
+	for _, n := range rs.Counters() {
+		pl.objs = append(pl.objs, &nftables.NamedObj{Table: pl.table, Name: n, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+	}
+	chains := make(map[string]*nftables.Chain, len(rs.Chains))
 	for _, c := range rs.Chains {
 		if _, dup := chains[c.Name]; dup {
 			return nil, fmt.Errorf("ruleset: duplicate chain %q", c.Name)
 		}
-		nc := &nftables.Chain{Name: slot + c.Name, Table: pl.table}
+		nc := &nftables.Chain{Name: c.Name, Table: pl.table}
 		if c.Hook != HookNone {
-			nc.Name = c.Name
 			switch c.Hook {
 			case HookPrerouting:
 				nc.Hooknum = nftables.ChainHookPrerouting
@@ -106,12 +83,12 @@ func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now 
 		chains[c.Name] = nc
 		pl.chains = append(pl.chains, nc)
 	}
-	sets := map[string]*nftables.Set{}
+	sets := make(map[string]*nftables.Set, len(rs.Sets))
 	for _, s := range rs.Sets {
-		ns := &nftables.Set{Table: pl.table, Name: s.Name, Comment: s.Comment}
-		if !s.dynamic() {
-			ns.Name = slot + s.Name
+		if _, dup := sets[s.Name]; dup {
+			return nil, fmt.Errorf("ruleset: duplicate set %q", s.Name)
 		}
+		ns := &nftables.Set{Table: pl.table, Name: s.Name, Comment: s.Comment}
 		switch {
 		case s.Field == fieldPort:
 			ns.KeyType = nftables.TypeInetService
@@ -120,7 +97,6 @@ func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now 
 		default:
 			ns.KeyType = nftables.TypeIP6Addr
 		}
-		var elems []nftables.SetElement
 		switch s.Kind {
 		case SetPlain, SetVMap:
 			ns.Interval = true
@@ -128,46 +104,61 @@ func lower(rs *Ruleset, slot string, fqdnElems func(set string) []FQDNAddr, now 
 				ns.IsMap = true
 				ns.DataType = nftables.TypeVerdict
 			}
-			fmax := fieldMax(s.Family, s.Field)
-			for _, e := range s.Elems {
-				// rbtree intervals: a start element, and an end element one
-				// past the interval's last value (none for the largest).
-				el := nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.lo)}
-				if s.Kind == SetVMap {
-					if chains[e.Chain] == nil {
-						return nil, fmt.Errorf("ruleset: map %s: unknown chain %q", s.Name, e.Chain)
-					}
-					el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: chains[e.Chain].Name}
-				}
-				elems = append(elems, el)
-				if e.iv.hi != fmax {
-					elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.hi.next()), IntervalEnd: true})
-				}
-			}
 		case SetFQDN:
 			ns.HasTimeout = true
-			if fqdnElems != nil {
-				for _, a := range fqdnElems(s.Name) {
-					left := a.Expires.Sub(now)
-					if left < time.Second || famOf(a.Addr) != s.Family {
-						continue
-					}
-					elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a.Addr.Unmap())), Timeout: left.Truncate(time.Millisecond)})
-				}
-			}
 		case SetDNATFQDN:
 			ns.HasTimeout, ns.IsMap, ns.DataType = true, true, ns.KeyType
-			if fqdnElems != nil {
-				elems = dnatMapElems(s, fqdnElems(s.Name), now)
-			}
 		default:
 			return nil, fmt.Errorf("ruleset: set %s: unknown kind %d", s.Name, s.Kind)
 		}
 		sets[s.Name] = ns
-		pl.sets = append(pl.sets, setPlan{ns, elems})
+		pl.sets = append(pl.sets, setPlan{ns, s})
 	}
 	pl.setMap, pl.chMap, pl.rs = sets, chains, rs
+	pl.fqdnElems, pl.now = fqdnElems, now
 	return pl, nil
+}
+
+// elems lowers the elements of a set: computed only for the sets an
+// apply creates.
+func (pl *plan) elems(sp setPlan) ([]nftables.SetElement, error) {
+	s := sp.src
+	var elems []nftables.SetElement
+	switch s.Kind {
+	case SetPlain, SetVMap:
+		fmax := fieldMax(s.Family, s.Field)
+		elems = make([]nftables.SetElement, 0, 2*len(s.Elems))
+		for _, e := range s.Elems {
+			// rbtree intervals: a start element, and an end element one
+			// past the interval's last value (none for the largest).
+			el := nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.lo)}
+			if s.Kind == SetVMap {
+				if pl.chMap[e.Chain] == nil {
+					return nil, fmt.Errorf("ruleset: map %s: unknown chain %q", s.Name, e.Chain)
+				}
+				el.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}
+			}
+			elems = append(elems, el)
+			if e.iv.hi != fmax {
+				elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.hi.next()), IntervalEnd: true})
+			}
+		}
+	case SetFQDN:
+		if pl.fqdnElems != nil {
+			for _, a := range pl.fqdnElems(s.Name) {
+				left := a.Expires.Sub(pl.now)
+				if left < time.Second || famOf(a.Addr) != s.Family {
+					continue
+				}
+				elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, fieldDst, addrVal(a.Addr.Unmap())), Timeout: left.Truncate(time.Millisecond)})
+			}
+		}
+	case SetDNATFQDN:
+		if pl.fqdnElems != nil {
+			elems = dnatMapElems(s, pl.fqdnElems(s.Name), pl.now)
+		}
+	}
+	return elems, nil
 }
 
 // dnatMapElems returns the elements of a DNAT map (SetDNATFQDN): each of
@@ -199,167 +190,11 @@ func dnatMapElems(s *Set, addrs []FQDNAddr, now time.Time) []nftables.SetElement
 	return out
 }
 
-// tableState is what the kernel's table holds, as far as replacing it is
-// concerned.
-type tableState struct {
-	exists bool
-	chains []*nftables.Chain
-	sets   []string
-	objs   []nftables.Obj
-	// live is the slot the base chains' rules jump to ("" if none).
-	live string
-}
-
-// freeSlot is the slot an apply may fill: the one the running ruleset
-// does not use.
-func (st *tableState) freeSlot() string {
-	if st.live == slot1 {
-		return slot2
-	}
-	return slot1
-}
-
-// enqueueStage1 creates what the new ruleset's rules will refer to, under
-// the plan's slot: the regular chains (empty) and the interval sets and
-// maps with their elements. Nothing refers to them yet, so committing them
-// changes nothing for packets; what the slot held before (left by a failed
-// apply) is removed first.
-//
-// This is a transaction of its own because of how the kernel publishes
-// sets: the elements of an interval set (rbtree or pipapo) become visible
-// to lookups only when the set's commit step runs, at the very end of the
-// transaction's commit, after the new generation of rules already is in
-// use. Rules and the interval sets they look up, added in one transaction,
-// miss for a moment — measured as new flows falling to the default deny
-// for some milliseconds at the end of a large apply. Created one
-// transaction earlier, the sets are complete when the rules appear.
-func (pl *plan) enqueueStage1(conn *nftables.Conn, old *tableState) error {
-	if !old.exists {
-		conn.AddTable(pl.table)
-	}
-	for _, oc := range old.chains {
-		if oc.Hooknum == nil && slotOf(oc.Name) == pl.slot {
-			conn.FlushChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
-		}
-	}
-	for _, name := range old.sets {
-		if slotOf(name) == pl.slot {
-			conn.DelSet(&nftables.Set{Table: pl.table, Name: name})
-		}
-	}
-	for _, oc := range old.chains {
-		if oc.Hooknum == nil && slotOf(oc.Name) == pl.slot {
-			conn.DelChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
-		}
-	}
-	for _, c := range pl.chains {
-		if c.Hooknum == nil {
-			conn.AddChain(c)
-		}
-	}
-	for _, sp := range pl.sets {
-		if sp.set.HasTimeout {
-			continue // FQDN sets: stage 2
-		}
-		if err := addSet(conn, sp); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// enqueueStage2 switches the table to the plan in one transaction: every
-// rule is flushed and the new ones added (the base chains stay, so that
-// their hooks never change), and everything of the old ruleset is
-// deleted.
-//
-// Deleting and re-creating the whole table instead would not be atomic
-// for its base chains: the kernel removes a deleted base chain's hook
-// only while it works through the commit, after the new generation has
-// started, and until then packets run the chain's last rules against sets
-// that are already gone.
-func (pl *plan) enqueueStage2(conn *nftables.Conn, old *tableState) error {
-	conn.FlushTable(pl.table)
-	for _, name := range old.sets {
-		if slotOf(name) != pl.slot {
-			conn.DelSet(&nftables.Set{Table: pl.table, Name: name})
-		}
-	}
-	for _, o := range old.objs {
-		if no, ok := o.(*nftables.NamedObj); ok {
-			conn.DeleteObject(&nftables.NamedObj{Table: pl.table, Name: no.Name, Type: no.Type})
-		}
-	}
-	for _, oc := range old.chains {
-		if oc.Hooknum == nil {
-			if slotOf(oc.Name) != pl.slot {
-				conn.DelChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
-			}
-			continue
-		}
-		if nc := pl.byName(oc.Name); nc == nil || !sameHook(oc, nc) {
-			conn.DelChain(&nftables.Chain{Table: pl.table, Name: oc.Name})
-		}
-	}
-	conn.AddObj(pl.limit)
-	for _, c := range pl.chains {
-		if c.Hooknum != nil {
-			conn.AddChain(c) // creates it, or updates its policy
-		}
-	}
-	for _, sp := range pl.sets {
-		if sp.set.HasTimeout {
-			if err := addSet(conn, sp); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// enqueueUnstage removes what enqueueStage1 made.
-func (pl *plan) enqueueUnstage(conn *nftables.Conn) error {
-	for _, sp := range pl.sets {
-		if !sp.set.HasTimeout {
-			conn.DelSet(&nftables.Set{Table: pl.table, Name: sp.set.Name})
-		}
-	}
-	for _, c := range pl.chains {
-		if c.Hooknum == nil {
-			conn.DelChain(&nftables.Chain{Table: pl.table, Name: c.Name})
-		}
-	}
-	return nil
-}
-
-func (pl *plan) byName(kernelName string) *nftables.Chain {
-	for _, c := range pl.chains {
-		if c.Name == kernelName {
-			return c
-		}
-	}
-	return nil
-}
-
 // sameHook reports whether two chains are base chains of the same hook,
 // type and priority.
 func sameHook(a, b *nftables.Chain) bool {
 	return a.Hooknum != nil && b.Hooknum != nil && *a.Hooknum == *b.Hooknum &&
 		a.Priority != nil && b.Priority != nil && *a.Priority == *b.Priority && a.Type == b.Type
-}
-
-func addSet(conn *nftables.Conn, sp setPlan) error {
-	if err := conn.AddSet(sp.set, nil); err != nil {
-		return fmt.Errorf("set %s: %v", sp.set.Name, err)
-	}
-	for i := 0; i < len(sp.elems); {
-		j := min(i+maxElemsPerMsg, len(sp.elems))
-		if err := conn.SetAddElements(sp.set, sp.elems[i:j]); err != nil {
-			return fmt.Errorf("set %s: %v", sp.set.Name, err)
-		}
-		i = j
-	}
-	return nil
 }
 
 func ifname(n string) []byte {
@@ -450,11 +285,14 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 		}
 		return []expr.Any{payloadOf(s.Family, s.Field), &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: set.Name, SetID: set.ID}}, nil
 	case Counter:
+		if s.Name != "" {
+			return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: s.Name}}, nil
+		}
 		return []expr.Any{&expr.Counter{}}, nil
 	case Log:
 		l := &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: s.Group, Data: []byte(s.Prefix)}
-		if s.Limit {
-			return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeLimit), Name: LogLimitName}, l}, nil
+		if s.Limit != "" {
+			return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeLimit), Name: s.Limit}, l}, nil
 		}
 		return []expr.Any{l}, nil
 	case Verdict:

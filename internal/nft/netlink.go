@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -62,7 +61,13 @@ type NetlinkRunner struct {
 
 	mu      sync.Mutex
 	current *Ruleset
-	learned map[string]map[netip.Addr]time.Time // fqdn -> address -> expiry
+	known   *kernelTable // what the table holds (apply.go); nil: list it
+	last    ApplyStats
+	// pathCache maps the tags of pathsOf (the running ruleset) to rule
+	// paths (Counters).
+	pathsOf   *Ruleset
+	pathCache map[string]string
+	learned   map[string]map[netip.Addr]time.Time // fqdn -> address -> expiry
 }
 
 // NewNetlinkRunner returns a runner for the namespace in opts.
@@ -144,42 +149,13 @@ func kernelErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// Apply implements Runner.
+// Apply implements Runner: see apply.go.
 func (r *NetlinkRunner) Apply(rs *Ruleset) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st, err := r.listTable(rs.Table)
-	if err != nil {
-		return err
-	}
-	now := r.now()
-	pl, err := lower(rs, st.freeSlot(), r.learnedFor(rs, now), now)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	// Stage 1: the new chains and interval sets, under the free slot,
-	// referenced by nothing yet. Stage 2: the switch. See plan.
-	if err := r.transact(func(c *nftables.Conn) error { return pl.enqueueStage1(c, st) }, nil); err != nil {
-		return kernelErr("apply ruleset (stage 1: sets and chains)", err)
-	}
-	staged := time.Now()
-	if err := r.transact(func(c *nftables.Conn) error { return pl.enqueueStage2(c, st) },
-		func(w *wire) error { return appendRules(w, pl) }); err != nil {
-		// The running ruleset is untouched; remove what stage 1 made (the
-		// next apply would, too).
-		if cerr := r.transact(pl.enqueueUnstage, nil); cerr != nil {
-			r.log.Warn("data plane: removing the chains and sets of a failed apply", "slot", pl.slot, "err", cerr)
-		}
-		return kernelErr("apply ruleset", err)
-	}
-	r.current = rs
-	r.log.Debug("data plane applied", "table", rs.Table, "slot", pl.slot, "chains", len(pl.chains), "sets", len(pl.sets),
-		"stage1", staged.Sub(start), "stage2", time.Since(staged))
-	return nil
+	return r.apply(rs)
 }
 
-// listTable reads what replacing the table must remove.
 // tableAndChains finds the inet table name and its chains; table is nil
 // when there is no such table.
 func tableAndChains(c *nftables.Conn, name string) (*nftables.Table, []*nftables.Chain, error) {
@@ -207,58 +183,6 @@ func tableAndChains(c *nftables.Conn, name string) (*nftables.Table, []*nftables
 		}
 	}
 	return table, chains, nil
-}
-
-func (r *NetlinkRunner) listTable(name string) (*tableState, error) {
-	c, err := r.conn()
-	if err != nil {
-		return nil, err
-	}
-	defer c.CloseLasting()
-	st := &tableState{}
-	table, chains, err := tableAndChains(c, name)
-	if err != nil {
-		return nil, err
-	}
-	if table == nil {
-		return st, nil
-	}
-	st.exists, st.chains = true, chains
-	sets, err := c.GetSets(table)
-	if err != nil {
-		return nil, kernelErr("list sets", err)
-	}
-	for _, s := range sets {
-		st.sets = append(st.sets, s.Name)
-	}
-	if st.objs, err = c.GetNamedObjects(table); err != nil {
-		return nil, kernelErr("list objects", err)
-	}
-	// The live slot: whatever the base chains' rules jump to or look up.
-	for _, ch := range st.chains {
-		if ch.Hooknum == nil {
-			continue
-		}
-		rules, err := c.GetRules(table, ch)
-		if err != nil {
-			return nil, kernelErr("list rules of "+ch.Name, err)
-		}
-		for _, ru := range rules {
-			for _, e := range ru.Exprs {
-				switch x := e.(type) {
-				case *expr.Verdict:
-					if sl := slotOf(x.Chain); sl != "" {
-						st.live = sl
-					}
-				case *expr.Lookup:
-					if sl := slotOf(x.SetName); sl != "" {
-						st.live = sl
-					}
-				}
-			}
-		}
-	}
-	return st, nil
 }
 
 // learnedFor returns the remembered FQDN addresses for each FQDN set of rs.
@@ -333,7 +257,7 @@ func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.D
 	for a, exp := range m {
 		known = append(known, FQDNAddr{Addr: a, Expires: exp})
 	}
-	return r.transact(func(c *nftables.Conn) error {
+	return r.transact(0, nftPart(func(c *nftables.Conn) error {
 		// A DNAT map is rewritten whole: its target may have changed.
 		for _, name := range maps {
 			s := cur.Set(name)
@@ -378,7 +302,7 @@ func (r *NetlinkRunner) AddFQDNAddrs(fqdn string, addrs []netip.Addr, ttl time.D
 			}
 		}
 		return nil
-	}, nil)
+	}))
 }
 
 func normName(s string) string {
@@ -394,11 +318,12 @@ func (r *NetlinkRunner) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := &nftables.Table{Name: r.table(), Family: nftables.TableFamilyINet}
-	err := r.transact(func(c *nftables.Conn) error {
+	err := r.transact(0, nftPart(func(c *nftables.Conn) error {
 		c.AddTable(t)
 		c.DelTable(t)
 		return nil
-	}, nil)
+	}))
+	r.known = nil
 	if err != nil {
 		return kernelErr("flush", err)
 	}

@@ -42,12 +42,17 @@ func (r *Recorder) Apply(rs *Ruleset) error {
 	if r.FailApply != nil {
 		return r.FailApply
 	}
-	pl, err := lower(rs, slot1, nil, time.Now())
+	pl, err := lower(rs, nil, time.Now())
 	if err != nil {
 		return err
 	}
-	if err := appendRules(&wire{}, pl); err != nil {
+	if err := appendRules(&wire{}, pl, rs.Chains); err != nil {
 		return err
+	}
+	for _, sp := range pl.sets {
+		if _, err := pl.elems(sp); err != nil {
+			return err
+		}
 	}
 	r.Applied = append(r.Applied, rs)
 	r.Current = rs

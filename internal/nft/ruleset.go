@@ -32,12 +32,20 @@ type Ruleset struct {
 	fqdnSets map[string][]string // FQDN -> names of the sets that hold its addresses
 	dnatMaps map[string][]string // FQDN -> names of the DNAT maps that translate to it
 	threat   *threatState        // nil without threat intelligence
+	counters []string            // Counters, found by nameByContent
 }
 
 // LimitSpec is a packet rate limit.
 type LimitSpec struct {
 	Rate  uint64 // packets per second
 	Burst uint32
+}
+
+// Name is the name of the limit object: LogLimitName, the rate and the
+// burst ("cw_log_200_400"), so that a ruleset with another limit has
+// another object (objects are not changed in place; see nameByContent).
+func (l LimitSpec) Name() string {
+	return LogLimitName + "_" + strconv.FormatUint(l.Rate, 10) + "_" + strconv.FormatUint(uint64(l.Burst), 10)
 }
 
 // Stats counts what Compile produced.
@@ -58,7 +66,8 @@ type Stats struct {
 	MaxSequential int
 }
 
-// LogLimitName is the name of the shared limit object of the log statements.
+// LogLimitName starts the name of the shared limit object of the log
+// statements (LimitSpec.Name).
 const LogLimitName = "cw_log"
 
 // Hook is where a base chain is attached; "" for a regular chain.
@@ -196,15 +205,19 @@ type VMap struct {
 	Map    string
 }
 
-// Counter counts packets and bytes.
-type Counter struct{}
+// Counter counts packets and bytes: in the rule itself, or, with Name, in
+// the named counter object Name, which every rule that counts a policy
+// decision shares (Name is the decision's log tag: one counter per rule,
+// however many classifier leaves hold a copy of it).
+type Counter struct{ Name string }
 
-// Log sends the packet to NFLOG group Group with Prefix. With Limit, the
-// shared limit object comes first: over the limit, the rule stops there.
+// Log sends the packet to NFLOG group Group with Prefix. With Limit (the
+// name of the shared limit object, LimitSpec.Name), the limit comes first:
+// over the limit, the rule stops there.
 type Log struct {
 	Prefix string
 	Group  uint16
-	Limit  bool
+	Limit  string
 }
 
 // VerdictKind is a verdict of a rule.
@@ -337,11 +350,16 @@ func (m MatchRange) String() string {
 }
 func (m MatchSet) String() string { return fieldExpr(m.Family, m.Field) + " @" + m.Set }
 func (m VMap) String() string     { return fieldExpr(m.Family, m.Field) + " vmap @" + m.Map }
-func (Counter) String() string    { return "counter" }
+func (c Counter) String() string {
+	if c.Name != "" {
+		return "counter name " + strconv.Quote(c.Name)
+	}
+	return "counter"
+}
 func (m Log) String() string {
 	s := fmt.Sprintf("log prefix %q group %d", m.Prefix, m.Group)
-	if m.Limit {
-		s = fmt.Sprintf("limit name %q ", LogLimitName) + s
+	if m.Limit != "" {
+		s = fmt.Sprintf("limit name %q ", m.Limit) + s
 	}
 	return s
 }
@@ -412,7 +430,10 @@ func (r *Rule) String() string {
 func (rs *Ruleset) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
-	fmt.Fprintf(&b, "\tlimit %s {\n\t\trate %d/second burst %d packets\n\t}\n", LogLimitName, rs.LogLimit.Rate, rs.LogLimit.Burst)
+	fmt.Fprintf(&b, "\tlimit %s {\n\t\trate %d/second burst %d packets\n\t}\n", rs.LogLimit.Name(), rs.LogLimit.Rate, rs.LogLimit.Burst)
+	for _, n := range rs.Counters() {
+		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", strconv.Quote(n))
+	}
 	for _, s := range rs.Sets {
 		fmt.Fprintf(&b, "\n\t%s %s {\n", map[bool]string{true: "map", false: "set"}[s.Kind == SetVMap || s.Kind == SetDNATFQDN], s.Name)
 		switch s.Kind {
@@ -491,12 +512,39 @@ func (rs *Ruleset) FQDNs() []string {
 // (both families); 0 without threat intelligence.
 func (rs *Ruleset) ThreatRanges() int {
 	n := 0
-	for _, name := range []string{ThreatSetV4, ThreatSetV6} {
-		if s := rs.Set(name); s != nil {
-			n += len(s.Elems)
+	if rs.threat != nil {
+		for _, name := range rs.threat.sets {
+			if s := rs.Set(name); s != nil {
+				n += len(s.Elems)
+			}
 		}
 	}
 	return n
+}
+
+// Counters returns the names of the named counters (Counter.Name) the
+// rules use, in the order of their first use.
+func (rs *Ruleset) Counters() []string {
+	if rs.counters != nil {
+		return rs.counters
+	}
+	return rs.findCounters()
+}
+
+func (rs *Ruleset) findCounters() []string {
+	out := []string{}
+	seen := map[string]bool{}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			for _, st := range r.Stmts {
+				if cnt, ok := st.(Counter); ok && cnt.Name != "" && !seen[cnt.Name] {
+					seen[cnt.Name] = true
+					out = append(out, cnt.Name)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Set returns the set named name, or nil.

@@ -41,8 +41,11 @@ type RuleState struct {
 	Comment    string
 	Text       string
 	HasCounter bool
-	Packets    uint64
-	Bytes      uint64
+	// CounterName is the rule's named counter (shared by every rule of a
+	// policy decision), "" for a counter of its own.
+	CounterName string
+	Packets     uint64
+	Bytes       uint64
 }
 
 // SetState is one set or map read back from the kernel.
@@ -71,10 +74,17 @@ type RuleCounter struct {
 func (s *State) Counters() []RuleCounter {
 	byTag := map[string]*RuleCounter{}
 	var out []*RuleCounter
+	named := map[string]bool{}
 	for _, c := range s.Chains {
 		for _, r := range c.Rules {
 			if !r.HasCounter || !strings.HasPrefix(r.Comment, "cw:") {
 				continue
+			}
+			if r.CounterName != "" {
+				if named[r.CounterName] {
+					continue // counted with the first rule that shares it
+				}
+				named[r.CounterName] = true
 			}
 			tag, path, _ := strings.Cut(r.Comment, " ")
 			rc := byTag[tag]
@@ -87,30 +97,11 @@ func (s *State) Counters() []RuleCounter {
 			rc.Bytes += r.Bytes
 		}
 	}
-	rank := func(tag string) (int, int) {
-		t, err := ParseLogTag(tag)
-		if err != nil {
-			return 9, 0
-		}
-		switch t.Kind {
-		case LogInputDrop:
-			return 0, 0
-		case LogDefaultDeny:
-			return 1, 0
-		case LogDNAT:
-			return 2, t.Index
-		}
-		return 3, t.Index
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a1, a2 := rank(out[i].Tag)
-		b1, b2 := rank(out[j].Tag)
-		return a1 < b1 || (a1 == b1 && a2 < b2)
-	})
 	res := make([]RuleCounter, len(out))
 	for i, rc := range out {
 		res[i] = *rc
 	}
+	sortCounters(res)
 	return res
 }
 
@@ -190,8 +181,12 @@ func readState(c *nftables.Conn, name string) (*State, error) {
 		return st, nil
 	}
 	st.Present = true
+	counters, err := counterObjects(c, table)
+	if err != nil {
+		return nil, err
+	}
 	for _, ch := range chains {
-		cs := ChainState{Name: unslot(ch.Name), Type: string(ch.Type)}
+		cs := ChainState{Name: ch.Name, Type: string(ch.Type)}
 		if ch.Hooknum != nil {
 			cs.Hook = hookName(*ch.Hooknum)
 			if ch.Priority != nil {
@@ -212,9 +207,15 @@ func readState(c *nftables.Conn, name string) (*State, error) {
 				rs.Comment = cm
 			}
 			var cnt *expr.Counter
-			rs.Text, cnt = exprText(r.Exprs)
-			if cnt != nil {
+			rs.Text, cnt, rs.CounterName = exprTextNamed(r.Exprs)
+			switch {
+			case cnt != nil:
 				rs.HasCounter, rs.Packets, rs.Bytes = true, cnt.Packets, cnt.Bytes
+			case rs.CounterName != "":
+				rs.HasCounter = true
+				if o := counters[rs.CounterName]; o != nil {
+					rs.Packets, rs.Bytes = o.Packets, o.Bytes
+				}
 			}
 			cs.Rules = append(cs.Rules, rs)
 		}
@@ -237,7 +238,7 @@ func readState(c *nftables.Conn, name string) (*State, error) {
 		return nil, kernelErr("list sets", err)
 	}
 	for _, s := range sets {
-		ss := SetState{Name: unslot(s.Name), KeyType: s.KeyType.Name, Map: s.IsMap, Interval: s.Interval, Timeout: s.HasTimeout, Comment: s.Comment}
+		ss := SetState{Name: s.Name, KeyType: s.KeyType.Name, Map: s.IsMap, Interval: s.Interval, Timeout: s.HasTimeout, Comment: s.Comment}
 		els, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, kernelErr("list elements of "+s.Name, err)
@@ -267,7 +268,15 @@ func hookName(h nftables.ChainHook) string {
 // exprText renders expressions in the syntax of Rule.String. It knows the
 // expressions clusterwall generates and names others by type.
 func exprText(exprs []expr.Any) (string, *expr.Counter) {
+	t, c, _ := exprTextNamed(exprs)
+	return t, c
+}
+
+// exprTextNamed is exprText that also returns the name of the rule's named
+// counter, if it has one.
+func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 	var (
+		named   string
 		parts   []string
 		counter *expr.Counter
 		load    func(val, mask []byte, op expr.CmpOp) string
@@ -344,21 +353,25 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 			parts = append(parts, MatchRange{Family: loadFam, Field: loadFld, iv: ivl{bytesVal(x.FromData), bytesVal(x.ToData)}}.String())
 		case *expr.Lookup:
 			if x.IsDestRegSet && x.DestRegister != 0 {
-				mapped[x.DestRegister] = DNATMap{Family: loadFam, Map: unslot(x.SetName)}
+				mapped[x.DestRegister] = DNATMap{Family: loadFam, Map: x.SetName}
 				continue
 			}
 			if x.IsDestRegSet {
-				parts = append(parts, VMap{Family: loadFam, Field: loadFld, Map: unslot(x.SetName)}.String())
+				parts = append(parts, VMap{Family: loadFam, Field: loadFld, Map: x.SetName}.String())
 			} else {
-				parts = append(parts, MatchSet{Family: loadFam, Field: loadFld, Set: unslot(x.SetName)}.String())
+				parts = append(parts, MatchSet{Family: loadFam, Field: loadFld, Set: x.SetName}.String())
 			}
 		case *expr.Counter:
 			counter = x
 			parts = append(parts, "counter")
 		case *expr.Objref:
-			if x.Type == int(nftables.ObjTypeLimit) {
+			switch x.Type {
+			case int(nftables.ObjTypeLimit):
 				parts = append(parts, fmt.Sprintf("limit name %q", x.Name))
-			} else {
+			case int(nftables.ObjTypeCounter):
+				named = x.Name
+				parts = append(parts, Counter{Name: x.Name}.String())
+			default:
 				parts = append(parts, fmt.Sprintf("objref %d %q", x.Type, x.Name))
 			}
 		case *expr.Log:
@@ -370,9 +383,9 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 			case expr.VerdictDrop:
 				parts = append(parts, "drop")
 			case expr.VerdictJump:
-				parts = append(parts, "jump "+unslot(x.Chain))
+				parts = append(parts, "jump "+x.Chain)
 			case expr.VerdictGoto:
-				parts = append(parts, "goto "+unslot(x.Chain))
+				parts = append(parts, "goto "+x.Chain)
 			case expr.VerdictReturn:
 				parts = append(parts, "return")
 			default:
@@ -415,7 +428,7 @@ func exprText(exprs []expr.Any) (string, *expr.Counter) {
 			parts = append(parts, fmt.Sprintf("<%T>", e))
 		}
 	}
-	return strings.Join(parts, " "), counter
+	return strings.Join(parts, " "), counter, named
 }
 
 func payloadField(p *expr.Payload) (family, field) {

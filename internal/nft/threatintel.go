@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/nftables"
-
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
@@ -97,29 +95,35 @@ func (c *compiler) threatIntel() (*threatState, error) {
 	if t.Deny {
 		tag.Kind, end = LogThreatDeny, Verdict{Kind: VerdictDrop}
 	}
+	comment := tag.String()
+	tag = c.tag(tag)
 	ch := c.chain(ThreatChain)
+	st := &threatState{deny: t.Deny, chain: ThreatChain}
 	for _, fam := range []family{ipv4, ipv6} {
 		elems, err := threatElems(fam, t.ranges(fam))
 		if err != nil {
 			return nil, err
 		}
 		name := threatSetName(fam)
+		st.sets[fam/6] = name
 		c.rs.Sets = append(c.rs.Sets, &Set{Name: name, Kind: SetPlain, Family: fam, Field: fieldDst, Elems: elems,
 			Comment: "threat intel: " + strconv.Itoa(len(elems)) + " listed ranges"})
 		for _, f := range []field{fieldDst, fieldSrc} {
 			what := map[field]string{fieldDst: " listed destination", fieldSrc: " listed source"}[f]
-			ch.add(tag.String()+what, MatchNFProto{fam}, MatchSet{Family: fam, Field: f, Set: name},
-				Counter{}, c.limitedLog(tag), end)
+			ch.add(comment+what, MatchNFProto{fam}, MatchSet{Family: fam, Field: f, Set: name},
+				Counter{Name: tag.String()}, c.limitedLog(tag), end)
 		}
 	}
-	c.rs.threat = &threatState{deny: t.Deny}
+	c.rs.threat = st
 	return c.rs.threat, nil
 }
 
 // threatState records what the compiled ruleset's threat-intel part looks
 // like, for UpdateThreatIntel.
 type threatState struct {
-	deny bool
+	deny  bool
+	sets  [2]string // the sets' names (ThreatSetV4, ThreatSetV6 before nameByContent)
+	chain string    // the chain's name (ThreatChain before nameByContent)
 }
 
 // ErrThreatIntelNeedsApply is returned by UpdateThreatIntel when the
@@ -127,12 +131,12 @@ type threatState struct {
 // other mode: the caller must compile and Apply the policy again.
 var ErrThreatIntelNeedsApply = errors.New("threat intel: the running ruleset has no threat-intel sets in this mode; apply the policy again")
 
-// UpdateThreatIntel replaces the elements of the running ruleset's
-// threat-intel sets with t's ranges in one transaction (a flush and an add
-// per set), without recompiling or re-applying the policy: what a feed
-// refresh needs. The sets' old elements stop matching and the new ones
-// start at the same commit (for interval sets, at its end: a flow that
-// arrives during the commit itself may miss both). It returns
+// UpdateThreatIntel replaces the running ruleset's threat-intel ranges
+// with t's, without recompiling the policy: what a feed refresh needs. The
+// new sets are created next to the old ones and the threat-intel chain is
+// switched to them in one transaction (an Apply of the running ruleset
+// with new sets, which sends only them, the chain and prerouting): a flow
+// meets the old ranges or the new ones, never neither. It returns
 // ErrThreatIntelNeedsApply when the running ruleset has no threat-intel
 // sets or was compiled for the other mode.
 func (r *NetlinkRunner) UpdateThreatIntel(t *ThreatIntel) (time.Duration, error) {
@@ -142,62 +146,92 @@ func (r *NetlinkRunner) UpdateThreatIntel(t *ThreatIntel) (time.Duration, error)
 	if cur == nil || cur.threat == nil || t == nil || cur.threat.deny != t.Deny {
 		return 0, ErrThreatIntelNeedsApply
 	}
-	st, err := r.listTable(cur.Table)
+	next, err := withThreatIntel(cur, t)
 	if err != nil {
 		return 0, err
 	}
-	if st.live == "" {
-		return 0, ErrThreatIntelNeedsApply
-	}
-	next := *cur
-	next.Sets = append([]*Set(nil), cur.Sets...)
-	type upd struct {
-		set   *Set
-		plan  setPlan
-		index int
-	}
-	var ups []upd
-	for i, s := range next.Sets {
-		if s.Name != ThreatSetV4 && s.Name != ThreatSetV6 {
-			continue
-		}
-		elems, err := threatElems(s.Family, t.ranges(s.Family))
-		if err != nil {
-			return 0, err
-		}
-		ns := *s
-		ns.Elems = elems
-		ns.Comment = "threat intel: " + strconv.Itoa(len(elems)) + " listed ranges"
-		one := &Ruleset{Table: cur.Table, Sets: []*Set{&ns}}
-		pl, err := lower(one, st.live, nil, r.now())
-		if err != nil {
-			return 0, err
-		}
-		ups = append(ups, upd{&ns, pl.sets[0], i})
-	}
-	if len(ups) != 2 {
-		return 0, ErrThreatIntelNeedsApply
-	}
 	start := time.Now()
-	err = r.transact(func(c *nftables.Conn) error {
-		for _, u := range ups {
-			c.FlushSet(u.plan.set)
-			for i := 0; i < len(u.plan.elems); {
-				j := min(i+maxElemsPerMsg, len(u.plan.elems))
-				if err := c.SetAddElements(u.plan.set, u.plan.elems[i:j]); err != nil {
-					return fmt.Errorf("set %s: %v", u.plan.set.Name, err)
-				}
-				i = j
-			}
-		}
-		return nil
-	}, nil)
-	if err != nil {
-		return 0, kernelErr("update threat-intel sets", err)
+	if err := r.apply(next); err != nil {
+		return 0, fmt.Errorf("update threat-intel sets: %w", err)
 	}
-	for _, u := range ups {
-		next.Sets[u.index] = u.set
-	}
-	r.current = &next
 	return time.Since(start), nil
+}
+
+// withThreatIntel returns a copy of rs with t's ranges in its threat-intel
+// sets (rs is not changed).
+func withThreatIntel(rs *Ruleset, t *ThreatIntel) (*Ruleset, error) {
+	next := *rs
+	th := *rs.threat
+	next.threat = &th
+	next.fqdnSets = cloneNames(rs.fqdnSets)
+	next.dnatMaps = cloneNames(rs.dnatMaps)
+	// Provisional names, which nameByContent replaces.
+	rename := map[string]string{}
+	next.Sets = append([]*Set(nil), rs.Sets...)
+	for i, s := range next.Sets {
+		for k, name := range rs.threat.sets {
+			if s.Name != name {
+				continue
+			}
+			elems, err := threatElems(s.Family, t.ranges(s.Family))
+			if err != nil {
+				return nil, err
+			}
+			ns := *s
+			ns.Name = threatSetName(s.Family)
+			ns.Elems = elems
+			ns.Comment = "threat intel: " + strconv.Itoa(len(elems)) + " listed ranges"
+			next.Sets[i] = &ns
+			rename[name] = ns.Name
+			th.sets[k] = ns.Name
+		}
+	}
+	if len(rename) != 2 {
+		return nil, ErrThreatIntelNeedsApply
+	}
+	rename[rs.threat.chain] = ThreatChain
+	th.chain = ThreatChain
+	next.Chains = append([]*Chain(nil), rs.Chains...)
+	for i, c := range next.Chains {
+		changed := c.Name == rs.threat.chain
+		rules := make([]*Rule, len(c.Rules))
+		for j, ru := range c.Rules {
+			stmts := append([]Stmt(nil), ru.Stmts...)
+			for k, st := range stmts {
+				switch x := st.(type) {
+				case MatchSet:
+					if to, ok := rename[x.Set]; ok {
+						x.Set = to
+						stmts[k], changed = x, true
+					}
+				case Verdict:
+					if to, ok := rename[x.Chain]; ok && x.Chain != "" {
+						x.Chain = to
+						stmts[k], changed = x, true
+					}
+				}
+			}
+			rules[j] = &Rule{Comment: ru.Comment, Stmts: stmts}
+		}
+		if changed {
+			nc := *c
+			if to, ok := rename[c.Name]; ok {
+				nc.Name = to
+			}
+			nc.Rules = rules
+			next.Chains[i] = &nc
+		}
+	}
+	if err := nameByContent(&next, nil); err != nil {
+		return nil, err
+	}
+	return &next, nil
+}
+
+func cloneNames(m map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
 }

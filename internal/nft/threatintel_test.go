@@ -105,7 +105,7 @@ func TestCompileThreatIntelShape(t *testing.T) {
 		// Deny: first in prerouting, before the L7 proxy's redirect. Alert:
 		// right after it (the proxy reports what it decides). Nowhere else.
 		pre := rs.Chain("prerouting")
-		jump := "jump " + ThreatChain
+		jump := "jump " + ThreatChain + "_"
 		at := 1
 		if deny {
 			at = 0
@@ -120,13 +120,17 @@ func TestCompileThreatIntelShape(t *testing.T) {
 				}
 			}
 		}
-		if s := rs.Set(ThreatSetV4); s == nil || len(s.Elems) != 2 || rs.Set(ThreatSetV6) == nil || rs.ThreatRanges() != 3 {
-			t.Errorf("deny %v: sets %v %v, %d ranges", deny, rs.Set(ThreatSetV4), rs.Set(ThreatSetV6), rs.ThreatRanges())
+		if s := setNamed(rs, ThreatSetV4); s == nil || len(s.Elems) != 2 || setNamed(rs, ThreatSetV6) == nil || rs.ThreatRanges() != 3 {
+			t.Errorf("deny %v: sets %v %v, %d ranges", deny, setNamed(rs, ThreatSetV4), setNamed(rs, ThreatSetV6), rs.ThreatRanges())
+		}
+		tag := "cw:A:threat"
+		if deny {
+			tag = "cw:D:threat"
 		}
 		text := rs.String()
 		for _, want := range []string{
-			"ip daddr @ti_v4 counter limit name \"cw_log\" log prefix",
-			"ip6 saddr @ti_v6",
+			"ip daddr @" + setNamed(rs, ThreatSetV4).Name + " counter name \"" + tag + "\" limit name \"cw_log_200_400\" log prefix",
+			"ip6 saddr @" + setNamed(rs, ThreatSetV6).Name,
 			"elements = { 198.18.10.5, 198.51.100.0/29 }",
 		} {
 			if !strings.Contains(text, want) {

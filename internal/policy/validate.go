@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"time"
+
 	"github.com/clusterwall/clusterwall/internal/iprange"
 )
 
@@ -21,6 +23,14 @@ type Options struct {
 	// Limits bound what decoding the document may cost (budget.go); the
 	// zero value means the defaults.
 	Limits Limits
+	// Timings, when set, receives how long Load took to decode the YAML
+	// and to validate it (the daemon reports its applies' stages).
+	Timings *LoadTimings
+}
+
+// LoadTimings is where a Load's time went.
+type LoadTimings struct {
+	Decode, Validate time.Duration
 }
 
 // LoadFile reads, decodes and validates a policy YAML file. On any problem
@@ -36,11 +46,19 @@ func LoadFile(path string, opts Options) (*Policy, error) {
 // Load decodes and validates policy bytes; name is used in positions and to
 // resolve relative paths.
 func Load(name string, data []byte, opts Options) (*Policy, error) {
+	start := time.Now()
 	f, pos, err := decodeYAML(name, data, opts.Limits)
+	decoded := time.Now()
+	if opts.Timings != nil {
+		opts.Timings.Decode = decoded.Sub(start)
+	}
 	if f == nil {
 		return nil, err
 	}
 	p, verr := validate(f, pos, name, opts)
+	if opts.Timings != nil {
+		opts.Timings.Validate = time.Since(decoded)
+	}
 	if err != nil {
 		all := err.(ErrorList)
 		if verr != nil {

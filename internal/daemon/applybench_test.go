@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clusterwall/clusterwall/internal/lab"
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/nft"
+)
+
+// The daemon's applies on the real kernel (ApplyBytes: load, validate,
+// compile, kernel), in a network namespace of their own: what apply_ms
+// measures. docs/benchmarks.md has the commands and results.
+
+// policyYAML generates a policy of n network rules as YAML text. Enterprise
+// shape (flat false): groups of 10 collections of 25 rules, 15 % Deny
+// collections; TCP mostly, some UDP and Any; sources a few of 64 /24s (10 %
+// any, some IPv6); destinations per-rule hosts, /29s or lists of 8 /26s
+// (3 % any); common service ports or the NodePort range. Flat: every rule
+// distinct and reachable (its own /24 to its own address on 443 or 8443),
+// as in internal/policy's budget tests. variant changes one rule (flat:
+// every rule's port).
+func policyYAML(n int, seed uint64, flat bool, variant int) string {
+	r := rand.New(rand.NewPCG(seed, 10000))
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: bench%d\nruleCollectionGroups:\n", n)
+	ports := []string{"443", "80", "8080", "5432", "1433", "22", "3306", "6443", "9000", "53"}
+	for i := 0; i < n; i++ {
+		if i%250 == 0 {
+			fmt.Fprintf(&b, "  - name: grp%03d\n    priority: %d\n    ruleCollections:\n", i/250, 100+i/250)
+		}
+		if i%25 == 0 {
+			act := "Allow"
+			if (!flat && r.IntN(100) < 15) || (flat && (i/25)%7 == 3) {
+				act = "Deny"
+			}
+			fmt.Fprintf(&b, "      - name: coll%02d\n        kind: Network\n        priority: %d\n        action: %s\n        rules:\n", i%250/25, 100+i%250/25, act)
+		}
+		fmt.Fprintf(&b, "          - name: r%06d\n", i)
+		if flat {
+			port := "443"
+			if (i+variant)%3 == 0 {
+				port = "8443"
+			}
+			fmt.Fprintf(&b, "            protocols: [TCP]\n            sourceAddresses: [10.%d.%d.0/24]\n            destinationAddresses: [%d.%d.%d.%d]\n            destinationPorts: ['%s']\n",
+				i>>16&255, i>>8&255, 198, 18+(i>>16&1), i>>8&255, i&255, port)
+			continue
+		}
+		proto := "TCP"
+		switch x := r.IntN(100); {
+		case x >= 85:
+			proto = "Any"
+		case x >= 70:
+			proto = "UDP"
+		}
+		var src []string
+		if r.IntN(10) == 0 {
+			src = []string{"'*'"}
+		} else {
+			for range 1 + r.IntN(2) {
+				k := r.IntN(64)
+				src = append(src, fmt.Sprintf("10.%d.%d.0/24", k/8, k%8*16))
+			}
+			if r.IntN(5) == 0 {
+				src = append(src, fmt.Sprintf("'2001:db8:42:%x::/64'", r.IntN(64)))
+			}
+		}
+		host := uint32(i)
+		var dst []string
+		switch x := r.IntN(100); {
+		case x < 3:
+			dst = []string{"'*'"}
+		case x < 10:
+			for k := range 8 {
+				v := 0x64400000 + (host*8+uint32(k))*64
+				dst = append(dst, fmt.Sprintf("%d.%d.%d.%d/26", v>>24, v>>16&255, v>>8&255, v&255))
+			}
+		case x < 30:
+			v := 0xc6120000 + host*8
+			dst = []string{fmt.Sprintf("%d.%d.%d.%d/29", v>>24, v>>16&255, v>>8&255, v&255)}
+		default:
+			v := 0xc6120000 + host*8
+			dst = []string{fmt.Sprintf("%d.%d.%d.%d", v>>24, v>>16&255, v>>8&255, v&255)}
+		}
+		var dp []string
+		for range 1 + r.IntN(2) {
+			p := ports[r.IntN(len(ports))]
+			if r.IntN(10) == 0 {
+				p = "30000-32767"
+			}
+			if !strings.Contains(strings.Join(dp, ","), "'"+p+"'") {
+				dp = append(dp, "'"+p+"'")
+			}
+		}
+		if variant != 0 && i == n/2 {
+			dp = []string{fmt.Sprintf("'%d'", 7000+variant)}
+		}
+		fmt.Fprintf(&b, "            protocols: [%s]\n            sourceAddresses: [%s]\n            destinationAddresses: [%s]\n            destinationPorts: [%s]\n",
+			proto, strings.Join(src, ", "), strings.Join(dst, ", "), strings.Join(dp, ", "))
+	}
+	return b.String()
+}
+
+// benchDaemon is a daemon programming the kernel of a namespace of its own.
+func benchDaemon(tb testing.TB) *Daemon {
+	tb.Helper()
+	lab.RequireLab(tb)
+	ns := lab.UniqueName() + "ap"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		tb.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	tb.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	f, err := nft.OpenNetNS(ns)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	dir := tb.TempDir()
+	for _, name := range []string{"aks-egress.yaml", "service-tags.json"} {
+		data, err := os.ReadFile(filepath.Join("../../examples", name))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, name), data, 0o644)
+	}
+	conf := filepath.Join(dir, "config.yaml")
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(testPolicy), 0o644)
+	os.WriteFile(conf, []byte("policy: policy.yaml\ninterfaces: {inside: in0, outside: out0}\npublicIPs: [203.0.113.32]\nprivateIP: 10.42.2.4\nsnat: off\n"), 0o644)
+	cfg, err := LoadConfig(conf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dp := &NFTDataplane{Runner: nft.NewNetlinkRunner(nft.NetlinkOptions{NetNSFd: int(f.Fd())}), Config: cfg.DataplaneConfig()}
+	d := New(cfg, slog.New(slog.DiscardHandler), dp, nil, 100)
+	d.cut = func(*match.Matcher) (uint, error) { return 0, nil }
+	return d
+}
+
+// daemonApplyBench measures ApplyBytes(next(i)) after setup(i), and
+// reports the mean of each stage and the worst total.
+func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i int) []byte) {
+	d := benchDaemon(b)
+	var sum ApplyTimes
+	worst := 0.0
+	b.ResetTimer()
+	b.StopTimer()
+	for i := range b.N {
+		if setup != nil {
+			setup(d, i)
+		}
+		data := next(i)
+		b.StartTimer()
+		if err := d.ApplyBytes("bench", data); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		t := *d.lastApply.Load()
+		sum.LoadMs += t.LoadMs
+		sum.ValidateMs += t.ValidateMs
+		sum.CompileMs += t.CompileMs
+		sum.KernelMs += t.KernelMs
+		worst = max(worst, t.TotalMs)
+	}
+	n := float64(b.N)
+	b.ReportMetric(sum.LoadMs/n, "load-ms")
+	b.ReportMetric(sum.ValidateMs/n, "validate-ms")
+	b.ReportMetric(sum.CompileMs/n, "compile-ms")
+	b.ReportMetric(sum.KernelMs/n, "kernel-ms")
+	b.ReportMetric(worst, "max-ms")
+}
+
+func mustApply(tb testing.TB, d *Daemon, data []byte) {
+	if err := d.ApplyBytes("bench setup", data); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkDaemonApply: the daemon applying a 10,000-rule policy to an
+// empty table (first), the same text again (same), with one rule changed
+// (one-rule), another 10,000-rule policy (replace); a flat 100,000-rule
+// policy to an empty table and replacing another one, and the seed's
+// 8-rule policy replacing it (100k-to-8).
+func BenchmarkDaemonApply(b *testing.B) {
+	p10 := []byte(policyYAML(10000, 1, false, 0))
+	p10b := []byte(policyYAML(10000, 2, false, 0))
+	p10one := []byte(policyYAML(10000, 1, false, 1))
+	b.Run("10k/first", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		}, func(int) []byte { return p10 })
+	})
+	b.Run("10k/same", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if i == 0 {
+				mustApply(b, d, p10)
+			}
+		}, func(int) []byte { return p10 })
+	})
+	b.Run("10k/one-rule", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if i == 0 {
+				mustApply(b, d, p10)
+			}
+		}, func(i int) []byte { return [][]byte{p10one, p10}[i%2] })
+	})
+	b.Run("10k/replace", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if i == 0 {
+				mustApply(b, d, p10b)
+			}
+		}, func(i int) []byte { return [][]byte{p10, p10b}[i%2] })
+	})
+	if testing.Short() {
+		return
+	}
+	p100 := []byte(policyYAML(100000, 1, true, 0))
+	p100b := []byte(policyYAML(100000, 1, true, 1))
+	small, err := os.ReadFile("../../examples/aks-egress.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("100k/first", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		}, func(int) []byte { return p100 })
+	})
+	b.Run("100k/replace", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if i == 0 {
+				mustApply(b, d, p100b)
+			}
+		}, func(i int) []byte { return [][]byte{p100, p100b}[i%2] })
+	})
+	b.Run("100k-to-8", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) { mustApply(b, d, p100) }, func(int) []byte { return small })
+	})
+}

@@ -1,0 +1,473 @@
+package nft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Applying a ruleset: only the difference, in two transactions.
+//
+// The ruleset's chains and sets are named after their content
+// (nameByContent), so a kernel object that has a name the new ruleset uses
+// already holds what the new ruleset wants there; the runner keeps it.
+// Apply therefore sends the kernel
+//
+//   - stage 1: every named object (limit, counters), regular chain (with
+//     all its rules) and set (with its elements) of the new ruleset that
+//     the table does not have yet. Nothing refers to them yet, so
+//     committing them changes nothing for packets; they are complete
+//     before anything can reach them (interval set elements become visible
+//     to lookups only at the end of the transaction that adds them, after
+//     the rules of that transaction are; see the package documentation).
+//   - stage 2, the switch: the base chains whose rules change are flushed
+//     and given their new rules (base chains are never deleted, so their
+//     hooks never change), and every chain, set and object the new ruleset
+//     does not have is removed (chains flushed first, then sets, chains
+//     and objects deleted, so that no reference is left when they go).
+//
+// Each stage is one netlink transaction, which the kernel commits all or
+// nothing: packets see the old ruleset or the new one. Re-applying the
+// running ruleset sends nothing; a policy that changes one rule sends the
+// chains and maps from the classifier's root to that rule's leaves.
+//
+// What the table holds is remembered from the last apply and checked
+// against the kernel's table (its handle and its count of chains, sets and
+// objects) before each apply: when anything else changed the table, or
+// after a failed apply, the runner lists the table again.
+
+// kernelTable is what the runner knows clusterwall's table holds.
+type kernelTable struct {
+	name   string
+	exists bool
+	handle uint64
+	use    uint32
+	chains map[string]*nftables.Chain // base chains with their hooks
+	sets   map[string]bool
+	objs   map[string]nftables.ObjType
+	// base holds the rules of each base chain as last applied (text);
+	// nil when not known (listed, not applied): base chains are then
+	// written again.
+	base map[string]string
+}
+
+// tableInfo is the kernel's table of that name, if any: its handle and
+// use count (chains, sets and objects), by one NFT_MSG_GETTABLE.
+func (r *NetlinkRunner) tableInfo(name string) (exists bool, handle uint64, use uint32, err error) {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
+	if err != nil {
+		return false, 0, 0, kernelErr("open", err)
+	}
+	defer conn.Close()
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_TABLE_NAME, name)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return false, 0, 0, err
+	}
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE), Flags: netlink.Request},
+		Data:   append([]byte{byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return false, 0, 0, nil
+		}
+		return false, 0, 0, kernelErr("get table", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return false, 0, 0, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_TABLE_USE:
+				use = ad.Uint32()
+			case nftaTableHandle:
+				handle = ad.Uint64()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return false, 0, 0, err
+		}
+		return true, handle, use, nil
+	}
+	return false, 0, 0, errors.New("get table: no answer")
+}
+
+// kernelState returns what the table holds: the remembered state when
+// the kernel's table is still the one the last apply left, else a fresh
+// listing.
+func (r *NetlinkRunner) kernelState(name string) (*kernelTable, error) {
+	exists, handle, use, err := r.tableInfo(name)
+	if err != nil {
+		return nil, err
+	}
+	if k := r.known; k != nil && k.name == name && k.exists == exists && (!exists || k.handle == handle && k.use == use) {
+		return k, nil
+	}
+	r.known = nil
+	kt := &kernelTable{name: name, exists: exists, handle: handle, use: use,
+		chains: map[string]*nftables.Chain{}, sets: map[string]bool{}, objs: map[string]nftables.ObjType{}}
+	if !exists {
+		kt.base = map[string]string{}
+		return kt, nil
+	}
+	chains, err := r.listChains(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, ch := range chains {
+		kt.chains[ch.Name] = ch
+	}
+	sets, err := r.listSets(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sets {
+		kt.sets[s] = true
+	}
+	objs, err := r.listObjects(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	for n, o := range objs {
+		kt.objs[n] = o.typ
+	}
+	return kt, nil
+}
+
+// change is what one apply sends the kernel.
+type change struct {
+	pl  *plan
+	old *kernelTable
+	// stage 1
+	newObjs   []*nftables.NamedObj
+	newChains []*Chain // regular chains to create, with their rules
+	newSets   []setPlan
+	// stage 2
+	delBase     []string // base chains to delete (their hook changes)
+	writeBase   []*Chain // base chains to (re)write
+	oldChains   []string
+	oldSets     []string
+	oldObjs     []*nftables.NamedObj
+	baseText    map[string]string
+	createTable bool
+}
+
+// diff computes what applying pl to a table holding old takes.
+func diff(pl *plan, old *kernelTable) *change {
+	d := &change{pl: pl, old: old, createTable: !old.exists, baseText: map[string]string{}}
+	for _, o := range pl.objs {
+		if t, ok := old.objs[o.Name]; !ok || t != o.Type {
+			d.newObjs = append(d.newObjs, o)
+		}
+	}
+	for _, c := range pl.rs.Chains {
+		if c.Hook != HookNone {
+			text := chainText(c)
+			d.baseText[c.Name] = text
+			oc := old.chains[c.Name]
+			switch {
+			case oc != nil && !sameHook(oc, pl.chMap[c.Name]):
+				d.delBase = append(d.delBase, c.Name)
+				d.writeBase = append(d.writeBase, c)
+			case oc == nil || old.base == nil || old.base[c.Name] != text:
+				d.writeBase = append(d.writeBase, c)
+			}
+			continue
+		}
+		if old.chains[c.Name] == nil {
+			d.newChains = append(d.newChains, c)
+		}
+	}
+	for _, sp := range pl.sets {
+		if !old.sets[sp.set.Name] {
+			d.newSets = append(d.newSets, sp)
+		}
+	}
+	for name, oc := range old.chains {
+		if pl.chMap[name] != nil {
+			continue
+		}
+		if oc.Hooknum != nil {
+			d.delBase = append(d.delBase, name)
+			continue
+		}
+		d.oldChains = append(d.oldChains, name)
+	}
+	for name := range old.sets {
+		if pl.setMap[name] == nil {
+			d.oldSets = append(d.oldSets, name)
+		}
+	}
+	if len(old.objs) > 0 {
+		want := make(map[string]bool, len(pl.objs))
+		for _, o := range pl.objs {
+			want[o.Name] = true
+		}
+		for name, t := range old.objs {
+			if !want[name] {
+				d.oldObjs = append(d.oldObjs, &nftables.NamedObj{Table: pl.table, Name: name, Type: t})
+			}
+		}
+	}
+	return d
+}
+
+func chainText(c *Chain) string {
+	var b []byte
+	b = fmt.Appendf(b, "%s %s %d %s\n", c.Hook, c.Type, c.Priority, c.Policy)
+	for _, r := range c.Rules {
+		b = append(b, r.String()...)
+		b = append(b, '\n')
+	}
+	return string(b)
+}
+
+func (d *change) stage1Empty() bool {
+	return !d.createTable && len(d.newObjs) == 0 && len(d.newChains) == 0 && len(d.newSets) == 0
+}
+
+// stage1 creates what is new: the table, objects, chains, sets and their
+// elements, then the new chains' rules.
+func (d *change) stage1() []part {
+	t := d.pl.table.Name
+	return []part{
+		nftPart(func(conn *nftables.Conn) error {
+			if d.createTable {
+				conn.AddTable(d.pl.table)
+			}
+			for _, o := range d.newObjs {
+				if o.Type != nftables.ObjTypeCounter {
+					conn.AddObj(o)
+				}
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error {
+			for _, o := range d.newObjs {
+				if o.Type == nftables.ObjTypeCounter {
+					if err := w.newCounter(t, o.Name); err != nil {
+						return err
+					}
+				}
+			}
+			for _, c := range d.newChains {
+				w.newChain(t, c.Name)
+			}
+			return nil
+		}),
+		nftPart(func(conn *nftables.Conn) error {
+			for _, sp := range d.newSets {
+				if err := conn.AddSet(sp.set, nil); err != nil {
+					return fmt.Errorf("set %s: %v", sp.set.Name, err)
+				}
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error {
+			for _, sp := range d.newSets {
+				elems, err := d.pl.elems(sp)
+				if err != nil {
+					return err
+				}
+				if err := w.setElems(sp.set, elems); err != nil {
+					return fmt.Errorf("set %s: %v", sp.set.Name, err)
+				}
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error { return appendRules(w, d.pl, d.newChains) }),
+	}
+}
+
+// size1 and size2 estimate the stages' batches (bytes), so that the
+// buffer is allocated once.
+func (d *change) size1() int {
+	n := 4096 + 64*len(d.newObjs) + 64*len(d.newChains)
+	for _, c := range d.newChains {
+		n += 256 * len(c.Rules)
+	}
+	for _, sp := range d.newSets {
+		n += 128 + 2*80*len(sp.src.Elems)
+	}
+	return n
+}
+
+func (d *change) size2() int {
+	n := 4096 + 2*64*len(d.oldChains) + 64*(len(d.oldSets)+len(d.oldObjs))
+	for _, c := range d.writeBase {
+		n += 256 * len(c.Rules)
+	}
+	return n
+}
+
+// stage2 switches: base chains rewritten, what the new ruleset does not
+// have removed (chains flushed first, so that no rule refers to a set,
+// chain or object being deleted).
+func (d *change) stage2() []part {
+	t := d.pl.table.Name
+	return []part{
+		wirePart(func(w *wire) error {
+			deleted := map[string]bool{}
+			for _, name := range d.delBase {
+				w.delChain(t, name)
+				deleted[name] = true
+			}
+			for _, c := range d.writeBase {
+				if d.old.chains[c.Name] != nil && !deleted[c.Name] {
+					w.flushChain(t, c.Name)
+				}
+			}
+			for _, name := range d.oldChains {
+				w.flushChain(t, name)
+			}
+			for _, name := range d.oldSets {
+				w.delSet(t, name)
+			}
+			for _, name := range d.oldChains {
+				w.delChain(t, name)
+			}
+			for _, o := range d.oldObjs {
+				w.delObj(t, o.Name, o.Type)
+			}
+			return nil
+		}),
+		nftPart(func(conn *nftables.Conn) error {
+			for _, c := range d.writeBase {
+				conn.AddChain(d.pl.chMap[c.Name]) // creates it, or updates its policy
+			}
+			return nil
+		}),
+		wirePart(func(w *wire) error { return appendRules(w, d.pl, d.writeBase) }),
+	}
+}
+
+// unstage removes what stage 1 made (after a failed stage 2).
+func (d *change) unstage() []part {
+	t := d.pl.table.Name
+	return []part{wirePart(func(w *wire) error {
+		for _, c := range d.newChains {
+			w.flushChain(t, c.Name)
+		}
+		for _, sp := range d.newSets {
+			w.delSet(t, sp.set.Name)
+		}
+		for _, c := range d.newChains {
+			w.delChain(t, c.Name)
+		}
+		for _, o := range d.newObjs {
+			w.delObj(t, o.Name, o.Type)
+		}
+		return nil
+	})}
+}
+
+// after is the table once d is applied.
+func (d *change) after() *kernelTable {
+	kt := &kernelTable{name: d.pl.table.Name, exists: true,
+		chains: make(map[string]*nftables.Chain, len(d.pl.chains)), sets: make(map[string]bool, len(d.pl.sets)),
+		objs: make(map[string]nftables.ObjType, len(d.pl.objs)), base: d.baseText}
+	for _, c := range d.pl.chains {
+		kt.chains[c.Name] = c
+	}
+	for _, sp := range d.pl.sets {
+		kt.sets[sp.set.Name] = true
+	}
+	for _, o := range d.pl.objs {
+		kt.objs[o.Name] = o.Type
+	}
+	return kt
+}
+
+// ApplyStats describe the last apply (NetlinkRunner.LastApply).
+type ApplyStats struct {
+	// List is the time spent finding out what the table holds (a fresh
+	// listing when the runner's memory of it was not current).
+	List   time.Duration
+	Listed bool
+	// Stage1 and Stage2 are the two transactions (encoding and kernel).
+	Stage1, Stage2 time.Duration
+	// What the apply added and removed.
+	NewChains, NewSets, NewObjects, NewRules int
+	OldChains, OldSets, OldObjects           int
+	BaseChains                               int // base chains written
+}
+
+// apply programs rs; r.mu is held.
+func (r *NetlinkRunner) apply(rs *Ruleset) error {
+	t0 := time.Now()
+	old, err := r.kernelState(rs.Table)
+	if err != nil {
+		return err
+	}
+	st := ApplyStats{List: time.Since(t0), Listed: old != r.known}
+	now := r.now()
+	pl, err := lower(rs, r.learnedFor(rs, now), now)
+	if err != nil {
+		return err
+	}
+	d := diff(pl, old)
+	st.NewChains, st.NewSets, st.NewObjects = len(d.newChains), len(d.newSets), len(d.newObjs)
+	st.OldChains, st.OldSets, st.OldObjects, st.BaseChains = len(d.oldChains), len(d.oldSets), len(d.oldObjs), len(d.writeBase)
+	for _, c := range d.newChains {
+		st.NewRules += len(c.Rules)
+	}
+	t1 := time.Now()
+	if !d.stage1Empty() {
+		if err := r.transact(d.size1(), d.stage1()...); err != nil {
+			return kernelErr("apply ruleset (stage 1: new chains, sets and objects)", err)
+		}
+	}
+	t2 := time.Now()
+	st.Stage1 = t2.Sub(t1)
+	if err := r.transact(d.size2(), d.stage2()...); err != nil {
+		// The running ruleset is untouched; remove what stage 1 made, and
+		// list the table at the next apply.
+		r.known = nil
+		if !d.stage1Empty() {
+			if cerr := r.transact(0, d.unstage()...); cerr != nil {
+				r.log.Warn("data plane: removing the chains and sets of a failed apply", "err", cerr)
+			}
+		}
+		return kernelErr("apply ruleset", err)
+	}
+	st.Stage2 = time.Since(t2)
+	kt := d.after()
+	// The table's handle and use count, to recognise it next time.
+	if exists, handle, use, err := r.tableInfo(rs.Table); err == nil && exists {
+		kt.handle, kt.use = handle, use
+		r.known = kt
+	} else {
+		r.known = nil
+	}
+	r.current = rs
+	r.last = st
+	r.log.Debug("data plane applied", "table", rs.Table, "list", st.List, "listed", st.Listed,
+		"stage1", st.Stage1, "stage2", st.Stage2, "new_chains", st.NewChains, "new_sets", st.NewSets,
+		"new_objects", st.NewObjects, "new_rules", st.NewRules, "old_chains", st.OldChains, "old_sets", st.OldSets,
+		"old_objects", st.OldObjects, "base_chains", st.BaseChains)
+	return nil
+}
+
+// LastApply describes the last successful apply.
+func (r *NetlinkRunner) LastApply() ApplyStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// nftaTableHandle is NFTA_TABLE_HANDLE (not in x/sys/unix).
+const nftaTableHandle = 4

@@ -1,0 +1,372 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Names by content.
+//
+// Every chain but the base chains, and every set and map, is named after
+// what it holds: a readable part (what the compiler called it: "rule_17",
+// "tcp4_leaf", "a4", "fqdn_5_v4", ...) and 16 hex digits of the SHA-256 of
+// its content — its rules, or its key type, comment and elements — in
+// which the chains and sets it refers to appear under their own content
+// names. So two applies that compile the same chain give it the same
+// name, and a chain changes name exactly when something it leads to
+// changes. That is what lets NetlinkRunner.Apply keep what the running
+// ruleset already has and send the kernel only the difference: a kernel
+// object of that name holds that content (the runner creates a chain with
+// all its rules in one transaction and never changes a named object
+// afterwards), and a policy that changes one rule changes the chains and
+// maps on the path from the classifier's root to that rule's leaves, and
+// nothing else.
+//
+// Named counters (Counter.Name) and the limit object (LimitSpec.Name) are
+// named after their content already: a decision's log tag, a rate and a
+// burst.
+//
+// contentVersion is part of every hash: change it when the same statement
+// text starts to lower to other expressions, so that a new version of
+// clusterwall does not keep the old version's chains.
+const contentVersion = "cw-content-2\n"
+
+// hashLen is how many hex digits of the hash a name carries: 64 bits, so
+// that two different chains of the largest rulesets collide with a
+// probability of about 10^-9.
+const hashLen = 16
+
+// nameByContent renames rs's chains (but the base chains) and sets after
+// their content, and the references to them. counted maps the provisional
+// names the compiler numbered (compiler.name) to their prefix, which
+// replaces the number. Chains or sets of the same content become one.
+func nameByContent(rs *Ruleset, counted map[string]string) error {
+	n := &namer{
+		rs:       rs,
+		counted:  counted,
+		chains:   make(map[string]*Chain, len(rs.Chains)),
+		sets:     make(map[string]*Set, len(rs.Sets)),
+		chainTo:  make(map[string]string, len(rs.Chains)),
+		setTo:    make(map[string]string, len(rs.Sets)),
+		sums:     map[string][sha256.Size]byte{},
+		visiting: map[string]bool{},
+	}
+	for _, c := range rs.Chains {
+		n.chains[c.Name] = c
+	}
+	for _, s := range rs.Sets {
+		n.sets[s.Name] = s
+	}
+	for _, c := range rs.Chains {
+		if c.Hook != HookNone {
+			if err := n.rewriteRules(c); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := n.chain(c.Name); err != nil {
+			return err
+		}
+	}
+	for _, s := range rs.Sets {
+		if _, err := n.set(s.Name); err != nil {
+			return err
+		}
+	}
+	// Keep one of each name, in the compiled order.
+	seen := map[string]bool{}
+	chains := rs.Chains[:0]
+	for _, c := range rs.Chains {
+		if c.Hook == HookNone {
+			c.Name = n.chainTo[c.Name]
+		}
+		if !seen[c.Name] {
+			seen[c.Name] = true
+			chains = append(chains, c)
+		}
+	}
+	rs.Chains = chains
+	sets := rs.Sets[:0]
+	for _, s := range rs.Sets {
+		s.Name = n.setTo[s.Name]
+		if !seen["set "+s.Name] {
+			seen["set "+s.Name] = true
+			sets = append(sets, s)
+		}
+	}
+	rs.Sets = sets
+	for _, m := range []map[string][]string{rs.fqdnSets, rs.dnatMaps} {
+		for k, l := range m {
+			out := make([]string, 0, len(l))
+			for _, name := range l {
+				to := n.setTo[name]
+				if !contains(out, to) {
+					out = append(out, to)
+				}
+			}
+			m[k] = sortedStrings(out)
+		}
+	}
+	if t := rs.threat; t != nil {
+		t.chain = n.chainTo[t.chain]
+		for i := range t.sets {
+			t.sets[i] = n.setTo[t.sets[i]]
+		}
+	}
+	rs.counters = rs.findCounters()
+	return nil
+}
+
+type namer struct {
+	rs       *Ruleset
+	counted  map[string]string
+	chains   map[string]*Chain
+	sets     map[string]*Set
+	chainTo  map[string]string // provisional -> final name
+	setTo    map[string]string
+	sums     map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
+	buf      []byte
+	visiting map[string]bool
+}
+
+func (n *namer) final(kind, old string, content []byte) (string, error) {
+	prefix, ok := n.counted[old]
+	if !ok {
+		prefix = stripHash(old)
+	}
+	sum := sha256.Sum256(content)
+	name := prefix + "_" + hex.EncodeToString(sum[:hashLen/2])
+	if prev, ok := n.sums[kind+name]; ok && prev != sum {
+		return "", fmt.Errorf("ruleset: two %ss are named %s (hash collision)", kind, name)
+	}
+	n.sums[kind+name] = sum
+	return name, nil
+}
+
+// chain returns the final name of the regular chain named old.
+func (n *namer) chain(old string) (string, error) {
+	if to, ok := n.chainTo[old]; ok {
+		return to, nil
+	}
+	c := n.chains[old]
+	if c == nil {
+		return "", fmt.Errorf("ruleset: unknown chain %q", old)
+	}
+	if c.Hook != HookNone {
+		return old, nil
+	}
+	if n.visiting["chain "+old] {
+		return "", fmt.Errorf("ruleset: chain %s leads back to itself", old)
+	}
+	n.visiting["chain "+old] = true
+	if err := n.rewriteRules(c); err != nil {
+		return "", err
+	}
+	b := append(n.buf[:0], contentVersion...)
+	b = append(b, "chain\n"...)
+	for _, r := range c.Rules {
+		b = appendStr(b, r.Comment)
+		b = binary.AppendUvarint(b, uint64(len(r.Stmts)))
+		for _, st := range r.Stmts {
+			b = appendStmtKey(b, st)
+		}
+	}
+	n.buf = b
+	to, err := n.final("chain", old, b)
+	if err != nil {
+		return "", err
+	}
+	n.chainTo[old] = to
+	return to, nil
+}
+
+// set returns the final name of the set named old.
+func (n *namer) set(old string) (string, error) {
+	if to, ok := n.setTo[old]; ok {
+		return to, nil
+	}
+	s := n.sets[old]
+	if s == nil {
+		return "", fmt.Errorf("ruleset: unknown set %q", old)
+	}
+	if n.visiting["set "+old] {
+		return "", fmt.Errorf("ruleset: set %s leads back to itself", old)
+	}
+	n.visiting["set "+old] = true
+	for i, e := range s.Elems {
+		if e.Chain != "" {
+			to, err := n.chain(e.Chain)
+			if err != nil {
+				return "", fmt.Errorf("ruleset: map %s: %w", old, err)
+			}
+			s.Elems[i].Chain = to
+		}
+	}
+	b := append(n.buf[:0], contentVersion...)
+	b = append(b, "set\n"...)
+	b = append(b, byte(s.Kind), byte(s.Family), byte(s.Field))
+	b = appendStr(b, s.Comment)
+	b = appendStr(b, s.FQDN)
+	b = binary.AppendUvarint(b, uint64(len(s.Elems)))
+	for _, e := range s.Elems {
+		b = appendIvl(b, e.iv)
+		b = appendStr(b, e.Chain)
+	}
+	n.buf = b
+	to, err := n.final("set", old, b)
+	if err != nil {
+		return "", err
+	}
+	n.setTo[old] = to
+	return to, nil
+}
+
+// stripHash returns a final name without its hash (renaming a renamed
+// ruleset gives the same names).
+func stripHash(name string) string {
+	i := len(name) - hashLen - 1
+	if i <= 0 || name[i] != '_' {
+		return name
+	}
+	for _, c := range name[i+1:] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return name
+		}
+	}
+	return name[:i]
+}
+
+// rewriteRules renames what c's rules refer to.
+func (n *namer) rewriteRules(c *Chain) error {
+	for _, r := range c.Rules {
+		if !slices.ContainsFunc(r.Stmts, refers) {
+			continue
+		}
+		r.Stmts = append([]Stmt(nil), r.Stmts...) // compiled rules may share arrays
+		for i, st := range r.Stmts {
+			var err error
+			switch x := st.(type) {
+			case Verdict:
+				if x.Kind == VerdictJump || x.Kind == VerdictGoto {
+					x.Chain, err = n.chain(x.Chain)
+					st = x
+				}
+			case MatchSet:
+				x.Set, err = n.set(x.Set)
+				st = x
+			case VMap:
+				x.Map, err = n.set(x.Map)
+				st = x
+			case DNATMap:
+				x.Map, err = n.set(x.Map)
+				st = x
+			}
+			if err != nil {
+				return fmt.Errorf("ruleset: chain %s: %w", c.Name, err)
+			}
+			r.Stmts[i] = st
+		}
+	}
+	return nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedStrings(l []string) []string {
+	for i := 1; i < len(l); i++ {
+		for j := i; j > 0 && l[j] < l[j-1]; j-- {
+			l[j], l[j-1] = l[j-1], l[j]
+		}
+	}
+	return l
+}
+
+// appendStmtKey appends an encoding of st that two statements share only
+// when they lower to the same expressions (a statement type's tag, then
+// its fields).
+func appendStmtKey(b []byte, st Stmt) []byte {
+	bit := func(v bool) byte {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	switch x := st.(type) {
+	case MatchNFProto:
+		return append(b, 1, byte(x.Family))
+	case MatchL4Proto:
+		return append(b, 2, x.Proto)
+	case MatchIfName:
+		return appendStr(append(b, 3, bit(x.Out)), x.Name)
+	case MatchCtState:
+		return binary.BigEndian.AppendUint32(append(b, 4), x.States)
+	case MatchCtDNAT:
+		return append(b, 5, bit(x.Negate))
+	case MatchRange:
+		return appendIvl(append(b, 6, byte(x.Family), byte(x.Field)), x.iv)
+	case MatchSet:
+		return appendStr(append(b, 7, byte(x.Family), byte(x.Field)), x.Set)
+	case VMap:
+		return appendStr(append(b, 8, byte(x.Family), byte(x.Field)), x.Map)
+	case Counter:
+		return appendStr(append(b, 9), x.Name)
+	case Log:
+		b = appendStr(append(b, 10), x.Prefix)
+		b = binary.BigEndian.AppendUint16(b, x.Group)
+		return appendStr(b, x.Limit)
+	case Verdict:
+		return appendStr(append(b, 11, byte(x.Kind)), x.Chain)
+	case RejectTCPReset:
+		return append(b, 12)
+	case DNAT:
+		return binary.BigEndian.AppendUint16(appendAddr(append(b, 13), x.Addr), x.Port)
+	case DNATMap:
+		return binary.BigEndian.AppendUint16(appendStr(append(b, 14, byte(x.Family)), x.Map), x.Port)
+	case SNAT:
+		return appendAddr(append(b, 15), x.Addr)
+	case Masquerade:
+		return append(b, 16)
+	case Redirect:
+		return binary.BigEndian.AppendUint16(append(b, 17), x.Port)
+	}
+	// The statements of ha.go and snatpool.go: their text says all.
+	return appendStr(append(b, 0xff), st.String())
+}
+
+func appendStr(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendIvl(b []byte, iv ivl) []byte {
+	for _, v := range []uint64{iv.lo.hi, iv.lo.lo, iv.hi.hi, iv.hi.lo} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	a16 := a.Unmap().As16()
+	return append(append(b, byte(famOf(a))), a16[:]...)
+}
+
+// refers reports whether st names a chain or set.
+func refers(st Stmt) bool {
+	switch x := st.(type) {
+	case Verdict:
+		return x.Kind == VerdictJump || x.Kind == VerdictGoto
+	case MatchSet, VMap, DNATMap:
+		return true
+	}
+	return false
+}
