@@ -20,8 +20,11 @@ func TestDataplaneCompile(t *testing.T) {
 	}
 	for _, want := range []string{
 		"table inet clusterwall {",
-		`goto dnat_0 comment "cw:N:0 DefaultDnatRuleCollectionGroup/exampleset/inboundrule"`,
-		`log prefix "cw:A:1" group 100 accept comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`,
+		// Chains are named after their content (dnat_0_<hash>).
+		`th dport 80 goto dnat_0_`,
+		`goto dnat_0_`,
+		`comment "cw:N:0 DefaultDnatRuleCollectionGroup/exampleset/inboundrule"`,
+		`counter name "cw:A:1" log prefix "cw:A:1" group 100 accept comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`,
 		"3 network rules, 2 DNAT rules",
 	} {
 		if !strings.Contains(out, want) {

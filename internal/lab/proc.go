@@ -19,8 +19,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readyTimeout bounds how long Start waits for a process to report ready.
-const readyTimeout = 15 * time.Second
+// readyTimeout bounds how long Start waits for a process to report ready
+// (a process that exits early fails at once). The daemon with the WAF
+// compiles the CRS at start: a race-detector build did it in 6 s alone and
+// took over 15 s while make test ran every package at once.
+const readyTimeout = 60 * time.Second
 
 // Start starts p in its host's namespace and waits until it is ready
 // (Proc.ReadyFD, Proc.Ready); a process that exits early fails Start with

@@ -183,11 +183,11 @@ type object struct {
 // unless 0).
 func (r *NetlinkRunner) listObjects(table string, typ nftables.ObjType) (map[string]object, error) {
 	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian // before Uint32: the encoder writes values as they are added
 	ae.String(unix.NFTA_OBJ_TABLE, table)
 	if typ != 0 {
 		ae.Uint32(unix.NFTA_OBJ_TYPE, uint32(typ))
 	}
-	ae.ByteOrder = binary.BigEndian
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, err

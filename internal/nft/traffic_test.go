@@ -128,9 +128,22 @@ func TestKernelTraffic(t *testing.T) {
 	for _, c := range st.Counters() {
 		counts[c.Tag] = c.Packets
 	}
+	// Counters (one object dump, what the daemon's rule hits read) agrees
+	// with Show.
+	cs, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]uint64{}
+	for _, c := range cs {
+		read[c.Tag] = c.Packets
+	}
 	for _, tag := range []string{"cw:A:2", "cw:A:3", "cw:A:4", "cw:D:0", "cw:D:1", "cw:N:0", "cw:N:1", "cw:N:2", "cw:D:default", "cw:D:input"} {
 		if counts[tag] == 0 {
 			t.Errorf("counter %s is 0 after traffic that hits it (%v)", tag, counts)
+		}
+		if read[tag] != counts[tag] {
+			t.Errorf("Counters() has %s = %d, Show %d (%v)", tag, read[tag], counts[tag], cs)
 		}
 	}
 }
