@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -20,9 +21,12 @@ func TestDataplaneCompile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Chains are named after their content (a hash follows the name).
+	if !regexp.MustCompile(`goto dnat_0_[0-9a-f]{16} comment "cw:N:0 DefaultDnatRuleCollectionGroup/exampleset/inboundrule"`).MatchString(out) {
+		t.Errorf("output lacks the goto to dnat_0_<hash>")
+	}
 	for _, want := range []string{
 		"table inet clusterwall {",
-		`goto dnat_0 comment "cw:N:0 DefaultDnatRuleCollectionGroup/exampleset/inboundrule"`,
 		`log prefix "cw:A:1" group 100 accept comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`,
 		"3 network rules, 2 DNAT rules",
 	} {
