@@ -83,8 +83,10 @@ const (
 
 func budget(n int) int { return dupFactor*n + dupSlack }
 
-func newClassifier(c *compiler, fam family, proto uint8) *classifier {
-	cl := &classifier{c: c, fam: fam, proto: proto, memo: map[string][]string{}, seqs: map[string]string{}, leaves: map[string]string{}, cost: map[string]int{}}
+// newClassifier makes the classifier of n entries of a family and protocol.
+func newClassifier(c *compiler, fam family, proto uint8, n int) *classifier {
+	cl := &classifier{c: c, fam: fam, proto: proto, memo: make(map[string][]string, n), seqs: map[string]string{},
+		leaves: make(map[string]string, n), cost: make(map[string]int, n)}
 	cl.fields = []field{fieldSrc, fieldDst, fieldPort}
 	if proto == protoICMP || proto == protoICMPv6 {
 		cl.fields = cl.fields[:2]
@@ -347,6 +349,9 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece
 			}
 		}
 	}
+	// At one position, removals first, then additions; removals by
+	// falling index and additions by rising one, so that the sorted list
+	// of active entries changes at its end (many rules share a port).
 	slices.SortFunc(evs, func(a, b event) int {
 		switch {
 		case a.pos != b.pos:
@@ -354,12 +359,15 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece
 				return -1
 			}
 			return 1
-		case a.add == b.add:
-			return 0
-		case !a.add:
-			return -1
+		case a.add != b.add:
+			if !a.add {
+				return -1
+			}
+			return 1
+		case a.add:
+			return a.k - b.k
 		}
-		return 1
+		return b.k - a.k
 	})
 	var active []int
 	distinct := map[string]bool{}

@@ -50,8 +50,9 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 		},
 		interned: map[string]string{},
 		counters: map[string]int{},
-		counted:  map[string]string{},
-		chains:   map[string]*Chain{},
+		// About a chain (and a name) per rule.
+		counted: make(map[string]string, len(m.Rules(policy.KindNetwork))),
+		chains:  make(map[string]*Chain, len(m.Rules(policy.KindNetwork))),
 	}
 	pre := c.baseChain("prerouting", HookPrerouting, "nat", -100, "accept")
 	// The filter chains end with an explicit drop rule and have policy
@@ -544,7 +545,7 @@ func (c *compiler) network(fwd *Chain) {
 				continue
 			}
 			c.rs.Stats.Entries += len(l)
-			cl := newClassifier(c, fam, proto)
+			cl := newClassifier(c, fam, proto, len(l))
 			root := cl.root(l)
 			if root == "" {
 				continue

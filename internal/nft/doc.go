@@ -140,7 +140,8 @@
 // test.
 //
 // Rules with destinationFqdns match their destination in named sets,
-// fqdn_<i>_v4 and fqdn_<i>_v6 (FQDNSetName; i is the network rule index),
+// fqdn_<i>_v4 and fqdn_<i>_v6 (FQDNSetName; i is the network rule index;
+// like every set, the kernel's name ends in a content hash),
 // with per-element timeouts, that the DNS proxy fills through
 // Runner.AddFQDNAddrs; Ruleset.FQDNSets maps a name to its sets. DNAT
 // rules with translatedFqdn translate through maps, dnat_fqdn_<i>_v4 and

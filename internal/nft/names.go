@@ -52,7 +52,7 @@ func nameByContent(rs *Ruleset, counted map[string]string) error {
 		sets:     make(map[string]*Set, len(rs.Sets)),
 		chainTo:  make(map[string]string, len(rs.Chains)),
 		setTo:    make(map[string]string, len(rs.Sets)),
-		sums:     map[string][sha256.Size]byte{},
+		sums:     make(map[string][sha256.Size]byte, len(rs.Chains)+len(rs.Sets)),
 		visiting: map[string]bool{},
 	}
 	for _, c := range rs.Chains {
@@ -140,10 +140,17 @@ func (n *namer) final(kind, old string, content []byte) (string, error) {
 	}
 	sum := sha256.Sum256(content)
 	name := prefix + "_" + hex.EncodeToString(sum[:hashLen/2])
-	if prev, ok := n.sums[kind+name]; ok && prev != sum {
+	// Chains and sets have names of their own: a set's sum is kept
+	// complemented.
+	if kind == "set" {
+		for i := range sum {
+			sum[i] = ^sum[i]
+		}
+	}
+	if prev, ok := n.sums[name]; ok && prev != sum {
 		return "", fmt.Errorf("ruleset: two %ss are named %s (hash collision)", kind, name)
 	}
-	n.sums[kind+name] = sum
+	n.sums[name] = sum
 	return name, nil
 }
 

@@ -9,28 +9,25 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Positions is the one YAML position index: it maps a field path, as
-// errors name it ("ruleCollectionGroups[0].ruleCollections[1].rules[2]",
-// "listeners[0].tls.certificates[1]"), to where its value — and for a
-// mapping's field, its key — starts in the source. DecodeYAML builds it for
-// policy files, DecodeStrictPositions for every other config file (the
-// daemon's, the WAF's), so that each error names FILE:LINE:COL the same
-// way.
+// Positions is the one YAML position index: it finds where a field path,
+// as errors name it ("ruleCollectionGroups[0].ruleCollections[1].rules[2]",
+// "listeners[0].tls.certificates[1]"), has its value — and for a mapping's
+// field, its key — in the source. DecodeYAML returns it for policy files,
+// DecodeStrictPositions for every other config file (the daemon's, the
+// WAF's), so that each error names FILE:LINE:COL the same way. It walks the parsed YAML tree along the path when
+// asked (only errors and the rules' positions ask), rather than indexing
+// every value of the document up front — for a 100,000-rule policy, 1.5
+// million entries that cost more than parsing the YAML.
 type Positions struct {
-	file  string
-	vals  map[string]Pos
-	keys  map[string]Pos
-	block map[string]bool // block scalars (| or >)
+	file string
+	root *yaml.Node // the document's top value; nil before it is parsed
 	// prefix is prepended to every path looked up (an inline base policy).
 	prefix string
-}
-
-func newPositions(file string) *Positions {
-	return &Positions{file: file, vals: map[string]Pos{}, keys: map[string]Pos{}, block: map[string]bool{}}
 }
 
 // Lookup returns the position of path's value, or of its nearest ancestor
@@ -39,26 +36,19 @@ func (p *Positions) Lookup(path string) Pos {
 	if p == nil {
 		return Pos{}
 	}
-	path = p.prefix + path
-	for path != "" {
-		if pos, ok := p.vals[path]; ok {
-			return pos
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			break
-		}
-		path = path[:i]
+	val, _, depth := p.resolve(p.prefix + path)
+	if depth == 0 {
+		return Pos{File: p.file}
 	}
-	return Pos{File: p.file}
+	return Pos{File: p.file, Line: val.Line, Column: val.Column}
 }
 
 // Key returns the position of the key of a mapping field, falling back to
 // its value's.
 func (p *Positions) Key(path string) Pos {
 	if p != nil {
-		if pos, ok := p.keys[p.prefix+path]; ok {
-			return pos
+		if _, key, _ := p.resolve(p.prefix + path); key != nil {
+			return Pos{File: p.file, Line: key.Line, Column: key.Column}
 		}
 	}
 	return p.Lookup(path)
@@ -66,7 +56,74 @@ func (p *Positions) Key(path string) Pos {
 
 // Block reports whether the value at path is a block scalar (| or >): its
 // position is the indicator's, its text starts on the next line.
-func (p *Positions) Block(path string) bool { return p != nil && p.block[p.prefix+path] }
+func (p *Positions) Block(path string) bool {
+	if p == nil {
+		return false
+	}
+	val, _, depth := p.resolve(p.prefix + path)
+	return depth > 0 && val.Kind == yaml.ScalarNode && val.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0
+}
+
+// resolve follows path — field names and map keys joined by ".", list
+// items as "[i]", as the walker names them — from the root: it returns the
+// deepest value it reached, how many steps that took, and, when the whole
+// path was a mapping entry, its key.
+func (p *Positions) resolve(path string) (val, key *yaml.Node, depth int) {
+	n := p.root
+	if n == nil {
+		return nil, nil, 0
+	}
+	n = unalias(n)
+	rest := path
+	for rest != "" {
+		var next, k *yaml.Node
+		switch {
+		case rest[0] == '[':
+			end := strings.IndexByte(rest, ']')
+			if end < 0 || n.Kind != yaml.SequenceNode {
+				return n, nil, depth
+			}
+			i, err := strconv.Atoi(rest[1:end])
+			if err != nil || i < 0 || i >= len(n.Content) {
+				return n, nil, depth
+			}
+			next, rest = n.Content[i], rest[end+1:]
+		case n.Kind == yaml.MappingNode:
+			// The longest key the path goes on with: map keys (service
+			// tags, IP groups) may hold dots; the first of duplicates.
+			best := -1
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				kv := n.Content[i].Value
+				if len(kv) <= len(rest) && rest[:len(kv)] == kv && (len(kv) == len(rest) || rest[len(kv)] == '.' || rest[len(kv)] == '[') &&
+					(best < 0 || len(kv) > len(n.Content[best].Value)) {
+					best = i
+				}
+			}
+			if best < 0 {
+				return n, nil, depth
+			}
+			k, next, rest = n.Content[best], n.Content[best+1], rest[len(n.Content[best].Value):]
+		default:
+			return n, nil, depth
+		}
+		n = unalias(next)
+		depth++
+		if rest != "" && rest[0] == '.' {
+			rest = rest[1:]
+		}
+		if rest == "" {
+			return n, k, depth
+		}
+	}
+	return n, nil, depth
+}
+
+func unalias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
 
 // DecodeYAML parses a policy file's bytes into its wire form. Unknown fields,
 // values of the wrong shape and duplicate keys are errors with positions.
@@ -79,7 +136,7 @@ func DecodeYAML(file string, data []byte) (*File, *Positions, error) {
 // are parsed, the tree before it is walked (budget.go).
 func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error) {
 	lim = lim.withDefaults()
-	pos := newPositions(file)
+	pos := &Positions{file: file}
 	if err := CheckBudget(file, data, lim); err != nil {
 		return nil, pos, err
 	}
@@ -102,9 +159,10 @@ func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error)
 		return nil, pos, err
 	}
 	root := doc.Content[0]
+	pos.root = root
 	var errs ErrorList
-	w := walker{pos: pos, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
-	w.walk(root, reflect.TypeOf(File{}), "")
+	w := walker{file: file, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
+	w.walk(root, reflect.TypeOf(File{}))
 	if w.shapeErrors {
 		return nil, pos, w.cap.finish(errs, file)
 	}
@@ -138,139 +196,210 @@ func yamlSyntaxError(file string, err error) *Error {
 	return &Error{Pos: Pos{File: file, Line: line, Column: 1}, Msg: "YAML syntax: " + msg}
 }
 
+// walker checks the document's shape against the wire types before it is
+// decoded: unknown fields, values of the wrong shape and duplicate keys
+// are errors with positions. It names the path of a value (for errors)
+// only when it reports one.
 type walker struct {
-	pos         *Positions
+	file        string
 	errs        *ErrorList
 	cap         errorCap
 	shapeErrors bool // a value of the wrong shape: the file cannot be decoded
+	segs        []seg
 }
 
-func (w *walker) errorf(n *yaml.Node, path, format string, args ...any) {
-	w.shapeErrors = true
-	if w.cap.full(*w.errs) {
-		return
-	}
-	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
+// seg is one step of the path being walked: a field or map key, or a list
+// index (name "").
+type seg struct {
+	name string
+	idx  int
 }
 
-// fieldErrorf reports an unknown or duplicate field, which does not stop decoding.
-func (w *walker) fieldErrorf(n *yaml.Node, path, format string, args ...any) {
-	if w.cap.full(*w.errs) {
-		return
-	}
-	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.pos.file, Line: n.Line, Column: n.Column}, Path: path, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	w.pos.vals[path] = Pos{File: w.pos.file, Line: n.Line, Column: n.Column}
-	if n.Kind == yaml.ScalarNode && n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
-		w.pos.block[path] = true
-	}
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // an empty value: the zero value
-	}
-	if t == reflect.TypeOf(WireBase{}) {
-		// basePolicy: a path, or the base policy inline.
-		switch n.Kind {
-		case yaml.ScalarNode:
-		case yaml.MappingNode:
-			w.walk(n, reflect.TypeOf(File{}), path)
-		default:
-			w.errorf(n, path, "basePolicy: expected the base policy's file (a path) or the base policy itself (a mapping), found %s", describe(n))
+func (w *walker) path() string {
+	var b strings.Builder
+	for i, s := range w.segs {
+		if s.name == "" {
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(s.idx))
+			b.WriteByte(']')
+			continue
 		}
-		return
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(s.name)
 	}
-	field := path
+	return b.String()
+}
+
+// field names the value being walked in messages: the path's last field
+// (with its list indexes), "policy" at the top.
+func (w *walker) field() string {
+	field := w.path()
 	if i := strings.LastIndex(field, "."); i >= 0 {
 		field = field[i+1:]
 	}
 	if field == "" {
 		field = "policy"
 	}
+	return field
+}
+
+func (w *walker) errorf(n *yaml.Node, format string, args ...any) {
+	w.shapeErrors = true
+	if w.cap.full(*w.errs) {
+		return
+	}
+	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.file, Line: n.Line, Column: n.Column}, Path: w.path(), Msg: fmt.Sprintf(format, args...)})
+}
+
+// fieldErrorf reports an unknown or duplicate field, which does not stop decoding.
+func (w *walker) fieldErrorf(n *yaml.Node, format string, args ...any) {
+	if w.cap.full(*w.errs) {
+		return
+	}
+	*w.errs = append(*w.errs, &Error{Pos: Pos{File: w.file, Line: n.Line, Column: n.Column}, Path: w.path(), Msg: fmt.Sprintf(format, args...)})
+}
+
+// structInfo is a wire struct's fields by their YAML names.
+type structInfo struct {
+	fields map[string]reflect.Type
+	names  []string
+}
+
+var structInfos sync.Map // reflect.Type -> *structInfo
+
+func structInfoOf(t reflect.Type) *structInfo {
+	if si, ok := structInfos.Load(t); ok {
+		return si.(*structInfo)
+	}
+	si := &structInfo{fields: map[string]reflect.Type{}}
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		si.fields[tag] = t.Field(i).Type
+		si.names = append(si.names, tag)
+	}
+	structInfos.Store(t, si)
+	return si
+}
+
+// seenKey reports whether the key at content[i] appeared before it in a
+// mapping's content; seen (built on demand for large mappings) speeds the
+// check up.
+func seenKey(content []*yaml.Node, i int, seen *map[string]bool) bool {
+	k := content[i].Value
+	if len(content) <= 32 {
+		for j := 0; j < i; j += 2 {
+			if content[j].Value == k {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = map[string]bool{}
+	}
+	if (*seen)[k] {
+		return true
+	}
+	(*seen)[k] = true
+	return false
+}
+
+var (
+	wireBaseType = reflect.TypeOf(WireBase{})
+	fileType     = reflect.TypeOf(File{})
+)
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type) {
+	n = unalias(n)
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty value: the zero value
+	}
+	if t == wireBaseType {
+		// basePolicy: a path, or the base policy inline.
+		switch n.Kind {
+		case yaml.ScalarNode:
+		case yaml.MappingNode:
+			w.walk(n, fileType)
+		default:
+			w.errorf(n, "basePolicy: expected the base policy's file (a path) or the base policy itself (a mapping), found %s", describe(n))
+		}
+		return
+	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			w.errorf(n, path, "%s: expected a mapping, found %s", field, describe(n))
+			w.errorf(n, "%s: expected a mapping, found %s", w.field(), describe(n))
 			return
 		}
-		fields := map[string]reflect.Type{}
-		var names []string
-		for i := 0; i < t.NumField(); i++ {
-			tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-			if tag == "" || tag == "-" {
-				continue
-			}
-			fields[tag] = t.Field(i).Type
-			names = append(names, tag)
-		}
-		seen := map[string]bool{}
+		si := structInfoOf(t)
+		var seen map[string]bool
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			sub := join(path, k.Value)
-			if seen[k.Value] {
-				w.fieldErrorf(k, sub, "duplicate field %q", k.Value)
-				continue
-			}
-			seen[k.Value] = true
-			ft, ok := fields[k.Value]
-			if !ok {
+			w.segs = append(w.segs, seg{name: k.Value})
+			switch ft, ok := si.fields[k.Value]; {
+			case seenKey(n.Content, i, &seen):
+				w.fieldErrorf(k, "duplicate field %q", k.Value)
+			case !ok:
 				hint := ""
-				if s := closest(k.Value, names); s != "" {
+				if s := closest(k.Value, append([]string(nil), si.names...)); s != "" {
 					hint = fmt.Sprintf(" (did you mean %q?)", s)
 				}
-				w.fieldErrorf(k, sub, "unknown field %q in %s%s", k.Value, describeType(t), hint)
-				continue
+				w.fieldErrorf(k, "unknown field %q in %s%s", k.Value, describeType(t), hint)
+			default:
+				w.walk(v, ft)
 			}
-			w.pos.keys[sub] = Pos{File: w.pos.file, Line: k.Line, Column: k.Column}
-			w.walk(v, ft, sub)
+			w.segs = w.segs[:len(w.segs)-1]
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			w.errorf(n, path, "%s: expected a mapping, found %s", field, describe(n))
+			w.errorf(n, "%s: expected a mapping, found %s", w.field(), describe(n))
 			return
 		}
-		seen := map[string]bool{}
+		var seen map[string]bool
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			sub := path + "." + k.Value
-			if seen[k.Value] {
-				w.errorf(k, sub, "duplicate key %q", k.Value)
-				continue
+			w.segs = append(w.segs, seg{name: k.Value})
+			if seenKey(n.Content, i, &seen) {
+				w.errorf(k, "duplicate key %q", k.Value)
+			} else {
+				w.walk(v, t.Elem())
 			}
-			seen[k.Value] = true
-			w.pos.keys[sub] = Pos{File: w.pos.file, Line: k.Line, Column: k.Column}
-			w.walk(v, t.Elem(), sub)
+			w.segs = w.segs[:len(w.segs)-1]
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			w.errorf(n, path, "%s: expected a list, found %s", field, describe(n))
+			w.errorf(n, "%s: expected a list, found %s", w.field(), describe(n))
 			return
 		}
 		for i, c := range n.Content {
-			w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			w.segs = append(w.segs, seg{idx: i})
+			w.walk(c, t.Elem())
+			w.segs = w.segs[:len(w.segs)-1]
 		}
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			w.errorf(n, path, "%s: expected a single value, found %s", field, describe(n))
+			w.errorf(n, "%s: expected a single value, found %s", w.field(), describe(n))
 		}
 	case reflect.Int:
 		if n.Kind != yaml.ScalarNode {
-			w.errorf(n, path, "%s: expected a number, found %s", field, describe(n))
+			w.errorf(n, "%s: expected a number, found %s", w.field(), describe(n))
 			return
 		}
 		if _, err := strconv.Atoi(n.Value); err != nil {
-			w.errorf(n, path, "%s: expected a whole number, found %q", field, n.Value)
+			w.errorf(n, "%s: expected a whole number, found %q", w.field(), n.Value)
 		}
 	case reflect.Bool:
 		var b bool
 		if n.Kind != yaml.ScalarNode || n.Decode(&b) != nil {
-			w.errorf(n, path, "%s: expected true or false, found %s", field, describe(n))
+			w.errorf(n, "%s: expected true or false, found %s", w.field(), describe(n))
 		}
 	}
 }
@@ -288,7 +417,7 @@ func (p *Positions) sub(prefix string) *Positions {
 	if p == nil {
 		return nil
 	}
-	return &Positions{file: p.file, vals: p.vals, keys: p.keys, block: p.block, prefix: p.prefix + prefix}
+	return &Positions{file: p.file, root: p.root, prefix: p.prefix + prefix}
 }
 
 func describe(n *yaml.Node) string {
@@ -375,7 +504,7 @@ func DecodeStrict(file string, data []byte, out any) error {
 // position index, to place the errors of the validation that follows.
 func DecodeStrictPositions(file string, data []byte, out any) (*Positions, error) {
 	lim := Limits{}.withDefaults()
-	pos := newPositions(file)
+	pos := &Positions{file: file}
 	if err := CheckBudget(file, data, lim); err != nil {
 		return pos, err
 	}
@@ -389,9 +518,10 @@ func DecodeStrictPositions(file string, data []byte, out any) (*Positions, error
 	if err := checkTree(file, &doc, lim); err != nil {
 		return pos, err
 	}
+	pos.root = doc.Content[0]
 	var errs ErrorList
-	w := walker{pos: pos, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
-	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
+	w := walker{file: file, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
+	w.walk(doc.Content[0], reflect.TypeOf(out).Elem())
 	if len(errs) > 0 {
 		return pos, w.cap.finish(errs, file)
 	}
