@@ -13,10 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Netfilter netlink constants (linux/netfilter/nfnetlink_log.h).
@@ -154,7 +152,7 @@ func Open(group uint16, netnsFD int) (*Reader, error) {
 		c.Close()
 		return nil, fmt.Errorf("nflog: receive buffer: %w", err)
 	}
-	_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer) })
+	forceReadBuffer(rc, readBuffer)
 	return r, nil
 }
 
@@ -218,42 +216,6 @@ func (r *Reader) Receive() ([]Packet, int, error) {
 // daemon did not read them fast enough (ENOBUFS on the socket), or a
 // datagram did not fit the buffer.
 func (r *Reader) Overruns() uint64 { return r.overruns.Load() }
-
-// recv reads one datagram into r.buf and returns the bytes read and the
-// datagram's length: a raw recvfrom(2) on the non-blocking socket (no
-// scheduler bookkeeping for a call that does not block); the runtime's
-// poller waits when nothing is there, honouring the read deadline. ENOBUFS
-// (the kernel dropped messages for a full socket buffer) is counted as an
-// overrun and reading goes on.
-func (r *Reader) recv() (n, full int, err error) {
-	var errno syscall.Errno
-	err = r.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), unix.MSG_TRUNC, 0, 0)
-			switch e {
-			case 0:
-				full = int(m)
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			case unix.ENOBUFS:
-				r.overruns.Add(1)
-				continue
-			}
-			errno = e
-			return true
-		}
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	if errno != 0 {
-		return 0, 0, errno
-	}
-	return min(full, len(r.buf)), full, nil
-}
 
 // netlink message header (host byte order) and attribute layout.
 const (
