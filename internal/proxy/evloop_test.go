@@ -117,10 +117,13 @@ func FuzzTransparentConn(f *testing.F) {
 func TestLoopNoLeaks(t *testing.T) {
 	f := newFixture(t)
 	cfg := f.config(t, f.good.addr)
-	cfg.HelloTimeout = time.Second
+	// Long enough that a client starved by a loaded machine (-race, 350
+	// goroutines) still gets its ClientHello in; short enough that the
+	// silent clients below are ended by it, not by their own deadline.
+	cfg.HelloTimeout = 4 * time.Second
 	e := startProxy(t, cfg)
 	webCfg := f.config(t, f.web.addr)
-	webCfg.HelloTimeout = time.Second
+	webCfg.HelloTimeout = 4 * time.Second
 	ew := startProxy(t, webCfg)
 	fds := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
@@ -182,7 +185,7 @@ func TestLoopNoLeaks(t *testing.T) {
 				return err
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.SetDeadline(time.Now().Add(15 * time.Second))
 			_, err = io.Copy(io.Discard, c)
 			return ignoreReset(err)
 		},
@@ -195,7 +198,7 @@ func TestLoopNoLeaks(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				if err := kinds[i%len(kinds)](); err != nil {
-					errs <- err
+					errs <- fmt.Errorf("kind %d: %w", i%len(kinds), err)
 				}
 			}()
 		}
