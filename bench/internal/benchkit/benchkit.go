@@ -219,6 +219,30 @@ func ProcCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
 }
 
+// ProcCtxSwitches returns the context switches (voluntary and not) of
+// process pid's threads that are alive now; 0 for pid 0.
+func ProcCtxSwitches(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var n int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(data)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				var x int64
+				fmt.Sscan(strings.TrimSpace(v), &x)
+				n += x
+			}
+		}
+	}
+	return n
+}
+
 // Loadavg returns the 1, 5 and 15 minute load averages ("?" if unknown).
 func Loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
