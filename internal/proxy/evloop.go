@@ -954,7 +954,17 @@ func (l *loop) pump(c *lconn, i int) {
 	d.drained = false
 	for range loopPumpRound {
 		if len(d.pend) > 0 {
-			w, e := rawWriteFD(d.dst, d.pend)
+			var w int
+			var e syscall.Errno
+			if c.hup[i] {
+				// The source has ended (or failed): these are its last
+				// bytes and the shutdown or close follows in this pump,
+				// so MSG_MORE holds them for the FIN to go out in the
+				// same segment (as HAProxy does) instead of one more.
+				w, e = rawSendMore(d.dst, d.pend)
+			} else {
+				w, e = rawWriteFD(d.dst, d.pend)
+			}
 			if e == unix.EAGAIN {
 				return
 			}
@@ -1179,6 +1189,16 @@ func rawReadFD(fd int, b []byte) (int, syscall.Errno) {
 func rawWriteFD(fd int, b []byte) (int, syscall.Errno) {
 	for {
 		r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+// rawSendMore is send(2) with MSG_MORE (see pump).
+func rawSendMore(fd int, b []byte) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
 		if e != unix.EINTR {
 			return int(r), e
 		}
