@@ -240,7 +240,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		}
 	}
 	// With -exe-b, one daemon runs at a time: the lab's (A) or B.
-	dm := &daemons{l: l, exeB: exeB, out: filepath.Join(dir, "daemon-b.log"), current: setupClusterwall}
+	dm := &daemons{l: l, exeB: exeB, out: l.LogFile("daemon-b"), current: setupClusterwall}
 	defer dm.stopB()
 	pids := map[setup]func() int{
 		setupClusterwall: func() int { return l.Pid(lab.DaemonProc) },
