@@ -33,6 +33,13 @@
 // gives medians and the medians of the per-round ratios, and the CPU time
 // each proxy process used per connection.
 //
+// For an A/B of two builds in one run, -exe-b adds the set-up
+// clusterwall-b: the daemon restarted from that binary (same config), in
+// the same rotation; -only picks set-ups (a comma-separated list). The
+// report gives context switches and TCP segments sent by fw per
+// connection besides the CPU; -counters prints every TCP/IP counter of fw
+// per connection.
+//
 // bench/l7.sh runs it; docs/benchmarks.md has the results.
 package main
 
