@@ -10,6 +10,8 @@
 #
 # Usage (as root, from anywhere): bench/l7.sh [flags of bench/l7]
 #   e.g. bench/l7.sh -rounds 5 -conn-time 3s -clients 8 -bulk-mb 1024
+#   A/B of two builds: go build -o bench-l7 ./bench/l7, then
+#   ./bench-l7 -exe OLD -exe-b NEW -only clusterwall,clusterwall-b,haproxy ...
 . "$(dirname "$0")/lib.sh"
 
 bench_require_root

@@ -33,6 +33,13 @@
 // gives medians and the medians of the per-round ratios, and the CPU time
 // each proxy process used per connection.
 //
+// For an A/B of two builds in one run, -exe-b adds the set-up
+// clusterwall-b: the daemon restarted from that binary (same config), in
+// the same rotation; -only picks set-ups (a comma-separated list). The
+// report gives context switches and TCP segments sent by fw per
+// connection besides the CPU; -counters prints every TCP/IP counter of fw
+// per connection.
+//
 // bench/l7.sh runs it; docs/benchmarks.md has the results.
 package main
 
@@ -56,6 +63,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,25 +91,29 @@ const (
 var server = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.14"), benchPort) // example.org in the lab internet
 
 type config struct {
-	exe     string
-	name    string
-	rounds  int
-	connDur time.Duration
-	clients int
-	bulkMB  int
-	keep    bool
-	only    string
+	exe      string
+	exeB     string
+	name     string
+	rounds   int
+	connDur  time.Duration
+	clients  int
+	bulkMB   int
+	keep     bool
+	only     string
+	counters bool
 }
 
 type setup string
 
 const (
 	setupClusterwall setup = "clusterwall"
+	setupB           setup = "clusterwall-b" // -exe-b
 	setupHAProxy     setup = "haproxy"
 	setupSquid       setup = "squid"
 )
 
-var setups = []setup{setupClusterwall, setupHAProxy, setupSquid}
+// isDaemon: the set-up is a clusterwall daemon (A or B).
+func (s setup) isDaemon() bool { return s == setupClusterwall || s == setupB }
 
 func main() {
 	var c config
@@ -112,7 +124,9 @@ func main() {
 	flag.IntVar(&c.clients, "clients", 8, "concurrent connection loops")
 	flag.IntVar(&c.bulkMB, "bulk-mb", 1024, "size of the bulk download (MiB)")
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab and the peers up afterwards")
-	flag.StringVar(&c.only, "only", "", "measure only this set-up: clusterwall, haproxy or squid")
+	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated): clusterwall, clusterwall-b, haproxy, squid")
+	flag.StringVar(&c.exeB, "exe-b", "", "a second daemon binary, measured as set-up clusterwall-b in the same rounds (A/B of a change); the daemon is restarted with the other binary when the set-up changes")
+	flag.BoolVar(&c.counters, "counters", false, "print fw's TCP/IP counters (/proc/net/snmp, netstat) per connection of each rate measurement")
 	daemonProcs := flag.Int("daemon-gomaxprocs", 0, "GOMAXPROCS of the daemon (0: the Go default, one per CPU)")
 	flag.Parse()
 	if *daemonProcs > 0 {
@@ -129,6 +143,8 @@ type sample struct {
 	mbps    float64       // bulk download, MB/s (10^6 bytes)
 	cpu     time.Duration // CPU time of the proxy process during the rate measurement
 	conns   int64         // connections in the rate measurement
+	ctxsw   int64         // context switches of the proxy process's threads during it
+	segs    int64         // TCP segments fw sent during it (TcpOutSegs)
 }
 
 // peer is a proxy process started by the benchmark in fw.
@@ -150,6 +166,17 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	setups := []setup{setupClusterwall, setupHAProxy, setupSquid}
+	exeB := ""
+	if c.exeB != "" {
+		if exeB, err = filepath.Abs(c.exeB); err != nil {
+			return err
+		}
+		setups = []setup{setupClusterwall, setupB, setupHAProxy, setupSquid}
+	}
+	measured := func(s setup) bool {
+		return c.only == "" || slices.Contains(strings.Split(c.only, ","), string(s))
+	}
 	dir, err := os.MkdirTemp("", "clusterwall-bench-l7-")
 	if err != nil {
 		return err
@@ -166,7 +193,14 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	}
 	// SNAT off: the server then tells a proxied connection (from the
 	// firewall's address) from a forwarded one (from the node's).
-	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, dir, []byte(policyYAML))
+	// The daemon watches its policy file's directory: a directory of its
+	// own, so that the peers' logs (written per connection, in dir) cost
+	// the idle daemon nothing while a peer is measured.
+	pdir := filepath.Join(dir, "daemon")
+	if err := os.Mkdir(pdir, 0o755); err != nil {
+		return err
+	}
+	l, fwNS, err := benchkit.UpWithDaemon(ctx, c.name, exe, pdir, []byte(policyYAML))
 	if err != nil {
 		return err
 	}
@@ -212,12 +246,16 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			return err
 		}
 	}
+	// With -exe-b, one daemon runs at a time: the lab's (A) or B.
+	dm := &daemons{l: l, exeB: exeB, out: l.LogFile("daemon-b"), current: setupClusterwall}
+	defer dm.stopB()
 	pids := map[setup]func() int{
 		setupClusterwall: func() int { return l.Pid(lab.DaemonProc) },
+		setupB:           dm.pidB,
 		setupHAProxy:     func() int { return hap.cmd.Process.Pid },
 		setupSquid:       func() int { return sq.cmd.Process.Pid },
 	}
-	logs := map[setup]string{setupClusterwall: l.DecisionLog(), setupHAProxy: hap.log, setupSquid: sq.log}
+	logs := map[setup]string{setupClusterwall: l.DecisionLog(), setupB: dm.out, setupHAProxy: hap.log, setupSquid: sq.log}
 
 	client, err := newClient(l)
 	if err != nil {
@@ -229,11 +267,16 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		order := benchkit.Rotate(setups, round)
 		loads = append(loads, benchkit.Loadavg())
 		for _, s := range order {
-			if c.only != "" && string(s) != c.only {
+			if !measured(s) {
 				continue
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if s.isDaemon() {
+				if err := dm.use(ctx, s); err != nil {
+					return fmt.Errorf("round %d, %s: %w", round+1, s, err)
+				}
 			}
 			if err := setMode(int(fwNS), s); err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, s, err)
@@ -249,15 +292,62 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 				return fmt.Errorf("round %d, %s: %w (log: %s)", round+1, s, err, logs[s])
 			}
 			results[s] = append(results[s], smp)
-			fmt.Fprintf(out, "round %d %-11s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn", round+1, s, smp.connsPS, smp.mbps, perConn(smp))
+			fmt.Fprintf(out, "round %d %-13s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn  %4.1f ctxsw/conn  %4.1f segs/conn", round+1, s, smp.connsPS, smp.mbps, perConn(smp), ctxPerConn(smp), segsPerConn(smp))
 			if smp.fails > 0 {
 				fmt.Fprintf(out, "  (%d failed)", smp.fails)
 			}
 			fmt.Fprintf(out, "  load %s\n", benchkit.Loadavg())
 		}
 	}
-	report(out, c, results, loads)
+	report(out, setups, results, loads)
 	return nil
+}
+
+// daemons switches the firewall daemon between the lab's binary (set-up
+// clusterwall) and -exe-b (clusterwall-b), with the same config: the
+// running one stops, the other starts and is waited for.
+type daemons struct {
+	l       *lab.Lab
+	exeB    string
+	out     string // B's output
+	current setup
+	cmdB    *exec.Cmd
+}
+
+func (d *daemons) use(ctx context.Context, s setup) error {
+	if s == d.current {
+		return nil
+	}
+	conf := filepath.Join(lab.StateDir(d.l.Name()), lab.DaemonConfigFile)
+	if s == setupB {
+		if err := d.l.Stop(lab.DaemonProc); err != nil {
+			return err
+		}
+		cmd, err := benchkit.StartIn(d.l, lab.HostFW, d.out, d.exeB, "run", "--config", conf)
+		if err != nil {
+			return err
+		}
+		d.cmdB, d.current = cmd, setupB
+	} else {
+		d.stopB()
+		if err := d.l.Start(ctx, lab.Proc{Name: lab.DaemonProc, Host: lab.HostFW, Args: []string{"run", "--config", conf}}); err != nil {
+			return err
+		}
+		d.current = setupClusterwall
+	}
+	return d.l.WaitDaemon(ctx, 20*time.Second)
+}
+
+func (d *daemons) pidB() int {
+	if d.cmdB == nil {
+		return 0
+	}
+	return d.cmdB.Process.Pid
+}
+
+func (d *daemons) stopB() {
+	benchkit.Stop(d.cmdB)
+	d.cmdB = nil
 }
 
 func perConn(s sample) float64 {
@@ -265,6 +355,20 @@ func perConn(s sample) float64 {
 		return 0
 	}
 	return float64(s.cpu.Microseconds()) / float64(s.conns)
+}
+
+func ctxPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.ctxsw) / float64(s.conns)
+}
+
+func segsPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.segs) / float64(s.conns)
 }
 
 // policyYAML allows TLS on the benchmark port to the two listed names from
@@ -562,13 +666,50 @@ func (cl *client) verify(srv *httpsServer) error {
 	})
 }
 
+// outSegs is fw's TcpOutSegs (/proc/net/snmp of its namespace): the TCP
+// segments the proxy's sockets sent, both ways.
+func (cl *client) outSegs() int64 { return cl.netCounters()["Tcp:OutSegs"] }
+
+// netCounters returns fw's protocol counters (/proc/net/snmp and
+// /proc/net/netstat of its namespace) by "Group:Name".
+func (cl *client) netCounters() map[string]int64 {
+	m := map[string]int64{}
+	cl.l.Do(lab.HostFW, func() error {
+		for _, f := range []string{"/proc/thread-self/net/snmp", "/proc/thread-self/net/netstat"} {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			var names []string
+			for line := range strings.Lines(string(data)) {
+				fs := strings.Fields(line)
+				if len(fs) == 0 {
+					continue
+				}
+				if names == nil || names[0] != fs[0] {
+					names = fs
+					continue
+				}
+				for i, k := range names[1:] {
+					if i+1 < len(fs) {
+						m[fs[0]+k], _ = strconv.ParseInt(fs[i+1], 10, 64)
+					}
+				}
+				names = nil
+			}
+		}
+		return nil
+	})
+	return m
+}
+
 // measure runs the connection loops and then the bulk download.
 func measure(ctx context.Context, cl *client, c config, pid int) (sample, error) {
 	var s sample
 	var n, fails atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	cpu0 := benchkit.ProcCPU(pid)
+	cpu0, sw0, net0 := benchkit.ProcCPU(pid), benchkit.ProcCtxSwitches(pid), cl.netCounters()
 	start := time.Now()
 	deadline := start.Add(c.connDur)
 	for range c.clients {
@@ -595,6 +736,21 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	wg.Wait()
 	elapsed := time.Since(start)
 	s.cpu = benchkit.ProcCPU(pid) - cpu0
+	s.ctxsw = benchkit.ProcCtxSwitches(pid) - sw0
+	net1 := cl.netCounters()
+	s.segs = net1["Tcp:OutSegs"] - net0["Tcp:OutSegs"]
+	if conns := n.Load(); c.counters && conns > 0 {
+		var keys []string
+		for k, v := range net1 {
+			if v != net0[k] {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Printf("  counter %-32s %8.3f per connection\n", k, float64(net1[k]-net0[k])/float64(conns))
+		}
+	}
 	s.conns = n.Load()
 	s.fails = fails.Load()
 	if s.fails*100 > s.conns {
@@ -630,7 +786,7 @@ func setMode(fwFD int, s setup) error {
 			return err
 		}
 	}
-	return benchkit.SetDormant(fwFD, nft.DefaultTable, s != setupClusterwall)
+	return benchkit.SetDormant(fwFD, nft.DefaultTable, !s.isDaemon())
 }
 
 // redirectTable installs a dormant table
@@ -664,27 +820,41 @@ func redirectTable(fwFD int, name string, port uint16) error {
 	return benchkit.SetDormant(fwFD, name, true)
 }
 
-func report(out io.Writer, c config, r map[setup][]sample, loads []string) {
+func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string) {
 	get := func(s setup, f func(sample) float64) []float64 { return benchkit.Values(r[s], f) }
 	ratios := func(num, den setup, f func(sample) float64) []float64 { return benchkit.Ratios(r[num], r[den], f) }
 	median := benchkit.Median
 	rate := func(s sample) float64 { return s.connsPS }
 	tput := func(s sample) float64 { return s.mbps }
-	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median |\n|---|---|---|---|\n")
+	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection |\n|---|---|---|---|---|---|\n")
 	for _, s := range setups {
-		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)))
+		if len(r[s]) == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)))
 	}
-	fmt.Fprintf(out, "\n| ratio (median of the %d per-round ratios) | connection rate | throughput |\n|---|---|---|\n", len(r[setupClusterwall]))
-	fmt.Fprintf(out, "| clusterwall / haproxy (targets ≥ 1.0, ≥ 0.9) | %.3f | %.3f |\n", median(ratios(setupClusterwall, setupHAProxy, rate)), median(ratios(setupClusterwall, setupHAProxy, tput)))
-	fmt.Fprintf(out, "| clusterwall / squid | %.3f | %.3f |\n", median(ratios(setupClusterwall, setupSquid, rate)), median(ratios(setupClusterwall, setupSquid, tput)))
-	fmt.Fprintf(out, "| haproxy / squid | %.3f | %.3f |\n", median(ratios(setupHAProxy, setupSquid, rate)), median(ratios(setupHAProxy, setupSquid, tput)))
+	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios) | connection rate | throughput | CPU per connection |\n|---|---|---|---|\n")
+	pair := func(num, den setup, label string) {
+		if len(r[num]) == 0 || len(r[den]) == 0 {
+			return
+		}
+		fmt.Fprintf(out, "| %s | %.3f | %.3f | %.3f |\n", label, median(ratios(num, den, rate)), median(ratios(num, den, tput)), median(ratios(num, den, perConn)))
+	}
+	pair(setupClusterwall, setupHAProxy, "clusterwall / haproxy (targets ≥ 1.0, ≥ 1.0, ≤ 0.9)")
+	pair(setupB, setupHAProxy, "clusterwall-b / haproxy")
+	pair(setupB, setupClusterwall, "clusterwall-b / clusterwall")
+	pair(setupClusterwall, setupSquid, "clusterwall / squid")
+	pair(setupHAProxy, setupSquid, "haproxy / squid")
 	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
 	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection):\n")
 	for _, s := range setups {
+		if len(r[s]) == 0 {
+			continue
+		}
 		var parts []string
 		for _, x := range r[s] {
 			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f", x.connsPS, x.mbps, perConn(x)))
 		}
-		fmt.Fprintf(out, "  %-11s %s\n", s, strings.Join(parts, "  "))
+		fmt.Fprintf(out, "  %-13s %s\n", s, strings.Join(parts, "  "))
 	}
 }

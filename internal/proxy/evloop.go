@@ -66,6 +66,9 @@ const (
 	loopPumpRound = 64      // reads or writes of one direction before others get a turn
 	maxSpliceSize = 1 << 20 // as Go's own splice
 	loopPipePool  = 64
+	// deferAcceptSeconds is the listener's TCP_DEFER_ACCEPT (startLoops):
+	// the kernel turns it into one SYN-ACK retransmission.
+	deferAcceptSeconds = 1
 )
 
 type loop struct {
@@ -73,9 +76,11 @@ type loop struct {
 	lnfd   int // the listener (a duplicate owned by startLoops)
 	lnAddr netip.AddrPort
 	epfd   int
-	evfd   int // eventfd: posted work
-	ep     *os.File
-	rc     syscall.RawConn
+	// inheritNoDelay: accepted sockets have TCP_NODELAY from the listener.
+	inheritNoDelay bool
+	evfd           int // eventfd: posted work
+	ep             *os.File
+	rc             syscall.RawConn
 
 	base    time.Time
 	now     int64 // nanoseconds since base, read once per round
@@ -173,9 +178,24 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 	if derr != nil {
 		return nil, fmt.Errorf("proxy: duplicating the listener: %w", derr)
 	}
+	// Accepted sockets inherit TCP_NODELAY from the listener: one
+	// setsockopt per connection less. With TCP_DEFER_ACCEPT the kernel
+	// queues a connection for accept only once its first bytes (the
+	// ClientHello or request head: clients of the transparent proxy speak
+	// first) have arrived, so the loop wakes once for the connection and
+	// its first read finds the data, instead of waking for the accept and
+	// again for the data. A client that sends nothing is still accepted,
+	// about a second later (the kernel resends its SYN-ACK once and the
+	// client's ACK then completes the connection): the hello timeout and
+	// the per-source limits apply to it from then on. Both are best effort.
+	inheritNoDelay := setNoDelay(lnfd) == nil
+	setsockoptInt(lnfd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
 	loops := make([]*loop, runtime.GOMAXPROCS(0))
 	for i := range loops {
 		l, err := newLoop(p, lnfd, lnAddr)
+		if l != nil {
+			l.inheritNoDelay = inheritNoDelay
+		}
 		if err != nil {
 			for _, l := range loops[:i] {
 				l.release()
@@ -427,6 +447,13 @@ func (l *loop) event(ev *unix.EpollEvent) {
 	case side == 0 && c.state == stHello:
 		l.readHead(c)
 	case side == 1 && c.state == stDialing:
+		if ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == unix.EPOLLOUT {
+			// Writable without an error: the connect succeeded (a
+			// connecting socket is never writable; a failed one reports
+			// EPOLLERR), so SO_ERROR need not be asked.
+			l.established(c)
+			return
+		}
 		l.connected(c)
 	case c.state == stRelay:
 		if ev.Events&unix.EPOLLIN != 0 || hup {
@@ -483,8 +510,11 @@ func (l *loop) shutdown() {
 	l.release()
 }
 
-// accept takes the waiting connections (the listener is level-triggered
-// and shared by the loops: whichever loop accepts, serves).
+// accept takes one waiting connection (the listener is level-triggered
+// and shared by the loops: whichever loop accepts, serves). One per event:
+// if more are waiting, the next epoll_wait reports the listener again at
+// no extra cost, whereas accepting until EAGAIN costs a failing accept4
+// per wake-up.
 func (l *loop) accept() {
 	if l.paused != 0 {
 		return
@@ -509,6 +539,7 @@ func (l *loop) accept() {
 			return
 		}
 		l.newConn(int(r), sockaddrAddrPort(&rsa))
+		return
 	}
 }
 
@@ -527,7 +558,9 @@ func (l *loop) newConn(fd int, rawSrc netip.AddrPort) {
 		p.logRejected(src, reason)
 		return
 	}
-	setNoDelay(fd)
+	if !l.inheritNoDelay {
+		setNoDelay(fd)
+	}
 	c.req = request{src: src, start: time.Now()}
 	c.m = p.matcher.Load()
 	l.conns[fd] = c
@@ -860,6 +893,11 @@ func (l *loop) connected(c *lconn) {
 		l.upstreamFailed(c, os.NewSyscallError("connect", err))
 		return
 	}
+	l.established(c)
+}
+
+// established starts relaying c once its upstream connection is up.
+func (l *loop) established(c *lconn) {
 	c.state = stRelay
 	c.active = l.now
 	// A side that has not become readable since it was last drained (the
@@ -916,7 +954,17 @@ func (l *loop) pump(c *lconn, i int) {
 	d.drained = false
 	for range loopPumpRound {
 		if len(d.pend) > 0 {
-			w, e := rawWriteFD(d.dst, d.pend)
+			var w int
+			var e syscall.Errno
+			if c.hup[i] {
+				// The source has ended (or failed): these are its last
+				// bytes and the shutdown or close follows in this pump,
+				// so MSG_MORE holds them for the FIN to go out in the
+				// same segment (as HAProxy does) instead of one more.
+				w, e = rawSendMore(d.dst, d.pend)
+			} else {
+				w, e = rawWriteFD(d.dst, d.pend)
+			}
 			if e == unix.EAGAIN {
 				return
 			}
@@ -1147,6 +1195,16 @@ func rawWriteFD(fd int, b []byte) (int, syscall.Errno) {
 	}
 }
 
+// rawSendMore is send(2) with MSG_MORE (see pump).
+func rawSendMore(fd int, b []byte) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
+}
+
 func spliceFD(in, out, n int) (int, syscall.Errno) {
 	for {
 		r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
@@ -1158,9 +1216,13 @@ func spliceFD(in, out, n int) (int, syscall.Errno) {
 
 func closeFD(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
 
-func setNoDelay(fd int) {
-	one := int32(1)
-	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+func setNoDelay(fd int) error { return setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) }
+
+func setsockoptInt(fd, level, opt int, v int32) error {
+	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0); e != 0 {
+		return os.NewSyscallError("setsockopt", e)
+	}
+	return nil
 }
 
 // setMark sets the socket's netfilter mark (SO_MARK; Config.Mark), raw

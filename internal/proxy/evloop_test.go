@@ -228,3 +228,55 @@ func ignoreReset(err error) error {
 	}
 	return err
 }
+
+// TestLoopDefersAccept: the loops' listener has TCP_DEFER_ACCEPT (the
+// kernel hands a connection over once its first bytes are there) and
+// TCP_NODELAY (inherited by accepted sockets); a client that connects and
+// sends nothing is still accepted — about a second later — and cut at the
+// hello timeout with a decision line, and clients that speak are served
+// meanwhile.
+func TestLoopDefersAccept(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config(t, f.good.addr)
+	cfg.HelloTimeout = 300 * time.Millisecond
+	e := startProxy(t, cfg)
+	if _, err := tlsGet(t, e.addr, "ok.test"); err != nil {
+		t.Fatal(err) // the loops are up
+	}
+
+	silent, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	if _, err := tlsGet(t, e.addr, "ok.test"); err != nil {
+		t.Fatalf("a client that speaks, beside a silent one: %v", err)
+	}
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := silent.Read(make([]byte, 1))
+	if isTimeout(err) {
+		t.Fatalf("the silent client was never accepted and cut (read %d, %v)", n, err)
+	}
+	if d := time.Since(start); d < cfg.HelloTimeout {
+		t.Errorf("the silent client was cut after %v, before the hello timeout %v", d, cfg.HelloTimeout)
+	}
+	e.sink.wait(t, "hello timeout line", func(r telemetry.Record) bool {
+		return strings.HasPrefix(r.ActionReason, "timed out reading the first bytes")
+	})
+	waitFor(t, "no active connection", func() bool { return e.p.Stats().Active == 0 })
+
+	// The listener's options, read back from a loop's duplicate of it.
+	lnfd := -1
+	e.p.mu.Lock()
+	for l := range e.p.loops {
+		lnfd = l.lnfd
+	}
+	e.p.mu.Unlock()
+	if v, err := syscall.GetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT); err != nil || v == 0 {
+		t.Errorf("listener TCP_DEFER_ACCEPT = %d, %v; want > 0", v, err)
+	}
+	if v, err := syscall.GetsockoptInt(lnfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); err != nil || v != 1 {
+		t.Errorf("listener TCP_NODELAY = %d, %v; want 1", v, err)
+	}
+}
