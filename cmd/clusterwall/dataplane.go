@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clusterwall/clusterwall/internal/daemon"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nft"
 )
@@ -75,6 +76,7 @@ func dataplaneCommands() []*cobra.Command {
 		cfg             nft.Config
 		public, private []string
 		snat, tagsFile  string
+		logRate         int
 	)
 	compile := &cobra.Command{
 		Use:   "compile POLICY",
@@ -100,6 +102,15 @@ func dataplaneCommands() []*cobra.Command {
 			if cfg.SNAT, err = nft.ParseSNATMode(snat); err != nil {
 				return &exitError{code: 2, msg: err.Error()}
 			}
+			// As the daemon compiles log.ratePerSecond (daemon.Config.DataplaneConfig).
+			if logRate < 0 {
+				return &exitError{code: 2, msg: fmt.Sprintf("--log-rate must be 0 or more, not %d", logRate)}
+			}
+			cfg.LimitRuleLogs = logRate > 0
+			if logRate == 0 {
+				logRate = daemon.DefaultLogRate
+			}
+			cfg.LogRate, cfg.LogBurst = uint64(logRate), uint32(2*logRate)
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, msg: err.Error()}
 			}
@@ -127,6 +138,7 @@ func dataplaneCommands() []*cobra.Command {
 	f.StringArrayVar(&private, "private-ip", nil, "private IP of the firewall, the cluster's DNS server (repeatable)")
 	f.StringVar(&snat, "snat", "masquerade", "source NAT on the outside: masquerade, fixed (to the public IP) or off")
 	f.StringVar(&tagsFile, "service-tags", "", "service tags file (Azure ServiceTags_Public JSON); overrides the policy's serviceTags")
+	f.IntVar(&logRate, "log-rate", daemon.DefaultLogRate, "the daemon's log.ratePerSecond: the kernel logs at most this many flows a second (0: every flow a rule decides)")
 
 	cmd.AddCommand(show, flush, compile)
 	return []*cobra.Command{cmd}

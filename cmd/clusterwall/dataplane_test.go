@@ -23,14 +23,31 @@ func TestDataplaneCompile(t *testing.T) {
 	if !regexp.MustCompile(`goto dnat_0_[0-9a-f]{16} comment "cw:N:0 DefaultDnatRuleCollectionGroup/exampleset/inboundrule"`).MatchString(out) {
 		t.Errorf("output lacks the goto to dnat_0_<hash>")
 	}
+	// As the daemon by default (log.ratePerSecond 1000): the leaves go to
+	// the rule's decision chain, counter and limited log, then the verdict.
+	if !regexp.MustCompile(`th dport 9000 goto rule_1_[0-9a-f]{16} comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`).MatchString(out) {
+		t.Errorf("output lacks the goto to rule_1_<hash>:\n%s", out)
+	}
 	for _, want := range []string{
 		"table inet clusterwall {",
-		`counter name "cw:A:1" log prefix "cw:A:1" group 100 accept comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`,
+		"limit cw_log_1000_2000 {",
+		`counter name "cw:A:1" limit name "cw_log_1000_2000" log prefix "cw:A:1" group 100 comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"` + "\n\t\taccept comment",
 		"3 network rules, 2 DNAT rules",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	// Every flow logged: one rule, counter, log, verdict.
+	out, err = run(t, "dataplane", "compile", "../../examples/aks-egress.yaml", "--public-ip", "203.0.113.32", "--private-ip", "10.42.2.4", "--log-rate", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `counter name "cw:A:1" log prefix "cw:A:1" group 100 accept comment "cw:A:1 DefaultNetworkRuleCollectionGroup/aksfwnr/apitcp"`; !strings.Contains(out, want) {
+		t.Errorf("--log-rate 0: output lacks %q", want)
+	}
+	if _, err := run(t, "dataplane", "compile", "../../examples/aks-egress.yaml", "--log-rate", "-1"); err == nil {
+		t.Fatal("--log-rate -1 accepted")
 	}
 	if _, err := run(t, "dataplane", "compile", "../../examples/aks-egress.yaml", "--public-ip", "192.0.2.1"); err == nil ||
 		!strings.Contains(err.Error(), "not a public IP of the firewall") {

@@ -407,18 +407,26 @@ func TestRuleHitsKeptCounters(t *testing.T) {
 
 // TestMetricsScrape: the decision counters, histograms, WAF blocks and the
 // daemon's gauges appear in a scrape; every metric the Grafana dashboard
-// queries is among them.
+// queries is among them. The kernel's decisions count from its counters
+// (every flow), not from its log messages (which the kernel limits): a
+// rule's counter of 7 and 3 of its flows logged count 7, plus what the L7
+// proxy decided by the rule.
 func TestMetricsScrape(t *testing.T) {
 	dir := t.TempDir()
 	conf := writeDaemonConfig(t, dir, "")
 	dlog := telemetry.NewDecisionLog(io.Discard, telemetry.Options{Rate: 1, Burst: 1})
 	defer dlog.Close()
-	d := loadTestDaemon(t, conf, &countingDataplane{}, nil, dlog)
+	cd := &countingDataplane{}
+	d := loadTestDaemon(t, conf, cd, nil, dlog)
 	d.Reload("start")
+	cd.set(nft.RuleCounter{Tag: "cw:A:0:g1", Packets: 7}, nft.RuleCounter{Tag: "cw:D:default:g1", Packets: 4},
+		nft.RuleCounter{Tag: "cw:D:input:g1", Packets: 1}, nft.RuleCounter{Tag: "cw:D:threat:g1", Packets: 2})
 	now := time.Now()
 	for i := 0; i < 3; i++ { // beyond the log's rate limit: metrics still count
 		dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryNetworkRule, Source: "kernel", Action: "Allow", RuleCollectionGroup: "g", RuleCollection: "c", Rule: "web"})
 	}
+	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryNetworkRule, Source: "kernel", Action: "Deny", ActionReason: "Default Action: no rule matched"})
+	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryNetworkRule, Source: "proxy", Action: "Allow", RuleCollectionGroup: "g", RuleCollection: "c", Rule: "web"})
 	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryDNSQuery, Source: "dns", QueryName: "a.example.", RequestDurationSecs: 0.002})
 	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryWAF, Source: "waf", Action: "Blocked", RuleIds: []int{942100, 949110}})
 	dlog.Log(telemetry.Record{Time: now, Category: telemetry.CategoryWAF, Source: "waf", Action: "Detected", RuleIds: []int{920350}})
@@ -428,7 +436,9 @@ func TestMetricsScrape(t *testing.T) {
 	_, body := do(t, "GET", srv.URL+"/metrics", "", "")
 	scrape := string(body)
 	for _, want := range []string{
-		`clusterwall_decisions_total{action="Allow",category="AZFWNetworkRule",rule="web",rule_collection="c",rule_collection_group="g"} 3`,
+		`clusterwall_decisions_total{action="Allow",category="AZFWNetworkRule",rule="web",rule_collection="c",rule_collection_group="g"} 8`,
+		`clusterwall_decisions_total{action="Deny",category="AZFWNetworkRule",rule="",rule_collection="",rule_collection_group=""} 5`,
+		`clusterwall_decisions_total{action="Deny",category="AZFWThreatIntel",rule="",rule_collection="",rule_collection_group=""} 2`,
 		`clusterwall_waf_blocks_total{rule="942100"} 1`,
 		`clusterwall_waf_blocked_requests_total 1`,
 		`clusterwall_dns_request_duration_seconds_count 1`,
@@ -436,8 +446,8 @@ func TestMetricsScrape(t *testing.T) {
 		`clusterwall_policy_generation 1`,
 		`clusterwall_policy_last_reload_success 1`,
 		`clusterwall_policy_reloads_total{result="ok"} 1`,
-		`clusterwall_rule_hits_total{action="Allow",kind="Network",rule="web",rule_collection="c",rule_collection_group="g"} 0`,
-		`clusterwall_log_lines_rate_limited_total 5`, // of 6 records, burst 1
+		`clusterwall_rule_hits_total{action="Allow",kind="Network",rule="web",rule_collection="c",rule_collection_group="g"} 8`,
+		`clusterwall_log_lines_rate_limited_total 7`, // of 8 records, burst 1
 		`clusterwall_ready 0`,                        // not Run: the proxy does not listen
 	} {
 		if !strings.Contains(scrape, want) {

@@ -301,10 +301,14 @@ func (c *Config) LogRate() int {
 	return *c.Log.RatePerSecond
 }
 
-// kernelLogRate limits the kernel's default-deny and input-drop messages
-// (floods and scans hit those): the log's rate, or DefaultLogRate when the
-// log has no limit. Flows a rule decides are logged by the kernel without
-// a limit; the decision log applies LogRate to them.
+// kernelLogRate limits the kernel's log messages: with log.ratePerSecond
+// > 0 all of them (nft.Config.LimitRuleLogs), at that rate, so that the
+// kernel does not send the daemon messages the decision log would throw
+// away; with 0 (every flow) only the default deny's, the input chain's,
+// DNAT rules' and threat intelligence's (floods and scans hit those), at
+// DefaultLogRate, and every flow a network rule decides is logged. The
+// kernel's counters count every flow either way (rule hits,
+// clusterwall_decisions_total).
 func (c *Config) kernelLogRate() int {
 	if r := c.LogRate(); r > 0 {
 		return r
@@ -327,6 +331,7 @@ func (c *Config) DataplaneConfig() nft.Config {
 		SNAT:            c.snat,
 		LogRate:         uint64(c.kernelLogRate()),
 		LogBurst:        uint32(2 * c.kernelLogRate()),
+		LimitRuleLogs:   c.LogRate() > 0,
 		HA:              c.haDataPlane(), // daemon_ha.go
 		SNATPool:        c.snatPool,
 	}

@@ -200,9 +200,11 @@ func logGeneration(t *testing.T, rs *nft.Ruleset) uint32 {
 	return 0
 }
 
-// TestLogRateConfig: log.ratePerSecond defaults to 1,000; 0 means no
-// limit on lines while the kernel keeps its flood guard on default-deny
-// and input-drop messages; a negative rate is an error naming the field.
+// TestLogRateConfig: log.ratePerSecond defaults to 1,000, and the kernel
+// limits all its log messages to it (the rules' too); 0 means no limit on
+// lines while the kernel keeps its flood guard on default-deny and
+// input-drop messages (the rules' are not limited); a negative rate is an
+// error naming the field.
 func TestLogRateConfig(t *testing.T) {
 	for _, tt := range []struct {
 		extra      string
@@ -228,6 +230,9 @@ func TestLogRateConfig(t *testing.T) {
 		}
 		if cfg.LogRate() != tt.rate || cfg.DataplaneConfig().LogRate != tt.kernelRate {
 			t.Errorf("%q: rate %d, kernel %d; want %d, %d", tt.extra, cfg.LogRate(), cfg.DataplaneConfig().LogRate, tt.rate, tt.kernelRate)
+		}
+		if got := cfg.DataplaneConfig().LimitRuleLogs; got != (tt.rate > 0) {
+			t.Errorf("%q: the kernel limits the rules' log messages: %v", tt.extra, got)
 		}
 	}
 }

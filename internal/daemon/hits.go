@@ -112,6 +112,10 @@ func keyOf(r *policy.Rule) hitKey {
 var (
 	keyDefaultDeny = hitKey{rule: "\x00default"}
 	keyInputDrop   = hitKey{rule: "\x00input"}
+	// The threat-intel chain's (counted for clusterwall_decisions_total
+	// only).
+	keyThreatDeny  = hitKey{rule: "\x00threat-deny"}
+	keyThreatAlert = hitKey{rule: "\x00threat-alert"}
 )
 
 // hitTracker sums the kernel's per-rule counters across policy
@@ -188,6 +192,10 @@ func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
 			out[keyDefaultDeny] += c.Packets
 		case nft.LogInputDrop:
 			out[keyInputDrop] += c.Packets
+		case nft.LogThreatDeny:
+			out[keyThreatDeny] += c.Packets
+		case nft.LogThreatAlert:
+			out[keyThreatAlert] += c.Packets
 		case nft.LogAllow, nft.LogDeny:
 			if t.Index >= 0 && t.Index < len(network) {
 				out[keyOf(network[t.Index])] += c.Packets
@@ -223,7 +231,7 @@ func (h *hitTracker) fold(gen uint64, counts map[hitKey]uint64) {
 // rule that ever existed: a policy managed by a controller changes rule
 // names all day. A rule removed and added back later counts from zero.
 func (h *hitTracker) prune(p *policy.Policy) {
-	keep := map[hitKey]bool{keyDefaultDeny: true, keyInputDrop: true}
+	keep := map[hitKey]bool{keyDefaultDeny: true, keyInputDrop: true, keyThreatDeny: true, keyThreatAlert: true}
 	for _, g := range p.Groups {
 		for _, c := range g.Collections {
 			for _, r := range c.Rules {
@@ -245,8 +253,9 @@ func (h *hitTracker) prune(p *policy.Policy) {
 
 // total returns the hits of key given the kernel's current counts of gen,
 // and notes now as the last hit when the kernel count grew since the last
-// read.
-func (h *hitTracker) total(gen uint64, counts map[hitKey]uint64, now time.Time) func(hitKey) (uint64, time.Time) {
+// read. kernel is what the kernel's counters counted alone (without the
+// proxies' decisions), by key.
+func (h *hitTracker) total(gen uint64, counts map[hitKey]uint64, now time.Time) (get func(hitKey) (uint64, time.Time), kernel map[hitKey]uint64) {
 	h.mu.Lock()
 	if h.seenGen != gen {
 		h.seen, h.seenGen = map[hitKey]uint64{}, gen
@@ -257,29 +266,29 @@ func (h *hitTracker) total(gen uint64, counts map[hitKey]uint64, now time.Time) 
 		}
 		h.seen[k] = n
 	}
-	snap := map[hitKey]uint64{}
+	kernel = make(map[hitKey]uint64, len(h.base)+len(counts))
 	lastSnap := map[hitKey]time.Time{}
-	add := func(k hitKey, n uint64) { snap[k] += n }
 	for k, n := range h.base {
-		add(k, n)
+		kernel[k] += n
 	}
 	for k, n := range counts {
 		if gen == h.foldedAt {
 			if prev := h.folded[k]; n > prev {
-				add(k, n-prev)
+				kernel[k] += n - prev
 			}
 			continue
 		}
-		add(k, n)
+		kernel[k] += n
 	}
+	snap := maps.Clone(kernel)
 	for k, n := range h.observed {
-		add(k, n)
+		snap[k] += n
 	}
 	for k, t := range h.last {
 		lastSnap[k] = t
 	}
 	h.mu.Unlock()
-	return func(k hitKey) (uint64, time.Time) { return snap[k], lastSnap[k] }
+	return func(k hitKey) (uint64, time.Time) { return snap[k], lastSnap[k] }, kernel
 }
 
 // counterReader is a dataplane that can read the kernel's rule counters.
@@ -314,11 +323,19 @@ func (d *Daemon) foldRuleHits() {
 
 // RuleHits reads the kernel's counters and reports every rule's hits.
 func (d *Daemon) RuleHits() RuleHits {
+	h, _ := d.ruleHits()
+	return h
+}
+
+// ruleHits is RuleHits, and the decisions the kernel's counters counted
+// (every flow a kernel rule decided, since the daemon started) by the
+// labels of clusterwall_decisions_total.
+func (d *Daemon) ruleHits() (RuleHits, map[decisionLabels]uint64) {
 	d.reloadMu.Lock() // no apply (and fold) in between the read and the sums
 	defer d.reloadMu.Unlock()
 	st := d.cur.Load()
 	if st == nil {
-		return RuleHits{Rules: []RuleHit{}}
+		return RuleHits{Rules: []RuleHit{}}, nil
 	}
 	out := RuleHits{Generation: st.gen, Rules: []RuleHit{}}
 	var counts map[hitKey]uint64
@@ -329,10 +346,27 @@ func (d *Daemon) RuleHits() RuleHits {
 		}
 		counts = kernelCounts(st.policy, cs)
 	}
-	get := d.hits.total(st.gen, counts, time.Now().UTC())
+	get, kernel := d.hits.total(st.gen, counts, time.Now().UTC())
+	decisions := make(map[decisionLabels]uint64, len(kernel))
+	add := func(k decisionLabels, n uint64) {
+		if n > 0 {
+			decisions[k] += n
+		}
+	}
+	noRule := decisionLabels{category: telemetry.CategoryNetworkRule, action: policy.ActionDeny.String()}
+	add(noRule, kernel[keyDefaultDeny])
+	add(noRule, kernel[keyInputDrop])
+	add(decisionLabels{category: telemetry.CategoryThreatIntel, action: policy.ActionDeny.String()}, kernel[keyThreatDeny])
+	add(decisionLabels{category: telemetry.CategoryThreatIntel, action: policy.ActionAlert.String()}, kernel[keyThreatAlert])
 	for _, g := range st.policy.Groups {
 		for _, c := range g.Collections {
 			for _, r := range c.Rules {
+				switch c.Kind {
+				case policy.KindNetwork:
+					add(decisionLabels{telemetry.CategoryNetworkRule, c.Action.String(), g.Name, c.Name, r.Name}, kernel[keyOf(r)])
+				case policy.KindDNAT:
+					add(decisionLabels{telemetry.CategoryNatRule, "DNAT", g.Name, c.Name, r.Name}, kernel[keyOf(r)])
+				}
 				n, last := get(keyOf(r))
 				rh := RuleHit{RuleCollectionGroup: g.Name, RuleCollection: c.Name, Rule: r.Name,
 					Kind: c.Kind.String(), Action: c.Action.String(), Priority: c.Priority, GroupPriority: g.Priority, Hits: n}
@@ -346,7 +380,7 @@ func (d *Daemon) RuleHits() RuleHits {
 	}
 	out.DefaultDenyHits, _ = get(keyDefaultDeny)
 	out.InputDropHits, _ = get(keyInputDrop)
-	return out
+	return out, decisions
 }
 
 // rebaseRuleHits notes the kernel's counters of generation gen (policy p),

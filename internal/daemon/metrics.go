@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/clusterwall/clusterwall/internal/recovery"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -63,10 +64,13 @@ type metrics struct {
 
 func newMetrics(d *Daemon) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
+	// The proxies' decisions (and any the kernel logs without a counter);
+	// not registered: daemonCollector exports it with the kernel's
+	// counters added (kernelDecision).
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricDecisions,
-		Help: "Decisions logged by every enforcement point (counted before log rate limiting), by category (Azure table name), action and rule.",
-	}, []string{"category", "action", "rule_collection_group", "rule_collection", "rule"})
+		Help: decisionsHelp,
+	}, decisionsLabels)
 	m.wafBlocks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricWAFBlocks,
 		Help: "Requests the WAF blocked, by CRS rule id (a request counts once for every rule it matched; \"none\": a request limit such as the body size).",
@@ -96,7 +100,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	m.applyDuration = newApplyDuration()
-	m.reg.MustRegister(m.decisions, m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads, m.applyDuration,
+	m.reg.MustRegister(m.wafBlocks, m.wafBlocked, m.dnsLatency, m.proxyLatency, m.reloads, m.applyDuration,
 		&daemonCollector{d: d}, budgetCollector{d: d}, haCollector{d: d}, snatCollector{d: d}, panicCollector{},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -105,7 +109,9 @@ func newMetrics(d *Daemon) *metrics {
 // observe sees every decision record (telemetry.DecisionLog.Observe): on
 // the data path, so it only bumps counters.
 func (m *metrics) observe(r *telemetry.Record) {
-	m.counters.get(m.decisions, r).Inc()
+	if !kernelDecision(r) {
+		m.counters.get(m.decisions, r).Inc()
+	}
 	switch r.Category {
 	case telemetry.CategoryDNSQuery:
 		if r.RequestDurationSecs > 0 {
@@ -123,6 +129,23 @@ func (m *metrics) observe(r *telemetry.Record) {
 			m.wafBlocks.WithLabelValues(strconv.Itoa(id)).Inc()
 		}
 	}
+}
+
+// kernelDecision reports whether r is a decision of a kernel rule that
+// has a counter: a network or DNAT rule, the default deny, the input
+// chain's drop, threat intelligence. clusterwall_decisions_total counts
+// those from the counters, which count every flow, not from the log
+// messages, which the kernel limits (log.ratePerSecond; the default deny's
+// and the input chain's always): counting both would count twice.
+func kernelDecision(r *telemetry.Record) bool {
+	if r.Source != "kernel" {
+		return false
+	}
+	switch r.Category {
+	case telemetry.CategoryNetworkRule, telemetry.CategoryNatRule, telemetry.CategoryThreatIntel:
+		return true
+	}
+	return false
 }
 
 // wafBlocked reports whether a WAF record's action blocked the request
@@ -161,8 +184,13 @@ func (m *metrics) handler() http.Handler {
 // the decision log's counters.
 type daemonCollector struct{ d *Daemon }
 
+const decisionsHelp = "Decisions of every enforcement point, by category (Azure table name), action and rule: the kernel's by its rules' counters (every flow, whatever the log's rate limit), the proxies' as they decide (counted before log rate limiting)."
+
+var decisionsLabels = []string{"category", "action", "rule_collection_group", "rule_collection", "rule"}
+
 var (
-	descRuleHits = prometheus.NewDesc(metricRuleHits,
+	descDecisions = prometheus.NewDesc(metricDecisions, decisionsHelp, decisionsLabels, nil)
+	descRuleHits  = prometheus.NewDesc(metricRuleHits,
 		"Hits per policy rule since the daemon started: new flows counted by the kernel rule's counter (network, DNAT rules) or L7 proxy decisions (application rules).",
 		[]string{"rule_collection_group", "rule_collection", "rule", "kind", "action"}, nil)
 	descDefaultDeny = prometheus.NewDesc(metricDefaultDeny, "New forwarded flows no rule allowed (the kernel's default-deny counter).", nil, nil)
@@ -183,7 +211,7 @@ var (
 )
 
 func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRuleHits, descDefaultDeny, descInputDrops, descConntrack, descProxyActive, descWritten, descDropped,
+	for _, d := range []*prometheus.Desc{descDecisions, descRuleHits, descDefaultDeny, descInputDrops, descConntrack, descProxyActive, descWritten, descDropped,
 		descLimited, descOverruns, descGeneration, descRules, descAppliedAt, descLastOK, descLastAt, descConnsCut, descReady} {
 		ch <- d
 	}
@@ -204,10 +232,11 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(desc *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v)
 	}
-	hits := d.RuleHits()
+	hits, kernel := d.ruleHits()
 	if hits.CountersError != "" {
 		d.log.Warn("metrics: reading the kernel's rule counters", "err", hits.CountersError)
 	}
+	c.collectDecisions(ch, kernel)
 	for _, r := range hits.Rules {
 		ch <- prometheus.MustNewConstMetric(descRuleHits, prometheus.CounterValue, float64(r.Hits),
 			r.RuleCollectionGroup, r.RuleCollection, r.Rule, r.Kind, r.Action)
@@ -258,4 +287,48 @@ func conntrackCount() (float64, bool) {
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(string(data)), 64)
 	return n, err == nil
+}
+
+// collectDecisions exports clusterwall_decisions_total: the proxies'
+// decisions (metrics.decisions) plus the kernel's counters (kernel), one
+// series per label set.
+func (c *daemonCollector) collectDecisions(ch chan<- prometheus.Metric, kernel map[decisionLabels]uint64) {
+	emit := func(k decisionLabels, v float64) {
+		ch <- prometheus.MustNewConstMetric(descDecisions, prometheus.CounterValue, v, k.category, k.action, k.group, k.collection, k.rule)
+	}
+	vec := make(chan prometheus.Metric, 64)
+	go func() {
+		c.d.metrics.decisions.Collect(vec)
+		close(vec)
+	}()
+	for m := range vec {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			continue
+		}
+		var k decisionLabels
+		for _, l := range pb.GetLabel() {
+			switch l.GetName() {
+			case "category":
+				k.category = l.GetValue()
+			case "action":
+				k.action = l.GetValue()
+			case "rule_collection_group":
+				k.group = l.GetValue()
+			case "rule_collection":
+				k.collection = l.GetValue()
+			case "rule":
+				k.rule = l.GetValue()
+			}
+		}
+		v := pb.GetCounter().GetValue()
+		if n, ok := kernel[k]; ok {
+			v += float64(n)
+			delete(kernel, k)
+		}
+		emit(k, v)
+	}
+	for k, n := range kernel {
+		emit(k, float64(n))
+	}
 }

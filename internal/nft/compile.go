@@ -595,24 +595,40 @@ func expand(e entry) []*entry {
 	return out
 }
 
-// decision returns the statements that count, log and carry out a network
-// rule's action for a flow of protocol proto. A Deny answers TCP with a
-// reset (the client fails fast and sees a policy decision) and drops
-// anything else.
+// decision returns the statements of a classifier leaf rule that count,
+// log and carry out a network rule's action for a flow of protocol proto.
+// A Deny answers TCP with a reset (the client fails fast and sees a policy
+// decision) and drops anything else.
+//
+// Without Config.LimitRuleLogs that is one rule's statements: counter,
+// log, verdict. With it, the log is behind the shared limit, and a limit
+// that is over ends its rule: the leaf rule goes to the rule's decision
+// chain (decisionChain), where the counter (before the limit: it counts
+// every flow) and the limited log are one rule and the verdict the next.
 func (c *compiler) decision(e *entry, proto uint8) []Stmt {
-	tag := c.tag(e.tag)
-	out := []Stmt{Counter{Name: tag.String()}, Log{Prefix: tag.String(), Group: c.cfg.LogGroup}}
-	switch {
-	case !e.deny:
-		return append(out, Verdict{Kind: VerdictAccept})
-	case proto == protoTCP:
-		return append(out, RejectTCPReset{})
+	if c.cfg.LimitRuleLogs {
+		return []Stmt{Verdict{Kind: VerdictGoto, Chain: c.decisionChain(e, proto)}}
 	}
-	return append(out, Verdict{Kind: VerdictDrop})
+	tag := c.tag(e.tag)
+	return []Stmt{Counter{Name: tag.String()}, Log{Prefix: tag.String(), Group: c.cfg.LogGroup}, verdictOf(e, proto)}
 }
 
-// decisionChain returns a chain that holds only e's decision, for a
-// classifier node where nothing is left to test.
+// verdictOf is what a network rule does with a flow of protocol proto.
+func verdictOf(e *entry, proto uint8) Stmt {
+	switch {
+	case !e.deny:
+		return Verdict{Kind: VerdictAccept}
+	case proto == protoTCP:
+		return RejectTCPReset{}
+	}
+	return Verdict{Kind: VerdictDrop}
+}
+
+// decisionChain returns a chain that holds only e's decision: where a
+// classifier node has nothing left to test, and, with
+// Config.LimitRuleLogs, what every leaf rule of e goes to. One chain per
+// rule (and, for a Deny, TCP or not), shared by all its leaves; named by
+// content like the others (rule_<i>_<hash>).
 func (c *compiler) decisionChain(e *entry, proto uint8) string {
 	name := "rule_" + strconv.Itoa(e.rule)
 	if e.deny && proto == protoTCP {
@@ -620,7 +636,13 @@ func (c *compiler) decisionChain(e *entry, proto uint8) string {
 	}
 	if c.chains[name] == nil {
 		ch := c.chain(name)
-		ch.add(e.comment, c.decision(e, proto)...)
+		if c.cfg.LimitRuleLogs {
+			tag := c.tag(e.tag)
+			ch.add(e.comment, Counter{Name: tag.String()}, c.limitedLog(tag))
+			ch.add(e.comment, verdictOf(e, proto))
+		} else {
+			ch.add(e.comment, c.decision(e, proto)...)
+		}
 	}
 	return name
 }

@@ -98,9 +98,21 @@ type Config struct {
 	// changes one rule changes only that rule's kernel objects.
 	LogGenerations func(LogTag) uint32
 	// LogRate and LogBurst limit the packets logged, all rules together,
-	// per second (defaults 200 and 400).
+	// per second (defaults 200 and 400): the default deny's, the input
+	// chain's, DNAT rules' and threat intelligence's log statements, and,
+	// with LimitRuleLogs, network rules' too.
 	LogRate  uint64
 	LogBurst uint32
+	// LimitRuleLogs puts the network rules' log statements behind the
+	// shared limit too, so that the kernel sends the daemon at most
+	// LogRate messages a second however many flows the rules decide (the
+	// daemon's log.ratePerSecond > 0). Without it every flow a network
+	// rule decides is logged (log.ratePerSecond: 0). Either way the
+	// decision's counter counts every flow and its verdict applies to
+	// every flow: a limit that is over ends its rule, so a limited
+	// decision is a chain of its own, the counter, limit and log in one
+	// rule and the verdict in the next (decisionChain).
+	LimitRuleLogs bool
 	// Table is the name of the inet table (default "clusterwall").
 	Table string
 	// ThreatIntel, when set, drops (Deny) or logs (Alert) new flows from

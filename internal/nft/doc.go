@@ -125,7 +125,13 @@
 // `counter name "cw:A:<i>" log prefix "cw:A:<i>" group 100 accept` for
 // Allow and, for Deny, `... reject with tcp reset` for TCP (the client
 // fails at once and sees a policy decision rather than a timeout) or
-// `... drop` otherwise. The counter is a named counter object, one per
+// `... drop` otherwise. With Config.LimitRuleLogs (the daemon's
+// log.ratePerSecond > 0) the log is behind the shared limit, and since a
+// limit that is over ends its rule, the decision is a chain of its own,
+// rule_<i>_<hash>, shared by all the rule's leaves, which `goto` it:
+// `counter name "cw:A:<i>" limit name "cw_log_…" log prefix "cw:A:<i>"
+// group 100`, then `accept` (or the reject, or drop) in the next rule; the
+// counter comes before the limit and counts every flow. The counter is a named counter object, one per
 // policy rule (its log tag), shared by every classifier leaf that holds a
 // copy of the rule, so that Counters reads a rule's count in one object
 // dump, and a chain kept by an apply keeps counting. Each rule is also
@@ -164,8 +170,10 @@
 // prefix, and with it its chains). The flows an attacker can
 // generate at will — default deny, input drops and DNAT — are logged
 // through a shared limit object (cw_log_<rate>_<burst>,
-// Config.LogRate/LogBurst); flows
-// that a rule matched are logged without a kernel limit (a kernel limit
-// would cost a second rule per rule), so the log reader must rate-limit
-// what it writes.
+// Config.LogRate/LogBurst), and so are the flows a rule matched with
+// Config.LimitRuleLogs (see Network rules); without it every flow a rule
+// matched is logged, and the log reader must rate-limit what it writes.
+// Threat intelligence logs through the limit too, from a decision chain
+// of its own (threat_intel_decision: the drop must not be in the limited
+// rule).
 package nft

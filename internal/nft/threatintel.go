@@ -16,9 +16,13 @@ import (
 //	set ti_v4 { type ipv4_addr; flags interval; elements = { ... } }
 //	set ti_v6 { type ipv6_addr; flags interval; elements = { ... } }
 //	chain threat_intel {
-//	    meta nfproto ipv4 ip daddr @ti_v4 counter limit name "cw_log" log prefix "cw:D:threat" group 100 drop
-//	    meta nfproto ipv4 ip saddr @ti_v4 counter ... drop
+//	    meta nfproto ipv4 ip daddr @ti_v4 goto threat_intel_decision
+//	    meta nfproto ipv4 ip saddr @ti_v4 goto threat_intel_decision
 //	    (the same for ip6)
+//	}
+//	chain threat_intel_decision {
+//	    counter name "cw:D:threat" limit name "cw_log_…" log prefix "cw:D:threat" group 100
+//	    drop
 //	}
 //	prerouting: jump threat_intel   mode Deny: first, before the L7 proxy's redirect and DNAT
 //	                                mode Alert: after the redirect, before DNAT
@@ -97,6 +101,14 @@ func (c *compiler) threatIntel() (*threatState, error) {
 	}
 	comment := tag.String()
 	tag = c.tag(tag)
+	// The log is behind the shared limit, and a limit that is over ends
+	// its rule: the listed flows go to a chain that counts and logs them
+	// (under the limit) in one rule and drops (Deny) or returns (Alert) in
+	// the next, so that every listed flow is dropped however many there
+	// are. (A goto: its return goes back to prerouting.)
+	dec := c.chain(ThreatChain + "_decision")
+	dec.add(comment+" listed address", Counter{Name: tag.String()}, c.limitedLog(tag))
+	dec.add(comment+" listed address", end)
 	ch := c.chain(ThreatChain)
 	st := &threatState{deny: t.Deny, chain: ThreatChain}
 	for _, fam := range []family{ipv4, ipv6} {
@@ -110,8 +122,7 @@ func (c *compiler) threatIntel() (*threatState, error) {
 			Comment: "threat intel: " + strconv.Itoa(len(elems)) + " listed ranges"})
 		for _, f := range []field{fieldDst, fieldSrc} {
 			what := map[field]string{fieldDst: " listed destination", fieldSrc: " listed source"}[f]
-			ch.add(comment+what, MatchNFProto{fam}, MatchSet{Family: fam, Field: f, Set: name},
-				Counter{Name: tag.String()}, c.limitedLog(tag), end)
+			ch.add(comment+what, MatchNFProto{fam}, MatchSet{Family: fam, Field: f, Set: name}, Verdict{Kind: VerdictGoto, Chain: dec.Name})
 		}
 	}
 	c.rs.threat = st

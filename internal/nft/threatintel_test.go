@@ -128,8 +128,25 @@ func TestCompileThreatIntelShape(t *testing.T) {
 			tag = "cw:D:threat"
 		}
 		text := rs.String()
+		// The listed flows go to a decision chain: counter, limited log,
+		// then the verdict in a rule of its own (a limit that is over ends
+		// its rule: the verdict must not be in it).
+		var dec *Chain
+		for _, c := range rs.Chains {
+			if strings.HasPrefix(c.Name, ThreatChain+"_decision_") {
+				dec = c
+			}
+		}
+		end := "return"
+		if deny {
+			end = "drop"
+		}
+		if dec == nil || len(dec.Rules) != 2 || !strings.HasPrefix(dec.Rules[0].String(), "counter name \""+tag+"\" limit name \"cw_log_200_400\" log prefix") ||
+			!strings.HasPrefix(dec.Rules[1].String(), end) {
+			t.Fatalf("deny %v: threat decision chain %v", deny, dec)
+		}
 		for _, want := range []string{
-			"ip daddr @" + setNamed(rs, ThreatSetV4).Name + " counter name \"" + tag + "\" limit name \"cw_log_200_400\" log prefix",
+			"ip daddr @" + setNamed(rs, ThreatSetV4).Name + " goto " + dec.Name,
 			"ip6 saddr @" + setNamed(rs, ThreatSetV6).Name,
 			"elements = { 198.18.10.5, 198.51.100.0/29 }",
 		} {
