@@ -327,6 +327,13 @@ func (c *countingDataplane) Counters() ([]nft.RuleCounter, error) {
 	return append([]nft.RuleCounter(nil), c.counters...), nil
 }
 
+// knowingDataplane is countingDataplane telling which counters an apply
+// kept (as NFTDataplane.KeptCounter does): the daemon then takes the
+// counters after an apply from its read before it, without a second read.
+type knowingDataplane struct{ countingDataplane }
+
+func (c *knowingDataplane) KeptCounter(nft.LogTag) bool { return c.keep }
+
 func (c *countingDataplane) set(cs ...nft.RuleCounter) {
 	c.mu.Lock()
 	c.counters = cs
@@ -337,9 +344,18 @@ func (c *countingDataplane) set(cs ...nft.RuleCounter) {
 // an apply (the kernel's start at zero with the new rules), and proxy
 // decisions count for application rules.
 func TestRuleHitsAcrossApplies(t *testing.T) {
+	t.Run("read after", func(t *testing.T) { testRuleHitsAcrossApplies(t, false) })
+	t.Run("kept known", func(t *testing.T) { testRuleHitsAcrossApplies(t, true) })
+}
+
+func testRuleHitsAcrossApplies(t *testing.T, knowing bool) {
 	d, _, pol := newTestDaemon(t)
-	cd := &countingDataplane{}
+	kd := &knowingDataplane{}
+	cd := &kd.countingDataplane
 	d.dp = cd
+	if knowing {
+		d.dp = kd
+	}
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}
@@ -383,9 +399,18 @@ func TestRuleHitsAcrossApplies(t *testing.T) {
 // TestRuleHitsKeptCounters: an apply that keeps a rule's kernel counter
 // (its chains did not change) neither loses nor double-counts its hits.
 func TestRuleHitsKeptCounters(t *testing.T) {
+	t.Run("read after", func(t *testing.T) { testRuleHitsKeptCounters(t, false) })
+	t.Run("kept known", func(t *testing.T) { testRuleHitsKeptCounters(t, true) })
+}
+
+func testRuleHitsKeptCounters(t *testing.T, knowing bool) {
 	d, _, pol := newTestDaemon(t)
-	cd := &countingDataplane{keep: true}
+	kd := &knowingDataplane{countingDataplane{keep: true}}
+	cd := &kd.countingDataplane
 	d.dp = cd
+	if knowing {
+		d.dp = kd
+	}
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}
