@@ -279,8 +279,37 @@ func plainScalar(t []byte, num, col int) *yaml.Node {
 		return nil
 	}
 	n := &yaml.Node{Kind: yaml.ScalarNode, Value: string(t), Line: num, Column: col}
-	n.Tag = n.ShortTag() // yaml.v3 resolves plain scalars the same way
+	n.Tag = plainTag(t, n)
 	return n
+}
+
+// plainTag is the tag yaml.v3 resolves plain scalar t (of node n) to,
+// without its resolver for the values a policy is full of (its resolver
+// tries a timestamp, integer and float parse and a regular expression on
+// every value that starts like a number: addresses, prefixes, ports):
+// what contains '/' is a string (no null, bool, number or timestamp
+// does), so are digits with two or more dots (an IPv4 address), and up to
+// 18 digits without a leading zero are an integer. Anything else is
+// yaml.v3's (Node.ShortTag resolves as its parser does).
+func plainTag(t []byte, n *yaml.Node) string {
+	digits, dots := 0, 0
+	for _, c := range t {
+		switch {
+		case c == '/':
+			return "!!str"
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+			dots++
+		}
+	}
+	switch {
+	case digits+dots == len(t) && dots >= 2:
+		return "!!str"
+	case digits == len(t) && len(t) <= 18 && (len(t) == 1 || t[0] != '0'):
+		return "!!int"
+	}
+	return n.ShortTag()
 }
 
 // quoted parses the quoted scalar at the start of t: single-quoted, or

@@ -155,10 +155,22 @@ func TestFastYAMLLoadErrorsSame(t *testing.T) {
 	}
 }
 
+// TestPlainTag: the shortcuts of plainTag resolve as yaml.v3 does.
+func TestPlainTag(t *testing.T) {
+	for _, v := range []string{"10.0.0.0/24", "443", "0", "7", "0443", "123456789012345678", "1234567890123456789",
+		"99999999999999999999", "1.2.3.4", "1.2", "1..", "..", "...", ".5", "1.", "2001-01-01", "2001:db8::/32", "/",
+		"a/b", "1e3", "0x1F", "1_000", "-1", "+1", ".inf", "null", "~", "true", "yes", "x1.2.3", "1.2.3x", "1.2.3.4/33"} {
+		n := &yaml.Node{Kind: yaml.ScalarNode, Value: v}
+		if got, want := plainTag([]byte(v), n), n.ShortTag(); got != want {
+			t.Errorf("plainTag(%q) = %s, yaml.v3 %s", v, got, want)
+		}
+	}
+}
+
 // TestFastYAMLMutations: random edits of policies in the subset (what
 // found that yaml.v3 ends a flow plain scalar at '?').
 func TestFastYAMLMutations(t *testing.T) {
-	alpha := []byte("- :#'\"[],\n\n  ab1{}&*!|>?\t")
+	alpha := []byte("- :#'\"[],\n\n  ab1{}&*!|>?\t0./")
 	seeds := [][]byte{[]byte(minimal), []byte(bigPolicyYAML(3)), []byte("- a\n- b: c\n  d:\n    - e\n-\n  f: g\n")}
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	for range 20000 {
