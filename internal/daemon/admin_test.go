@@ -771,3 +771,72 @@ func TestRuleHitsDescribeRulesAndProxyDefaultDeny(t *testing.T) {
 		}
 	}
 }
+
+// byTagDataplane is knowingDataplane that can also read counters by tag
+// (as NFTDataplane.CountersOf does), noting what was asked and how often
+// every counter was dumped.
+type byTagDataplane struct {
+	knowingDataplane
+	asked []string
+	dumps int
+}
+
+func (c *byTagDataplane) Counters() ([]nft.RuleCounter, error) {
+	c.mu.Lock()
+	c.dumps++
+	c.mu.Unlock()
+	return c.countingDataplane.Counters()
+}
+
+func (c *byTagDataplane) CountersOf(tags []nft.LogTag) ([]nft.RuleCounter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []nft.RuleCounter
+	for _, t := range tags {
+		c.asked = append(c.asked, t.String())
+		for _, rc := range c.counters {
+			if rc.Tag == t.String() {
+				out = append(out, rc)
+			}
+		}
+	}
+	return out, nil
+}
+
+// TestRuleHitsFewKeptReadByTag: replacing a large policy by a small one
+// reads only the counters of the rules the small one keeps (and the
+// default deny's and input drops'), not every counter, and their hits
+// carry over.
+func TestRuleHitsFewKeptReadByTag(t *testing.T) {
+	d, _, _ := newTestDaemon(t)
+	bd := &byTagDataplane{}
+	d.dp = bd
+	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 0))); err != nil {
+		t.Fatal(err)
+	}
+	bd.dumps = 0 // the first apply read the counters after it (nothing before)
+	bd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 5}, nft.RuleCounter{Tag: "cw:A:1", Packets: 4}, nft.RuleCounter{Tag: "cw:D:default", Packets: 3})
+	// The first rule of the large policy, alone.
+	if err := d.ApplyBytes("test", []byte(policyYAML(1, 1, true, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if bd.dumps != 0 || strings.Join(bd.asked, " ") != "cw:D:default cw:D:input cw:A:0" {
+		t.Fatalf("apply read %d dumps and asked for %v", bd.dumps, bd.asked)
+	}
+	bd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 2})
+	h := d.RuleHits()
+	if len(h.Rules) != 1 || h.Rules[0].Rule != "r000000" || h.Rules[0].Hits != 7 || h.DefaultDenyHits != 3 {
+		t.Fatalf("hits = %+v, want r000000 7, default deny 3", h)
+	}
+	// A large policy replaced by a large one: every counter, in one dump.
+	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 0))); err != nil {
+		t.Fatal(err)
+	}
+	bd.asked, bd.dumps = nil, 0
+	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if bd.dumps != 1 || len(bd.asked) != 0 {
+		t.Fatalf("large to large: %d dumps (want 1), asked %v", bd.dumps, bd.asked)
+	}
+}

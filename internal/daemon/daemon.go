@@ -213,7 +213,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		return d.reloadDone(reason, err)
 	}
 	clock.compiled()
-	counted := d.foldRuleHits() // hits.go
+	counted := d.foldRuleHits(p) // hits.go
 	clock.kerneled()
 	stage = stageKernel
 	idx, err := d.dp.Apply(p, m)

@@ -179,6 +179,39 @@ func (d *NFTDataplane) KeptCounter(t nft.LogTag) bool {
 	return false
 }
 
+// CountersOf reads the running ruleset's counters of tags (without their
+// generation) one by one (nft.NetlinkRunner.CountersOf), when the runner
+// can; errors.ErrUnsupported when it cannot.
+func (d *NFTDataplane) CountersOf(tags []nft.LogTag) ([]nft.RuleCounter, error) {
+	r, ok := d.Runner.(interface {
+		CountersOf([]nft.LogTag) ([]nft.RuleCounter, error)
+	})
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	d.mu.Lock()
+	named := make([]nft.LogTag, 0, len(tags))
+	for _, t := range tags {
+		switch t.Kind {
+		case nft.LogAllow, nft.LogDeny:
+			if t.Index < 0 || t.Index >= len(d.network) {
+				continue
+			}
+			t.Gen = d.network[t.Index].gen
+		case nft.LogDNAT:
+			if t.Index < 0 || t.Index >= len(d.dnat) {
+				continue
+			}
+			t.Gen = d.dnat[t.Index].gen
+		default:
+			t.Gen = d.policyGen.gen
+		}
+		named = append(named, t)
+	}
+	d.mu.Unlock()
+	return r.CountersOf(named)
+}
+
 // Timings reports where the last successful apply's time went: compiling
 // the ruleset, and programming the kernel.
 func (d *NFTDataplane) Timings() (compile, kernel time.Duration) {

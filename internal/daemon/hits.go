@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"maps"
 	"net"
 	"strconv"
@@ -203,8 +204,10 @@ func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
 
 // fold moves generation gen's kernel counts into base (called just before
 // an apply replaces the kernel's rules). Folding gen again (an apply that
-// failed, then another) adds only what it counted since.
-func (h *hitTracker) fold(gen uint64, counts map[hitKey]uint64) {
+// failed, then another) adds only what it counted since. partial: counts
+// holds only some of gen's counters (foldRuleHits read them one by one);
+// what an earlier fold of gen noted for the others stays.
+func (h *hitTracker) fold(gen uint64, counts map[hitKey]uint64, partial bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.foldedAt != gen {
@@ -214,6 +217,11 @@ func (h *hitTracker) fold(gen uint64, counts map[hitKey]uint64) {
 		if prev := h.folded[k]; n > prev {
 			h.base[k] += n - prev
 		}
+	}
+	if partial && h.folded != nil {
+		merged := maps.Clone(h.folded)
+		maps.Copy(merged, counts)
+		counts = merged
 	}
 	h.folded, h.foldedAt = counts, gen
 }
@@ -297,24 +305,88 @@ func (d *NFTDataplane) Counters() ([]nft.RuleCounter, error) {
 
 // foldRuleHits folds the running generation's kernel counters into the
 // totals; ApplyBytes calls it (under reloadMu) before programming the
-// kernel. It returns the counters it read (nil when it read none), which
-// rebaseRuleHits may reuse.
-func (d *Daemon) foldRuleHits() []nft.RuleCounter {
+// kernel with next. It returns the counters it read (nil when it read
+// none), which rebaseRuleHits may reuse.
+//
+// Only the counters of rules next has too matter (prune forgets the
+// others' hits once next is applied): when those are few next to the
+// running rules (a 100,000-rule policy replaced by a small one), they are
+// read one by one (countersOf) instead of dumping every counter, which
+// costs the kernel a walk of all the table's objects per 32 KiB round.
+func (d *Daemon) foldRuleHits(next *policy.Policy) []nft.RuleCounter {
 	st := d.cur.Load()
 	cr, ok := d.dp.(counterReader)
 	if st == nil || !ok {
 		return nil
 	}
-	cs, err := cr.Counters()
+	var (
+		cs      []nft.RuleCounter
+		err     error
+		partial bool
+	)
+	if co, ok := d.dp.(countersOfReader); ok {
+		if tags := keptTags(st.policy, next); tags != nil {
+			cs, err = co.CountersOf(tags)
+			partial = !errors.Is(err, errors.ErrUnsupported)
+		}
+	}
+	if !partial {
+		cs, err = cr.Counters()
+	}
 	if err != nil {
 		d.log.Warn("reading the kernel's rule counters before the apply (their hits since the last read are lost)", "err", err)
 		return nil
 	}
-	d.hits.fold(st.gen, kernelCounts(st.policy, cs))
+	d.hits.fold(st.gen, kernelCounts(st.policy, cs), partial)
 	if cs == nil {
 		cs = []nft.RuleCounter{}
 	}
 	return cs
+}
+
+// countersOfReader is a dataplane that can read some counters by tag
+// (NFTDataplane.CountersOf).
+type countersOfReader interface {
+	CountersOf(tags []nft.LogTag) ([]nft.RuleCounter, error)
+}
+
+// keptTags are the counter tags of cur's rules that next has too (same
+// kind, group, collection and name), with the default deny's and the
+// input drops', when they are few enough (at most one in 16 of cur's
+// rules) to be read one by one; nil otherwise.
+func keptTags(cur, next *policy.Policy) []nft.LogTag {
+	network, dnat := cur.RulesOf(policy.KindNetwork), cur.RulesOf(policy.KindDNAT)
+	limit := (len(network) + len(dnat)) / 16
+	if limit < 64 {
+		return nil
+	}
+	keys := map[hitKey]bool{}
+	for _, g := range next.Groups {
+		for _, c := range g.Collections {
+			for _, r := range c.Rules {
+				keys[keyOf(r)] = true
+			}
+		}
+	}
+	tags := []nft.LogTag{{Kind: nft.LogDefaultDeny}, {Kind: nft.LogInputDrop}}
+	for i, r := range network {
+		if keys[keyOf(r)] {
+			t := nft.LogTag{Kind: nft.LogAllow, Index: i}
+			if r.Action() == policy.ActionDeny {
+				t.Kind = nft.LogDeny
+			}
+			tags = append(tags, t)
+		}
+	}
+	for i, r := range dnat {
+		if keys[keyOf(r)] {
+			tags = append(tags, nft.LogTag{Kind: nft.LogDNAT, Index: i})
+		}
+	}
+	if len(tags) > limit {
+		return nil
+	}
+	return tags
 }
 
 // RuleHits reads the kernel's counters and reports every rule's hits.

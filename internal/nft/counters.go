@@ -1,11 +1,17 @@
 package nft
 
 import (
-	"sort"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Counters reads the decision counters of clusterwall's table from the
@@ -44,6 +50,89 @@ func (r *NetlinkRunner) Counters() ([]RuleCounter, error) {
 		}
 		out[i].Packets += cnt.packets
 		out[i].Bytes += cnt.bytes
+	}
+	sortCounters(out)
+	return out, nil
+}
+
+// CountersOf reads the named counters of tags (with their generation: the
+// counters' names) one request each, without listing the table: for a few
+// counters of a large ruleset, where the dump of every counter (Counters)
+// costs the kernel a walk of all the table's objects per 32 KiB round —
+// about 1.6 s of CPU for 100,000 counters. A counter the table does not
+// have is left out. The answer is Counters' for those tags: tags without
+// their generation, summed, in the same order.
+func (r *NetlinkRunner) CountersOf(tags []LogTag) ([]RuleCounter, error) {
+	r.mu.Lock()
+	name := r.table()
+	paths := r.paths()
+	r.mu.Unlock()
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
+	if err != nil {
+		return nil, kernelErr("open", err)
+	}
+	defer conn.Close()
+	byTag := map[string]int{}
+	out := make([]RuleCounter, 0, len(tags))
+	for _, t := range tags {
+		ae := netlink.NewAttributeEncoder()
+		ae.ByteOrder = binary.BigEndian
+		ae.String(unix.NFTA_OBJ_TABLE, name)
+		ae.String(unix.NFTA_OBJ_NAME, t.String())
+		ae.Uint32(unix.NFTA_OBJ_TYPE, uint32(nftables.ObjTypeCounter))
+		attrs, err := ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETOBJ), Flags: netlink.Request},
+			Data:   append([]byte{byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0}, attrs...),
+		})
+		if errors.Is(err, syscall.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return nil, kernelErr("get counter", err)
+		}
+		for _, m := range msgs {
+			if len(m.Data) < 4 {
+				continue
+			}
+			ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+			if err != nil {
+				return nil, err
+			}
+			ad.ByteOrder = binary.BigEndian
+			var packets, bytes uint64
+			for ad.Next() {
+				if ad.Type() == unix.NFTA_OBJ_DATA {
+					ad.Nested(func(nd *netlink.AttributeDecoder) error {
+						for nd.Next() {
+							switch nd.Type() {
+							case unix.NFTA_COUNTER_BYTES:
+								bytes = nd.Uint64()
+							case unix.NFTA_COUNTER_PACKETS:
+								packets = nd.Uint64()
+							}
+						}
+						return nil
+					})
+				}
+			}
+			if err := ad.Err(); err != nil {
+				return nil, err
+			}
+			t.Gen = 0
+			tag := t.String()
+			i, ok := byTag[tag]
+			if !ok {
+				i = len(out)
+				byTag[tag] = i
+				out = append(out, RuleCounter{Tag: tag, Path: paths[tag]})
+			}
+			out[i].Packets += packets
+			out[i].Bytes += bytes
+		}
 	}
 	sortCounters(out)
 	return out, nil
@@ -90,31 +179,44 @@ func counterObjects(c *nftables.Conn, t *nftables.Table) (map[string]*expr.Count
 }
 
 // sortCounters orders counters as State.Counters does: input drops,
-// default deny, DNAT rules, network rules by index.
+// default deny, DNAT rules, network rules by index. Each tag is parsed
+// once (parsing in the comparison took 0.6 s of CPU per read of 100,000
+// counters).
 func sortCounters(out []RuleCounter) {
-	rank := func(tag string) (int, int) {
-		t, err := ParseLogTag(tag)
+	type ranked struct {
+		a, b int
+		c    RuleCounter
+	}
+	rs := make([]ranked, len(out))
+	for i, c := range out {
+		rs[i] = ranked{a: 9, c: c}
+		t, err := ParseLogTag(c.Tag)
 		if err != nil {
-			return 9, 0
+			continue
 		}
 		switch t.Kind {
 		case LogInputDrop:
-			return 0, 0
+			rs[i].a = 0
 		case LogDefaultDeny:
-			return 1, 0
+			rs[i].a = 1
 		case LogDNAT:
-			return 2, t.Index
+			rs[i].a, rs[i].b = 2, t.Index
 		case LogThreatDeny, LogThreatAlert:
-			return 3, 0
+			rs[i].a = 3
+		default:
+			rs[i].a, rs[i].b = 4, t.Index
 		}
-		return 4, t.Index
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a1, a2 := rank(out[i].Tag)
-		b1, b2 := rank(out[j].Tag)
-		if a1 != b1 || a2 != b2 {
-			return a1 < b1 || (a1 == b1 && a2 < b2)
+	slices.SortStableFunc(rs, func(x, y ranked) int {
+		if x.a != y.a {
+			return cmp.Compare(x.a, y.a)
 		}
-		return out[i].Tag < out[j].Tag
+		if x.b != y.b {
+			return cmp.Compare(x.b, y.b)
+		}
+		return strings.Compare(x.c.Tag, y.c.Tag)
 	})
+	for i := range rs {
+		out[i] = rs[i].c
+	}
 }

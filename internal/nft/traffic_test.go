@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,25 @@ func TestKernelTraffic(t *testing.T) {
 		if read[tag] != counts[tag] {
 			t.Errorf("Counters() has %s = %d, Show %d (%v)", tag, read[tag], counts[tag], cs)
 		}
+	}
+	// CountersOf (a request per counter, by name) reads the same, and
+	// leaves out a counter the table does not have.
+	objs, err := r.listObjects(r.table(), nftables.ObjTypeCounter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []LogTag
+	for name := range objs {
+		if tag, err := ParseLogTag(name); err == nil {
+			tags = append(tags, tag)
+		}
+	}
+	byName, err := r.CountersOf(append(tags, LogTag{Kind: LogAllow, Index: 999, Gen: 7}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) < 10 || !reflect.DeepEqual(byName, cs) {
+		t.Errorf("CountersOf = %v\nCounters = %v", byName, cs)
 	}
 }
 
