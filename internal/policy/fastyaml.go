@@ -36,12 +36,32 @@ type fastParser struct {
 	lines []fastLine
 	i     int // the next line
 	ok    bool
+	data  []byte
+	src   string      // data as a string: values are substrings of it
+	slab  []yaml.Node // nodes are allocated from it, a few hundred at a time
+}
+
+// node returns a copy of n allocated from the slab.
+func (p *fastParser) node(n yaml.Node) *yaml.Node {
+	if len(p.slab) == 0 {
+		p.slab = make([]yaml.Node, 512)
+	}
+	x := &p.slab[0]
+	p.slab = p.slab[1:]
+	*x = n
+	return x
+}
+
+// str is t, a part of the document, as a string (no copy).
+func (p *fastParser) str(t []byte) string {
+	off := cap(p.data) - cap(t)
+	return p.src[off : off+len(t)]
 }
 
 // parseFastYAML returns data's document node, or false when data is not
 // in the subset (see above).
 func parseFastYAML(data []byte) (*yaml.Node, bool) {
-	p := &fastParser{ok: true}
+	p := &fastParser{ok: true, data: data, src: string(data)}
 	if !p.split(data) || len(p.lines) == 0 {
 		return nil, false
 	}
@@ -108,7 +128,7 @@ func isSeqEntry(t []byte) bool { return t[0] == '-' && (len(t) == 1 || t[1] == '
 // sequence parses a block sequence whose entries are at column indent+1.
 func (p *fastParser) sequence(indent int) *yaml.Node {
 	first := p.lines[p.i]
-	n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: first.num, Column: indent + 1}
+	n := p.node(yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: first.num, Column: indent + 1})
 	for p.ok && p.i < len(p.lines) && p.lines[p.i].indent == indent && isSeqEntry(p.lines[p.i].text) {
 		l := p.lines[p.i]
 		rest := l.text[1:]
@@ -150,13 +170,13 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 // first key is on line num at column col+1 with text (the current line, or
 // the rest of a sequence entry's line).
 func (p *fastParser) mapping(indent, num, col int, text []byte) *yaml.Node {
-	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: num, Column: col + 1}
+	n := p.node(yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: num, Column: col + 1})
 	for {
 		key, rest, isKey := splitKey(text)
 		if !isKey {
 			return p.fail()
 		}
-		k := plainScalar(key, num, col+1)
+		k := p.plainScalar(key, num, col+1)
 		if k == nil || k.Value == "<<" {
 			return p.fail()
 		}
@@ -229,14 +249,14 @@ func (p *fastParser) inline(num, col int, t []byte) *yaml.Node {
 		return p.flowSequence(num, col, t)
 	}
 	if t[0] == '\'' || t[0] == '"' {
-		n, rest := quoted(t, num, col)
+		n, rest := p.quoted(t, num, col)
 		if n == nil || !onlyComment(rest) {
 			return p.fail()
 		}
 		return n
 	}
 	end := commentStart(t)
-	n := plainScalar(t[:end], num, col)
+	n := p.plainScalar(t[:end], num, col)
 	if n == nil {
 		return p.fail()
 	}
@@ -262,7 +282,7 @@ func onlyComment(t []byte) bool {
 
 // plainScalar is the plain scalar t (trailing spaces dropped) in block
 // context, or nil when t is not one the subset takes.
-func plainScalar(t []byte, num, col int) *yaml.Node {
+func (p *fastParser) plainScalar(t []byte, num, col int) *yaml.Node {
 	t = bytes.TrimRight(t, " ")
 	if len(t) == 0 {
 		return nil
@@ -278,7 +298,7 @@ func plainScalar(t []byte, num, col int) *yaml.Node {
 	if bytes.Contains(t, []byte(": ")) || bytes.Contains(t, []byte(" #")) || t[len(t)-1] == ':' {
 		return nil
 	}
-	n := &yaml.Node{Kind: yaml.ScalarNode, Value: string(t), Line: num, Column: col}
+	n := p.node(yaml.Node{Kind: yaml.ScalarNode, Value: p.str(t), Line: num, Column: col})
 	n.Tag = plainTag(t, n)
 	return n
 }
@@ -314,16 +334,16 @@ func plainTag(t []byte, n *yaml.Node) string {
 
 // quoted parses the quoted scalar at the start of t: single-quoted, or
 // double-quoted without escapes; it returns it with the rest of t.
-func quoted(t []byte, num, col int) (*yaml.Node, []byte) {
+func (p *fastParser) quoted(t []byte, num, col int) (*yaml.Node, []byte) {
 	if t[0] == '"' {
 		k := bytes.IndexByte(t[1:], '"')
 		if k < 0 || bytes.IndexByte(t[1:1+k], '\\') >= 0 {
 			return nil, nil // on the next line, or escapes
 		}
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle, Value: string(t[1 : 1+k]), Line: num, Column: col}, t[2+k:]
+		return p.node(yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle, Value: p.str(t[1 : 1+k]), Line: num, Column: col}), t[2+k:]
 	}
 	var b []byte
-	i := 1
+	i, escaped := 1, false
 	for {
 		k := bytes.IndexByte(t[i:], '\'')
 		if k < 0 {
@@ -334,17 +354,22 @@ func quoted(t []byte, num, col int) (*yaml.Node, []byte) {
 		if i < len(t) && t[i] == '\'' {
 			b = append(b, '\'')
 			i++
+			escaped = true
 			continue
 		}
 		break
 	}
-	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.SingleQuotedStyle, Value: string(b), Line: num, Column: col}, t[i:]
+	v := p.str(t[1 : i-1])
+	if escaped {
+		v = string(b)
+	}
+	return p.node(yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.SingleQuotedStyle, Value: v, Line: num, Column: col}), t[i:]
 }
 
 // flowSequence parses "[a, 'b', ...]" on one line: plain scalars without
 // ':' or single-quoted ones.
 func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
-	n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle, Line: num, Column: col}
+	n := p.node(yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle, Line: num, Column: col})
 	i := 1
 	skip := func() {
 		for i < len(t) && t[i] == ' ' {
@@ -363,7 +388,7 @@ func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 			var v *yaml.Node
 			if t[i] == '\'' || t[i] == '"' {
 				var rest []byte
-				v, rest = quoted(t[i:], num, col+i)
+				v, rest = p.quoted(t[i:], num, col+i)
 				if v == nil {
 					return p.fail()
 				}
@@ -377,7 +402,7 @@ func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 					}
 					j++
 				}
-				v = plainScalar(t[i:j], num, col+i)
+				v = p.plainScalar(t[i:j], num, col+i)
 				if v == nil {
 					return p.fail()
 				}
