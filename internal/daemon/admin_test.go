@@ -803,10 +803,9 @@ func (c *byTagDataplane) CountersOf(tags []nft.LogTag) ([]nft.RuleCounter, error
 	return out, nil
 }
 
-// TestRuleHitsFewKeptReadByTag: replacing a large policy by a small one
-// reads only the counters of the rules the small one keeps (and the
-// default deny's and input drops'), not every counter, and their hits
-// carry over.
+// TestRuleHitsFewKeptReadByTag: replacing a large policy reads only the
+// counters of the rules the new one keeps (and the default deny's and
+// input drops'), by name, not every counter, and their hits carry over.
 func TestRuleHitsFewKeptReadByTag(t *testing.T) {
 	d, _, _ := newTestDaemon(t)
 	bd := &byTagDataplane{}
@@ -828,15 +827,19 @@ func TestRuleHitsFewKeptReadByTag(t *testing.T) {
 	if len(h.Rules) != 1 || h.Rules[0].Rule != "r000000" || h.Rules[0].Hits != 7 || h.DefaultDenyHits != 3 {
 		t.Fatalf("hits = %+v, want r000000 7, default deny 3", h)
 	}
-	// A large policy replaced by a large one: every counter, in one dump.
+	// A large policy replaced by a large one: the counters of the rules it
+	// keeps, by name; a small one replaced: one dump.
 	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 0))); err != nil {
 		t.Fatal(err)
 	}
-	bd.asked, bd.dumps = nil, 0
+	if bd.dumps != 2 { // the small policy's counters, and RuleHits
+		t.Fatalf("small to large: %d dumps, want 2", bd.dumps)
+	}
+	bd.asked = nil
 	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 1))); err != nil {
 		t.Fatal(err)
 	}
-	if bd.dumps != 1 || len(bd.asked) != 0 {
-		t.Fatalf("large to large: %d dumps (want 1), asked %v", bd.dumps, bd.asked)
+	if bd.dumps != 2 || len(bd.asked) != 2002 {
+		t.Fatalf("large to large: %d dumps, asked for %d counters (want 2,002)", bd.dumps, len(bd.asked))
 	}
 }

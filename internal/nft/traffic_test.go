@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,7 +149,7 @@ func TestKernelTraffic(t *testing.T) {
 		}
 	}
 	// CountersOf (a request per counter, by name) reads the same, and
-	// leaves out a counter the table does not have.
+	// leaves out the counters the table does not have...
 	objs, err := r.listObjects(r.table(), nftables.ObjTypeCounter)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +160,13 @@ func TestKernelTraffic(t *testing.T) {
 			tags = append(tags, tag)
 		}
 	}
-	byName, err := r.CountersOf(append(tags, LogTag{Kind: LogAllow, Index: 999, Gen: 7}))
+	// ... in more than one datagram of requests (512 each), among 1,000
+	// names the table does not have.
+	for i := range 1000 {
+		tags = append(tags, LogTag{Kind: LogAllow, Index: 1000 + i, Gen: 7})
+	}
+	slices.Reverse(tags)
+	byName, err := r.CountersOf(tags)
 	if err != nil {
 		t.Fatal(err)
 	}
