@@ -327,6 +327,13 @@ func (c *countingDataplane) Counters() ([]nft.RuleCounter, error) {
 	return append([]nft.RuleCounter(nil), c.counters...), nil
 }
 
+// knowingDataplane is countingDataplane telling which counters an apply
+// kept (as NFTDataplane.KeptCounter does): the daemon then takes the
+// counters after an apply from its read before it, without a second read.
+type knowingDataplane struct{ countingDataplane }
+
+func (c *knowingDataplane) KeptCounter(nft.LogTag) bool { return c.keep }
+
 func (c *countingDataplane) set(cs ...nft.RuleCounter) {
 	c.mu.Lock()
 	c.counters = cs
@@ -337,9 +344,18 @@ func (c *countingDataplane) set(cs ...nft.RuleCounter) {
 // an apply (the kernel's start at zero with the new rules), and proxy
 // decisions count for application rules.
 func TestRuleHitsAcrossApplies(t *testing.T) {
+	t.Run("read after", func(t *testing.T) { testRuleHitsAcrossApplies(t, false) })
+	t.Run("kept known", func(t *testing.T) { testRuleHitsAcrossApplies(t, true) })
+}
+
+func testRuleHitsAcrossApplies(t *testing.T, knowing bool) {
 	d, _, pol := newTestDaemon(t)
-	cd := &countingDataplane{}
+	kd := &knowingDataplane{}
+	cd := &kd.countingDataplane
 	d.dp = cd
+	if knowing {
+		d.dp = kd
+	}
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}
@@ -383,9 +399,18 @@ func TestRuleHitsAcrossApplies(t *testing.T) {
 // TestRuleHitsKeptCounters: an apply that keeps a rule's kernel counter
 // (its chains did not change) neither loses nor double-counts its hits.
 func TestRuleHitsKeptCounters(t *testing.T) {
+	t.Run("read after", func(t *testing.T) { testRuleHitsKeptCounters(t, false) })
+	t.Run("kept known", func(t *testing.T) { testRuleHitsKeptCounters(t, true) })
+}
+
+func testRuleHitsKeptCounters(t *testing.T, knowing bool) {
 	d, _, pol := newTestDaemon(t)
-	cd := &countingDataplane{keep: true}
+	kd := &knowingDataplane{countingDataplane{keep: true}}
+	cd := &kd.countingDataplane
 	d.dp = cd
+	if knowing {
+		d.dp = kd
+	}
 	if err := d.Reload("start"); err != nil {
 		t.Fatal(err)
 	}
@@ -754,5 +779,78 @@ func TestRuleHitsDescribeRulesAndProxyDefaultDeny(t *testing.T) {
 		if got[rule] != want {
 			t.Errorf("%s matches %q, want %q", rule, got[rule], want)
 		}
+	}
+}
+
+// byTagDataplane is knowingDataplane that can also read counters by tag
+// (as NFTDataplane.CountersOf does), noting what was asked and how often
+// every counter was dumped.
+type byTagDataplane struct {
+	knowingDataplane
+	asked []string
+	dumps int
+}
+
+func (c *byTagDataplane) Counters() ([]nft.RuleCounter, error) {
+	c.mu.Lock()
+	c.dumps++
+	c.mu.Unlock()
+	return c.countingDataplane.Counters()
+}
+
+func (c *byTagDataplane) CountersOf(tags []nft.LogTag) ([]nft.RuleCounter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []nft.RuleCounter
+	for _, t := range tags {
+		c.asked = append(c.asked, t.String())
+		for _, rc := range c.counters {
+			if rc.Tag == t.String() {
+				out = append(out, rc)
+			}
+		}
+	}
+	return out, nil
+}
+
+// TestRuleHitsFewKeptReadByTag: replacing a large policy reads only the
+// counters of the rules the new one keeps (and the default deny's and
+// input drops'), by name, not every counter, and their hits carry over.
+func TestRuleHitsFewKeptReadByTag(t *testing.T) {
+	d, _, _ := newTestDaemon(t)
+	bd := &byTagDataplane{}
+	d.dp = bd
+	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 0))); err != nil {
+		t.Fatal(err)
+	}
+	bd.dumps = 0 // the first apply read the counters after it (nothing before)
+	bd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 5}, nft.RuleCounter{Tag: "cw:A:1", Packets: 4}, nft.RuleCounter{Tag: "cw:D:default", Packets: 3})
+	// The first rule of the large policy, alone.
+	if err := d.ApplyBytes("test", []byte(policyYAML(1, 1, true, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if bd.dumps != 0 || strings.Join(bd.asked, " ") != "cw:D:default cw:D:input cw:A:0" {
+		t.Fatalf("apply read %d dumps and asked for %v", bd.dumps, bd.asked)
+	}
+	bd.set(nft.RuleCounter{Tag: "cw:A:0", Packets: 2})
+	h := d.RuleHits()
+	if len(h.Rules) != 1 || h.Rules[0].Rule != "r000000" || h.Rules[0].Hits != 7 || h.DefaultDenyHits != 3 {
+		t.Fatalf("hits = %+v, want r000000 7, default deny 3", h)
+	}
+	// A policy of 2,000 rules replaced by one that keeps them all: one
+	// dump (cheaper than 2,000 reads by name under 32,768 rules); a small
+	// one replaced: one dump.
+	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if bd.dumps != 2 { // the small policy's counters, and RuleHits
+		t.Fatalf("small to large: %d dumps, want 2", bd.dumps)
+	}
+	bd.asked = nil
+	if err := d.ApplyBytes("test", []byte(policyYAML(2000, 1, true, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if bd.dumps != 3 || len(bd.asked) != 0 {
+		t.Fatalf("large to large: %d dumps (want 3), asked for %d counters by name", bd.dumps, len(bd.asked))
 	}
 }

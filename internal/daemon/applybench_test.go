@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -144,11 +145,16 @@ func benchDaemon(tb testing.TB) *Daemon {
 }
 
 // daemonApplyBench measures ApplyBytes(next(i)) after setup(i), and
-// reports the mean of each stage and the worst total.
+// reports the mean of each stage, the median and the worst total
+// (p50-ms, max-ms: the targets of issue 15 are a median and a worst),
+// and the process's CPU time per apply (cpu-ms/op: user and kernel, the
+// netlink transactions' kernel work and the garbage collector's included),
+// which the other jobs of a shared machine inflate less than wall time.
 func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i int) []byte) {
 	d := benchDaemon(b)
 	var sum ApplyTimes
-	worst := 0.0
+	var totals []float64
+	var cpu int64
 	b.ResetTimer()
 	b.StopTimer()
 	for i := range b.N {
@@ -156,24 +162,29 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 			setup(d, i)
 		}
 		data := next(i)
+		c0 := processCPU()
 		b.StartTimer()
 		if err := d.ApplyBytes("bench", data); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		cpu += processCPU() - c0
 		t := *d.lastApply.Load()
 		sum.LoadMs += t.LoadMs
 		sum.ValidateMs += t.ValidateMs
 		sum.CompileMs += t.CompileMs
 		sum.KernelMs += t.KernelMs
-		worst = max(worst, t.TotalMs)
+		totals = append(totals, t.TotalMs)
 	}
 	n := float64(b.N)
+	slices.Sort(totals)
 	b.ReportMetric(sum.LoadMs/n, "load-ms")
 	b.ReportMetric(sum.ValidateMs/n, "validate-ms")
 	b.ReportMetric(sum.CompileMs/n, "compile-ms")
 	b.ReportMetric(sum.KernelMs/n, "kernel-ms")
-	b.ReportMetric(worst, "max-ms")
+	b.ReportMetric(totals[len(totals)/2], "p50-ms")
+	b.ReportMetric(totals[len(totals)-1], "max-ms")
+	b.ReportMetric(float64(cpu)/1e6/n, "cpu-ms/op")
 }
 
 func mustApply(tb testing.TB, d *Daemon, data []byte) {

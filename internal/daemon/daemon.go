@@ -213,7 +213,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		return d.reloadDone(reason, err)
 	}
 	clock.compiled()
-	d.foldRuleHits() // hits.go
+	counted := d.foldRuleHits(p) // hits.go
 	clock.kerneled()
 	stage = stageKernel
 	idx, err := d.dp.Apply(p, m)
@@ -228,7 +228,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		gen = old.gen + 1
 	}
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
-	d.rebaseRuleHits(gen, p) // hits.go
+	d.rebaseRuleHits(gen, p, counted) // hits.go
 	clock.kerneled()
 	d.hits.prune(p) // hits.go: only the running policy's rules
 	d.noteApplied(data)

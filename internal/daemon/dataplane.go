@@ -35,6 +35,10 @@ type NFTDataplane struct {
 	policyGen     ruleGen // default deny, input drops, threat intel: the policy's name
 	// Where the last apply's time went (Timings).
 	compileTime, kernelTime time.Duration
+	// Which of the last apply's rules kept their kernel counters (their
+	// log generation, hence their counters' names, stayed): KeptCounter.
+	keptNetwork, keptDNAT []bool
+	keptPolicy            bool
 }
 
 // ruleGen is a rule's log generation and the decision line it stands for.
@@ -75,21 +79,25 @@ func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, erro
 	if gen == 0 {
 		gen = 1
 	}
-	keep := func(old []ruleGen, rules []match.Rule) []ruleGen {
+	keep := func(old []ruleGen, rules []match.Rule) ([]ruleGen, []bool) {
 		out := make([]ruleGen, len(rules))
+		kept := make([]bool, len(rules))
 		for i, r := range rules {
 			out[i] = ruleGen{ident: logIdentity(p, r.Policy), gen: gen}
 			if i < len(old) && old[i].ident == out[i].ident {
 				out[i].gen = old[i].gen
+				kept[i] = true
 			}
 		}
-		return out
+		return out, kept
 	}
-	network, dnat := keep(d.network, m.Rules(policy.KindNetwork)), keep(d.dnat, m.Rules(policy.KindDNAT))
+	network, keptNetwork := keep(d.network, m.Rules(policy.KindNetwork))
+	dnat, keptDNAT := keep(d.dnat, m.Rules(policy.KindDNAT))
 	pgen := ruleGen{ident: p.Name, gen: gen}
 	if d.policyGen.gen != 0 && d.policyGen.ident == p.Name {
 		pgen.gen = d.policyGen.gen
 	}
+	keptPolicy := pgen.gen != gen
 	cfg := d.Config
 	cfg.LogGeneration = pgen.gen
 	cfg.LogGenerations = func(t nft.LogTag) uint32 {
@@ -126,6 +134,7 @@ func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, erro
 		return nil, err
 	}
 	d.gen, d.network, d.dnat, d.policyGen = gen, network, dnat, pgen
+	d.keptNetwork, d.keptDNAT, d.keptPolicy = keptNetwork, keptDNAT, keptPolicy
 	d.compileTime, d.kernelTime = compiled.Sub(start), time.Since(compiled)
 	return x, nil
 }
@@ -148,6 +157,59 @@ func logIdentity(p *policy.Policy, r *policy.Rule) string {
 		b.WriteString(strconv.Itoa(int(r.TranslatedPort)))
 	}
 	return b.String()
+}
+
+// KeptCounter reports whether the kernel counters of tag (its generation
+// ignored) before the last successful apply are still the kernel's after
+// it: the tag's rule kept its log generation, so the apply kept its
+// counters (they are named after the tag with its generation). The daemon
+// then knows the counters' values just after an apply from its read just
+// before it, without reading them again (rebaseRuleHits).
+func (d *NFTDataplane) KeptCounter(t nft.LogTag) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch t.Kind {
+	case nft.LogAllow, nft.LogDeny:
+		return t.Index >= 0 && t.Index < len(d.keptNetwork) && d.keptNetwork[t.Index]
+	case nft.LogDNAT:
+		return t.Index >= 0 && t.Index < len(d.keptDNAT) && d.keptDNAT[t.Index]
+	case nft.LogDefaultDeny, nft.LogInputDrop:
+		return d.keptPolicy
+	}
+	return false
+}
+
+// CountersOf reads the running ruleset's counters of tags (without their
+// generation) one by one (nft.NetlinkRunner.CountersOf), when the runner
+// can; errors.ErrUnsupported when it cannot.
+func (d *NFTDataplane) CountersOf(tags []nft.LogTag) ([]nft.RuleCounter, error) {
+	r, ok := d.Runner.(interface {
+		CountersOf([]nft.LogTag) ([]nft.RuleCounter, error)
+	})
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	d.mu.Lock()
+	named := make([]nft.LogTag, 0, len(tags))
+	for _, t := range tags {
+		switch t.Kind {
+		case nft.LogAllow, nft.LogDeny:
+			if t.Index < 0 || t.Index >= len(d.network) {
+				continue
+			}
+			t.Gen = d.network[t.Index].gen
+		case nft.LogDNAT:
+			if t.Index < 0 || t.Index >= len(d.dnat) {
+				continue
+			}
+			t.Gen = d.dnat[t.Index].gen
+		default:
+			t.Gen = d.policyGen.gen
+		}
+		named = append(named, t)
+	}
+	d.mu.Unlock()
+	return r.CountersOf(named)
 }
 
 // Timings reports where the last successful apply's time went: compiling

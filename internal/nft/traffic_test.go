@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +147,31 @@ func TestKernelTraffic(t *testing.T) {
 		if read[tag] != counts[tag] {
 			t.Errorf("Counters() has %s = %d, Show %d (%v)", tag, read[tag], counts[tag], cs)
 		}
+	}
+	// CountersOf (a request per counter, by name) reads the same, and
+	// leaves out the counters the table does not have...
+	objs, err := r.listObjects(r.table(), nftables.ObjTypeCounter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []LogTag
+	for name := range objs {
+		if tag, err := ParseLogTag(name); err == nil {
+			tags = append(tags, tag)
+		}
+	}
+	// ... in more than one datagram of requests (512 each), among 1,000
+	// names the table does not have.
+	for i := range 1000 {
+		tags = append(tags, LogTag{Kind: LogAllow, Index: 1000 + i, Gen: 7})
+	}
+	slices.Reverse(tags)
+	byName, err := r.CountersOf(tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) < 10 || !reflect.DeepEqual(byName, cs) {
+		t.Errorf("CountersOf = %v\nCounters = %v", byName, cs)
 	}
 }
 

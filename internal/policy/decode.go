@@ -141,16 +141,20 @@ func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error)
 		return nil, pos, err
 	}
 	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
+	if fast, ok := parseFastYAML(data); ok && !fastPathOff { // fastyaml.go
+		doc = *fast
+	} else {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&doc); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
+			}
+			return nil, pos, ErrorList{yamlSyntaxError(file, err)}
 		}
-		return nil, pos, ErrorList{yamlSyntaxError(file, err)}
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, pos, ErrorList{{Pos: Pos{File: file, Line: extra.Line, Column: extra.Column}, Msg: "more than one YAML document in a policy file"}}
+		var extra yaml.Node
+		if err := dec.Decode(&extra); err == nil {
+			return nil, pos, ErrorList{{Pos: Pos{File: file, Line: extra.Line, Column: extra.Column}, Msg: "more than one YAML document in a policy file"}}
+		}
 	}
 	if len(doc.Content) == 0 {
 		return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
