@@ -41,14 +41,7 @@ ruleCollectionGroups:
 // and nothing lost in the kernel (no overrun in the daemon's log).
 func TestFlowLogEveryFlow(t *testing.T) {
 	t.Parallel()
-	requireFW(t)
-	dir := t.TempDir()
-	f := &fwLab{dir: dir, policy: filepath.Join(dir, "policy.yaml")}
-	if err := os.WriteFile(f.policy, []byte(flowLogPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	unlimited := 0
-	f.up(t, &lab.DaemonOptions{Policy: f.policy, LogRatePerSecond: &unlimited}, "the daemon logging every flow")
+	f := flowLogLab(t, 0, "the daemon logging every flow")
 
 	const count = 4000
 	ports, elapsed := openFlows(t, f, count)
@@ -151,15 +144,8 @@ func openFlows(t *testing.T, f *fwLab, count int) (map[int]bool, time.Duration) 
 // rule's counter, and the lines that are written keep their schema.
 func TestFlowLogDefaultLimit(t *testing.T) {
 	t.Parallel()
-	requireFW(t)
-	dir := t.TempDir()
-	f := &fwLab{dir: dir, policy: filepath.Join(dir, "policy.yaml")}
-	if err := os.WriteFile(f.policy, []byte(flowLogPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	const rate = 50
-	limited := rate
-	f.up(t, &lab.DaemonOptions{Policy: f.policy, LogRatePerSecond: &limited}, "the daemon logging 50 lines a second")
+	f := flowLogLab(t, rate, "the daemon logging 50 lines a second")
 	series := `clusterwall_decisions_total{action="Allow",category="AZFWNetworkRule",rule="http",rule_collection="web",rule_collection_group="net"}`
 	hits := func() uint64 {
 		code, body, err := f.Admin(context.Background(), http.MethodGet, "/v1/rules")
@@ -216,4 +202,18 @@ func recordsEqual(a, b telemetry.Record) bool {
 	ja, err1 := telemetry.AppendJSON(nil, &a)
 	jb, err2 := telemetry.AppendJSON(nil, &b)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
+}
+
+// flowLogLab is a lab whose daemon runs flowLogPolicy with
+// log.ratePerSecond rate (0: every flow).
+func flowLogLab(t *testing.T, rate int, what string) *fwLab {
+	t.Helper()
+	requireFW(t)
+	dir := t.TempDir()
+	f := &fwLab{dir: dir, policy: filepath.Join(dir, "policy.yaml")}
+	if err := os.WriteFile(f.policy, []byte(flowLogPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.up(t, &lab.DaemonOptions{Policy: f.policy, LogRatePerSecond: &rate}, what)
+	return f
 }

@@ -116,83 +116,47 @@ func (r *NetlinkRunner) transact(sizeHint int, parts ...part) error {
 
 // send sends a batch (batch) and reads the kernel's answers.
 func (r *NetlinkRunner) send(w *wire, lastSeq uint32) error {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
-	if err != nil {
-		return kernelErr("open", err)
-	}
-	defer conn.Close()
-	if err := bigBuffers(conn); err != nil {
-		return err
-	}
-	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
-	_ = conn.SetOption(netlink.CapAcknowledge, true)
-	raw, err := conn.SyscallConn()
+	c, err := r.openRaw()
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := raw.Write(func(fd uintptr) bool {
-		serr = unix.Sendto(int(fd), w.b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return serr != unix.EAGAIN
-	}); err != nil {
+	defer c.Close()
+	_ = c.conn.SetOption(netlink.ExtendedAcknowledge, true)
+	_ = c.conn.SetOption(netlink.CapAcknowledge, true)
+	if err := c.send(w.b); err != nil {
 		return kernelErr("send batch", err)
 	}
-	if serr != nil {
-		return kernelErr("send batch", serr)
-	}
-	return readAcks(conn, w, lastSeq)
+	return readAcks(c, w, lastSeq)
 }
 
 // readAcks reads the kernel's answers until the acknowledgement of the
 // message with sequence lastSeq, collecting errors.
-func readAcks(conn *netlink.Conn, w *wire, lastSeq uint32) error {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(batchTimeout))
+func readAcks(c *rawConn, w *wire, lastSeq uint32) error {
 	buf := make([]byte, 1<<16)
 	var errs []error
 	for {
-		var (
-			n    int
-			rerr error
-		)
-		if err := raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN
-		}); err != nil {
+		b, err := c.recv(buf)
+		if err != nil {
+			// ENOBUFS: answers were lost, the outcome is unknown.
 			return kernelErr("read batch acknowledgement", err)
 		}
-		if rerr != nil {
-			// ENOBUFS: answers were lost, the outcome is unknown.
-			return kernelErr("read batch acknowledgement", rerr)
+		done, err := eachMsg(b, func(m nlMsg) (bool, error) {
+			if m.typ != unix.NLMSG_ERROR || len(m.data) < 4 {
+				return false, nil
+			}
+			if errno := m.errno(); errno != 0 {
+				errs = append(errs, describeErr(w, m.seq, errno, extAckMsg(m.flags, m.data)))
+			}
+			return m.seq == lastSeq, nil
+		})
+		if err != nil {
+			return kernelErr("read batch acknowledgement", err)
 		}
-		b := buf[:n]
-		for len(b) >= unix.NLMSG_HDRLEN {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
-				return fmt.Errorf("read batch acknowledgement: bad netlink message length %d", l)
-			}
-			typ := binary.NativeEndian.Uint16(b[4:6])
-			flags := binary.NativeEndian.Uint16(b[6:8])
-			seq := binary.NativeEndian.Uint32(b[8:12])
-			data := b[unix.NLMSG_HDRLEN:l]
-			b = b[min(nlAlign(l), len(b)):]
-			if typ != unix.NLMSG_ERROR || len(data) < 4 {
-				continue
-			}
-			if errno := -int32(binary.NativeEndian.Uint32(data[:4])); errno != 0 {
-				errs = append(errs, describeErr(w, seq, syscall.Errno(errno), extAckMsg(flags, data)))
-			}
-			if seq == lastSeq {
-				return errors.Join(errs...)
-			}
+		if done {
+			return errors.Join(errs...)
 		}
 	}
 }
-
-func nlAlign(n int) int { return (n + 3) &^ 3 }
 
 // extAckMsg returns the kernel's extended acknowledgement text, if any.
 func extAckMsg(flags uint16, data []byte) string {

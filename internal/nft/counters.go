@@ -3,15 +3,12 @@ package nft
 import (
 	"cmp"
 	"encoding/binary"
-	"fmt"
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,27 +30,12 @@ func (r *NetlinkRunner) Counters() ([]RuleCounter, error) {
 	if err != nil {
 		return nil, err
 	}
-	// One per tag without its generation, as the rules' comments have it.
-	byTag := map[string]int{}
-	out := make([]RuleCounter, 0, len(objs))
+	sums := newCounterSums(paths, len(objs))
 	for n, cnt := range objs {
-		t, err := ParseLogTag(n)
-		if err != nil {
-			continue
-		}
-		t.Gen = 0
-		tag := t.String()
-		i, ok := byTag[tag]
-		if !ok {
-			i = len(out)
-			byTag[tag] = i
-			out = append(out, RuleCounter{Tag: tag, Path: paths[tag]})
-		}
-		out[i].Packets += cnt.packets
-		out[i].Bytes += cnt.bytes
+		sums.add(n, cnt.packets, cnt.bytes)
 	}
-	sortCounters(out)
-	return out, nil
+	sortCounters(sums.out)
+	return sums.out, nil
 }
 
 // CountersOf reads the named counters of tags (with their generation: the
@@ -70,21 +52,12 @@ func (r *NetlinkRunner) CountersOf(tags []LogTag) ([]RuleCounter, error) {
 	table := r.table()
 	paths := r.paths()
 	r.mu.Unlock()
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
-	if err != nil {
-		return nil, kernelErr("open", err)
-	}
-	defer conn.Close()
-	if err := bigBuffers(conn); err != nil {
-		return nil, err
-	}
-	raw, err := conn.SyscallConn()
+	c, err := r.openRaw()
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(batchTimeout))
-	byTag := map[string]int{}
-	out := make([]RuleCounter, 0, len(tags))
+	defer c.Close()
+	sums := newCounterSums(paths, len(tags))
 	typ := binary.BigEndian.AppendUint32(nil, uint32(nftables.ObjTypeCounter))
 	buf := make([]byte, 64<<10)
 	const chunk = 512
@@ -99,99 +72,70 @@ func (r *NetlinkRunner) CountersOf(tags []LogTag) ([]RuleCounter, error) {
 			w.end(off)
 		}
 		tags = tags[n:]
-		var serr error
-		if err := raw.Write(func(fd uintptr) bool {
-			serr = unix.Sendto(int(fd), w.b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-			return serr != unix.EAGAIN
-		}); err != nil {
+		if err := c.send(w.b); err != nil {
 			return nil, kernelErr("get counters", err)
-		}
-		if serr != nil {
-			return nil, kernelErr("get counters", serr)
 		}
 		// One answer per request: the counter, or an error.
 		for n > 0 {
-			var (
-				got  int
-				rerr error
-			)
-			if err := raw.Read(func(fd uintptr) bool {
-				got, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-				return rerr != unix.EAGAIN
-			}); err != nil {
+			b, err := c.recv(buf)
+			if err != nil {
 				return nil, kernelErr("get counters", err)
 			}
-			if rerr != nil {
-				return nil, kernelErr("get counters", rerr)
-			}
-			b := buf[:got]
-			for len(b) >= unix.NLMSG_HDRLEN {
-				l := int(binary.NativeEndian.Uint32(b[0:4]))
-				if l < unix.NLMSG_HDRLEN || l > len(b) {
-					return nil, fmt.Errorf("get counters: bad netlink message length %d", l)
-				}
-				mt := binary.NativeEndian.Uint16(b[4:6])
-				data := b[unix.NLMSG_HDRLEN:l]
-				b = b[min(nlAlign(l), len(b)):]
+			if _, err := eachMsg(b, func(m nlMsg) (bool, error) {
 				n--
-				if mt == unix.NLMSG_ERROR {
-					if len(data) >= 4 {
-						if errno := syscall.Errno(-int32(binary.NativeEndian.Uint32(data[:4]))); errno != 0 && errno != syscall.ENOENT {
-							return nil, kernelErr("get counter", errno)
-						}
+				if m.typ == unix.NLMSG_ERROR {
+					if errno := m.errno(); errno != 0 && errno != syscall.ENOENT {
+						return true, kernelErr("get counter", errno)
 					}
-					continue
+					return false, nil
 				}
-				if len(data) < 4 {
-					continue
+				ad, err := m.attributes()
+				if ad == nil || err != nil {
+					return err != nil, err
 				}
-				ad, err := netlink.NewAttributeDecoder(data[4:])
-				if err != nil {
-					return nil, err
-				}
-				ad.ByteOrder = binary.BigEndian
-				var name string
-				var packets, bytes uint64
-				for ad.Next() {
-					switch ad.Type() {
-					case unix.NFTA_OBJ_NAME:
-						name = ad.String()
-					case unix.NFTA_OBJ_DATA:
-						ad.Nested(func(nd *netlink.AttributeDecoder) error {
-							for nd.Next() {
-								switch nd.Type() {
-								case unix.NFTA_COUNTER_BYTES:
-									bytes = nd.Uint64()
-								case unix.NFTA_COUNTER_PACKETS:
-									packets = nd.Uint64()
-								}
-							}
-							return nil
-						})
-					}
-				}
+				_, name, o := decodeObject(ad)
 				if err := ad.Err(); err != nil {
-					return nil, err
+					return true, err
 				}
-				t, err := ParseLogTag(name)
-				if err != nil {
-					continue
-				}
-				t.Gen = 0
-				tag := t.String()
-				i, ok := byTag[tag]
-				if !ok {
-					i = len(out)
-					byTag[tag] = i
-					out = append(out, RuleCounter{Tag: tag, Path: paths[tag]})
-				}
-				out[i].Packets += packets
-				out[i].Bytes += bytes
+				sums.add(name, o.packets, o.bytes)
+				return false, nil
+			}); err != nil {
+				return nil, err
 			}
 		}
 	}
-	sortCounters(out)
-	return out, nil
+	sortCounters(sums.out)
+	return sums.out, nil
+}
+
+// counterSums sums named counters by their tag without its generation,
+// as the rules' comments have it (Counters, CountersOf).
+type counterSums struct {
+	paths map[string]string
+	byTag map[string]int
+	out   []RuleCounter
+}
+
+func newCounterSums(paths map[string]string, n int) *counterSums {
+	return &counterSums{paths: paths, byTag: map[string]int{}, out: make([]RuleCounter, 0, n)}
+}
+
+// add counts a counter named name (a log tag; other names are skipped).
+func (s *counterSums) add(name string, packets, bytes uint64) {
+	t, err := ParseLogTag(name)
+	if err != nil {
+		return
+	}
+	t.Gen = 0
+	tag := t.String()
+	i, ok := s.byTag[tag]
+	if !ok {
+		i = len(s.out)
+		s.byTag[tag] = i
+		s.out = append(s.out, RuleCounter{Tag: tag, Path: s.paths[tag]})
+	}
+	s.out[i].Packets += packets
+	s.out[i].Bytes += bytes
 }
 
 // paths maps the tags (without generation) of the running ruleset to the

@@ -3,9 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -25,83 +23,49 @@ import (
 // dump sends an nf_tables dump request (message type typ, attributes
 // attrs, family inet) and calls fn with the attributes of every answer.
 func (r *NetlinkRunner) dump(typ uint16, attrs []byte, fn func(ad *netlink.AttributeDecoder) error) error {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
+	c, err := r.openRaw()
 	if err != nil {
-		return kernelErr("open", err)
-	}
-	defer conn.Close()
-	if err := bigBuffers(conn); err != nil {
 		return err
 	}
+	defer c.Close()
 	var w wire
 	off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|typ, unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	w.b = append(w.b, byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0)
 	w.b = append(w.b, attrs...)
 	w.end(off)
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Write(func(fd uintptr) bool {
-		serr = unix.Sendto(int(fd), w.b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return serr != unix.EAGAIN
-	}); err != nil {
+	if err := c.send(w.b); err != nil {
 		return kernelErr("dump", err)
 	}
-	if serr != nil {
-		return kernelErr("dump", serr)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(batchTimeout))
 	buf := make([]byte, 64<<10)
 	for {
-		var (
-			n    int
-			rerr error
-		)
-		if err := raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN
-		}); err != nil {
+		b, err := c.recv(buf)
+		if err != nil {
 			return kernelErr("dump", err)
 		}
-		if rerr != nil {
-			return kernelErr("dump", rerr)
-		}
-		b := buf[:n]
-		for len(b) >= unix.NLMSG_HDRLEN {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
-				return fmt.Errorf("dump: bad netlink message length %d", l)
-			}
-			mt := binary.NativeEndian.Uint16(b[4:6])
-			data := b[unix.NLMSG_HDRLEN:l]
-			b = b[min(nlAlign(l), len(b)):]
-			switch mt {
+		done, err := eachMsg(b, func(m nlMsg) (bool, error) {
+			switch m.typ {
 			case unix.NLMSG_DONE:
-				return nil
+				return true, nil
 			case unix.NLMSG_ERROR:
-				if len(data) >= 4 {
-					if errno := -int32(binary.NativeEndian.Uint32(data[:4])); errno != 0 {
-						return kernelErr("dump", syscall.Errno(errno))
-					}
+				if errno := m.errno(); errno != 0 {
+					return true, kernelErr("dump", errno)
 				}
-				continue
+				return false, nil
 			}
-			if len(data) < 4 {
-				continue
+			ad, err := m.attributes()
+			if ad == nil || err != nil {
+				return err != nil, err
 			}
-			ad, err := netlink.NewAttributeDecoder(data[4:])
-			if err != nil {
-				return err
-			}
-			ad.ByteOrder = binary.BigEndian
 			if err := fn(ad); err != nil {
-				return err
+				return true, err
 			}
-			if err := ad.Err(); err != nil {
-				return err
-			}
+			return false, ad.Err()
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
 		}
 	}
 }
@@ -179,6 +143,37 @@ type object struct {
 	packets, bytes uint64
 }
 
+// decodeObject reads an object's table, name, type and, for a counter,
+// its values from the attributes of an NFT_MSG_NEWOBJ answer.
+func decodeObject(ad *netlink.AttributeDecoder) (table, name string, o object) {
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_OBJ_TABLE:
+			table = ad.String()
+		case unix.NFTA_OBJ_NAME:
+			name = ad.String()
+		case unix.NFTA_OBJ_TYPE:
+			o.typ = nftables.ObjType(ad.Uint32())
+		case unix.NFTA_OBJ_DATA:
+			ad.Nested(func(nd *netlink.AttributeDecoder) error {
+				for nd.Next() {
+					switch nd.Type() {
+					case unix.NFTA_COUNTER_BYTES:
+						o.bytes = nd.Uint64()
+					case unix.NFTA_COUNTER_PACKETS:
+						o.packets = nd.Uint64()
+					}
+				}
+				return nil
+			})
+		}
+	}
+	if o.typ != nftables.ObjTypeCounter {
+		o.packets, o.bytes = 0, 0
+	}
+	return table, name, o
+}
+
 // listObjects returns the named objects of table (only those of type typ,
 // unless 0).
 func (r *NetlinkRunner) listObjects(table string, typ nftables.ObjType) (map[string]object, error) {
@@ -194,34 +189,8 @@ func (r *NetlinkRunner) listObjects(table string, typ nftables.ObjType) (map[str
 	}
 	out := map[string]object{}
 	err = r.dump(unix.NFT_MSG_GETOBJ, attrs, func(ad *netlink.AttributeDecoder) error {
-		var tbl, name string
-		var o object
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_OBJ_TABLE:
-				tbl = ad.String()
-			case unix.NFTA_OBJ_NAME:
-				name = ad.String()
-			case unix.NFTA_OBJ_TYPE:
-				o.typ = nftables.ObjType(ad.Uint32())
-			case unix.NFTA_OBJ_DATA:
-				ad.Nested(func(nd *netlink.AttributeDecoder) error {
-					for nd.Next() {
-						switch nd.Type() {
-						case unix.NFTA_COUNTER_BYTES:
-							o.bytes = nd.Uint64()
-						case unix.NFTA_COUNTER_PACKETS:
-							o.packets = nd.Uint64()
-						}
-					}
-					return nil
-				})
-			}
-		}
+		tbl, name, o := decodeObject(ad)
 		if tbl == table && (typ == 0 || o.typ == typ) {
-			if o.typ != nftables.ObjTypeCounter {
-				o.packets, o.bytes = 0, 0
-			}
 			out[name] = o
 		}
 		return nil
