@@ -100,10 +100,12 @@ func (m *metrics) applied(t ApplyTimes) {
 }
 
 // loadPolicyTimed is loadPolicy (one parse at a time, admin_limits.go)
-// noting how long decoding and validating took.
+// noting how long decoding and validating took; the daemon's Loader
+// decodes and validates only the rule collection groups whose text
+// changed since its last load (policy.Loader).
 func (d *Daemon) loadPolicyTimed(data []byte, t *policy.LoadTimings) (*policy.Policy, error) {
 	defer d.parsing()()
 	opts := d.cfg.PolicyOptions()
 	opts.Timings = t
-	return policy.Load(d.cfg.Policy, data, opts)
+	return d.loader.Load(d.cfg.Policy, data, opts)
 }

@@ -92,6 +92,7 @@ type Daemon struct {
 	dlog *telemetry.DecisionLog
 
 	reloadMu   sync.Mutex
+	loader     policy.Loader // decodes and validates only what changed (ApplyBytes)
 	cur        atomic.Pointer[state]
 	lastErr    atomic.Value // string
 	lastAt     atomic.Value // time.Time

@@ -135,32 +135,40 @@ func DecodeYAML(file string, data []byte) (*File, *Positions, error) {
 // decodeYAML is DecodeYAML within lim: the bytes are checked before they
 // are parsed, the tree before it is walked (budget.go).
 func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error) {
+	f, pos, _, err := decodeYAMLTree(file, data, lim)
+	return f, pos, err
+}
+
+// decodeYAMLTree is decodeYAML also telling whether the fast path
+// (fastyaml.go) parsed the document (the incremental Loader keeps its
+// tree only then).
+func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions, fast bool, _ error) {
 	lim = lim.withDefaults()
 	pos := &Positions{file: file}
 	if err := CheckBudget(file, data, lim); err != nil {
-		return nil, pos, err
+		return nil, pos, false, err
 	}
 	var doc yaml.Node
-	if fast, ok := parseFastYAML(data); ok && !fastPathOff { // fastyaml.go
-		doc = *fast
+	if tree, ok := parseFastYAML(data); ok && !fastPathOff { // fastyaml.go
+		doc, fast = *tree, true
 	} else {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		if err := dec.Decode(&doc); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
+				return nil, pos, false, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
 			}
-			return nil, pos, ErrorList{yamlSyntaxError(file, err)}
+			return nil, pos, false, ErrorList{yamlSyntaxError(file, err)}
 		}
 		var extra yaml.Node
 		if err := dec.Decode(&extra); err == nil {
-			return nil, pos, ErrorList{{Pos: Pos{File: file, Line: extra.Line, Column: extra.Column}, Msg: "more than one YAML document in a policy file"}}
+			return nil, pos, false, ErrorList{{Pos: Pos{File: file, Line: extra.Line, Column: extra.Column}, Msg: "more than one YAML document in a policy file"}}
 		}
 	}
 	if len(doc.Content) == 0 {
-		return nil, pos, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
+		return nil, pos, false, ErrorList{{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty policy file"}}
 	}
 	if err := checkTree(file, &doc, lim); err != nil {
-		return nil, pos, err
+		return nil, pos, false, err
 	}
 	root := doc.Content[0]
 	pos.root = root
@@ -168,15 +176,15 @@ func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error)
 	w := walker{file: file, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
 	w.walk(root, reflect.TypeOf(File{}))
 	if w.shapeErrors {
-		return nil, pos, w.cap.finish(errs, file)
+		return nil, pos, false, w.cap.finish(errs, file)
 	}
 	// Only unknown or duplicate fields so far: decode the rest so that
 	// validation can report every other problem too.
 	var f File
 	if err := root.Decode(&f); err != nil {
-		return nil, pos, append(w.cap.finish(errs, file), yamlSyntaxError(file, err))
+		return nil, pos, false, append(w.cap.finish(errs, file), yamlSyntaxError(file, err))
 	}
-	return &f, pos, w.cap.finish(errs, file).Err()
+	return &f, pos, fast, w.cap.finish(errs, file).Err()
 }
 
 var yamlLineRe = strings.NewReplacer("yaml: ", "")

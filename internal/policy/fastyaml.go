@@ -67,7 +67,7 @@ func (p *fastParser) str(t []byte) string {
 // in the subset (see above).
 func parseFastYAML(data []byte) (*yaml.Node, bool) {
 	p := &fastParser{ok: true, data: data, src: string(data)}
-	if !p.split(data) || len(p.lines) == 0 {
+	if !p.split(data, 1) || len(p.lines) == 0 {
 		return nil, false
 	}
 	first := p.lines[0]
@@ -78,11 +78,12 @@ func parseFastYAML(data []byte) (*yaml.Node, bool) {
 	return &yaml.Node{Kind: yaml.DocumentNode, Line: root.Line, Column: root.Column, Content: []*yaml.Node{root}}, true
 }
 
-// split cuts data into lines with content, dropping blank and comment
-// lines; false for what the subset leaves out at the byte level.
-func (p *fastParser) split(data []byte) bool {
+// split cuts data, whose first line is line num of the document, into
+// lines with content, dropping blank and comment lines; false for what the
+// subset leaves out at the byte level.
+func (p *fastParser) split(data []byte, num int) bool {
 	p.lines = make([]fastLine, 0, bytes.Count(data, []byte{'\n'})+1)
-	for num := 1; len(data) > 0; num++ {
+	for ; len(data) > 0; num++ {
 		line := data
 		if k := bytes.IndexByte(data, '\n'); k >= 0 {
 			line, data = data[:k], data[k+1:]

@@ -38,6 +38,7 @@ type chainState struct {
 
 // loadBase validates f's base policy; its problems are the child's.
 func (v *validator) loadBase(f *File, opts Options, st *chainState) *Policy {
+	opts.reuse = nil // a Loader's groups are the child's
 	if st.depth >= maxBaseDepth {
 		v.errorf("basePolicy", "base policies nested more than %d deep", maxBaseDepth)
 		return nil

@@ -26,6 +26,10 @@ type Options struct {
 	// Timings, when set, receives how long Load took to decode the YAML
 	// and to validate it (the daemon reports its applies' stages).
 	Timings *LoadTimings
+
+	// reuse, set by a Loader, names the groups validated by the previous
+	// load whose text is unchanged (incremental.go).
+	reuse *groupReuse
 }
 
 // LoadTimings is where a Load's time went.
@@ -46,15 +50,24 @@ func LoadFile(path string, opts Options) (*Policy, error) {
 // Load decodes and validates policy bytes; name is used in positions and to
 // resolve relative paths.
 func Load(name string, data []byte, opts Options) (*Policy, error) {
+	p, _, _, _, err := loadFull(name, data, opts, nil)
+	return p, err
+}
+
+// loadFull is Load, also returning the wire policy, its positions and
+// whether the fast YAML path parsed it; r (a Loader's, or nil) receives
+// the validated groups.
+func loadFull(name string, data []byte, opts Options, r *groupReuse) (*Policy, *File, *Positions, bool, error) {
 	start := time.Now()
-	f, pos, err := decodeYAML(name, data, opts.Limits)
+	f, pos, fast, err := decodeYAMLTree(name, data, opts.Limits)
 	decoded := time.Now()
 	if opts.Timings != nil {
 		opts.Timings.Decode = decoded.Sub(start)
 	}
 	if f == nil {
-		return nil, err
+		return nil, nil, pos, false, err
 	}
+	opts.reuse = r
 	p, verr := validate(f, pos, name, opts)
 	if opts.Timings != nil {
 		opts.Timings.Validate = time.Since(decoded)
@@ -65,9 +78,9 @@ func Load(name string, data []byte, opts Options) (*Policy, error) {
 			all = append(all, verr.(ErrorList)...)
 		}
 		sortErrors(all)
-		return nil, all
+		return nil, f, pos, fast, all
 	}
-	return p, verr
+	return p, f, pos, fast, verr
 }
 
 // Validate validates a wire policy that did not come from a file (an import,
@@ -184,26 +197,21 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 
 	groupNames := map[string]int{}
 	groupPrios := map[int]int{}
+	reuse := opts.reuse.usable(v) // incremental.go
 	for gi := range f.RuleCollectionGroups {
 		wg := &f.RuleCollectionGroups[gi]
 		gp := fmt.Sprintf("ruleCollectionGroups[%d]", gi)
+		if g := reuse.group(gi); g != nil {
+			// Unchanged text at the same place, validated before without
+			// an error or warning in the same context: only the checks
+			// across groups run again.
+			v.groupChecks(wg, gi, gp, groupNames, groupPrios, f)
+			reuse.note(gi, g)
+			p.Groups = append(p.Groups, g)
+			continue
+		}
 		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.Lookup(gp), Policy: f.Name}
-		if wg.Name == "" {
-			v.errorf(gp, "rule collection group: missing name")
-		} else if bg := v.baseGroup(wg.Name); bg != nil {
-			v.errorf(gp+".name", "rule collection group %q is also a group of the base policy %q (%s): names must differ across a policy and its base, as the decision logs name the group", wg.Name, bg.Policy, bg.Pos)
-		} else if prev, dup := groupNames[strings.ToLower(wg.Name)]; dup {
-			v.errorf(gp+".name", "duplicate rule collection group name %q (also ruleCollectionGroups[%d])", wg.Name, prev)
-		} else {
-			groupNames[strings.ToLower(wg.Name)] = gi
-		}
-		if v.priority(gp+".priority", wg.Priority, "rule collection group "+quote(wg.Name)) {
-			if prev, dup := groupPrios[wg.Priority]; dup {
-				v.errorf(gp+".priority", "rule collection group %q: priority %d is already used by %q", wg.Name, wg.Priority, f.RuleCollectionGroups[prev].Name)
-			} else {
-				groupPrios[wg.Priority] = gi
-			}
-		}
+		v.groupChecks(wg, gi, gp, groupNames, groupPrios, f)
 		collNames := map[string]int{}
 		collPrios := map[string]int{}
 		for ci := range wg.RuleCollections {
@@ -228,6 +236,7 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 			g.Collections = append(g.Collections, c)
 		}
 		sort.SliceStable(g.Collections, func(i, j int) bool { return g.Collections[i].Priority < g.Collections[j].Priority })
+		reuse.note(gi, g)
 		p.Groups = append(p.Groups, g)
 	}
 	sort.SliceStable(p.Groups, func(i, j int) bool { return p.Groups[i].Priority < p.Groups[j].Priority })
@@ -245,6 +254,27 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 		return p, v.cap.finish(v.errs, v.file)
 	}
 	return p, nil
+}
+
+// groupChecks checks a group's name and priority, also against the
+// groups before it.
+func (v *validator) groupChecks(wg *WireGroup, gi int, gp string, groupNames map[string]int, groupPrios map[int]int, f *File) {
+	if wg.Name == "" {
+		v.errorf(gp, "rule collection group: missing name")
+	} else if bg := v.baseGroup(wg.Name); bg != nil {
+		v.errorf(gp+".name", "rule collection group %q is also a group of the base policy %q (%s): names must differ across a policy and its base, as the decision logs name the group", wg.Name, bg.Policy, bg.Pos)
+	} else if prev, dup := groupNames[strings.ToLower(wg.Name)]; dup {
+		v.errorf(gp+".name", "duplicate rule collection group name %q (also ruleCollectionGroups[%d])", wg.Name, prev)
+	} else {
+		groupNames[strings.ToLower(wg.Name)] = gi
+	}
+	if v.priority(gp+".priority", wg.Priority, "rule collection group "+quote(wg.Name)) {
+		if prev, dup := groupPrios[wg.Priority]; dup {
+			v.errorf(gp+".priority", "rule collection group %q: priority %d is already used by %q", wg.Name, wg.Priority, f.RuleCollectionGroups[prev].Name)
+		} else {
+			groupPrios[wg.Priority] = gi
+		}
+	}
 }
 
 func sortErrors(l ErrorList) {

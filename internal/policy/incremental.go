@@ -1,0 +1,404 @@
+package policy
+
+import (
+	"bytes"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Incremental loads (issue 15: one rule of a 10,000-rule policy changed in
+// a few milliseconds of decoding and validation, not a hundred).
+//
+// A Loader keeps, from its last load that succeeded on the fast YAML path
+// (fastyaml.go) without a base policy, the document, its tree, the decoded
+// wire policy and the validated groups. The next text is cut into the same
+// parts: the bytes before the ruleCollectionGroups list, one part per
+// entry of the list (a rule collection group), and the bytes after the
+// list. When the bytes before and after the list are the same, each group
+// whose bytes and first line are the same as before keeps its tree, its
+// wire form and — when the service tags are the same too and it had no
+// warning — its validated Group; only the other groups are parsed, checked
+// against the wire types, decoded and validated. The checks across groups
+// (names, priorities) run over every group, as always.
+//
+// Anything else takes the full path (Load): another file name or limits, a
+// document outside the fast path's subset, a header (any other top-level
+// field) changed, a base policy, lines moved, and every error — so that
+// errors and their file:line:column are those of a full load. The result
+// of a Loader equals Load's (TestLoaderEqualsLoad and
+// TestLoaderMutations compare them over random edits).
+type Loader struct {
+	mu   sync.Mutex
+	prev *loadState
+	// Reused counts the groups the last Load took from the one before
+	// (tests and benchmarks); -1 when it took the full path.
+	Reused int
+}
+
+// loadState is what a Loader keeps of its last load.
+type loadState struct {
+	name string
+	lim  Limits
+	data []byte
+	file *File
+	root *yaml.Node // the document's top mapping
+	// seqKey indexes root.Content: the ruleCollectionGroups list.
+	seqKey  int
+	indent  int          // the list's entries' indentation
+	entries []entrySpan  // one per group
+	end     int          // the offset where the list ends
+	endLine int          // its line
+	nodes   []*yaml.Node // each group's tree
+	counts  []int        // each group's nodes (budget.go's checkTree)
+	header  int          // the nodes outside the groups
+	groups  []*Group     // each group validated; nil: validate it again
+	tags    ServiceTags
+}
+
+// entrySpan is where a group's text starts: its offset and line.
+type entrySpan struct{ start, line int }
+
+// groupReuse passes a Loader's validated groups to validateIn and brings
+// back the groups it built.
+type groupReuse struct {
+	tags  ServiceTags // the service tags the old groups were validated with
+	old   []*Group    // by index in ruleCollectionGroups; nil: validate
+	built []*Group    // out: this load's groups by index
+	off   bool
+}
+
+// usable turns reuse off unless the groups would be validated in the same
+// context: no base policy, the same service tags and no error so far (the
+// header of the text is the same, so the IP groups, FQDN tags, location
+// and policy name are).
+func (r *groupReuse) usable(v *validator) *groupReuse {
+	if r == nil {
+		return nil
+	}
+	if v.base != nil || len(v.errs) > 0 || !tagsEqual(r.tags, v.tags) {
+		r.off = true
+	}
+	return r
+}
+
+// group returns the old validated group gi, or nil; it notes the group
+// this load will have at gi.
+func (r *groupReuse) group(gi int) *Group {
+	if r == nil || r.off || gi >= len(r.old) {
+		return nil
+	}
+	return r.old[gi]
+}
+
+func (r *groupReuse) note(gi int, g *Group) {
+	if r == nil {
+		return
+	}
+	for len(r.built) <= gi {
+		r.built = append(r.built, nil)
+	}
+	r.built[gi] = g
+}
+
+func tagsEqual(a, b ServiceTags) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, s := range a {
+		t, ok := b[k]
+		if !ok || s.Any != t.Any || !slices.Equal(s.Ranges, t.Ranges) {
+			return false
+		}
+	}
+	return true
+}
+
+// Load is Load (validate.go), reusing what is unchanged since the last
+// call.
+func (l *Loader) Load(name string, data []byte, opts Options) (*Policy, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p, ok := l.incremental(name, data, opts); ok {
+		return p, nil
+	}
+	l.Reused = -1
+	r := &groupReuse{}
+	p, f, pos, fast, err := loadFull(name, data, opts, r)
+	if err == nil && fast && f.BasePolicy == nil {
+		// A text that failed leaves the last state: the next text is
+		// compared with the last good one.
+		l.prev = newLoadState(name, data, opts.Limits.withDefaults(), f, pos.root, p, r.built)
+	}
+	return p, err
+}
+
+// newLoadState cuts data into its groups' parts; nil when it cannot.
+func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node, p *Policy, built []*Group) *loadState {
+	if root == nil || root.Kind != yaml.MappingNode || root.Column != 1 {
+		return nil
+	}
+	st := &loadState{name: name, lim: lim, data: data, file: f, root: root, seqKey: -1, tags: p.tags}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "ruleCollectionGroups" {
+			if st.seqKey >= 0 {
+				return nil
+			}
+			st.seqKey = i + 1
+		}
+	}
+	if st.seqKey < 0 {
+		return nil
+	}
+	seq := root.Content[st.seqKey]
+	if seq.Kind != yaml.SequenceNode || len(seq.Content) != len(f.RuleCollectionGroups) || len(seq.Content) == 0 {
+		return nil
+	}
+	st.indent = seq.Column - 1
+	start := lineOffset(data, seq.Line)
+	if start < 0 {
+		return nil
+	}
+	var ok bool
+	st.entries, st.end, st.endLine, ok = scanEntries(data, start, seq.Line, st.indent)
+	if !ok || len(st.entries) != len(seq.Content) {
+		return nil
+	}
+	st.nodes = seq.Content
+	st.counts = make([]int, len(seq.Content))
+	total := 1 // the document node
+	countNodes(root, 0, 1<<30, &total)
+	st.header = total
+	for i, n := range seq.Content {
+		countNodes(n, 2, 1<<30, &st.counts[i])
+		st.header -= st.counts[i]
+	}
+	st.setGroups(p, built)
+	return st
+}
+
+// setGroups keeps the validated groups that had no warning.
+func (st *loadState) setGroups(p *Policy, built []*Group) {
+	st.groups = make([]*Group, len(st.entries))
+	copy(st.groups, built)
+	if len(p.Warnings) >= st.lim.MaxErrors {
+		clear(st.groups) // some warnings may have been dropped
+		return
+	}
+	for _, w := range p.Warnings {
+		if gi, ok := groupOfPath(w.Path); ok && gi < len(st.groups) {
+			st.groups[gi] = nil
+		}
+	}
+}
+
+// groupOfPath returns i of a path "ruleCollectionGroups[i]...".
+func groupOfPath(path string) (int, bool) {
+	rest, ok := strings.CutPrefix(path, "ruleCollectionGroups[")
+	if !ok {
+		return 0, false
+	}
+	end := strings.IndexByte(rest, ']')
+	if end < 0 {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest[:end])
+	return i, err == nil
+}
+
+// lineOffset returns the offset where line (from 1) starts, or -1.
+func lineOffset(data []byte, line int) int {
+	off := 0
+	for l := 1; l < line; l++ {
+		k := bytes.IndexByte(data[off:], '\n')
+		if k < 0 {
+			return -1
+		}
+		off += k + 1
+	}
+	return off
+}
+
+// scanEntries finds the entries of the block sequence whose first entry
+// starts at offset off (line line) with indentation indent: where each
+// starts, and where the sequence ends (the first line with content that
+// is less indented, or as indented and not an entry). Blank and comment
+// lines belong to the entry before them. False when the first line with
+// content is not an entry.
+func scanEntries(data []byte, off, line, indent int) (entries []entrySpan, end, endLine int, ok bool) {
+	for off < len(data) {
+		next := len(data)
+		if k := bytes.IndexByte(data[off:], '\n'); k >= 0 {
+			next = off + k + 1
+		}
+		ind := off
+		for ind < next && data[ind] == ' ' {
+			ind++
+		}
+		if ind < next && data[ind] != '\n' && data[ind] != '#' {
+			t := data[ind:next]
+			switch {
+			case ind-off == indent && t[0] == '-' && (len(t) == 1 || t[1] == ' ' || t[1] == '\n'):
+				entries = append(entries, entrySpan{start: off, line: line})
+			case ind-off <= indent:
+				return entries, off, line, len(entries) > 0
+			case len(entries) == 0:
+				return nil, 0, 0, false
+			}
+		}
+		off = next
+		line++
+	}
+	return entries, len(data), line, len(entries) > 0
+}
+
+// countNodes counts n's nodes into *visits as checkTree does (n at depth
+// depth); false when a node is deeper than max.
+func countNodes(n *yaml.Node, depth, max int, visits *int) bool {
+	*visits++
+	if depth > max {
+		return false
+	}
+	if n.Kind == yaml.AliasNode {
+		return false // not from the fast path
+	}
+	d := depth
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		d++
+	}
+	for _, c := range n.Content {
+		if !countNodes(c, d, max, visits) {
+			return false
+		}
+	}
+	return true
+}
+
+// shiftLines returns a copy of the tree n with its lines moved by delta.
+func shiftLines(n *yaml.Node, delta int) *yaml.Node {
+	c := *n
+	c.Line += delta
+	if len(n.Content) > 0 {
+		c.Content = make([]*yaml.Node, len(n.Content))
+		for i, k := range n.Content {
+			c.Content[i] = shiftLines(k, delta)
+		}
+	}
+	return &c
+}
+
+var wireGroupType = reflect.TypeOf(WireGroup{})
+
+// incremental loads data reusing the previous load's unchanged groups;
+// false for the full path (anything it does not handle, and every error).
+func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, bool) {
+	old := l.prev
+	lim := opts.Limits.withDefaults()
+	if old == nil || old.name != name || old.lim != lim || fastPathOff {
+		return nil, false
+	}
+	start := time.Now()
+	seqStart := old.entries[0].start
+	if len(data) < seqStart || !bytes.Equal(data[:seqStart], old.data[:seqStart]) {
+		return nil, false
+	}
+	if CheckBudget(name, data, lim) != nil {
+		return nil, false
+	}
+	entries, end, endLine, ok := scanEntries(data, seqStart, old.entries[0].line, old.indent)
+	if !ok || entries[0].start != seqStart || !bytes.Equal(data[end:], old.data[old.end:]) {
+		return nil, false
+	}
+	n := len(entries)
+	nodes := make([]*yaml.Node, n)
+	counts := make([]int, n)
+	wgs := make([]WireGroup, n)
+	reused := make([]*Group, n)
+	total := old.header
+	var src string
+	kept := 0
+	for i, e := range entries {
+		eEnd := end
+		if i+1 < n {
+			eEnd = entries[i+1].start
+		}
+		if i < len(old.entries) && old.entries[i].line == e.line {
+			oEnd := old.end
+			if i+1 < len(old.entries) {
+				oEnd = old.entries[i+1].start
+			}
+			if bytes.Equal(data[e.start:eEnd], old.data[old.entries[i].start:oEnd]) {
+				nodes[i], counts[i], wgs[i], reused[i] = old.nodes[i], old.counts[i], old.file.RuleCollectionGroups[i], old.groups[i]
+				total += counts[i]
+				kept++
+				continue
+			}
+		}
+		if src == "" {
+			src = string(data)
+		}
+		p := &fastParser{ok: true, data: data, src: src}
+		if !p.split(data[e.start:eEnd], e.line) || len(p.lines) == 0 {
+			return nil, false
+		}
+		seq := p.sequence(old.indent)
+		if !p.ok || seq == nil || p.i != len(p.lines) || len(seq.Content) != 1 {
+			return nil, false
+		}
+		nodes[i] = seq.Content[0]
+		if !countNodes(nodes[i], 2, lim.MaxDepth, &counts[i]) {
+			return nil, false
+		}
+		total += counts[i]
+		var errs ErrorList
+		w := walker{file: name, errs: &errs, cap: errorCap{max: lim.MaxErrors},
+			segs: []seg{{name: "ruleCollectionGroups"}, {idx: i}}}
+		w.walk(nodes[i], wireGroupType)
+		if w.shapeErrors || len(errs) > 0 {
+			return nil, false
+		}
+		if err := nodes[i].Decode(&wgs[i]); err != nil {
+			return nil, false
+		}
+	}
+	if total > lim.MaxNodes {
+		return nil, false
+	}
+	root := *old.root
+	root.Content = slices.Clone(old.root.Content)
+	seq := *old.root.Content[old.seqKey]
+	seq.Content = nodes
+	root.Content[old.seqKey] = &seq
+	if delta := endLine - old.endLine; delta != 0 {
+		// The fields after the list moved by delta lines.
+		for i := old.seqKey + 1; i < len(root.Content); i++ {
+			root.Content[i] = shiftLines(root.Content[i], delta)
+		}
+	}
+	f := *old.file
+	f.RuleCollectionGroups = wgs
+	pos := &Positions{file: name, root: &root}
+	decoded := time.Now()
+	r := &groupReuse{tags: old.tags, old: reused}
+	o := opts
+	o.reuse = r
+	p, verr := validate(&f, pos, name, o)
+	if verr != nil {
+		return nil, false
+	}
+	if opts.Timings != nil {
+		opts.Timings.Decode = decoded.Sub(start)
+		opts.Timings.Validate = time.Since(decoded)
+	}
+	st := &loadState{name: name, lim: lim, data: data, file: &f, root: &root, seqKey: old.seqKey, indent: old.indent,
+		entries: entries, end: end, endLine: endLine, nodes: nodes, counts: counts, header: old.header, tags: p.tags}
+	st.setGroups(p, r.built)
+	l.prev = st
+	l.Reused = kept
+	return p, true
+}
