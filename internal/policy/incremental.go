@@ -50,14 +50,13 @@ type loadState struct {
 	root *yaml.Node // the document's top mapping
 	// seqKey indexes root.Content: the ruleCollectionGroups list.
 	seqKey  int
-	indent  int          // the list's entries' indentation
-	entries []entrySpan  // one per group
-	end     int          // the offset where the list ends
-	endLine int          // its line
-	nodes   []*yaml.Node // each group's tree
-	counts  []int        // each group's nodes (budget.go's checkTree)
-	header  int          // the nodes outside the groups
-	groups  []*Group     // each group validated; nil: validate it again
+	indent  int         // the list's entries' indentation
+	entries []entrySpan // one per group
+	end     int         // the offset where the list ends
+	endLine int         // its line
+	counts  []int       // each group's nodes (budget.go's checkTree)
+	header  int         // the nodes outside the groups
+	groups  []*Group    // each group validated; nil: validate it again
 	tags    ServiceTags
 }
 
@@ -169,7 +168,6 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 	if !ok || len(st.entries) != len(seq.Content) {
 		return nil
 	}
-	st.nodes = seq.Content
 	st.counts = make([]int, len(seq.Content))
 	total := 1 // the document node
 	countNodes(root, 0, 1<<30, &total)
@@ -179,8 +177,32 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 		st.header -= st.counts[i]
 	}
 	st.setGroups(p, built)
+	st.trim()
 	return st
 }
+
+// trim drops what a later load does not read: the groups' trees and wire
+// forms but their names and priorities (the checks across groups read
+// them; a group that is validated again is parsed again).
+func (st *loadState) trim() {
+	root := *st.root
+	root.Content = slices.Clone(root.Content)
+	seq := *root.Content[st.seqKey]
+	seq.Content = nil
+	root.Content[st.seqKey] = &seq
+	st.root = &root
+	f := *st.file
+	gs := make([]WireGroup, len(f.RuleCollectionGroups))
+	for i, g := range f.RuleCollectionGroups {
+		gs[i] = WireGroup{Name: g.Name, Priority: g.Priority}
+	}
+	f.RuleCollectionGroups = gs
+	st.file = &f
+}
+
+// reusedNode stands for a reused group in the tree of an incremental load:
+// positions are looked up only in the groups validated again.
+var reusedNode = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 
 // setGroups keeps the validated groups that had no warning.
 func (st *loadState) setGroups(p *Policy, built []*Group) {
@@ -327,13 +349,13 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		if i+1 < n {
 			eEnd = entries[i+1].start
 		}
-		if i < len(old.entries) && old.entries[i].line == e.line {
+		if i < len(old.entries) && old.entries[i].line == e.line && old.groups[i] != nil {
 			oEnd := old.end
 			if i+1 < len(old.entries) {
 				oEnd = old.entries[i+1].start
 			}
 			if bytes.Equal(data[e.start:eEnd], old.data[old.entries[i].start:oEnd]) {
-				nodes[i], counts[i], wgs[i], reused[i] = old.nodes[i], old.counts[i], old.file.RuleCollectionGroups[i], old.groups[i]
+				nodes[i], counts[i], wgs[i], reused[i] = reusedNode, old.counts[i], old.file.RuleCollectionGroups[i], old.groups[i]
 				total += counts[i]
 				kept++
 				continue
@@ -388,16 +410,17 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 	o := opts
 	o.reuse = r
 	p, verr := validate(&f, pos, name, o)
-	if verr != nil {
-		return nil, false
+	if verr != nil || r.off {
+		return nil, false // errors, or the groups' context changed
 	}
 	if opts.Timings != nil {
 		opts.Timings.Decode = decoded.Sub(start)
 		opts.Timings.Validate = time.Since(decoded)
 	}
 	st := &loadState{name: name, lim: lim, data: data, file: &f, root: &root, seqKey: old.seqKey, indent: old.indent,
-		entries: entries, end: end, endLine: endLine, nodes: nodes, counts: counts, header: old.header, tags: p.tags}
+		entries: entries, end: end, endLine: endLine, counts: counts, header: old.header, tags: p.tags}
 	st.setGroups(p, r.built)
+	st.trim()
 	l.prev = st
 	l.Reused = kept
 	return p, true

@@ -116,18 +116,18 @@ func TestLoaderEqualsLoad(t *testing.T) {
 	edits := []struct {
 		name      string
 		text      string
-		reuse     bool // groups must be reused
+		reuse     bool // groups must be reused (not the DNAT group: it has a warning)
 		reusedMin int
 	}{
 		{"seed", seed, false, 0},
-		{"same", seed, true, 4},
-		{"port", strings.Replace(seed, "'5432'", "'5433'", 1), true, 3},
-		{"back", seed, true, 3},
+		{"same", seed, true, 3},
+		{"port", strings.Replace(seed, "'5432'", "'5433'", 1), true, 2},
+		{"back", seed, true, 2},
 		{"bad port", strings.Replace(seed, "'5432'", "'99999'", 1), false, 0},
 		{"after error", seed, true, 3},
 		{"dup priority", strings.Replace(seed, "priority: 400", "priority: 300", 1), false, 0},
 		{"dup name", strings.Replace(seed, "- name: net2", "- name: NET", 1), false, 0},
-		{"rule added", strings.Replace(seed, "        - name: r2   # a comment", "        - name: r0\n          protocols: [TCP]\n          sourceAddresses: ['*']\n          destinationAddresses: [10.9.0.9]\n          destinationPorts: ['1']\n        - name: r2   # a comment", 1), true, 1},
+		{"rule added", strings.Replace(seed, "        - name: r2   # a comment", "        - name: r0\n          protocols: [TCP]\n          sourceAddresses: ['*']\n          destinationAddresses: [10.9.0.9]\n          destinationPorts: ['1']\n        - name: r2   # a comment", 1), false, 0},
 		{"header", strings.Replace(seed, "10.2.0.1]", "10.2.0.2]", 1), false, 0},
 		{"last group removed", seed[:strings.Index(seed, "- name: net2")] + "dns:\n  enableProxy: true\n", false, 0},
 		{"seed again", seed, false, 0},
