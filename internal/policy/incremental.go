@@ -118,6 +118,13 @@ func tagsEqual(a, b ServiceTags) bool {
 	return true
 }
 
+// Reset forgets the last load: the next one takes the full path.
+func (l *Loader) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.prev = nil
+}
+
 // Load is Load (validate.go), reusing what is unchanged since the last
 // call.
 func (l *Loader) Load(name string, data []byte, opts Options) (*Policy, error) {

@@ -58,3 +58,20 @@ func BenchmarkLoader10kOneRule(b *testing.B) {
 	}
 	b.ReportMetric(float64(loadCPU()-cpu0)/1e6/float64(b.N), "cpu-ms/op")
 }
+
+// BenchmarkLoaderFull10k is BenchmarkLoad10k through a Loader that has
+// nothing to reuse (as the daemon's first apply): what keeping the state
+// for the next load costs.
+func BenchmarkLoaderFull10k(b *testing.B) {
+	body := []byte(bigPolicyYAML(10_000))
+	var ld Loader
+	b.ReportAllocs()
+	cpu0 := loadCPU()
+	for b.Loop() {
+		ld.Reset()
+		if _, err := ld.Load("p.yaml", body, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(loadCPU()-cpu0)/1e6/float64(b.N), "cpu-ms/op")
+}
