@@ -303,3 +303,18 @@ func TestScanEntries(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLoader: a Loader that loaded a then b gives for b what Load does.
+func FuzzLoader(f *testing.F) {
+	seed := []byte(incrementalSeed)
+	f.Add(seed, []byte(strings.Replace(incrementalSeed, "'5432'", "'5433'", 1)))
+	f.Add(seed, []byte(strings.Replace(incrementalSeed, "  priority: 400", "  priority: 300", 1)))
+	g := groupsPolicyYAML(3, 2, 2)
+	f.Add([]byte(g), []byte(strings.Replace(g, "'401'", "'402'", 1)))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		ld := &Loader{}
+		opts := Options{ServiceTags: ServiceTags{}}
+		ld.Load("p.yaml", a, opts)
+		sameLoad(t, ld, b, opts)
+	})
+}
