@@ -75,3 +75,24 @@ func BenchmarkLoaderFull10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(loadCPU()-cpu0)/1e6/float64(b.N), "cpu-ms/op")
 }
+
+// BenchmarkLoaderAllChanged10k: a Loader alternating two 10,000-rule
+// texts that differ in every group (another policy of the same shape).
+func BenchmarkLoaderAllChanged10k(b *testing.B) {
+	body := bigPolicyYAML(10_000)
+	texts := [][]byte{[]byte(body), []byte(strings.ReplaceAll(body, "'443'", "'444'"))}
+	var ld Loader
+	if _, err := ld.Load("p.yaml", texts[0], Options{}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu0 := loadCPU()
+	i := 1
+	for b.Loop() {
+		if _, err := ld.Load("p.yaml", texts[i%2], Options{}); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(loadCPU()-cpu0)/1e6/float64(b.N), "cpu-ms/op")
+}
