@@ -45,7 +45,7 @@ type Loader struct {
 type loadState struct {
 	name string
 	lim  Limits
-	data []byte
+	data []byte // a copy: the caller may reuse its buffer
 	file *File
 	root *yaml.Node // the document's top mapping
 	// seqKey indexes root.Content: the ruleCollectionGroups list.
@@ -149,7 +149,7 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 	if root == nil || root.Kind != yaml.MappingNode || root.Column != 1 {
 		return nil
 	}
-	st := &loadState{name: name, lim: lim, data: data, file: f, root: root, seqKey: -1, tags: p.tags}
+	st := &loadState{name: name, lim: lim, data: bytes.Clone(data), file: f, root: root, seqKey: -1, tags: p.tags}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value == "ruleCollectionGroups" {
 			if st.seqKey >= 0 {
@@ -424,7 +424,7 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		opts.Timings.Decode = decoded.Sub(start)
 		opts.Timings.Validate = time.Since(decoded)
 	}
-	st := &loadState{name: name, lim: lim, data: data, file: &f, root: &root, seqKey: old.seqKey, indent: old.indent,
+	st := &loadState{name: name, lim: lim, data: bytes.Clone(data), file: &f, root: &root, seqKey: old.seqKey, indent: old.indent,
 		entries: entries, end: end, endLine: endLine, counts: counts, header: old.header, tags: p.tags}
 	st.setGroups(p, r.built)
 	st.trim()

@@ -146,6 +146,21 @@ func TestLoaderEqualsLoad(t *testing.T) {
 	}
 }
 
+// TestLoaderOwnsText: a caller reusing its buffer after a load does not
+// change what the next load is compared with.
+func TestLoaderOwnsText(t *testing.T) {
+	opts := Options{ServiceTags: ServiceTags{}}
+	ld := &Loader{}
+	buf := []byte(incrementalSeed)
+	sameLoad(t, ld, buf, opts)
+	edited := strings.Replace(incrementalSeed, "'5432'", "'5433'", 1)
+	copy(buf, edited) // the caller's buffer now holds the edit
+	sameLoad(t, ld, []byte(edited), opts)
+	if ld.Reused != 2 {
+		t.Fatalf("%d groups reused, want 2", ld.Reused)
+	}
+}
+
 // TestLoaderServiceTagsChange: the same text with other service tags
 // validates every group again.
 func TestLoaderServiceTagsChange(t *testing.T) {
