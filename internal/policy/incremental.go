@@ -58,6 +58,7 @@ type loadState struct {
 	header  int         // the nodes outside the groups
 	groups  []*Group    // each group validated; nil: validate it again
 	tags    ServiceTags
+	byText  map[string]int // group text -> index (find), made when first needed
 }
 
 // entrySpan is where a group's text starts: its offset and line.
@@ -205,6 +206,67 @@ func (st *loadState) trim() {
 	}
 	f.RuleCollectionGroups = gs
 	st.file = &f
+}
+
+// span returns group i's text.
+func (st *loadState) span(i int) []byte {
+	end := st.end
+	if i+1 < len(st.entries) {
+		end = st.entries[i+1].start
+	}
+	return st.data[st.entries[i].start:end]
+}
+
+// find returns the reusable group whose text is text: the one at i, else
+// any other (groups moved by an edit before them, or reordered); -1 when
+// there is none.
+func (st *loadState) find(text []byte, i int) int {
+	if i < len(st.entries) && st.groups[i] != nil && bytes.Equal(text, st.span(i)) {
+		return i
+	}
+	if st.byText == nil {
+		st.byText = make(map[string]int, len(st.entries))
+		for j := range st.entries {
+			if st.groups[j] != nil {
+				st.byText[string(st.span(j))] = j
+			}
+		}
+	}
+	if j, ok := st.byText[string(text)]; ok {
+		return j
+	}
+	return -1
+}
+
+// shiftGroup returns a copy of g, its collections and rules with their
+// lines moved by delta (a validated group's only line-dependent parts;
+// everything else is shared).
+func shiftGroup(g *Group, delta int) *Group {
+	ng := *g
+	ng.Pos = shiftPos(g.Pos, delta)
+	ng.Collections = make([]*Collection, len(g.Collections))
+	for i, c := range g.Collections {
+		nc := *c
+		nc.Group = &ng
+		nc.Pos = shiftPos(c.Pos, delta)
+		nc.Rules = make([]*Rule, len(c.Rules))
+		rules := make([]Rule, len(c.Rules))
+		for k, r := range c.Rules {
+			rules[k] = *r
+			rules[k].Collection = &nc
+			rules[k].Pos = shiftPos(r.Pos, delta)
+			nc.Rules[k] = &rules[k]
+		}
+		ng.Collections[i] = &nc
+	}
+	return &ng
+}
+
+func shiftPos(p Pos, delta int) Pos {
+	if p.Line > 0 {
+		p.Line += delta
+	}
+	return p
 }
 
 // reusedNode stands for a reused group in the tree of an incremental load:
@@ -356,17 +418,15 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		if i+1 < n {
 			eEnd = entries[i+1].start
 		}
-		if i < len(old.entries) && old.entries[i].line == e.line && old.groups[i] != nil {
-			oEnd := old.end
-			if i+1 < len(old.entries) {
-				oEnd = old.entries[i+1].start
+		if j := old.find(data[e.start:eEnd], i); j >= 0 {
+			g := old.groups[j]
+			if delta := e.line - old.entries[j].line; delta != 0 {
+				g = shiftGroup(g, delta) // the same text on other lines
 			}
-			if bytes.Equal(data[e.start:eEnd], old.data[old.entries[i].start:oEnd]) {
-				nodes[i], counts[i], wgs[i], reused[i] = reusedNode, old.counts[i], old.file.RuleCollectionGroups[i], old.groups[i]
-				total += counts[i]
-				kept++
-				continue
-			}
+			nodes[i], counts[i], wgs[i], reused[i] = reusedNode, old.counts[j], old.file.RuleCollectionGroups[j], g
+			total += counts[i]
+			kept++
+			continue
 		}
 		if src == "" {
 			src = string(data)

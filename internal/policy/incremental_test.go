@@ -92,6 +92,12 @@ dns:
   enableProxy: true
 `
 
+// swapGroups swaps the text from a to b with the text from b to end.
+func swapGroups(text, a, b, end string) string {
+	i, j, k := strings.Index(text, a), strings.Index(text, b), strings.Index(text, end)+1
+	return text[:i] + text[j:k] + text[i:j] + text[k:]
+}
+
 // sameLoad fails t unless the Loader's result equals Load's.
 func sameLoad(t *testing.T, ld *Loader, data []byte, opts Options) (incremental, loaded bool) {
 	t.Helper()
@@ -127,10 +133,13 @@ func TestLoaderEqualsLoad(t *testing.T) {
 		{"after error", seed, true, 3},
 		{"dup priority", strings.Replace(seed, "priority: 400", "priority: 300", 1), false, 0},
 		{"dup name", strings.Replace(seed, "- name: net2", "- name: NET", 1), false, 0},
-		{"rule added", strings.Replace(seed, "        - name: r2   # a comment", "        - name: r0\n          protocols: [TCP]\n          sourceAddresses: ['*']\n          destinationAddresses: [10.9.0.9]\n          destinationPorts: ['1']\n        - name: r2   # a comment", 1), false, 0},
+		{"rule added", strings.Replace(seed, "        - name: r2   # a comment", "        - name: r0\n          protocols: [TCP]\n          sourceAddresses: ['*']\n          destinationAddresses: [10.9.0.9]\n          destinationPorts: ['1']\n        - name: r2   # a comment", 1), true, 2},
 		{"header", strings.Replace(seed, "10.2.0.1]", "10.2.0.2]", 1), false, 0},
 		{"last group removed", seed[:strings.Index(seed, "- name: net2")] + "dns:\n  enableProxy: true\n", false, 0},
 		{"seed again", seed, false, 0},
+		{"group inserted first", strings.Replace(seed, "- name: dnat\n", "- name: first\n  priority: 150\n  ruleCollections:\n    - name: x\n      kind: Network\n      priority: 100\n      action: Deny\n      rules:\n        - name: x\n          protocols: [UDP]\n          sourceAddresses: ['*']\n          destinationAddresses: ['*']\n          destinationPorts: ['9']\n- name: dnat\n", 1), true, 3},
+		{"groups swapped", swapGroups(seed, "- name: app\n", "- name: net2\n", "\ndns:"), true, 3},
+		{"seed after the insert", seed, true, 3},
 		{"warning group changed", strings.Replace(seed, "'22']", "'2222']", 1), true, 3},
 		{"group appended", seed[:strings.Index(seed, "\ndns:")+1] + "- name: extra\n  priority: 500\n" + seed[strings.Index(seed, "\ndns:")+1:], true, 3},
 		{"unknown field", strings.Replace(seed, "          destinationPorts: ['80']", "          destinationPort: ['80']", 1), false, 0},
