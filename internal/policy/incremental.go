@@ -38,7 +38,9 @@ type Loader struct {
 	prev *loadState
 	// Reused counts the groups the last Load took from the one before
 	// (tests and benchmarks); -1 when it took the full path.
-	Reused int
+	// ReusedCollections counts the collections it took in the groups it
+	// validated again.
+	Reused, ReusedCollections int
 }
 
 // loadState is what a Loader keeps of its last load.
@@ -59,6 +61,103 @@ type loadState struct {
 	groups  []*Group    // each group validated; nil: validate it again
 	tags    ServiceTags
 	byText  map[string]int // group text -> index (find), made when first needed
+	colls   []*collState   // each group's collections; nil: none kept
+}
+
+// collState is what a Loader keeps of a group's collections, so that a
+// group whose text changed reuses the collections whose text did not:
+// offsets are in the group's text, lines from the group's first line.
+type collState struct {
+	start    int         // where the first collection starts
+	indent   int         // the collections' entries' indentation
+	entries  []entrySpan // each collection
+	end      int         // where the list ends
+	counts   []int       // each collection's nodes
+	header   int         // the group's other nodes
+	nodeLine int         // the group's mapping (its position)
+	nodeCol  int
+	wire     []WireCollection // names, kinds, priorities and actions
+	valid    []*Collection    // each collection validated; nil: validate it again
+	baseLine int              // the group's first line when valid was validated
+	byText   map[string]int
+}
+
+// newCollState reads the collections of group node n, whose text t starts
+// on line line; nil when it cannot.
+func newCollState(t []byte, line int, n *yaml.Node, wg *WireGroup) *collState {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	var seq *yaml.Node
+	for k := 0; k+1 < len(n.Content); k += 2 {
+		if n.Content[k].Value == "ruleCollections" {
+			if seq != nil {
+				return nil
+			}
+			seq = n.Content[k+1]
+		}
+	}
+	if seq == nil || seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 || len(seq.Content) != len(wg.RuleCollections) {
+		return nil
+	}
+	off := lineOffset(t, seq.Line-line+1)
+	if off < 0 {
+		return nil
+	}
+	entries, end, _, ok := scanEntries(t, off, seq.Line-line, seq.Column-1)
+	if !ok || len(entries) != len(seq.Content) || entries[0].start != off {
+		return nil
+	}
+	cs := &collState{start: off, indent: seq.Column - 1, entries: entries, end: end, nodeLine: n.Line - line, nodeCol: n.Column,
+		counts: make([]int, len(entries)), baseLine: line}
+	countNodes(n, 2, 1<<30, &cs.header)
+	for k, c := range seq.Content {
+		countNodes(c, 4, 1<<30, &cs.counts[k])
+		cs.header -= cs.counts[k]
+	}
+	cs.setWire(wg.RuleCollections)
+	return cs
+}
+
+func (cs *collState) setWire(wcs []WireCollection) {
+	cs.wire = make([]WireCollection, len(wcs))
+	for k, wc := range wcs {
+		cs.wire[k] = WireCollection{Name: wc.Name, Kind: wc.Kind, Priority: wc.Priority, Action: wc.Action}
+	}
+}
+
+// span returns collection k's text in the group's text t.
+func (cs *collState) span(t []byte, k int) []byte {
+	end := cs.end
+	if k+1 < len(cs.entries) {
+		end = cs.entries[k+1].start
+	}
+	return t[cs.entries[k].start:end]
+}
+
+// find is loadState.find for the collections of the group text t.
+func (cs *collState) find(t, text []byte, k int) int {
+	if k < len(cs.entries) && cs.valid[k] != nil && bytes.Equal(text, cs.span(t, k)) {
+		return k
+	}
+	if cs.byText == nil {
+		cs.byText = make(map[string]int, len(cs.entries))
+		for j := range cs.entries {
+			if cs.valid[j] != nil {
+				cs.byText[string(cs.span(t, j))] = j
+			}
+		}
+	}
+	if j, ok := cs.byText[string(text)]; ok {
+		return j
+	}
+	return -1
+}
+
+// collReuse is a validated collection to reuse, its lines moved by delta.
+type collReuse struct {
+	c     *Collection
+	delta int
 }
 
 // entrySpan is where a group's text starts: its offset and line.
@@ -71,6 +170,38 @@ type groupReuse struct {
 	old   []*Group    // by index in ruleCollectionGroups; nil: validate
 	built []*Group    // out: this load's groups by index
 	off   bool
+	// colls are, for a group validated again, its collections to reuse
+	// (by index; a nil c: validate); builtColls, out, each group's
+	// collections by index.
+	colls      map[int][]collReuse
+	builtColls map[int][]*Collection
+}
+
+// collection returns the old validated collection ci of group gi, copied
+// into g, or nil.
+func (r *groupReuse) collection(gi, ci int, g *Group) *Collection {
+	if r == nil || r.off {
+		return nil
+	}
+	if l := r.colls[gi]; ci < len(l) && l[ci].c != nil {
+		return copyCollection(l[ci].c, g, l[ci].delta)
+	}
+	return nil
+}
+
+func (r *groupReuse) noteColl(gi, ci, n int, c *Collection) {
+	if r == nil {
+		return
+	}
+	if r.builtColls == nil {
+		r.builtColls = map[int][]*Collection{}
+	}
+	l := r.builtColls[gi]
+	if l == nil {
+		l = make([]*Collection, n)
+		r.builtColls[gi] = l
+	}
+	l[ci] = c
 }
 
 // usable turns reuse off unless the groups would be validated in the same
@@ -134,19 +265,19 @@ func (l *Loader) Load(name string, data []byte, opts Options) (*Policy, error) {
 	if p, ok := l.incremental(name, data, opts); ok {
 		return p, nil
 	}
-	l.Reused = -1
+	l.Reused, l.ReusedCollections = -1, 0
 	r := &groupReuse{}
 	p, f, pos, fast, err := loadFull(name, data, opts, r)
 	if err == nil && fast && f.BasePolicy == nil {
 		// A text that failed leaves the last state: the next text is
 		// compared with the last good one.
-		l.prev = newLoadState(name, data, opts.Limits.withDefaults(), f, pos.root, p, r.built)
+		l.prev = newLoadState(name, data, opts.Limits.withDefaults(), f, pos.root, p, r)
 	}
 	return p, err
 }
 
 // newLoadState cuts data into its groups' parts; nil when it cannot.
-func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node, p *Policy, built []*Group) *loadState {
+func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node, p *Policy, r *groupReuse) *loadState {
 	if root == nil || root.Kind != yaml.MappingNode || root.Column != 1 {
 		return nil
 	}
@@ -180,11 +311,13 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 	total := 1 // the document node
 	countNodes(root, 0, 1<<30, &total)
 	st.header = total
+	st.colls = make([]*collState, len(seq.Content))
 	for i, n := range seq.Content {
 		countNodes(n, 2, 1<<30, &st.counts[i])
 		st.header -= st.counts[i]
+		st.colls[i] = newCollState(st.span(i), st.entries[i].line, n, &f.RuleCollectionGroups[i])
 	}
-	st.setGroups(p, built)
+	st.setGroups(p, r.built, r)
 	st.trim()
 	return st
 }
@@ -246,20 +379,26 @@ func shiftGroup(g *Group, delta int) *Group {
 	ng.Pos = shiftPos(g.Pos, delta)
 	ng.Collections = make([]*Collection, len(g.Collections))
 	for i, c := range g.Collections {
-		nc := *c
-		nc.Group = &ng
-		nc.Pos = shiftPos(c.Pos, delta)
-		nc.Rules = make([]*Rule, len(c.Rules))
-		rules := make([]Rule, len(c.Rules))
-		for k, r := range c.Rules {
-			rules[k] = *r
-			rules[k].Collection = &nc
-			rules[k].Pos = shiftPos(r.Pos, delta)
-			nc.Rules[k] = &rules[k]
-		}
-		ng.Collections[i] = &nc
+		ng.Collections[i] = copyCollection(c, &ng, delta)
 	}
 	return &ng
+}
+
+// copyCollection returns a copy of c and its rules in group g, their lines
+// moved by delta.
+func copyCollection(c *Collection, g *Group, delta int) *Collection {
+	nc := *c
+	nc.Group = g
+	nc.Pos = shiftPos(c.Pos, delta)
+	nc.Rules = make([]*Rule, len(c.Rules))
+	rules := make([]Rule, len(c.Rules))
+	for k, r := range c.Rules {
+		rules[k] = *r
+		rules[k].Collection = &nc
+		rules[k].Pos = shiftPos(r.Pos, delta)
+		nc.Rules[k] = &rules[k]
+	}
+	return &nc
 }
 
 func shiftPos(p Pos, delta int) Pos {
@@ -273,33 +412,69 @@ func shiftPos(p Pos, delta int) Pos {
 // positions are looked up only in the groups validated again.
 var reusedNode = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 
-// setGroups keeps the validated groups that had no warning.
-func (st *loadState) setGroups(p *Policy, built []*Group) {
+// setGroups keeps the validated groups and collections that had no
+// warning; fresh names the groups whose collections were validated in
+// this load (the others keep theirs).
+func (st *loadState) setGroups(p *Policy, built []*Group, r *groupReuse) {
 	st.groups = make([]*Group, len(st.entries))
 	copy(st.groups, built)
+	for gi, cs := range st.colls {
+		if cs != nil && cs.valid == nil {
+			cs.valid = make([]*Collection, len(cs.entries))
+			if r != nil {
+				copy(cs.valid, r.builtColls[gi])
+			}
+		}
+	}
 	if len(p.Warnings) >= st.lim.MaxErrors {
 		clear(st.groups) // some warnings may have been dropped
+		st.colls = nil
 		return
 	}
 	for _, w := range p.Warnings {
-		if gi, ok := groupOfPath(w.Path); ok && gi < len(st.groups) {
-			st.groups[gi] = nil
+		gi, ci, ok := groupOfPath(w.Path)
+		if !ok || gi >= len(st.groups) {
+			continue
+		}
+		st.groups[gi] = nil
+		if cs := st.colls[gi]; cs != nil {
+			if ci < 0 || ci >= len(cs.valid) {
+				st.colls[gi] = nil
+			} else if cs.valid[ci] != nil {
+				valid := slices.Clone(cs.valid) // cs may be the last state's too
+				valid[ci] = nil
+				c := *cs
+				c.valid, c.byText = valid, nil
+				st.colls[gi] = &c
+			}
 		}
 	}
 }
 
-// groupOfPath returns i of a path "ruleCollectionGroups[i]...".
-func groupOfPath(path string) (int, bool) {
+// groupOfPath returns i (and j, else -1) of a path
+// "ruleCollectionGroups[i]..." ("ruleCollectionGroups[i].ruleCollections[j]...").
+func groupOfPath(path string) (int, int, bool) {
 	rest, ok := strings.CutPrefix(path, "ruleCollectionGroups[")
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
 	end := strings.IndexByte(rest, ']')
 	if end < 0 {
-		return 0, false
+		return 0, 0, false
 	}
 	i, err := strconv.Atoi(rest[:end])
-	return i, err == nil
+	if err != nil {
+		return 0, 0, false
+	}
+	j := -1
+	if rest, ok := strings.CutPrefix(rest[end+1:], ".ruleCollections["); ok {
+		if end := strings.IndexByte(rest, ']'); end >= 0 {
+			if k, err := strconv.Atoi(rest[:end]); err == nil {
+				j = k
+			}
+		}
+	}
+	return i, j, true
 }
 
 // lineOffset returns the offset where line (from 1) starts, or -1.
@@ -410,9 +585,11 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 	counts := make([]int, n)
 	wgs := make([]WireGroup, n)
 	reused := make([]*Group, n)
+	colls := make([]*collState, n)
+	r := &groupReuse{tags: old.tags, old: reused, colls: map[int][]collReuse{}}
 	total := old.header
 	var src string
-	kept := 0
+	kept, keptColls := 0, 0
 	for i, e := range entries {
 		eEnd := end
 		if i+1 < n {
@@ -423,13 +600,22 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 			if delta := e.line - old.entries[j].line; delta != 0 {
 				g = shiftGroup(g, delta) // the same text on other lines
 			}
-			nodes[i], counts[i], wgs[i], reused[i] = reusedNode, old.counts[j], old.file.RuleCollectionGroups[j], g
+			nodes[i], counts[i], wgs[i], reused[i], colls[i] = reusedNode, old.counts[j], old.file.RuleCollectionGroups[j], g, old.colls[j]
 			total += counts[i]
 			kept++
 			continue
 		}
 		if src == "" {
 			src = string(data)
+		}
+		if node, count, cs, cr, k, ok := old.partialGroup(data, src, e, eEnd, i, name, lim); ok {
+			nodes[i], counts[i], colls[i] = node, count, cs
+			wgs[i] = WireGroup{Name: old.file.RuleCollectionGroups[i].Name, Priority: old.file.RuleCollectionGroups[i].Priority, RuleCollections: cs.wire}
+			cs.wire = nil // set from wgs[i] below
+			r.colls[i] = cr
+			total += count
+			keptColls += k
+			continue
 		}
 		p := &fastParser{ok: true, data: data, src: src}
 		if !p.split(data[e.start:eEnd], e.line) || len(p.lines) == 0 {
@@ -454,6 +640,7 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		if err := nodes[i].Decode(&wgs[i]); err != nil {
 			return nil, false
 		}
+		colls[i] = newCollState(data[e.start:eEnd], e.line, nodes[i], &wgs[i])
 	}
 	if total > lim.MaxNodes {
 		return nil, false
@@ -473,7 +660,6 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 	f.RuleCollectionGroups = wgs
 	pos := &Positions{file: name, root: &root}
 	decoded := time.Now()
-	r := &groupReuse{tags: old.tags, old: reused}
 	o := opts
 	o.reuse = r
 	p, verr := validate(&f, pos, name, o)
@@ -484,11 +670,92 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		opts.Timings.Decode = decoded.Sub(start)
 		opts.Timings.Validate = time.Since(decoded)
 	}
+	for i, cs := range colls {
+		if cs != nil && cs.wire == nil {
+			cs.setWire(wgs[i].RuleCollections)
+		}
+	}
 	st := &loadState{name: name, lim: lim, data: bytes.Clone(data), file: &f, root: &root, seqKey: old.seqKey, indent: old.indent,
-		entries: entries, end: end, endLine: endLine, counts: counts, header: old.header, tags: p.tags}
-	st.setGroups(p, r.built)
+		entries: entries, end: end, endLine: endLine, counts: counts, header: old.header, tags: p.tags, colls: colls}
+	st.setGroups(p, r.built, r)
 	st.trim()
 	l.prev = st
-	l.Reused = kept
+	l.Reused, l.ReusedCollections = kept, keptColls
 	return p, true
+}
+
+var wireCollectionType = reflect.TypeOf(WireCollection{})
+
+// partialGroup parses group i of data (entry e, ending at eEnd), whose
+// text differs from every reusable group's, reusing the collections of
+// the last text's group i whose text is unchanged: when the group's text
+// before and after its list of collections is the same, only the other
+// collections are parsed, checked and decoded. It returns the group's tree
+// (the collections reused stand in as reusedNode), its node count, its
+// collections' state (wire: the wire collections, reused ones with their
+// names, kinds, priorities and actions only), the collections to reuse and
+// how many; false when it cannot.
+func (old *loadState) partialGroup(data []byte, src string, e entrySpan, eEnd, i int, name string, lim Limits) (*yaml.Node, int, *collState, []collReuse, int, bool) {
+	if i >= len(old.colls) || old.colls[i] == nil {
+		return nil, 0, nil, nil, 0, false
+	}
+	ocs := old.colls[i]
+	ot, t := old.span(i), data[e.start:eEnd]
+	if len(t) < ocs.start || !bytes.Equal(t[:ocs.start], ot[:ocs.start]) {
+		return nil, 0, nil, nil, 0, false
+	}
+	entries, end, _, ok := scanEntries(t, ocs.start, ocs.entries[0].line, ocs.indent)
+	if !ok || entries[0].start != ocs.start || !bytes.Equal(t[end:], ot[ocs.end:]) {
+		return nil, 0, nil, nil, 0, false
+	}
+	n := len(entries)
+	cs := &collState{start: ocs.start, indent: ocs.indent, entries: entries, end: end, counts: make([]int, n), header: ocs.header,
+		nodeLine: ocs.nodeLine, nodeCol: ocs.nodeCol, wire: make([]WireCollection, n), baseLine: e.line}
+	nodes := make([]*yaml.Node, n)
+	cr := make([]collReuse, n)
+	count, kept := ocs.header, 0
+	for k, ce := range entries {
+		cEnd := end
+		if k+1 < n {
+			cEnd = entries[k+1].start
+		}
+		if j := ocs.find(ot, t[ce.start:cEnd], k); j >= 0 {
+			// Its lines: e.line+ce.line now, ocs.baseLine+ocs.entries[j].line when validated.
+			cr[k] = collReuse{c: ocs.valid[j], delta: e.line + ce.line - ocs.baseLine - ocs.entries[j].line}
+			nodes[k], cs.counts[k], cs.wire[k] = reusedNode, ocs.counts[j], ocs.wire[j]
+			count += cs.counts[k]
+			kept++
+			continue
+		}
+		p := &fastParser{ok: true, data: data, src: src}
+		if !p.split(data[e.start+ce.start:e.start+cEnd], e.line+ce.line) || len(p.lines) == 0 {
+			return nil, 0, nil, nil, 0, false
+		}
+		seq := p.sequence(ocs.indent)
+		if !p.ok || seq == nil || p.i != len(p.lines) || len(seq.Content) != 1 {
+			return nil, 0, nil, nil, 0, false
+		}
+		nodes[k] = seq.Content[0]
+		if !countNodes(nodes[k], 4, lim.MaxDepth, &cs.counts[k]) {
+			return nil, 0, nil, nil, 0, false
+		}
+		count += cs.counts[k]
+		var errs ErrorList
+		w := walker{file: name, errs: &errs, cap: errorCap{max: lim.MaxErrors},
+			segs: []seg{{name: "ruleCollectionGroups"}, {idx: i}, {name: "ruleCollections"}, {idx: k}}}
+		w.walk(nodes[k], wireCollectionType)
+		if w.shapeErrors || len(errs) > 0 {
+			return nil, 0, nil, nil, 0, false
+		}
+		if err := nodes[k].Decode(&cs.wire[k]); err != nil {
+			return nil, 0, nil, nil, 0, false
+		}
+	}
+	// The group's mapping as far as validation looks: its position and
+	// its collections (positions are looked up only in those validated).
+	node := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: e.line + ocs.nodeLine, Column: ocs.nodeCol, Content: []*yaml.Node{
+		{Kind: yaml.ScalarNode, Tag: "!!str", Value: "ruleCollections"},
+		{Kind: yaml.SequenceNode, Tag: "!!seq", Content: nodes},
+	}}
+	return node, count, cs, cr, kept, true
 }

@@ -170,6 +170,33 @@ func TestLoaderOwnsText(t *testing.T) {
 	}
 }
 
+// TestLoaderReusesCollections: in a group whose text changed, the
+// collections whose text did not are reused, moved or not.
+func TestLoaderReusesCollections(t *testing.T) {
+	opts := Options{ServiceTags: ServiceTags{}}
+	text := groupsPolicyYAML(2, 4, 3)
+	port := strings.Replace(text, "'402'", "'4020'", 1) // g0/c0/r2
+	at := strings.Index(text, "      - name: c2\n")
+	added := text[:at] + strings.Replace(text[at:], "          - name: r1\n", "          - name: rx\n            protocols: [UDP]\n            sourceAddresses: [10.9.9.0/24]\n            destinationAddresses: [192.0.9.9]\n            destinationPorts: ['53']\n          - name: r1\n", 1) // in g0/c2
+	ld := &Loader{}
+	for _, tc := range []struct {
+		name          string
+		text          string
+		groups, colls int
+	}{
+		{"first", text, -1, 0},
+		{"port", port, 1, 3},
+		{"back", text, 1, 3},
+		{"rule added", added, 1, 3}, // g0: c0, c1 and c3 (moved); g1 moved
+		{"back again", text, 1, 3},
+	} {
+		sameLoad(t, ld, []byte(tc.text), opts)
+		if ld.Reused != tc.groups || ld.ReusedCollections != tc.colls {
+			t.Errorf("%s: %d groups and %d collections reused, want %d and %d", tc.name, ld.Reused, ld.ReusedCollections, tc.groups, tc.colls)
+		}
+	}
+}
+
 // TestLoaderServiceTagsChange: the same text with other service tags
 // validates every group again.
 func TestLoaderServiceTagsChange(t *testing.T) {

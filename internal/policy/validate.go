@@ -217,7 +217,11 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 		for ci := range wg.RuleCollections {
 			wc := &wg.RuleCollections[ci]
 			cp := fmt.Sprintf("%s.ruleCollections[%d]", gp, ci)
-			c := v.collection(wc, cp, g)
+			c := reuse.collection(gi, ci, g) // incremental.go
+			if c == nil {
+				c = v.collection(wc, cp, g)
+			}
+			reuse.noteColl(gi, ci, len(wg.RuleCollections), c)
 			if wc.Name != "" {
 				if prev, dup := collNames[strings.ToLower(wc.Name)]; dup {
 					v.errorf(cp+".name", "duplicate rule collection name %q in group %q (also ruleCollections[%d])", wc.Name, wg.Name, prev)
