@@ -175,19 +175,25 @@ func TestFastYAMLMutations(t *testing.T) {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	for range 20000 {
 		b := append([]byte(nil), seeds[r.IntN(len(seeds))]...)
-		for k := r.IntN(4); k >= 0; k-- {
-			i := r.IntN(len(b))
-			switch r.IntN(3) {
-			case 0:
-				b[i] = alpha[r.IntN(len(alpha))]
-			case 1:
-				b = append(b[:i], b[i+1:]...)
-			case 2:
-				b = append(b[:i], append([]byte{alpha[r.IntN(len(alpha))]}, b[i:]...)...)
-			}
-		}
-		checkFast(t, b)
+		checkFast(t, mutateBytes(r, b, alpha, 1+r.IntN(4)))
 	}
+}
+
+// mutateBytes makes n random edits of b: a byte replaced, deleted or
+// inserted (from alpha).
+func mutateBytes(r *rand.Rand, b, alpha []byte, n int) []byte {
+	for ; n > 0 && len(b) > 0; n-- {
+		i := r.IntN(len(b))
+		switch r.IntN(3) {
+		case 0:
+			b[i] = alpha[r.IntN(len(alpha))]
+		case 1:
+			b = append(b[:i], b[i+1:]...)
+		case 2:
+			b = append(b[:i], append([]byte{alpha[r.IntN(len(alpha))]}, b[i:]...)...)
+		}
+	}
+	return b
 }
 
 // FuzzFastYAML: whatever the fast path takes, yaml.v3 parses to the same

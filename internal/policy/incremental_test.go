@@ -313,21 +313,7 @@ func mutate(r *rand.Rand, src, alpha []byte) []byte {
 		}
 		return []byte(strings.Join(lines, ""))
 	}
-	for k := r.IntN(3); k >= 0; k-- {
-		if len(b) == 0 {
-			break
-		}
-		i := r.IntN(len(b))
-		switch r.IntN(3) {
-		case 0:
-			b[i] = alpha[r.IntN(len(alpha))]
-		case 1:
-			b = append(b[:i], b[i+1:]...)
-		case 2:
-			b = append(b[:i], append([]byte{alpha[r.IntN(len(alpha))]}, b[i:]...)...)
-		}
-	}
-	return b
+	return mutateBytes(r, b, alpha, 1+r.IntN(3)) // fastyaml_test.go
 }
 
 func TestScanEntries(t *testing.T) {
