@@ -264,6 +264,15 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 		switch bits, isPrefix := prefixLen(s.Family, s.Field, s.iv); {
 		case s.iv.lo == s.iv.hi:
 			out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo})
+		case isPrefix && bits > 0 && bits%8 == 0:
+			// A prefix on a byte boundary: load only its bytes (as nft
+			// does), no mask. One expression less for the kernel to parse
+			// at every apply (each costs it a walk of its list of
+			// expression types) and to run per packet.
+			p := *out[0].(*expr.Payload)
+			p.Len = uint32(bits / 8)
+			out[0] = &p
+			out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo[:bits/8]})
 		case isPrefix:
 			mask := netip.PrefixFrom(valAddr(s.Family, fieldMax(s.Family, s.Field)), bits).Masked().Addr().AsSlice()
 			out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(lo)), Mask: mask, Xor: make([]byte, len(lo))},

@@ -298,7 +298,16 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 			mask = nil
 			loadFam, loadFld = payloadField(x)
 			fam, fld := loadFam, loadFld
+			width := len(valBytes(fam, fld, u128{}))
 			load = func(val, mask []byte, _ expr.CmpOp) string {
+				if len(val) < width && mask == nil {
+					// A prefix on a byte boundary loads only its bytes.
+					mask = make([]byte, width)
+					for i := range val {
+						mask[i] = 0xff
+					}
+					val = append(append([]byte(nil), val...), make([]byte, width-len(val))...)
+				}
 				lo := bytesVal(val)
 				hi := lo
 				if mask != nil {
@@ -435,11 +444,13 @@ func payloadField(p *expr.Payload) (family, field) {
 	switch {
 	case p.Base == expr.PayloadBaseTransportHeader && p.Offset == 2:
 		return 0, fieldPort
-	case p.Offset == 12 && p.Len == 4:
+	// The start of the field says which (a prefix on a byte boundary
+	// loads fewer bytes).
+	case p.Offset == 12 && p.Len <= 4:
 		return ipv4, fieldSrc
-	case p.Offset == 16 && p.Len == 4:
+	case p.Offset == 16 && p.Len <= 4:
 		return ipv4, fieldDst
-	case p.Offset == 8 && p.Len == 16:
+	case p.Offset == 8 && p.Len <= 16:
 		return ipv6, fieldSrc
 	}
 	return ipv6, fieldDst
