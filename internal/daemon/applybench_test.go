@@ -187,6 +187,21 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 	b.ReportMetric(float64(cpu)/1e6/n, "cpu-ms/op")
 }
 
+// restartOnEmptyTable makes d a daemon that has just started on a
+// namespace without clusterwall's table: the table removed, no running
+// policy, a new data plane on the same runner. (The first case, the
+// table removed under a running daemon, reads the running policy's
+// counters before the apply; a starting daemon has none.)
+func restartOnEmptyTable(tb testing.TB, d *Daemon) {
+	dp := d.dp.(*NFTDataplane)
+	if err := dp.Runner.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	d.cur.Store(nil)
+	d.dp = &NFTDataplane{Runner: dp.Runner, Config: dp.Config}
+	d.loader.Reset() // nothing decoded before
+}
+
 func mustApply(tb testing.TB, d *Daemon, data []byte) {
 	if err := d.ApplyBytes("bench setup", data); err != nil {
 		tb.Fatal(err)
@@ -194,10 +209,11 @@ func mustApply(tb testing.TB, d *Daemon, data []byte) {
 }
 
 // BenchmarkDaemonApply: the daemon applying a 10,000-rule policy to an
-// empty table, as when it starts (first: nothing decoded before), the same text again (same), with one rule changed
-// (one-rule), another 10,000-rule policy (replace); a flat 100,000-rule
-// policy to an empty table and replacing another one, and the seed's
-// 8-rule policy replacing it (100k-to-8).
+// empty table (first: nothing decoded before; start: as a daemon that has just started), the
+// same text again (same), with one rule changed (one-rule), another
+// 10,000-rule policy (replace); a flat 100,000-rule policy to an empty
+// table (first, start) and replacing another one, and the seed's 8-rule
+// policy replacing it (100k-to-8).
 func BenchmarkDaemonApply(b *testing.B) {
 	p10 := []byte(policyYAML(10000, 1, false, 0))
 	p10b := []byte(policyYAML(10000, 2, false, 0))
@@ -209,6 +225,9 @@ func BenchmarkDaemonApply(b *testing.B) {
 			}
 			d.loader.Reset() // as a daemon starting: nothing decoded before
 		}, func(int) []byte { return p10 })
+	})
+	b.Run("10k/start", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) { restartOnEmptyTable(b, d) }, func(int) []byte { return p10 })
 	})
 	b.Run("10k/same", func(b *testing.B) {
 		daemonApplyBench(b, func(d *Daemon, i int) {
@@ -247,6 +266,9 @@ func BenchmarkDaemonApply(b *testing.B) {
 			}
 			d.loader.Reset()
 		}, func(int) []byte { return p100 })
+	})
+	b.Run("100k/start", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) { restartOnEmptyTable(b, d) }, func(int) []byte { return p100 })
 	})
 	b.Run("100k/replace", func(b *testing.B) {
 		daemonApplyBench(b, func(d *Daemon, i int) {

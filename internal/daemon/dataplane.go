@@ -179,6 +179,18 @@ func (d *NFTDataplane) KeptCounter(t nft.LogTag) bool {
 	return false
 }
 
+// CountersAfterApply reads the running ruleset's counters right after an
+// apply, reading from the kernel only those the apply did not create
+// (nft.NetlinkRunner.CountersAfterApply); Counters when the runner cannot.
+func (d *NFTDataplane) CountersAfterApply() ([]nft.RuleCounter, error) {
+	if r, ok := d.Runner.(interface {
+		CountersAfterApply() ([]nft.RuleCounter, error)
+	}); ok {
+		return r.CountersAfterApply()
+	}
+	return d.Counters()
+}
+
 // CountersOf reads the running ruleset's counters of tags (without their
 // generation) one by one (nft.NetlinkRunner.CountersOf), when the runner
 // can; errors.ErrUnsupported when it cannot.

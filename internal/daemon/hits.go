@@ -493,7 +493,13 @@ func (d *Daemon) rebaseRuleHits(gen uint64, p *policy.Policy, before []nft.RuleC
 	if !ok {
 		return
 	}
-	cs, err := cr.Counters()
+	read := cr.Counters
+	if ar, ok := d.dp.(interface {
+		CountersAfterApply() ([]nft.RuleCounter, error)
+	}); ok {
+		read = ar.CountersAfterApply // the counters the apply created are zero, not read
+	}
+	cs, err := read()
 	if err != nil {
 		d.log.Warn("reading the kernel's rule counters after the apply (hits of kept rules may count twice)", "err", err)
 		return

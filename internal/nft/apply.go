@@ -455,6 +455,16 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	}
 	r.current = rs
 	r.last = st
+	r.keptCounters = r.keptCounters[:0]
+	fresh := make(map[string]bool, len(d.newObjs))
+	for _, o := range d.newObjs {
+		fresh[o.Name] = true
+	}
+	for _, o := range pl.objs {
+		if o.Type == nftables.ObjTypeCounter && !fresh[o.Name] {
+			r.keptCounters = append(r.keptCounters, o.Name)
+		}
+	}
 	r.log.Debug("data plane applied", "table", rs.Table, "list", st.List, "listed", st.Listed,
 		"stage1", st.Stage1, "stage2", st.Stage2, "new_chains", st.NewChains, "new_sets", st.NewSets,
 		"new_objects", st.NewObjects, "new_rules", st.NewRules, "old_chains", st.OldChains, "old_sets", st.OldSets,

@@ -1,9 +1,12 @@
 package nft
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/match"
@@ -137,4 +140,73 @@ func BenchmarkCompile100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	compileBench(b, m, cfg)
+}
+
+// TestCountersAfterApply: right after an apply, the counters the apply
+// created read as zero without asking the kernel, and those the table
+// had already (here: one a previous process left, with counts) are read
+// from it — the answer is the full dump's.
+func TestCountersAfterApply(t *testing.T) {
+	l := newLab(t)
+	rs, err := compilePolicy(loadExample(t), labConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := rs.Counters()
+	if len(names) < 3 {
+		t.Fatalf("the example has %d counters", len(names))
+	}
+	// A counter of the ruleset, left with counts by an earlier process.
+	left := names[2]
+	r := l.runner()
+	c, err := r.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := c.AddTable(&nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet})
+	c.AddObj(&nftables.NamedObj{Table: table, Name: left, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{Packets: 7, Bytes: 700}})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseLasting()
+	if err := r.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.CountersAfterApply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the apply:\n%v\nthe dump:\n%v", got, want)
+	}
+	lt, err := ParseLogTag(left)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt.Gen = 0
+	found := false
+	for _, rc := range got {
+		if rc.Tag == lt.String() {
+			found = true
+			if rc.Packets != 7 || rc.Bytes != 700 {
+				t.Errorf("%s: %d packets %d bytes, want the 7 and 700 it had", rc.Tag, rc.Packets, rc.Bytes)
+			}
+		} else if rc.Packets != 0 {
+			t.Errorf("%s: %d packets in a new counter", rc.Tag, rc.Packets)
+		}
+	}
+	if !found || len(got) < len(names) {
+		t.Errorf("%d counters (%s found: %v), the ruleset has %d", len(got), lt, found, len(names))
+	}
+	// Applied again, every counter is kept and read.
+	if err := r.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = r.CountersAfterApply(); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("re-applied: %v, %v; want %v", got, err, want)
+	}
 }

@@ -125,6 +125,46 @@ func (e *ruleEncoder) stmt(st Stmt) ([]byte, error) {
 	return b, nil
 }
 
+// wholeLoadRun is the number of statements at the start of sts that are
+// wholeLoad matches (concatLoads).
+func wholeLoadRun(sts []Stmt) int {
+	n := 0
+	for _, st := range sts {
+		m, ok := st.(MatchRange)
+		if !ok {
+			break
+		}
+		if _, _, ok := wholeLoad(m); !ok {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// concat encodes sts (wholeLoad matches) as one concatenated comparison
+// (concatLoads); ok is false when they do not fit in one.
+func (e *ruleEncoder) concat(sts []Stmt) ([]byte, bool, error) {
+	ms := make([]MatchRange, len(sts))
+	for i, st := range sts {
+		ms[i] = st.(MatchRange)
+	}
+	exprs, ok := concatLoads(ms)
+	if !ok {
+		return nil, false, nil
+	}
+	w := wire{b: e.buf[:0]}
+	for _, x := range exprs {
+		data, err := expr.Marshal(byte(nftables.TableFamilyINet), x)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %v", sts[0], err)
+		}
+		w.attr(unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, data)
+	}
+	e.buf = w.b // valid until the next call
+	return w.b, true, nil
+}
+
 // appendRules writes one NFT_MSG_NEWRULE message per rule of chains (of
 // the plan's ruleset; appended to its chain, in order) to w.
 func appendRules(w *wire, pl *plan, chains []*Chain) error {
@@ -136,8 +176,17 @@ func appendRules(w *wire, pl *plan, chains []*Chain) error {
 			w.strAttr(unix.NFTA_RULE_TABLE, pl.table.Name)
 			w.strAttr(unix.NFTA_RULE_CHAIN, c.Name)
 			n := w.nest(unix.NFTA_RULE_EXPRESSIONS)
-			for _, st := range r.Stmts {
-				b, err := e.stmt(st)
+			for k := 0; k < len(r.Stmts); k++ {
+				if j := wholeLoadRun(r.Stmts[k:]); j >= 2 {
+					if b, ok, err := e.concat(r.Stmts[k : k+j]); err != nil {
+						return fmt.Errorf("ruleset: chain %s rule %d: %v", c.Name, i, err)
+					} else if ok {
+						w.b = append(w.b, b...)
+						k += j - 1
+						continue
+					}
+				}
+				b, err := e.stmt(r.Stmts[k])
 				if err != nil {
 					return fmt.Errorf("ruleset: chain %s rule %d: %v", c.Name, i, err)
 				}

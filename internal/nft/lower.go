@@ -242,6 +242,68 @@ func nfproto(f family) byte {
 // ipsDstNAT is IPS_DST_NAT of the conntrack status bits.
 const ipsDstNAT = 1 << 5
 
+// wholeLoad reports whether m is an equality on the bytes it loads (a
+// value, or a prefix on a byte boundary: lowerStmt's payload and cmp),
+// with that payload and the bytes it compares.
+func wholeLoad(m MatchRange) (*expr.Payload, []byte, bool) {
+	lo := valBytes(m.Family, m.Field, m.iv.lo)
+	if m.iv.lo == m.iv.hi {
+		return payloadOf(m.Family, m.Field), lo, true
+	}
+	if bits, isPrefix := prefixLen(m.Family, m.Field, m.iv); isPrefix && bits > 0 && bits%8 == 0 {
+		p := payloadOf(m.Family, m.Field)
+		p.Len = uint32(bits / 8)
+		return p, lo[:bits/8], true
+	}
+	return nil, nil, false
+}
+
+// Concatenated comparisons: consecutive matches that are each an equality
+// on the bytes they load (wholeLoad; e.g. a leaf's `ip saddr 10.1.2.0/24
+// th dport 443`) are lowered as their loads into consecutive 32-bit
+// registers and one cmp over all of them, as nft lowers a concatenation
+// (`ip saddr . th dport`): one expression less per extra match for the
+// kernel to parse at each apply and to run per packet. A load shorter
+// than its registers leaves the rest of its last register zero (the
+// kernel's payload expression clears it), which the compared bytes hold
+// too. nft_cmp compares at most 16 bytes.
+const (
+	reg32First = 8  // NFT_REG32_00
+	cmpMaxLen  = 16 // sizeof(struct nft_data)
+)
+
+// concatLoads lowers ms (at least two wholeLoad matches) as one
+// concatenated comparison; ok is false when they do not fit in one cmp.
+func concatLoads(ms []MatchRange) ([]expr.Any, bool) {
+	if len(ms) < 2 {
+		return nil, false
+	}
+	var (
+		out  []expr.Any
+		data []byte
+		reg  = uint32(reg32First)
+	)
+	for i, m := range ms {
+		p, b, ok := wholeLoad(m)
+		if !ok {
+			return nil, false
+		}
+		p.DestRegister = reg
+		out = append(out, p)
+		data = append(data, b...)
+		if i < len(ms)-1 {
+			for len(data)%4 != 0 {
+				data = append(data, 0)
+			}
+		}
+		reg += (p.Len + 3) / 4
+		if len(data) > cmpMaxLen {
+			return nil, false
+		}
+	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: reg32First, Data: data}), true
+}
+
 func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftables.Chain) ([]expr.Any, error) {
 	switch s := st.(type) {
 	case MatchNFProto:
@@ -259,11 +321,16 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 	case MatchCtDNAT:
 		return ctBits(expr.CtKeySTATUS, ipsDstNAT, !s.Negate), nil
 	case MatchRange:
+		if p, b, ok := wholeLoad(s); ok {
+			// A value, or a prefix on a byte boundary: only its bytes are
+			// loaded (as nft does), no mask — one expression less for the
+			// kernel to parse at every apply (each costs it a walk of its
+			// list of expression types) and to run per packet.
+			return []expr.Any{p, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b}}, nil
+		}
 		lo, hi := valBytes(s.Family, s.Field, s.iv.lo), valBytes(s.Family, s.Field, s.iv.hi)
 		out := []expr.Any{payloadOf(s.Family, s.Field)}
 		switch bits, isPrefix := prefixLen(s.Family, s.Field, s.iv); {
-		case s.iv.lo == s.iv.hi:
-			out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo})
 		case isPrefix:
 			mask := netip.PrefixFrom(valAddr(s.Family, fieldMax(s.Family, s.Field)), bits).Masked().Addr().AsSlice()
 			out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(lo)), Mask: mask, Xor: make([]byte, len(lo))},

@@ -63,6 +63,9 @@ type NetlinkRunner struct {
 	current *Ruleset
 	known   *kernelTable // what the table holds (apply.go); nil: list it
 	last    ApplyStats
+	// keptCounters are the named counters the last apply found in the
+	// table (it created the others, at zero): CountersAfterApply.
+	keptCounters []string
 	// pathCache maps the tags of pathsOf (the running ruleset) to rule
 	// paths (Counters).
 	pathsOf   *Ruleset

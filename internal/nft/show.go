@@ -285,6 +285,7 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 		mask    []byte
 		imm     = map[uint32][]byte{}
 		mapped  = map[uint32]DNATMap{} // registers loaded from a DNAT map
+		loads   = map[uint32]*expr.Payload{}
 	)
 	for i := 0; i < len(exprs); i++ {
 		e := exprs[i]
@@ -297,17 +298,12 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 		case *expr.Payload:
 			mask = nil
 			loadFam, loadFld = payloadField(x)
-			fam, fld := loadFam, loadFld
-			load = func(val, mask []byte, _ expr.CmpOp) string {
-				lo := bytesVal(val)
-				hi := lo
-				if mask != nil {
-					hi = bytesVal(orNot(val, mask))
-				}
-				return MatchRange{Family: fam, Field: fld, iv: ivl{lo, hi}}.String()
-			}
+			loads[reg32(x.DestRegister)] = x
+			p := x
+			load = func(val, mask []byte, _ expr.CmpOp) string { return payloadMatchText(p, val, mask) }
 		case *expr.Meta:
 			mask = nil
+			clear(loads)
 			key := x.Key
 			load = func(val, _ []byte, _ expr.CmpOp) string {
 				switch key {
@@ -325,6 +321,7 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 			}
 		case *expr.Ct:
 			mask = nil
+			clear(loads)
 			key := x.Key
 			load = func(val, mask []byte, op expr.CmpOp) string {
 				m := uint32(0)
@@ -344,6 +341,10 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 		case *expr.Bitwise:
 			mask = x.Mask
 		case *expr.Cmp:
+			if p := loads[reg32(x.Register)]; p != nil && len(x.Data) > int(p.Len) {
+				parts = append(parts, concatText(loads, x)...)
+				continue
+			}
 			if load == nil {
 				parts = append(parts, "cmp?")
 				continue
@@ -431,15 +432,64 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 	return strings.Join(parts, " "), counter, named
 }
 
+// payloadMatchText renders the match of a payload load p compared with
+// val (under mask, if any).
+func payloadMatchText(p *expr.Payload, val, mask []byte) string {
+	fam, fld := payloadField(p)
+	if width := len(valBytes(fam, fld, u128{})); len(val) < width && mask == nil {
+		// A prefix on a byte boundary loads only its bytes.
+		mask = make([]byte, width)
+		for i := range val {
+			mask[i] = 0xff
+		}
+		val = append(append([]byte(nil), val...), make([]byte, width-len(val))...)
+	}
+	lo := bytesVal(val)
+	hi := lo
+	if mask != nil {
+		hi = bytesVal(orNot(val, mask))
+	}
+	return MatchRange{Family: fam, Field: fld, iv: ivl{lo, hi}}.String()
+}
+
+// reg32 is the 32-bit register a register number names: the kernel
+// reports NFT_REG32_00 as NFT_REG_1 (they are the same bytes), and so on.
+func reg32(r uint32) uint32 {
+	if r >= 1 && r <= 4 {
+		return reg32First + (r-1)*4
+	}
+	return r
+}
+
+// concatText renders a concatenated comparison (concatLoads): the loads
+// into consecutive registers from c's, each compared with its bytes.
+func concatText(loads map[uint32]*expr.Payload, c *expr.Cmp) []string {
+	var out []string
+	reg, data := reg32(c.Register), c.Data
+	for len(data) > 0 {
+		p := loads[reg]
+		if p == nil || int(p.Len) > len(data) {
+			return append(out, "cmp?")
+		}
+		out = append(out, payloadMatchText(p, data[:p.Len], nil))
+		n := int(p.Len+3) / 4 * 4
+		data = data[min(n, len(data)):]
+		reg += uint32(n / 4)
+	}
+	return out
+}
+
 func payloadField(p *expr.Payload) (family, field) {
 	switch {
 	case p.Base == expr.PayloadBaseTransportHeader && p.Offset == 2:
 		return 0, fieldPort
-	case p.Offset == 12 && p.Len == 4:
+	// The start of the field says which (a prefix on a byte boundary
+	// loads fewer bytes).
+	case p.Offset == 12 && p.Len <= 4:
 		return ipv4, fieldSrc
-	case p.Offset == 16 && p.Len == 4:
+	case p.Offset == 16 && p.Len <= 4:
 		return ipv4, fieldDst
-	case p.Offset == 8 && p.Len == 16:
+	case p.Offset == 8 && p.Len <= 16:
 		return ipv6, fieldSrc
 	}
 	return ipv6, fieldDst
