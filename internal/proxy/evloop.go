@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -79,8 +80,11 @@ type loop struct {
 	// inheritNoDelay: accepted sockets have TCP_NODELAY from the listener.
 	inheritNoDelay bool
 	evfd           int // eventfd: posted work
-	ep             *os.File
-	rc             syscall.RawConn
+	// block: the loop blocks in epoll_wait itself, on a P of its own
+	// (reserveProcs); otherwise it parks on the runtime's poller (ep, rc).
+	block bool
+	ep    *os.File
+	rc    syscall.RawConn
 
 	base    time.Time
 	now     int64 // nanoseconds since base, read once per round
@@ -190,9 +194,10 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 	// the per-source limits apply to it from then on. Both are best effort.
 	inheritNoDelay := setNoDelay(lnfd) == nil
 	setsockoptInt(lnfd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
-	loops := make([]*loop, runtime.GOMAXPROCS(0))
+	block := blockingLoops()
+	loops := make([]*loop, loopCount())
 	for i := range loops {
-		l, err := newLoop(p, lnfd, lnAddr)
+		l, err := newLoop(p, lnfd, lnAddr, block)
 		if l != nil {
 			l.inheritNoDelay = inheritNoDelay
 		}
@@ -204,6 +209,9 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 			return nil, err
 		}
 		loops[i] = l
+	}
+	if block {
+		reserveProcs(len(loops))
 	}
 	p.mu.Lock()
 	for _, l := range loops {
@@ -234,17 +242,20 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 			delete(p.loops, l)
 		}
 		p.mu.Unlock()
+		if block {
+			reserveProcs(-len(loops))
+		}
 		unix.Close(lnfd)
 		return ErrClosed
 	}, nil
 }
 
-func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort) (*loop, error) {
+func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort, block bool) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: epoll_create1: %w", err)
 	}
-	l := &loop{p: p, lnfd: lnfd, lnAddr: lnAddr, epfd: epfd, evfd: -1, base: time.Now(), conns: map[int]*lconn{}}
+	l := &loop{p: p, lnfd: lnfd, lnAddr: lnAddr, epfd: epfd, evfd: -1, block: block, base: time.Now(), conns: map[int]*lconn{}}
 	fail := func(what string, err error) (*loop, error) {
 		l.release()
 		return nil, fmt.Errorf("proxy: %s: %w", what, err)
@@ -258,13 +269,15 @@ func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort) (*loop, error) {
 	if err := epollCtl(epfd, unix.EPOLL_CTL_ADD, lnfd, 0, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
 		return fail("epoll_ctl", err)
 	}
-	// The runtime's poller takes only non-blocking descriptors.
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		return fail("epoll fd", err)
-	}
-	l.ep = os.NewFile(uintptr(epfd), "proxy-epoll")
-	if l.rc, err = l.ep.SyscallConn(); err != nil {
-		return fail("epoll fd", err)
+	if !block {
+		// The runtime's poller takes only non-blocking descriptors.
+		if err := unix.SetNonblock(epfd, true); err != nil {
+			return fail("epoll fd", err)
+		}
+		l.ep = os.NewFile(uintptr(epfd), "proxy-epoll")
+		if l.rc, err = l.ep.SyscallConn(); err != nil {
+			return fail("epoll fd", err)
+		}
 	}
 	cfg := &p.cfg
 	tick := 250 * time.Millisecond
@@ -379,6 +392,9 @@ func (l *loop) wait() int {
 	if len(l.again) > 0 {
 		return l.poll()
 	}
+	if l.block {
+		return l.blockingWait()
+	}
 	// The park deadline moves only every half tick: setting a runtime
 	// timer for every park costs more than the sweep's slack.
 	if len(l.conns) > 0 || l.paused != 0 {
@@ -400,6 +416,28 @@ func (l *loop) wait() int {
 		l.stopping = true // the epoll file was closed: cannot go on
 	}
 	return n
+}
+
+// blockingWait is wait for a loop on a P of its own: epoll_wait blocks
+// the goroutine's thread until an event or the next sweep, holding the P
+// (a raw system call: the scheduler and sysmon see a running goroutine,
+// not a system call to hand the P off from). The runtime's preemption
+// signal (the garbage collector's stop-the-world, sysmon after 10 ms)
+// interrupts it with EINTR; the loop then returns to Go code, where the
+// goroutine can be preempted.
+func (l *loop) blockingWait() int {
+	timeout := -1 // no connections: until an event
+	if len(l.conns) > 0 || l.paused != 0 {
+		timeout = int(max(0, (l.sweep-l.now+int64(time.Millisecond)-1)/int64(time.Millisecond)))
+	}
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), loopEvents, uintptr(timeout), 0, 0)
+	if e != 0 {
+		if e != unix.EINTR {
+			l.stopping = true // the epoll descriptor is gone: cannot go on
+		}
+		return 0
+	}
+	return int(r)
 }
 
 // poll is epoll_wait without blocking.
@@ -1306,4 +1344,50 @@ func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
 	}
 	return netip.AddrPort{}
+}
+
+// Loops on Ps of their own.
+//
+// A loop that parks on the runtime's poller costs the scheduler a park and
+// a wake-up per round: the poller's own epoll_wait reports the loop's
+// epoll descriptor, the goroutine is made runnable (often waking a
+// spinning thread too), and it then asks its own epoll set — 19 % of the
+// daemon's profile in the L7 benchmark, where HAProxy's threads just
+// block in epoll_wait. So a loop blocks in epoll_wait itself, and the
+// process gets one P more per loop (reserveProcs) for everything else
+// (the decision log, the DNS proxy, the garbage collector's workers): a
+// loop's P is busy only while it has work. This needs the runtime's
+// asynchronous preemption (its signal ends the loop's epoll_wait for a
+// stop-the-world): with GODEBUG=asyncpreemptoff=1 the loops park as
+// before.
+
+var loopProcs struct {
+	sync.Mutex
+	reserved int // Ps added for blocking loops
+}
+
+// loopCount is the number of event loops a listener gets: one per P the
+// process had before blocking loops added theirs.
+func loopCount() int {
+	loopProcs.Lock()
+	defer loopProcs.Unlock()
+	return max(1, runtime.GOMAXPROCS(0)-loopProcs.reserved)
+}
+
+// blockingLoops reports whether loops block in epoll_wait themselves.
+func blockingLoops() bool {
+	for _, kv := range strings.Split(os.Getenv("GODEBUG"), ",") {
+		if strings.TrimSpace(kv) == "asyncpreemptoff=1" {
+			return false
+		}
+	}
+	return os.Getenv("CW_PROXY_PARKED_LOOPS") == ""
+}
+
+// reserveProcs adds n Ps (or, negative, removes them) for blocking loops.
+func reserveProcs(n int) {
+	loopProcs.Lock()
+	defer loopProcs.Unlock()
+	loopProcs.reserved += n
+	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)+n))
 }

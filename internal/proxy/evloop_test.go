@@ -280,3 +280,62 @@ func TestLoopDefersAccept(t *testing.T) {
 		t.Errorf("listener TCP_NODELAY = %d, %v; want 1", v, err)
 	}
 }
+
+// TestBlockingLoops: the loops block in epoll_wait on Ps of their own —
+// the process has one P more per loop while they run and as many as
+// before once they stop — and the garbage collector's stop-the-world is
+// not held up by a loop blocked in the kernel (the runtime's preemption
+// signal ends its epoll_wait): an idle proxy, whose loops wait with no
+// timeout, lets 20 collections through, and still serves afterwards. With
+// CW_PROXY_PARKED_LOOPS set the loops park on the runtime's poller
+// instead and the Ps stay as they were.
+func TestBlockingLoops(t *testing.T) {
+	f := newFixture(t)
+	for _, parked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parked=%v", parked), func(t *testing.T) {
+			if parked {
+				t.Setenv("CW_PROXY_PARKED_LOOPS", "1")
+			}
+			before := runtime.GOMAXPROCS(0)
+			e := startProxy(t, f.config(t, f.good.addr))
+			if _, err := tlsGet(t, e.addr, "ok.test"); err != nil {
+				t.Fatal(err)
+			}
+			e.p.mu.Lock()
+			loops, blocking := len(e.p.loops), 0
+			for l := range e.p.loops {
+				if l.block {
+					blocking++
+				}
+			}
+			e.p.mu.Unlock()
+			want, wantProcs := loops, before+loops
+			if parked {
+				want, wantProcs = 0, before
+			}
+			if blocking != want || runtime.GOMAXPROCS(0) != wantProcs {
+				t.Fatalf("%d of %d loops blocking, GOMAXPROCS %d (before %d); want %d blocking, GOMAXPROCS %d", blocking, loops, runtime.GOMAXPROCS(0), before, want, wantProcs)
+			}
+			waitFor(t, "no active connection", func() bool { return e.p.Stats().Active == 0 })
+			done := make(chan time.Duration)
+			go func() {
+				start := time.Now()
+				for range 20 {
+					runtime.GC()
+				}
+				done <- time.Since(start)
+			}()
+			select {
+			case d := <-done:
+				t.Logf("20 collections beside idle loops: %v", d)
+			case <-time.After(20 * time.Second):
+				t.Fatal("20 collections did not finish in 20 s beside idle loops (stop-the-world held up)")
+			}
+			if _, err := tlsGet(t, e.addr, "ok.test"); err != nil {
+				t.Fatalf("after the collections: %v", err)
+			}
+			e.p.Close()
+			waitFor(t, "GOMAXPROCS back", func() bool { return runtime.GOMAXPROCS(0) == before })
+		})
+	}
+}
