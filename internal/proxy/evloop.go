@@ -29,10 +29,10 @@ import (
 // polls every 20 µs: on the lab's 2-vCPU machine that was a third of the
 // proxy's context switches and most of its CPU gap to HAProxy. So
 // transparent connections on a TCP listener are served by event loops
-// instead, one per P, each a goroutine that owns its connections'
-// descriptors: an epoll set of its own (registered, as one descriptor,
-// with the runtime's poller — a loop goroutine parks only when none of
-// its connections has anything to do), raw non-blocking system calls for
+// instead (Config.Loops, by default half the CPUs), each a goroutine that
+// owns its connections' descriptors: an epoll set of its own, waited on
+// in epoll_wait by the loop itself on a P of its own (see reserveProcs at
+// the end), raw non-blocking system calls for
 // accept, connect, read, write, splice, shutdown and close, and no
 // goroutine per connection. The decision is the same code as
 // handleTransparent's (decideTransparent, emit); only a decision that
@@ -164,7 +164,7 @@ type ldir struct {
 	drained bool
 }
 
-// startLoops starts one event loop per P on ln; wait returns (ErrClosed)
+// startLoops starts the event loops (loopCount) on ln; wait returns (ErrClosed)
 // once the proxy has closed and every loop has stopped. An error means no
 // loop was started.
 func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait func() error, err error) {
@@ -195,7 +195,7 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 	inheritNoDelay := setNoDelay(lnfd) == nil
 	setsockoptInt(lnfd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
 	block := blockingLoops()
-	loops := make([]*loop, loopCount())
+	loops := make([]*loop, p.loopCount())
 	for i := range loops {
 		l, err := newLoop(p, lnfd, lnAddr, block)
 		if l != nil {
@@ -1366,12 +1366,28 @@ var loopProcs struct {
 	reserved int // Ps added for blocking loops
 }
 
-// loopCount is the number of event loops a listener gets: one per P the
-// process had before blocking loops added theirs.
-func loopCount() int {
+// loopCount is the number of event loops a listener gets: Config.Loops,
+// or DefaultLoops.
+func (p *Proxy) loopCount() int {
+	if p.cfg.Loops > 0 {
+		return p.cfg.Loops
+	}
+	return DefaultLoops()
+}
+
+// DefaultLoops is the number of event loops a transparent listener gets
+// by default: half the Ps the process had before blocking loops added
+// theirs, rounded up. The rest of the CPUs are left to the kernel's TCP
+// work (most of the proxy's cost, run in the loops' system calls and in
+// softirq on any CPU) and the daemon's other work. A busy loop takes no
+// new connections while another waits (the listener wakes one waiting
+// loop), and a loop that serves more connections handles more events per
+// epoll_wait: on the 2-vCPU benchmark machine one loop used 0.925 × the
+// CPU per connection of two (docs/benchmarks.md).
+func DefaultLoops() int {
 	loopProcs.Lock()
 	defer loopProcs.Unlock()
-	return max(1, runtime.GOMAXPROCS(0)-loopProcs.reserved)
+	return (max(1, runtime.GOMAXPROCS(0)-loopProcs.reserved) + 1) / 2
 }
 
 // blockingLoops reports whether loops block in epoll_wait themselves.

@@ -288,16 +288,26 @@ func TestLoopDefersAccept(t *testing.T) {
 // signal ends its epoll_wait): an idle proxy, whose loops wait with no
 // timeout, lets 20 collections through, and still serves afterwards. With
 // CW_PROXY_PARKED_LOOPS set the loops park on the runtime's poller
-// instead and the Ps stay as they were.
+// instead and the Ps stay as they were. Config.Loops sets the number of
+// loops; by default half the CPUs.
 func TestBlockingLoops(t *testing.T) {
 	f := newFixture(t)
-	for _, parked := range []bool{false, true} {
-		t.Run(fmt.Sprintf("parked=%v", parked), func(t *testing.T) {
-			if parked {
+	for _, tc := range []struct {
+		parked bool
+		loops  int
+	}{{false, 0}, {true, 0}, {false, 3}} {
+		t.Run(fmt.Sprintf("parked=%v,loops=%d", tc.parked, tc.loops), func(t *testing.T) {
+			if tc.parked {
 				t.Setenv("CW_PROXY_PARKED_LOOPS", "1")
 			}
 			before := runtime.GOMAXPROCS(0)
-			e := startProxy(t, f.config(t, f.good.addr))
+			wantLoops := tc.loops
+			if wantLoops == 0 {
+				wantLoops = (before + 1) / 2
+			}
+			cfg := f.config(t, f.good.addr)
+			cfg.Loops = tc.loops
+			e := startProxy(t, cfg)
 			if _, err := tlsGet(t, e.addr, "ok.test"); err != nil {
 				t.Fatal(err)
 			}
@@ -310,11 +320,11 @@ func TestBlockingLoops(t *testing.T) {
 			}
 			e.p.mu.Unlock()
 			want, wantProcs := loops, before+loops
-			if parked {
+			if tc.parked {
 				want, wantProcs = 0, before
 			}
-			if blocking != want || runtime.GOMAXPROCS(0) != wantProcs {
-				t.Fatalf("%d of %d loops blocking, GOMAXPROCS %d (before %d); want %d blocking, GOMAXPROCS %d", blocking, loops, runtime.GOMAXPROCS(0), before, want, wantProcs)
+			if loops != wantLoops || blocking != want || runtime.GOMAXPROCS(0) != wantProcs {
+				t.Fatalf("%d loops (%d blocking), GOMAXPROCS %d (before %d); want %d loops (%d blocking), GOMAXPROCS %d", loops, blocking, runtime.GOMAXPROCS(0), before, wantLoops, want, wantProcs)
 			}
 			waitFor(t, "no active connection", func() bool { return e.p.Stats().Active == 0 })
 			done := make(chan time.Duration)

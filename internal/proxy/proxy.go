@@ -148,6 +148,10 @@ type Config struct {
 	MaxConns          int
 	MaxConnsPerSource int
 	MaxConnsPerPrefix int
+	// Loops is the number of event loops serving a transparent listener
+	// (evloop.go); 0 means DefaultLoops: half the CPUs (GOMAXPROCS),
+	// rounded up.
+	Loops int
 	// MaxClientHello limits the ClientHello message (default
 	// DefaultMaxClientHello); MaxHTTPHead the request head (default
 	// DefaultMaxHTTPHead). Together they size the per-connection buffer.
