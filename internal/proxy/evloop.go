@@ -217,6 +217,11 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 	for _, l := range loops {
 		p.loops[l] = struct{}{}
 	}
+	// Close waits for the loops to stop and give their Ps back.
+	counted := !p.closed
+	if counted {
+		p.wg.Add(1)
+	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range loops {
@@ -246,6 +251,9 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 			reserveProcs(-len(loops))
 		}
 		unix.Close(lnfd)
+		if counted {
+			p.wg.Done()
+		}
 		return ErrClosed
 	}, nil
 }
