@@ -437,19 +437,38 @@ func (l *loop) wait() int {
 func (l *loop) blockingWait() int {
 	timeout := int(max(0, (l.sweep-l.now+int64(time.Millisecond)-1)/int64(time.Millisecond)))
 	if len(l.conns) == 0 && l.paused == 0 {
+		// No connections: the next one usually comes soon under load;
+		// park only after idleParkAfter without one.
+		if n, ok := l.epollWait(idleParkAfter); n > 0 || !ok {
+			return n
+		}
 		if n, ok := l.idleWait(); ok {
 			return n
 		}
 		timeout = int(l.tick / int64(time.Millisecond)) // could not park: wait a tick here
 	}
+	n, _ := l.epollWait(timeout)
+	return n
+}
+
+// idleParkAfter is how long (ms) a loop with no connections waits in
+// epoll_wait before it parks (idleWait): parking costs the scheduler a
+// park and a wake-up, which under load, where a loop's last connection
+// closes often, was as much as the park saves.
+const idleParkAfter = 5
+
+// epollWait is epoll_wait for up to timeout ms; ok is false when it was
+// interrupted (EINTR: the goroutine returns to Go code, where it can be
+// preempted) or the epoll descriptor is gone (the loop stops).
+func (l *loop) epollWait(timeout int) (n int, ok bool) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), loopEvents, uintptr(timeout), 0, 0)
 	if e != 0 {
 		if e != unix.EINTR {
 			l.stopping = true // the epoll descriptor is gone: cannot go on
 		}
-		return 0
+		return 0, false
 	}
-	return int(r)
+	return int(r), true
 }
 
 // idleWait is blockingWait for a loop with no connections: it parks on
