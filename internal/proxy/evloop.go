@@ -231,6 +231,11 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 			l.run()
 		}()
 	}
+	// The loops hold a duplicate of the socket: ln itself goes. Left open,
+	// it stays registered with the runtime's poller, which then wakes a
+	// thread (one waiting in the runtime's own epoll_wait) for every
+	// connection the listener queues, though nobody waits on it there.
+	ln.Close()
 	stop := func() {
 		for _, l := range loops {
 			l.post(nil)

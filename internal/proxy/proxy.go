@@ -299,9 +299,11 @@ func Listen(network, address string) (net.Listener, error) {
 	return lc.Listen(context.Background(), network, address)
 }
 
-// Serve accepts transparent connections on ln until ln fails or the proxy
-// is closed. Every connection must have been steered here by the kernel;
-// its original destination comes from Config.OriginalDst.
+// Serve accepts transparent connections on ln until the proxy is closed.
+// Every connection must have been steered here by the kernel; its
+// original destination comes from Config.OriginalDst. The proxy takes ln
+// over: its event loops serve a duplicate of the socket, and ln itself is
+// closed once they run.
 func (p *Proxy) Serve(ln net.Listener) error { return p.serve(ln, false) }
 
 // ServeExplicit accepts explicit-proxy connections (HTTP CONNECT and
