@@ -380,3 +380,28 @@ func TestBlockingLoops(t *testing.T) {
 		})
 	}
 }
+
+// TestServeClosesListener: the proxy serves a duplicate of the listening
+// socket and closes the listener it was given (left open, the runtime's
+// poller woke a thread for every connection queued on it); connections
+// are still served.
+func TestServeClosesListener(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config(t, f.good.addr)
+	cfg.Log = func(telemetry.Record) {}
+	p := New(cfg)
+	defer p.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Start(ln); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept on the listener given to Start: %v, want net.ErrClosed", err)
+	}
+	if _, err := tlsGet(t, ln.Addr().String(), "ok.test"); err != nil {
+		t.Fatal(err)
+	}
+}
