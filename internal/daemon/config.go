@@ -130,6 +130,9 @@ type Config struct {
 		MaxConns          int `yaml:"maxConns,omitempty"`
 		MaxConnsPerSource int `yaml:"maxConnsPerSource,omitempty"`
 		MaxConnsPerPrefix int `yaml:"maxConnsPerPrefix,omitempty"`
+		// Loops is the number of the transparent proxy's event loops
+		// (default 0: half the CPUs, rounded up; internal/proxy evloop.go).
+		Loops int `yaml:"loops,omitempty"`
 	} `yaml:"proxy"`
 	// WatchPolicy reloads when the policy file changes (default true).
 	WatchPolicy *bool `yaml:"watchPolicy,omitempty"`
@@ -236,6 +239,9 @@ func LoadConfig(path string) (*Config, error) {
 		if _, err := netip.ParseAddrPort(c.Proxy.Explicit); err != nil {
 			bad("proxy.explicit", "%q is not IP:port", c.Proxy.Explicit)
 		}
+	}
+	if c.Proxy.Loops < 0 {
+		bad("proxy.loops", "loops must be 0 (half the CPUs) or more, not %d", c.Proxy.Loops)
 	}
 	var ok bool
 	if c.spoof, ok = proxy.ParseSpoofPolicy(c.Proxy.Spoof); !ok {

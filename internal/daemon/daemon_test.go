@@ -143,6 +143,7 @@ func TestConfigErrors(t *testing.T) {
 		{"policy: p.yaml\ninterfacez: {}\n", "c.yaml:2:1: unknown field \"interfacez\""},
 		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\ndns: {upstreams: [nope]}\n", "c.yaml:4:19: dns.upstreams[0]"},
 		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\nproxy:\n  spoof: maybe\n", "c.yaml:5:10: proxy.spoof: spoof must be refuse or reroute"},
+		{"policy: p.yaml\ninterfaces: {inside: a, outside: b}\npublicIPs: [1.2.3.4]\nproxy:\n  loops: -2\n", "c.yaml:5:10: proxy.loops: loops must be 0"},
 	} {
 		f := filepath.Join(dir, "c.yaml")
 		os.WriteFile(f, []byte(tt.conf), 0o644)

@@ -56,6 +56,7 @@ func (d *Daemon) startProxy(ctx context.Context) error {
 		MaxConns:          d.cfg.Proxy.MaxConns,
 		MaxConnsPerSource: d.cfg.Proxy.MaxConnsPerSource,
 		MaxConnsPerPrefix: d.cfg.Proxy.MaxConnsPerPrefix,
+		Loops:             d.cfg.Proxy.Loops,
 	})
 	ln, err := proxy.Listen("tcp", d.cfg.Proxy.Listen) // no keep-alive: see proxy.Listen
 	if err != nil {

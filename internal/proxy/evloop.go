@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,10 +29,10 @@ import (
 // polls every 20 µs: on the lab's 2-vCPU machine that was a third of the
 // proxy's context switches and most of its CPU gap to HAProxy. So
 // transparent connections on a TCP listener are served by event loops
-// instead, one per P, each a goroutine that owns its connections'
-// descriptors: an epoll set of its own (registered, as one descriptor,
-// with the runtime's poller — a loop goroutine parks only when none of
-// its connections has anything to do), raw non-blocking system calls for
+// instead (Config.Loops, by default half the CPUs), each a goroutine that
+// owns its connections' descriptors: an epoll set of its own, waited on
+// in epoll_wait by the loop itself on a P of its own (see reserveProcs at
+// the end), raw non-blocking system calls for
 // accept, connect, read, write, splice, shutdown and close, and no
 // goroutine per connection. The decision is the same code as
 // handleTransparent's (decideTransparent, emit); only a decision that
@@ -79,8 +80,11 @@ type loop struct {
 	// inheritNoDelay: accepted sockets have TCP_NODELAY from the listener.
 	inheritNoDelay bool
 	evfd           int // eventfd: posted work
-	ep             *os.File
-	rc             syscall.RawConn
+	// block: the loop blocks in epoll_wait itself, on a P of its own
+	// (reserveProcs); otherwise it parks on the runtime's poller (ep, rc).
+	block bool
+	ep    *os.File
+	rc    syscall.RawConn
 
 	base    time.Time
 	now     int64 // nanoseconds since base, read once per round
@@ -160,7 +164,7 @@ type ldir struct {
 	drained bool
 }
 
-// startLoops starts one event loop per P on ln; wait returns (ErrClosed)
+// startLoops starts the event loops (loopCount) on ln; wait returns (ErrClosed)
 // once the proxy has closed and every loop has stopped. An error means no
 // loop was started.
 func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait func() error, err error) {
@@ -190,9 +194,10 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 	// the per-source limits apply to it from then on. Both are best effort.
 	inheritNoDelay := setNoDelay(lnfd) == nil
 	setsockoptInt(lnfd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
-	loops := make([]*loop, runtime.GOMAXPROCS(0))
+	block := blockingLoops()
+	loops := make([]*loop, p.loopCount())
 	for i := range loops {
-		l, err := newLoop(p, lnfd, lnAddr)
+		l, err := newLoop(p, lnfd, lnAddr, block)
 		if l != nil {
 			l.inheritNoDelay = inheritNoDelay
 		}
@@ -205,9 +210,17 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 		}
 		loops[i] = l
 	}
+	if block {
+		reserveProcs(len(loops))
+	}
 	p.mu.Lock()
 	for _, l := range loops {
 		p.loops[l] = struct{}{}
+	}
+	// Close waits for the loops to stop and give their Ps back.
+	counted := !p.closed
+	if counted {
+		p.wg.Add(1)
 	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
@@ -218,6 +231,11 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 			l.run()
 		}()
 	}
+	// The loops hold a duplicate of the socket: ln itself goes. Left open,
+	// it stays registered with the runtime's poller, which then wakes a
+	// thread (one waiting in the runtime's own epoll_wait) for every
+	// connection the listener queues, though nobody waits on it there.
+	ln.Close()
 	stop := func() {
 		for _, l := range loops {
 			l.post(nil)
@@ -234,17 +252,23 @@ func (p *Proxy) startLoops(ln *net.TCPListener, lnAddr netip.AddrPort) (wait fun
 			delete(p.loops, l)
 		}
 		p.mu.Unlock()
+		if block {
+			reserveProcs(-len(loops))
+		}
 		unix.Close(lnfd)
+		if counted {
+			p.wg.Done()
+		}
 		return ErrClosed
 	}, nil
 }
 
-func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort) (*loop, error) {
+func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort, block bool) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: epoll_create1: %w", err)
 	}
-	l := &loop{p: p, lnfd: lnfd, lnAddr: lnAddr, epfd: epfd, evfd: -1, base: time.Now(), conns: map[int]*lconn{}}
+	l := &loop{p: p, lnfd: lnfd, lnAddr: lnAddr, epfd: epfd, evfd: -1, block: block, base: time.Now(), conns: map[int]*lconn{}}
 	fail := func(what string, err error) (*loop, error) {
 		l.release()
 		return nil, fmt.Errorf("proxy: %s: %w", what, err)
@@ -258,13 +282,16 @@ func newLoop(p *Proxy, lnfd int, lnAddr netip.AddrPort) (*loop, error) {
 	if err := epollCtl(epfd, unix.EPOLL_CTL_ADD, lnfd, 0, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
 		return fail("epoll_ctl", err)
 	}
-	// The runtime's poller takes only non-blocking descriptors.
+	// The runtime's poller takes only non-blocking descriptors (the flag
+	// does not change epoll_wait, which blocks for its timeout).
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		return fail("epoll fd", err)
 	}
-	l.ep = os.NewFile(uintptr(epfd), "proxy-epoll")
-	if l.rc, err = l.ep.SyscallConn(); err != nil {
-		return fail("epoll fd", err)
+	if !block {
+		l.ep = os.NewFile(uintptr(epfd), "proxy-epoll")
+		if l.rc, err = l.ep.SyscallConn(); err != nil {
+			return fail("epoll fd", err)
+		}
 	}
 	cfg := &p.cfg
 	tick := 250 * time.Millisecond
@@ -379,6 +406,9 @@ func (l *loop) wait() int {
 	if len(l.again) > 0 {
 		return l.poll()
 	}
+	if l.block {
+		return l.blockingWait()
+	}
 	// The park deadline moves only every half tick: setting a runtime
 	// timer for every park costs more than the sweep's slack.
 	if len(l.conns) > 0 || l.paused != 0 {
@@ -400,6 +430,82 @@ func (l *loop) wait() int {
 		l.stopping = true // the epoll file was closed: cannot go on
 	}
 	return n
+}
+
+// blockingWait is wait for a loop on a P of its own: epoll_wait blocks
+// the goroutine's thread until an event or the next sweep, holding the P
+// (a raw system call: the scheduler and sysmon see a running goroutine,
+// not a system call to hand the P off from). The runtime's preemption
+// signal (the garbage collector's stop-the-world, sysmon after 10 ms)
+// interrupts it with EINTR; the loop then returns to Go code, where the
+// goroutine can be preempted.
+func (l *loop) blockingWait() int {
+	timeout := int(max(0, (l.sweep-l.now+int64(time.Millisecond)-1)/int64(time.Millisecond)))
+	if len(l.conns) == 0 && l.paused == 0 {
+		// No connections: the next one usually comes soon under load;
+		// park only after idleParkAfter without one.
+		if n, ok := l.epollWait(idleParkAfter); n > 0 || !ok {
+			return n
+		}
+		if n, ok := l.idleWait(); ok {
+			return n
+		}
+		timeout = int(l.tick / int64(time.Millisecond)) // could not park: wait a tick here
+	}
+	n, _ := l.epollWait(timeout)
+	return n
+}
+
+// idleParkAfter is how long (ms) a loop with no connections waits in
+// epoll_wait before it parks (idleWait): parking costs the scheduler a
+// park and a wake-up, which under load, where a loop's last connection
+// closes often, was as much as the park saves.
+const idleParkAfter = 5
+
+// epollWait is epoll_wait for up to timeout ms; ok is false when it was
+// interrupted (EINTR: the goroutine returns to Go code, where it can be
+// preempted) or the epoll descriptor is gone (the loop stops).
+func (l *loop) epollWait(timeout int) (n int, ok bool) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), loopEvents, uintptr(timeout), 0, 0)
+	if e != 0 {
+		if e != unix.EINTR {
+			l.stopping = true // the epoll descriptor is gone: cannot go on
+		}
+		return 0, false
+	}
+	return int(r), true
+}
+
+// idleWait is blockingWait for a loop with no connections: it parks on
+// the runtime's poller, so that its P goes idle. A goroutine that stays
+// in epoll_wait is preempted by sysmon every 10-20 ms, and sysmon itself
+// never sleeps while a P is busy: an idle daemon spent 5.7 ms of CPU a
+// second and 200 context switches on that. The epoll descriptor is
+// registered with the runtime only for the park (a duplicate, closed
+// after it): registered for good, every event would also wake the thread
+// that waits in the runtime's own epoll_wait.
+func (l *loop) idleWait() (n int, ok bool) {
+	if n := l.poll(); n > 0 {
+		return n, true
+	}
+	fd, err := unix.FcntlInt(uintptr(l.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, false // out of descriptors: blockingWait waits a tick
+	}
+	f := os.NewFile(uintptr(fd), "proxy-epoll")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	// Read calls the function first: it parks only when poll finds nothing.
+	if err := rc.Read(func(uintptr) bool {
+		n = l.poll()
+		return n > 0
+	}); err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // poll is epoll_wait without blocking.
@@ -1306,4 +1412,66 @@ func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
 	}
 	return netip.AddrPort{}
+}
+
+// Loops on Ps of their own.
+//
+// A loop that parks on the runtime's poller costs the scheduler a park and
+// a wake-up per round: the poller's own epoll_wait reports the loop's
+// epoll descriptor, the goroutine is made runnable (often waking a
+// spinning thread too), and it then asks its own epoll set — 19 % of the
+// daemon's profile in the L7 benchmark, where HAProxy's threads just
+// block in epoll_wait. So a loop blocks in epoll_wait itself, and the
+// process gets one P more per loop (reserveProcs) for everything else
+// (the decision log, the DNS proxy, the garbage collector's workers): a
+// loop's P is busy only while it has work. This needs the runtime's
+// asynchronous preemption (its signal ends the loop's epoll_wait for a
+// stop-the-world): with GODEBUG=asyncpreemptoff=1 the loops park as
+// before.
+
+var loopProcs struct {
+	sync.Mutex
+	reserved int // Ps added for blocking loops
+}
+
+// loopCount is the number of event loops a listener gets: Config.Loops,
+// or DefaultLoops.
+func (p *Proxy) loopCount() int {
+	if p.cfg.Loops > 0 {
+		return p.cfg.Loops
+	}
+	return DefaultLoops()
+}
+
+// DefaultLoops is the number of event loops a transparent listener gets
+// by default: half the Ps the process had before blocking loops added
+// theirs, rounded up. The rest of the CPUs are left to the kernel's TCP
+// work (most of the proxy's cost, run in the loops' system calls and in
+// softirq on any CPU) and the daemon's other work. A busy loop takes no
+// new connections while another waits (the listener wakes one waiting
+// loop), and a loop that serves more connections handles more events per
+// epoll_wait: on the 2-vCPU benchmark machine one loop used 0.925 × the
+// CPU per connection of two (docs/benchmarks.md).
+func DefaultLoops() int {
+	loopProcs.Lock()
+	defer loopProcs.Unlock()
+	return (max(1, runtime.GOMAXPROCS(0)-loopProcs.reserved) + 1) / 2
+}
+
+// blockingLoops reports whether loops block in epoll_wait themselves.
+func blockingLoops() bool {
+	for _, kv := range strings.Split(os.Getenv("GODEBUG"), ",") {
+		if strings.TrimSpace(kv) == "asyncpreemptoff=1" {
+			return false
+		}
+	}
+	return os.Getenv("CW_PROXY_PARKED_LOOPS") == ""
+}
+
+// reserveProcs adds n Ps (or, negative, removes them) for blocking loops.
+func reserveProcs(n int) {
+	loopProcs.Lock()
+	defer loopProcs.Unlock()
+	loopProcs.reserved += n
+	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)+n))
 }

@@ -148,6 +148,10 @@ type Config struct {
 	MaxConns          int
 	MaxConnsPerSource int
 	MaxConnsPerPrefix int
+	// Loops is the number of event loops serving a transparent listener
+	// (evloop.go); 0 means DefaultLoops: half the CPUs (GOMAXPROCS),
+	// rounded up.
+	Loops int
 	// MaxClientHello limits the ClientHello message (default
 	// DefaultMaxClientHello); MaxHTTPHead the request head (default
 	// DefaultMaxHTTPHead). Together they size the per-connection buffer.
@@ -295,9 +299,11 @@ func Listen(network, address string) (net.Listener, error) {
 	return lc.Listen(context.Background(), network, address)
 }
 
-// Serve accepts transparent connections on ln until ln fails or the proxy
-// is closed. Every connection must have been steered here by the kernel;
-// its original destination comes from Config.OriginalDst.
+// Serve accepts transparent connections on ln until the proxy is closed.
+// Every connection must have been steered here by the kernel; its
+// original destination comes from Config.OriginalDst. The proxy takes ln
+// over: its event loops serve a duplicate of the socket, and ln itself is
+// closed once they run.
 func (p *Proxy) Serve(ln net.Listener) error { return p.serve(ln, false) }
 
 // ServeExplicit accepts explicit-proxy connections (HTTP CONNECT and
