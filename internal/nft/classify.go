@@ -211,7 +211,7 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 			if used&(1<<f) != 0 || e.iv[f] == nil {
 				continue
 			}
-			stmts = append(stmts, cl.c.match(cl.fam, f, e.iv[f]))
+			stmts = append(stmts, cl.c.matchIn(cl.c.treeInterned, cl.fam, f, e.iv[f]))
 		}
 		rules = append(rules, &Rule{Comment: e.comment, Stmts: append(stmts, cl.c.decision(e, cl.proto)...)})
 		// What the rule tests and does: its rule, and its intervals in

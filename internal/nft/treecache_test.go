@@ -1,0 +1,139 @@
+package nft
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+// TestCompileCachedEqualsCompile: a sequence of random edits of a policy
+// (ports, protocols, actions, sources, destinations, FQDNs, rules deleted
+// and copied, nothing changed) and of the config (log generations, the
+// limited rule logs), each compiled with one Cache kept across the
+// sequence and without it: the whole ruleset (nft text in order,
+// warnings, FQDN sets, statistics) must be the same, and the cache must
+// have reused trees.
+func TestCompileCachedEqualsCompile(t *testing.T) {
+	steps := 60
+	if testing.Short() {
+		steps = 20
+	}
+	for _, seed := range []uint64{3, 11} {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 99))
+			p := bigPolicy(1200, seed)
+			cfg := seedConfig()
+			gens := map[int]uint32{}
+			var cache Cache
+			for step := range steps {
+				what := editPolicy(r, p)
+				switch r.IntN(8) {
+				case 0:
+					cfg.LimitRuleLogs = !cfg.LimitRuleLogs
+					what += ", limited rule logs toggled"
+				case 1:
+					gens[r.IntN(1200)] = uint32(step)
+					what += ", a rule's log generation"
+				case 2:
+					cfg.LogGeneration++
+					what += ", the policy's log generation"
+				}
+				g := make(map[int]uint32, len(gens))
+				for k, v := range gens {
+					g[k] = v
+				}
+				base := cfg.LogGeneration
+				cfg.LogGenerations = func(tag LogTag) uint32 {
+					if v, ok := g[tag.Index]; ok && (tag.Kind == LogAllow || tag.Kind == LogDeny) {
+						return v
+					}
+					return base
+				}
+				m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+				if err != nil {
+					t.Fatalf("step %d (%s): %v", step, what, err)
+				}
+				full, err := Compile(m, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cached, err := CompileCached(m, cfg, &cache)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a, b := describe(full), describe(cached); a != b {
+					t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
+				}
+			}
+			if cache.hits == 0 {
+				t.Fatalf("no tree was reused in %d steps", steps)
+			}
+			t.Logf("%d of %d trees reused", cache.hits, cache.built+cache.hits)
+		})
+	}
+}
+
+// editPolicy changes p in place at random and says how.
+func editPolicy(r *rand.Rand, p *policy.Policy) string {
+	var rules []*policy.Rule
+	for _, g := range p.Groups {
+		for _, c := range g.Collections {
+			rules = append(rules, c.Rules...)
+		}
+	}
+	ru := rules[r.IntN(len(rules))]
+	switch r.IntN(9) {
+	case 0:
+		pt := uint16(1 + r.IntN(3))
+		ru.DestinationPorts = []policy.PortRange{{Lo: 440 + pt, Hi: 443 + pt}}
+		return "ports of " + ru.Name
+	case 1:
+		ru.Protocols = []policy.Proto{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoAny, policy.ProtoICMP}[r.IntN(4)]
+		return "protocols of " + ru.Name
+	case 2:
+		c := ru.Collection
+		if c.Action == policy.ActionAllow {
+			c.Action = policy.ActionDeny
+		} else {
+			c.Action = policy.ActionAllow
+		}
+		return "action of " + c.Name
+	case 3:
+		var b policy.AddrSetBuilder
+		b.AddPrefix(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(r.IntN(8)), byte(r.IntN(16)) * 16, 0}), 24))
+		if r.IntN(3) == 0 {
+			b.AddPrefix(netip.MustParsePrefix("2001:db8:42::/64"))
+		}
+		ru.Source = b.Build()
+		return "source of " + ru.Name
+	case 4:
+		ru.DestinationFQDNs = []string{fmt.Sprintf("x%d.example.com", r.IntN(4))}
+		return "FQDNs of " + ru.Name
+	case 5:
+		var b policy.AddrSetBuilder
+		b.AddPrefix(netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(4)), 0}), 28))
+		ru.Destination = b.Build()
+		ru.DestinationFQDNs = nil
+		return "destination of " + ru.Name
+	case 6:
+		c := ru.Collection
+		if len(c.Rules) > 1 {
+			k := r.IntN(len(c.Rules))
+			c.Rules = append(c.Rules[:k:k], c.Rules[k+1:]...)
+			return "a rule of " + c.Name + " deleted"
+		}
+		return "nothing"
+	case 7:
+		c := ru.Collection
+		cp := *ru
+		cp.Name += "c"
+		k := r.IntN(len(c.Rules) + 1)
+		c.Rules = append(c.Rules[:k:k], append([]*policy.Rule{&cp}, c.Rules[k:]...)...)
+		return "a copy of " + ru.Name + " inserted"
+	}
+	return "nothing"
+}
