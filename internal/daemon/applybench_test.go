@@ -207,7 +207,8 @@ func BenchmarkDaemonApply(b *testing.B) {
 			if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
 				b.Fatal(err)
 			}
-			d.loader.Reset() // as a daemon starting: nothing decoded before
+			d.loader.Reset()                   // as a daemon starting: nothing decoded before
+			d.dp.(*NFTDataplane).cache.Reset() // nor compiled
 		}, func(int) []byte { return p10 })
 	})
 	b.Run("10k/same", func(b *testing.B) {
@@ -246,6 +247,7 @@ func BenchmarkDaemonApply(b *testing.B) {
 				b.Fatal(err)
 			}
 			d.loader.Reset()
+			d.dp.(*NFTDataplane).cache.Reset()
 		}, func(int) []byte { return p100 })
 	})
 	b.Run("100k/replace", func(b *testing.B) {

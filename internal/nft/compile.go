@@ -135,9 +135,11 @@ type compiler struct {
 	fqdnComments map[string]string // FQDN set -> its comment (its content)
 	decisions    map[decisionKey][]Stmt
 
-	cache  *Cache
-	trees  []*builtTree              // the trees of this compile (treecache.go)
-	reused map[string][hashSize]byte // final names of reused trees' objects -> their sums
+	cache    *Cache
+	building *builtTree                // the tree under way
+	leafHead []byte                    // its treeHead
+	trees    []*builtTree              // the trees of this compile (treecache.go)
+	reused   map[string][hashSize]byte // final names of reused trees' objects -> their sums
 }
 
 // name returns a new name that starts with prefix. It is provisional:
