@@ -40,7 +40,7 @@ type cachedTree struct {
 	chains []*Chain // in the order the tree made them, final names
 	sets   []*Set
 	root   string
-	sums   map[string][hashSize]byte // final names -> the namer's sums
+	sums   []nameSum // final names and the namer's sums
 	stats  treeStats
 	leaves map[string]*cachedLeaf // the leaves built in it
 }
@@ -54,8 +54,16 @@ type cachedLeaf struct {
 	chain  *Chain
 	sets   []*Set
 	chains []*Chain
-	sums   map[string][hashSize]byte
+	sums   []nameSum
 }
+
+// nameSum is a final name and its sum (namer.sums).
+type nameSum struct {
+	name string
+	sum  [hashSize]byte
+}
+
+func (n *namer) nameSum(name string) nameSum { return nameSum{name, n.sums[name]} }
 
 type treeStats struct {
 	leaves, maps, elems, maxSeq int
@@ -101,8 +109,8 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 			if c.reused == nil {
 				c.reused = make(map[string][hashSize]byte, len(t.sums))
 			}
-			for k, v := range t.sums {
-				c.reused[k] = v
+			for _, x := range t.sums {
+				c.reused[x.name] = x.sum
 			}
 			c.rs.Stats.Leaves += t.stats.leaves
 			c.rs.Stats.DispatchMaps += t.stats.maps
@@ -155,30 +163,30 @@ func (c *compiler) keep(n *namer) {
 			continue
 		}
 		t := &cachedTree{chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
-			sums:   make(map[string][hashSize]byte, len(b.chains)+len(b.sets)),
+			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
 			leaves: make(map[string]*cachedLeaf, len(b.leaves)+len(b.hit))}
 		for _, ch := range b.chains {
-			t.sums[ch.Name] = n.sums[ch.Name]
+			t.sums = append(t.sums, n.nameSum(ch.Name))
 		}
 		for _, s := range b.sets {
-			t.sums[s.Name] = n.sums[s.Name]
+			t.sums = append(t.sums, n.nameSum(s.Name))
 		}
 		for k, l := range b.hit {
 			t.leaves[k] = l
 		}
 		for k, bl := range b.leaves {
 			ch := bl.chain // renamed by n
-			l := &cachedLeaf{chain: ch, sums: map[string][hashSize]byte{ch.Name: n.sums[ch.Name]}}
+			l := &cachedLeaf{chain: ch, sums: []nameSum{n.nameSum(ch.Name)}}
 			for _, name := range bl.sets {
 				s := n.sets[name]
-				l.sums[s.Name] = n.sums[s.Name]
+				l.sums = append(l.sums, n.nameSum(s.Name))
 				if s.Kind == SetPlain { // interned; FQDN sets are not the tree's
 					l.sets = append(l.sets, s)
 				}
 			}
 			for _, name := range bl.chains {
 				d := n.chains[name]
-				l.sums[d.Name] = n.sums[d.Name]
+				l.sums = append(l.sums, n.nameSum(d.Name))
 				l.chains = append(l.chains, d)
 			}
 			t.leaves[k] = l
@@ -257,8 +265,8 @@ func (c *compiler) reuseLeaf(full string) string {
 	if c.reused == nil {
 		c.reused = map[string][hashSize]byte{}
 	}
-	for k, v := range l.sums {
-		c.reused[k] = v
+	for _, x := range l.sums {
+		c.reused[x.name] = x.sum
 	}
 	c.building.hit[full] = l
 	return l.chain.Name
