@@ -223,7 +223,8 @@ func BenchmarkDaemonApply(b *testing.B) {
 			if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
 				b.Fatal(err)
 			}
-			d.loader.Reset() // as a daemon starting: nothing decoded before
+			d.loader.Reset()                   // as a daemon starting: nothing decoded before
+			d.dp.(*NFTDataplane).cache.Reset() // nor compiled
 		}, func(int) []byte { return p10 })
 	})
 	b.Run("10k/start", func(b *testing.B) {
@@ -265,6 +266,7 @@ func BenchmarkDaemonApply(b *testing.B) {
 				b.Fatal(err)
 			}
 			d.loader.Reset()
+			d.dp.(*NFTDataplane).cache.Reset()
 		}, func(int) []byte { return p100 })
 	})
 	b.Run("100k/start", func(b *testing.B) {

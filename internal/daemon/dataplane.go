@@ -39,6 +39,9 @@ type NFTDataplane struct {
 	// log generation, hence their counters' names, stayed): KeptCounter.
 	keptNetwork, keptDNAT []bool
 	keptPolicy            bool
+	// The classifier trees of the last compile, reused by the next for
+	// the families and protocols whose rules did not change.
+	cache nft.Cache
 }
 
 // ruleGen is a rule's log generation and the decision line it stands for.
@@ -61,7 +64,7 @@ type ruleGen struct {
 // apply that changes one rule send the kernel only that rule's part.
 // Rules that changed get the new apply's generation.
 //
-// The ruleset is compiled from m (nft.Compile), which must have been
+// The ruleset is compiled from m (nft.CompileCached), which must have been
 // compiled for the data plane's gateway (Gateway).
 func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, error) {
 	if m == nil || m.Policy() != p {
@@ -116,7 +119,7 @@ func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, erro
 	if d.ThreatIntel != nil {
 		cfg.ThreatIntel = d.ThreatIntel()
 	}
-	rs, err := nft.Compile(m, cfg)
+	rs, err := nft.CompileCached(m, cfg, &d.cache)
 	if err != nil {
 		return nil, err
 	}

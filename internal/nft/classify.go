@@ -199,23 +199,10 @@ func (cl *classifier) newChain(kind string) *Chain {
 }
 
 func (cl *classifier) leaf(es []*entry, used uint8) string {
-	rules := make([]*Rule, 0, len(es))
+	// What the rules test and do: their rules, and their intervals in
+	// the fields still tested.
 	var key []byte
 	for _, e := range es {
-		var stmts []Stmt
-		for _, f := range cl.fields {
-			if f == fieldDst && e.fqdnSet != "" {
-				stmts = append(stmts, MatchSet{Family: cl.fam, Field: fieldDst, Set: e.fqdnSet})
-				continue
-			}
-			if used&(1<<f) != 0 || e.iv[f] == nil {
-				continue
-			}
-			stmts = append(stmts, cl.c.match(cl.fam, f, e.iv[f]))
-		}
-		rules = append(rules, &Rule{Comment: e.comment, Stmts: append(stmts, cl.c.decision(e, cl.proto)...)})
-		// What the rule tests and does: its rule, and its intervals in
-		// the fields still tested.
 		key = strconv.AppendInt(key, int64(e.rule), 10)
 		key = append(append(key, '/'), e.fqdnSet...)
 		for _, f := range cl.fields {
@@ -233,11 +220,34 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 	if name, ok := cl.leaves[string(key)]; ok {
 		return name
 	}
+	full := cl.c.leafKey(key, es) // treecache.go
+	if name := cl.c.reuseLeaf(full); name != "" {
+		cl.leaves[string(key)] = name
+		cl.c.rs.Stats.Leaves += len(es)
+		cl.cost[name] = len(es)
+		return name
+	}
+	rules := make([]*Rule, 0, len(es))
+	for _, e := range es {
+		var stmts []Stmt
+		for _, f := range cl.fields {
+			if f == fieldDst && e.fqdnSet != "" {
+				stmts = append(stmts, MatchSet{Family: cl.fam, Field: fieldDst, Set: e.fqdnSet})
+				continue
+			}
+			if used&(1<<f) != 0 || e.iv[f] == nil {
+				continue
+			}
+			stmts = append(stmts, cl.c.matchIn(cl.c.treeInterned, cl.fam, f, e.iv[f]))
+		}
+		rules = append(rules, &Rule{Comment: e.comment, Stmts: append(stmts, cl.c.decision(e, cl.proto)...)})
+	}
 	ch := cl.newChain("_leaf")
 	ch.Rules = rules
 	cl.leaves[string(key)] = ch.Name
 	cl.c.rs.Stats.Leaves += len(es)
 	cl.cost[ch.Name] = len(es)
+	cl.c.builtLeaf(full, ch)
 	return ch.Name
 }
 

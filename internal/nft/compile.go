@@ -23,6 +23,13 @@ import (
 // Runner applies the result. It is deterministic: the same matcher and
 // config give the same ruleset, names included.
 func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
+	return CompileCached(m, cfg, nil)
+}
+
+// CompileCached is Compile with a cache of the classifier trees of the
+// previous compile (see Cache); its result is the same as Compile's. A nil
+// cache is Compile.
+func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error) {
 	if m == nil {
 		return nil, fmt.Errorf("compile: no matcher")
 	}
@@ -53,6 +60,7 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 		// About a chain (and a name) per rule.
 		counted: make(map[string]string, len(m.Rules(policy.KindNetwork))),
 		chains:  make(map[string]*Chain, len(m.Rules(policy.KindNetwork))),
+		cache:   cache,
 	}
 	pre := c.baseChain("prerouting", HookPrerouting, "nat", -100, "accept")
 	// The filter chains end with an explicit drop rule and have policy
@@ -100,9 +108,11 @@ func Compile(m *match.Matcher, cfg Config) (*Ruleset, error) {
 		c.haPostrouting(post) // ha.go
 		c.snat(post)
 	}
-	if err := nameByContent(c.rs, c.counted); err != nil { // names.go
+	n, err := nameRuleset(c.rs, c.counted, c.reused) // names.go
+	if err != nil {
 		return nil, err
 	}
+	c.keep(n) // treecache.go
 	return c.rs, nil
 }
 
@@ -115,6 +125,21 @@ type compiler struct {
 	counters map[string]int    // name prefix -> next number
 	counted  map[string]string // names made by name -> their prefix
 	chains   map[string]*Chain // by name
+
+	// The classifier tree being built: its decision chains and interned
+	// sets are its own (a tree is built as if it were the only one, so
+	// that Cache can reuse it; the namer makes duplicates one).
+	decided      map[string]string // decision chain's prefix -> provisional name
+	treeInterned map[string]string
+
+	fqdnComments map[string]string // FQDN set -> its comment (its content)
+	decisions    map[decisionKey][]Stmt
+
+	cache    *Cache
+	building *builtTree                // the tree under way
+	leafHead []byte                    // its treeHead
+	trees    []*builtTree              // the trees of this compile (treecache.go)
+	reused   map[string][hashSize]byte // final names of reused trees' objects -> their sums
 }
 
 // name returns a new name that starts with prefix. It is provisional:
@@ -440,6 +465,11 @@ func (c *compiler) steer(pre *Chain) {
 // match returns the statement that matches field f against ivs: a single
 // comparison for one interval, else a lookup in an interned named set.
 func (c *compiler) match(fam family, f field, ivs []ivl) Stmt {
+	return c.matchIn(c.interned, fam, f, ivs)
+}
+
+// matchIn is match with the interned sets of interned.
+func (c *compiler) matchIn(interned map[string]string, fam family, f field, ivs []ivl) Stmt {
 	if f == fieldPort {
 		fam = 0 // ports do not depend on the family
 	}
@@ -451,7 +481,7 @@ func (c *compiler) match(fam family, f field, ivs []ivl) Stmt {
 	for _, iv := range ivs {
 		fmt.Fprintf(&key, "/%x.%x-%x.%x", iv.lo.hi, iv.lo.lo, iv.hi.hi, iv.hi.lo)
 	}
-	name, ok := c.interned[key.String()]
+	name, ok := interned[key.String()]
 	if !ok {
 		prefix := "p"
 		switch {
@@ -467,7 +497,7 @@ func (c *compiler) match(fam family, f field, ivs []ivl) Stmt {
 			s.Elems = append(s.Elems, Elem{iv: iv})
 		}
 		c.rs.Sets = append(c.rs.Sets, s)
-		c.interned[key.String()] = name
+		interned[key.String()] = name
 	}
 	return MatchSet{Family: fam, Field: f, Set: name}
 }
@@ -545,14 +575,13 @@ func (c *compiler) network(fwd *Chain) {
 				continue
 			}
 			c.rs.Stats.Entries += len(l)
-			cl := newClassifier(c, fam, proto, len(l))
-			root := cl.root(l)
+			root, maxSeq := c.tree(fam, proto, l) // treecache.go
 			if root == "" {
 				continue
 			}
 			fwd.add("", MatchNFProto{fam}, MatchL4Proto{proto}, Verdict{Kind: VerdictJump, Chain: root})
-			if n := cl.maxSeq(); n > c.rs.Stats.MaxSequential {
-				c.rs.Stats.MaxSequential = n
+			if maxSeq > c.rs.Stats.MaxSequential {
+				c.rs.Stats.MaxSequential = maxSeq
 			}
 		}
 	}
@@ -609,8 +638,24 @@ func (c *compiler) decision(e *entry, proto uint8) []Stmt {
 	if c.cfg.LimitRuleLogs {
 		return []Stmt{Verdict{Kind: VerdictGoto, Chain: c.decisionChain(e, proto)}}
 	}
-	tag := c.tag(e.tag)
-	return []Stmt{Counter{Name: tag.String()}, Log{Prefix: tag.String(), Group: c.cfg.LogGroup}, verdictOf(e, proto)}
+	// The same for every leaf rule of e's rule and a protocol as
+	// verdictOf tells them apart (callers copy the statements).
+	k := decisionKey{e.rule, e.deny && proto == protoTCP}
+	if st, ok := c.decisions[k]; ok {
+		return st
+	}
+	tag := c.tag(e.tag).String()
+	st := []Stmt{Counter{Name: tag}, Log{Prefix: tag, Group: c.cfg.LogGroup}, verdictOf(e, proto)}
+	if c.decisions == nil {
+		c.decisions = map[decisionKey][]Stmt{}
+	}
+	c.decisions[k] = st
+	return st
+}
+
+type decisionKey struct {
+	rule  int
+	reset bool // a Deny of TCP (verdictOf)
 }
 
 // verdictOf is what a network rule does with a flow of protocol proto.
@@ -630,18 +675,21 @@ func verdictOf(e *entry, proto uint8) Stmt {
 // rule (and, for a Deny, TCP or not), shared by all its leaves; named by
 // content like the others (rule_<i>_<hash>).
 func (c *compiler) decisionChain(e *entry, proto uint8) string {
-	name := "rule_" + strconv.Itoa(e.rule)
+	prefix := "rule_" + strconv.Itoa(e.rule)
 	if e.deny && proto == protoTCP {
-		name += "_tcp"
+		prefix += "_tcp"
 	}
-	if c.chains[name] == nil {
+	name, ok := c.decided[prefix]
+	if !ok {
+		name = c.name(prefix)
+		c.decided[prefix] = name
 		ch := c.chain(name)
 		if c.cfg.LimitRuleLogs {
 			tag := c.tag(e.tag)
 			ch.add(e.comment, Counter{Name: tag.String()}, c.limitedLog(tag))
 			ch.add(e.comment, verdictOf(e, proto))
 		} else {
-			ch.add(e.comment, c.decision(e, proto)...)
+			ch.add(e.comment, slices.Clone(c.decision(e, proto))...)
 		}
 	}
 	return name
@@ -658,8 +706,13 @@ func FQDNSetName(index int, v6 bool) string {
 
 func (c *compiler) fqdnSet(i int, fam family, comment string, names []string) string {
 	name := FQDNSetName(i, fam == ipv6)
-	c.rs.Sets = append(c.rs.Sets, &Set{Name: name, Kind: SetFQDN, Family: fam, Field: fieldDst,
-		Comment: truncComment(comment + " fqdns: " + strings.Join(names, ","))})
+	s := &Set{Name: name, Kind: SetFQDN, Family: fam, Field: fieldDst,
+		Comment: truncComment(comment + " fqdns: " + strings.Join(names, ","))}
+	c.rs.Sets = append(c.rs.Sets, s)
+	if c.fqdnComments == nil {
+		c.fqdnComments = map[string]string{}
+	}
+	c.fqdnComments[name] = s.Comment
 	for _, n := range names {
 		l := c.rs.fqdnSets[n]
 		if !slices.Contains(l, name) {

@@ -45,6 +45,18 @@ const hashLen = 16
 // names the compiler numbered (compiler.name) to their prefix, which
 // replaces the number. Chains or sets of the same content become one.
 func nameByContent(rs *Ruleset, counted map[string]string) error {
+	_, err := nameRuleset(rs, counted, nil)
+	return err
+}
+
+// hashSize is the size of a content hash.
+const hashSize = sha256.Size
+
+// nameRuleset is nameByContent, where the chains and sets named in final
+// already have their final names (their sums are final's values: a
+// classifier tree of the previous compile, treecache.go); it returns the
+// namer, whose chainTo, setTo and sums hold every name.
+func nameRuleset(rs *Ruleset, counted map[string]string, final map[string][hashSize]byte) (*namer, error) {
 	n := &namer{
 		rs:       rs,
 		counted:  counted,
@@ -54,27 +66,37 @@ func nameByContent(rs *Ruleset, counted map[string]string) error {
 		setTo:    make(map[string]string, len(rs.Sets)),
 		sums:     make(map[string][sha256.Size]byte, len(rs.Chains)+len(rs.Sets)),
 		visiting: map[string]bool{},
+		visitSet: map[string]bool{},
+	}
+	for name, sum := range final {
+		n.sums[name] = sum
 	}
 	for _, c := range rs.Chains {
 		n.chains[c.Name] = c
+		if _, ok := final[c.Name]; ok {
+			n.chainTo[c.Name] = c.Name
+		}
 	}
 	for _, s := range rs.Sets {
 		n.sets[s.Name] = s
+		if _, ok := final[s.Name]; ok {
+			n.setTo[s.Name] = s.Name
+		}
 	}
 	for _, c := range rs.Chains {
 		if c.Hook != HookNone {
 			if err := n.rewriteRules(c); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
 		if _, err := n.chain(c.Name); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, s := range rs.Sets {
 		if _, err := n.set(s.Name); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Keep one of each name, in the compiled order.
@@ -118,7 +140,7 @@ func nameByContent(rs *Ruleset, counted map[string]string) error {
 		}
 	}
 	rs.counters = rs.findCounters()
-	return nil
+	return n, nil
 }
 
 type namer struct {
@@ -130,7 +152,8 @@ type namer struct {
 	setTo    map[string]string
 	sums     map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
 	buf      []byte
-	visiting map[string]bool
+	visiting map[string]bool // chains
+	visitSet map[string]bool
 }
 
 func (n *namer) final(kind, old string, content []byte) (string, error) {
@@ -166,10 +189,10 @@ func (n *namer) chain(old string) (string, error) {
 	if c.Hook != HookNone {
 		return old, nil
 	}
-	if n.visiting["chain "+old] {
+	if n.visiting[old] {
 		return "", fmt.Errorf("ruleset: chain %s leads back to itself", old)
 	}
-	n.visiting["chain "+old] = true
+	n.visiting[old] = true
 	if err := n.rewriteRules(c); err != nil {
 		return "", err
 	}
@@ -200,10 +223,10 @@ func (n *namer) set(old string) (string, error) {
 	if s == nil {
 		return "", fmt.Errorf("ruleset: unknown set %q", old)
 	}
-	if n.visiting["set "+old] {
+	if n.visitSet[old] {
 		return "", fmt.Errorf("ruleset: set %s leads back to itself", old)
 	}
-	n.visiting["set "+old] = true
+	n.visitSet[old] = true
 	for i, e := range s.Elems {
 		if e.Chain != "" {
 			to, err := n.chain(e.Chain)

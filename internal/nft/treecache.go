@@ -1,0 +1,328 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+)
+
+// Cache keeps the classifier trees (one per family and protocol, see
+// classifier) of the last compile that used it, with their chains and sets
+// under their final names, keyed by (the SHA-256 of) everything a tree is
+// built from: its family and protocol, its entries in order (rule, log tag
+// with its generation, action, comment, intervals, FQDN set and that set's
+// content) and the config the decisions depend on. A compile whose tree
+// has the same key takes the tree's objects as they are instead of
+// classifying and naming them again: when one rule changes, only the trees
+// of its families and protocols are built. Within a tree that is built
+// again, a leaf whose key (its entries' rules, intervals and decisions,
+// and the tree's) it had before is taken as it was, with the interned sets
+// and decision chains building it would make first (cachedLeaf).
+//
+// A tree is built as if it were the only one (its decision chains and
+// interned sets are its own; the namer makes the copies across trees one,
+// keeping the first), so a reused tree puts the same objects in the same
+// places as a built one, and CompileCached's result is Compile's
+// (TestCompileCachedEqualsCompile).
+//
+// The zero value is an empty cache. A Cache may be shared by compiles that
+// do not run at the same time; the chains and sets it hands out are those
+// of earlier rulesets (they are not changed after a compile).
+type Cache struct {
+	mu     sync.Mutex
+	trees  map[string]*cachedTree
+	leaves map[string]*cachedLeaf
+
+	hits, built, leafHits int // trees reused and built, leaves reused: for the tests
+}
+
+type cachedTree struct {
+	chains []*Chain // in the order the tree made them, final names
+	sets   []*Set
+	root   string
+	sums   []nameSum // final names and the namer's sums
+	stats  treeStats
+	leaves map[string]*cachedLeaf // the leaves built in it
+}
+
+// cachedLeaf is a classifier leaf of the last compile: its chain and what
+// building it again would make before it (its interned sets and decision
+// chains), under their final names, and the sums of all the names it
+// refers to. A tree that is built again takes the leaves whose key it
+// finds (leafKey) instead of making and naming them.
+type cachedLeaf struct {
+	chain  *Chain
+	sets   []*Set
+	chains []*Chain
+	sums   []nameSum
+}
+
+// nameSum is a final name and its sum (namer.sums).
+type nameSum struct {
+	name string
+	sum  [hashSize]byte
+}
+
+func (n *namer) nameSum(name string) nameSum { return nameSum{name, n.sums[name]} }
+
+type treeStats struct {
+	leaves, maps, elems, maxSeq int
+}
+
+// builtLeaf is a leaf made by the compile under way: its chain and the
+// provisional names of the chains and sets its rules refer to.
+type builtLeaf struct {
+	chain        *Chain
+	chains, sets []string
+}
+
+// builtTree is a tree of the compile under way.
+type builtTree struct {
+	key    string
+	chains []*Chain // provisional names until naming
+	sets   []*Set
+	root   string
+	stats  treeStats
+	reused *cachedTree
+	leaves map[string]*builtLeaf // built here, by key
+	hit    map[string]*cachedLeaf
+}
+
+// tree classifies the entries l of a family and protocol, or takes the
+// cache's tree for them; it returns the chain to jump to and the tree's
+// longest path (classifier.maxSeq).
+func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
+	var key string
+	if c.cache != nil {
+		key = c.treeKey(fam, proto, l)
+		c.cache.mu.Lock()
+		t := c.cache.trees[key]
+		if t != nil {
+			c.cache.hits++
+		} else {
+			c.cache.built++
+		}
+		c.cache.mu.Unlock()
+		if t != nil {
+			c.rs.Chains = append(c.rs.Chains, t.chains...)
+			c.rs.Sets = append(c.rs.Sets, t.sets...)
+			if c.reused == nil {
+				c.reused = make(map[string][hashSize]byte, len(t.sums))
+			}
+			for _, x := range t.sums {
+				c.reused[x.name] = x.sum
+			}
+			c.rs.Stats.Leaves += t.stats.leaves
+			c.rs.Stats.DispatchMaps += t.stats.maps
+			c.rs.Stats.MapElements += t.stats.elems
+			c.trees = append(c.trees, &builtTree{key: key, reused: t})
+			return t.root, t.stats.maxSeq
+		}
+	}
+	before := c.rs.Stats
+	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
+	bt := &builtTree{key: key, leaves: map[string]*builtLeaf{}, hit: map[string]*cachedLeaf{}}
+	c.building = bt
+	if c.cache != nil {
+		c.leafHead = c.treeHead(fam, proto)
+	}
+	c.decided = map[string]string{}
+	c.treeInterned = map[string]string{}
+	cl := newClassifier(c, fam, proto, len(l))
+	root := cl.root(l)
+	st := treeStats{
+		leaves: c.rs.Stats.Leaves - before.Leaves,
+		maps:   c.rs.Stats.DispatchMaps - before.DispatchMaps,
+		elems:  c.rs.Stats.MapElements - before.MapElements,
+		maxSeq: cl.maxSeq(),
+	}
+	c.building = nil
+	if c.cache != nil && root != "" {
+		bt.root, bt.stats = root, st
+		bt.chains = append([]*Chain(nil), c.rs.Chains[nc:]...)
+		bt.sets = append([]*Set(nil), c.rs.Sets[ns:]...)
+		c.trees = append(c.trees, bt)
+	}
+	return root, st.maxSeq
+}
+
+// keep makes the cache hold this compile's trees (and only them), once n
+// has named the ruleset.
+func (c *compiler) keep(n *namer) {
+	if c.cache == nil {
+		return
+	}
+	trees := make(map[string]*cachedTree, len(c.trees))
+	leaves := map[string]*cachedLeaf{}
+	for _, b := range c.trees {
+		if b.reused != nil {
+			trees[b.key] = b.reused
+			for k, l := range b.reused.leaves {
+				leaves[k] = l
+			}
+			continue
+		}
+		t := &cachedTree{chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
+			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
+			leaves: make(map[string]*cachedLeaf, len(b.leaves)+len(b.hit))}
+		for _, ch := range b.chains {
+			t.sums = append(t.sums, n.nameSum(ch.Name))
+		}
+		for _, s := range b.sets {
+			t.sums = append(t.sums, n.nameSum(s.Name))
+		}
+		for k, l := range b.hit {
+			t.leaves[k] = l
+		}
+		for k, bl := range b.leaves {
+			ch := bl.chain // renamed by n
+			l := &cachedLeaf{chain: ch, sums: []nameSum{n.nameSum(ch.Name)}}
+			for _, name := range bl.sets {
+				s := n.sets[name]
+				l.sums = append(l.sums, n.nameSum(s.Name))
+				if s.Kind == SetPlain { // interned; FQDN sets are not the tree's
+					l.sets = append(l.sets, s)
+				}
+			}
+			for _, name := range bl.chains {
+				d := n.chains[name]
+				l.sums = append(l.sums, n.nameSum(d.Name))
+				l.chains = append(l.chains, d)
+			}
+			t.leaves[k] = l
+		}
+		for k, l := range t.leaves {
+			leaves[k] = l
+		}
+		trees[b.key] = t
+	}
+	c.cache.mu.Lock()
+	c.cache.trees = trees
+	c.cache.leaves = leaves
+	c.cache.mu.Unlock()
+}
+
+// treeHead is what every leaf of a tree is built from besides its entries.
+func (c *compiler) treeHead(fam family, proto uint8) []byte {
+	lim := byte(0)
+	if c.cfg.LimitRuleLogs {
+		lim = 1
+	}
+	b := append([]byte(nil), byte(fam), proto, lim)
+	b = binary.BigEndian.AppendUint16(b, c.cfg.LogGroup)
+	return appendStr(b, c.rs.LogLimit.Name())
+}
+
+// leafKey is everything a leaf of the tree being built is made from: the
+// tree's head, the leaf's key within the tree (classifier.leaf) and what
+// its entries' decisions say. "" without a cache.
+func (c *compiler) leafKey(key []byte, es []*entry) string {
+	if c.cache == nil || c.building == nil {
+		return ""
+	}
+	b := append(append([]byte(nil), c.leafHead...), key...)
+	for _, e := range es {
+		b = c.appendDecisionKey(b, e)
+	}
+	return string(b)
+}
+
+// appendDecisionKey appends what e's decision and comments are made of.
+func (c *compiler) appendDecisionKey(b []byte, e *entry) []byte {
+	t := c.tag(e.tag) // what its String is made of
+	b = binary.AppendUvarint(append(b, byte(t.Kind)), uint64(t.Index))
+	b = binary.AppendUvarint(b, uint64(t.Gen))
+	if e.deny {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	b = appendStr(b, e.comment)
+	if e.fqdnSet != "" {
+		b = appendStr(b, c.fqdnComments[e.fqdnSet])
+	}
+	return b
+}
+
+// reuseLeaf puts the last compile's leaf of key full (leafKey) and what
+// comes before it in the ruleset and returns its name; "" when there is
+// none.
+func (c *compiler) reuseLeaf(full string) string {
+	if full == "" {
+		return ""
+	}
+	c.cache.mu.Lock()
+	l := c.cache.leaves[full]
+	if l != nil {
+		c.cache.leafHits++
+	}
+	c.cache.mu.Unlock()
+	if l == nil {
+		return ""
+	}
+	c.rs.Sets = append(c.rs.Sets, l.sets...)
+	c.rs.Chains = append(append(c.rs.Chains, l.chains...), l.chain)
+	if c.reused == nil {
+		c.reused = map[string][hashSize]byte{}
+	}
+	for _, x := range l.sums {
+		c.reused[x.name] = x.sum
+	}
+	c.building.hit[full] = l
+	return l.chain.Name
+}
+
+// builtLeaf records a leaf made by this compile.
+func (c *compiler) builtLeaf(full string, ch *Chain) {
+	if full != "" {
+		bl := &builtLeaf{chain: ch}
+		for _, r := range ch.Rules {
+			for _, st := range r.Stmts {
+				switch x := st.(type) {
+				case MatchSet:
+					bl.sets = append(bl.sets, x.Set)
+				case Verdict:
+					if x.Chain != "" {
+						bl.chains = append(bl.chains, x.Chain)
+					}
+				}
+			}
+		}
+		c.building.leaves[full] = bl
+	}
+}
+
+// treeKey is the SHA-256 of everything the tree of l is built from (a
+// tree of 10,000 rules is megabytes of it).
+func (c *compiler) treeKey(fam family, proto uint8, l []*entry) string {
+	h := sha256.New()
+	b := c.treeHead(fam, proto)
+	for _, e := range l {
+		b = binary.AppendUvarint(b, uint64(e.rule))
+		b = c.appendDecisionKey(b, e)
+		b = appendStr(b, e.fqdnSet)
+		for f := range numFields {
+			if e.iv[f] == nil {
+				b = append(b, 0)
+				continue
+			}
+			b = binary.AppendUvarint(b, uint64(len(e.iv[f])+1))
+			for _, iv := range e.iv[f] {
+				b = appendIvl(b, iv)
+			}
+		}
+		if len(b) > 4096 {
+			h.Write(b)
+			b = b[:0]
+		}
+	}
+	h.Write(b)
+	return string(h.Sum(nil))
+}
+
+// Reset empties the cache (the next compile builds every tree).
+func (c *Cache) Reset() {
+	c.mu.Lock()
+	c.trees, c.leaves = nil, nil
+	c.mu.Unlock()
+}
