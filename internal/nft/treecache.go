@@ -121,12 +121,14 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	}
 	before := c.rs.Stats
 	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
-	bt := &builtTree{key: key, leaves: map[string]*builtLeaf{}, hit: map[string]*cachedLeaf{}}
+	// Sized for the tree's entries (a flat 100,000-rule policy has about one
+	// leaf per rule): growing these maps was 5 % of a full 100,000-rule compile.
+	bt := &builtTree{key: key, leaves: make(map[string]*builtLeaf, len(l)), hit: map[string]*cachedLeaf{}}
 	c.building = bt
 	if c.cache != nil {
 		c.leafHead = c.treeHead(fam, proto)
 	}
-	c.decided = map[string]string{}
+	c.decided = make(map[string]string, len(l))
 	c.treeInterned = map[string]string{}
 	cl := newClassifier(c, fam, proto, len(l))
 	root := cl.root(l)
@@ -153,7 +155,9 @@ func (c *compiler) keep(n *namer) {
 		return
 	}
 	trees := make(map[string]*cachedTree, len(c.trees))
-	leaves := map[string]*cachedLeaf{}
+	c.cache.mu.Lock()
+	leaves := make(map[string]*cachedLeaf, len(c.cache.leaves))
+	c.cache.mu.Unlock()
 	for _, b := range c.trees {
 		if b.reused != nil {
 			trees[b.key] = b.reused
