@@ -49,8 +49,10 @@ func TestHAActiveActive(t *testing.T) {
 	// Streams through both gateways.
 	dst := ap(nonazure4, 9101)
 	h.echoServer(t, dst)
+	// 12 streams: ECMP hashes each by its ports, so some go through fw (whose
+	// flows fw2 must hold); with 8, all through fw2 was a 1-in-128 chance.
 	var streams []*lab.Stream
-	for i := 0; i < 8; i++ {
+	for i := 0; i < 12; i++ {
 		streams = append(streams, h.openStream(t, dst))
 	}
 	h.waitReplicated(t, 1)
@@ -94,5 +96,5 @@ func TestHAActiveActive(t *testing.T) {
 			t.Errorf("new flow after fw died: source %v, %v; want %s", peer, err, lab.FWPublic2V4)
 		}
 	}
-	t.Logf("fw died: all 8 streams continued (the last %s after the crash); fw2 holds both groups", worst.Round(time.Millisecond))
+	t.Logf("fw died: all %d streams continued (the last %s after the crash); fw2 holds both groups", len(streams), worst.Round(time.Millisecond))
 }

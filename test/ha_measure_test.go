@@ -94,13 +94,14 @@ func TestHAFailoverMeasure(t *testing.T) {
 	}
 }
 
-// waitReplicated waits until fw2 holds at least n replicated flows.
+// waitReplicated waits until fw2 holds at least n replicated flows (15 s:
+// conntrackd's updates took more than 5 s in a -race CI run under load).
 func (h *haLab) waitReplicated(t *testing.T, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for h.haStatus(t, lab.HostFW2).Sync.Stats.ExternalEntries < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("fw2 holds fewer than %d replicated flows after 5s", n)
+			t.Fatalf("fw2 holds fewer than %d replicated flows after 15s", n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
