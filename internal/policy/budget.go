@@ -135,35 +135,46 @@ func estimateNodes(data []byte, max int) (n, line, col int) {
 // limit is passed, so its cost is bounded too.
 func checkTree(file string, doc *yaml.Node, lim Limits) error {
 	visits := 0
-	var walk func(n *yaml.Node, depth int) *Error
-	walk = func(n *yaml.Node, depth int) *Error {
+	var err *Error
+	walkTree(doc, 0, func(n *yaml.Node, depth int) bool {
 		visits++
 		if visits > lim.MaxNodes {
-			return &Error{Pos: Pos{File: file, Line: n.Line, Column: n.Column},
+			err = &Error{Pos: Pos{File: file, Line: n.Line, Column: n.Column},
 				Msg: fmt.Sprintf("too large: more than %d YAML values with aliases expanded (limit)", lim.MaxNodes)}
-		}
-		if depth > lim.MaxDepth {
-			return &Error{Pos: Pos{File: file, Line: n.Line, Column: n.Column},
+		} else if depth > lim.MaxDepth {
+			err = &Error{Pos: Pos{File: file, Line: n.Line, Column: n.Column},
 				Msg: fmt.Sprintf("nested deeper than %d levels (limit)", lim.MaxDepth)}
 		}
-		if n.Kind == yaml.AliasNode && n.Alias != nil {
-			return walk(n.Alias, depth)
-		}
-		d := depth
-		if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
-			d++
-		}
-		for _, c := range n.Content {
-			if e := walk(c, d); e != nil {
-				return e
-			}
-		}
-		return nil
-	}
-	if e := walk(doc, 0); e != nil {
-		return ErrorList{e}
+		return err == nil
+	})
+	if err != nil {
+		return ErrorList{err}
 	}
 	return nil
+}
+
+// walkTree visits n and the nodes under it as the decoder does: an
+// alias's target again at every use, a mapping's or sequence's children one
+// level deeper. It stops as soon as visit returns false, and reports
+// whether it went through. The one walk of the node budget: checkTree and
+// the incremental loader's countNodes.
+func walkTree(n *yaml.Node, depth int, visit func(n *yaml.Node, depth int) bool) bool {
+	if !visit(n, depth) {
+		return false
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return walkTree(n.Alias, depth, visit)
+	}
+	d := depth
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		d++
+	}
+	for _, c := range n.Content {
+		if !walkTree(c, d, visit) {
+			return false
+		}
+	}
+	return true
 }
 
 // errorCap keeps an error list within MaxErrors: the errors past the

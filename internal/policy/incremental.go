@@ -523,26 +523,14 @@ func scanEntries(data []byte, off, line, indent int) (entries []entrySpan, end, 
 	return entries, len(data), line, len(entries) > 0
 }
 
-// countNodes counts n's nodes into *visits as checkTree does (n at depth
-// depth); false when a node is deeper than max.
+// countNodes counts n's nodes into *visits as checkTree does (walkTree, n
+// at depth depth); false when a node is deeper than max or an alias (not
+// from the fast path).
 func countNodes(n *yaml.Node, depth, max int, visits *int) bool {
-	*visits++
-	if depth > max {
-		return false
-	}
-	if n.Kind == yaml.AliasNode {
-		return false // not from the fast path
-	}
-	d := depth
-	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
-		d++
-	}
-	for _, c := range n.Content {
-		if !countNodes(c, d, max, visits) {
-			return false
-		}
-	}
-	return true
+	return walkTree(n, depth, func(n *yaml.Node, depth int) bool {
+		*visits++
+		return depth <= max && n.Kind != yaml.AliasNode
+	})
 }
 
 // shiftLines returns a copy of the tree n with its lines moved by delta.
