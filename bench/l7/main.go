@@ -110,6 +110,10 @@ const (
 	setupB           setup = "clusterwall-b" // -exe-b
 	setupHAProxy     setup = "haproxy"
 	setupSquid       setup = "squid"
+	// setupForward: no proxy and no firewall, fw's kernel forwards (every
+	// table dormant) — the ceiling of the client and the server through
+	// the same namespaces; only with -only.
+	setupForward setup = "forward"
 )
 
 // isDaemon: the set-up is a clusterwall daemon (A or B).
@@ -124,7 +128,7 @@ func main() {
 	flag.IntVar(&c.clients, "clients", 8, "concurrent connection loops")
 	flag.IntVar(&c.bulkMB, "bulk-mb", 1024, "size of the bulk download (MiB)")
 	flag.BoolVar(&c.keep, "keep", false, "leave the lab and the peers up afterwards")
-	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated): clusterwall, clusterwall-b, haproxy, squid")
+	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated): clusterwall, clusterwall-b, haproxy, squid, forward (no proxy: fw forwards; a ceiling for the client and the server)")
 	flag.StringVar(&c.exeB, "exe-b", "", "a second daemon binary, measured as set-up clusterwall-b in the same rounds (A/B of a change); the daemon is restarted with the other binary when the set-up changes")
 	flag.BoolVar(&c.counters, "counters", false, "print fw's TCP/IP counters (/proc/net/snmp, netstat) per connection of each rate measurement")
 	daemonProcs := flag.Int("daemon-gomaxprocs", 0, "GOMAXPROCS of the daemon (0: the Go default, one per CPU)")
@@ -145,6 +149,17 @@ type sample struct {
 	conns   int64         // connections in the rate measurement
 	ctxsw   int64         // context switches of the proxy process's threads during it
 	segs    int64         // TCP segments fw sent during it (TcpOutSegs)
+	bulkCPU time.Duration // CPU time of the proxy process during the bulk download
+	bulkMB  float64       // its size in MB (10^6 bytes)
+	// bulkAll: the CPU time of the proxy process and of this one (the
+	// client and the server) during the bulk download: the whole
+	// transfer's cost but for kernel work done in other processes'
+	// time (softirq) — on the 2-vCPU machine the throughput follows it
+	// when nothing else runs.
+	bulkAll time.Duration
+	// bulkSegs: the TCP segments fw sent during the bulk download (the
+	// data to the client and the ACKs to the server).
+	bulkSegs int64
 }
 
 // peer is a proxy process started by the benchmark in fw.
@@ -173,6 +188,9 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			return err
 		}
 		setups = []setup{setupClusterwall, setupB, setupHAProxy, setupSquid}
+	}
+	if slices.Contains(strings.Split(c.only, ","), string(setupForward)) {
+		setups = append(setups, setupForward)
 	}
 	measured := func(s setup) bool {
 		return c.only == "" || slices.Contains(strings.Split(c.only, ","), string(s))
@@ -254,8 +272,9 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		setupB:           dm.pidB,
 		setupHAProxy:     func() int { return hap.cmd.Process.Pid },
 		setupSquid:       func() int { return sq.cmd.Process.Pid },
+		setupForward:     func() int { return 0 },
 	}
-	logs := map[setup]string{setupClusterwall: l.DecisionLog(), setupB: dm.out, setupHAProxy: hap.log, setupSquid: sq.log}
+	logs := map[setup]string{setupClusterwall: l.DecisionLog(), setupB: dm.out, setupHAProxy: hap.log, setupSquid: sq.log, setupForward: "-"}
 
 	client, err := newClient(l)
 	if err != nil {
@@ -284,7 +303,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			if err := benchkit.FlushConntrack(fwNS); err != nil {
 				return err
 			}
-			if err := client.verify(srv); err != nil {
+			if err := client.verify(srv, s == setupForward); err != nil {
 				return fmt.Errorf("round %d, %s: set-up check: %w (log: %s)", round+1, s, err, logs[s])
 			}
 			smp, err := measure(ctx, client, c, pids[s]())
@@ -292,7 +311,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 				return fmt.Errorf("round %d, %s: %w (log: %s)", round+1, s, err, logs[s])
 			}
 			results[s] = append(results[s], smp)
-			fmt.Fprintf(out, "round %d %-13s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn  %4.1f ctxsw/conn  %4.1f segs/conn", round+1, s, smp.connsPS, smp.mbps, perConn(smp), ctxPerConn(smp), segsPerConn(smp))
+			fmt.Fprintf(out, "round %d %-13s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn  %4.1f ctxsw/conn  %4.1f segs/conn  bulk CPU %4.0f µs/MB (with client and server %4.0f), %3.0f segs/MB", round+1, s, smp.connsPS, smp.mbps, perConn(smp), ctxPerConn(smp), segsPerConn(smp), perMB(smp), allPerMB(smp), float64(smp.bulkSegs)/max(smp.bulkMB, 1))
 			if smp.fails > 0 {
 				fmt.Fprintf(out, "  (%d failed)", smp.fails)
 			}
@@ -355,6 +374,23 @@ func perConn(s sample) float64 {
 		return 0
 	}
 	return float64(s.cpu.Microseconds()) / float64(s.conns)
+}
+
+// perMB is the proxy's CPU per MB of the bulk download, in µs.
+func perMB(s sample) float64 {
+	if s.bulkMB == 0 {
+		return 0
+	}
+	return float64(s.bulkCPU.Microseconds()) / s.bulkMB
+}
+
+// allPerMB is the proxy's, the client's and the server's CPU per MB of
+// the bulk download, in µs.
+func allPerMB(s sample) float64 {
+	if s.bulkMB == 0 {
+		return 0
+	}
+	return float64(s.bulkAll.Microseconds()) / s.bulkMB
 }
 
 func ctxPerConn(s sample) float64 {
@@ -648,13 +684,20 @@ func (cl *client) get(d *net.Dialer, name, path string, verify bool, timeout tim
 }
 
 // verify checks that an allowed name reaches the server through a proxy
-// in fw and that a name off the list is refused.
-func (cl *client) verify(srv *httpsServer) error {
+// in fw and that a name off the list is refused; with forward, that the
+// connection is forwarded, not proxied.
+func (cl *client) verify(srv *httpsServer, forward bool) error {
 	return cl.l.Do(lab.HostNode, func() error {
 		d := &net.Dialer{Timeout: 3 * time.Second}
 		peer, _, err := cl.get(d, allowedName, "/", true, 5*time.Second)
 		if err != nil {
 			return fmt.Errorf("SNI %s: %w", allowedName, err)
+		}
+		if forward {
+			if !strings.HasPrefix(peer, lab.NodeV4.String()+":") {
+				return fmt.Errorf("forward: the server saw %s, not the node (%s)", peer, lab.NodeV4)
+			}
+			return nil
 		}
 		if !strings.HasPrefix(peer, lab.FWPublicV4.String()+":") {
 			return fmt.Errorf("SNI %s: the server saw %s, not the firewall (%s): not proxied", allowedName, peer, lab.FWPublicV4)
@@ -761,8 +804,12 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	size := int64(c.bulkMB) << 20
 	err := cl.l.Do(lab.HostNode, func() error {
 		d := &net.Dialer{Timeout: 3 * time.Second}
-		t0 := time.Now()
+		segs0 := cl.outSegs()
+		t0, cpu0, self0 := time.Now(), benchkit.ProcCPU(pid), benchkit.ProcCPU(os.Getpid())
 		_, got, err := cl.get(d, allowedName, fmt.Sprintf("/bulk?n=%d", size), true, 5*time.Minute)
+		s.bulkCPU, s.bulkMB = benchkit.ProcCPU(pid)-cpu0, float64(size)/1e6
+		s.bulkAll = s.bulkCPU + benchkit.ProcCPU(os.Getpid()) - self0
+		s.bulkSegs = cl.outSegs() - segs0
 		if err != nil {
 			return fmt.Errorf("bulk download: %w", err)
 		}
@@ -826,34 +873,36 @@ func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string)
 	median := benchkit.Median
 	rate := func(s sample) float64 { return s.connsPS }
 	tput := func(s sample) float64 { return s.mbps }
-	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection | proxy CPU µs/MB in the bulk download, median | with client and server |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range setups {
 		if len(r[s]) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)))
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f | %.0f | %.0f |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)), median(get(s, perMB)), median(get(s, allPerMB)))
 	}
-	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios) | connection rate | throughput | CPU per connection |\n|---|---|---|---|\n")
+	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios) | connection rate | throughput | CPU per connection | CPU per MB (bulk) | with client and server |\n|---|---|---|---|---|---|\n")
 	pair := func(num, den setup, label string) {
 		if len(r[num]) == 0 || len(r[den]) == 0 {
 			return
 		}
-		fmt.Fprintf(out, "| %s | %.3f | %.3f | %.3f |\n", label, median(ratios(num, den, rate)), median(ratios(num, den, tput)), median(ratios(num, den, perConn)))
+		fmt.Fprintf(out, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f |\n", label, median(ratios(num, den, rate)), median(ratios(num, den, tput)), median(ratios(num, den, perConn)), median(ratios(num, den, perMB)), median(ratios(num, den, allPerMB)))
 	}
 	pair(setupClusterwall, setupHAProxy, "clusterwall / haproxy (targets ≥ 1.0, ≥ 1.0, ≤ 0.9)")
 	pair(setupB, setupHAProxy, "clusterwall-b / haproxy")
 	pair(setupB, setupClusterwall, "clusterwall-b / clusterwall")
 	pair(setupClusterwall, setupSquid, "clusterwall / squid")
 	pair(setupHAProxy, setupSquid, "haproxy / squid")
+	pair(setupClusterwall, setupForward, "clusterwall / forward")
+	pair(setupHAProxy, setupForward, "haproxy / forward")
 	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
-	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection):\n")
+	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection / proxy µs per MB in the bulk):\n")
 	for _, s := range setups {
 		if len(r[s]) == 0 {
 			continue
 		}
 		var parts []string
 		for _, x := range r[s] {
-			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f", x.connsPS, x.mbps, perConn(x)))
+			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", x.connsPS, x.mbps, perConn(x), perMB(x)))
 		}
 		fmt.Fprintf(out, "  %-13s %s\n", s, strings.Join(parts, "  "))
 	}
