@@ -162,6 +162,9 @@ type ldir struct {
 	done     bool
 	// drained: nothing to read until the next event (see connected).
 	drained bool
+	// paused: the destination is full and the source's EPOLLIN is off
+	// (pauseSrc) until the destination takes what this direction holds.
+	paused bool
 }
 
 // startLoops starts the event loops (loopCount) on ln; wait returns (ErrClosed)
@@ -1058,6 +1061,7 @@ func (l *loop) pump(c *lconn, i int) {
 	// reported its end (the FIN came with the data: no event would follow).
 	short := d.drained
 	d.drained = false
+	moved := false // something was written to the destination
 	for range loopPumpRound {
 		if len(d.pend) > 0 {
 			var w int
@@ -1072,12 +1076,14 @@ func (l *loop) pump(c *lconn, i int) {
 				w, e = rawWriteFD(d.dst, d.pend)
 			}
 			if e == unix.EAGAIN {
+				l.full(c, i, moved)
 				return
 			}
 			if e != 0 {
 				l.close(c)
 				return
 			}
+			moved = true
 			if d.pend = d.pend[w:]; len(d.pend) > 0 {
 				continue
 			}
@@ -1086,12 +1092,14 @@ func (l *loop) pump(c *lconn, i int) {
 		if d.inPipe > 0 {
 			w, e := spliceFD(d.pipe.r, d.dst, d.inPipe)
 			if e == unix.EAGAIN {
+				l.full(c, i, moved)
 				return
 			}
 			if e != 0 {
 				l.close(c)
 				return
 			}
+			moved = true
 			d.inPipe -= w
 			continue
 		}
@@ -1108,6 +1116,10 @@ func (l *loop) pump(c *lconn, i int) {
 			}
 			d.done = true
 			return
+		}
+		if d.paused {
+			l.resumeSrc(c, i)
+			short = false // arrivals while paused were not reported
 		}
 		if short && !c.hup[i] { // direction i reads side i
 			return
@@ -1163,6 +1175,48 @@ func (l *loop) pump(c *lconn, i int) {
 		c.queued = true
 		l.again = append(l.again, c)
 	}
+}
+
+// full handles a destination that takes no more: the source is paused
+// (pauseSrc). moved: this pump wrote something before.
+func (l *loop) full(c *lconn, i int, moved bool) {
+	if !moved {
+		l.p.stats.futile.Add(1)
+	}
+	l.pauseSrc(c, i)
+}
+
+// pauseSrc turns off EPOLLIN of direction i's source while its
+// destination is full: every segment arriving meanwhile would otherwise
+// wake the loop for a write that fails again (edge-triggered epoll
+// reports each arrival). The destination's EPOLLOUT resumes it (event,
+// pump, resumeSrc); the source's end of stream and errors are still
+// reported (EPOLLRDHUP, EPOLLHUP, EPOLLERR). HAProxy does the same.
+func (l *loop) pauseSrc(c *lconn, i int) {
+	d := &c.dir[i]
+	if d.paused || d.eof || c.hup[i] {
+		return
+	}
+	if l.setInterest(c, i, connEvents&^unix.EPOLLIN) {
+		d.paused = true
+	}
+}
+
+// resumeSrc turns direction i's source's EPOLLIN back on; the pump then
+// reads it until EAGAIN (events that came while it was off were not
+// reported).
+func (l *loop) resumeSrc(c *lconn, i int) {
+	c.dir[i].paused = false
+	l.setInterest(c, i, connEvents)
+}
+
+// setInterest sets what epoll reports for side i's socket.
+func (l *loop) setInterest(c *lconn, i int, events uint32) bool {
+	fd, id := c.cfd, c.cid
+	if i == 1 {
+		fd, id = c.ufd, c.uid
+	}
+	return epollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, id, events) == nil
 }
 
 func (l *loop) releasePend(d *ldir) {

@@ -198,6 +198,10 @@ type Proxy struct {
 
 	stats struct {
 		accepted, limited, idleClosed, allowed, denied, cut, shed, panics atomic.Uint64
+		// futile: the event loops' pumps that found a direction's
+		// destination still full and moved nothing (evloop.go pauseSrc
+		// keeps them rare); read by tests.
+		futile atomic.Uint64
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -122,4 +123,96 @@ func TestSpliceChild(t *testing.T) {
 	fmt.Printf("LISTEN %s\n", ln.Addr())
 	io.Copy(io.Discard, os.Stdin)
 	p.Close()
+}
+
+// TestFullDestinationPausesSource: while a relayed connection's
+// destination takes nothing (the client stops reading), the segments that
+// keep arriving from the source must not wake the event loop for a write
+// that fails again (pauseSrc turns the source's EPOLLIN off until the
+// destination drains). The client reads 8 MiB at full speed (so the
+// kernel grows the sockets' buffers), stops for half a second while the
+// server keeps sending, then reads the rest: every byte must arrive in
+// order, and the loop's pumps that found the destination full and moved
+// nothing (stats.futile) stay few — without the pause, every segment that
+// arrives during the stall costs one.
+func TestFullDestinationPausesSource(t *testing.T) {
+	const size = 96 << 20
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		c, err := srv.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for { // the request head
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		buf := make([]byte, 256<<10)
+		for sent := 0; sent < size; {
+			n := min(len(buf), size-sent)
+			for i := range buf[:n] {
+				buf[i] = byte((sent + i) % 251)
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+			sent += n
+		}
+	}()
+	dst, _ := addrPortOf(srv.Addr())
+	p := New(Config{
+		Matcher:       testPolicy(t, 1, dst.Port()),
+		Resolver:      StaticResolver{"ok.test": {dst.Addr()}},
+		OriginalDst:   fixedDst(dst),
+		HTTPKeepAlive: true,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(ln)
+	defer p.Close()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.WriteString(c, "GET /bulk HTTP/1.1\r\nHost: ok.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, buf := 0, make([]byte, 256<<10)
+	read := func(limit int) {
+		for got < limit {
+			n, err := c.Read(buf[:min(len(buf), limit-got)])
+			for i, b := range buf[:n] {
+				if want := byte((got + i) % 251); b != want {
+					t.Fatalf("byte %d is %d, want %d", got+i, b, want)
+				}
+			}
+			got += n
+			if err != nil {
+				t.Fatalf("after %d of %d bytes: %v", got, size, err)
+			}
+		}
+	}
+	read(8 << 20)
+	before := p.stats.futile.Load()
+	time.Sleep(500 * time.Millisecond) // the server keeps sending
+	stalled := p.stats.futile.Load() - before
+	read(size)
+	total := p.stats.futile.Load()
+	t.Logf("futile pumps: %d during the stall, %d in all", stalled, total)
+	if stalled > 4 {
+		t.Errorf("%d futile pumps while the destination was full (want the source paused: ≤ 4)", stalled)
+	}
 }
