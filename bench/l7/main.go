@@ -38,7 +38,11 @@
 // the same rotation; -only picks set-ups (a comma-separated list). The
 // report gives context switches and TCP segments sent by fw per
 // connection besides the CPU; -counters prints every TCP/IP counter of fw
-// per connection.
+// per connection. For the bulk download it gives the proxy's CPU per MB,
+// the same with this process's (the client's and the server's) added, and
+// fw's TCP segments per MB; -conn-time 0 measures the bulk download alone,
+// and -only ...,forward adds a set-up without a proxy (every table
+// dormant, fw's kernel forwards): the ceiling of the client and the server.
 //
 // bench/l7.sh runs it; docs/benchmarks.md has the results.
 package main
