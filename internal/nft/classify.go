@@ -44,8 +44,9 @@ import (
 // order, and a rule after one that matches everything left is dropped.
 //
 // A lookup in an interval map (the kernel's rbtree set) grows with the
-// logarithm of its size (a map of single values is a hash map, pointElems), so a new flow meets a few map lookups and a short
-// leaf however many rules the policy has; Stats.MaxSequential reports the
+// logarithm of its size (a map of single values is a hash map instead,
+// pointElems), so a new flow meets a few map lookups and a short leaf
+// however many rules the policy has; Stats.MaxSequential reports the
 // longest path (the number of rules a flow can be tested against).
 type classifier struct {
 	c      *compiler
