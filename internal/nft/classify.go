@@ -44,8 +44,9 @@ import (
 // order, and a rule after one that matches everything left is dropped.
 //
 // A lookup in an interval map (the kernel's rbtree set) grows with the
-// logarithm of its size, so a new flow meets a few map lookups and a short
-// leaf however many rules the policy has; Stats.MaxSequential reports the
+// logarithm of its size (a map of single values is a hash map instead,
+// pointElems), so a new flow meets a few map lookups and a short leaf
+// however many rules the policy has; Stats.MaxSequential reports the
 // longest path (the number of rules a flow can be tested against).
 type classifier struct {
 	c      *compiler
@@ -288,6 +289,9 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 		worst = max(worst, cl.cost[target])
 		set.Elems = append(set.Elems, Elem{iv: p.iv, Chain: target})
 	}
+	if elems, ok := pointElems(set.Elems); ok {
+		set.Kind, set.Elems = SetVMapHash, elems
+	}
 	ch := cl.newChain("_by_" + f.String())
 	ch.add("", VMap{Family: set.Family, Field: f, Map: mapName})
 	cl.c.rs.Sets = append(cl.c.rs.Sets, set)
@@ -295,6 +299,29 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 	cl.c.rs.Stats.MapElements += len(set.Elems)
 	cl.cost[ch.Name] = worst
 	return ch.Name
+}
+
+// pointElems returns a dispatch map's elements as single values, when that
+// takes no more kernel elements than the intervals do (an interval is a
+// start and an end element): the map is then a hash table (SetVMapHash),
+// one hashed lookup for a new flow where an interval map is a binary
+// search (docs/benchmarks.md, "The new flow's path in the kernel"). A
+// value in no interval is in no element either way.
+func pointElems(elems []Elem) ([]Elem, bool) {
+	limit := 2 * len(elems)
+	out := make([]Elem, 0, len(elems))
+	for _, e := range elems {
+		for v := e.iv.lo; ; v = v.next() {
+			if len(out) == limit {
+				return nil, false
+			}
+			out = append(out, Elem{iv: ivl{v, v}, Chain: e.Chain})
+			if v == e.iv.hi {
+				break
+			}
+		}
+	}
+	return out, true
 }
 
 // piece is an interval of a field and the entries (in order) covering it.

@@ -78,7 +78,10 @@
 //
 // # Chains
 //
-//	prerouting  (nat, dstnat: the first packet of every new flow)
+//	prerouting  (nat, dstnat: the first packet of every new flow; none
+//	            when it would be empty: a nat chain, even empty, registers
+//	            the kernel's NAT hooks, which give every new flow a null
+//	            binding)
 //	            threat intelligence, mode Deny (see ThreatIntel)
 //	            iifname <inside> tcp dport <steered ports> redirect to :<proxy>
 //	                                                  (application rules' ports)
@@ -121,7 +124,10 @@
 // protocol a classifier — a decision tree of interval verdict maps over
 // source address, destination address and destination port, ending in
 // short leaves — finds the first matching rule without testing the rules
-// in turn; classify.go describes it. The matched rule's decision is
+// in turn; classify.go describes it. A map whose elements are single values
+// (or short ranges that expand into no more elements) is a plain verdict
+// map of those values instead (SetVMapHash), which the kernel makes a hash
+// table: one hashed lookup where an interval map is a binary search. The matched rule's decision is
 // `counter name "cw:A:<i>" log prefix "cw:A:<i>" group 100 accept` for
 // Allow and, for Deny, `... reject with tcp reset` for TCP (the client
 // fails at once and sees a policy decision rather than a timeout) or

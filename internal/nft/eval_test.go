@@ -151,7 +151,7 @@ rules:
 				}
 			case VMap:
 				set := ev.rs.Set(s.Map)
-				if set == nil || set.Kind != SetVMap {
+				if set == nil || !set.vmap() {
 					return ev.fail("no map %s", s.Map)
 				}
 				if s.Family != 0 && s.Family != p.fam {
@@ -221,7 +221,11 @@ rules:
 // "dnat A:P" become the input or forward verdict of the translated packet
 // (reported in res.nat); logs accumulate.
 func evalFlow(rs *Ruleset, local []netip.Addr, p packet, fqdn map[string][]netip.Addr) (evalResult, string, error) {
-	res, err := evalChain(rs, "prerouting", p, fqdn)
+	var res evalResult
+	var err error
+	if rs.Chain("prerouting") != nil { // none when it would be empty
+		res, err = evalChain(rs, "prerouting", p, fqdn)
+	}
 	if err != nil {
 		return res, "", err
 	}

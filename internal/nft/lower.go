@@ -104,6 +104,11 @@ func lower(rs *Ruleset, fqdnElems func(set string) []FQDNAddr, now time.Time) (*
 				ns.IsMap = true
 				ns.DataType = nftables.TypeVerdict
 			}
+		case SetVMapHash:
+			// Its size: the kernel then picks a hash table of fixed size
+			// (nft_hash, or nft_hash_fast for 4-byte keys) over the
+			// resizable rhashtable.
+			ns.IsMap, ns.DataType, ns.Size = true, nftables.TypeVerdict, uint32(len(s.Elems))
 		case SetFQDN:
 			ns.HasTimeout = true
 		case SetDNATFQDN:
@@ -125,6 +130,18 @@ func (pl *plan) elems(sp setPlan) ([]nftables.SetElement, error) {
 	s := sp.src
 	var elems []nftables.SetElement
 	switch s.Kind {
+	case SetVMapHash:
+		elems = make([]nftables.SetElement, 0, len(s.Elems))
+		for _, e := range s.Elems {
+			if e.iv.lo != e.iv.hi {
+				return nil, fmt.Errorf("ruleset: map %s: an interval in a hash map", s.Name)
+			}
+			if pl.chMap[e.Chain] == nil {
+				return nil, fmt.Errorf("ruleset: map %s: unknown chain %q", s.Name, e.Chain)
+			}
+			elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.lo),
+				VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}})
+		}
 	case SetPlain, SetVMap:
 		fmax := fieldMax(s.Family, s.Field)
 		elems = make([]nftables.SetElement, 0, 2*len(s.Elems))

@@ -116,8 +116,8 @@ func stateOf(rs *Ruleset) *State {
 		if s.Kind == SetDNATFQDN {
 			elems = 0 // filled at run time
 		}
-		st.Sets = append(st.Sets, SetState{Name: s.Name, KeyType: s.KeyType(), Map: s.Kind == SetVMap || s.Kind == SetDNATFQDN,
-			Interval: !s.dynamic(), Timeout: s.dynamic(), Elements: elems, Comment: s.Comment})
+		st.Sets = append(st.Sets, SetState{Name: s.Name, KeyType: s.KeyType(), Map: s.vmap() || s.Kind == SetDNATFQDN,
+			Interval: !s.dynamic() && s.Kind != SetVMapHash, Timeout: s.dynamic(), Elements: elems, Comment: s.Comment})
 	}
 	return st
 }

@@ -116,7 +116,14 @@ const (
 	// rule translates to, which the runner fills from the addresses
 	// resolved for FQDN.
 	SetDNATFQDN
+	// SetVMapHash is a verdict map of the classifier whose elements are
+	// single values: a hash table in the kernel (one lookup, where an
+	// interval map is a binary search).
+	SetVMapHash
 )
+
+// vmap reports whether s is a verdict map of the classifier.
+func (s *Set) vmap() bool { return s.Kind == SetVMap || s.Kind == SetVMapHash }
 
 // Set is a named set or verdict map.
 type Set struct {
@@ -435,10 +442,12 @@ func (rs *Ruleset) String() string {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", strconv.Quote(n))
 	}
 	for _, s := range rs.Sets {
-		fmt.Fprintf(&b, "\n\t%s %s {\n", map[bool]string{true: "map", false: "set"}[s.Kind == SetVMap || s.Kind == SetDNATFQDN], s.Name)
+		fmt.Fprintf(&b, "\n\t%s %s {\n", map[bool]string{true: "map", false: "set"}[s.vmap() || s.Kind == SetDNATFQDN], s.Name)
 		switch s.Kind {
 		case SetVMap:
 			fmt.Fprintf(&b, "\t\ttype %s : verdict\n\t\tflags interval\n", s.KeyType())
+		case SetVMapHash:
+			fmt.Fprintf(&b, "\t\ttype %s : verdict\n", s.KeyType())
 		case SetDNATFQDN:
 			fmt.Fprintf(&b, "\t\ttype %s : %s\n\t\tflags timeout\n", s.KeyType(), s.KeyType())
 		default:
