@@ -33,7 +33,33 @@ type Cache struct {
 	trees  map[string]*cachedTree
 	leaves map[string]*cachedLeaf
 
-	hits, built, leafHits int // trees reused and built, leaves reused: for the tests
+	// The shapes (classifier.cut) of the last build of each family and
+	// protocol's tree, by the intervals of the node's entries (their ids
+	// in ivIDs) and the fields already dispatched on: a tree built again
+	// takes the cuts of its unchanged nodes instead of partitioning them.
+	shapes map[famProto]*shapeCache
+	ivIDs  map[string]uint32 // a field and an entry's intervals in it -> id, from 1
+
+	hits, built, leafHits, shapeHits, partHits int // trees reused and built, leaves, shapes and partitions reused: for the tests
+}
+
+// shapeCache is what a tree's build keeps for the next: the shapes of its
+// nodes, and the partitions on each field of its large nodes (a node whose
+// entries changed is cut again, but its partitions on the fields where
+// its entries' intervals did not change are the last ones: when one rule's
+// ports change, the root's partitions on the addresses).
+type shapeCache struct {
+	shapes map[string]*shape
+	parts  map[string]*partitioned
+}
+
+// partMin is the least number of entries of a node whose partitions are
+// kept (smaller ones cost little to partition again).
+const partMin = 256
+
+type famProto struct {
+	fam   family
+	proto uint8
 }
 
 type cachedTree struct {
@@ -86,6 +112,9 @@ type builtTree struct {
 	reused *cachedTree
 	leaves map[string]*builtLeaf // built here, by key
 	hit    map[string]*cachedLeaf
+	// The last build's shapes of this family and protocol, and those this
+	// build used or found.
+	old, now *shapeCache
 }
 
 // tree classifies the entries l of a family and protocol, or takes the
@@ -127,6 +156,7 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	c.building = bt
 	if c.cache != nil {
 		c.leafHead = c.treeHead(fam, proto)
+		c.shapeIDs(fam, proto, l, bt)
 	}
 	c.decided = make(map[string]string, len(l))
 	c.treeInterned = map[string]string{}
@@ -139,6 +169,12 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 		maxSeq: cl.maxSeq(),
 	}
 	c.building = nil
+	if c.cache != nil {
+		c.cache.mu.Lock()
+		c.cache.shapes[famProto{fam, proto}] = bt.now
+		c.cache.mu.Unlock()
+		bt.now, bt.old = nil, nil
+	}
 	if c.cache != nil && root != "" {
 		bt.root, bt.stats = root, st
 		bt.chains = append([]*Chain(nil), c.rs.Chains[nc:]...)
@@ -328,5 +364,114 @@ func (c *compiler) treeKey(fam family, proto uint8, l []*entry) string {
 func (c *Cache) Reset() {
 	c.mu.Lock()
 	c.trees, c.leaves = nil, nil
+	c.shapes, c.ivIDs = nil, nil
 	c.mu.Unlock()
+}
+
+// shapeIDs gives the entries of the tree of fam and proto about to be
+// built their intervals' ids (entry.fid), and bt the tree's last shapes.
+func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) {
+	c.cache.mu.Lock()
+	defer c.cache.mu.Unlock()
+	if c.cache.shapes == nil {
+		c.cache.shapes = map[famProto]*shapeCache{}
+	}
+	// The ids of intervals no entry has any more are kept (a rule changed
+	// back finds its shapes); past a bound they are all dropped, with the
+	// shapes that refer to them.
+	if len(c.cache.ivIDs) > 1<<20 {
+		c.cache.ivIDs = nil
+		clear(c.cache.shapes)
+	}
+	if c.cache.ivIDs == nil {
+		c.cache.ivIDs = make(map[string]uint32, len(l))
+	}
+	var b []byte
+	for _, e := range l {
+		for f := range numFields {
+			b = append(b[:0], byte(f))
+			if e.iv[f] != nil {
+				b = binary.AppendUvarint(b, uint64(len(e.iv[f])))
+				for _, iv := range e.iv[f] {
+					b = appendIvl(b, iv)
+				}
+			}
+			id, ok := c.cache.ivIDs[string(b)]
+			if !ok {
+				id = uint32(len(c.cache.ivIDs) + 1)
+				c.cache.ivIDs[string(b)] = id
+			}
+			e.fid[f] = id
+		}
+	}
+	bt.old = c.cache.shapes[famProto{fam, proto}]
+	if bt.old == nil {
+		bt.old = &shapeCache{}
+	}
+	bt.now = &shapeCache{shapes: make(map[string]*shape, len(bt.old.shapes)), parts: map[string]*partitioned{}}
+}
+
+// shape returns the key of the shape of es in the tree being built and
+// the last build's shape of that key (nil: none, or no cache).
+func (c *compiler) shape(cl *classifier, es []*entry, used uint8) (string, *shape) {
+	bt := c.building
+	if c.cache == nil || bt == nil || bt.now == nil {
+		return "", nil
+	}
+	b := make([]byte, 0, 1+3*len(cl.fields)*len(es))
+	b = append(b, used)
+	for _, e := range es {
+		for _, f := range cl.fields {
+			b = binary.AppendUvarint(b, uint64(e.fid[f]))
+		}
+	}
+	key := string(b)
+	sh := bt.now.shapes[key]
+	if sh == nil {
+		if sh = bt.old.shapes[key]; sh != nil {
+			bt.now.shapes[key] = sh
+			c.cache.mu.Lock()
+			c.cache.shapeHits++
+			c.cache.mu.Unlock()
+		}
+	}
+	return key, sh
+}
+
+// keepShape records the shape sh of key, found in this build.
+func (c *compiler) keepShape(key string, sh *shape) {
+	if key != "" {
+		c.building.now.shapes[key] = sh
+	}
+}
+
+// partitionOf is cl.partition of es on f within its budget, or the last
+// build's partition of the same intervals on f.
+func (c *compiler) partitionOf(cl *classifier, es []*entry, f field) partitioned {
+	bt := c.building
+	var key string
+	if c.cache != nil && bt != nil && bt.now != nil && len(es) >= partMin {
+		b := make([]byte, 0, 1+3*len(es))
+		b = append(b, byte(f))
+		for _, e := range es {
+			b = binary.AppendUvarint(b, uint64(e.fid[f]))
+		}
+		key = string(b)
+		if pt := bt.now.parts[key]; pt != nil {
+			return *pt
+		}
+		if pt := bt.old.parts[key]; pt != nil {
+			bt.now.parts[key] = pt
+			c.cache.mu.Lock()
+			c.cache.partHits++
+			c.cache.mu.Unlock()
+			return *pt
+		}
+	}
+	var pt partitioned
+	pt.pieces, pt.cost, pt.maxSize, pt.ok = cl.partition(es, f, budget(len(es)))
+	if key != "" {
+		bt.now.parts[key] = &pt
+	}
+	return pt
 }

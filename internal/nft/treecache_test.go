@@ -69,10 +69,10 @@ func TestCompileCachedEqualsCompile(t *testing.T) {
 					t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
 				}
 			}
-			if cache.hits == 0 || cache.leafHits == 0 {
-				t.Fatalf("in %d steps, %d trees and %d leaves reused", steps, cache.hits, cache.leafHits)
+			if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 {
+				t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes and %d partitions reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
 			}
-			t.Logf("%d of %d trees reused, %d leaves", cache.hits, cache.built+cache.hits, cache.leafHits)
+			t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
 		})
 	}
 }
