@@ -238,7 +238,8 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	}
 	stage = stageSwapped
 	var gen uint64 = 1
-	if old := d.cur.Load(); old != nil {
+	old := d.cur.Load()
+	if old != nil {
 		gen = old.gen + 1
 	}
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
@@ -246,7 +247,9 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		d.rebaseRuleHits(gen, p, counted) // hits.go
 	}
 	clock.kerneled()
-	d.hits.prune(p) // hits.go: only the running policy's rules
+	if old == nil || rulesGone(old.policy, p) { // hits.go
+		d.hits.prune(p) // hits.go: only the running policy's rules
+	}
 	d.noteApplied(data)
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {

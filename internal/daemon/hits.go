@@ -259,6 +259,43 @@ func (h *hitTracker) prune(p *policy.Policy) {
 	maps.DeleteFunc(h.last, func(k hitKey, _ time.Time) bool { return !keep[k] })
 }
 
+// rulesGone reports whether cur has a rule next does not (same kind,
+// group, collection and name), whose hits prune would forget. Groups next
+// shares with cur (the incremental loader reuses the unchanged ones) have
+// the same rules, so only the others are compared, by group name: an
+// apply that changes one rule's ports compares one group, not every rule.
+func rulesGone(cur, next *policy.Policy) bool {
+	shared := make(map[*policy.Group]bool, len(next.Groups))
+	byName := make(map[string]*policy.Group, len(next.Groups))
+	for _, g := range next.Groups {
+		shared[g] = true
+		byName[g.Name] = g
+	}
+	for _, g := range cur.Groups {
+		if shared[g] {
+			continue
+		}
+		ng := byName[g.Name]
+		if ng == nil {
+			return true
+		}
+		keys := map[hitKey]bool{}
+		for _, c := range ng.Collections {
+			for _, r := range c.Rules {
+				keys[keyOf(r)] = true
+			}
+		}
+		for _, c := range g.Collections {
+			for _, r := range c.Rules {
+				if !keys[keyOf(r)] {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // total returns the hits of key given the kernel's current counts of gen,
 // and notes now as the last hit when the kernel count grew since the last
 // read. kernel is what the kernel's counters counted alone (without the

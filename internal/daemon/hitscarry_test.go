@@ -239,3 +239,35 @@ func TestRuleHitsCarryEqualsRead(t *testing.T) {
 	hit("cw:A:0", 1) // dns
 	check("inserted first", map[string]uint64{"dns": 1, "web": 11, "db": 9, "ssh": 2}, map[string]uint64{"dns": 1, "web": 8, "db": 9, "ssh": 0})
 }
+
+// TestRulesGone: prune runs when the new policy lacks a rule of the
+// running one (renamed, moved to another collection, its group renamed or
+// removed), not when rules only changed what they match.
+func TestRulesGone(t *testing.T) {
+	load := func(text string) *policy.Policy {
+		t.Helper()
+		p, err := policy.Load("p.yaml", []byte(text), policy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cur := load(testPolicy)
+	for _, tc := range []struct {
+		name, text string
+		gone       bool
+	}{
+		{"same", testPolicy, false},
+		{"ports", strings.Replace(testPolicy, "'443'", "'8443'", 1), false},
+		{"rule renamed", strings.Replace(testPolicy, "name: web", "name: www", 1), true},
+		{"collection renamed", strings.Replace(testPolicy, "name: c\n", "name: c2\n", 1), true},
+		{"group renamed", strings.Replace(testPolicy, "name: g\n", "name: g2\n", 1), true},
+	} {
+		if got := rulesGone(cur, load(tc.text)); got != tc.gone {
+			t.Errorf("%s: rulesGone %v, want %v", tc.name, got, tc.gone)
+		}
+	}
+	if rulesGone(cur, cur) {
+		t.Errorf("the same policy: a rule gone")
+	}
+}
