@@ -68,7 +68,7 @@ type cachedTree struct {
 	root   string
 	sums   []nameSum // final names and the namer's sums
 	stats  treeStats
-	leaves map[string]*cachedLeaf // the leaves built in it
+	leaves []keyedLeaf // the leaves built in it, or taken from the cache
 }
 
 // cachedLeaf is a classifier leaf of the last compile: its chain and what
@@ -110,8 +110,8 @@ type builtTree struct {
 	root   string
 	stats  treeStats
 	reused *cachedTree
-	leaves map[string]*builtLeaf // built here, by key
-	hit    map[string]*cachedLeaf
+	leaves []keyedBuilt // built here
+	hit    []keyedLeaf  // taken from the cache
 	// The last build's shapes of this family and protocol, and those this
 	// build used or found.
 	old, now *shapeCache
@@ -150,9 +150,7 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	}
 	before := c.rs.Stats
 	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
-	// Sized for the tree's entries (a flat 100,000-rule policy has about one
-	// leaf per rule): growing these maps was 5 % of a full 100,000-rule compile.
-	bt := &builtTree{key: key, leaves: make(map[string]*builtLeaf, len(l)), hit: map[string]*cachedLeaf{}}
+	bt := &builtTree{key: key}
 	c.building = bt
 	if c.cache != nil {
 		c.leafHead = c.treeHead(fam, proto)
@@ -185,38 +183,57 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 }
 
 // keep makes the cache hold this compile's trees (and only them), once n
-// has named the ruleset.
+// has named the ruleset. The cache's map of leaves is changed in place:
+// the leaves of the last compile's trees this one did not reuse go, the
+// leaves of the trees it built come (a compile that changes one tree
+// does not copy every leaf of the others).
 func (c *compiler) keep(n *namer) {
 	if c.cache == nil {
 		return
 	}
 	trees := make(map[string]*cachedTree, len(c.trees))
 	c.cache.mu.Lock()
-	leaves := make(map[string]*cachedLeaf, len(c.cache.leaves))
+	old, leaves := c.cache.trees, c.cache.leaves
 	c.cache.mu.Unlock()
+	reused := make(map[*cachedTree]bool, len(c.trees))
+	built := 0
+	for _, b := range c.trees {
+		if b.reused != nil {
+			reused[b.reused] = true
+		} else {
+			built += len(b.leaves) + len(b.hit)
+		}
+	}
+	for _, t := range old {
+		if !reused[t] {
+			for _, x := range t.leaves {
+				delete(leaves, x.key)
+			}
+		}
+	}
+	if leaves == nil {
+		leaves = make(map[string]*cachedLeaf, built)
+	}
 	for _, b := range c.trees {
 		if b.reused != nil {
 			trees[b.key] = b.reused
-			for k, l := range b.reused.leaves {
-				leaves[k] = l
-			}
 			continue
 		}
 		t := &cachedTree{chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
 			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
-			leaves: make(map[string]*cachedLeaf, len(b.leaves)+len(b.hit))}
+			leaves: make([]keyedLeaf, 0, len(b.leaves)+len(b.hit))}
 		for _, ch := range b.chains {
 			t.sums = append(t.sums, n.nameSum(ch.Name))
 		}
 		for _, s := range b.sets {
 			t.sums = append(t.sums, n.nameSum(s.Name))
 		}
-		for k, l := range b.hit {
-			t.leaves[k] = l
-		}
-		for k, bl := range b.leaves {
+		t.leaves = append(t.leaves, b.hit...)
+		for _, x := range b.leaves {
+			bl := x.l
 			ch := bl.chain // renamed by n
-			l := &cachedLeaf{chain: ch, sums: []nameSum{n.nameSum(ch.Name)}}
+			l := &cachedLeaf{chain: ch, sums: make([]nameSum, 1, 1+len(bl.sets)+len(bl.chains))}
+			l.sums[0] = n.nameSum(ch.Name)
 			for _, name := range bl.sets {
 				s := n.sets[name]
 				l.sums = append(l.sums, n.nameSum(s.Name))
@@ -229,10 +246,10 @@ func (c *compiler) keep(n *namer) {
 				l.sums = append(l.sums, n.nameSum(d.Name))
 				l.chains = append(l.chains, d)
 			}
-			t.leaves[k] = l
+			t.leaves = append(t.leaves, keyedLeaf{x.key, l})
 		}
-		for k, l := range t.leaves {
-			leaves[k] = l
+		for _, x := range t.leaves {
+			leaves[x.key] = x.l
 		}
 		trees[b.key] = t
 	}
@@ -240,6 +257,18 @@ func (c *compiler) keep(n *namer) {
 	c.cache.trees = trees
 	c.cache.leaves = leaves
 	c.cache.mu.Unlock()
+}
+
+// keyedLeaf is a cached leaf and its key (leafKey).
+type keyedLeaf struct {
+	key string
+	l   *cachedLeaf
+}
+
+// keyedBuilt is a leaf built by this compile and its key.
+type keyedBuilt struct {
+	key string
+	l   *builtLeaf
 }
 
 // treeHead is what every leaf of a tree is built from besides its entries.
@@ -308,7 +337,7 @@ func (c *compiler) reuseLeaf(full string) string {
 	for _, x := range l.sums {
 		c.reused[x.name] = x.sum
 	}
-	c.building.hit[full] = l
+	c.building.hit = append(c.building.hit, keyedLeaf{full, l})
 	return l.chain.Name
 }
 
@@ -328,7 +357,7 @@ func (c *compiler) builtLeaf(full string, ch *Chain) {
 				}
 			}
 		}
-		c.building.leaves[full] = bl
+		c.building.leaves = append(c.building.leaves, keyedBuilt{full, bl})
 	}
 }
 
