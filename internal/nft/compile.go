@@ -134,6 +134,7 @@ type compiler struct {
 
 	fqdnComments map[string]string // FQDN set -> its comment (its content)
 	entries      []entry           // the block newEntry allocates in
+	nEntries     int               // the classifier's entries of every family and protocol
 	decisions    map[decisionKey][]Stmt
 
 	cache    *Cache
@@ -564,6 +565,9 @@ func (c *compiler) network(fwd *Chain) {
 				}
 			}
 		}
+	}
+	for _, l := range lists {
+		c.nEntries += len(l)
 	}
 	for _, fam := range []family{ipv4, ipv6} {
 		protos := []uint8{protoTCP, protoUDP, protoICMP}

@@ -406,9 +406,9 @@ func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) 
 		c.cache.shapes = map[famProto]*shapeCache{}
 	}
 	// The ids of intervals no entry has any more are kept (a rule changed
-	// back finds its shapes); past a bound they are all dropped, with the
-	// shapes that refer to them.
-	if len(c.cache.ivIDs) > 1<<20 {
+	// back finds its shapes); past a few times what this compile's entries
+	// can have they are all dropped, with the shapes that refer to them.
+	if len(c.cache.ivIDs) > 4*int(numFields)*c.nEntries+1<<16 {
 		c.cache.ivIDs = nil
 		clear(c.cache.shapes)
 	}
