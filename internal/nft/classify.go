@@ -413,39 +413,29 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []shape
 	for _, e := range es {
 		n += 2 * max(1, len(e.iv[f]))
 	}
-	evs := make([]event, 0, n)
-	for k, e := range es {
-		ivs := e.iv[f]
-		if ivs == nil {
-			ivs = []ivl{{u128{}, fmax}}
-		}
-		for _, iv := range ivs {
-			evs = append(evs, event{iv.lo, true, k})
-			if iv.hi != fmax {
-				evs = append(evs, event{iv.hi.next(), false, k})
+	var evs []event
+	if f == fieldPort && n >= portSortMin {
+		evs = portEvents(es, fmax, n)
+	} else {
+		evs = make([]event, 0, n)
+		for k, e := range es {
+			ivs := e.iv[f]
+			if ivs == nil {
+				ivs = []ivl{{u128{}, fmax}}
+			}
+			for _, iv := range ivs {
+				evs = append(evs, event{iv.lo, true, k})
+				if iv.hi != fmax {
+					evs = append(evs, event{iv.hi.next(), false, k})
+				}
 			}
 		}
+		// At one position, removals first, then additions; removals by
+		// falling index and additions by rising one, so that the sorted
+		// list of active entries changes at its end (many rules share a
+		// port).
+		slices.SortFunc(evs, eventCmp)
 	}
-	// At one position, removals first, then additions; removals by
-	// falling index and additions by rising one, so that the sorted list
-	// of active entries changes at its end (many rules share a port).
-	slices.SortFunc(evs, func(a, b event) int {
-		switch {
-		case a.pos != b.pos:
-			if a.pos.less(b.pos) {
-				return -1
-			}
-			return 1
-		case a.add != b.add:
-			if !a.add {
-				return -1
-			}
-			return 1
-		case a.add:
-			return a.k - b.k
-		}
-		return b.k - a.k
-	})
 	var active []int
 	distinct := map[string]bool{}
 	materialized := 0
@@ -490,6 +480,67 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []shape
 		}
 	}
 	return pieces, cost, maxSize, true
+}
+
+// eventCmp is partition's order of events.
+func eventCmp(a, b event) int {
+	switch {
+	case a.pos != b.pos:
+		if a.pos.less(b.pos) {
+			return -1
+		}
+		return 1
+	case a.add != b.add:
+		if !a.add {
+			return -1
+		}
+		return 1
+	case a.add:
+		return a.k - b.k
+	}
+	return b.k - a.k
+}
+
+// portSortMin is the least number of port events sorted by portEvents.
+const portSortMin = 2048
+
+// portEvents are the events of es on the port field in partition's order,
+// by a stable counting sort on the port: the events put in first as the
+// comparator orders those of one position — removals by falling index,
+// then additions by rising one — stay so within each port. (For the
+// root of a large tree the comparison sort was most of a one-rule
+// compile's partitions.)
+func portEvents(es []*entry, fmax u128, n int) []event {
+	in := make([]event, 0, n)
+	for k := len(es) - 1; k >= 0; k-- {
+		for _, iv := range es[k].iv[fieldPort] {
+			if iv.hi != fmax {
+				in = append(in, event{iv.hi.next(), false, k})
+			}
+		}
+	}
+	for k, e := range es {
+		if e.iv[fieldPort] == nil {
+			in = append(in, event{u128{}, true, k})
+			continue
+		}
+		for _, iv := range e.iv[fieldPort] {
+			in = append(in, event{iv.lo, true, k})
+		}
+	}
+	start := make([]int32, int(fmax.lo)+2)
+	for _, ev := range in {
+		start[ev.pos.lo+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	out := make([]event, len(in))
+	for _, ev := range in {
+		out[start[ev.pos.lo]] = ev
+		start[ev.pos.lo]++
+	}
+	return out
 }
 
 func sameMembers(m []int32, active []int) bool {
