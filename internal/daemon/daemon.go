@@ -17,6 +17,7 @@ import (
 	"github.com/clusterwall/clusterwall/internal/ha"
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/nflog"
+	"github.com/clusterwall/clusterwall/internal/nft"
 	"github.com/clusterwall/clusterwall/internal/policy"
 	"github.com/clusterwall/clusterwall/internal/proxy"
 	"github.com/clusterwall/clusterwall/internal/telemetry"
@@ -214,10 +215,22 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		return d.reloadDone(reason, err)
 	}
 	clock.compiled()
-	counted := d.foldRuleHits(p) // hits.go
-	clock.kerneled()
-	stage = stageKernel
-	idx, err := d.dp.Apply(p, m)
+	var (
+		idx     LogIndex
+		counted []nft.RuleCounter
+		carry   *carryFold
+	)
+	if cf := d.carryFold(p); cf != nil { // hits.go: the counters the apply deletes folded within it
+		clock.kerneled()
+		stage = stageKernel
+		carry = cf
+		idx, err = d.dp.(goneFolder).ApplyFolding(p, m, cf)
+	} else {
+		counted = d.foldRuleHits(p) // hits.go
+		clock.kerneled()
+		stage = stageKernel
+		idx, err = d.dp.Apply(p, m)
+	}
 	clock.dataplane(d.dp)
 	if err != nil {
 		d.restoreThreatIntel()
@@ -225,13 +238,18 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	}
 	stage = stageSwapped
 	var gen uint64 = 1
-	if old := d.cur.Load(); old != nil {
+	old := d.cur.Load()
+	if old != nil {
 		gen = old.gen + 1
 	}
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
-	d.rebaseRuleHits(gen, p, counted) // hits.go
+	if carry == nil || !carry.carried(d.hits, gen) {
+		d.rebaseRuleHits(gen, p, counted) // hits.go
+	}
 	clock.kerneled()
-	d.hits.prune(p) // hits.go: only the running policy's rules
+	if old == nil || rulesGone(old.policy, p) { // hits.go
+		d.hits.prune(p) // hits.go: only the running policy's rules
+	}
 	d.noteApplied(data)
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {

@@ -42,6 +42,24 @@ type NFTDataplane struct {
 	// The classifier trees of the last compile, reused by the next for
 	// the families and protocols whose rules did not change.
 	cache nft.Cache
+	// The named counters of the last applied ruleset (nft.Ruleset.Counters),
+	// nil before the first apply: what ApplyFolding compares the next
+	// ruleset's with.
+	counters []string
+}
+
+// GoneFold is what ApplyFolding tells the daemon about the counters of
+// an apply. Gone is called once the ruleset is compiled and before the
+// kernel is programmed, with the tags (with their generation: the
+// counters' names) of the last applied ruleset's named counters that the
+// new one does not have — the kernel transaction deletes them — and a
+// function that reads counters by tag from the kernel. Fresh is called
+// after a successful transaction with the tags of the counters it created
+// (at zero). Every other counter of the new ruleset is one the table had,
+// kept by the apply with its count.
+type GoneFold interface {
+	Gone(gone []nft.LogTag, read func([]nft.LogTag) ([]nft.RuleCounter, error))
+	Fresh(fresh []nft.LogTag)
 }
 
 // ruleGen is a rule's log generation and the decision line it stands for.
@@ -67,6 +85,53 @@ type ruleGen struct {
 // The ruleset is compiled from m (nft.CompileCached), which must have been
 // compiled for the data plane's gateway (Gateway).
 func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, error) {
+	return d.apply(p, m, nil)
+}
+
+// KnowsCounters reports whether the data plane knows the named counters
+// of the running ruleset (it applied one) and its runner tells which
+// counters an apply kept, so that ApplyFolding calls fold.
+func (d *NFTDataplane) KnowsCounters() bool {
+	if _, ok := d.Runner.(keptCountersRunner); !ok {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.counters != nil
+}
+
+type keptCountersRunner interface {
+	KeptCounters() []string
+}
+
+// freshCounters are the tags of the counters of next (the ruleset just
+// applied) that the apply created: not among those the runner found in
+// the table.
+func (d *NFTDataplane) freshCounters(next []string) []nft.LogTag {
+	kr, ok := d.Runner.(keptCountersRunner)
+	var kept []string
+	if ok {
+		kept = kr.KeptCounters()
+	}
+	if len(kept) == len(next) {
+		return nil // the runner keeps only counters of next
+	}
+	return goneCounters(next, kept)
+}
+
+// ApplyFolding is Apply, calling fold (when KnowsCounters) between the
+// compile and the kernel transaction with the counters the transaction
+// deletes (GoneFold). The daemon so reads, before an apply, only the
+// counters whose counts the apply would lose, not every counter of the
+// table (at 10,000 rules a dump was about 16 ms of CPU per apply).
+func (d *NFTDataplane) ApplyFolding(p *policy.Policy, m *match.Matcher, fold GoneFold) (LogIndex, error) {
+	if !d.KnowsCounters() {
+		fold = nil
+	}
+	return d.apply(p, m, fold)
+}
+
+func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) (LogIndex, error) {
 	if m == nil || m.Policy() != p {
 		return nil, errors.New("data plane: apply needs the policy's compiled matcher")
 	}
@@ -132,14 +197,57 @@ func (d *NFTDataplane) Apply(p *policy.Policy, m *match.Matcher) (LogIndex, erro
 	x := newNFTIndex(m, pgen.gen, network, dnat)
 	x.recent = d.recent
 	d.recent.add(x)
+	counters := rs.Counters()
+	folded := fold != nil && d.counters != nil
+	if folded {
+		fold.Gone(goneCounters(d.counters, counters), d.countersByTag)
+	}
 	if err := d.Runner.Apply(rs); err != nil {
 		d.recent.remove(x)
 		return nil, err
 	}
+	if folded {
+		fold.Fresh(d.freshCounters(counters))
+	}
+	d.counters = counters
 	d.gen, d.network, d.dnat, d.policyGen = gen, network, dnat, pgen
 	d.keptNetwork, d.keptDNAT, d.keptPolicy = keptNetwork, keptDNAT, keptPolicy
 	d.compileTime, d.kernelTime = compiled.Sub(start), time.Since(compiled)
 	return x, nil
+}
+
+// goneCounters are the tags of the counters named in old that next does
+// not name.
+func goneCounters(old, next []string) []nft.LogTag {
+	in := make(map[string]struct{}, len(next))
+	for _, n := range next {
+		in[n] = struct{}{}
+	}
+	var gone []nft.LogTag
+	for _, n := range old {
+		if _, ok := in[n]; ok {
+			continue
+		}
+		if t, err := nft.ParseLogTag(n); err == nil {
+			gone = append(gone, t)
+		}
+	}
+	return gone
+}
+
+// countersByTag reads the counters of tags (with their generation) by
+// name, without d.mu (GoneFold's read).
+func (d *NFTDataplane) countersByTag(tags []nft.LogTag) ([]nft.RuleCounter, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	r, ok := d.Runner.(interface {
+		CountersOf([]nft.LogTag) ([]nft.RuleCounter, error)
+	})
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return r.CountersOf(tags)
 }
 
 // logIdentity is what a rule's kernel decision lines say about it

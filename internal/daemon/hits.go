@@ -259,6 +259,43 @@ func (h *hitTracker) prune(p *policy.Policy) {
 	maps.DeleteFunc(h.last, func(k hitKey, _ time.Time) bool { return !keep[k] })
 }
 
+// rulesGone reports whether cur has a rule next does not (same kind,
+// group, collection and name), whose hits prune would forget. Groups next
+// shares with cur (the incremental loader reuses the unchanged ones) have
+// the same rules, so only the others are compared, by group name: an
+// apply that changes one rule's ports compares one group, not every rule.
+func rulesGone(cur, next *policy.Policy) bool {
+	shared := make(map[*policy.Group]bool, len(next.Groups))
+	byName := make(map[string]*policy.Group, len(next.Groups))
+	for _, g := range next.Groups {
+		shared[g] = true
+		byName[g.Name] = g
+	}
+	for _, g := range cur.Groups {
+		if shared[g] {
+			continue
+		}
+		ng := byName[g.Name]
+		if ng == nil {
+			return true
+		}
+		keys := map[hitKey]bool{}
+		for _, c := range ng.Collections {
+			for _, r := range c.Rules {
+				keys[keyOf(r)] = true
+			}
+		}
+		for _, c := range g.Collections {
+			for _, r := range c.Rules {
+				if !keys[keyOf(r)] {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // total returns the hits of key given the kernel's current counts of gen,
 // and notes now as the last hit when the kernel count grew since the last
 // read. kernel is what the kernel's counters counted alone (without the
@@ -352,6 +389,86 @@ func (d *Daemon) foldRuleHits(next *policy.Policy) []nft.RuleCounter {
 		cs = []nft.RuleCounter{}
 	}
 	return cs
+}
+
+// goneFolder is a data plane that tells which counters an apply deletes
+// and creates (NFTDataplane.ApplyFolding).
+type goneFolder interface {
+	KnowsCounters() bool
+	ApplyFolding(p *policy.Policy, m *match.Matcher, fold GoneFold) (LogIndex, error)
+}
+
+// carryFold is foldRuleHits and rebaseRuleHits for a data plane that tells
+// which counters an apply deletes and creates (goneFolder): before the
+// kernel transaction it reads and folds only the counters the transaction
+// deletes (their counts since the last read would be lost), not every
+// counter of the table — an apply that changes one rule's ports deletes
+// none —, and after it the running generation's base carries over to the
+// new one for every counter the apply kept (the kernel goes on counting
+// in it), without a read. It returns nil when the full read must be
+// taken: no running policy, a data plane that cannot tell, or totals not
+// based on the running generation's counters (a read after the last apply
+// failed).
+func (d *Daemon) carryFold(next *policy.Policy) *carryFold {
+	st := d.cur.Load()
+	gf, ok := d.dp.(goneFolder)
+	if st == nil || !ok || !gf.KnowsCounters() || !d.hits.basedOn(st.gen) {
+		return nil
+	}
+	return &carryFold{d: d, st: st, next: next, drop: map[hitKey]bool{}}
+}
+
+type carryFold struct {
+	d           *Daemon
+	st          *state
+	next        *policy.Policy
+	drop        map[hitKey]bool // keys whose counter the apply deletes or creates
+	gone, fresh bool            // Gone and Fresh were called
+}
+
+// Gone implements GoneFold: the counters the apply deletes are folded.
+func (f *carryFold) Gone(gone []nft.LogTag, read func([]nft.LogTag) ([]nft.RuleCounter, error)) {
+	f.gone = true
+	if len(gone) == 0 {
+		return
+	}
+	f.noteKeys(f.st.policy, gone)
+	cs, err := read(gone)
+	partial := true
+	if errors.Is(err, errors.ErrUnsupported) {
+		if cr, ok := f.d.dp.(counterReader); ok {
+			cs, err = cr.Counters()
+			partial = false
+		}
+	}
+	if err != nil {
+		f.d.log.Warn("reading the kernel's rule counters before the apply (their hits since the last read are lost)", "err", err)
+		return
+	}
+	f.d.hits.fold(f.st.gen, kernelCounts(f.st.policy, cs), partial)
+}
+
+// Fresh implements GoneFold: the counters the apply created count from 0.
+func (f *carryFold) Fresh(fresh []nft.LogTag) {
+	f.fresh = true
+	f.noteKeys(f.next, fresh)
+}
+
+func (f *carryFold) noteKeys(p *policy.Policy, tags []nft.LogTag) {
+	cs := make([]nft.RuleCounter, len(tags))
+	for i, t := range tags {
+		cs[i] = nft.RuleCounter{Tag: t.String()}
+	}
+	for k := range kernelCounts(p, cs) {
+		f.drop[k] = true
+	}
+}
+
+// carried moves the hit totals to generation gen (the apply succeeded);
+// false when the data plane did not call Gone and Fresh (rebaseRuleHits
+// must read).
+func (f *carryFold) carried(h *hitTracker, gen uint64) bool {
+	return f.gone && f.fresh && h.carry(f.st.gen, gen, f.drop)
 }
 
 // countersOfReader is a dataplane that can read some counters by tag
@@ -505,6 +622,48 @@ func (d *Daemon) rebaseRuleHits(gen uint64, p *policy.Policy, before []nft.RuleC
 		return
 	}
 	d.hits.rebase(gen, kernelCounts(p, cs))
+}
+
+// basedOn reports whether the totals hold generation gen's counts as
+// read at its last fold or apply (folded), which carry needs.
+func (h *hitTracker) basedOn(gen uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.foldedAt == gen
+}
+
+// carry makes generation next, whose counters are gen's but those of the
+// keys in drop (deleted or created by the apply), the base: a kept counter
+// goes on counting in the kernel, so what of it base holds is what it held
+// for gen (its count is folded into base only when its counter goes). False
+// when gen is not what the totals are based on.
+func (h *hitTracker) carry(gen, next uint64, drop map[hitKey]bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.foldedAt != gen {
+		return false
+	}
+	if h.folded == nil {
+		h.folded = map[hitKey]uint64{}
+	}
+	// A dropped key's counter was read before the apply when the apply
+	// deleted it (folded holds the read); one the apply created though the
+	// last ruleset had it (the table was flushed under the daemon) keeps
+	// what the last read of it saw (seen), as a fold would have.
+	for k := range drop {
+		if h.seenGen == gen {
+			if n, prev := h.seen[k], h.folded[k]; n > prev {
+				h.base[k] += n - prev
+			}
+			delete(h.seen, k)
+		}
+		delete(h.folded, k)
+	}
+	if h.seenGen != gen || h.seen == nil {
+		h.seen = maps.Clone(h.folded)
+	}
+	h.foldedAt, h.seenGen = next, next
+	return true
 }
 
 // rebase makes counts the base of generation gen: later reads of gen add

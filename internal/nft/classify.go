@@ -70,7 +70,8 @@ type entry struct {
 	comment string
 	iv      [numFields][]ivl
 	fqdnSet string
-	id      int // position in the classifier's list
+	id      int               // position in the classifier's list
+	fid     [numFields]uint32 // its intervals' ids per field in the cache's shapes (treecache.go); 0 without a cache
 }
 
 // Tuning of the classifier, measured on the 10,000-rule policy of the
@@ -178,20 +179,75 @@ func (cl *classifier) build(es []*entry, used uint8) []string {
 	case len(es) <= leafMax:
 		out = []string{cl.leaf(es, used)}
 	default:
-		if f, pieces := cl.bestDispatch(es, used); pieces != nil {
-			out = []string{cl.dispatch(f, pieces, used)}
-			break
+		// How es is cut: the last compile's cut of the same intervals
+		// (treecache.go), else found now.
+		sk, sh := cl.c.shape(cl, es, used)
+		if sh == nil {
+			sh = cl.cut(es, used)
+			cl.c.keepShape(sk, sh)
 		}
-		segs := cl.segment(es, used)
-		if segs == nil {
+		switch {
+		case sh.pieces != nil:
+			out = []string{cl.dispatch(sh.f, sh.piecesOf(es), used)}
+		case sh.segs != nil:
+			start := 0
+			for _, end := range sh.segs {
+				out = append(out, cl.build(es[start:end], used)...)
+				start = end
+			}
+		default:
 			out = []string{cl.leaf(es, used)}
-			break
-		}
-		for _, s := range segs {
-			out = append(out, cl.build(s, used)...)
 		}
 	}
 	cl.memo[key] = out
+	return out
+}
+
+// shape is how a node of more than leafMax entries is classified: a
+// dispatch on field f into pieces (each an interval and the positions in
+// the node's entries of its members), consecutive segments (the end
+// position of each), or, when both are nil, a leaf. It depends only on the
+// entries' intervals, the fields already dispatched on and the tree's
+// family and protocol, so a compile can take the last one's (Cache).
+type shape struct {
+	f      field
+	pieces []shapePiece
+	segs   []int
+}
+
+type shapePiece struct {
+	iv      ivl
+	members []int32
+}
+
+// cut finds the shape of es.
+func (cl *classifier) cut(es []*entry, used uint8) *shape {
+	if f, pieces := cl.bestDispatch(es, used); pieces != nil {
+		return &shape{f: f, pieces: pieces}
+	}
+	segs := cl.segment(es, used)
+	if segs == nil {
+		return &shape{}
+	}
+	sh := &shape{segs: make([]int, len(segs))}
+	end := 0
+	for i, s := range segs {
+		end += len(s)
+		sh.segs[i] = end
+	}
+	return sh
+}
+
+// piecesOf are sh's pieces of es.
+func (sh *shape) piecesOf(es []*entry) []piece {
+	out := make([]piece, len(sh.pieces))
+	for i, p := range sh.pieces {
+		m := make([]*entry, len(p.members))
+		for j, k := range p.members {
+			m[j] = es[k]
+		}
+		out[i] = piece{p.iv, m}
+	}
 	return out
 }
 
@@ -332,10 +388,10 @@ type piece struct {
 
 // bestDispatch picks the field to dispatch es on, or returns nil pieces
 // when no field stays within the copy budget.
-func (cl *classifier) bestDispatch(es []*entry, used uint8) (field, []piece) {
+func (cl *classifier) bestDispatch(es []*entry, used uint8) (field, []shapePiece) {
 	var (
 		bestF      field
-		best       []piece
+		best       []shapePiece
 		bestMax    int
 		bestCost   int
 		bestPieces int
@@ -347,7 +403,8 @@ func (cl *classifier) bestDispatch(es []*entry, used uint8) (field, []piece) {
 		if allWild(es, f) {
 			continue // a dispatch on f would not narrow anything
 		}
-		pieces, cost, maxSize, ok := cl.partition(es, f, budget(len(es)))
+		pt := cl.c.partitionOf(cl, es, f) // treecache.go: the last compile's, else cl.partition's
+		pieces, cost, maxSize, ok := pt.pieces, pt.cost, pt.maxSize, pt.ok
 		if !ok || len(pieces) == 0 {
 			continue
 		}
@@ -364,48 +421,48 @@ type event struct {
 	k   int
 }
 
+// partitioned is a partition of entries on a field: its pieces (intervals
+// and the positions of their members in the entries), the number of
+// entries in distinct children (cost), the largest child, and ok false
+// when cost exceeded the limit.
+type partitioned struct {
+	pieces        []shapePiece
+	cost, maxSize int
+	ok            bool
+}
+
 // partition cuts field f's value space at the entries' interval bounds.
 // cost is the number of entries in distinct children; ok is false when it
 // exceeds limit.
-func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece, cost, maxSize int, ok bool) {
+func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []shapePiece, cost, maxSize int, ok bool) {
 	fmax := fieldMax(cl.fam, f)
 	n := 0
 	for _, e := range es {
 		n += 2 * max(1, len(e.iv[f]))
 	}
-	evs := make([]event, 0, n)
-	for k, e := range es {
-		ivs := e.iv[f]
-		if ivs == nil {
-			ivs = []ivl{{u128{}, fmax}}
-		}
-		for _, iv := range ivs {
-			evs = append(evs, event{iv.lo, true, k})
-			if iv.hi != fmax {
-				evs = append(evs, event{iv.hi.next(), false, k})
+	var evs []event
+	if f == fieldPort && n >= portSortMin {
+		evs = portEvents(es, fmax, n)
+	} else {
+		evs = make([]event, 0, n)
+		for k, e := range es {
+			ivs := e.iv[f]
+			if ivs == nil {
+				ivs = []ivl{{u128{}, fmax}}
+			}
+			for _, iv := range ivs {
+				evs = append(evs, event{iv.lo, true, k})
+				if iv.hi != fmax {
+					evs = append(evs, event{iv.hi.next(), false, k})
+				}
 			}
 		}
+		// At one position, removals first, then additions; removals by
+		// falling index and additions by rising one, so that the sorted
+		// list of active entries changes at its end (many rules share a
+		// port).
+		slices.SortFunc(evs, eventCmp)
 	}
-	// At one position, removals first, then additions; removals by
-	// falling index and additions by rising one, so that the sorted list
-	// of active entries changes at its end (many rules share a port).
-	slices.SortFunc(evs, func(a, b event) int {
-		switch {
-		case a.pos != b.pos:
-			if a.pos.less(b.pos) {
-				return -1
-			}
-			return 1
-		case a.add != b.add:
-			if !a.add {
-				return -1
-			}
-			return 1
-		case a.add:
-			return a.k - b.k
-		}
-		return b.k - a.k
-	})
 	var active []int
 	distinct := map[string]bool{}
 	materialized := 0
@@ -429,18 +486,18 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece
 		if i < len(evs) {
 			hi = evs[i].pos.prev()
 		}
-		if n := len(pieces); n > 0 && pieces[n-1].iv.hi.next() == pos && sameMembers(pieces[n-1].members, es, active) {
+		if n := len(pieces); n > 0 && pieces[n-1].iv.hi.next() == pos && sameMembers(pieces[n-1].members, active) {
 			pieces[n-1].iv.hi = hi
 			continue
 		}
-		members := make([]*entry, len(active))
+		members := make([]int32, len(active))
 		for j, k := range active {
-			members[j] = es[k]
+			members[j] = int32(k)
 		}
-		pieces = append(pieces, piece{ivl{pos, hi}, members})
+		pieces = append(pieces, shapePiece{ivl{pos, hi}, members})
 		materialized += len(members)
 		maxSize = max(maxSize, len(members))
-		key := memoKey(0, members)
+		key := positionsKey(members)
 		if !distinct[key] {
 			distinct[key] = true
 			cost += len(members)
@@ -452,16 +509,86 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []piece
 	return pieces, cost, maxSize, true
 }
 
-func sameMembers(m []*entry, es []*entry, active []int) bool {
+// eventCmp is partition's order of events.
+func eventCmp(a, b event) int {
+	switch {
+	case a.pos != b.pos:
+		if a.pos.less(b.pos) {
+			return -1
+		}
+		return 1
+	case a.add != b.add:
+		if !a.add {
+			return -1
+		}
+		return 1
+	case a.add:
+		return a.k - b.k
+	}
+	return b.k - a.k
+}
+
+// portSortMin is the least number of port events sorted by portEvents.
+const portSortMin = 2048
+
+// portEvents are the events of es on the port field in partition's order,
+// by a stable counting sort on the port: the events put in first as the
+// comparator orders those of one position — removals by falling index,
+// then additions by rising one — stay so within each port. (For the
+// root of a large tree the comparison sort was most of a one-rule
+// compile's partitions.)
+func portEvents(es []*entry, fmax u128, n int) []event {
+	in := make([]event, 0, n)
+	for k := len(es) - 1; k >= 0; k-- {
+		for _, iv := range es[k].iv[fieldPort] {
+			if iv.hi != fmax {
+				in = append(in, event{iv.hi.next(), false, k})
+			}
+		}
+	}
+	for k, e := range es {
+		if e.iv[fieldPort] == nil {
+			in = append(in, event{u128{}, true, k})
+			continue
+		}
+		for _, iv := range e.iv[fieldPort] {
+			in = append(in, event{iv.lo, true, k})
+		}
+	}
+	start := make([]int32, int(fmax.lo)+2)
+	for _, ev := range in {
+		start[ev.pos.lo+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	out := make([]event, len(in))
+	for _, ev := range in {
+		out[start[ev.pos.lo]] = ev
+		start[ev.pos.lo]++
+	}
+	return out
+}
+
+func sameMembers(m []int32, active []int) bool {
 	if len(m) != len(active) {
 		return false
 	}
 	for j, k := range active {
-		if m[j] != es[k] {
+		if int(m[j]) != k {
 			return false
 		}
 	}
 	return true
+}
+
+// positionsKey is a key of a set of positions (memoKey's encoding).
+func positionsKey(m []int32) string {
+	b := make([]byte, 0, 3*len(m))
+	for _, k := range m {
+		b = binary.AppendUvarint(b, uint64(k))
+	}
+	return string(b)
 }
 
 // segment cuts es into consecutive parts that can each be dispatched

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sort"
 	"testing"
 
@@ -293,6 +294,53 @@ func TestClassifierMatchesReference(t *testing.T) {
 				t.Logf("%d rules: %d entries, %d leaf rules, %d maps (%d elements), max sequential %d, most rules evaluated by a flow %d",
 					tc.rules, rs.Stats.Entries, rs.Stats.Leaves, rs.Stats.DispatchMaps, rs.Stats.MapElements, rs.Stats.MaxSequential, maxRules)
 			})
+		}
+	}
+}
+
+// TestPortEvents: the counting sort of port events gives partition's
+// comparison order (entries of one to three port intervals, wildcards,
+// intervals ending at the last port).
+func TestPortEvents(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	fmax := fieldMax(ipv4, fieldPort)
+	for round := range 20 {
+		var es []*entry
+		for range 500 + r.IntN(3000) {
+			e := &entry{}
+			if r.IntN(20) > 0 {
+				lo := uint64(0)
+				for range 1 + r.IntN(3) {
+					lo += uint64(r.IntN(3000))
+					hi := min(lo+uint64(r.IntN(40)), 0xffff)
+					if r.IntN(50) == 0 {
+						hi = 0xffff
+					}
+					e.iv[fieldPort] = append(e.iv[fieldPort], ivl{u128{0, lo}, u128{0, hi}})
+					lo = hi + 2
+					if hi >= 0xfff0 {
+						break
+					}
+				}
+			}
+			es = append(es, e)
+		}
+		var want []event
+		for k, e := range es {
+			ivs := e.iv[fieldPort]
+			if ivs == nil {
+				ivs = []ivl{{u128{}, fmax}}
+			}
+			for _, iv := range ivs {
+				want = append(want, event{iv.lo, true, k})
+				if iv.hi != fmax {
+					want = append(want, event{iv.hi.next(), false, k})
+				}
+			}
+		}
+		slices.SortFunc(want, eventCmp)
+		if got := portEvents(es, fmax, len(want)); !slices.Equal(got, want) {
+			t.Fatalf("round %d: the counting sort differs from the comparison sort", round)
 		}
 	}
 }

@@ -76,6 +76,14 @@ func (r *NetlinkRunner) CountersAfterApply() ([]RuleCounter, error) {
 	return sums.out, nil
 }
 
+// KeptCounters returns the named counters the last apply found in the
+// table already (it created the others, at zero).
+func (r *NetlinkRunner) KeptCounters() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.keptCounters)
+}
+
 // CountersOf reads the named counters of tags (with their generation: the
 // counters' names) by name, without listing the table: requests for a
 // few hundred counters go in one datagram (the kernel answers each with

@@ -33,7 +33,33 @@ type Cache struct {
 	trees  map[string]*cachedTree
 	leaves map[string]*cachedLeaf
 
-	hits, built, leafHits int // trees reused and built, leaves reused: for the tests
+	// The shapes (classifier.cut) of the last build of each family and
+	// protocol's tree, by the intervals of the node's entries (their ids
+	// in ivIDs) and the fields already dispatched on: a tree built again
+	// takes the cuts of its unchanged nodes instead of partitioning them.
+	shapes map[famProto]*shapeCache
+	ivIDs  map[string]uint32 // a field and an entry's intervals in it -> id, from 1
+
+	hits, built, leafHits, shapeHits, partHits int // trees reused and built, leaves, shapes and partitions reused: for the tests
+}
+
+// shapeCache is what a tree's build keeps for the next: the shapes of its
+// nodes, and the partitions on each field of its large nodes (a node whose
+// entries changed is cut again, but its partitions on the fields where
+// its entries' intervals did not change are the last ones: when one rule's
+// ports change, the root's partitions on the addresses).
+type shapeCache struct {
+	shapes map[string]*shape
+	parts  map[string]*partitioned
+}
+
+// partMin is the least number of entries of a node whose partitions are
+// kept (smaller ones cost little to partition again).
+const partMin = 256
+
+type famProto struct {
+	fam   family
+	proto uint8
 }
 
 type cachedTree struct {
@@ -42,7 +68,7 @@ type cachedTree struct {
 	root   string
 	sums   []nameSum // final names and the namer's sums
 	stats  treeStats
-	leaves map[string]*cachedLeaf // the leaves built in it
+	leaves []keyedLeaf // the leaves built in it, or taken from the cache
 }
 
 // cachedLeaf is a classifier leaf of the last compile: its chain and what
@@ -84,8 +110,11 @@ type builtTree struct {
 	root   string
 	stats  treeStats
 	reused *cachedTree
-	leaves map[string]*builtLeaf // built here, by key
-	hit    map[string]*cachedLeaf
+	leaves []keyedBuilt // built here
+	hit    []keyedLeaf  // taken from the cache
+	// The last build's shapes of this family and protocol, and those this
+	// build used or found.
+	old, now *shapeCache
 }
 
 // tree classifies the entries l of a family and protocol, or takes the
@@ -121,12 +150,11 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	}
 	before := c.rs.Stats
 	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
-	// Sized for the tree's entries (a flat 100,000-rule policy has about one
-	// leaf per rule): growing these maps was 5 % of a full 100,000-rule compile.
-	bt := &builtTree{key: key, leaves: make(map[string]*builtLeaf, len(l)), hit: map[string]*cachedLeaf{}}
+	bt := &builtTree{key: key}
 	c.building = bt
 	if c.cache != nil {
 		c.leafHead = c.treeHead(fam, proto)
+		c.shapeIDs(fam, proto, l, bt)
 	}
 	c.decided = make(map[string]string, len(l))
 	c.treeInterned = map[string]string{}
@@ -139,6 +167,12 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 		maxSeq: cl.maxSeq(),
 	}
 	c.building = nil
+	if c.cache != nil {
+		c.cache.mu.Lock()
+		c.cache.shapes[famProto{fam, proto}] = bt.now
+		c.cache.mu.Unlock()
+		bt.now, bt.old = nil, nil
+	}
 	if c.cache != nil && root != "" {
 		bt.root, bt.stats = root, st
 		bt.chains = append([]*Chain(nil), c.rs.Chains[nc:]...)
@@ -149,38 +183,57 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 }
 
 // keep makes the cache hold this compile's trees (and only them), once n
-// has named the ruleset.
+// has named the ruleset. The cache's map of leaves is changed in place:
+// the leaves of the last compile's trees this one did not reuse go, the
+// leaves of the trees it built come (a compile that changes one tree
+// does not copy every leaf of the others).
 func (c *compiler) keep(n *namer) {
 	if c.cache == nil {
 		return
 	}
 	trees := make(map[string]*cachedTree, len(c.trees))
 	c.cache.mu.Lock()
-	leaves := make(map[string]*cachedLeaf, len(c.cache.leaves))
+	old, leaves := c.cache.trees, c.cache.leaves
 	c.cache.mu.Unlock()
+	reused := make(map[*cachedTree]bool, len(c.trees))
+	built := 0
+	for _, b := range c.trees {
+		if b.reused != nil {
+			reused[b.reused] = true
+		} else {
+			built += len(b.leaves) + len(b.hit)
+		}
+	}
+	for _, t := range old {
+		if !reused[t] {
+			for _, x := range t.leaves {
+				delete(leaves, x.key)
+			}
+		}
+	}
+	if leaves == nil {
+		leaves = make(map[string]*cachedLeaf, built)
+	}
 	for _, b := range c.trees {
 		if b.reused != nil {
 			trees[b.key] = b.reused
-			for k, l := range b.reused.leaves {
-				leaves[k] = l
-			}
 			continue
 		}
 		t := &cachedTree{chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
 			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
-			leaves: make(map[string]*cachedLeaf, len(b.leaves)+len(b.hit))}
+			leaves: make([]keyedLeaf, 0, len(b.leaves)+len(b.hit))}
 		for _, ch := range b.chains {
 			t.sums = append(t.sums, n.nameSum(ch.Name))
 		}
 		for _, s := range b.sets {
 			t.sums = append(t.sums, n.nameSum(s.Name))
 		}
-		for k, l := range b.hit {
-			t.leaves[k] = l
-		}
-		for k, bl := range b.leaves {
+		t.leaves = append(t.leaves, b.hit...)
+		for _, x := range b.leaves {
+			bl := x.l
 			ch := bl.chain // renamed by n
-			l := &cachedLeaf{chain: ch, sums: []nameSum{n.nameSum(ch.Name)}}
+			l := &cachedLeaf{chain: ch, sums: make([]nameSum, 1, 1+len(bl.sets)+len(bl.chains))}
+			l.sums[0] = n.nameSum(ch.Name)
 			for _, name := range bl.sets {
 				s := n.sets[name]
 				l.sums = append(l.sums, n.nameSum(s.Name))
@@ -193,10 +246,10 @@ func (c *compiler) keep(n *namer) {
 				l.sums = append(l.sums, n.nameSum(d.Name))
 				l.chains = append(l.chains, d)
 			}
-			t.leaves[k] = l
+			t.leaves = append(t.leaves, keyedLeaf{x.key, l})
 		}
-		for k, l := range t.leaves {
-			leaves[k] = l
+		for _, x := range t.leaves {
+			leaves[x.key] = x.l
 		}
 		trees[b.key] = t
 	}
@@ -204,6 +257,18 @@ func (c *compiler) keep(n *namer) {
 	c.cache.trees = trees
 	c.cache.leaves = leaves
 	c.cache.mu.Unlock()
+}
+
+// keyedLeaf is a cached leaf and its key (leafKey).
+type keyedLeaf struct {
+	key string
+	l   *cachedLeaf
+}
+
+// keyedBuilt is a leaf built by this compile and its key.
+type keyedBuilt struct {
+	key string
+	l   *builtLeaf
 }
 
 // treeHead is what every leaf of a tree is built from besides its entries.
@@ -272,7 +337,7 @@ func (c *compiler) reuseLeaf(full string) string {
 	for _, x := range l.sums {
 		c.reused[x.name] = x.sum
 	}
-	c.building.hit[full] = l
+	c.building.hit = append(c.building.hit, keyedLeaf{full, l})
 	return l.chain.Name
 }
 
@@ -292,7 +357,7 @@ func (c *compiler) builtLeaf(full string, ch *Chain) {
 				}
 			}
 		}
-		c.building.leaves[full] = bl
+		c.building.leaves = append(c.building.leaves, keyedBuilt{full, bl})
 	}
 }
 
@@ -328,5 +393,114 @@ func (c *compiler) treeKey(fam family, proto uint8, l []*entry) string {
 func (c *Cache) Reset() {
 	c.mu.Lock()
 	c.trees, c.leaves = nil, nil
+	c.shapes, c.ivIDs = nil, nil
 	c.mu.Unlock()
+}
+
+// shapeIDs gives the entries of the tree of fam and proto about to be
+// built their intervals' ids (entry.fid), and bt the tree's last shapes.
+func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) {
+	c.cache.mu.Lock()
+	defer c.cache.mu.Unlock()
+	if c.cache.shapes == nil {
+		c.cache.shapes = map[famProto]*shapeCache{}
+	}
+	// The ids of intervals no entry has any more are kept (a rule changed
+	// back finds its shapes); past a few times what this compile's entries
+	// can have they are all dropped, with the shapes that refer to them.
+	if len(c.cache.ivIDs) > 4*int(numFields)*c.nEntries+1<<16 {
+		c.cache.ivIDs = nil
+		clear(c.cache.shapes)
+	}
+	if c.cache.ivIDs == nil {
+		c.cache.ivIDs = make(map[string]uint32, len(l))
+	}
+	var b []byte
+	for _, e := range l {
+		for f := range numFields {
+			b = append(b[:0], byte(f))
+			if e.iv[f] != nil {
+				b = binary.AppendUvarint(b, uint64(len(e.iv[f])))
+				for _, iv := range e.iv[f] {
+					b = appendIvl(b, iv)
+				}
+			}
+			id, ok := c.cache.ivIDs[string(b)]
+			if !ok {
+				id = uint32(len(c.cache.ivIDs) + 1)
+				c.cache.ivIDs[string(b)] = id
+			}
+			e.fid[f] = id
+		}
+	}
+	bt.old = c.cache.shapes[famProto{fam, proto}]
+	if bt.old == nil {
+		bt.old = &shapeCache{}
+	}
+	bt.now = &shapeCache{shapes: make(map[string]*shape, len(bt.old.shapes)), parts: map[string]*partitioned{}}
+}
+
+// shape returns the key of the shape of es in the tree being built and
+// the last build's shape of that key (nil: none, or no cache).
+func (c *compiler) shape(cl *classifier, es []*entry, used uint8) (string, *shape) {
+	bt := c.building
+	if c.cache == nil || bt == nil || bt.now == nil {
+		return "", nil
+	}
+	b := make([]byte, 0, 1+3*len(cl.fields)*len(es))
+	b = append(b, used)
+	for _, e := range es {
+		for _, f := range cl.fields {
+			b = binary.AppendUvarint(b, uint64(e.fid[f]))
+		}
+	}
+	key := string(b)
+	sh := bt.now.shapes[key]
+	if sh == nil {
+		if sh = bt.old.shapes[key]; sh != nil {
+			bt.now.shapes[key] = sh
+			c.cache.mu.Lock()
+			c.cache.shapeHits++
+			c.cache.mu.Unlock()
+		}
+	}
+	return key, sh
+}
+
+// keepShape records the shape sh of key, found in this build.
+func (c *compiler) keepShape(key string, sh *shape) {
+	if key != "" {
+		c.building.now.shapes[key] = sh
+	}
+}
+
+// partitionOf is cl.partition of es on f within its budget, or the last
+// build's partition of the same intervals on f.
+func (c *compiler) partitionOf(cl *classifier, es []*entry, f field) partitioned {
+	bt := c.building
+	var key string
+	if c.cache != nil && bt != nil && bt.now != nil && len(es) >= partMin {
+		b := make([]byte, 0, 1+3*len(es))
+		b = append(b, byte(f))
+		for _, e := range es {
+			b = binary.AppendUvarint(b, uint64(e.fid[f]))
+		}
+		key = string(b)
+		if pt := bt.now.parts[key]; pt != nil {
+			return *pt
+		}
+		if pt := bt.old.parts[key]; pt != nil {
+			bt.now.parts[key] = pt
+			c.cache.mu.Lock()
+			c.cache.partHits++
+			c.cache.mu.Unlock()
+			return *pt
+		}
+	}
+	var pt partitioned
+	pt.pieces, pt.cost, pt.maxSize, pt.ok = cl.partition(es, f, budget(len(es)))
+	if key != "" {
+		bt.now.parts[key] = &pt
+	}
+	return pt
 }

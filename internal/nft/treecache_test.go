@@ -69,10 +69,10 @@ func TestCompileCachedEqualsCompile(t *testing.T) {
 					t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
 				}
 			}
-			if cache.hits == 0 || cache.leafHits == 0 {
-				t.Fatalf("in %d steps, %d trees and %d leaves reused", steps, cache.hits, cache.leafHits)
+			if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 {
+				t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes and %d partitions reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
 			}
-			t.Logf("%d of %d trees reused, %d leaves", cache.hits, cache.built+cache.hits, cache.leafHits)
+			t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
 		})
 	}
 }
@@ -222,4 +222,45 @@ func BenchmarkCompileCached10k(b *testing.B) {
 			b.Logf("trees reused %d, built %d; leaves reused %d", c.hits, c.built, c.leafHits)
 		})
 	}
+}
+
+// BenchmarkCompileCached100k: the flat 100,000-rule policy compiled with a
+// cache that holds nothing (first: a starting daemon) and with one that
+// holds another flat policy's trees (replace: every rule's port differs,
+// nothing to reuse) — what the cache costs a compile that reuses nothing.
+func BenchmarkCompileCached100k(b *testing.B) {
+	cfg := labConfig()
+	compile := func(p *policy.Policy) *match.Matcher {
+		m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	ms := [2]*match.Matcher{compile(flatPolicy(100000, 0)), compile(flatPolicy(100000, 1))}
+	run := func(b *testing.B, next func(i int) (*match.Matcher, *Cache)) {
+		b.ResetTimer()
+		u0, s0 := cpuTimes()
+		for i := range b.N {
+			m, c := next(i)
+			if _, err := CompileCached(m, cfg, c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		u1, s1 := cpuTimes()
+		b.ReportMetric(float64((u1-u0+s1-s0).Milliseconds())/float64(b.N), "cpu-ms/op")
+	}
+	b.Run("no-cache", func(b *testing.B) {
+		run(b, func(int) (*match.Matcher, *Cache) { return ms[0], nil })
+	})
+	b.Run("first", func(b *testing.B) {
+		run(b, func(int) (*match.Matcher, *Cache) { return ms[0], &Cache{} })
+	})
+	b.Run("replace", func(b *testing.B) {
+		var c Cache
+		if _, err := CompileCached(ms[1], cfg, &c); err != nil {
+			b.Fatal(err)
+		}
+		run(b, func(i int) (*match.Matcher, *Cache) { return ms[i%2], &c })
+	})
 }
