@@ -3,11 +3,14 @@ package nft
 import (
 	"bytes"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/policy"
@@ -165,5 +168,82 @@ func BenchmarkAppendRules(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// appendRulesSlow is appendRules as it was before the direct encoding
+// (every expression through expr.Marshal, the comment through
+// userdata.AppendString).
+func appendRulesSlow(t testing.TB, w *wire, pl *plan, chains []*Chain) {
+	for _, c := range chains {
+		for _, r := range c.Rules {
+			off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_APPEND)
+			w.b = append(w.b, byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0)
+			w.strAttr(unix.NFTA_RULE_TABLE, pl.table.Name)
+			w.strAttr(unix.NFTA_RULE_CHAIN, c.Name)
+			n := w.nest(unix.NFTA_RULE_EXPRESSIONS)
+			for k := 0; k < len(r.Stmts); k++ {
+				if j := wholeLoadRun(r.Stmts[k:]); j >= 2 {
+					ms := make([]MatchRange, j)
+					for i := range ms {
+						ms[i] = r.Stmts[k+i].(MatchRange)
+					}
+					if x, ok := concatLoads(ms); ok {
+						w.b = append(w.b, marshalSlow(t, x)...)
+						k += j - 1
+						continue
+					}
+				}
+				x, err := lowerStmt(r.Stmts[k], pl.setMap, pl.chMap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.b = append(w.b, marshalSlow(t, x)...)
+			}
+			if err := w.closeNest(n); err != nil {
+				t.Fatal(err)
+			}
+			if r.Comment != "" {
+				w.attr(unix.NFTA_RULE_USERDATA, userdata.AppendString(nil, userdata.TypeComment, r.Comment))
+			}
+			w.end(off)
+		}
+	}
+}
+
+// TestAppendRulesSameBytes: the rule messages appendRules writes are
+// byte for byte those of the encoding through google/nftables (the 3,000-
+// rule policy with and without LimitRuleLogs, the flat policy, comments
+// of every length up to the kernel's limit).
+func TestAppendRulesSameBytes(t *testing.T) {
+	limited := labConfig()
+	limited.LimitRuleLogs = true
+	for i, rs := range []*Ruleset{
+		mustCompileT(t, bigPolicy(3000, 1), labConfig()),
+		mustCompileT(t, bigPolicy(3000, 2), limited),
+		mustCompileT(t, flatPolicy(2000, 0), limited),
+	} {
+		pl, err := lower(rs, nil, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains := rs.Chains
+		extra := &Chain{Name: rs.Chains[0].Name}
+		for n := 1; n <= 300; n++ {
+			extra.add(strings.Repeat("é", n/2)+strings.Repeat("x", n%2), Verdict{Kind: VerdictAccept})
+		}
+		chains = append(chains[:len(chains):len(chains)], extra)
+		var fast, slow wire
+		if err := appendRules(&fast, pl, chains); err != nil {
+			t.Fatal(err)
+		}
+		appendRulesSlow(t, &slow, pl, chains)
+		if !bytes.Equal(fast.b, slow.b) || !slices.Equal(fast.offs, slow.offs) {
+			n := 0
+			for n < min(len(fast.b), len(slow.b)) && fast.b[n] == slow.b[n] {
+				n++
+			}
+			t.Fatalf("ruleset %d: appendRules differs from google/nftables' encoding at byte %d of %d/%d", i, n, len(fast.b), len(slow.b))
+		}
 	}
 }

@@ -114,7 +114,7 @@ func wholeLoadRun(sts []Stmt) int {
 		if !ok {
 			break
 		}
-		if _, _, ok := wholeLoad(m); !ok {
+		if wholeLoadLen(m) == 0 {
 			break
 		}
 		n++
@@ -169,12 +169,27 @@ func appendRules(w *wire, pl *plan, chains []*Chain) error {
 				return fmt.Errorf("ruleset: chain %s rule %d: %v", c.Name, i, err)
 			}
 			if r.Comment != "" {
-				w.attr(unix.NFTA_RULE_USERDATA, userdata.AppendString(nil, userdata.TypeComment, r.Comment))
+				w.comment(r.Comment)
 			}
 			w.end(off)
 		}
 	}
 	return nil
+}
+
+// comment writes a rule's comment as its userdata, as
+// userdata.AppendString encodes it (one TLV: type, length, the text and a
+// NUL; truncComment keeps it within the length byte).
+func (w *wire) comment(c string) {
+	l := 4 + 2 + len(c) + 1
+	w.b = binary.NativeEndian.AppendUint16(w.b, uint16(l))
+	w.b = binary.NativeEndian.AppendUint16(w.b, unix.NFTA_RULE_USERDATA)
+	w.b = append(w.b, byte(userdata.TypeComment), byte(len(c)+1))
+	w.b = append(w.b, c...)
+	w.b = append(w.b, 0)
+	for ; l%4 != 0; l++ {
+		w.b = append(w.b, 0)
+	}
 }
 
 // Messages for the chains, sets and objects an apply adds and removes,
