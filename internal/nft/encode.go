@@ -18,9 +18,10 @@ import (
 // (table, chain, the list of expressions, userdata) directly into the
 // batch, and the expressions most rules are made of directly too
 // (fastExpr, encexpr.go); the others are marshalled by google/nftables
-// (expr.Marshal). (A cache of each distinct statement's encoding, kept
-// before, cost more in map lookups than it saved once the common
-// expressions were written directly: BenchmarkAppendRules.)
+// (expr.Marshal). Only single matches (MatchRange, a fixed-size map key)
+// are encoded once and copied: a cache of every distinct statement,
+// verdicts and names included, cost more in hashing than it saved once
+// the common expressions were written directly (BenchmarkAppendRules).
 
 // wire is a netlink batch being written.
 type wire struct {
@@ -141,6 +142,9 @@ func (w *wire) concat(sts []Stmt) (bool, error) {
 // appendRules writes one NFT_MSG_NEWRULE message per rule of chains (of
 // the plan's ruleset; appended to its chain, in order) to w.
 func appendRules(w *wire, pl *plan, chains []*Chain) error {
+	// A leaf's match (`th dport 443`, `ip daddr 10.1.2.0/24`) recurs in
+	// many rules: encoded once (a fixed-size key, cheap to hash).
+	ranges := map[MatchRange][]byte{}
 	for _, c := range chains {
 		for i, r := range c.Rules {
 			off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_APPEND)
@@ -157,9 +161,20 @@ func appendRules(w *wire, pl *plan, chains []*Chain) error {
 						continue
 					}
 				}
+				m, isRange := r.Stmts[k].(MatchRange)
+				if isRange {
+					if b, ok := ranges[m]; ok {
+						w.b = append(w.b, b...)
+						continue
+					}
+				}
+				from := len(w.b)
 				exprs, err := lowerStmt(r.Stmts[k], pl.setMap, pl.chMap)
 				if err == nil {
 					err = w.exprs(exprs)
+				}
+				if err == nil && isRange {
+					ranges[m] = append([]byte(nil), w.b[from:]...)
 				}
 				if err != nil {
 					return fmt.Errorf("ruleset: chain %s rule %d: %s: %v", c.Name, i, r.Stmts[k], err)
