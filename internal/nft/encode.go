@@ -16,10 +16,12 @@ import (
 // 18,000), and google/nftables' AddRule builds each through several layers
 // of attribute slices. appendRules writes the same NFT_MSG_NEWRULE message
 // (table, chain, the list of expressions, userdata) directly into the
-// batch; every expression is still marshalled by google/nftables
-// (expr.Marshal), once per distinct statement: a statement such as
-// `th dport 443` or `counter` is encoded once and copied into every rule
-// that has it.
+// batch, and the expressions most rules are made of directly too
+// (fastExpr, encexpr.go); the others are marshalled by google/nftables
+// (expr.Marshal). Only single matches (MatchRange, a fixed-size map key)
+// are encoded once and copied: a cache of every distinct statement,
+// verdicts and names included, cost more in hashing than it saved once
+// the common expressions were written directly (BenchmarkAppendRules).
 
 // wire is a netlink batch being written.
 type wire struct {
@@ -84,45 +86,24 @@ func (w *wire) closeNest(off int) error {
 	return nil
 }
 
-type ruleEncoder struct {
-	pl    *plan
-	cache map[Stmt][]byte // statement -> its NFTA_LIST_ELEM attributes
-	buf   []byte
-}
-
-func (e *ruleEncoder) stmt(st Stmt) ([]byte, error) {
-	// A decision's counter and log name one rule: nothing to share.
-	unique := false
-	switch x := st.(type) {
-	case Counter:
-		unique = x.Name != ""
-	case Log:
-		unique = true
-	}
-	if !unique {
-		if b, ok := e.cache[st]; ok {
-			return b, nil
+// exprs writes expressions as a rule's list elements: directly
+// (fastExpr), or as google/nftables marshals them.
+func (w *wire) exprs(xs []expr.Any) error {
+	for _, x := range xs {
+		ok, err := w.fastExpr(x)
+		if err != nil {
+			return err
 		}
-	}
-	exprs, err := lowerStmt(st, e.pl.setMap, e.pl.chMap)
-	if err != nil {
-		return nil, err
-	}
-	w := wire{b: e.buf[:0]}
-	for _, x := range exprs {
+		if ok {
+			continue
+		}
 		data, err := expr.Marshal(byte(nftables.TableFamilyINet), x)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", st, err)
+			return err
 		}
 		w.attr(unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, data)
 	}
-	if unique {
-		e.buf = w.b // valid until the next call
-		return w.b, nil
-	}
-	b := append([]byte(nil), w.b...)
-	e.cache[st] = b
-	return b, nil
+	return nil
 }
 
 // wholeLoadRun is the number of statements at the start of sts that are
@@ -134,7 +115,7 @@ func wholeLoadRun(sts []Stmt) int {
 		if !ok {
 			break
 		}
-		if _, _, ok := wholeLoad(m); !ok {
+		if wholeLoadLen(m) == 0 {
 			break
 		}
 		n++
@@ -142,33 +123,28 @@ func wholeLoadRun(sts []Stmt) int {
 	return n
 }
 
-// concat encodes sts (wholeLoad matches) as one concatenated comparison
-// (concatLoads); ok is false when they do not fit in one.
-func (e *ruleEncoder) concat(sts []Stmt) ([]byte, bool, error) {
-	ms := make([]MatchRange, len(sts))
-	for i, st := range sts {
-		ms[i] = st.(MatchRange)
+// concat writes sts (wholeLoad matches) as one concatenated comparison
+// (concatLoads); ok is false (and nothing written) when they do not fit
+// in one.
+func (w *wire) concat(sts []Stmt) (bool, error) {
+	var buf [4]MatchRange
+	ms := buf[:0]
+	for _, st := range sts {
+		ms = append(ms, st.(MatchRange))
 	}
 	exprs, ok := concatLoads(ms)
 	if !ok {
-		return nil, false, nil
+		return false, nil
 	}
-	w := wire{b: e.buf[:0]}
-	for _, x := range exprs {
-		data, err := expr.Marshal(byte(nftables.TableFamilyINet), x)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %v", sts[0], err)
-		}
-		w.attr(unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, data)
-	}
-	e.buf = w.b // valid until the next call
-	return w.b, true, nil
+	return true, w.exprs(exprs)
 }
 
 // appendRules writes one NFT_MSG_NEWRULE message per rule of chains (of
 // the plan's ruleset; appended to its chain, in order) to w.
 func appendRules(w *wire, pl *plan, chains []*Chain) error {
-	e := &ruleEncoder{pl: pl, cache: map[Stmt][]byte{}}
+	// A leaf's match (`th dport 443`, `ip daddr 10.1.2.0/24`) recurs in
+	// many rules: encoded once (a fixed-size key, cheap to hash).
+	ranges := map[MatchRange][]byte{}
 	for _, c := range chains {
 		for i, r := range c.Rules {
 			off := w.begin(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_APPEND)
@@ -178,30 +154,57 @@ func appendRules(w *wire, pl *plan, chains []*Chain) error {
 			n := w.nest(unix.NFTA_RULE_EXPRESSIONS)
 			for k := 0; k < len(r.Stmts); k++ {
 				if j := wholeLoadRun(r.Stmts[k:]); j >= 2 {
-					if b, ok, err := e.concat(r.Stmts[k : k+j]); err != nil {
+					if ok, err := w.concat(r.Stmts[k : k+j]); err != nil {
 						return fmt.Errorf("ruleset: chain %s rule %d: %v", c.Name, i, err)
 					} else if ok {
-						w.b = append(w.b, b...)
 						k += j - 1
 						continue
 					}
 				}
-				b, err := e.stmt(r.Stmts[k])
-				if err != nil {
-					return fmt.Errorf("ruleset: chain %s rule %d: %v", c.Name, i, err)
+				m, isRange := r.Stmts[k].(MatchRange)
+				if isRange {
+					if b, ok := ranges[m]; ok {
+						w.b = append(w.b, b...)
+						continue
+					}
 				}
-				w.b = append(w.b, b...)
+				from := len(w.b)
+				exprs, err := lowerStmt(r.Stmts[k], pl.setMap, pl.chMap)
+				if err == nil {
+					err = w.exprs(exprs)
+				}
+				if err == nil && isRange {
+					ranges[m] = append([]byte(nil), w.b[from:]...)
+				}
+				if err != nil {
+					return fmt.Errorf("ruleset: chain %s rule %d: %s: %v", c.Name, i, r.Stmts[k], err)
+				}
 			}
 			if err := w.closeNest(n); err != nil {
 				return fmt.Errorf("ruleset: chain %s rule %d: %v", c.Name, i, err)
 			}
 			if r.Comment != "" {
-				w.attr(unix.NFTA_RULE_USERDATA, userdata.AppendString(nil, userdata.TypeComment, r.Comment))
+				w.comment(r.Comment)
 			}
 			w.end(off)
 		}
 	}
 	return nil
+}
+
+// comment writes a rule's comment as its userdata, as
+// userdata.AppendString encodes it (one TLV: type, length, the text and a
+// NUL; truncComment keeps it within the length byte).
+func (w *wire) comment(c string) {
+	l := 4 + 2 + len(c) + 1
+	w.b = binary.NativeEndian.AppendUint16(w.b, uint16(l))
+	w.b = binary.NativeEndian.AppendUint16(w.b, unix.NFTA_RULE_USERDATA)
+	w.b = append(w.b, byte(userdata.TypeComment), byte(len(c)+1))
+	w.b = append(w.b, c...)
+	w.b = append(w.b, 0)
+	for ; l%4 != 0; l++ {
+		w.b = append(w.b, 0)
+	}
 }
 
 // Messages for the chains, sets and objects an apply adds and removes,

@@ -263,16 +263,31 @@ const ipsDstNAT = 1 << 5
 // value, or a prefix on a byte boundary: lowerStmt's payload and cmp),
 // with that payload and the bytes it compares.
 func wholeLoad(m MatchRange) (*expr.Payload, []byte, bool) {
-	lo := valBytes(m.Family, m.Field, m.iv.lo)
+	n := wholeLoadLen(m)
+	if n == 0 {
+		return nil, nil, false
+	}
+	p := payloadOf(m.Family, m.Field)
+	p.Len = uint32(n)
+	return p, valBytes(m.Family, m.Field, m.iv.lo)[:n], true
+}
+
+// wholeLoadLen is the number of bytes wholeLoad loads for m, 0 when m is
+// not such a match.
+func wholeLoadLen(m MatchRange) int {
 	if m.iv.lo == m.iv.hi {
-		return payloadOf(m.Family, m.Field), lo, true
+		switch {
+		case m.Field == fieldPort:
+			return 2
+		case m.Family == ipv4:
+			return 4
+		}
+		return 16
 	}
 	if bits, isPrefix := prefixLen(m.Family, m.Field, m.iv); isPrefix && bits > 0 && bits%8 == 0 {
-		p := payloadOf(m.Family, m.Field)
-		p.Len = uint32(bits / 8)
-		return p, lo[:bits/8], true
+		return bits / 8
 	}
-	return nil, nil, false
+	return 0
 }
 
 // Concatenated comparisons: consecutive matches that are each an equality
