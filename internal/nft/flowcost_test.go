@@ -1,57 +1,24 @@
 package nft
 
 import (
-	"fmt"
 	"net/netip"
 	"runtime"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	cwlab "github.com/clusterwall/clusterwall/internal/lab"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// benchShapePolicy is the policy of bench/dataplane (its generatePolicy)
+// benchShapePolicy is the policy of bench/dataplane (lab.BenchPolicy)
 // with the lab's server, 198.18.10.5: n-1 network rules that do not match
-// the benchmark flows (another destination, port, source or protocol,
-// in turn) and, last, the rule that allows them, so that a flow meets the
-// whole classifier.
-func benchShapePolicy(n int) string {
-	var b strings.Builder
-	b.WriteString("name: bench\nruleCollectionGroups:\n  - name: bench\n    priority: 200\n    ruleCollections:\n")
-	const perCollection = 100
-	for i := 0; i < n-1; i++ {
-		if i%perCollection == 0 {
-			action := "Allow"
-			if (i/perCollection)%4 == 3 {
-				action = "Deny"
-			}
-			fmt.Fprintf(&b, "      - name: c%03d\n        kind: Network\n        priority: %d\n        action: %s\n        rules:\n",
-				i/perCollection, 100+i/perCollection, action)
-		}
-		proto, src, dst, ports := "TCP", "'*'", "198.18.10.5, '2001:db8:ac:10::5'", "'5201-5202'"
-		switch i % 4 {
-		case 0:
-			dst = fmt.Sprintf("100.64.%d.%d, '2001:db8:100:%x::1'", i/256%256, i%256, i)
-		case 1:
-			ports = fmt.Sprintf("'%d'", 10000+i)
-		case 2:
-			src = fmt.Sprintf("10.99.%d.0/24, '2001:db8:99:%x::/64'", i/256%256, i)
-		case 3:
-			proto = "UDP"
-		}
-		fmt.Fprintf(&b, "          - name: r%05d\n            protocols: [%s]\n            sourceAddresses: [%s]\n            destinationAddresses: [%s]\n            destinationPorts: [%s]\n",
-			i, proto, src, dst, ports)
-	}
-	b.WriteString("      - name: last\n        kind: Network\n        priority: 65000\n        action: Allow\n        rules:\n" +
-		"          - name: bench-allow\n            protocols: [TCP]\n" +
-		"            sourceAddresses: [10.42.1.0/24, '2001:db8:42:1::/64']\n" +
-		"            destinationAddresses: [198.18.10.5, '2001:db8:ac:10::5']\n" +
-		"            destinationPorts: ['5201-5202']\n")
-	return b.String()
+// the benchmark flows and, last, the rule that allows them, so that a flow
+// meets the whole classifier.
+func benchShapePolicy(n int) []byte {
+	return cwlab.BenchPolicy(n, "198.18.10.5", "2001:db8:ac:10::5")
 }
 
 // minimalRuleset is bench/dataplane's baseline: the minimal stateful
@@ -118,7 +85,7 @@ func BenchmarkKernelNewFlowCost(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ct.Close()
-	p, err := loadPolicyBytes("bench.yaml", []byte(benchShapePolicy(10000)))
+	p, err := loadPolicyBytes("bench.yaml", benchShapePolicy(10000))
 	if err != nil {
 		b.Fatal(err)
 	}
