@@ -164,6 +164,17 @@ type sample struct {
 	// bulkSegs: the TCP segments fw sent during the bulk download (the
 	// data to the client and the ACKs to the server).
 	bulkSegs int64
+	// selfCPU: the CPU time of this process (the 8 clients and the
+	// server) during the rate measurement; idle: the share of the
+	// machine's CPU time that was idle during it (/proc/stat). With
+	// idle near 0 the rate is bound by the CPU every process spends per
+	// connection; with idle left, by each connection's latency.
+	selfCPU time.Duration
+	idle    float64
+	// busy, softirq: the machine's busy CPU time (every process, the
+	// kernel's softirq work included) and the part of it ticks found in
+	// softirq (charged to no process) during the rate measurement.
+	busy, softirq time.Duration
 }
 
 // peer is a proxy process started by the benchmark in fw.
@@ -402,6 +413,56 @@ func ctxPerConn(s sample) float64 {
 		return 0
 	}
 	return float64(s.ctxsw) / float64(s.conns)
+}
+
+// selfPerConn is the clients' and the server's CPU per connection, in µs.
+func selfPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.selfCPU.Microseconds()) / float64(s.conns)
+}
+
+// busyPerConn and softPerConn are the machine's busy CPU and its softirq
+// part per connection, in µs.
+func busyPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.busy.Microseconds()) / float64(s.conns)
+}
+
+func softPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.softirq.Microseconds()) / float64(s.conns)
+}
+
+// ticks converts /proc/stat's clock ticks (USER_HZ, 100 on Linux) to time.
+func ticks(t float64) time.Duration { return time.Duration(t * float64(time.Second) / 100) }
+
+// machineCPU returns the machine's busy, idle (idle and iowait) and
+// softirq CPU time so far, in clock ticks, from /proc/stat's first line.
+func machineCPU() (busy, idle, softirq float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		switch {
+		case i == 3 || i == 4: // idle, iowait
+			idle += v
+		case i < 8: // user nice system ... steal; guest is in user already
+			busy += v
+			if i == 6 {
+				softirq += v
+			}
+		}
+	}
+	return busy, idle, softirq
 }
 
 func segsPerConn(s sample) float64 {
@@ -757,6 +818,8 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	cpu0, sw0, net0 := benchkit.ProcCPU(pid), benchkit.ProcCtxSwitches(pid), cl.netCounters()
+	self0 := benchkit.ProcCPU(os.Getpid())
+	busy0, idle0, soft0 := machineCPU()
 	start := time.Now()
 	deadline := start.Add(c.connDur)
 	for range c.clients {
@@ -783,6 +846,11 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	wg.Wait()
 	elapsed := time.Since(start)
 	s.cpu = benchkit.ProcCPU(pid) - cpu0
+	s.selfCPU = benchkit.ProcCPU(os.Getpid()) - self0
+	if busy1, idle1, soft1 := machineCPU(); busy1+idle1 > busy0+idle0 {
+		s.idle = (idle1 - idle0) / (busy1 + idle1 - busy0 - idle0)
+		s.busy, s.softirq = ticks(busy1-busy0), ticks(soft1-soft0)
+	}
 	s.ctxsw = benchkit.ProcCtxSwitches(pid) - sw0
 	net1 := cl.netCounters()
 	s.segs = net1["Tcp:OutSegs"] - net0["Tcp:OutSegs"]
@@ -877,19 +945,19 @@ func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string)
 	median := benchkit.Median
 	rate := func(s sample) float64 { return s.connsPS }
 	tput := func(s sample) float64 { return s.mbps }
-	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection | proxy CPU µs/MB in the bulk download, median | with client and server |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection | proxy CPU µs/MB in the bulk download, median | with client and server | clients and server CPU µs/connection | machine idle during the rate | machine busy µs/connection (softirq) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range setups {
 		if len(r[s]) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f | %.0f | %.0f |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)), median(get(s, perMB)), median(get(s, allPerMB)))
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f | %.0f | %.0f | %.0f | %.1f %% | %.0f (%.0f) |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)), median(get(s, perMB)), median(get(s, allPerMB)), median(get(s, selfPerConn)), 100*median(get(s, func(x sample) float64 { return x.idle })), median(get(s, busyPerConn)), median(get(s, softPerConn)))
 	}
-	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios) | connection rate | throughput | CPU per connection | CPU per MB (bulk) | with client and server |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios) | connection rate | throughput | CPU per connection | CPU per MB (bulk) | with client and server | machine busy CPU per connection |\n|---|---|---|---|---|---|---|\n")
 	pair := func(num, den setup, label string) {
 		if len(r[num]) == 0 || len(r[den]) == 0 {
 			return
 		}
-		fmt.Fprintf(out, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f |\n", label, median(ratios(num, den, rate)), median(ratios(num, den, tput)), median(ratios(num, den, perConn)), median(ratios(num, den, perMB)), median(ratios(num, den, allPerMB)))
+		fmt.Fprintf(out, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", label, median(ratios(num, den, rate)), median(ratios(num, den, tput)), median(ratios(num, den, perConn)), median(ratios(num, den, perMB)), median(ratios(num, den, allPerMB)), median(ratios(num, den, busyPerConn)))
 	}
 	pair(setupClusterwall, setupHAProxy, "clusterwall / haproxy (targets ≥ 1.0, ≥ 1.0, ≤ 0.9)")
 	pair(setupB, setupHAProxy, "clusterwall-b / haproxy")
@@ -899,14 +967,14 @@ func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string)
 	pair(setupClusterwall, setupForward, "clusterwall / forward")
 	pair(setupHAProxy, setupForward, "haproxy / forward")
 	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
-	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection / proxy µs per MB in the bulk):\n")
+	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection / proxy µs per MB in the bulk / clients and server µs per connection / machine idle during the rate / machine busy µs per connection):\n")
 	for _, s := range setups {
 		if len(r[s]) == 0 {
 			continue
 		}
 		var parts []string
 		for _, x := range r[s] {
-			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", x.connsPS, x.mbps, perConn(x), perMB(x)))
+			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f/%.0f/%.0f%%/%.0f", x.connsPS, x.mbps, perConn(x), perMB(x), selfPerConn(x), 100*x.idle, busyPerConn(x)))
 		}
 		fmt.Fprintf(out, "  %-13s %s\n", s, strings.Join(parts, "  "))
 	}
