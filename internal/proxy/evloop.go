@@ -1415,6 +1415,18 @@ func connectNB(a netip.AddrPort, mark uint32) (fd int, connected bool, err error
 	}
 	fd = int(r)
 	setNoDelay(fd)
+	// The loop connects only once it holds the client's first bytes (the
+	// ClientHello or request head), which it writes as soon as the
+	// connect completes. With quick ACKs off until then, the kernel does
+	// not answer the server's SYN-ACK with an ACK of its own: the first
+	// data segment carries it (HAProxy's "option smart-connect"), one
+	// segment less per connection, and the server's accept and its first
+	// read find the data together. Should nothing be written, the ACK
+	// goes out after the kernel's delayed-ACK timeout (200 ms). Only the
+	// handshake's ACK waits: on it the kernel enters quick-ACK mode again
+	// (tcp_rcv_synsent_state_process), so the data that follows is
+	// acknowledged as usual. Best effort.
+	setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 	if mark != 0 {
 		if err := setMark(fd, mark); err != nil {
 			unix.Close(fd)

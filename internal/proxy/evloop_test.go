@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/telemetry"
 )
@@ -404,4 +407,67 @@ func TestServeClosesListener(t *testing.T) {
 	if _, err := tlsGet(t, ln.Addr().String(), "ok.test"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestUpstreamAckRidesOnData: the proxy's connect to the upstream does not
+// answer the SYN-ACK with a bare ACK; the ACK goes out with the client's
+// first bytes (the ClientHello), so the upstream receives the handshake's
+// SYN and then one segment that completes the connection and carries the
+// data — not an ACK first and the data after it. Read back from the
+// upstream's accepted socket (TCP_INFO: segments in, data segments in).
+func TestUpstreamAckRidesOnData(t *testing.T) {
+	f := newFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	up := netip.MustParseAddrPort(ln.Addr().String())
+	e := startProxy(t, Config{
+		Matcher:     testPolicy(t, up.Port(), f.web.addr.Port()),
+		Resolver:    f.res,
+		OriginalDst: fixedDst(up),
+	})
+
+	for i := range 3 { // the kernel's behaviour, not one lucky timing
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go tlsClientHello(c, "ok.test")
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+		uc, err := ln.Accept()
+		if err != nil {
+			c.Close()
+			t.Fatalf("the upstream saw no connection: %v", err)
+		}
+		uc.SetDeadline(time.Now().Add(10 * time.Second))
+		hdr := make([]byte, 5)
+		if _, err := io.ReadFull(uc, hdr); err != nil || hdr[0] != 0x16 {
+			t.Fatalf("upstream read %x, %v; want a TLS handshake record", hdr, err)
+		}
+		// The rest of the ClientHello may take more segments on another
+		// MTU; loopback's carries it whole.
+		rc, _ := uc.(*net.TCPConn).SyscallConn()
+		var info *unix.TCPInfo
+		var ierr error
+		rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		uc.Close()
+		c.Close()
+		if ierr != nil {
+			t.Fatal(ierr)
+		}
+		// Segments in: the SYN and the ACK that carries the ClientHello
+		// (a bare ACK before it would make 3).
+		if info.Segs_in != 2 || info.Data_segs_in != 1 {
+			t.Errorf("connection %d: the upstream received %d segments, %d with data; want 2 and 1 (the handshake's ACK carried by the ClientHello)", i, info.Segs_in, info.Data_segs_in)
+		}
+	}
+}
+
+// tlsClientHello sends a TLS ClientHello for sni on c (the handshake then
+// fails or hangs until c is closed).
+func tlsClientHello(c net.Conn, sni string) {
+	tls.Client(c, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
 }
