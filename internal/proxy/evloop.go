@@ -1016,6 +1016,15 @@ func (l *loop) established(c *lconn) {
 	c.dir[1] = ldir{src: c.ufd, dst: c.cfd, drained: !c.in[1]}
 	c.bp, c.out = nil, nil
 	l.pump(c, 0)
+	if c.state == stRelay && l.p.cfg.Dial == nil {
+		// The head went out with the handshake's ACK (connectNB). Quick
+		// ACKs back on: the kernel took the first write, so soon after
+		// the SYN-ACK, for an interactive exchange and would now delay
+		// the ACK of the server's first reply (up to 40 ms, a stall for a
+		// server that writes it in pieces with Nagle's algorithm on);
+		// from here the socket acknowledges as one that sent a bare ACK.
+		setsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	}
 	l.pump(c, 1)
 }
 
@@ -1422,10 +1431,9 @@ func connectNB(a netip.AddrPort, mark uint32) (fd int, connected bool, err error
 	// data segment carries it (HAProxy's "option smart-connect"), one
 	// segment less per connection, and the server's accept and its first
 	// read find the data together. Should nothing be written, the ACK
-	// goes out after the kernel's delayed-ACK timeout (200 ms). Only the
-	// handshake's ACK waits: on it the kernel enters quick-ACK mode again
-	// (tcp_rcv_synsent_state_process), so the data that follows is
-	// acknowledged as usual. Best effort.
+	// goes out after the kernel's delayed-ACK timeout (200 ms).
+	// established turns quick ACKs on again once the head is written.
+	// Best effort.
 	setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 	if mark != 0 {
 		if err := setMark(fd, mark); err != nil {

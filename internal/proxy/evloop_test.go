@@ -415,6 +415,8 @@ func TestServeClosesListener(t *testing.T) {
 // SYN and then one segment that completes the connection and carries the
 // data — not an ACK first and the data after it. Read back from the
 // upstream's accepted socket (TCP_INFO: segments in, data segments in).
+// After that the proxy acknowledges the server's data at once again (no
+// delayed-ACK mode left over from the saved ACK: TCP_INFO unacked).
 func TestUpstreamAckRidesOnData(t *testing.T) {
 	f := newFixture(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -450,19 +452,37 @@ func TestUpstreamAckRidesOnData(t *testing.T) {
 		// The rest of the ClientHello may take more segments on another
 		// MTU; loopback's carries it whole.
 		rc, _ := uc.(*net.TCPConn).SyscallConn()
-		var info *unix.TCPInfo
-		var ierr error
-		rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
-		uc.Close()
-		c.Close()
-		if ierr != nil {
-			t.Fatal(ierr)
+		tcpInfo := func() *unix.TCPInfo {
+			var info *unix.TCPInfo
+			var ierr error
+			rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+			if ierr != nil {
+				t.Fatal(ierr)
+			}
+			return info
 		}
 		// Segments in: the SYN and the ACK that carries the ClientHello
 		// (a bare ACK before it would make 3).
-		if info.Segs_in != 2 || info.Data_segs_in != 1 {
+		if info := tcpInfo(); info.Segs_in != 2 || info.Data_segs_in != 1 {
 			t.Errorf("connection %d: the upstream received %d segments, %d with data; want 2 and 1 (the handshake's ACK carried by the ClientHello)", i, info.Segs_in, info.Data_segs_in)
 		}
+		// The server's first reply is acknowledged at once, as without
+		// the saved ACK, not after the kernel's delayed-ACK timeout (40
+		// ms or more): the start of a record the client waits to complete,
+		// so nothing comes back to carry the ACK.
+		if _, err := uc.Write(append([]byte{0x16, 0x03, 0x03, 0x03, 0xe8}, make([]byte, 100)...)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for tcpInfo().Unacked != 0 {
+			if time.Since(start) > 30*time.Millisecond {
+				t.Errorf("connection %d: the proxy did not acknowledge the server's first bytes within 30 ms (delayed ACK)", i)
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		uc.Close()
+		c.Close()
 	}
 }
 
