@@ -1428,7 +1428,7 @@ func connectNB(a netip.AddrPort, mark uint32) (fd int, connected bool, err error
 	// ClientHello or request head), which it writes as soon as the
 	// connect completes. With quick ACKs off until then, the kernel does
 	// not answer the server's SYN-ACK with an ACK of its own: the first
-	// data segment carries it (HAProxy's "option smart-connect"), one
+	// data segment carries it (HAProxy's "option tcp-smart-connect"), one
 	// segment less per connection, and the server's accept and its first
 	// read find the data together. Should nothing be written, the ACK
 	// goes out after the kernel's delayed-ACK timeout (200 ms).
