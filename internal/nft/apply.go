@@ -1,14 +1,11 @@
 package nft
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"syscall"
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,50 +57,56 @@ type kernelTable struct {
 // tableInfo is the kernel's table of that name, if any: its handle and
 // use count (chains, sets and objects), by one NFT_MSG_GETTABLE.
 func (r *NetlinkRunner) tableInfo(name string) (exists bool, handle uint64, use uint32, err error) {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.opts.NetNSFd})
-	if err != nil {
-		return false, 0, 0, kernelErr("open", err)
-	}
-	defer conn.Close()
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, name)
-	attrs, err := ae.Encode()
+	c, err := r.getRaw()
 	if err != nil {
 		return false, 0, 0, err
 	}
-	msgs, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE), Flags: netlink.Request},
-		Data:   append([]byte{byte(nftables.TableFamilyINet), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return false, 0, 0, nil
-		}
+	var w wire
+	off := w.msg(unix.NFT_MSG_GETTABLE, 0)
+	w.strAttr(unix.NFTA_TABLE_NAME, name)
+	w.end(off)
+	if err := c.send(w.b); err != nil {
+		r.putRaw(c, false)
 		return false, 0, 0, kernelErr("get table", err)
 	}
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
+	// One answer: the table, or an error.
+	var answered bool
+	buf := make([]byte, 4096)
+	for !answered && err == nil {
+		var b []byte
+		if b, err = c.recv(buf); err != nil {
+			err = kernelErr("get table", err)
+			break
 		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-		if err != nil {
-			return false, 0, 0, err
-		}
-		ad.ByteOrder = binary.BigEndian
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_TABLE_USE:
-				use = ad.Uint32()
-			case nftaTableHandle:
-				handle = ad.Uint64()
+		_, err = eachMsg(b, func(m nlMsg) (bool, error) {
+			answered = true
+			if m.typ == unix.NLMSG_ERROR {
+				if errno := m.errno(); errno != 0 && errno != syscall.ENOENT {
+					return true, kernelErr("get table", errno)
+				}
+				return true, nil
 			}
-		}
-		if err := ad.Err(); err != nil {
-			return false, 0, 0, err
-		}
-		return true, handle, use, nil
+			ad, err := m.attributes()
+			if ad == nil || err != nil {
+				return true, err
+			}
+			exists = true
+			for ad.Next() {
+				switch ad.Type() {
+				case unix.NFTA_TABLE_USE:
+					use = ad.Uint32()
+				case nftaTableHandle:
+					handle = ad.Uint64()
+				}
+			}
+			return true, ad.Err()
+		})
 	}
-	return false, 0, 0, errors.New("get table: no answer")
+	r.putRaw(c, err == nil)
+	if err != nil {
+		return false, 0, 0, err
+	}
+	return exists, handle, use, nil
 }
 
 // kernelState returns what the table holds: the remembered state when

@@ -116,17 +116,17 @@ func (r *NetlinkRunner) transact(sizeHint int, parts ...part) error {
 
 // send sends a batch (batch) and reads the kernel's answers.
 func (r *NetlinkRunner) send(w *wire, lastSeq uint32) error {
-	c, err := r.openRaw()
+	c, err := r.getRaw()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	_ = c.conn.SetOption(netlink.ExtendedAcknowledge, true)
-	_ = c.conn.SetOption(netlink.CapAcknowledge, true)
 	if err := c.send(w.b); err != nil {
+		r.putRaw(c, false)
 		return kernelErr("send batch", err)
 	}
-	return readAcks(c, w, lastSeq)
+	err = readAcks(c, w, lastSeq)
+	r.putRaw(c, err == nil)
+	return err
 }
 
 // readAcks reads the kernel's answers until the acknowledgement of the

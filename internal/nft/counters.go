@@ -113,11 +113,12 @@ func (r *NetlinkRunner) countersNamed(names []string) ([]RuleCounter, error) {
 	table := r.table()
 	paths := r.paths()
 	r.mu.Unlock()
-	c, err := r.openRaw()
+	c, err := r.getRaw()
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	ok := false
+	defer func() { r.putRaw(c, ok) }()
 	sums := newCounterSums(paths, len(names))
 	typ := binary.BigEndian.AppendUint32(nil, uint32(nftables.ObjTypeCounter))
 	buf := make([]byte, 64<<10)
@@ -165,6 +166,7 @@ func (r *NetlinkRunner) countersNamed(names []string) ([]RuleCounter, error) {
 			}
 		}
 	}
+	ok = true
 	return sums.out, nil
 }
 

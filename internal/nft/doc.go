@@ -74,7 +74,9 @@
 // expr.Marshal for the rules' expressions); the batch is sent on a
 // netlink socket of our own asking for one acknowledgement instead of one
 // per message, which is most of the time Conn.Flush takes for a large
-// batch (batch.go, encode.go).
+// batch (batch.go, encode.go). That socket is kept between transactions:
+// closing an nf_tables socket makes the kernel wait for the release of
+// everything the namespace's last transactions deleted (rawnl.go).
 //
 // # Chains
 //

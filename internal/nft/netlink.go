@@ -62,6 +62,7 @@ type NetlinkRunner struct {
 	mu      sync.Mutex
 	current *Ruleset
 	known   *kernelTable // what the table holds (apply.go); nil: list it
+	pool    rawPool      // the kept netlink socket (rawnl.go); not under mu
 	last    ApplyStats
 	// keptCounters are the named counters the last apply found in the
 	// table (it created the others, at zero): CountersAfterApply.

@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,10 +37,88 @@ func (r *NetlinkRunner) openRaw() (*rawConn, error) {
 		return nil, err
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(batchTimeout))
+	// Errors with the kernel's explanation (batches).
+	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
+	_ = conn.SetOption(netlink.CapAcknowledge, true)
 	return &rawConn{conn: conn, raw: raw}, nil
 }
 
 func (c *rawConn) Close() error { return c.conn.Close() }
+
+// Sockets are kept between requests. Closing an nf_tables netlink socket
+// makes the kernel (nft_rcv_nl_event, on NETLINK_URELEASE) take the
+// commit mutex and wait for the release of everything the namespace's
+// last transactions deleted: an RCU grace period and the freeing, some
+// 6 ms after an apply that deleted one chain, more after a large one. An
+// apply that opened and closed a socket per transaction (and one more to
+// read the table's handle) waited for that at every close; a kept socket
+// lets the kernel release the old objects in the background.
+//
+// getRaw takes the idle socket (or opens one); putRaw gives it back after
+// a request whose answers were all read, or closes it. One socket is kept
+// at a time, and closed after idleClose without use (a socket holds its
+// namespace).
+const idleClose = 10 * time.Second
+
+type rawPool struct {
+	mu   sync.Mutex
+	idle *rawConn
+	gen  uint64 // counts putRaw, so that a timer closes only its own socket
+}
+
+func (r *NetlinkRunner) getRaw() (*rawConn, error) {
+	r.pool.mu.Lock()
+	c := r.pool.idle
+	r.pool.idle = nil
+	r.pool.mu.Unlock()
+	if c == nil {
+		return r.openRaw()
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(batchTimeout))
+	return c, nil
+}
+
+// putRaw keeps c when ok (every answer to its requests was read), else
+// closes it: a socket with answers left unread is not used again.
+func (r *NetlinkRunner) putRaw(c *rawConn, ok bool) {
+	if !ok {
+		c.Close()
+		return
+	}
+	r.pool.mu.Lock()
+	if r.pool.idle != nil {
+		r.pool.mu.Unlock()
+		c.Close()
+		return
+	}
+	r.pool.idle = c
+	r.pool.gen++
+	gen := r.pool.gen
+	r.pool.mu.Unlock()
+	time.AfterFunc(idleClose, func() {
+		r.pool.mu.Lock()
+		if r.pool.gen != gen || r.pool.idle != c {
+			r.pool.mu.Unlock()
+			return
+		}
+		r.pool.idle = nil
+		r.pool.mu.Unlock()
+		c.Close()
+	})
+}
+
+// CloseIdle closes the socket the runner keeps, if any (it is closed
+// after idleClose without use anyway).
+func (r *NetlinkRunner) CloseIdle() {
+	r.pool.mu.Lock()
+	c := r.pool.idle
+	r.pool.idle = nil
+	r.pool.gen++
+	r.pool.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
 
 // send writes one datagram.
 func (c *rawConn) send(b []byte) error {
