@@ -247,8 +247,9 @@ func (l *DecisionLog) run(w io.Writer) {
 	// instead of once per record (each wake-up costs the data path
 	// scheduler work and context switches — measured as microseconds per
 	// DNS query even at 1,000 lines/s). The queue (4096 by default, 16384
-	// without a rate limit) holds batchDelay's worth of lines at 160,000
-	// (650,000) lines/s.
+	// without a rate limit) holds batchDelay's worth of lines at 40,000
+	// (160,000) lines/s; the Lines' bound, four times the queue, 650,000
+	// flow lines/s without a rate limit.
 	closed := false
 	for !closed {
 		select {
@@ -295,8 +296,9 @@ func (l *DecisionLog) run(w io.Writer) {
 
 // batchDelay is how long the writer gathers records before writing them
 // (it was 10 ms; at 25 ms, with the kernel's 50 ms log flush, the daemon
-// spent a third less CPU per logged flow: docs/benchmarks.md).
-const batchDelay = 25 * time.Millisecond
+// spent a third less CPU per logged flow; at 100 ms, with every flow
+// logged, 15 % less than at 25 ms: docs/benchmarks.md).
+const batchDelay = 100 * time.Millisecond
 
 // Log queues r. It never blocks.
 //
@@ -386,12 +388,21 @@ func (l *DecisionLog) Close() {
 }
 
 // QueueFill returns the records waiting to be written and the queue's
-// bound (a full queue drops lines: Stats' dropped). The lines producers
-// encoded themselves (Lines) have a bound of the same size: waiting is
-// the fuller of the two.
+// bound (a full queue drops lines: Stats' dropped), or, when they fill
+// their bound more, the lines producers encoded themselves (Lines) and
+// theirs.
 func (l *DecisionLog) QueueFill() (waiting, bound int) {
-	return max(len(l.queue), int(l.batchLines.Load())), cap(l.queue)
+	q, lines := len(l.queue), int(l.batchLines.Load())
+	if int64(lines)*int64(cap(l.queue)) > int64(q)*l.linesBound() {
+		return lines, int(l.linesBound())
+	}
+	return q, cap(l.queue)
 }
+
+// linesBound is how many lines of Lines may wait for the writer: four
+// times the queue (the kernel's flow log at line rate has lines for
+// batchDelay to hold; 16,384 × 4 lines of about 330 bytes are 21 MB).
+func (l *DecisionLog) linesBound() int64 { return 4 * int64(cap(l.queue)) }
 
 // maxBatches bounds the batches of Lines waiting for the writer.
 const maxBatches = 256
@@ -406,7 +417,7 @@ type lineBatch struct {
 // kernel's flow log, with FlowLine) and hands them to the writer a batch
 // at a time: the records are not copied through the queue and the writer
 // does not encode them. The lines of a batch are written in order, whole,
-// like the queue's; a batch the writer has no room for (Options.Queue
+// like the queue's; a batch the writer has no room for (4 × Options.Queue
 // lines, or maxBatches batches, waiting) is dropped and counted as
 // dropped, like a record the queue has no room for. A Lines is not safe
 // for concurrent use; Flush it before the DecisionLog is closed.
@@ -483,7 +494,7 @@ func (w *Lines) Flush() {
 	}
 	l := w.l
 	n := int64(b.lines)
-	if l.batchLines.Add(n) <= int64(cap(l.queue)) {
+	if l.batchLines.Add(n) <= l.linesBound() {
 		select {
 		case l.batches <- b:
 			w.b = nil
