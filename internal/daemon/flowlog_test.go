@@ -295,3 +295,46 @@ func TestFlowLogAllocs(t *testing.T) {
 		t.Errorf("observers saw %d flows", n.Load())
 	}
 }
+
+// TestFlowLogLastHit: a rule's lastHit is the second of its newest flow
+// line, though the flow log notes a hit once a second per rule; a flow
+// logged with an older time does not move it back.
+func TestFlowLogLastHit(t *testing.T) {
+	d, dlog, prefix := flowLogDaemon(t, 0)
+	defer dlog.Close()
+	st := d.cur.Load()
+	fl := newFlowLogger(d)
+	lastHit := func() string {
+		t.Helper()
+		for _, r := range d.RuleHits().Rules {
+			if r.Rule == "web" {
+				return r.LastHit
+			}
+		}
+		t.Fatal("no rule web in the rule hits")
+		return ""
+	}
+	if got := lastHit(); got != "" {
+		t.Fatalf("lastHit %q before any flow", got)
+	}
+	s := time.Date(2026, 12, 6, 16, 0, 0, 0, time.UTC)
+	p := nflog.Packet{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("10.42.1.10"), Dst: netip.MustParseAddr("192.0.2.10"), Proto: 6, SrcPort: 1, DstPort: 443}
+	for _, tc := range []struct {
+		at   []time.Duration
+		want time.Time
+	}{
+		{[]time.Duration{200 * time.Millisecond, 900 * time.Millisecond}, s},
+		{[]time.Duration{5*time.Second + 100*time.Millisecond, 5*time.Second + 999*time.Millisecond}, s.Add(5 * time.Second)},
+		{[]time.Duration{2 * time.Second}, s.Add(5 * time.Second)}, // older: kept
+		{[]time.Duration{5*time.Second + 500*time.Millisecond, 7 * time.Second}, s.Add(7 * time.Second)},
+	} {
+		for _, at := range tc.at {
+			p.Time = s.Add(at)
+			fl.log(st, &p)
+		}
+		fl.flush()
+		if got, want := lastHit(), tc.want.Format(time.RFC3339); got != want {
+			t.Errorf("after flows at %v: lastHit %q, want %q", tc.at, got, want)
+		}
+	}
+}
