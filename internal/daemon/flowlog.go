@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -19,10 +20,13 @@ import (
 // of thousands of messages a second, so the work per message is kept
 // small: the decision a log prefix stands for, and the fields of the line
 // that follow from it, are worked out once per prefix and ruleset
-// (flowDecision); address strings are cached; the line is built in one
-// reused Record (telemetry.DecisionLog.LogRecord) and, over the rate limit,
-// costs an atomic load after the observers (metrics, hits, dashboard) have
-// counted it.
+// (flowDecision), the line's fixed part included (telemetry.FlowLine);
+// address strings are cached, quoted for JSON; the record the observers
+// (metrics, dashboard) see is built in one reused Record and, over the
+// rate limit, costs an atomic load after they have counted it. A line to
+// be written is encoded here, into a batch of lines handed to the writer
+// once per kernel batch (telemetry.Lines): the writer only copies it out.
+// A rule's last hit is noted once per second per decision (hits.note).
 
 // readNFLOG turns the kernel's log messages into decision lines until ctx
 // ends.
@@ -65,12 +69,15 @@ func (d *Daemon) readNFLOG(ctx context.Context, r *nflog.Reader) {
 			continue
 		}
 		d.logPackets(fl, d.cur.Load(), pkts) // recover.go
+		fl.flush()
 	}
 }
 
 // logPacket writes the decision line of one logged packet.
 func (d *Daemon) logPacket(st *state, p *nflog.Packet) {
-	newFlowLogger(d).log(st, p)
+	fl := newFlowLogger(d)
+	fl.log(st, p)
+	fl.flush()
 }
 
 // flowLogger turns logged packets into decision lines; one goroutine
@@ -81,19 +88,42 @@ type flowLogger struct {
 	// (cleared when another ruleset is current).
 	st        *state
 	decisions map[string]*flowDecision
-	addrs     map[netip.Addr]string // address strings
+	addrs     map[netip.Addr]flowAddr
 	rec       telemetry.Record
+	lines     *telemetry.Lines
+	clock     telemetry.TimeCache
+	flow      telemetry.Flow
 }
+
+// flowAddr is an address as a string and as a JSON string.
+type flowAddr struct{ str, json string }
 
 // flowDecision is what a log prefix stands for: the decision and the
 // fields of its lines that do not depend on the packet.
 type flowDecision struct {
 	ok   bool // the prefix is one of the ruleset's
 	tmpl telemetry.Record
+	line *telemetry.FlowLine // nil: the line is encoded by the writer
+	// hit is the rule's key in the hit tracker and lastSec the second of
+	// the last hit noted there (a rule's last hit is shown to the second).
+	hit     hitKey
+	hasHit  bool
+	lastSec int64
 }
 
 func newFlowLogger(d *Daemon) *flowLogger {
-	return &flowLogger{d: d, decisions: map[string]*flowDecision{}, addrs: map[netip.Addr]string{}}
+	fl := &flowLogger{d: d, decisions: map[string]*flowDecision{}, addrs: map[netip.Addr]flowAddr{}}
+	if d.dlog != nil {
+		fl.lines = d.dlog.Lines()
+	}
+	return fl
+}
+
+// flush hands the lines of the packets logged so far to the writer.
+func (fl *flowLogger) flush() {
+	if fl.lines != nil {
+		fl.lines.Flush()
+	}
 }
 
 // Bounds of the caches: beyond them they start afresh.
@@ -121,27 +151,66 @@ func (fl *flowLogger) log(st *state, p *nflog.Packet) {
 	if !fd.ok {
 		return
 	}
+	src, dst := fl.addr(p.Src), fl.addr(p.Dst)
 	r := &fl.rec
 	*r = fd.tmpl
 	r.Time = p.Time.UTC()
-	r.SourceIp = fl.addr(p.Src)
+	r.SourceIp = src.str
 	r.SourcePort = int(p.SrcPort)
-	r.DestinationIp = fl.addr(p.Dst)
+	r.DestinationIp = dst.str
 	r.Protocol = protoName(p.Proto)
 	if p.Proto == 6 || p.Proto == 17 {
 		r.DestinationPort = int(p.DstPort)
 	}
-	fl.d.dlog.LogRecord(r)
+	if fd.hasHit {
+		if sec := r.Time.Unix(); sec != fd.lastSec {
+			fd.lastSec = sec
+			fl.d.hits.note(fd.hit, r.Time)
+		}
+	}
+	if fd.line == nil || fl.lines == nil {
+		fl.d.dlog.LogRecord(r)
+		return
+	}
+	if !fl.lines.Admit(r) {
+		return
+	}
+	f := &fl.flow
+	f.Time, f.SourceIp, f.SourcePort, f.DestinationIp, f.DestinationPort = r.Time, src.json, r.SourcePort, dst.json, r.DestinationPort
+	switch p.Proto {
+	case 6:
+		f.Protocol = jsonTCP
+	case 17:
+		f.Protocol = jsonUDP
+	case 1, 58:
+		f.Protocol = jsonICMP
+	default:
+		f.Protocol = telemetry.Quote(r.Protocol)
+	}
+	b, err := fd.line.Append(fl.lines.Buf(), &fl.clock, f)
+	if err != nil {
+		fl.lines.Drop()
+		return
+	}
+	fl.lines.Commit(b)
 }
 
-func (fl *flowLogger) addr(a netip.Addr) string {
+// The protocols' names as JSON strings.
+var (
+	jsonTCP  = telemetry.Quote(protoName(6))
+	jsonUDP  = telemetry.Quote(protoName(17))
+	jsonICMP = telemetry.Quote(protoName(1))
+)
+
+func (fl *flowLogger) addr(a netip.Addr) flowAddr {
 	if s, ok := fl.addrs[a]; ok {
 		return s
 	}
 	if len(fl.addrs) >= maxCachedAddrs {
 		clear(fl.addrs)
 	}
-	s := a.String()
+	str := a.String()
+	s := flowAddr{str: str, json: telemetry.Quote(str)}
 	fl.addrs[a] = s
 	return s
 }
@@ -187,5 +256,15 @@ func (fl *flowLogger) decision(st *state, prefix string) *flowDecision {
 			rec.TranslatedPort = int(r.TranslatedPort)
 		}
 	}
-	return &flowDecision{ok: true, tmpl: rec}
+	fd := &flowDecision{ok: true, tmpl: rec, lastSec: math.MinInt64}
+	if line, err := telemetry.NewFlowLine(&rec); err == nil {
+		fd.line = line
+	}
+	if rec.Rule != "" {
+		if k := kindOfCategory(rec.Category); k != 0 {
+			fd.hit = hitKey{kind: k, group: rec.RuleCollectionGroup, coll: rec.RuleCollection, rule: rec.Rule}
+			fd.hasHit = true
+		}
+	}
+	return fd
 }

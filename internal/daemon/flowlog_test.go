@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -94,9 +93,10 @@ func TestFlowLogLinesUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []telemetry.Record
-	dlog := telemetry.NewDecisionLog(io.Discard, telemetry.Options{})
-	defer dlog.Close()
+	var written syncBuffer
+	dlog := telemetry.NewDecisionLog(&written, telemetry.Options{})
 	dlog.Observe(func(r *telemetry.Record) { got = append(got, *r) })
+	var wantWritten []byte // every line the reference writes, in order
 	rec := &nft.Recorder{}
 	d := loadTestDaemon(t, conf, &NFTDataplane{Runner: rec, Config: nft.Config{Inside: "in0", Outside: "out0", PublicIPs: []netip.Addr{netip.MustParseAddr("203.0.113.32")}}}, nil, dlog)
 	fl := newFlowLogger(d)
@@ -113,6 +113,7 @@ func TestFlowLogLinesUnchanged(t *testing.T) {
 		}
 	}
 	kinds := map[string]bool{}
+	unwritable := 0
 	var next string // a prefix of the generation the reload will make
 	check := func(round string) {
 		t.Helper()
@@ -129,11 +130,28 @@ func TestFlowLogLinesUnchanged(t *testing.T) {
 			}
 		}
 		for _, prefix := range prefixes {
-			for _, p := range packets(prefix) {
+			for i, p := range packets(prefix) {
+				// Times the line writes otherwise: a whole second, a
+				// fraction with trailing zeros, the second after (each
+				// through the time cache of the second before), and a
+				// year RFC 3339 cannot write (no line written: AppendJSON
+				// fails).
+				switch i % 4 {
+				case 1:
+					p.Time = p.Time.Truncate(time.Second)
+				case 2:
+					p.Time = p.Time.Truncate(10 * time.Millisecond).Add(time.Second)
+				case 3:
+					p.Time = p.Time.Add(time.Duration(i) * time.Second)
+				}
+				if i == 5 && prefix == next {
+					p.Time = time.Date(10000, 1, 1, 0, 0, 0, 5, time.UTC)
+				}
 				got = got[:0]
 				for range 2 { // the second through the caches
 					fl.log(st, &p)
 				}
+				fl.flush()
 				want, ok := referenceLine(st, &p)
 				if !ok {
 					if len(got) != 0 {
@@ -141,7 +159,12 @@ func TestFlowLogLinesUnchanged(t *testing.T) {
 					}
 					continue
 				}
-				wj, _ := telemetry.AppendJSON(nil, &want)
+				wj, err := telemetry.AppendJSON(nil, &want)
+				if err == nil {
+					wantWritten = append(append(wantWritten, wj...), wj...)
+				} else {
+					unwritable++
+				}
 				if len(got) != 2 {
 					t.Fatalf("%s %s: %d lines, want 2", round, prefix, len(got))
 				}
@@ -180,6 +203,23 @@ func TestFlowLogLinesUnchanged(t *testing.T) {
 		t.Fatalf("the reload's ruleset does not log %s: %v", next, logPrefixes(rec.Current))
 	}
 	check("after a reload") // next now names a rule: no line from a stale cache
+	// What the writer wrote: byte for byte the reference's lines, in order
+	// (every field of docs/logs.md's schema, with FlowLine's encoding and
+	// the time cache), and the lines that cannot be written counted as
+	// dropped.
+	dlog.Close()
+	if w := written.String(); w != string(wantWritten) {
+		gl, wl := strings.Split(w, "\n"), strings.Split(string(wantWritten), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("written line %d of %d (want %d):\n got %s\nwant %s", i+1, len(gl), len(wl), gl[i], wl[i])
+			}
+		}
+		t.Fatalf("written %d lines, want %d", len(gl), len(wl))
+	}
+	if written, dropped, _ := dlog.Stats(); dropped != uint64(2*unwritable) || unwritable == 0 || written != uint64(strings.Count(string(wantWritten), "\n")) {
+		t.Errorf("written %d, dropped %d; want %d written, %d dropped (the year 10000)", written, dropped, strings.Count(string(wantWritten), "\n"), 2*unwritable)
+	}
 	for _, k := range []string{"AZFWNatRule/DNAT/", "AZFWNetworkRule/Allow/", "AZFWNetworkRule/Deny/Default Action",
 		"AZFWNetworkRule/Deny/" + ReasonInputDrop[:strings.Index(ReasonInputDrop, ":")], "AZFWNetworkRule/Allow/logged by a ruleset this daemon did not apply (before its first apply); rule unknown"} {
 		if !kinds[k] {
@@ -253,5 +293,48 @@ func TestFlowLogAllocs(t *testing.T) {
 	}
 	if n.Load() < 1000 {
 		t.Errorf("observers saw %d flows", n.Load())
+	}
+}
+
+// TestFlowLogLastHit: a rule's lastHit is the second of its newest flow
+// line, though the flow log notes a hit once a second per rule; a flow
+// logged with an older time does not move it back.
+func TestFlowLogLastHit(t *testing.T) {
+	d, dlog, prefix := flowLogDaemon(t, 0)
+	defer dlog.Close()
+	st := d.cur.Load()
+	fl := newFlowLogger(d)
+	lastHit := func() string {
+		t.Helper()
+		for _, r := range d.RuleHits().Rules {
+			if r.Rule == "web" {
+				return r.LastHit
+			}
+		}
+		t.Fatal("no rule web in the rule hits")
+		return ""
+	}
+	if got := lastHit(); got != "" {
+		t.Fatalf("lastHit %q before any flow", got)
+	}
+	s := time.Date(2026, 12, 6, 16, 0, 0, 0, time.UTC)
+	p := nflog.Packet{Prefix: prefix, Family: 2, Src: netip.MustParseAddr("10.42.1.10"), Dst: netip.MustParseAddr("192.0.2.10"), Proto: 6, SrcPort: 1, DstPort: 443}
+	for _, tc := range []struct {
+		at   []time.Duration
+		want time.Time
+	}{
+		{[]time.Duration{200 * time.Millisecond, 900 * time.Millisecond}, s},
+		{[]time.Duration{5*time.Second + 100*time.Millisecond, 5*time.Second + 999*time.Millisecond}, s.Add(5 * time.Second)},
+		{[]time.Duration{2 * time.Second}, s.Add(5 * time.Second)}, // older: kept
+		{[]time.Duration{5*time.Second + 500*time.Millisecond, 7 * time.Second}, s.Add(7 * time.Second)},
+	} {
+		for _, at := range tc.at {
+			p.Time = s.Add(at)
+			fl.log(st, &p)
+		}
+		fl.flush()
+		if got, want := lastHit(), tc.want.Format(time.RFC3339); got != want {
+			t.Errorf("after flows at %v: lastHit %q, want %q", tc.at, got, want)
+		}
 	}
 }

@@ -164,17 +164,32 @@ func (h *hitTracker) observe(r *telemetry.Record) {
 		}
 		return
 	}
+	if r.Source == "kernel" {
+		// The kernel's flow log notes its rules' last hits itself, once a
+		// second per rule (flowLogger.log: note), and its hits are the
+		// kernel's counters.
+		return
+	}
 	k := kindOfCategory(r.Category)
 	if k == 0 {
 		return
 	}
 	key := hitKey{kind: k, group: r.RuleCollectionGroup, coll: r.RuleCollection, rule: r.Rule}
 	h.mu.Lock()
-	if r.Source != "kernel" {
-		h.observed[key]++
-	}
+	h.observed[key]++
 	if r.Time.After(h.last[key]) {
 		h.last[key] = r.Time
+	}
+	h.mu.Unlock()
+}
+
+// note notes t as a last hit of key (a rule the kernel's flow log logged a
+// flow of). LastHit is shown to the second, so the flow log notes the
+// first flow of each second: the second of the latest one is kept.
+func (h *hitTracker) note(key hitKey, t time.Time) {
+	h.mu.Lock()
+	if t.After(h.last[key]) {
+		h.last[key] = t
 	}
 	h.mu.Unlock()
 }

@@ -34,14 +34,9 @@ func AppendJSON(dst []byte, r *Record) ([]byte, error) {
 		return dst, errors.New("telemetry: RequestDurationSecs is not a finite number")
 	}
 	b := append(dst, `{"time":"`...)
-	n0 := len(b)
-	b = r.Time.AppendFormat(b, time.RFC3339Nano)
-	// The checks of time.Time.MarshalJSON: not every time is valid RFC 3339.
-	if b[n0+4] != '-' {
-		return dst, errors.New("telemetry: Record.Time year outside of range [0,9999]")
-	}
-	if z := b[len(b)-6:]; b[len(b)-1] != 'Z' && ((z[0] >= '0' && z[0] <= '9') || 10*(z[1]-'0')+(z[2]-'0') >= 24) {
-		return dst, errors.New("telemetry: Record.Time timezone hour outside of range [0,23]")
+	b, err := appendTime(b, r.Time)
+	if err != nil {
+		return dst, err
 	}
 	b = append(b, `","category":`...)
 	b = appendString(b, r.Category)
@@ -50,6 +45,27 @@ func AppendJSON(dst []byte, r *Record) ([]byte, error) {
 	b = optString(b, `,"DestinationIp":`, r.DestinationIp)
 	b = optInt(b, `,"DestinationPort":`, r.DestinationPort)
 	b = optString(b, `,"Protocol":`, r.Protocol)
+	return appendRest(b, r), nil
+}
+
+// appendTime appends t as time.Time's MarshalJSON does, without the
+// quotes, or fails as it does.
+func appendTime(b []byte, t time.Time) ([]byte, error) {
+	n0 := len(b)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	// The checks of time.Time.MarshalJSON: not every time is valid RFC 3339.
+	if b[n0+4] != '-' {
+		return b[:n0], errors.New("telemetry: Record.Time year outside of range [0,9999]")
+	}
+	if z := b[len(b)-6:]; b[len(b)-1] != 'Z' && ((z[0] >= '0' && z[0] <= '9') || 10*(z[1]-'0')+(z[2]-'0') >= 24) {
+		return b[:n0], errors.New("telemetry: Record.Time timezone hour outside of range [0,23]")
+	}
+	return b, nil
+}
+
+// appendRest appends the fields after Protocol, the closing brace and the
+// newline.
+func appendRest(b []byte, r *Record) []byte {
 	b = optString(b, `,"Fqdn":`, r.Fqdn)
 	b = optString(b, `,"Action":`, r.Action)
 	b = optString(b, `,"ActionReason":`, r.ActionReason)
@@ -92,7 +108,7 @@ func AppendJSON(dst []byte, r *Record) ([]byte, error) {
 	b = optString(b, `,"Listener":`, r.Listener)
 	b = optString(b, `,"Route":`, r.Route)
 	b = optString(b, `,"WafMode":`, r.WafMode)
-	return append(b, '}', '\n'), nil
+	return append(b, '}', '\n')
 }
 
 // recordFields are the Record fields AppendJSON writes, in order.
