@@ -1,18 +1,17 @@
 package nft
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"sync"
 )
 
 // Cache keeps the classifier trees (one per family and protocol, see
 // classifier) of the last compile that used it, with their chains and sets
-// under their final names, keyed by (the SHA-256 of) everything a tree is
-// built from: its family and protocol, its entries in order (rule, log tag
-// with its generation, action, comment, intervals, FQDN set and that set's
-// content) and the config the decisions depend on. A compile whose tree
-// has the same key takes the tree's objects as they are instead of
+// under their final names, and everything each was built from: its family
+// and protocol, its entries in order (rule, log tag with its generation,
+// action, comment, intervals, FQDN set and that set's content) and the
+// config the decisions depend on. A compile whose tree is built from the
+// same (sameTree) takes the tree's objects as they are instead of
 // classifying and naming them again: when one rule changes, only the trees
 // of its families and protocols are built. Within a tree that is built
 // again, a leaf whose key (its entries' rules, intervals and decisions,
@@ -30,7 +29,7 @@ import (
 // of earlier rulesets (they are not changed after a compile).
 type Cache struct {
 	mu     sync.Mutex
-	trees  map[string]*cachedTree
+	trees  map[famProto]*cachedTree
 	leaves map[string]*cachedLeaf
 
 	// The shapes (classifier.cut) of the last build of each family and
@@ -63,6 +62,14 @@ type famProto struct {
 }
 
 type cachedTree struct {
+	// What the tree was built from (sameTree): the tree's head
+	// (treeHead), its entries and their log generations, and the
+	// content of the FQDN set of each (its comment; "" for none).
+	head    []byte
+	entries []*entry
+	gens    []uint32
+	fqdnc   []string
+
 	chains []*Chain // in the order the tree made them, final names
 	sets   []*Set
 	root   string
@@ -104,7 +111,9 @@ type builtLeaf struct {
 
 // builtTree is a tree of the compile under way.
 type builtTree struct {
-	key    string
+	fp     famProto
+	head   []byte   // treeHead
+	l      []*entry // the entries it is built from
 	chains []*Chain // provisional names until naming
 	sets   []*Set
 	root   string
@@ -121,11 +130,17 @@ type builtTree struct {
 // cache's tree for them; it returns the chain to jump to and the tree's
 // longest path (classifier.maxSeq).
 func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
-	var key string
+	fp := famProto{fam, proto}
+	var head []byte
 	if c.cache != nil {
-		key = c.treeKey(fam, proto, l)
+		head = c.treeHead(fam, proto)
 		c.cache.mu.Lock()
-		t := c.cache.trees[key]
+		t := c.cache.trees[fp]
+		c.cache.mu.Unlock()
+		if t != nil && !c.sameTree(t, head, l) {
+			t = nil
+		}
+		c.cache.mu.Lock()
 		if t != nil {
 			c.cache.hits++
 		} else {
@@ -144,16 +159,16 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 			c.rs.Stats.Leaves += t.stats.leaves
 			c.rs.Stats.DispatchMaps += t.stats.maps
 			c.rs.Stats.MapElements += t.stats.elems
-			c.trees = append(c.trees, &builtTree{key: key, reused: t})
+			c.trees = append(c.trees, &builtTree{fp: fp, reused: t})
 			return t.root, t.stats.maxSeq
 		}
 	}
 	before := c.rs.Stats
 	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
-	bt := &builtTree{key: key}
+	bt := &builtTree{fp: fp, head: head, l: l}
 	c.building = bt
 	if c.cache != nil {
-		c.leafHead = c.treeHead(fam, proto)
+		c.leafHead = head
 		c.shapeIDs(fam, proto, l, bt)
 	}
 	c.decided = make(map[string]string, len(l))
@@ -191,7 +206,7 @@ func (c *compiler) keep(n *namer) {
 	if c.cache == nil {
 		return
 	}
-	trees := make(map[string]*cachedTree, len(c.trees))
+	trees := make(map[famProto]*cachedTree, len(c.trees))
 	c.cache.mu.Lock()
 	old, leaves := c.cache.trees, c.cache.leaves
 	c.cache.mu.Unlock()
@@ -216,10 +231,11 @@ func (c *compiler) keep(n *namer) {
 	}
 	for _, b := range c.trees {
 		if b.reused != nil {
-			trees[b.key] = b.reused
+			trees[b.fp] = b.reused
 			continue
 		}
-		t := &cachedTree{chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
+		t := &cachedTree{head: b.head, entries: b.l, gens: make([]uint32, len(b.l)),
+			chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
 			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
 			leaves: make([]keyedLeaf, 0, len(b.leaves)+len(b.hit))}
 		for _, ch := range b.chains {
@@ -251,7 +267,16 @@ func (c *compiler) keep(n *namer) {
 		for _, x := range t.leaves {
 			leaves[x.key] = x.l
 		}
-		trees[b.key] = t
+		for i, e := range b.l {
+			t.gens[i] = c.tag(e.tag).Gen
+			if e.fqdnSet != "" {
+				if t.fqdnc == nil {
+					t.fqdnc = make([]string, len(b.l))
+				}
+				t.fqdnc[i] = c.fqdnComments[e.fqdnSet]
+			}
+		}
+		trees[b.fp] = t
 	}
 	c.cache.mu.Lock()
 	c.cache.trees = trees
@@ -361,32 +386,50 @@ func (c *compiler) builtLeaf(full string, ch *Chain) {
 	}
 }
 
-// treeKey is the SHA-256 of everything the tree of l is built from (a
-// tree of 10,000 rules is megabytes of it).
-func (c *compiler) treeKey(fam family, proto uint8, l []*entry) string {
-	h := sha256.New()
-	b := c.treeHead(fam, proto)
-	for _, e := range l {
-		b = binary.AppendUvarint(b, uint64(e.rule))
-		b = c.appendDecisionKey(b, e)
-		b = appendStr(b, e.fqdnSet)
+// sameTree reports whether the cached tree t was built from what the tree
+// of l is built from: the same head (treeHead: family, protocol and the
+// config the decisions depend on) and the same entries in order — rule,
+// log tag with its generation, action, comment, FQDN set and that set's
+// content, intervals in every field (nil, any value, is not an empty
+// list). The entries are compared one by one with those t was built from
+// (a tree of 10,000 rules was hashed, megabytes of key, in every compile).
+func (c *compiler) sameTree(t *cachedTree, head []byte, l []*entry) bool {
+	if len(t.entries) != len(l) || string(t.head) != string(head) {
+		return false
+	}
+	for i, e := range l {
+		o := t.entries[i]
+		if o.rule != e.rule || o.tag.Kind != e.tag.Kind || o.tag.Index != e.tag.Index || o.deny != e.deny ||
+			o.fqdnSet != e.fqdnSet || o.comment != e.comment {
+			return false
+		}
 		for f := range numFields {
-			if e.iv[f] == nil {
-				b = append(b, 0)
-				continue
-			}
-			b = binary.AppendUvarint(b, uint64(len(e.iv[f])+1))
-			for _, iv := range e.iv[f] {
-				b = appendIvl(b, iv)
+			if !sameIvls(o.iv[f], e.iv[f]) {
+				return false
 			}
 		}
-		if len(b) > 4096 {
-			h.Write(b)
-			b = b[:0]
+		if t.gens[i] != c.tag(e.tag).Gen {
+			return false
+		}
+		if e.fqdnSet != "" && t.fqdnc[i] != c.fqdnComments[e.fqdnSet] {
+			return false
 		}
 	}
-	h.Write(b)
-	return string(h.Sum(nil))
+	return true
+}
+
+// sameIvls reports whether a and b are the same intervals (nil, any
+// value, is not an empty list).
+func sameIvls(a, b []ivl) bool {
+	if (a == nil) != (b == nil) || len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Reset empties the cache (the next compile builds every tree).

@@ -86,7 +86,7 @@ func editPolicy(r *rand.Rand, p *policy.Policy) string {
 		}
 	}
 	ru := rules[r.IntN(len(rules))]
-	switch r.IntN(11) {
+	switch r.IntN(12) {
 	case 0:
 		pt := uint16(1 + r.IntN(3))
 		ru.DestinationPorts = []policy.PortRange{{Lo: 440 + pt, Hi: 443 + pt}}
@@ -154,6 +154,15 @@ func editPolicy(r *rand.Rand, p *policy.Policy) string {
 			ru.DestinationPorts = append(ru.DestinationPorts, policy.PortRange{Lo: pt, Hi: pt})
 		}
 		return "wide sources and ports of " + ru.Name
+	case 10:
+		// Only the names of a rule with FQDNs: its entries are the
+		// same, the content of its FQDN set is not.
+		for _, x := range rules {
+			if len(x.DestinationFQDNs) > 0 {
+				x.DestinationFQDNs = []string{fmt.Sprintf("y%d.example.com", r.IntN(1000))}
+				return "the FQDNs of " + x.Name + " renamed"
+			}
+		}
 	}
 	return "nothing"
 }
