@@ -96,7 +96,13 @@ type nameSum struct {
 	sum  [hashSize]byte
 }
 
-func (n *namer) nameSum(name string) nameSum { return nameSum{name, n.sums[name]} }
+func (n *namer) nameSum(name string) nameSum {
+	sum, ok := n.sums[name]
+	if !ok {
+		sum = n.named[name]
+	}
+	return nameSum{name, sum}
+}
 
 type treeStats struct {
 	leaves, maps, elems, maxSeq int
@@ -235,7 +241,7 @@ func (c *compiler) keep(n *namer) {
 			continue
 		}
 		t := &cachedTree{head: b.head, entries: b.l, gens: make([]uint32, len(b.l)),
-			chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
+			chains: b.chains, sets: b.sets, root: n.chainName(b.root), stats: b.stats,
 			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
 			leaves: make([]keyedLeaf, 0, len(b.leaves)+len(b.hit))}
 		for _, ch := range b.chains {
