@@ -2,7 +2,11 @@ package nft
 
 import (
 	"encoding/binary"
+	"slices"
 	"sync"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // Cache keeps the classifier trees (one per family and protocol, see
@@ -39,7 +43,13 @@ type Cache struct {
 	shapes map[famProto]*shapeCache
 	ivIDs  map[string]uint32 // a field and an entry's intervals in it -> id, from 1
 
-	hits, built, leafHits, shapeHits, partHits int // trees reused and built, leaves, shapes and partitions reused: for the tests
+	// The entries of each network rule of the last compile (by index),
+	// with what they were made from: a rule made from the same takes
+	// them as they were (and a tree of such entries compares them by
+	// pointer, sameTree).
+	rules []*ruleRec
+
+	hits, built, leafHits, shapeHits, partHits, ruleHits int // trees reused and built, leaves, shapes, partitions and rules' entries reused: for the tests
 }
 
 // shapeCache is what a tree's build keeps for the next: the shapes of its
@@ -287,7 +297,56 @@ func (c *compiler) keep(n *namer) {
 	c.cache.mu.Lock()
 	c.cache.trees = trees
 	c.cache.leaves = leaves
+	c.cache.rules = c.ruleRecs
+	c.cache.ruleHits += c.ruleHits
 	c.cache.mu.Unlock()
+}
+
+// ruleRec is what a network rule's entries (compiler.network) were made
+// from — its action (with its index, the log tag), protocols, ports,
+// sources, destinations, whether it has FQDNs, and its path (the
+// comment) — and the entries: es, in the order they were made, by
+// family and protocol (lists), and the families whose FQDN set it made,
+// in order (the sets' content is made again: its names may differ).
+type ruleRec struct {
+	action            policy.Action
+	protocols         policy.Proto
+	ports             []policy.PortRange
+	srcAny, dstAny    bool
+	src, dst          []policy.AddrRange
+	fqdns             bool
+	group, coll, name string
+	comment           string
+	es                []*entry
+	lists             []ruleList
+	fqdnFams          []family
+}
+
+// ruleList is how many of a ruleRec's entries went to a family and
+// protocol's list.
+type ruleList struct {
+	fam   family
+	proto uint8
+	n     int
+}
+
+// newRuleRec records what r's entries are made from (copies: a policy
+// may be changed in place between compiles).
+func newRuleRec(r *match.Rule) *ruleRec {
+	x := &ruleRec{action: r.Action, protocols: r.Protocols, ports: slices.Clone(r.Ports),
+		srcAny: r.Source.Any, dstAny: r.Destination.Any,
+		src: slices.Clone(r.Source.Ranges), dst: slices.Clone(r.Destination.Ranges), fqdns: len(r.FQDNs) > 0}
+	x.group, x.coll, x.name = r.Policy.Collection.Group.Name, r.Policy.Collection.Name, r.Policy.Name
+	return x
+}
+
+// same reports whether r's entries are made from what x's were (its
+// index is x's: the caller's).
+func (x *ruleRec) same(r *match.Rule) bool {
+	return x != nil && x.action == r.Action && x.protocols == r.Protocols && x.fqdns == (len(r.FQDNs) > 0) &&
+		x.srcAny == r.Source.Any && x.dstAny == r.Destination.Any &&
+		slices.Equal(x.ports, r.Ports) && slices.Equal(x.src, r.Source.Ranges) && slices.Equal(x.dst, r.Destination.Ranges) &&
+		x.name == r.Policy.Name && x.coll == r.Policy.Collection.Name && x.group == r.Policy.Collection.Group.Name
 }
 
 // keyedLeaf is a cached leaf and its key (leafKey).
@@ -405,13 +464,17 @@ func (c *compiler) sameTree(t *cachedTree, head []byte, l []*entry) bool {
 	}
 	for i, e := range l {
 		o := t.entries[i]
-		if o.rule != e.rule || o.tag.Kind != e.tag.Kind || o.tag.Index != e.tag.Index || o.deny != e.deny ||
+		if o == e {
+			// The same entry (ruleRec): only its log generation and its
+			// FQDN set's content can differ.
+		} else if o.rule != e.rule || o.tag.Kind != e.tag.Kind || o.tag.Index != e.tag.Index || o.deny != e.deny ||
 			o.fqdnSet != e.fqdnSet || o.comment != e.comment {
 			return false
-		}
-		for f := range numFields {
-			if !sameIvls(o.iv[f], e.iv[f]) {
-				return false
+		} else {
+			for f := range numFields {
+				if !sameIvls(o.iv[f], e.iv[f]) {
+					return false
+				}
 			}
 		}
 		if t.gens[i] != c.tag(e.tag).Gen {
@@ -443,6 +506,7 @@ func (c *Cache) Reset() {
 	c.mu.Lock()
 	c.trees, c.leaves = nil, nil
 	c.shapes, c.ivIDs = nil, nil
+	c.rules = nil
 	c.mu.Unlock()
 }
 

@@ -69,10 +69,10 @@ func TestCompileCachedEqualsCompile(t *testing.T) {
 					t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
 				}
 			}
-			if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 {
-				t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes and %d partitions reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
+			if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 || cache.ruleHits == 0 {
+				t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes, %d partitions and %d rules' entries reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits)
 			}
-			t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
+			t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions, %d rules' entries", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits)
 		})
 	}
 }
@@ -86,7 +86,7 @@ func editPolicy(r *rand.Rand, p *policy.Policy) string {
 		}
 	}
 	ru := rules[r.IntN(len(rules))]
-	switch r.IntN(12) {
+	switch r.IntN(13) {
 	case 0:
 		pt := uint16(1 + r.IntN(3))
 		ru.DestinationPorts = []policy.PortRange{{Lo: 440 + pt, Hi: 443 + pt}}
@@ -163,6 +163,18 @@ func editPolicy(r *rand.Rand, p *policy.Policy) string {
 				return "the FQDNs of " + x.Name + " renamed"
 			}
 		}
+	case 11:
+		// Only a name: the rules' comments change.
+		switch r.IntN(3) {
+		case 0:
+			ru.Collection.Name += "n"
+			return "collection " + ru.Collection.Name + " renamed"
+		case 1:
+			ru.Collection.Group.Name += "n"
+			return "group " + ru.Collection.Group.Name + " renamed"
+		}
+		ru.Name += "n"
+		return "rule " + ru.Name + " renamed"
 	}
 	return "nothing"
 }
