@@ -42,6 +42,9 @@ type Cache struct {
 	// takes the cuts of its unchanged nodes instead of partitioning them.
 	shapes map[famProto]*shapeCache
 	ivIDs  map[string]uint32 // a field and an entry's intervals in it -> id, from 1
+	// ivEpoch counts the ivIDs maps made: an entry's ids are those of
+	// the map of its fidEpoch.
+	ivEpoch uint32
 
 	// The entries of each network rule of the last compile (by index),
 	// with what they were made from: a rule made from the same takes
@@ -510,6 +513,10 @@ func (c *Cache) Reset() {
 	c.mu.Unlock()
 }
 
+// ivIDsMax is how many interval ids the cache keeps for a compile of n
+// entries (a variable for the tests).
+var ivIDsMax = func(n int) int { return 4*int(numFields)*n + 1<<16 }
+
 // shapeIDs gives the entries of the tree of fam and proto about to be
 // built their intervals' ids (entry.fid), and bt the tree's last shapes.
 func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) {
@@ -521,15 +528,20 @@ func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) 
 	// The ids of intervals no entry has any more are kept (a rule changed
 	// back finds its shapes); past a few times what this compile's entries
 	// can have they are all dropped, with the shapes that refer to them.
-	if len(c.cache.ivIDs) > 4*int(numFields)*c.nEntries+1<<16 {
+	if len(c.cache.ivIDs) > ivIDsMax(c.nEntries) {
 		c.cache.ivIDs = nil
 		clear(c.cache.shapes)
 	}
 	if c.cache.ivIDs == nil {
 		c.cache.ivIDs = make(map[string]uint32, len(l))
+		c.cache.ivEpoch++ // the ids start again from 1
 	}
 	var b []byte
 	for _, e := range l {
+		if e.fidEpoch == c.cache.ivEpoch {
+			continue // an entry of the last compile (ruleRec): its ids are of this map
+		}
+		e.fidEpoch = c.cache.ivEpoch
 		for f := range numFields {
 			b = append(b[:0], byte(f))
 			if e.iv[f] != nil {
