@@ -532,7 +532,12 @@ func (c *compiler) network(fwd *Chain) {
 		proto uint8
 	}
 	lists := map[key][]*entry{}
-	var prev []*ruleRec
+	var (
+		prev     []*ruleRec
+		arena    recArena
+		recEs    []*entry
+		recLists []ruleList
+	)
 	if c.cache != nil {
 		c.cache.mu.Lock()
 		prev = c.cache.rules
@@ -560,8 +565,9 @@ func (c *compiler) network(fwd *Chain) {
 		}
 		var rec *ruleRec
 		if c.cache != nil {
-			rec = newRuleRec(&r)
+			rec = arena.newRuleRec(&r)
 			c.ruleRecs[i] = rec
+			recEs, recLists = recEs[:0], recLists[:0]
 		}
 		deny := r.Action == policy.ActionDeny
 		tag := LogTag{Kind: LogAllow, Index: i}
@@ -617,10 +623,13 @@ func (c *compiler) network(fwd *Chain) {
 					lists[k] = c.expand(lists[k], e)
 				}
 				if rec != nil && len(lists[k]) > n {
-					rec.es = append(rec.es, lists[k][n:]...)
-					rec.lists = append(rec.lists, ruleList{k.fam, k.proto, len(lists[k]) - n})
+					recEs = append(recEs, lists[k][n:]...)
+					recLists = append(recLists, ruleList{k.fam, k.proto, len(lists[k]) - n})
 				}
 			}
+		}
+		if rec != nil {
+			arena.done(rec, recEs, recLists)
 		}
 	}
 	for _, l := range lists {

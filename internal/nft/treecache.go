@@ -333,14 +333,53 @@ type ruleList struct {
 	n     int
 }
 
+// recArena allocates a compile's ruleRecs and what they hold in blocks
+// (a record per rule and four slices each were as many allocations).
+type recArena struct {
+	recs   []ruleRec
+	ports  []policy.PortRange
+	ranges []policy.AddrRange
+	es     []*entry
+	lists  []ruleList
+}
+
+// grab returns n elements of *block (len n, cap n), a new block when it
+// has too few left: twice the last one's size (from 16, at most limit; a
+// compile that changes one rule records one).
+func grab[T any](block *[]T, n, limit int) []T {
+	if n == 0 {
+		return nil
+	}
+	if len(*block)+n > cap(*block) {
+		*block = make([]T, 0, max(min(max(16, 2*cap(*block)), limit), n))
+	}
+	at := len(*block)
+	*block = (*block)[:at+n]
+	return (*block)[at : at+n : at+n]
+}
+
 // newRuleRec records what r's entries are made from (copies: a policy
 // may be changed in place between compiles).
-func newRuleRec(r *match.Rule) *ruleRec {
-	x := &ruleRec{action: r.Action, protocols: r.Protocols, ports: slices.Clone(r.Ports),
-		srcAny: r.Source.Any, dstAny: r.Destination.Any,
-		src: slices.Clone(r.Source.Ranges), dst: slices.Clone(r.Destination.Ranges), fqdns: len(r.FQDNs) > 0}
+func (a *recArena) newRuleRec(r *match.Rule) *ruleRec {
+	x := &grab(&a.recs, 1, 1024)[0]
+	*x = ruleRec{action: r.Action, protocols: r.Protocols,
+		srcAny: r.Source.Any, dstAny: r.Destination.Any, fqdns: len(r.FQDNs) > 0}
+	x.ports = grab(&a.ports, len(r.Ports), 4096)
+	copy(x.ports, r.Ports)
+	x.src = grab(&a.ranges, len(r.Source.Ranges), 4096)
+	copy(x.src, r.Source.Ranges)
+	x.dst = grab(&a.ranges, len(r.Destination.Ranges), 4096)
+	copy(x.dst, r.Destination.Ranges)
 	x.group, x.coll, x.name = r.Policy.Collection.Group.Name, r.Policy.Collection.Name, r.Policy.Name
 	return x
+}
+
+// done gives x its entries and lists (copied into the arena's blocks).
+func (a *recArena) done(x *ruleRec, es []*entry, lists []ruleList) {
+	x.es = grab(&a.es, len(es), 4096)
+	copy(x.es, es)
+	x.lists = grab(&a.lists, len(lists), 1024)
+	copy(x.lists, lists)
 }
 
 // same reports whether r's entries are made from what x's were (its
