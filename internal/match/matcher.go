@@ -89,6 +89,24 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 		}
 		m.gw = gw
 	}
+	// The normalized rules' lists made at their size (grown, they were a
+	// third of a 10,000-rule compile).
+	var sizes [policy.KindApplication + 1]int
+	for _, g := range p.Groups {
+		if g == nil {
+			continue
+		}
+		for _, c := range g.Collections {
+			if c != nil && c.Kind >= policy.KindDNAT && c.Kind <= policy.KindApplication {
+				sizes[c.Kind] += len(c.Rules)
+			}
+		}
+	}
+	for k, n := range sizes {
+		if n > 0 {
+			m.norm[k] = make([]Rule, 0, n)
+		}
+	}
 	for _, g := range p.Groups {
 		if g == nil {
 			continue
@@ -155,7 +173,13 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 	if l, ok := opts.Resolver.(AddrLister); ok {
 		m.net.lister = l
 	}
-	for i, r := range append(dnat[:len(dnat):len(dnat)], net...) {
+	for i := range len(dnat) + len(net) {
+		var r *Rule
+		if i < len(dnat) {
+			r = &dnat[i]
+		} else {
+			r = &net[i-len(dnat)]
+		}
 		src, err := newAddrSet(r.Source)
 		if err != nil {
 			return nil, fmt.Errorf("match: %s: source: %v", where(r.Policy), err)

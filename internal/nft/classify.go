@@ -72,6 +72,8 @@ type entry struct {
 	fqdnSet string
 	id      int               // position in the classifier's list
 	fid     [numFields]uint32 // its intervals' ids per field in the cache's shapes (treecache.go); 0 without a cache
+	// fidEpoch is the Cache.ivEpoch of fid (0: none).
+	fidEpoch uint32
 }
 
 // Tuning of the classifier, measured on the 10,000-rule policy of the

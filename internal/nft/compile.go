@@ -147,6 +147,8 @@ type compiler struct {
 	decisions    map[decisionKey][]Stmt
 
 	cache    *Cache
+	ruleRecs []*ruleRec                // this compile's network rules' entries (treecache.go)
+	ruleHits int                       // rules whose entries are the last compile's
 	building *builtTree                // the tree under way
 	leafHead []byte                    // its treeHead
 	trees    []*builtTree              // the trees of this compile (treecache.go)
@@ -530,14 +532,52 @@ func (c *compiler) network(fwd *Chain) {
 		proto uint8
 	}
 	lists := map[key][]*entry{}
+	var (
+		prev     []*ruleRec
+		arena    recArena
+		recEs    []*entry
+		recLists []ruleList
+	)
+	if c.cache != nil {
+		c.cache.mu.Lock()
+		prev = c.cache.rules
+		c.cache.mu.Unlock()
+		c.ruleRecs = make([]*ruleRec, len(rules))
+	}
 	for _, r := range rules {
 		i := r.Index
+		// A rule built from what the last compile's rule of the same
+		// index was built from has the same entries (treecache.go).
+		if i < len(prev) && prev[i].same(&r) {
+			x := prev[i]
+			for _, fam := range x.fqdnFams {
+				c.fqdnSet(i, fam, x.comment, r.FQDNs)
+			}
+			at := 0
+			for _, l := range x.lists {
+				k := key{l.fam, l.proto}
+				lists[k] = append(lists[k], x.es[at:at+l.n]...)
+				at += l.n
+			}
+			c.ruleRecs[i] = x
+			c.ruleHits++
+			continue
+		}
+		var rec *ruleRec
+		if c.cache != nil {
+			rec = arena.newRuleRec(&r)
+			c.ruleRecs[i] = rec
+			recEs, recLists = recEs[:0], recLists[:0]
+		}
 		deny := r.Action == policy.ActionDeny
 		tag := LogTag{Kind: LogAllow, Index: i}
 		if deny {
 			tag.Kind = LogDeny
 		}
 		comment := truncComment(tag.String() + " " + r.Policy.Path())
+		if rec != nil {
+			rec.comment = comment
+		}
 		for _, fam := range []family{ipv4, ipv6} {
 			src := addrIntervals(r.Source, fam)
 			if src != nil && len(src) == 0 {
@@ -565,6 +605,7 @@ func (c *compiler) network(fwd *Chain) {
 				if proto == protoICMP && fam == ipv6 {
 					k.proto = protoICMPv6
 				}
+				n := len(lists[k])
 				e := entry{rule: i, tag: tag, deny: deny, comment: comment}
 				if dst == nil || len(dst) > 0 {
 					e.iv = [numFields][]ivl{src, dst, ports}
@@ -573,12 +614,22 @@ func (c *compiler) network(fwd *Chain) {
 				if len(r.FQDNs) > 0 {
 					if fqdnSet == "" {
 						fqdnSet = c.fqdnSet(i, fam, comment, r.FQDNs)
+						if rec != nil {
+							rec.fqdnFams = append(rec.fqdnFams, fam)
+						}
 					}
 					e.iv = [numFields][]ivl{src, nil, ports}
 					e.fqdnSet = fqdnSet
 					lists[k] = c.expand(lists[k], e)
 				}
+				if rec != nil && len(lists[k]) > n {
+					recEs = append(recEs, lists[k][n:]...)
+					recLists = append(recLists, ruleList{k.fam, k.proto, len(lists[k]) - n})
+				}
 			}
+		}
+		if rec != nil {
+			arena.done(rec, recEs, recLists)
 		}
 	}
 	for _, l := range lists {
@@ -628,23 +679,28 @@ func (c *compiler) expand(out []*entry, e entry) []*entry {
 	}
 	// The entries of a compile are allocated in blocks, and a split
 	// field's single intervals are subslices of the rule's (they are not
-	// changed): building the entries was a tenth of a compile's CPU.
-	start := len(out)
-	out = append(out, c.newEntry(e))
-	for f := fieldSrc; f < numFields; f++ {
-		if !split[f] {
-			continue
+	// changed): building the entries was a tenth of a compile's CPU. The
+	// entries come in the order of splitting the fields one after the
+	// other (source outermost), each made once.
+	var k [numFields]int
+	for f := range numFields {
+		k[f] = 1
+		if split[f] {
+			k[f] = len(e.iv[f])
 		}
-		end := len(out)
-		for _, x := range out[start:end] {
-			ivs := x.iv[f]
-			for i := range ivs {
-				y := c.newEntry(*x)
-				y.iv[f] = ivs[i : i+1 : i+1]
+	}
+	for i := range k[fieldSrc] {
+		for j := range k[fieldDst] {
+			for l := range k[fieldPort] {
+				y := c.newEntry(e)
+				for f, at := range [numFields]int{i, j, l} {
+					if split[f] {
+						y.iv[f] = e.iv[f][at : at+1 : at+1]
+					}
+				}
 				out = append(out, y)
 			}
 		}
-		out = append(out[:start], out[end:]...)
 	}
 	return out
 }

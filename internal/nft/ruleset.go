@@ -542,13 +542,15 @@ func (rs *Ruleset) Counters() []string {
 
 func (rs *Ruleset) findCounters() []string {
 	out := []string{}
-	seen := map[string]bool{}
+	seen := make(map[string]struct{}, rs.Stats.NetworkRules+rs.Stats.DNATRules+8)
 	for _, c := range rs.Chains {
 		for _, r := range c.Rules {
 			for _, st := range r.Stmts {
-				if cnt, ok := st.(Counter); ok && cnt.Name != "" && !seen[cnt.Name] {
-					seen[cnt.Name] = true
-					out = append(out, cnt.Name)
+				if cnt, ok := st.(Counter); ok && cnt.Name != "" {
+					if _, ok := seen[cnt.Name]; !ok {
+						seen[cnt.Name] = struct{}{}
+						out = append(out, cnt.Name)
+					}
 				}
 			}
 		}

@@ -1,18 +1,21 @@
 package nft
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
+	"slices"
 	"sync"
+
+	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // Cache keeps the classifier trees (one per family and protocol, see
 // classifier) of the last compile that used it, with their chains and sets
-// under their final names, keyed by (the SHA-256 of) everything a tree is
-// built from: its family and protocol, its entries in order (rule, log tag
-// with its generation, action, comment, intervals, FQDN set and that set's
-// content) and the config the decisions depend on. A compile whose tree
-// has the same key takes the tree's objects as they are instead of
+// under their final names, and everything each was built from: its family
+// and protocol, its entries in order (rule, log tag with its generation,
+// action, comment, intervals, FQDN set and that set's content) and the
+// config the decisions depend on. A compile whose tree is built from the
+// same (sameTree) takes the tree's objects as they are instead of
 // classifying and naming them again: when one rule changes, only the trees
 // of its families and protocols are built. Within a tree that is built
 // again, a leaf whose key (its entries' rules, intervals and decisions,
@@ -30,7 +33,7 @@ import (
 // of earlier rulesets (they are not changed after a compile).
 type Cache struct {
 	mu     sync.Mutex
-	trees  map[string]*cachedTree
+	trees  map[famProto]*cachedTree
 	leaves map[string]*cachedLeaf
 
 	// The shapes (classifier.cut) of the last build of each family and
@@ -39,8 +42,17 @@ type Cache struct {
 	// takes the cuts of its unchanged nodes instead of partitioning them.
 	shapes map[famProto]*shapeCache
 	ivIDs  map[string]uint32 // a field and an entry's intervals in it -> id, from 1
+	// ivEpoch counts the ivIDs maps made: an entry's ids are those of
+	// the map of its fidEpoch.
+	ivEpoch uint32
 
-	hits, built, leafHits, shapeHits, partHits int // trees reused and built, leaves, shapes and partitions reused: for the tests
+	// The entries of each network rule of the last compile (by index),
+	// with what they were made from: a rule made from the same takes
+	// them as they were (and a tree of such entries compares them by
+	// pointer, sameTree).
+	rules []*ruleRec
+
+	hits, built, leafHits, shapeHits, partHits, ruleHits int // trees reused and built, leaves, shapes, partitions and rules' entries reused: for the tests
 }
 
 // shapeCache is what a tree's build keeps for the next: the shapes of its
@@ -63,6 +75,14 @@ type famProto struct {
 }
 
 type cachedTree struct {
+	// What the tree was built from (sameTree): the tree's head
+	// (treeHead), its entries and their log generations, and the
+	// content of the FQDN set of each (its comment; "" for none).
+	head    []byte
+	entries []*entry
+	gens    []uint32
+	fqdnc   []string
+
 	chains []*Chain // in the order the tree made them, final names
 	sets   []*Set
 	root   string
@@ -89,7 +109,13 @@ type nameSum struct {
 	sum  [hashSize]byte
 }
 
-func (n *namer) nameSum(name string) nameSum { return nameSum{name, n.sums[name]} }
+func (n *namer) nameSum(name string) nameSum {
+	sum, ok := n.sums[name]
+	if !ok {
+		sum = n.named[name]
+	}
+	return nameSum{name, sum}
+}
 
 type treeStats struct {
 	leaves, maps, elems, maxSeq int
@@ -104,7 +130,9 @@ type builtLeaf struct {
 
 // builtTree is a tree of the compile under way.
 type builtTree struct {
-	key    string
+	fp     famProto
+	head   []byte   // treeHead
+	l      []*entry // the entries it is built from
 	chains []*Chain // provisional names until naming
 	sets   []*Set
 	root   string
@@ -121,11 +149,17 @@ type builtTree struct {
 // cache's tree for them; it returns the chain to jump to and the tree's
 // longest path (classifier.maxSeq).
 func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
-	var key string
+	fp := famProto{fam, proto}
+	var head []byte
 	if c.cache != nil {
-		key = c.treeKey(fam, proto, l)
+		head = c.treeHead(fam, proto)
 		c.cache.mu.Lock()
-		t := c.cache.trees[key]
+		t := c.cache.trees[fp]
+		c.cache.mu.Unlock()
+		if t != nil && !c.sameTree(t, head, l) {
+			t = nil
+		}
+		c.cache.mu.Lock()
 		if t != nil {
 			c.cache.hits++
 		} else {
@@ -144,16 +178,16 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 			c.rs.Stats.Leaves += t.stats.leaves
 			c.rs.Stats.DispatchMaps += t.stats.maps
 			c.rs.Stats.MapElements += t.stats.elems
-			c.trees = append(c.trees, &builtTree{key: key, reused: t})
+			c.trees = append(c.trees, &builtTree{fp: fp, reused: t})
 			return t.root, t.stats.maxSeq
 		}
 	}
 	before := c.rs.Stats
 	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
-	bt := &builtTree{key: key}
+	bt := &builtTree{fp: fp, head: head, l: l}
 	c.building = bt
 	if c.cache != nil {
-		c.leafHead = c.treeHead(fam, proto)
+		c.leafHead = head
 		c.shapeIDs(fam, proto, l, bt)
 	}
 	c.decided = make(map[string]string, len(l))
@@ -191,7 +225,7 @@ func (c *compiler) keep(n *namer) {
 	if c.cache == nil {
 		return
 	}
-	trees := make(map[string]*cachedTree, len(c.trees))
+	trees := make(map[famProto]*cachedTree, len(c.trees))
 	c.cache.mu.Lock()
 	old, leaves := c.cache.trees, c.cache.leaves
 	c.cache.mu.Unlock()
@@ -216,10 +250,11 @@ func (c *compiler) keep(n *namer) {
 	}
 	for _, b := range c.trees {
 		if b.reused != nil {
-			trees[b.key] = b.reused
+			trees[b.fp] = b.reused
 			continue
 		}
-		t := &cachedTree{chains: b.chains, sets: b.sets, root: n.chainTo[b.root], stats: b.stats,
+		t := &cachedTree{head: b.head, entries: b.l, gens: make([]uint32, len(b.l)),
+			chains: b.chains, sets: b.sets, root: n.chainName(b.root), stats: b.stats,
 			sums:   make([]nameSum, 0, len(b.chains)+len(b.sets)),
 			leaves: make([]keyedLeaf, 0, len(b.leaves)+len(b.hit))}
 		for _, ch := range b.chains {
@@ -251,12 +286,109 @@ func (c *compiler) keep(n *namer) {
 		for _, x := range t.leaves {
 			leaves[x.key] = x.l
 		}
-		trees[b.key] = t
+		for i, e := range b.l {
+			t.gens[i] = c.tag(e.tag).Gen
+			if e.fqdnSet != "" {
+				if t.fqdnc == nil {
+					t.fqdnc = make([]string, len(b.l))
+				}
+				t.fqdnc[i] = c.fqdnComments[e.fqdnSet]
+			}
+		}
+		trees[b.fp] = t
 	}
 	c.cache.mu.Lock()
 	c.cache.trees = trees
 	c.cache.leaves = leaves
+	c.cache.rules = c.ruleRecs
+	c.cache.ruleHits += c.ruleHits
 	c.cache.mu.Unlock()
+}
+
+// ruleRec is what a network rule's entries (compiler.network) were made
+// from — its action (with its index, the log tag), protocols, ports,
+// sources, destinations, whether it has FQDNs, and its path (the
+// comment) — and the entries: es, in the order they were made, by
+// family and protocol (lists), and the families whose FQDN set it made,
+// in order (the sets' content is made again: its names may differ).
+type ruleRec struct {
+	action            policy.Action
+	protocols         policy.Proto
+	ports             []policy.PortRange
+	srcAny, dstAny    bool
+	src, dst          []policy.AddrRange
+	fqdns             bool
+	group, coll, name string
+	comment           string
+	es                []*entry
+	lists             []ruleList
+	fqdnFams          []family
+}
+
+// ruleList is how many of a ruleRec's entries went to a family and
+// protocol's list.
+type ruleList struct {
+	fam   family
+	proto uint8
+	n     int
+}
+
+// recArena allocates a compile's ruleRecs and what they hold in blocks
+// (a record per rule and four slices each were as many allocations).
+type recArena struct {
+	recs   []ruleRec
+	ports  []policy.PortRange
+	ranges []policy.AddrRange
+	es     []*entry
+	lists  []ruleList
+}
+
+// grab returns n elements of *block (len n, cap n), a new block when it
+// has too few left: twice the last one's size (from 16, at most limit; a
+// compile that changes one rule records one).
+func grab[T any](block *[]T, n, limit int) []T {
+	if n == 0 {
+		return nil
+	}
+	if len(*block)+n > cap(*block) {
+		*block = make([]T, 0, max(min(max(16, 2*cap(*block)), limit), n))
+	}
+	at := len(*block)
+	*block = (*block)[:at+n]
+	return (*block)[at : at+n : at+n]
+}
+
+// newRuleRec records what r's entries are made from (copies: a policy
+// may be changed in place between compiles).
+func (a *recArena) newRuleRec(r *match.Rule) *ruleRec {
+	x := &grab(&a.recs, 1, 1024)[0]
+	*x = ruleRec{action: r.Action, protocols: r.Protocols,
+		srcAny: r.Source.Any, dstAny: r.Destination.Any, fqdns: len(r.FQDNs) > 0}
+	x.ports = grab(&a.ports, len(r.Ports), 4096)
+	copy(x.ports, r.Ports)
+	x.src = grab(&a.ranges, len(r.Source.Ranges), 4096)
+	copy(x.src, r.Source.Ranges)
+	x.dst = grab(&a.ranges, len(r.Destination.Ranges), 4096)
+	copy(x.dst, r.Destination.Ranges)
+	x.group, x.coll, x.name = r.Policy.Collection.Group.Name, r.Policy.Collection.Name, r.Policy.Name
+	return x
+}
+
+// done gives x its entries and lists (copied into the arena's blocks).
+func (a *recArena) done(x *ruleRec, es []*entry, lists []ruleList) {
+	x.es = grab(&a.es, len(es), 4096)
+	copy(x.es, es)
+	x.lists = grab(&a.lists, len(lists), 1024)
+	copy(x.lists, lists)
+}
+
+// same reports whether r's entries are made from what x's were (its
+// index is x's: the caller's).
+func (x *ruleRec) same(r *match.Rule) bool {
+	return x != nil && x.action == r.Action && x.protocols == r.Protocols && x.fqdns == (len(r.FQDNs) > 0) &&
+		x.srcAny == r.Source.Any && x.dstAny == r.Destination.Any &&
+		slices.Equal(x.ports, r.Ports) && slices.Equal(x.src, r.Source.Ranges) && slices.Equal(x.dst, r.Destination.Ranges) &&
+		x.name == r.Policy.Name && x.coll == r.Policy.Collection.Name && x.group == r.Policy.Collection.Group.Name
 }
 
 // keyedLeaf is a cached leaf and its key (leafKey).
@@ -361,32 +493,54 @@ func (c *compiler) builtLeaf(full string, ch *Chain) {
 	}
 }
 
-// treeKey is the SHA-256 of everything the tree of l is built from (a
-// tree of 10,000 rules is megabytes of it).
-func (c *compiler) treeKey(fam family, proto uint8, l []*entry) string {
-	h := sha256.New()
-	b := c.treeHead(fam, proto)
-	for _, e := range l {
-		b = binary.AppendUvarint(b, uint64(e.rule))
-		b = c.appendDecisionKey(b, e)
-		b = appendStr(b, e.fqdnSet)
-		for f := range numFields {
-			if e.iv[f] == nil {
-				b = append(b, 0)
-				continue
-			}
-			b = binary.AppendUvarint(b, uint64(len(e.iv[f])+1))
-			for _, iv := range e.iv[f] {
-				b = appendIvl(b, iv)
+// sameTree reports whether the cached tree t was built from what the tree
+// of l is built from: the same head (treeHead: family, protocol and the
+// config the decisions depend on) and the same entries in order — rule,
+// log tag with its generation, action, comment, FQDN set and that set's
+// content, intervals in every field (nil, any value, is not an empty
+// list). The entries are compared one by one with those t was built from
+// (a tree of 10,000 rules was hashed, megabytes of key, in every compile).
+func (c *compiler) sameTree(t *cachedTree, head []byte, l []*entry) bool {
+	if len(t.entries) != len(l) || string(t.head) != string(head) {
+		return false
+	}
+	for i, e := range l {
+		o := t.entries[i]
+		if o == e {
+			// The same entry (ruleRec): only its log generation and its
+			// FQDN set's content can differ.
+		} else if o.rule != e.rule || o.tag.Kind != e.tag.Kind || o.tag.Index != e.tag.Index || o.deny != e.deny ||
+			o.fqdnSet != e.fqdnSet || o.comment != e.comment {
+			return false
+		} else {
+			for f := range numFields {
+				if !sameIvls(o.iv[f], e.iv[f]) {
+					return false
+				}
 			}
 		}
-		if len(b) > 4096 {
-			h.Write(b)
-			b = b[:0]
+		if t.gens[i] != c.tag(e.tag).Gen {
+			return false
+		}
+		if e.fqdnSet != "" && t.fqdnc[i] != c.fqdnComments[e.fqdnSet] {
+			return false
 		}
 	}
-	h.Write(b)
-	return string(h.Sum(nil))
+	return true
+}
+
+// sameIvls reports whether a and b are the same intervals (nil, any
+// value, is not an empty list).
+func sameIvls(a, b []ivl) bool {
+	if (a == nil) != (b == nil) || len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Reset empties the cache (the next compile builds every tree).
@@ -394,8 +548,13 @@ func (c *Cache) Reset() {
 	c.mu.Lock()
 	c.trees, c.leaves = nil, nil
 	c.shapes, c.ivIDs = nil, nil
+	c.rules = nil
 	c.mu.Unlock()
 }
+
+// ivIDsMax is how many interval ids the cache keeps for a compile of n
+// entries (a variable for the tests).
+var ivIDsMax = func(n int) int { return 4*int(numFields)*n + 1<<16 }
 
 // shapeIDs gives the entries of the tree of fam and proto about to be
 // built their intervals' ids (entry.fid), and bt the tree's last shapes.
@@ -408,15 +567,20 @@ func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) 
 	// The ids of intervals no entry has any more are kept (a rule changed
 	// back finds its shapes); past a few times what this compile's entries
 	// can have they are all dropped, with the shapes that refer to them.
-	if len(c.cache.ivIDs) > 4*int(numFields)*c.nEntries+1<<16 {
+	if len(c.cache.ivIDs) > ivIDsMax(c.nEntries) {
 		c.cache.ivIDs = nil
 		clear(c.cache.shapes)
 	}
 	if c.cache.ivIDs == nil {
 		c.cache.ivIDs = make(map[string]uint32, len(l))
+		c.cache.ivEpoch++ // the ids start again from 1
 	}
 	var b []byte
 	for _, e := range l {
+		if e.fidEpoch == c.cache.ivEpoch {
+			continue // an entry of the last compile (ruleRec): its ids are of this map
+		}
+		e.fidEpoch = c.cache.ivEpoch
 		for f := range numFields {
 			b = append(b[:0], byte(f))
 			if e.iv[f] != nil {

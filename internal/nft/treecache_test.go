@@ -23,58 +23,77 @@ func TestCompileCachedEqualsCompile(t *testing.T) {
 		steps = 15
 	}
 	for _, seed := range []uint64{3, 11} {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(seed, 99))
-			p := bigPolicy(1000, seed)
-			cfg := seedConfig()
-			gens := map[int]uint32{}
-			var cache Cache
-			for step := range steps {
-				what := editPolicy(r, p)
-				switch r.IntN(8) {
-				case 0:
-					cfg.LimitRuleLogs = !cfg.LimitRuleLogs
-					what += ", limited rule logs toggled"
-				case 1:
-					gens[r.IntN(1000)] = uint32(step)
-					what += ", a rule's log generation"
-				case 2:
-					cfg.LogGeneration++
-					what += ", the policy's log generation"
-				}
-				g := make(map[int]uint32, len(gens))
-				for k, v := range gens {
-					g[k] = v
-				}
-				base := cfg.LogGeneration
-				cfg.LogGenerations = func(tag LogTag) uint32 {
-					if v, ok := g[tag.Index]; ok && (tag.Kind == LogAllow || tag.Kind == LogDeny) {
-						return v
-					}
-					return base
-				}
-				m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
-				if err != nil {
-					t.Fatalf("step %d (%s): %v", step, what, err)
-				}
-				full, err := Compile(m, cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cached, err := CompileCached(m, cfg, &cache)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if a, b := describe(full), describe(cached); a != b {
-					t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
-				}
-			}
-			if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 {
-				t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes and %d partitions reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
-			}
-			t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits)
-		})
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { compileCachedEdits(t, seed, steps, true) })
 	}
+}
+
+// TestCompileCachedIDsDropped: the edits of TestCompileCachedEqualsCompile
+// with the cache's interval ids dropped every few trees (ivIDsMax low):
+// the entries a compile takes from the last (ruleRec) must not keep ids
+// of a dropped map (entry.fidEpoch).
+func TestCompileCachedIDsDropped(t *testing.T) {
+	old := ivIDsMax
+	ivIDsMax = func(int) int { return 500 }
+	defer func() { ivIDsMax = old }()
+	compileCachedEdits(t, 3, 15, false)
+}
+
+// compileCachedEdits runs steps random edits of a policy, each compiled
+// with one Cache and without; with reuse, the cache must have reused
+// trees, leaves, shapes, partitions and rules' entries.
+func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
+	r := rand.New(rand.NewPCG(seed, 99))
+	p := bigPolicy(1000, seed)
+	cfg := seedConfig()
+	gens := map[int]uint32{}
+	var cache Cache
+	for step := range steps {
+		what := editPolicy(r, p)
+		switch r.IntN(8) {
+		case 0:
+			cfg.LimitRuleLogs = !cfg.LimitRuleLogs
+			what += ", limited rule logs toggled"
+		case 1:
+			gens[r.IntN(1000)] = uint32(step)
+			what += ", a rule's log generation"
+		case 2:
+			cfg.LogGeneration++
+			what += ", the policy's log generation"
+		}
+		g := make(map[int]uint32, len(gens))
+		for k, v := range gens {
+			g[k] = v
+		}
+		base := cfg.LogGeneration
+		cfg.LogGenerations = func(tag LogTag) uint32 {
+			if v, ok := g[tag.Index]; ok && (tag.Kind == LogAllow || tag.Kind == LogDeny) {
+				return v
+			}
+			return base
+		}
+		m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", step, what, err)
+		}
+		full, err := Compile(m, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached, err := CompileCached(m, cfg, &cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := describe(full), describe(cached); a != b {
+			t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
+		}
+	}
+	if !reuse {
+		return
+	}
+	if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 || cache.ruleHits == 0 {
+		t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes, %d partitions and %d rules' entries reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits)
+	}
+	t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions, %d rules' entries", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits)
 }
 
 // editPolicy changes p in place at random and says how.
@@ -86,7 +105,7 @@ func editPolicy(r *rand.Rand, p *policy.Policy) string {
 		}
 	}
 	ru := rules[r.IntN(len(rules))]
-	switch r.IntN(11) {
+	switch r.IntN(13) {
 	case 0:
 		pt := uint16(1 + r.IntN(3))
 		ru.DestinationPorts = []policy.PortRange{{Lo: 440 + pt, Hi: 443 + pt}}
@@ -154,6 +173,27 @@ func editPolicy(r *rand.Rand, p *policy.Policy) string {
 			ru.DestinationPorts = append(ru.DestinationPorts, policy.PortRange{Lo: pt, Hi: pt})
 		}
 		return "wide sources and ports of " + ru.Name
+	case 10:
+		// Only the names of a rule with FQDNs: its entries are the
+		// same, the content of its FQDN set is not.
+		for _, x := range rules {
+			if len(x.DestinationFQDNs) > 0 {
+				x.DestinationFQDNs = []string{fmt.Sprintf("y%d.example.com", r.IntN(1000))}
+				return "the FQDNs of " + x.Name + " renamed"
+			}
+		}
+	case 11:
+		// Only a name: the rules' comments change.
+		switch r.IntN(3) {
+		case 0:
+			ru.Collection.Name += "n"
+			return "collection " + ru.Collection.Name + " renamed"
+		case 1:
+			ru.Collection.Group.Name += "n"
+			return "group " + ru.Collection.Group.Name + " renamed"
+		}
+		ru.Name += "n"
+		return "rule " + ru.Name + " renamed"
 	}
 	return "nothing"
 }
