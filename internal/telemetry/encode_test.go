@@ -199,7 +199,14 @@ func TestSinkRotationKeepsLinesWhole(t *testing.T) {
 	l.Close()
 	c.Close()
 	written, dropped, _ := l.Stats()
-	matches, _ := filepath.Glob(filepath.Join(dir, "sub", "decisions*.log"))
+	// lumberjack removes old backups on a goroutine of its own: wait for it.
+	var matches []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		matches, _ = filepath.Glob(filepath.Join(dir, "sub", "decisions*.log"))
+		if len(matches) <= 3 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(matches) < 3 {
 		t.Fatalf("files %v: want the current file and 2 backups", matches)
 	}
