@@ -181,6 +181,9 @@ func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions
 	// Only unknown or duplicate fields so far: decode the rest so that
 	// validation can report every other problem too.
 	var f File
+	if len(errs) == 0 && !wireDecodeOff && decodeFile(root, &f) { // wiredecode.go
+		return &f, pos, fast, nil
+	}
 	if err := root.Decode(&f); err != nil {
 		return nil, pos, false, append(w.cap.finish(errs, file), yamlSyntaxError(file, err))
 	}

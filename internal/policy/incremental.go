@@ -625,7 +625,7 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		if w.shapeErrors || len(errs) > 0 {
 			return nil, false
 		}
-		if err := nodes[i].Decode(&wgs[i]); err != nil {
+		if !decodeGroupOr(nodes[i], &wgs[i]) {
 			return nil, false
 		}
 		colls[i] = newCollState(data[e.start:eEnd], e.line, nodes[i], &wgs[i])
@@ -735,7 +735,7 @@ func (old *loadState) partialGroup(data []byte, src string, e entrySpan, eEnd, i
 		if w.shapeErrors || len(errs) > 0 {
 			return nil, 0, nil, nil, 0, false
 		}
-		if err := nodes[k].Decode(&cs.wire[k]); err != nil {
+		if !decodeCollectionOr(nodes[k], &cs.wire[k]) {
 			return nil, 0, nil, nil, 0, false
 		}
 	}
