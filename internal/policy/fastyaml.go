@@ -312,12 +312,26 @@ func (p *fastParser) plainScalar(t []byte, num, col int) *yaml.Node {
 // plainTag is the tag yaml.v3 resolves plain scalar t (of node n) to,
 // without its resolver for the values a policy is full of (its resolver
 // tries a timestamp, integer and float parse and a regular expression on
-// every value that starts like a number: addresses, prefixes, ports):
+// every value that starts like a number: addresses, prefixes, ports, and
+// a map look-up for every other value): a value that starts with a
+// letter is a string unless it is one of the table's nulls and booleans,
 // what contains '/' is a string (no null, bool, number or timestamp
 // does), so are digits with two or more dots (an IPv4 address), and up to
 // 18 digits without a leading zero are an integer. Anything else is
 // yaml.v3's (Node.ShortTag resolves as its parser does).
 func plainTag(t []byte, n *yaml.Node) string {
+	if c := t[0] | 0x20; c >= 'a' && c <= 'z' {
+		// Names, kinds, actions, protocols: yaml.v3's resolver gives a
+		// value that starts with a letter the string tag unless it is
+		// one of the nulls and booleans of its table (resolve.go).
+		switch string(t) {
+		case "true", "True", "TRUE", "false", "False", "FALSE":
+			return "!!bool"
+		case "null", "Null", "NULL":
+			return "!!null"
+		}
+		return "!!str"
+	}
 	digits, dots := 0, 0
 	for _, c := range t {
 		switch {

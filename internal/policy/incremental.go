@@ -110,10 +110,9 @@ func newCollState(t []byte, line int, n *yaml.Node, wg *WireGroup) *collState {
 	}
 	cs := &collState{start: off, indent: seq.Column - 1, entries: entries, end: end, nodeLine: n.Line - line, nodeCol: n.Column,
 		counts: make([]int, len(entries)), baseLine: line}
-	countNodes(n, 2, 1<<30, &cs.header)
+	cs.header = treeSize(n, seq)
 	for k, c := range seq.Content {
-		countNodes(c, 4, 1<<30, &cs.counts[k])
-		cs.header -= cs.counts[k]
+		cs.counts[k] = treeSize(c, nil)
 	}
 	cs.setWire(wg.RuleCollections)
 	return cs
@@ -308,14 +307,19 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 		return nil
 	}
 	st.counts = make([]int, len(seq.Content))
-	total := 1 // the document node
-	countNodes(root, 0, 1<<30, &total)
-	st.header = total
+	st.header = 1 + treeSize(root, seq) // the document node, and the rest outside the groups
 	st.colls = make([]*collState, len(seq.Content))
 	for i, n := range seq.Content {
-		countNodes(n, 2, 1<<30, &st.counts[i])
-		st.header -= st.counts[i]
-		st.colls[i] = newCollState(st.span(i), st.entries[i].line, n, &f.RuleCollectionGroups[i])
+		cs := newCollState(st.span(i), st.entries[i].line, n, &f.RuleCollectionGroups[i])
+		st.colls[i] = cs
+		if cs == nil {
+			st.counts[i] = treeSize(n, nil)
+			continue
+		}
+		st.counts[i] = cs.header
+		for _, c := range cs.counts {
+			st.counts[i] += c
+		}
 	}
 	st.setGroups(p, r.built, r)
 	st.trim()
@@ -531,6 +535,23 @@ func countNodes(n *yaml.Node, depth, max int, visits *int) bool {
 		*visits++
 		return depth <= max && n.Kind != yaml.AliasNode
 	})
+}
+
+// treeSize is the number of nodes walkTree visits from n (countNodes
+// without its limits, in one pass), not counting the nodes under skip:
+// newLoadState counted each group's nodes three times over.
+func treeSize(n, skip *yaml.Node) int {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return 1 + treeSize(n.Alias, skip)
+	}
+	c := 1
+	if n == skip {
+		return c
+	}
+	for _, k := range n.Content {
+		c += treeSize(k, skip)
+	}
+	return c
 }
 
 // shiftLines returns a copy of the tree n with its lines moved by delta.
