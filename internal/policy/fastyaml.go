@@ -44,6 +44,28 @@ type fastParser struct {
 	data  []byte
 	src   string      // data as a string: values are substrings of it
 	slab  []yaml.Node // nodes are allocated from it, a few hundred at a time
+	// stack holds the children of the collections being parsed; each
+	// gets its Content, of the exact size, from ptrs when it ends (not by
+	// appending to it, which grew a rule's mapping four times).
+	stack, ptrs []*yaml.Node
+}
+
+// children moves the nodes on the stack from from on into a Content
+// slice; nil when there are none.
+func (p *fastParser) children(from int) []*yaml.Node {
+	k := len(p.stack) - from
+	if k == 0 {
+		return nil
+	}
+	if len(p.ptrs) < k {
+		p.ptrs = make([]*yaml.Node, max(2048, k))
+	}
+	c := p.ptrs[:k:k]
+	p.ptrs = p.ptrs[k:]
+	copy(c, p.stack[from:])
+	clear(p.stack[from:])
+	p.stack = p.stack[:from]
+	return c
 }
 
 // node returns a copy of n allocated from the slab.
@@ -135,6 +157,7 @@ func isSeqEntry(t []byte) bool { return t[0] == '-' && (len(t) == 1 || t[1] == '
 func (p *fastParser) sequence(indent int) *yaml.Node {
 	first := p.lines[p.i]
 	n := p.node(yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: first.num, Column: indent + 1})
+	from := len(p.stack)
 	for p.ok && p.i < len(p.lines) && p.lines[p.i].indent == indent && isSeqEntry(p.lines[p.i].text) {
 		l := p.lines[p.i]
 		rest := l.text[1:]
@@ -148,7 +171,8 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 			if p.i >= len(p.lines) || p.lines[p.i].indent <= indent {
 				return p.fail() // an empty entry (null)
 			}
-			n.Content = append(n.Content, p.block(p.lines[p.i].indent))
+			c := p.block(p.lines[p.i].indent)
+			p.stack = append(p.stack, c)
 			continue
 		}
 		if isSeqEntry(rest) {
@@ -156,7 +180,8 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 		}
 		if _, _, isKey := splitKey(rest); isKey {
 			// "- key: value": a mapping whose keys are at col.
-			n.Content = append(n.Content, p.mapping(col, l.num, col, rest))
+			c := p.mapping(col, l.num, col, rest)
+			p.stack = append(p.stack, c)
 			continue
 		}
 		v := p.inline(l.num, col+1, rest)
@@ -164,11 +189,12 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 		if p.i < len(p.lines) && p.lines[p.i].indent > indent {
 			return p.fail() // a multi-line scalar or an error
 		}
-		n.Content = append(n.Content, v)
+		p.stack = append(p.stack, v)
 	}
 	if !p.ok {
 		return nil
 	}
+	n.Content = p.children(from)
 	return n
 }
 
@@ -177,6 +203,7 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 // the rest of a sequence entry's line).
 func (p *fastParser) mapping(indent, num, col int, text []byte) *yaml.Node {
 	n := p.node(yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: num, Column: col + 1})
+	from := len(p.stack)
 	for {
 		key, rest, isKey := splitKey(text)
 		if !isKey {
@@ -216,8 +243,9 @@ func (p *fastParser) mapping(indent, num, col int, text []byte) *yaml.Node {
 		if !p.ok {
 			return nil
 		}
-		n.Content = append(n.Content, k, v)
+		p.stack = append(p.stack, k, v)
 		if p.i >= len(p.lines) || p.lines[p.i].indent < indent {
+			n.Content = p.children(from)
 			return n
 		}
 		l := p.lines[p.i]
@@ -390,6 +418,7 @@ func (p *fastParser) quoted(t []byte, num, col int) (*yaml.Node, []byte) {
 // ':' or single-quoted ones.
 func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 	n := p.node(yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle, Line: num, Column: col})
+	from := len(p.stack)
 	i := 1
 	skip := func() {
 		for i < len(t) && t[i] == ' ' {
@@ -428,7 +457,7 @@ func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 				}
 				i = j
 			}
-			n.Content = append(n.Content, v)
+			p.stack = append(p.stack, v)
 			skip()
 			if i >= len(t) {
 				return p.fail()
@@ -450,5 +479,6 @@ func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 	if !onlyComment(t[i:]) {
 		return p.fail()
 	}
+	n.Content = p.children(from)
 	return n
 }

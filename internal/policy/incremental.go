@@ -332,6 +332,14 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 func (st *loadState) trim() {
 	root := *st.root
 	root.Content = slices.Clone(root.Content)
+	for i, n := range root.Content {
+		// Copies: the parser allocates nodes (and Content slices) in
+		// slabs, and one kept node of a slab would keep its neighbours —
+		// the list's node with every group under it — from the collector.
+		if i != st.seqKey {
+			root.Content[i] = shiftLines(n, 0)
+		}
+	}
 	seq := *root.Content[st.seqKey]
 	seq.Content = nil
 	root.Content[st.seqKey] = &seq
