@@ -556,6 +556,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		v.errorf(cp+".action", "%s: a %s collection's action must be Allow or Deny, not DNAT", what, c.Kind)
 	}
 	names := map[string]int{}
+	at := v.pos.cursor(cp)
 	for ri := range wc.Rules {
 		wr := &wc.Rules[ri]
 		rp := item(cp+".rules", ri)
@@ -566,7 +567,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		} else {
 			names[strings.ToLower(wr.Name)] = ri
 		}
-		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: v.pos.Lookup(rp)}
+		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: at.Lookup(rp)}
 		switch c.Kind {
 		case KindNetwork:
 			v.networkRule(wr, rp, r)
