@@ -107,7 +107,11 @@ func parseFastYAML(data []byte) (*yaml.Node, bool) {
 // lines with content, dropping blank and comment lines; false for what the
 // subset leaves out at the byte level.
 func (p *fastParser) split(data []byte, num int) bool {
-	p.lines = make([]fastLine, 0, bytes.Count(data, []byte{'\n'})+1)
+	if n := bytes.Count(data, []byte{'\n'}) + 1; cap(p.lines) < n {
+		p.lines = make([]fastLine, 0, n)
+	} else {
+		p.lines = p.lines[:0] // a scratch parser's, again
+	}
 	for ; len(data) > 0; num++ {
 		line := data
 		if k := bytes.IndexByte(data, '\n'); k >= 0 {

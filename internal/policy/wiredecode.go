@@ -73,16 +73,6 @@ type wireDecoder struct {
 	strs []string
 }
 
-func decodeGroup(n *yaml.Node, g *WireGroup) bool {
-	var d wireDecoder
-	return d.group(n, g)
-}
-
-func decodeCollection(n *yaml.Node, c *WireCollection) bool {
-	var d wireDecoder
-	return d.collection(n, c)
-}
-
 func (d *wireDecoder) group(n *yaml.Node, g *WireGroup) bool {
 	return fields(n, func(key string, v *yaml.Node) bool {
 		switch key {
@@ -268,19 +258,19 @@ func decodeFile(root *yaml.Node, f *File) bool {
 	return true
 }
 
-// decodeGroupOr decodes a group with decodeGroup, else with yaml.v3;
+// groupOr decodes a group with the fast decoder, else with yaml.v3;
 // false when yaml.v3 fails.
-func decodeGroupOr(n *yaml.Node, g *WireGroup) bool {
-	if decodeGroup(n, g) {
+func (d *wireDecoder) groupOr(n *yaml.Node, g *WireGroup) bool {
+	if d.group(n, g) {
 		return true
 	}
 	*g = WireGroup{}
 	return n.Decode(g) == nil
 }
 
-// decodeCollectionOr is decodeGroupOr for a collection.
-func decodeCollectionOr(n *yaml.Node, c *WireCollection) bool {
-	if decodeCollection(n, c) {
+// collectionOr is groupOr for a collection.
+func (d *wireDecoder) collectionOr(n *yaml.Node, c *WireCollection) bool {
+	if d.collection(n, c) {
 		return true
 	}
 	*c = WireCollection{}
