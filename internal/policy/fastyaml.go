@@ -213,7 +213,9 @@ func (p *fastParser) mapping(indent, num, col int, text []byte) *yaml.Node {
 	from := len(p.stack)
 	for {
 		key, rest, isKey := splitKey(text)
-		if !isKey {
+		if !isKey || len(key) > 1024 {
+			// yaml.v3 (libyaml) drops a possible simple key whose ':'
+			// is more than 1024 characters after its start: an error.
 			return p.fail()
 		}
 		k := p.plainScalar(key, num, col+1)

@@ -100,6 +100,8 @@ func TestFastYAMLSameTree(t *testing.T) {
 		"",
 		"# only\n",
 		"a: b\n...\n",
+		strings.Repeat("k", 1024) + ": v\n", strings.Repeat("k", 1025) + ": v\n", "- " + strings.Repeat("k", 1023) + " : v\n",
+		"- " + strings.Repeat("k", 1024) + " : v\n", "a: [" + strings.Repeat("x", 2000) + "]\n",
 	}
 	took := 0
 	for _, doc := range take {
