@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"hash/maphash"
 	"reflect"
 	"slices"
 	"strconv"
@@ -60,8 +61,8 @@ type loadState struct {
 	header  int         // the nodes outside the groups
 	groups  []*Group    // each group validated; nil: validate it again
 	tags    ServiceTags
-	byText  map[string]int // group text -> index (find), made when first needed
-	colls   []*collState   // each group's collections; nil: none kept
+	byText  *textIndex   // group text -> index (find), made when first needed
+	colls   []*collState // each group's collections; nil: none kept
 }
 
 // collState is what a Loader keeps of a group's collections, so that a
@@ -79,7 +80,7 @@ type collState struct {
 	wire     []WireCollection // names, kinds, priorities and actions
 	valid    []*Collection    // each collection validated; nil: validate it again
 	baseLine int              // the group's first line when valid was validated
-	byText   map[string]int
+	byText   *textIndex
 }
 
 // newCollState reads the collections of group node n, whose text t starts
@@ -140,15 +141,44 @@ func (cs *collState) find(t, text []byte, k int) int {
 		return k
 	}
 	if cs.byText == nil {
-		cs.byText = make(map[string]int, len(cs.entries))
-		for j := range cs.entries {
-			if cs.valid[j] != nil {
-				cs.byText[string(cs.span(t, j))] = j
+		cs.byText = &textIndex{}
+	}
+	return cs.byText.find(len(cs.entries), func(j int) []byte { return cs.span(t, j) }, func(j int) bool { return cs.valid[j] != nil }, text)
+}
+
+// textIndex finds, among n texts (span(j) for the j where ok(j)), the
+// last one equal to a text, by a hash of each: a map keyed by the texts
+// themselves copied all of them — the whole policy — at the first changed
+// group (a sixth of a one-rule load's CPU).
+type textIndex struct {
+	seed maphash.Seed
+	last map[uint64]int // hash -> the last j with it
+}
+
+// textHash hashes texts for textIndex (tests force collisions).
+var textHash = maphash.Bytes
+
+func (x *textIndex) find(n int, span func(int) []byte, ok func(int) bool, text []byte) int {
+	if x.last == nil {
+		x.seed = maphash.MakeSeed()
+		x.last = make(map[uint64]int, n)
+		for j := range n {
+			if ok(j) {
+				x.last[textHash(x.seed, span(j))] = j
 			}
 		}
 	}
-	if j, ok := cs.byText[string(text)]; ok {
+	j, found := x.last[textHash(x.seed, text)]
+	if !found {
+		return -1
+	}
+	if bytes.Equal(text, span(j)) {
 		return j
+	}
+	for j := n - 1; j >= 0; j-- { // another text of the same hash
+		if ok(j) && bytes.Equal(text, span(j)) {
+			return j
+		}
 	}
 	return -1
 }
@@ -370,17 +400,9 @@ func (st *loadState) find(text []byte, i int) int {
 		return i
 	}
 	if st.byText == nil {
-		st.byText = make(map[string]int, len(st.entries))
-		for j := range st.entries {
-			if st.groups[j] != nil {
-				st.byText[string(st.span(j))] = j
-			}
-		}
+		st.byText = &textIndex{}
 	}
-	if j, ok := st.byText[string(text)]; ok {
-		return j
-	}
-	return -1
+	return st.byText.find(len(st.entries), st.span, func(j int) bool { return st.groups[j] != nil }, text)
 }
 
 // shiftGroup returns a copy of g, its collections and rules with their

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -394,4 +395,14 @@ func TestLoadStateCounts(t *testing.T) {
 			t.Errorf("%d nodes in all, walkTree %d", sum, total)
 		}
 	}
+}
+
+// TestLoaderHashCollisions: with every text of the same hash, a Loader
+// still finds the unchanged groups and collections (moved ones too) and
+// loads what Load loads.
+func TestLoaderHashCollisions(t *testing.T) {
+	textHash = func(maphash.Seed, []byte) uint64 { return 1 }
+	defer func() { textHash = maphash.Bytes }()
+	TestLoaderEqualsLoad(t)
+	TestLoaderReusesCollections(t)
 }
