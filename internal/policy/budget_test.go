@@ -80,3 +80,65 @@ func TestDecodeStrictLimits(t *testing.T) {
 		t.Fatalf("err = %.200v", err)
 	}
 }
+
+// estimateNodesRef is estimateNodes as it was before its byte table
+// (main c9bc4b8), for FuzzEstimateNodesSame.
+func estimateNodesRef(data []byte, max int) (n, line, col int) {
+	n, line = 3, 1
+	lineStart := 0
+	ws := func(i int) bool {
+		if i >= len(data) {
+			return true
+		}
+		switch data[i] {
+		case ' ', '\t', '\n', '\r', ',', '[', ']', '{', '}':
+			return true
+		}
+		return false
+	}
+	for i, c := range data {
+		switch c {
+		case '\n':
+			n += 2
+			if n > max {
+				return n, line, i - lineStart + 1
+			}
+			line++
+			lineStart = i + 1
+			continue
+		case ',', '[':
+			n += 2
+		case '{':
+			n += 3
+		case '-', '?':
+			if ws(i + 1) {
+				n += 2
+			}
+		case ':':
+			if ws(i+1) || (i > 0 && (data[i-1] == '"' || data[i-1] == '\'' || data[i-1] == ']' || data[i-1] == '}')) {
+				n += 2
+			}
+		default:
+			continue
+		}
+		if n > max {
+			return n, line, i - lineStart + 1
+		}
+	}
+	return n, line, 0
+}
+
+// FuzzEstimateNodesSame: the byte table changes nothing estimateNodes
+// returns, at any limit.
+func FuzzEstimateNodesSame(f *testing.F) {
+	f.Add([]byte(minimal), 40)
+	f.Add([]byte("a: [x, {y: z}]\n- ? k\n"), 7)
+	f.Add([]byte(bigPolicyYAML(20)), 1<<30)
+	f.Fuzz(func(t *testing.T, data []byte, max int) {
+		n, l, c := estimateNodes(data, max)
+		rn, rl, rc := estimateNodesRef(data, max)
+		if n != rn || l != rl || c != rc {
+			t.Fatalf("estimateNodes = %d %d:%d, before %d %d:%d", n, l, c, rn, rl, rc)
+		}
+	})
+}

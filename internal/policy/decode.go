@@ -69,11 +69,19 @@ func (p *Positions) Block(path string) bool {
 // deepest value it reached, how many steps that took, and, when the whole
 // path was a mapping entry, its key.
 func (p *Positions) resolve(path string) (val, key *yaml.Node, depth int) {
-	n := p.root
-	if n == nil {
+	if p.root == nil {
 		return nil, nil, 0
 	}
-	n = unalias(n)
+	val, key, depth, _, _ = resolveFrom(unalias(p.root), path, 0)
+	return val, key, depth
+}
+
+// resolveFrom is resolve from node n, reached in depth steps. It also
+// tells whether it went the whole path, and whether no key of the
+// mappings it looked in holds a '.' or '[' — then a longer path that
+// starts with this one goes the same way up to here (a cursor).
+func resolveFrom(n *yaml.Node, path string, depth int) (val, key *yaml.Node, _ int, whole, plain bool) {
+	plain = true
 	rest := path
 	for rest != "" {
 		var next, k *yaml.Node
@@ -81,11 +89,11 @@ func (p *Positions) resolve(path string) (val, key *yaml.Node, depth int) {
 		case rest[0] == '[':
 			end := strings.IndexByte(rest, ']')
 			if end < 0 || n.Kind != yaml.SequenceNode {
-				return n, nil, depth
+				return n, nil, depth, false, plain
 			}
 			i, err := strconv.Atoi(rest[1:end])
 			if err != nil || i < 0 || i >= len(n.Content) {
-				return n, nil, depth
+				return n, nil, depth, false, plain
 			}
 			next, rest = n.Content[i], rest[end+1:]
 		case n.Kind == yaml.MappingNode:
@@ -94,17 +102,20 @@ func (p *Positions) resolve(path string) (val, key *yaml.Node, depth int) {
 			best := -1
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				kv := n.Content[i].Value
+				if plain && strings.ContainsAny(kv, ".[") {
+					plain = false
+				}
 				if len(kv) <= len(rest) && rest[:len(kv)] == kv && (len(kv) == len(rest) || rest[len(kv)] == '.' || rest[len(kv)] == '[') &&
 					(best < 0 || len(kv) > len(n.Content[best].Value)) {
 					best = i
 				}
 			}
 			if best < 0 {
-				return n, nil, depth
+				return n, nil, depth, false, plain
 			}
 			k, next, rest = n.Content[best], n.Content[best+1], rest[len(n.Content[best].Value):]
 		default:
-			return n, nil, depth
+			return n, nil, depth, false, plain
 		}
 		n = unalias(next)
 		depth++
@@ -112,10 +123,50 @@ func (p *Positions) resolve(path string) (val, key *yaml.Node, depth int) {
 			rest = rest[1:]
 		}
 		if rest == "" {
-			return n, k, depth
+			return n, k, depth, true, plain
 		}
 	}
-	return n, nil, depth
+	return n, nil, depth, true, plain
+}
+
+// cursor is the node a path leads to, to look up paths that go on from
+// it without walking from the root again: validation looks up every
+// rule's position, and walking from the root each time was 7% of the
+// load and validation of a 10,000-rule policy.
+type cursor struct {
+	p     *Positions
+	path  string
+	n     *yaml.Node
+	depth int
+	ok    bool // the path went through plain keys to n
+}
+
+// cursor returns the cursor of path.
+func (p *Positions) cursor(path string) cursor {
+	c := cursor{p: p, path: path}
+	if p == nil || p.root == nil {
+		return c
+	}
+	var whole, plain bool
+	c.n, _, c.depth, whole, plain = resolveFrom(unalias(p.root), p.prefix+path, 0)
+	c.ok = whole && plain
+	return c
+}
+
+// Lookup is Positions.Lookup of path, which goes on from the cursor's.
+func (c cursor) Lookup(path string) Pos {
+	if !c.ok || len(path) <= len(c.path) || path[:len(c.path)] != c.path || (path[len(c.path)] != '.' && path[len(c.path)] != '[') {
+		return c.p.Lookup(path)
+	}
+	rest := path[len(c.path):]
+	if rest[0] == '.' {
+		rest = rest[1:]
+	}
+	val, _, depth, _, _ := resolveFrom(c.n, rest, c.depth)
+	if depth == 0 {
+		return Pos{File: c.p.file}
+	}
+	return Pos{File: c.p.file, Line: val.Line, Column: val.Column}
 }
 
 func unalias(n *yaml.Node) *yaml.Node {
@@ -181,6 +232,9 @@ func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions
 	// Only unknown or duplicate fields so far: decode the rest so that
 	// validation can report every other problem too.
 	var f File
+	if len(errs) == 0 && !wireDecodeOff && decodeFile(root, &f) { // wiredecode.go
+		return &f, pos, fast, nil
+	}
 	if err := root.Decode(&f); err != nil {
 		return nil, pos, false, append(w.cap.finish(errs, file), yamlSyntaxError(file, err))
 	}

@@ -44,16 +44,41 @@ type fastParser struct {
 	data  []byte
 	src   string      // data as a string: values are substrings of it
 	slab  []yaml.Node // nodes are allocated from it, a few hundred at a time
+	// stack holds the children of the collections being parsed; each
+	// gets its Content, of the exact size, from ptrs when it ends (not by
+	// appending to it, which grew a rule's mapping four times).
+	stack, ptrs []*yaml.Node
 }
 
-// node returns a copy of n allocated from the slab.
-func (p *fastParser) node(n yaml.Node) *yaml.Node {
+// children moves the nodes on the stack from from on into a Content
+// slice; nil when there are none.
+func (p *fastParser) children(from int) []*yaml.Node {
+	k := len(p.stack) - from
+	if k == 0 {
+		return nil
+	}
+	if len(p.ptrs) < k {
+		p.ptrs = make([]*yaml.Node, max(2048, k))
+	}
+	c := p.ptrs[:k:k]
+	p.ptrs = p.ptrs[k:]
+	copy(c, p.stack[from:])
+	clear(p.stack[from:])
+	p.stack = p.stack[:from]
+	return c
+}
+
+// node returns a node allocated from the slab. It sets the fields one by
+// one: copying a whole yaml.Node into the slab took a write barrier over
+// all of its pointers while the collector ran (a sixth of the parse).
+func (p *fastParser) node(kind yaml.Kind, style yaml.Style, tag, value string, line, col int) *yaml.Node {
 	if len(p.slab) == 0 {
 		p.slab = make([]yaml.Node, 512)
 	}
 	x := &p.slab[0]
 	p.slab = p.slab[1:]
-	*x = n
+	x.Kind, x.Style, x.Line, x.Column = kind, style, line, col
+	x.Tag, x.Value = tag, value
 	return x
 }
 
@@ -82,7 +107,11 @@ func parseFastYAML(data []byte) (*yaml.Node, bool) {
 // lines with content, dropping blank and comment lines; false for what the
 // subset leaves out at the byte level.
 func (p *fastParser) split(data []byte, num int) bool {
-	p.lines = make([]fastLine, 0, bytes.Count(data, []byte{'\n'})+1)
+	if n := bytes.Count(data, []byte{'\n'}) + 1; cap(p.lines) < n {
+		p.lines = make([]fastLine, 0, n)
+	} else {
+		p.lines = p.lines[:0] // a scratch parser's, again
+	}
 	for ; len(data) > 0; num++ {
 		line := data
 		if k := bytes.IndexByte(data, '\n'); k >= 0 {
@@ -134,7 +163,8 @@ func isSeqEntry(t []byte) bool { return t[0] == '-' && (len(t) == 1 || t[1] == '
 // sequence parses a block sequence whose entries are at column indent+1.
 func (p *fastParser) sequence(indent int) *yaml.Node {
 	first := p.lines[p.i]
-	n := p.node(yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: first.num, Column: indent + 1})
+	n := p.node(yaml.SequenceNode, 0, "!!seq", "", first.num, indent+1)
+	from := len(p.stack)
 	for p.ok && p.i < len(p.lines) && p.lines[p.i].indent == indent && isSeqEntry(p.lines[p.i].text) {
 		l := p.lines[p.i]
 		rest := l.text[1:]
@@ -148,7 +178,8 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 			if p.i >= len(p.lines) || p.lines[p.i].indent <= indent {
 				return p.fail() // an empty entry (null)
 			}
-			n.Content = append(n.Content, p.block(p.lines[p.i].indent))
+			c := p.block(p.lines[p.i].indent)
+			p.stack = append(p.stack, c)
 			continue
 		}
 		if isSeqEntry(rest) {
@@ -156,7 +187,8 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 		}
 		if _, _, isKey := splitKey(rest); isKey {
 			// "- key: value": a mapping whose keys are at col.
-			n.Content = append(n.Content, p.mapping(col, l.num, col, rest))
+			c := p.mapping(col, l.num, col, rest)
+			p.stack = append(p.stack, c)
 			continue
 		}
 		v := p.inline(l.num, col+1, rest)
@@ -164,11 +196,12 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 		if p.i < len(p.lines) && p.lines[p.i].indent > indent {
 			return p.fail() // a multi-line scalar or an error
 		}
-		n.Content = append(n.Content, v)
+		p.stack = append(p.stack, v)
 	}
 	if !p.ok {
 		return nil
 	}
+	n.Content = p.children(from)
 	return n
 }
 
@@ -176,10 +209,13 @@ func (p *fastParser) sequence(indent int) *yaml.Node {
 // first key is on line num at column col+1 with text (the current line, or
 // the rest of a sequence entry's line).
 func (p *fastParser) mapping(indent, num, col int, text []byte) *yaml.Node {
-	n := p.node(yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: num, Column: col + 1})
+	n := p.node(yaml.MappingNode, 0, "!!map", "", num, col+1)
+	from := len(p.stack)
 	for {
 		key, rest, isKey := splitKey(text)
-		if !isKey {
+		if !isKey || len(key) > 1024 {
+			// yaml.v3 (libyaml) drops a possible simple key whose ':'
+			// is more than 1024 characters after its start: an error.
 			return p.fail()
 		}
 		k := p.plainScalar(key, num, col+1)
@@ -216,8 +252,9 @@ func (p *fastParser) mapping(indent, num, col int, text []byte) *yaml.Node {
 		if !p.ok {
 			return nil
 		}
-		n.Content = append(n.Content, k, v)
+		p.stack = append(p.stack, k, v)
 		if p.i >= len(p.lines) || p.lines[p.i].indent < indent {
+			n.Content = p.children(from)
 			return n
 		}
 		l := p.lines[p.i]
@@ -304,7 +341,7 @@ func (p *fastParser) plainScalar(t []byte, num, col int) *yaml.Node {
 	if bytes.Contains(t, []byte(": ")) || bytes.Contains(t, []byte(" #")) || t[len(t)-1] == ':' {
 		return nil
 	}
-	n := p.node(yaml.Node{Kind: yaml.ScalarNode, Value: p.str(t), Line: num, Column: col})
+	n := p.node(yaml.ScalarNode, 0, "", p.str(t), num, col)
 	n.Tag = plainTag(t, n)
 	return n
 }
@@ -312,12 +349,26 @@ func (p *fastParser) plainScalar(t []byte, num, col int) *yaml.Node {
 // plainTag is the tag yaml.v3 resolves plain scalar t (of node n) to,
 // without its resolver for the values a policy is full of (its resolver
 // tries a timestamp, integer and float parse and a regular expression on
-// every value that starts like a number: addresses, prefixes, ports):
+// every value that starts like a number: addresses, prefixes, ports, and
+// a map look-up for every other value): a value that starts with a
+// letter is a string unless it is one of the table's nulls and booleans,
 // what contains '/' is a string (no null, bool, number or timestamp
 // does), so are digits with two or more dots (an IPv4 address), and up to
 // 18 digits without a leading zero are an integer. Anything else is
 // yaml.v3's (Node.ShortTag resolves as its parser does).
 func plainTag(t []byte, n *yaml.Node) string {
+	if c := t[0] | 0x20; c >= 'a' && c <= 'z' {
+		// Names, kinds, actions, protocols: yaml.v3's resolver gives a
+		// value that starts with a letter the string tag unless it is
+		// one of the nulls and booleans of its table (resolve.go).
+		switch string(t) {
+		case "true", "True", "TRUE", "false", "False", "FALSE":
+			return "!!bool"
+		case "null", "Null", "NULL":
+			return "!!null"
+		}
+		return "!!str"
+	}
 	digits, dots := 0, 0
 	for _, c := range t {
 		switch {
@@ -346,7 +397,7 @@ func (p *fastParser) quoted(t []byte, num, col int) (*yaml.Node, []byte) {
 		if k < 0 || bytes.IndexByte(t[1:1+k], '\\') >= 0 {
 			return nil, nil // on the next line, or escapes
 		}
-		return p.node(yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle, Value: p.str(t[1 : 1+k]), Line: num, Column: col}), t[2+k:]
+		return p.node(yaml.ScalarNode, yaml.DoubleQuotedStyle, "!!str", p.str(t[1:1+k]), num, col), t[2+k:]
 	}
 	var b []byte
 	i, escaped := 1, false
@@ -369,13 +420,14 @@ func (p *fastParser) quoted(t []byte, num, col int) (*yaml.Node, []byte) {
 	if escaped {
 		v = string(b)
 	}
-	return p.node(yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.SingleQuotedStyle, Value: v, Line: num, Column: col}), t[i:]
+	return p.node(yaml.ScalarNode, yaml.SingleQuotedStyle, "!!str", v, num, col), t[i:]
 }
 
 // flowSequence parses "[a, 'b', ...]" on one line: plain scalars without
 // ':' or single-quoted ones.
 func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
-	n := p.node(yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle, Line: num, Column: col})
+	n := p.node(yaml.SequenceNode, yaml.FlowStyle, "!!seq", "", num, col)
+	from := len(p.stack)
 	i := 1
 	skip := func() {
 		for i < len(t) && t[i] == ' ' {
@@ -414,7 +466,7 @@ func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 				}
 				i = j
 			}
-			n.Content = append(n.Content, v)
+			p.stack = append(p.stack, v)
 			skip()
 			if i >= len(t) {
 				return p.fail()
@@ -436,5 +488,6 @@ func (p *fastParser) flowSequence(num, col int, t []byte) *yaml.Node {
 	if !onlyComment(t[i:]) {
 		return p.fail()
 	}
+	n.Content = p.children(from)
 	return n
 }

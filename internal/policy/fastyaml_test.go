@@ -100,6 +100,8 @@ func TestFastYAMLSameTree(t *testing.T) {
 		"",
 		"# only\n",
 		"a: b\n...\n",
+		strings.Repeat("k", 1024) + ": v\n", strings.Repeat("k", 1025) + ": v\n", "- " + strings.Repeat("k", 1023) + " : v\n",
+		"- " + strings.Repeat("k", 1024) + " : v\n", "a: [" + strings.Repeat("x", 2000) + "]\n",
 	}
 	took := 0
 	for _, doc := range take {
@@ -159,7 +161,8 @@ func TestFastYAMLLoadErrorsSame(t *testing.T) {
 func TestPlainTag(t *testing.T) {
 	for _, v := range []string{"10.0.0.0/24", "443", "0", "7", "0443", "123456789012345678", "1234567890123456789",
 		"99999999999999999999", "1.2.3.4", "1.2", "1..", "..", "...", ".5", "1.", "2001-01-01", "2001:db8::/32", "/",
-		"a/b", "1e3", "0x1F", "1_000", "-1", "+1", ".inf", "null", "~", "true", "yes", "x1.2.3", "1.2.3x", "1.2.3.4/33"} {
+		"a/b", "1e3", "0x1F", "1_000", "-1", "+1", ".inf", "null", "~", "true", "yes", "x1.2.3", "1.2.3x", "1.2.3.4/33",
+		"TCP", "Network", "name", "no", "on", "off", "Null", "NULL", "nULL", "True", "tRUE", "y", "n", "N", "FALSE", "False", "false", "o", "Any", "Z", "z9", "TRUE"} {
 		n := &yaml.Node{Kind: yaml.ScalarNode, Value: v}
 		if got, want := plainTag([]byte(v), n), n.ShortTag(); got != want {
 			t.Errorf("plainTag(%q) = %s, yaml.v3 %s", v, got, want)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"hash/maphash"
 	"reflect"
 	"slices"
 	"strconv"
@@ -60,8 +61,8 @@ type loadState struct {
 	header  int         // the nodes outside the groups
 	groups  []*Group    // each group validated; nil: validate it again
 	tags    ServiceTags
-	byText  map[string]int // group text -> index (find), made when first needed
-	colls   []*collState   // each group's collections; nil: none kept
+	byText  *textIndex   // group text -> index (find), made when first needed
+	colls   []*collState // each group's collections; nil: none kept
 }
 
 // collState is what a Loader keeps of a group's collections, so that a
@@ -79,7 +80,7 @@ type collState struct {
 	wire     []WireCollection // names, kinds, priorities and actions
 	valid    []*Collection    // each collection validated; nil: validate it again
 	baseLine int              // the group's first line when valid was validated
-	byText   map[string]int
+	byText   *textIndex
 }
 
 // newCollState reads the collections of group node n, whose text t starts
@@ -110,10 +111,9 @@ func newCollState(t []byte, line int, n *yaml.Node, wg *WireGroup) *collState {
 	}
 	cs := &collState{start: off, indent: seq.Column - 1, entries: entries, end: end, nodeLine: n.Line - line, nodeCol: n.Column,
 		counts: make([]int, len(entries)), baseLine: line}
-	countNodes(n, 2, 1<<30, &cs.header)
+	cs.header = treeSize(n, seq)
 	for k, c := range seq.Content {
-		countNodes(c, 4, 1<<30, &cs.counts[k])
-		cs.header -= cs.counts[k]
+		cs.counts[k] = treeSize(c, nil)
 	}
 	cs.setWire(wg.RuleCollections)
 	return cs
@@ -141,15 +141,44 @@ func (cs *collState) find(t, text []byte, k int) int {
 		return k
 	}
 	if cs.byText == nil {
-		cs.byText = make(map[string]int, len(cs.entries))
-		for j := range cs.entries {
-			if cs.valid[j] != nil {
-				cs.byText[string(cs.span(t, j))] = j
+		cs.byText = &textIndex{}
+	}
+	return cs.byText.find(len(cs.entries), func(j int) []byte { return cs.span(t, j) }, func(j int) bool { return cs.valid[j] != nil }, text)
+}
+
+// textIndex finds, among n texts (span(j) for the j where ok(j)), the
+// last one equal to a text, by a hash of each: a map keyed by the texts
+// themselves copied all of them — the whole policy — at the first changed
+// group (a sixth of a one-rule load's CPU).
+type textIndex struct {
+	seed maphash.Seed
+	last map[uint64]int // hash -> the last j with it
+}
+
+// textHash hashes texts for textIndex (tests force collisions).
+var textHash = maphash.Bytes
+
+func (x *textIndex) find(n int, span func(int) []byte, ok func(int) bool, text []byte) int {
+	if x.last == nil {
+		x.seed = maphash.MakeSeed()
+		x.last = make(map[uint64]int, n)
+		for j := range n {
+			if ok(j) {
+				x.last[textHash(x.seed, span(j))] = j
 			}
 		}
 	}
-	if j, ok := cs.byText[string(text)]; ok {
+	j, found := x.last[textHash(x.seed, text)]
+	if !found {
+		return -1
+	}
+	if bytes.Equal(text, span(j)) {
 		return j
+	}
+	for j := n - 1; j >= 0; j-- { // another text of the same hash
+		if ok(j) && bytes.Equal(text, span(j)) {
+			return j
+		}
 	}
 	return -1
 }
@@ -308,14 +337,19 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 		return nil
 	}
 	st.counts = make([]int, len(seq.Content))
-	total := 1 // the document node
-	countNodes(root, 0, 1<<30, &total)
-	st.header = total
+	st.header = 1 + treeSize(root, seq) // the document node, and the rest outside the groups
 	st.colls = make([]*collState, len(seq.Content))
 	for i, n := range seq.Content {
-		countNodes(n, 2, 1<<30, &st.counts[i])
-		st.header -= st.counts[i]
-		st.colls[i] = newCollState(st.span(i), st.entries[i].line, n, &f.RuleCollectionGroups[i])
+		cs := newCollState(st.span(i), st.entries[i].line, n, &f.RuleCollectionGroups[i])
+		st.colls[i] = cs
+		if cs == nil {
+			st.counts[i] = treeSize(n, nil)
+			continue
+		}
+		st.counts[i] = cs.header
+		for _, c := range cs.counts {
+			st.counts[i] += c
+		}
 	}
 	st.setGroups(p, r.built, r)
 	st.trim()
@@ -328,6 +362,14 @@ func newLoadState(name string, data []byte, lim Limits, f *File, root *yaml.Node
 func (st *loadState) trim() {
 	root := *st.root
 	root.Content = slices.Clone(root.Content)
+	for i, n := range root.Content {
+		// Copies: the parser allocates nodes (and Content slices) in
+		// slabs, and one kept node of a slab would keep its neighbours —
+		// the list's node with every group under it — from the collector.
+		if i != st.seqKey {
+			root.Content[i] = shiftLines(n, 0)
+		}
+	}
 	seq := *root.Content[st.seqKey]
 	seq.Content = nil
 	root.Content[st.seqKey] = &seq
@@ -358,17 +400,9 @@ func (st *loadState) find(text []byte, i int) int {
 		return i
 	}
 	if st.byText == nil {
-		st.byText = make(map[string]int, len(st.entries))
-		for j := range st.entries {
-			if st.groups[j] != nil {
-				st.byText[string(st.span(j))] = j
-			}
-		}
+		st.byText = &textIndex{}
 	}
-	if j, ok := st.byText[string(text)]; ok {
-		return j
-	}
-	return -1
+	return st.byText.find(len(st.entries), st.span, func(j int) bool { return st.groups[j] != nil }, text)
 }
 
 // shiftGroup returns a copy of g, its collections and rules with their
@@ -533,6 +567,23 @@ func countNodes(n *yaml.Node, depth, max int, visits *int) bool {
 	})
 }
 
+// treeSize is the number of nodes walkTree visits from n (countNodes
+// without its limits, in one pass), not counting the nodes under skip:
+// newLoadState counted each group's nodes three times over.
+func treeSize(n, skip *yaml.Node) int {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return 1 + treeSize(n.Alias, skip)
+	}
+	c := 1
+	if n == skip {
+		return c
+	}
+	for _, k := range n.Content {
+		c += treeSize(k, skip)
+	}
+	return c
+}
+
 // shiftLines returns a copy of the tree n with its lines moved by delta.
 func shiftLines(n *yaml.Node, delta int) *yaml.Node {
 	c := *n
@@ -577,6 +628,7 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 	r := &groupReuse{tags: old.tags, old: reused, colls: map[int][]collReuse{}}
 	total := old.header
 	var src string
+	var sc *scratch
 	kept, keptColls := 0, 0
 	for i, e := range entries {
 		eEnd := end
@@ -595,8 +647,9 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		}
 		if src == "" {
 			src = string(data)
+			sc = &scratch{fp: fastParser{data: data, src: src}}
 		}
-		if node, count, cs, cr, k, ok := old.partialGroup(data, src, e, eEnd, i, name, lim); ok {
+		if node, count, cs, cr, k, ok := old.partialGroup(data, sc, e, eEnd, i, name, lim); ok {
 			nodes[i], counts[i], colls[i] = node, count, cs
 			wgs[i] = WireGroup{Name: old.file.RuleCollectionGroups[i].Name, Priority: old.file.RuleCollectionGroups[i].Priority, RuleCollections: cs.wire}
 			cs.wire = nil // set from wgs[i] below
@@ -605,7 +658,7 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 			keptColls += k
 			continue
 		}
-		p := &fastParser{ok: true, data: data, src: src}
+		p := sc.parser()
 		if !p.split(data[e.start:eEnd], e.line) || len(p.lines) == 0 {
 			return nil, false
 		}
@@ -625,7 +678,7 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 		if w.shapeErrors || len(errs) > 0 {
 			return nil, false
 		}
-		if err := nodes[i].Decode(&wgs[i]); err != nil {
+		if !sc.wd.groupOr(nodes[i], &wgs[i]) {
 			return nil, false
 		}
 		colls[i] = newCollState(data[e.start:eEnd], e.line, nodes[i], &wgs[i])
@@ -674,6 +727,23 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 
 var wireCollectionType = reflect.TypeOf(WireCollection{})
 
+// scratch is what the parsers and decoders of the changed groups and
+// collections of one incremental load share: their slabs (a parser and a
+// decoder for each of them allocated slabs for hundreds of nodes and
+// lists: another 10,000-rule policy of the same shape, 400 collections,
+// took 40 MB of them).
+type scratch struct {
+	fp fastParser
+	wd wireDecoder
+}
+
+// parser returns the fast parser, ready for another part of the text.
+func (sc *scratch) parser() *fastParser {
+	p := &sc.fp
+	p.ok, p.i, p.lines, p.stack = true, 0, p.lines[:0], p.stack[:0]
+	return p
+}
+
 // partialGroup parses group i of data (entry e, ending at eEnd), whose
 // text differs from every reusable group's, reusing the collections of
 // the last text's group i whose text is unchanged: when the group's text
@@ -683,7 +753,7 @@ var wireCollectionType = reflect.TypeOf(WireCollection{})
 // collections' state (wire: the wire collections, reused ones with their
 // names, kinds, priorities and actions only), the collections to reuse and
 // how many; false when it cannot.
-func (old *loadState) partialGroup(data []byte, src string, e entrySpan, eEnd, i int, name string, lim Limits) (*yaml.Node, int, *collState, []collReuse, int, bool) {
+func (old *loadState) partialGroup(data []byte, sc *scratch, e entrySpan, eEnd, i int, name string, lim Limits) (*yaml.Node, int, *collState, []collReuse, int, bool) {
 	if i >= len(old.colls) || old.colls[i] == nil {
 		return nil, 0, nil, nil, 0, false
 	}
@@ -715,7 +785,7 @@ func (old *loadState) partialGroup(data []byte, src string, e entrySpan, eEnd, i
 			kept++
 			continue
 		}
-		p := &fastParser{ok: true, data: data, src: src}
+		p := sc.parser()
 		if !p.split(data[e.start+ce.start:e.start+cEnd], e.line+ce.line) || len(p.lines) == 0 {
 			return nil, 0, nil, nil, 0, false
 		}
@@ -735,7 +805,7 @@ func (old *loadState) partialGroup(data []byte, src string, e entrySpan, eEnd, i
 		if w.shapeErrors || len(errs) > 0 {
 			return nil, 0, nil, nil, 0, false
 		}
-		if err := nodes[k].Decode(&cs.wire[k]); err != nil {
+		if !sc.wd.collectionOr(nodes[k], &cs.wire[k]) {
 			return nil, 0, nil, nil, 0, false
 		}
 	}

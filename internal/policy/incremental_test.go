@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -354,4 +355,54 @@ func FuzzLoader(f *testing.F) {
 		ld.Load("p.yaml", a, opts)
 		sameLoad(t, ld, b, opts)
 	})
+}
+
+// TestLoadStateCounts: the node counts a Loader keeps (treeSize, one
+// pass) are walkTree's, as checkTree counts them.
+func TestLoadStateCounts(t *testing.T) {
+	for _, doc := range []string{incrementalSeed, groupsPolicyYAML(4, 3, 2), bigPolicyYAML(60)} {
+		var ld Loader
+		if _, err := ld.Load("p.yaml", []byte(doc), Options{ServiceTags: ServiceTags{}}); err != nil {
+			t.Fatal(err)
+		}
+		st := ld.prev
+		tree, ok := parseFastYAML([]byte(doc))
+		if st == nil || !ok {
+			t.Fatal("no state, or not on the fast path")
+		}
+		total := 0
+		countNodes(tree, 0, 1<<30, &total)
+		sum := st.header
+		seq := tree.Content[0].Content[st.seqKey]
+		for i, n := range seq.Content {
+			want := 0
+			countNodes(n, 2, 1<<30, &want)
+			if st.counts[i] != want {
+				t.Errorf("group %d: %d nodes, walkTree %d", i, st.counts[i], want)
+			}
+			sum += st.counts[i]
+			if cs := st.colls[i]; cs != nil {
+				csum := cs.header
+				for _, c := range cs.counts {
+					csum += c
+				}
+				if csum != want {
+					t.Errorf("group %d: collections and header %d nodes, walkTree %d", i, csum, want)
+				}
+			}
+		}
+		if sum != total {
+			t.Errorf("%d nodes in all, walkTree %d", sum, total)
+		}
+	}
+}
+
+// TestLoaderHashCollisions: with every text of the same hash, a Loader
+// still finds the unchanged groups and collections (moved ones too) and
+// loads what Load loads.
+func TestLoaderHashCollisions(t *testing.T) {
+	textHash = func(maphash.Seed, []byte) uint64 { return 1 }
+	defer func() { textHash = maphash.Bytes }()
+	TestLoaderEqualsLoad(t)
+	TestLoaderReusesCollections(t)
 }

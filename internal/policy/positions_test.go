@@ -87,3 +87,42 @@ ruleCollectionGroups:
 		}
 	}
 }
+
+// TestCursorSameAsLookup: a cursor's look-ups are Positions.Lookup's, on
+// every policy of the corpus and on documents whose keys hold dots and
+// brackets (where a longer path may take another key: the cursor then
+// walks from the root).
+func TestCursorSameAsLookup(t *testing.T) {
+	docs := pathCorpus(t)
+	docs["weird1"] = []byte("ruleCollectionGroups:\n  - name: g\n    ruleCollections:\n      - name: c\n        rules: [{name: a}, {name: b}]\n        rules[1]: {name: x}\n")
+	docs["weird2"] = []byte("ruleCollectionGroups[0].ruleCollections[0].rules: [{name: x}]\nruleCollectionGroups:\n  - ruleCollections:\n      - rules: [{name: a}]\n")
+	docs["weird3"] = []byte("ruleCollectionGroups:\n  - ruleCollections[0].rules: [{name: x}, {name: y}]\n    ruleCollections:\n      - rules: [{name: a}, {name: b}]\n")
+	docs["weird4"] = []byte("ruleCollectionGroups: &g\n  - ruleCollections:\n      - rules: [{name: a}]\nipGroups: {a.b: [x]}\n")
+	checked, differ := 0, 0
+	for name, data := range docs {
+		_, pos, _ := DecodeYAML(name, data)
+		if pos == nil || pos.root == nil {
+			continue
+		}
+		for g := range 3 {
+			gp := item("ruleCollectionGroups", g)
+			for c := range 3 {
+				cp := item(gp+".ruleCollections", c)
+				at := pos.cursor(cp)
+				for r := range 4 {
+					for _, path := range []string{item(cp+".rules", r), item(cp+".rules", r) + ".name", cp + ".name", cp + "x", cp + "[0]"} {
+						got, want := at.Lookup(path), pos.Lookup(path)
+						if got != want {
+							t.Fatalf("%s: %s: cursor %v, Lookup %v", name, path, got, want)
+						}
+						if !at.ok {
+							differ++
+						}
+						checked++
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d look-ups, %d of them from the root", checked, differ)
+}

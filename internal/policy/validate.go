@@ -272,7 +272,7 @@ func (v *validator) groupChecks(wg *WireGroup, gi int, gp string, groupNames map
 	} else {
 		groupNames[strings.ToLower(wg.Name)] = gi
 	}
-	if v.priority(gp+".priority", wg.Priority, "rule collection group "+quote(wg.Name)) {
+	if v.priority(gp+".priority", wg.Priority, named("rule collection group", wg.Name)) {
 		if prev, dup := groupPrios[wg.Priority]; dup {
 			v.errorf(gp+".priority", "rule collection group %q: priority %d is already used by %q", wg.Name, wg.Priority, f.RuleCollectionGroups[prev].Name)
 		} else {
@@ -299,7 +299,7 @@ func sortErrors(l ErrorList) {
 
 func quote(s string) string { return strconv.Quote(s) }
 
-func (v *validator) priority(path string, prio int, what string) bool {
+func (v *validator) priority(path string, prio int, what subject) bool {
 	if prio < 100 || prio > 65000 {
 		if prio == 0 {
 			v.keyOrValue(path, "%s: missing priority (100-65000)", what)
@@ -367,23 +367,22 @@ func (v *validator) loadServiceTags(f *File, opts Options) {
 			v.keyErrorf(path, "service tag %q is defined by the base policy %q: a child policy cannot change what its base policy's rules match", name, v.base.Name)
 			continue
 		}
-		set := v.plainAddrs(path, f.ServiceTagDefinitions[name], "service tag "+quote(name))
+		set := v.plainAddrs(path, f.ServiceTagDefinitions[name], named("service tag", name))
 		v.tags[strings.ToLower(name)] = set
 	}
 }
 
 // plainAddrs parses a list of IPs, CIDRs and ranges (no names).
-func (v *validator) plainAddrs(path string, list []string, what string) AddrSet {
+func (v *validator) plainAddrs(path string, list []string, what subject) AddrSet {
 	var b AddrSetBuilder
 	for i, a := range list {
-		ip := fmt.Sprintf("%s[%d]", path, i)
 		tok, err := ParseAddrToken(a, &b)
 		if err != nil {
-			v.errorf(ip, "%s: %v", what, err)
+			v.errorf(item(path, i), "%s: %v", what, err)
 			continue
 		}
 		if tok == TokenName {
-			v.errorf(ip, "%s: %q is not an IP address, CIDR or range", what, a)
+			v.errorf(item(path, i), "%s: %q is not an IP address, CIDR or range", what, a)
 		}
 	}
 	return b.Build()
@@ -411,7 +410,7 @@ func (v *validator) buildIPGroups(f *File) {
 			v.keyErrorf(path, "IP group %q is defined by the base policy %q: a child policy uses it as it is and cannot redefine it", name, v.base.Name)
 			continue
 		}
-		set := v.plainAddrs(path, f.IPGroups[name], "IP group "+quote(name))
+		set := v.plainAddrs(path, f.IPGroups[name], named("IP group", name))
 		v.ipGroups[strings.ToLower(name)] = &set
 	}
 }
@@ -465,7 +464,7 @@ func (v *validator) threatIntel(f *File, p *Policy) {
 		v.errorf("threatIntel.mode", "threatIntel.mode must be Off, Alert or Deny, not %q", ti.Mode)
 	}
 	if al := ti.Allowlist; al != nil {
-		p.ThreatIntel.AllowAddresses = v.plainAddrs("threatIntel.allowlist.ipAddresses", al.IPAddresses, "threat-intel allowlist")
+		p.ThreatIntel.AllowAddresses = v.plainAddrs("threatIntel.allowlist.ipAddresses", al.IPAddresses, subject{kind: "threat-intel allowlist"})
 		for i, s := range al.FQDNs {
 			pat, err := ParseFQDNPattern(s)
 			if err != nil {
@@ -532,7 +531,7 @@ func (v *validator) dns(f *File, p *Policy) {
 
 func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collection {
 	c := &Collection{Name: wc.Name, Priority: wc.Priority, Group: g, Pos: v.pos.Lookup(cp)}
-	what := "rule collection " + quote(wc.Name)
+	what := named("rule collection", wc.Name)
 	if wc.Name == "" {
 		v.errorf(cp, "rule collection: missing name")
 	}
@@ -557,9 +556,10 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		v.errorf(cp+".action", "%s: a %s collection's action must be Allow or Deny, not DNAT", what, c.Kind)
 	}
 	names := map[string]int{}
+	at := v.pos.cursor(cp)
 	for ri := range wc.Rules {
 		wr := &wc.Rules[ri]
-		rp := fmt.Sprintf("%s.rules[%d]", cp, ri)
+		rp := item(cp+".rules", ri)
 		if wr.Name == "" {
 			v.errorf(rp, "rule in collection %q: missing name", wc.Name)
 		} else if prev, dup := names[strings.ToLower(wr.Name)]; dup {
@@ -567,7 +567,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		} else {
 			names[strings.ToLower(wr.Name)] = ri
 		}
-		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: v.pos.Lookup(rp)}
+		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: at.Lookup(rp)}
 		switch c.Kind {
 		case KindNetwork:
 			v.networkRule(wr, rp, r)
@@ -581,44 +581,71 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 	return c
 }
 
-// notAllowed reports fields set on a rule that its kind does not have.
-func (v *validator) notAllowed(rp string, kind Kind, fields map[string]bool) {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
+// setField is a field of a rule and whether the rule sets it.
+type setField struct {
+	name string
+	set  bool
+}
+
+// notAllowed reports, in the order of their names, fields set on a rule
+// that its kind does not have.
+func (v *validator) notAllowed(rp string, kind Kind, fields ...setField) {
+	var keys []string
+	for _, f := range fields {
+		if f.set {
+			keys = append(keys, f.name)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if fields[k] {
-			v.keyErrorf(rp+"."+k, "field %s is not allowed in a %s rule", k, kind)
-		}
+		v.keyErrorf(rp+"."+k, "field %s is not allowed in a %s rule", k, kind)
 	}
 }
 
-func (v *validator) sources(wr *WireRule, rp, what string, r *Rule) {
+// subject names what a message is about — a kind and, when named, its
+// quoted name ("network rule \"r\"") — built only when a message is: a
+// 10,000-rule policy built a string per rule for messages it never had.
+type subject struct {
+	kind, name string
+	named      bool
+}
+
+func named(kind, name string) subject { return subject{kind: kind, name: name, named: true} }
+
+func (s subject) String() string {
+	if !s.named {
+		return s.kind
+	}
+	return s.kind + " " + quote(s.name)
+}
+
+// item is the path of list item i ("path[i]").
+func item(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
+
+func (v *validator) sources(wr *WireRule, rp string, what subject, r *Rule) {
 	if len(wr.SourceAddresses) == 0 && len(wr.SourceIPGroups) == 0 {
 		v.errorf(rp, "%s: needs sourceAddresses or sourceIpGroups", what)
 	}
 	var b AddrSetBuilder
-	v.addrs(&b, rp+".sourceAddresses", wr.SourceAddresses, what, true)
-	v.groups(&b, rp+".sourceIpGroups", wr.SourceIPGroups, what)
+	v.addrs(&b, rp, ".sourceAddresses", wr.SourceAddresses, what, true)
+	v.groups(&b, rp, ".sourceIpGroups", wr.SourceIPGroups, what)
 	r.Source = b.Build()
 }
 
-// addrs adds address tokens; names are service tags when tagsOK.
-func (v *validator) addrs(b *AddrSetBuilder, path string, list []string, what string, tagsOK bool) {
+// addrs adds address tokens of the list at rp+field; names are service
+// tags when tagsOK.
+func (v *validator) addrs(b *AddrSetBuilder, rp, field string, list []string, what subject, tagsOK bool) {
 	for i, a := range list {
-		ip := fmt.Sprintf("%s[%d]", path, i)
 		tok, err := ParseAddrToken(a, b)
 		if err != nil {
-			v.errorf(ip, "%s: %v", what, err)
+			v.errorf(item(rp+field, i), "%s: %v", what, err)
 			continue
 		}
 		if tok != TokenName {
 			continue
 		}
 		if !tagsOK {
-			v.errorf(ip, "%s: %q is not an IP address (service tags are not allowed here)", what, a)
+			v.errorf(item(rp+field, i), "%s: %q is not an IP address (service tags are not allowed here)", what, a)
 			continue
 		}
 		set, ok := v.tags.Lookup(a)
@@ -627,34 +654,34 @@ func (v *validator) addrs(b *AddrSetBuilder, path string, list []string, what st
 			if v.tagsFrom != "" {
 				from = "not in " + v.tagsFrom + " nor in serviceTagDefinitions"
 			}
-			v.errorf(ip, "%s: unknown service tag %q: %s", what, a, from)
+			v.errorf(item(rp+field, i), "%s: unknown service tag %q: %s", what, a, from)
 			continue
 		}
 		b.AddSet(&set)
 	}
 }
 
-func (v *validator) groups(b *AddrSetBuilder, path string, list []string, what string) {
+func (v *validator) groups(b *AddrSetBuilder, rp, field string, list []string, what subject) {
 	for i, name := range list {
 		set, ok := v.ipGroups[strings.ToLower(name)]
 		if !ok {
-			v.errorf(fmt.Sprintf("%s[%d]", path, i), "%s: unknown IP group %q (define it under ipGroups:)", what, name)
+			v.errorf(item(rp+field, i), "%s: unknown IP group %q (define it under ipGroups:)", what, name)
 			continue
 		}
 		b.AddSet(set)
 	}
 }
 
-func (v *validator) ports(path string, list []string, what string, single bool) []PortRange {
+func (v *validator) ports(rp, field string, list []string, what subject, single bool) []PortRange {
 	var out []PortRange
 	for i, s := range list {
 		pr, err := ParsePortRange(s)
 		if err != nil {
-			v.errorf(fmt.Sprintf("%s[%d]", path, i), "%s: %v", what, err)
+			v.errorf(item(rp+field, i), "%s: %v", what, err)
 			continue
 		}
 		if single && pr.Lo != pr.Hi {
-			v.errorf(fmt.Sprintf("%s[%d]", path, i), "%s: a DNAT rule takes single ports, not %q", what, s)
+			v.errorf(item(rp+field, i), "%s: a DNAT rule takes single ports, not %q", what, s)
 			continue
 		}
 		out = append(out, pr)
@@ -716,9 +743,9 @@ func MergePorts(in []PortRange) []PortRange {
 	return out
 }
 
-func (v *validator) protocols(path string, list []string, what string, icmpOK bool) Proto {
+func (v *validator) protocols(rp string, list []string, what subject, icmpOK bool) Proto {
 	if len(list) == 0 {
-		v.errorf(strings.TrimSuffix(path, ".protocols"), "%s: needs protocols", what)
+		v.errorf(rp, "%s: needs protocols", what)
 		return 0
 	}
 	var p Proto
@@ -729,7 +756,7 @@ func (v *validator) protocols(path string, list []string, what string, icmpOK bo
 			if !icmpOK {
 				allowed = "TCP, UDP or Any"
 			}
-			v.errorf(fmt.Sprintf("%s[%d]", path, i), "%s: protocol must be %s, not %q", what, allowed, s)
+			v.errorf(item(rp+".protocols", i), "%s: protocol must be %s, not %q", what, allowed, s)
 			continue
 		}
 		p |= x
@@ -741,29 +768,26 @@ func (v *validator) protocols(path string, list []string, what string, icmpOK bo
 }
 
 func (v *validator) networkRule(wr *WireRule, rp string, r *Rule) {
-	what := "network rule " + quote(wr.Name)
-	v.notAllowed(rp, KindNetwork, map[string]bool{
-		"targetFqdns": len(wr.TargetFQDNs) > 0, "fqdnTags": len(wr.FQDNTags) > 0,
-		"translatedAddress": wr.TranslatedAddress != "", "translatedFqdn": wr.TranslatedFQDN != "", "translatedPort": wr.TranslatedPort != "",
-	})
-	r.Protocols = v.protocols(rp+".protocols", wr.Protocols, what, true)
+	what := named("network rule", wr.Name)
+	v.notAllowed(rp, KindNetwork, setField{"targetFqdns", len(wr.TargetFQDNs) > 0}, setField{"fqdnTags", len(wr.FQDNTags) > 0},
+		setField{"translatedAddress", wr.TranslatedAddress != ""}, setField{"translatedFqdn", wr.TranslatedFQDN != ""}, setField{"translatedPort", wr.TranslatedPort != ""})
+	r.Protocols = v.protocols(rp, wr.Protocols, what, true)
 	v.sources(wr, rp, what, r)
 	if len(wr.DestinationAddresses) == 0 && len(wr.DestinationIPGroups) == 0 && len(wr.DestinationFQDNs) == 0 {
 		v.errorf(rp, "%s: needs destinationAddresses, destinationIpGroups or destinationFqdns", what)
 	}
 	var b AddrSetBuilder
-	v.addrs(&b, rp+".destinationAddresses", wr.DestinationAddresses, what, true)
-	v.groups(&b, rp+".destinationIpGroups", wr.DestinationIPGroups, what)
+	v.addrs(&b, rp, ".destinationAddresses", wr.DestinationAddresses, what, true)
+	v.groups(&b, rp, ".destinationIpGroups", wr.DestinationIPGroups, what)
 	r.Destination = b.Build()
 	for i, s := range wr.DestinationFQDNs {
-		ip := fmt.Sprintf("%s.destinationFqdns[%d]", rp, i)
 		if strings.Contains(s, "*") {
-			v.errorf(ip, "%s: wildcard FQDN %q is not allowed in a network rule (use an application rule)", what, s)
+			v.errorf(item(rp+".destinationFqdns", i), "%s: wildcard FQDN %q is not allowed in a network rule (use an application rule)", what, s)
 			continue
 		}
 		n, err := NormalizeFQDN(s)
 		if err != nil {
-			v.errorf(ip, "%s: bad FQDN %q: %v", what, s, err)
+			v.errorf(item(rp+".destinationFqdns", i), "%s: bad FQDN %q: %v", what, s, err)
 			continue
 		}
 		r.DestinationFQDNs = append(r.DestinationFQDNs, n)
@@ -771,16 +795,14 @@ func (v *validator) networkRule(wr *WireRule, rp string, r *Rule) {
 	if len(wr.DestinationPorts) == 0 {
 		v.errorf(rp, "%s: needs destinationPorts (use '*' for all)", what)
 	}
-	r.DestinationPorts = v.ports(rp+".destinationPorts", wr.DestinationPorts, what, false)
+	r.DestinationPorts = v.ports(rp, ".destinationPorts", wr.DestinationPorts, what, false)
 }
 
 func (v *validator) applicationRule(wr *WireRule, rp string, r *Rule) {
-	what := "application rule " + quote(wr.Name)
-	v.notAllowed(rp, KindApplication, map[string]bool{
-		"destinationAddresses": len(wr.DestinationAddresses) > 0, "destinationIpGroups": len(wr.DestinationIPGroups) > 0,
-		"destinationFqdns": len(wr.DestinationFQDNs) > 0, "destinationPorts": len(wr.DestinationPorts) > 0,
-		"translatedAddress": wr.TranslatedAddress != "", "translatedFqdn": wr.TranslatedFQDN != "", "translatedPort": wr.TranslatedPort != "",
-	})
+	what := named("application rule", wr.Name)
+	v.notAllowed(rp, KindApplication, setField{"destinationAddresses", len(wr.DestinationAddresses) > 0}, setField{"destinationIpGroups", len(wr.DestinationIPGroups) > 0},
+		setField{"destinationFqdns", len(wr.DestinationFQDNs) > 0}, setField{"destinationPorts", len(wr.DestinationPorts) > 0},
+		setField{"translatedAddress", wr.TranslatedAddress != ""}, setField{"translatedFqdn", wr.TranslatedFQDN != ""}, setField{"translatedPort", wr.TranslatedPort != ""})
 	if len(wr.Protocols) == 0 {
 		v.errorf(rp, "%s: needs protocols (e.g. Http:80, Https:443)", what)
 	}
@@ -857,22 +879,19 @@ func ParseAppProtocol(s string) (AppProtocol, error) {
 }
 
 func (v *validator) natRule(wr *WireRule, rp string, r *Rule) {
-	what := "DNAT rule " + quote(wr.Name)
-	v.notAllowed(rp, KindDNAT, map[string]bool{
-		"targetFqdns": len(wr.TargetFQDNs) > 0, "fqdnTags": len(wr.FQDNTags) > 0,
-		"destinationFqdns": len(wr.DestinationFQDNs) > 0, "destinationIpGroups": len(wr.DestinationIPGroups) > 0,
-	})
-	r.Protocols = v.protocols(rp+".protocols", wr.Protocols, what, false)
+	what := named("DNAT rule", wr.Name)
+	v.notAllowed(rp, KindDNAT, setField{"targetFqdns", len(wr.TargetFQDNs) > 0}, setField{"fqdnTags", len(wr.FQDNTags) > 0},
+		setField{"destinationFqdns", len(wr.DestinationFQDNs) > 0}, setField{"destinationIpGroups", len(wr.DestinationIPGroups) > 0})
+	r.Protocols = v.protocols(rp, wr.Protocols, what, false)
 	v.sources(wr, rp, what, r)
 	if len(wr.DestinationAddresses) == 0 {
 		v.errorf(rp, "%s: needs destinationAddresses (the firewall's public IP)", what)
 	}
 	var b AddrSetBuilder
 	for i, a := range wr.DestinationAddresses {
-		ip := fmt.Sprintf("%s.destinationAddresses[%d]", rp, i)
 		addr, err := netip.ParseAddr(strings.TrimSpace(a))
 		if err != nil {
-			v.errorf(ip, "%s: destination must be an IP address (the firewall's public IP), not %q", what, a)
+			v.errorf(item(rp+".destinationAddresses", i), "%s: destination must be an IP address (the firewall's public IP), not %q", what, a)
 			continue
 		}
 		b.AddRange(addr.Unmap(), addr.Unmap())
@@ -881,7 +900,7 @@ func (v *validator) natRule(wr *WireRule, rp string, r *Rule) {
 	if len(wr.DestinationPorts) == 0 {
 		v.errorf(rp, "%s: needs destinationPorts", what)
 	}
-	r.DestinationPorts = v.ports(rp+".destinationPorts", wr.DestinationPorts, what, true)
+	r.DestinationPorts = v.ports(rp, ".destinationPorts", wr.DestinationPorts, what, true)
 	switch {
 	case wr.TranslatedAddress == "" && wr.TranslatedFQDN == "":
 		v.errorf(rp, "%s: needs translatedAddress or translatedFqdn", what)
