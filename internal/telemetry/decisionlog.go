@@ -344,11 +344,10 @@ func (l *DecisionLog) Log(r Record) {
 	}
 }
 
-// LogRecord is Log for a record the caller owns and reuses (the kernel's
-// flow log builds every line in one buffer): the observers see r itself,
-// so nothing is copied to the heap; the queue keeps a copy. It never
-// blocks.
-func (l *DecisionLog) LogRecord(r *Record) {
+// admit stamps r's time if it has none, shows r to the observers and
+// applies the rate limit (counting what it refuses): whether r goes on
+// to be written.
+func (l *DecisionLog) admit(r *Record) bool {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
@@ -359,6 +358,17 @@ func (l *DecisionLog) LogRecord(r *Record) {
 	}
 	if !l.allow(r.Time.UnixNano()) {
 		l.limited.Add(1)
+		return false
+	}
+	return true
+}
+
+// LogRecord is Log for a record the caller owns and reuses (the kernel's
+// flow log builds every line in one buffer): the observers see r itself,
+// so nothing is copied to the heap; the queue keeps a copy. It never
+// blocks.
+func (l *DecisionLog) LogRecord(r *Record) {
+	if !l.admit(r) {
 		return
 	}
 	select {
@@ -457,16 +467,7 @@ func (l *DecisionLog) Lines() *Lines { return &Lines{l: l} }
 // queues r as LogRecord does and returns false.
 func (w *Lines) Admit(r *Record) bool {
 	l := w.l
-	if r.Time.IsZero() {
-		r.Time = time.Now().UTC()
-	}
-	if obs := l.observers.Load(); obs != nil {
-		for _, f := range *obs {
-			f(r)
-		}
-	}
-	if !l.allow(r.Time.UnixNano()) {
-		l.limited.Add(1)
+	if !l.admit(r) {
 		return false
 	}
 	if l.onWrite != nil {
