@@ -67,6 +67,9 @@ const (
 	loopPumpRound = 64      // reads or writes of one direction before others get a turn
 	maxSpliceSize = 1 << 20 // as Go's own splice
 	loopPipePool  = 64
+	// maxAcceptBatch is the most connections accept takes per listener
+	// event.
+	maxAcceptBatch = 16
 	// deferAcceptSeconds is the listener's TCP_DEFER_ACCEPT (startLoops):
 	// the kernel turns it into one SYN-ACK retransmission.
 	deferAcceptSeconds = 1
@@ -619,16 +622,18 @@ func (l *loop) shutdown() {
 	l.release()
 }
 
-// accept takes one waiting connection (the listener is level-triggered
-// and shared by the loops: whichever loop accepts, serves). One per event:
-// if more are waiting, the next epoll_wait reports the listener again at
-// no extra cost, whereas accepting until EAGAIN costs a failing accept4
-// per wake-up.
+// accept takes the waiting connections, up to maxAcceptBatch (the
+// listener is level-triggered and shared by the loops: whichever loop
+// accepts, serves; more than that are reported again by the next
+// epoll_wait). Taking one per event, to save the accept4 that finds the
+// queue empty, left a standing queue under load: connections arrive while
+// a round runs, so each waited in the accept queue for as many rounds as
+// there were connections before it (docs/benchmarks.md).
 func (l *loop) accept() {
 	if l.paused != 0 {
 		return
 	}
-	for range 32 {
+	for range maxAcceptBatch {
 		var rsa unix.RawSockaddrAny
 		size := uint32(unsafe.Sizeof(rsa))
 		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(l.lnfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
@@ -648,7 +653,6 @@ func (l *loop) accept() {
 			return
 		}
 		l.newConn(int(r), sockaddrAddrPort(&rsa))
-		return
 	}
 }
 
