@@ -189,19 +189,8 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-// runDelay is the time pid's threads waited on a run queue
-// (/proc/PID/task/*/schedstat, second field).
+// runDelay is the time pid's threads waited on a run queue.
 func runDelay(pid int) time.Duration {
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	var n int64
-	for _, t := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		var run, wait int64
-		fmt.Sscan(string(data), &run, &wait)
-		n += wait
-	}
-	return time.Duration(n)
+	_, wait := benchkit.ProcSchedstat(pid)
+	return wait
 }

@@ -230,21 +230,30 @@ func ProcCPU(pid int) time.Duration {
 // exact, where /proc/PID/stat's user and system times come in 10 ms
 // ticks); 0 for pid 0 or a process that is gone.
 func ProcRunTime(pid int) time.Duration {
+	run, _ := ProcSchedstat(pid)
+	return run
+}
+
+// ProcSchedstat returns the time process pid's threads that are alive now
+// have run on a CPU and have waited on a run queue so far
+// (/proc/PID/task/*/schedstat's first two fields); 0s for pid 0 or a
+// process that is gone.
+func ProcSchedstat(pid int) (run, wait time.Duration) {
 	if pid == 0 {
-		return 0
+		return 0, 0
 	}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	var n int64
 	for _, t := range tasks {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			continue
 		}
-		var ns int64
-		fmt.Sscan(string(data), &ns)
-		n += ns
+		var r, w int64
+		fmt.Sscan(string(data), &r, &w)
+		run += time.Duration(r)
+		wait += time.Duration(w)
 	}
-	return time.Duration(n)
+	return run, wait
 }
 
 // ProcCtxSwitches returns the context switches (voluntary and not) of
