@@ -57,6 +57,10 @@ type classifier struct {
 	memo   map[string][]string
 	seqs   map[string]string
 	leaves map[string]string // leaf content -> chain
+	keyBuf []byte            // leaf's key
+	// partition's buffers (its events, the port sort's, its pieces)
+	evBuf, portBuf []event
+	pieceBuf       []shapePiece
 	cost   map[string]int    // chain -> largest number of leaf rules a flow meets in it
 }
 
@@ -258,30 +262,48 @@ func (cl *classifier) newChain(kind string) *Chain {
 }
 
 func (cl *classifier) leaf(es []*entry, used uint8) string {
+	// The key is made in one reused buffer after the tree's head (with a
+	// cache), and the full key (appendLeafDecisions) after it: one string for both
+	// (the keys were a tenth of a large compile's allocation).
+	b := cl.keyBuf[:0]
+	withCache := cl.c.cache != nil && cl.c.building != nil
+	if withCache {
+		b = append(b, cl.c.leafHead...)
+	}
+	head := len(b)
 	// What the rules test and do: their rules, and their intervals in
 	// the fields still tested.
-	var key []byte
 	for _, e := range es {
-		key = strconv.AppendInt(key, int64(e.rule), 10)
-		key = append(append(key, '/'), e.fqdnSet...)
+		b = strconv.AppendInt(b, int64(e.rule), 10)
+		b = append(append(b, '/'), e.fqdnSet...)
 		for _, f := range cl.fields {
 			if used&(1<<f) == 0 {
 				for _, iv := range e.iv[f] {
-					key = appendIvl(append(key, '/'), iv)
+					b = appendIvl(append(b, '/'), iv)
 				}
 			}
-			key = append(key, '|')
+			b = append(b, '|')
 		}
-		key = append(key, '\n')
+		b = append(b, '\n')
 	}
+	end := len(b)
+	cl.keyBuf = b
 	// Leaves with the same rules (the copies of one rule made by expand,
 	// once the field they differ in was dispatched on) are one chain.
-	if name, ok := cl.leaves[string(key)]; ok {
+	if name, ok := cl.leaves[string(b[head:end])]; ok {
 		return name
 	}
-	full := cl.c.leafKey(key, es) // treecache.go
+	var full, key string
+	if withCache {
+		b = cl.c.appendLeafDecisions(b, es) // treecache.go
+		cl.keyBuf = b
+		full = string(b)
+		key = full[head:end]
+	} else {
+		key = string(b[head:end])
+	}
 	if name := cl.c.reuseLeaf(full); name != "" {
-		cl.leaves[string(key)] = name
+		cl.leaves[key] = name
 		cl.c.rs.Stats.Leaves += len(es)
 		cl.cost[name] = len(es)
 		return name
@@ -303,7 +325,7 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 	}
 	ch := cl.newChain("_leaf")
 	ch.Rules = rules
-	cl.leaves[string(key)] = ch.Name
+	cl.leaves[key] = ch.Name
 	cl.c.rs.Stats.Leaves += len(es)
 	cl.cost[ch.Name] = len(es)
 	cl.c.builtLeaf(full, ch)
@@ -444,9 +466,10 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []shape
 	}
 	var evs []event
 	if f == fieldPort && n >= portSortMin {
-		evs = portEvents(es, fmax, n)
+		evs, cl.portBuf = portEvents(es, fmax, n, cl.evBuf, cl.portBuf)
+		cl.evBuf = evs
 	} else {
-		evs = make([]event, 0, n)
+		evs = slices.Grow(cl.evBuf[:0], n)
 		for k, e := range es {
 			ivs := e.iv[f]
 			if ivs == nil {
@@ -464,7 +487,12 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []shape
 		// list of active entries changes at its end (many rules share a
 		// port).
 		slices.SortFunc(evs, eventCmp)
+		cl.evBuf = evs
 	}
+	// The pieces are made in a reused buffer and copied once to a slice
+	// of their size (the partitions were a tenth of a large compile's
+	// allocation, most of it the growing of the pieces).
+	pieces = cl.pieceBuf[:0]
 	var active []int
 	distinct := map[string]bool{}
 	materialized := 0
@@ -505,10 +533,15 @@ func (cl *classifier) partition(es []*entry, f field, limit int) (pieces []shape
 			cost += len(members)
 		}
 		if cost > limit || materialized > 8*limit {
+			cl.pieceBuf = pieces[:0]
 			return nil, 0, 0, false
 		}
 	}
-	return pieces, cost, maxSize, true
+	cl.pieceBuf = pieces[:0]
+	if len(pieces) == 0 {
+		return nil, cost, maxSize, true
+	}
+	return slices.Clone(pieces), cost, maxSize, true
 }
 
 // eventCmp is partition's order of events.
@@ -539,8 +572,11 @@ const portSortMin = 2048
 // then additions by rising one — stay so within each port. (For the
 // root of a large tree the comparison sort was most of a one-rule
 // compile's partitions.)
-func portEvents(es []*entry, fmax u128, n int) []event {
-	in := make([]event, 0, n)
+//
+// buf and in are buffers for the events (the result) and the unsorted
+// events; it returns the result and in.
+func portEvents(es []*entry, fmax u128, n int, buf, in []event) ([]event, []event) {
+	in = slices.Grow(in[:0], n)
 	for k := len(es) - 1; k >= 0; k-- {
 		for _, iv := range es[k].iv[fieldPort] {
 			if iv.hi != fmax {
@@ -564,12 +600,12 @@ func portEvents(es []*entry, fmax u128, n int) []event {
 	for i := 1; i < len(start); i++ {
 		start[i] += start[i-1]
 	}
-	out := make([]event, len(in))
+	out := slices.Grow(buf[:0], len(in))[:len(in)]
 	for _, ev := range in {
 		out[start[ev.pos.lo]] = ev
 		start[ev.pos.lo]++
 	}
-	return out
+	return out, in
 }
 
 func sameMembers(m []int32, active []int) bool {

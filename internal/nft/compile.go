@@ -59,7 +59,6 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 		counters: map[string]int{},
 		// About a chain (and a name) per rule.
 		counted: make(map[string]string, len(m.Rules(policy.KindNetwork))),
-		chains:  make(map[string]*Chain, len(m.Rules(policy.KindNetwork))),
 		cache:   cache,
 	}
 	pre := c.baseChain("prerouting", HookPrerouting, "nat", -100, "accept")
@@ -133,7 +132,6 @@ type compiler struct {
 	interned map[string]string // set contents -> set name
 	counters map[string]int    // name prefix -> next number
 	counted  map[string]string // names made by name -> their prefix
-	chains   map[string]*Chain // by name
 
 	// The classifier tree being built: its decision chains and interned
 	// sets are its own (a tree is built as if it were the only one, so
@@ -178,20 +176,17 @@ func (c *compiler) tag(t LogTag) LogTag {
 func (c *compiler) baseChain(name string, hook Hook, typ string, prio int, pol string) *Chain {
 	ch := &Chain{Name: name, Hook: hook, Type: typ, Priority: prio, Policy: pol}
 	c.rs.Chains = append(c.rs.Chains, ch)
-	c.chains[name] = ch
 	return ch
 }
 
 // dropChain takes ch (the last chain of its name) out of the ruleset.
 func (c *compiler) dropChain(ch *Chain) {
 	c.rs.Chains = slices.DeleteFunc(c.rs.Chains, func(x *Chain) bool { return x == ch })
-	delete(c.chains, ch.Name)
 }
 
 func (c *compiler) chain(name string) *Chain {
 	ch := &Chain{Name: name}
 	c.rs.Chains = append(c.rs.Chains, ch)
-	c.chains[name] = ch
 	return ch
 }
 

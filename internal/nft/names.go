@@ -55,32 +55,48 @@ const hashSize = sha256.Size
 // nameRuleset is nameByContent, where the chains and sets named in final
 // already have their final names (their sums are final's values: a
 // classifier tree of the previous compile, treecache.go); it returns the
-// namer, whose chainTo, setTo and sums hold every name.
+// namer, whose chains, sets and sums hold every name.
 func nameRuleset(rs *Ruleset, counted map[string]string, final map[string][hashSize]byte) (*namer, error) {
 	// The objects already named (final) stay out of the namer's maps:
 	// a lookup in final finds them (at 10,000 rules a one-rule change
 	// reuses nearly every chain and set).
 	fresh := max(0, len(rs.Chains)+len(rs.Sets)-len(final))
 	n := &namer{
-		rs:       rs,
-		counted:  counted,
-		named:    final,
-		chains:   make(map[string]*Chain, fresh),
-		sets:     make(map[string]*Set, fresh),
-		chainTo:  make(map[string]string, fresh),
-		setTo:    make(map[string]string, fresh),
-		sums:     make(map[string][sha256.Size]byte, fresh),
-		visiting: map[string]bool{},
-		visitSet: map[string]bool{},
+		rs:      rs,
+		counted: counted,
+		named:   final,
+		chains:  make(map[string]*nameRec, fresh),
+		sets:    make(map[string]*nameRec, fresh),
+		sums:    make(map[string][sha256.Size]byte, fresh),
 	}
+	// One record per object, in one block: a chain's record holds what
+	// the maps chainTo and visiting held (one lookup where there were
+	// three; naming was a tenth of a large compile).
+	recs := make([]nameRec, 0, fresh)
 	for _, c := range rs.Chains {
 		if !n.isFinal(c.Name) {
-			n.chains[c.Name] = c
+			if r := n.chains[c.Name]; r != nil {
+				r.chain = c
+				continue
+			}
+			if len(recs) == cap(recs) {
+				recs = make([]nameRec, 0, 64)
+			}
+			recs = append(recs, nameRec{chain: c})
+			n.chains[c.Name] = &recs[len(recs)-1]
 		}
 	}
 	for _, s := range rs.Sets {
 		if !n.isFinal(s.Name) {
-			n.sets[s.Name] = s
+			if r := n.sets[s.Name]; r != nil {
+				r.set = s
+				continue
+			}
+			if len(recs) == cap(recs) {
+				recs = make([]nameRec, 0, 64)
+			}
+			recs = append(recs, nameRec{set: s})
+			n.sets[s.Name] = &recs[len(recs)-1]
 		}
 	}
 	for _, c := range rs.Chains {
@@ -145,17 +161,22 @@ func nameRuleset(rs *Ruleset, counted map[string]string, final map[string][hashS
 }
 
 type namer struct {
-	rs       *Ruleset
-	counted  map[string]string
-	chains   map[string]*Chain
-	sets     map[string]*Set
-	chainTo  map[string]string // provisional -> final name
-	setTo    map[string]string
-	sums     map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
-	named    map[string][hashSize]byte    // the names already final (reused) -> their sums
-	buf      []byte
-	visiting map[string]bool // chains
-	visitSet map[string]bool
+	rs      *Ruleset
+	counted map[string]string
+	chains  map[string]*nameRec          // provisional name -> the chain and its final name
+	sets    map[string]*nameRec          // the same for sets
+	sums    map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
+	named   map[string][hashSize]byte    // the names already final (reused) -> their sums
+	buf     []byte
+}
+
+// nameRec is a chain or set to name: the object, its final name once
+// named, and whether it is being named (a chain that leads back to itself).
+type nameRec struct {
+	chain    *Chain
+	set      *Set
+	to       string
+	visiting bool
 }
 
 func (n *namer) final(kind, old string, content []byte) (string, error) {
@@ -185,23 +206,24 @@ func (n *namer) final(kind, old string, content []byte) (string, error) {
 
 // chain returns the final name of the regular chain named old.
 func (n *namer) chain(old string) (string, error) {
-	if to, ok := n.chainTo[old]; ok {
-		return to, nil
-	}
-	if n.isFinal(old) {
-		return old, nil
-	}
-	c := n.chains[old]
-	if c == nil {
+	rec := n.chains[old]
+	if rec == nil {
+		if n.isFinal(old) {
+			return old, nil
+		}
 		return "", fmt.Errorf("ruleset: unknown chain %q", old)
 	}
+	if rec.to != "" {
+		return rec.to, nil
+	}
+	c := rec.chain
 	if c.Hook != HookNone {
 		return old, nil
 	}
-	if n.visiting[old] {
+	if rec.visiting {
 		return "", fmt.Errorf("ruleset: chain %s leads back to itself", old)
 	}
-	n.visiting[old] = true
+	rec.visiting = true
 	if err := n.rewriteRules(c); err != nil {
 		return "", err
 	}
@@ -219,26 +241,27 @@ func (n *namer) chain(old string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	n.chainTo[old] = to
+	rec.to = to
 	return to, nil
 }
 
 // set returns the final name of the set named old.
 func (n *namer) set(old string) (string, error) {
-	if to, ok := n.setTo[old]; ok {
-		return to, nil
-	}
-	if n.isFinal(old) {
-		return old, nil
-	}
-	s := n.sets[old]
-	if s == nil {
+	rec := n.sets[old]
+	if rec == nil {
+		if n.isFinal(old) {
+			return old, nil
+		}
 		return "", fmt.Errorf("ruleset: unknown set %q", old)
 	}
-	if n.visitSet[old] {
+	if rec.to != "" {
+		return rec.to, nil
+	}
+	s := rec.set
+	if rec.visiting {
 		return "", fmt.Errorf("ruleset: set %s leads back to itself", old)
 	}
-	n.visitSet[old] = true
+	rec.visiting = true
 	for i, e := range s.Elems {
 		if e.Chain != "" {
 			to, err := n.chain(e.Chain)
@@ -263,7 +286,7 @@ func (n *namer) set(old string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	n.setTo[old] = to
+	rec.to = to
 	return to, nil
 }
 
@@ -275,16 +298,16 @@ func (n *namer) isFinal(name string) bool {
 
 // chainName is the final name of a named chain (its own when final).
 func (n *namer) chainName(name string) string {
-	if to, ok := n.chainTo[name]; ok {
-		return to
+	if r := n.chains[name]; r != nil && r.to != "" {
+		return r.to
 	}
 	return name
 }
 
 // setName is the final name of a named set (its own when final).
 func (n *namer) setName(name string) string {
-	if to, ok := n.setTo[name]; ok {
-		return to
+	if r := n.sets[name]; r != nil && r.to != "" {
+		return r.to
 	}
 	return name
 }

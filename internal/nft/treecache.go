@@ -95,7 +95,7 @@ type cachedTree struct {
 // building it again would make before it (its interned sets and decision
 // chains), under their final names, and the sums of all the names it
 // refers to. A tree that is built again takes the leaves whose key it
-// finds (leafKey) instead of making and naming them.
+// finds (appendLeafDecisions) instead of making and naming them.
 type cachedLeaf struct {
 	chain  *Chain
 	sets   []*Set
@@ -270,14 +270,14 @@ func (c *compiler) keep(n *namer) {
 			l := &cachedLeaf{chain: ch, sums: make([]nameSum, 1, 1+len(bl.sets)+len(bl.chains))}
 			l.sums[0] = n.nameSum(ch.Name)
 			for _, name := range bl.sets {
-				s := n.sets[name]
+				s := n.sets[name].set
 				l.sums = append(l.sums, n.nameSum(s.Name))
 				if s.Kind == SetPlain { // interned; FQDN sets are not the tree's
 					l.sets = append(l.sets, s)
 				}
 			}
 			for _, name := range bl.chains {
-				d := n.chains[name]
+				d := n.chains[name].chain
 				l.sums = append(l.sums, n.nameSum(d.Name))
 				l.chains = append(l.chains, d)
 			}
@@ -391,7 +391,7 @@ func (x *ruleRec) same(r *match.Rule) bool {
 		x.name == r.Policy.Name && x.coll == r.Policy.Collection.Name && x.group == r.Policy.Collection.Group.Name
 }
 
-// keyedLeaf is a cached leaf and its key (leafKey).
+// keyedLeaf is a cached leaf and its key (appendLeafDecisions).
 type keyedLeaf struct {
 	key string
 	l   *cachedLeaf
@@ -414,18 +414,15 @@ func (c *compiler) treeHead(fam family, proto uint8) []byte {
 	return appendStr(b, c.rs.LogLimit.Name())
 }
 
-// leafKey is everything a leaf of the tree being built is made from: the
-// tree's head, the leaf's key within the tree (classifier.leaf) and what
-// its entries' decisions say. "" without a cache.
-func (c *compiler) leafKey(key []byte, es []*entry) string {
-	if c.cache == nil || c.building == nil {
-		return ""
-	}
-	b := append(append([]byte(nil), c.leafHead...), key...)
+// appendLeafDecisions appends to b, the tree's head (treeHead) and a
+// leaf's key within the tree (classifier.leaf), what its entries'
+// decisions say: everything a leaf of the tree being built is made from
+// (its full key, the cache's key of the leaf).
+func (c *compiler) appendLeafDecisions(b []byte, es []*entry) []byte {
 	for _, e := range es {
 		b = c.appendDecisionKey(b, e)
 	}
-	return string(b)
+	return b
 }
 
 // appendDecisionKey appends what e's decision and comments are made of.
@@ -445,7 +442,7 @@ func (c *compiler) appendDecisionKey(b []byte, e *entry) []byte {
 	return b
 }
 
-// reuseLeaf puts the last compile's leaf of key full (leafKey) and what
+// reuseLeaf puts the last compile's leaf of key full (appendLeafDecisions) and what
 // comes before it in the ruleset and returns its name; "" when there is
 // none.
 func (c *compiler) reuseLeaf(full string) string {
