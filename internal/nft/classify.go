@@ -61,7 +61,7 @@ type classifier struct {
 	// partition's buffers (its events, the port sort's, its pieces)
 	evBuf, portBuf []event
 	pieceBuf       []shapePiece
-	cost   map[string]int    // chain -> largest number of leaf rules a flow meets in it
+	cost           map[string]int // chain -> largest number of leaf rules a flow meets in it
 }
 
 // entry is one rule of the classifier: a network rule for one family and
