@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Names by content.
@@ -41,13 +42,18 @@ const contentVersion = "cw-content-2\n"
 const hashLen = 16
 
 // nameByContent renames rs's chains (but the base chains) and sets after
-// their content, and the references to them. counted maps the provisional
-// names the compiler numbered (compiler.name) to their prefix, which
-// replaces the number. Chains or sets of the same content become one.
-func nameByContent(rs *Ruleset, counted map[string]string) error {
-	_, err := nameRuleset(rs, counted, nil)
+// their content, and the references to them. The prefix of a provisional
+// name the compiler numbered (compiler.name: prefix, provisionalSep and a
+// number) replaces the number. Chains or sets of the same content become
+// one.
+func nameByContent(rs *Ruleset) error {
+	_, err := nameRuleset(rs, nil)
 	return err
 }
+
+// provisionalSep separates the prefix of a provisional name from its
+// number; no other name has it.
+const provisionalSep = "#"
 
 // hashSize is the size of a content hash.
 const hashSize = sha256.Size
@@ -56,18 +62,17 @@ const hashSize = sha256.Size
 // already have their final names (their sums are final's values: a
 // classifier tree of the previous compile, treecache.go); it returns the
 // namer, whose chains, sets and sums hold every name.
-func nameRuleset(rs *Ruleset, counted map[string]string, final map[string][hashSize]byte) (*namer, error) {
+func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	// The objects already named (final) stay out of the namer's maps:
 	// a lookup in final finds them (at 10,000 rules a one-rule change
 	// reuses nearly every chain and set).
 	fresh := max(0, len(rs.Chains)+len(rs.Sets)-len(final))
 	n := &namer{
-		rs:      rs,
-		counted: counted,
-		named:   final,
-		chains:  make(map[string]*nameRec, fresh),
-		sets:    make(map[string]*nameRec, fresh),
-		sums:    make(map[string][sha256.Size]byte, fresh),
+		rs:     rs,
+		named:  final,
+		chains: make(map[string]*nameRec, fresh),
+		sets:   make(map[string]*nameRec, fresh),
+		sums:   make(map[string][sha256.Size]byte, fresh),
 	}
 	// One record per object, in one block: a chain's record holds what
 	// the maps chainTo and visiting held (one lookup where there were
@@ -161,13 +166,12 @@ func nameRuleset(rs *Ruleset, counted map[string]string, final map[string][hashS
 }
 
 type namer struct {
-	rs      *Ruleset
-	counted map[string]string
-	chains  map[string]*nameRec          // provisional name -> the chain and its final name
-	sets    map[string]*nameRec          // the same for sets
-	sums    map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
-	named   map[string][hashSize]byte    // the names already final (reused) -> their sums
-	buf     []byte
+	rs     *Ruleset
+	chains map[string]*nameRec          // provisional name -> the chain and its final name
+	sets   map[string]*nameRec          // the same for sets
+	sums   map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
+	named  map[string][hashSize]byte    // the names already final (reused) -> their sums
+	buf    []byte
 }
 
 // nameRec is a chain or set to name: the object, its final name once
@@ -180,8 +184,10 @@ type nameRec struct {
 }
 
 func (n *namer) final(kind, old string, content []byte) (string, error) {
-	prefix, ok := n.counted[old]
-	if !ok {
+	var prefix string
+	if i := strings.LastIndex(old, provisionalSep); i >= 0 {
+		prefix = old[:i]
+	} else {
 		prefix = stripHash(old)
 	}
 	sum := sha256.Sum256(content)

@@ -99,7 +99,7 @@ func TestNamesByContent(t *testing.T) {
 	}
 	// Renaming a named ruleset changes nothing.
 	before := b.String()
-	if err := nameByContent(b, nil); err != nil {
+	if err := nameByContent(b); err != nil {
 		t.Fatal(err)
 	}
 	if b.String() != before {

@@ -233,7 +233,7 @@ func withThreatIntel(rs *Ruleset, t *ThreatIntel) (*Ruleset, error) {
 			next.Chains[i] = &nc
 		}
 	}
-	if err := nameByContent(&next, nil); err != nil {
+	if err := nameByContent(&next); err != nil {
 		return nil, err
 	}
 	return &next, nil
