@@ -344,3 +344,74 @@ func TestPortEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestRankedEvents: partition's integer sort of events (rankedEvents)
+// gives the comparison order (eventCmp) on every field of both families,
+// for a tree's entries and for subsets of them (a node's): one to three
+// intervals per entry, wildcards, intervals ending at the field's last
+// value, shared bounds.
+func TestRankedEvents(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for round := range 24 {
+		fam := []family{ipv4, ipv6}[round%2]
+		f := []field{fieldSrc, fieldDst, fieldPort}[round/2%3]
+		fmax := fieldMax(fam, f)
+		var es []*entry
+		for range 300 + r.IntN(2000) {
+			e := &entry{}
+			if r.IntN(20) > 0 {
+				lo := u128{r.Uint64() & fmax.hi, uint64(r.IntN(5000))}
+				if f != fieldPort && r.IntN(2) == 0 {
+					lo.lo = r.Uint64() & fmax.lo &^ 0xffff
+				}
+				for range 1 + r.IntN(3) {
+					hi := u128{lo.hi, min(lo.lo+uint64(r.IntN(40)), fmax.lo)}
+					if r.IntN(50) == 0 {
+						hi = fmax
+					}
+					e.iv[f] = append(e.iv[f], ivl{lo, hi})
+					if hi.lo >= fmax.lo-100 {
+						break
+					}
+					lo = u128{hi.hi, hi.lo + 1 + uint64(r.IntN(3))}
+				}
+			}
+			es = append(es, e)
+		}
+		cl := newClassifier(nil, fam, protoTCP, len(es))
+		for k, e := range es {
+			e.id = k
+		}
+		cl.all = es
+		for sub := range 3 {
+			node := es
+			if sub > 0 {
+				node = nil
+				for _, e := range es {
+					if r.IntN(3) == 0 {
+						node = append(node, e)
+					}
+				}
+			}
+			var want []event
+			n := 0
+			for k, e := range node {
+				ivs := e.iv[f]
+				if ivs == nil {
+					ivs = []ivl{{u128{}, fmax}}
+				}
+				for _, iv := range ivs {
+					want = append(want, event{iv.lo, true, k})
+					if iv.hi != fmax {
+						want = append(want, event{iv.hi.next(), false, k})
+					}
+				}
+				n += 2 * max(1, len(e.iv[f]))
+			}
+			slices.SortFunc(want, eventCmp)
+			if got := cl.rankedEvents(node, f, n); !slices.Equal(got, want) {
+				t.Fatalf("round %d (family %d field %d) subset %d: the integer sort differs from the comparison sort", round, fam, f, sub)
+			}
+		}
+	}
+}
