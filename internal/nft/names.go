@@ -278,6 +278,9 @@ func (n *namer) set(old string) (string, error) {
 		}
 	}
 	b := append(n.buf[:0], contentVersion...)
+	// A map's elements, grown once (a dispatch map of 100,000 elements
+	// grew this buffer, megabytes, by doubling).
+	b = slices.Grow(b, 64+len(s.Comment)+len(s.FQDN)+len(s.Elems)*(4*8+1+len(old)+hashLen))
 	b = append(b, "set\n"...)
 	b = append(b, byte(s.Kind), byte(s.Family), byte(s.Field))
 	b = appendStr(b, s.Comment)
