@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -89,10 +88,6 @@ type loop struct {
 	block bool
 	ep    *os.File
 	rc    syscall.RawConn
-	// tid: the thread that has the loop's short scheduler slice
-	// (shortSlice); 0 before the first blocking wait, or when another
-	// loop took the thread over (under sliced's lock).
-	tid atomic.Int64
 
 	base    time.Time
 	now     int64 // nanoseconds since base, read once per round
@@ -451,7 +446,6 @@ func (l *loop) wait() int {
 // interrupts it with EINTR; the loop then returns to Go code, where the
 // goroutine can be preempted.
 func (l *loop) blockingWait() int {
-	l.shortSlice()
 	timeout := int(max(0, (l.sweep-l.now+int64(time.Millisecond)-1)/int64(time.Millisecond)))
 	if len(l.conns) == 0 && l.paused == 0 {
 		// No connections: the next one usually comes soon under load;
@@ -625,7 +619,6 @@ func (l *loop) shutdown() {
 			fn()
 		}
 	}
-	l.dropSlice() // the thread goes back to the runtime
 	l.release()
 }
 
@@ -1559,89 +1552,4 @@ func reserveProcs(n int) {
 	defer loopProcs.Unlock()
 	loopProcs.reserved += n
 	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)+n))
-}
-
-// loopSlice is the scheduler slice (sched_attr.sched_runtime, EEVDF's
-// requested slice, Linux 6.12 and later; ignored before) a blocking
-// loop's thread asks for. A loop runs in short bursts (a few to a few
-// tens of µs per round) and waits for the network in between; with the
-// default slice (0.75 ms × (1 + log2 CPUs)) a woken loop queued behind a
-// busy thread waits for that thread's slice, and the connections the
-// loop serves wait with it. A short requested slice gives the woken loop
-// an early deadline, so it preempts a longer-slice thread (the kernel's
-// PREEMPT_SHORT) instead; its share of the CPU (its weight) is unchanged.
-const loopSlice = 100 * time.Microsecond
-
-// shortSlice gives the thread running the loop loopSlice, and the thread
-// that had it before (the goroutine moves between threads when the
-// runtime preempts it, or parks it in idleWait) the default slice again,
-// unless another loop runs there now. One gettid per blocking wait; best
-// effort.
-func (l *loop) shortSlice() {
-	tid := unix.Gettid()
-	if int64(tid) == l.tid.Load() {
-		return
-	}
-	sliced.Lock()
-	defer sliced.Unlock()
-	if sliced.by == nil {
-		sliced.by = map[int]*loop{}
-	}
-	l.dropSliceLocked()
-	l.tid.Store(int64(tid))
-	if o := sliced.by[tid]; o != nil {
-		// Another loop ran here and has not moved on yet: the thread has
-		// the slice already, and that loop must not take it away.
-		o.tid.Store(0)
-		sliced.by[tid] = l
-		return
-	}
-	if setSlice(tid, loopSlice) == nil {
-		sliced.by[tid] = l
-	}
-}
-
-// dropSlice gives the loop's thread the default slice again (shutdown).
-func (l *loop) dropSlice() {
-	sliced.Lock()
-	l.dropSliceLocked()
-	sliced.Unlock()
-}
-
-func (l *loop) dropSliceLocked() {
-	tid := int(l.tid.Load())
-	if tid != 0 && sliced.by[tid] == l {
-		delete(sliced.by, tid)
-		if unix.Tgkill(unix.Getpid(), tid, 0) == nil { // still a thread of this process
-			setSlice(tid, 0)
-		}
-	}
-	l.tid.Store(0)
-}
-
-// sliced: which loop set the short slice of a thread (by thread id), so
-// that a loop leaving a thread does not take it from another loop that
-// runs there now.
-var sliced struct {
-	sync.Mutex
-	by map[int]*loop
-}
-
-// setSlice sets thread tid's requested scheduler slice (0: the default),
-// keeping its policy and nice value. A thread with the short slice has
-// SCHED_FLAG_RESET_ON_FORK too, so that the threads the runtime starts
-// from it get the default slice, not the loop's.
-func setSlice(tid int, slice time.Duration) error {
-	a, err := unix.SchedGetAttr(tid, 0)
-	if err != nil {
-		return err
-	}
-	if a.Policy != unix.SCHED_NORMAL && a.Policy != unix.SCHED_BATCH {
-		return nil // a real-time or deadline policy set by the operator: leave it
-	}
-	a.Flags, a.Runtime, a.Deadline, a.Period = 0, uint64(slice), 0, 0
-	if slice > 0 {
-		a.Flags = unix.SCHED_FLAG_RESET_ON_FORK
-	}
-	return unix.SchedSetAttr(tid, a, 0)
 }

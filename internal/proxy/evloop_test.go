@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -586,62 +585,4 @@ func TestLoopAcceptsQueuedConnections(t *testing.T) {
 	if st := p.Stats(); st.Active != 3+maxAcceptBatch+2 {
 		t.Errorf("%d connections counted active; want %d", st.Active, 3+maxAcceptBatch+2)
 	}
-}
-
-// TestLoopShortSlice: a blocking loop's thread asks the kernel for a
-// short scheduler slice (loopSlice, sched_attr.sched_runtime: Linux 6.12
-// and later), and only that thread — one per loop while the proxy runs,
-// none once it has closed (the thread goes back to the runtime with the
-// default slice). Skipped where the kernel does not keep the value.
-func TestLoopShortSlice(t *testing.T) {
-	if !blockingLoops() {
-		t.Skip("loops park on the runtime's poller (GODEBUG asyncpreemptoff or CW_PROXY_PARKED_LOOPS)")
-	}
-	runtime.LockOSThread()
-	tid := unix.Gettid()
-	err := setSlice(tid, loopSlice)
-	a, gerr := unix.SchedGetAttr(tid, 0)
-	setSlice(tid, 0)
-	runtime.UnlockOSThread()
-	if err != nil || gerr != nil || a.Runtime != uint64(loopSlice) {
-		t.Skipf("the kernel does not keep a requested slice (set: %v, get: %v)", err, gerr)
-	}
-	short := func() (n int) {
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, task := range tasks {
-			tid, _ := strconv.Atoi(task.Name())
-			if a, err := unix.SchedGetAttr(tid, 0); err == nil && a.Runtime == uint64(loopSlice) {
-				n++
-			}
-		}
-		return n
-	}
-	f := newFixture(t)
-	cfg := f.config(t, f.good.addr)
-	cfg.Loops = 1
-	cfg.HelloTimeout = 30 * time.Second
-	e := startProxy(t, cfg)
-	if _, err := tlsGet(t, e.addr, "ok.test"); err != nil {
-		t.Fatal(err)
-	}
-	// A client that sent part of its ClientHello keeps the loop in
-	// epoll_wait (a loop with no connections parks on the runtime's
-	// poller, where its thread may serve other goroutines).
-	c, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte{0x16, 0x03, 0x01}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the partial hello accepted", func() bool { return e.p.Stats().Active == 1 })
-	// The loop sets it before it blocks; moved to another thread by the
-	// runtime, it moves it along at its next wait.
-	waitFor(t, "one thread with the short slice", func() bool { return short() == 1 })
-	e.p.Close()
-	waitFor(t, "no thread with the short slice after Close", func() bool { return short() == 0 })
 }
