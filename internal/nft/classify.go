@@ -84,6 +84,11 @@ type entry struct {
 	// eid is the id of everything a subtree is built from of the entry
 	// (its intervals' ids, rule, FQDN set and decision; subtree.go).
 	eid uint32
+	// What eid was made from that can change without the entry: the
+	// cache's subEpoch, its log generation and its FQDN set's content.
+	eidEpoch  uint64
+	eidLogGen uint32
+	eidFQDN   string
 }
 
 // Tuning of the classifier, measured on the 10,000-rule policy of the

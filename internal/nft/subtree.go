@@ -290,11 +290,19 @@ func (cl *classifier) replaySeq(ch *Chain, names []string) string {
 
 // addSums makes the final names of s known to the namer as final.
 func (c *compiler) addSums(s []nameSum) {
-	if c.reused == nil {
-		c.reused = map[string][hashSize]byte{}
-	}
+	c.reusing()
 	for _, x := range s {
 		c.reused[x.name] = x.sum
+	}
+}
+
+// reusing makes c.reused, as large as the last compile's.
+func (c *compiler) reusing() {
+	if c.reused == nil {
+		c.cache.mu.Lock()
+		n := c.cache.reusedLen
+		c.cache.mu.Unlock()
+		c.reused = make(map[string][hashSize]byte, n)
 	}
 }
 
@@ -311,8 +319,18 @@ func (c *compiler) entryIDs(l []*entry) {
 		c.cache.eidIV = c.cache.ivEpoch
 		c.cache.eidGen++
 	}
+	epoch := c.cache.subEpoch()
 	var b []byte
 	for _, e := range l {
+		gen := c.tag(e.tag).Gen
+		var fqdnc string
+		if e.fqdnSet != "" {
+			fqdnc = c.fqdnComments[e.fqdnSet]
+		}
+		if e.eidEpoch == epoch && e.eidLogGen == gen && e.eidFQDN == fqdnc {
+			continue // an entry of the last compile (ruleRec) with the same decision
+		}
+		e.eidEpoch, e.eidLogGen, e.eidFQDN = epoch, gen, fqdnc
 		b = b[:0]
 		for f := range numFields {
 			b = binary.AppendUvarint(b, uint64(e.fid[f]))

@@ -58,6 +58,7 @@ type Cache struct {
 	eids          map[string]uint32
 	eidIV, eidGen uint32
 	subHits       int // subtrees replayed: for the tests
+	reusedLen     int // the size of the last compile's compiler.reused
 
 	hits, built, leafHits, shapeHits, partHits, ruleHits int // trees reused and built, leaves, shapes, partitions and rules' entries reused: for the tests
 }
@@ -188,9 +189,7 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 		if t != nil {
 			c.rs.Chains = append(c.rs.Chains, t.chains...)
 			c.rs.Sets = append(c.rs.Sets, t.sets...)
-			if c.reused == nil {
-				c.reused = make(map[string][hashSize]byte, len(t.sums))
-			}
+			c.reusing() // subtree.go
 			for _, x := range t.sums {
 				c.reused[x.name] = x.sum
 			}
@@ -331,6 +330,7 @@ func (c *compiler) keep(n *namer) {
 	c.cache.mu.Lock()
 	c.cache.trees = trees
 	c.cache.leaves = leaves
+	c.cache.reusedLen = len(c.reused)
 	c.cache.rules = c.ruleRecs
 	c.cache.ruleHits += c.ruleHits
 	c.cache.mu.Unlock()
@@ -494,9 +494,7 @@ func (c *compiler) reuseLeaf(full string) string {
 	}
 	c.rs.Sets = append(c.rs.Sets, l.sets...)
 	c.rs.Chains = append(append(c.rs.Chains, l.chains...), l.chain)
-	if c.reused == nil {
-		c.reused = map[string][hashSize]byte{}
-	}
+	c.reusing() // subtree.go
 	for _, x := range l.sums {
 		c.reused[x.name] = x.sum
 	}
