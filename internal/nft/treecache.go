@@ -207,16 +207,18 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	if c.cache != nil {
 		c.leafHead = head
 		c.shapeIDs(fam, proto, l, bt)
-		c.entryIDs(l) // subtree.go
-		bt.subsEpoch = c.cache.subEpoch()
-		if last != nil && last.subsEpoch == c.cache.subEpoch() {
-			bt.oldSubs = last.subs
+		if len(l) <= subtreeMax {
+			c.entryIDs(l) // subtree.go
+			bt.subsEpoch = c.cache.subEpoch()
+			if last != nil && last.subsEpoch == c.cache.subEpoch() {
+				bt.oldSubs = last.subs
+			}
 		}
 	}
 	c.decided = make(map[string]string, len(l))
 	c.treeInterned = map[string]string{}
 	cl := newClassifier(c, fam, proto, len(l))
-	if c.cache != nil {
+	if c.cache != nil && len(l) <= subtreeMax {
 		cl.memoRec = make(map[string]*subRec, len(l))
 		cl.leafRec = make(map[string]*subRec, len(l))
 		cl.seqObj = map[string]*Chain{}
