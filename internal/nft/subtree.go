@@ -30,10 +30,21 @@ import (
 // first of each name, as it does for a built tree.
 
 // subtreeMax is the most entries of a tree whose subtrees are recorded:
-// the records of a larger one cost its first build more than a change
-// saves (the flat 100,000-rule policy's tree: about 40 % more CPU and
-// 50 MB more per compile, docs/benchmarks.md, branch onerule).
+// the records of a larger one cost its build more than a change saves
+// (the flat 100,000-rule policy's tree: about 40 % more CPU and 50 MB
+// more per compile, docs/benchmarks.md, branch onerule).
 const subtreeMax = 1 << 15
+
+// recordSubs reports whether the build of the tree of entries l records
+// its subtrees: when the tree is not too large and at least half of the
+// compile's network rules are the last compile's (ruleRec), as in an
+// apply that changes a few rules. A first compile or one that replaces
+// the policy records nothing (recording costs a build of the 10,000-rule
+// policy about 15 % more CPU); the first small change builds the records
+// for the next.
+func (c *compiler) recordSubs(l []*entry) bool {
+	return len(l) <= subtreeMax && c.ruleHits > 0 && 2*c.ruleHits >= len(c.ruleRecs)
+}
 
 // Kinds of record.
 const (

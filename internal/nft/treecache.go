@@ -207,7 +207,7 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	if c.cache != nil {
 		c.leafHead = head
 		c.shapeIDs(fam, proto, l, bt)
-		if len(l) <= subtreeMax {
+		if c.recordSubs(l) {
 			c.entryIDs(l) // subtree.go
 			bt.subsEpoch = c.cache.subEpoch()
 			if last != nil && last.subsEpoch == c.cache.subEpoch() {
@@ -218,7 +218,7 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	c.decided = make(map[string]string, len(l))
 	c.treeInterned = map[string]string{}
 	cl := newClassifier(c, fam, proto, len(l))
-	if c.cache != nil && len(l) <= subtreeMax {
+	if c.cache != nil && c.recordSubs(l) {
 		cl.memoRec = make(map[string]*subRec, len(l))
 		cl.leafRec = make(map[string]*subRec, len(l))
 		cl.seqObj = map[string]*Chain{}
