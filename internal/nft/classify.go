@@ -66,6 +66,13 @@ type classifier struct {
 	all            []*entry               // the tree's entries (by id)
 	ranks          [numFields]*fieldRanks // by field, made on first use
 	cost           map[string]int         // chain -> largest number of leaf rules a flow meets in it
+	// With a cache: the record of the node build (or leaf) made last,
+	// and those of the nodes memo and leaves hold, with the sequence
+	// chains by key (subtree.go).
+	last    *subRec
+	memoRec map[string]*subRec
+	leafRec map[string]*subRec
+	seqObj  map[string]*Chain
 }
 
 // entry is one rule of the classifier: a network rule for one family and
@@ -82,6 +89,14 @@ type entry struct {
 	fid     [numFields]uint32 // its intervals' ids per field in the cache's shapes (treecache.go); 0 without a cache
 	// fidEpoch is the Cache.ivEpoch of fid (0: none).
 	fidEpoch uint32
+	// eid is the id of everything a subtree is built from of the entry
+	// (its intervals' ids, rule, FQDN set and decision; subtree.go).
+	eid uint32
+	// What eid was made from that can change without the entry: the
+	// cache's subEpoch, its log generation and its FQDN set's content.
+	eidEpoch  uint64
+	eidLogGen uint32
+	eidFQDN   string
 }
 
 // Tuning of the classifier, measured on the 10,000-rule policy of the
@@ -171,18 +186,21 @@ func memoKey(used uint8, es []*entry) string {
 
 // build returns the chains that, tried in order, classify es.
 func (cl *classifier) build(es []*entry, used uint8) []string {
+	cl.last = nil
 	es = cl.prune(es, used)
 	if len(es) == 0 {
 		return nil
 	}
 	if len(es) == 1 && cl.full(es[0], used) {
 		// Nothing left to test: go straight to the rule's decision.
-		name := cl.c.decisionChain(es[0], cl.proto)
-		cl.cost[name] = 1
-		return []string{name}
+		ch := cl.c.decisionChainOf(es[0], cl.proto)
+		cl.cost[ch.Name] = 1
+		cl.recDecision(ch) // subtree.go
+		return []string{ch.Name}
 	}
 	key := memoKey(used, es)
 	if r, ok := cl.memo[key]; ok {
+		cl.last = cl.memoRec[key]
 		return r
 	}
 	var out []string
@@ -190,6 +208,13 @@ func (cl *classifier) build(es []*entry, used uint8) []string {
 	case len(es) <= leafMax:
 		out = []string{cl.leaf(es, used)}
 	default:
+		// The last compile's subtree of the same entries, taken as it
+		// was (subtree.go).
+		sub, r := cl.subtree(es, used)
+		if r != nil {
+			out = cl.replayNode(r, es, used)
+			break
+		}
 		// How es is cut: the last compile's cut of the same intervals
 		// (treecache.go), else found now.
 		sk, sh := cl.c.shape(cl, es, used)
@@ -200,17 +225,26 @@ func (cl *classifier) build(es []*entry, used uint8) []string {
 		switch {
 		case sh.pieces != nil:
 			out = []string{cl.dispatch(sh.f, sh.piecesOf(es), used)}
+			cl.recNode(sub, sh)
 		case sh.segs != nil:
 			start := 0
-			for _, end := range sh.segs {
-				out = append(out, cl.build(es[start:end], used)...)
+			kids := cl.recKids(len(sh.segs))
+			for i, end := range sh.segs {
+				part := cl.build(es[start:end], used)
+				out = append(out, part...)
+				cl.recKid(kids, i, len(part))
 				start = end
 			}
+			cl.last = kids
+			cl.recNode(sub, sh)
 		default:
 			out = []string{cl.leaf(es, used)}
 		}
 	}
 	cl.memo[key] = out
+	if cl.memoRec != nil {
+		cl.memoRec[key] = cl.last
+	}
 	return out
 }
 
@@ -296,6 +330,10 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 	// Leaves with the same rules (the copies of one rule made by expand,
 	// once the field they differ in was dispatched on) are one chain.
 	if name, ok := cl.leaves[string(b[head:end])]; ok {
+		cl.last = nil // leafRecOf, without making the key a string when not recording
+		if cl.recording() {
+			cl.last = cl.leafRec[string(b[head:end])]
+		}
 		return name
 	}
 	var full, key string
@@ -311,6 +349,7 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 		cl.leaves[key] = name
 		cl.c.rs.Stats.Leaves += len(es)
 		cl.cost[name] = len(es)
+		cl.recLeaf(key, full, nil, cl.c.building.hit[len(cl.c.building.hit)-1].l)
 		return name
 	}
 	rules := make([]*Rule, 0, len(es))
@@ -334,6 +373,9 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 	cl.c.rs.Stats.Leaves += len(es)
 	cl.cost[ch.Name] = len(es)
 	cl.c.builtLeaf(full, ch)
+	if full != "" {
+		cl.recLeaf(key, full, cl.c.building.leaves[len(cl.c.building.leaves)-1].l, nil)
+	}
 	return ch.Name
 }
 
@@ -350,6 +392,9 @@ func (cl *classifier) seqChain(names []string) string {
 	}
 	cl.cost[ch.Name] = sum
 	cl.seqs[key] = ch.Name
+	if cl.seqObj != nil {
+		cl.seqObj[key] = ch
+	}
 	return ch.Name
 }
 
@@ -360,8 +405,10 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 		set.Family = 0
 	}
 	worst := 0
-	for _, p := range pieces {
+	rec := cl.recKids(len(pieces))
+	for i, p := range pieces {
 		kids := cl.build(p.members, used|1<<f)
+		cl.recKid(rec, i, len(kids))
 		var target string
 		switch len(kids) {
 		case 0:
@@ -370,6 +417,7 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 			target = kids[0]
 		default:
 			target = cl.seqChain(kids)
+			cl.recSeq(rec, i, kids)
 		}
 		worst = max(worst, cl.cost[target])
 		set.Elems = append(set.Elems, Elem{iv: p.iv, Chain: target})
@@ -383,6 +431,7 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 	cl.c.rs.Stats.DispatchMaps++
 	cl.c.rs.Stats.MapElements += len(set.Elems)
 	cl.cost[ch.Name] = worst
+	cl.recDispatch(rec, ch, set)
 	return ch.Name
 }
 

@@ -132,7 +132,7 @@ type compiler struct {
 	// The classifier tree being built: its decision chains and interned
 	// sets are its own (a tree is built as if it were the only one, so
 	// that Cache can reuse it; the namer makes duplicates one).
-	decided      map[string]string // decision chain's prefix -> provisional name
+	decided      map[string]*Chain // decision chain's prefix -> the chain (provisional name)
 	treeInterned map[string]string
 
 	fqdnComments map[string]string // FQDN set -> its comment (its content)
@@ -757,15 +757,20 @@ func verdictOf(e *entry, proto uint8) Stmt {
 // rule (and, for a Deny, TCP or not), shared by all its leaves; named by
 // content like the others (rule_<i>_<hash>).
 func (c *compiler) decisionChain(e *entry, proto uint8) string {
+	return c.decisionChainOf(e, proto).Name
+}
+
+// decisionChainOf is decisionChain's chain (subtree.go records it; the
+// compiler keeps no map of every chain by name).
+func (c *compiler) decisionChainOf(e *entry, proto uint8) *Chain {
 	prefix := "rule_" + strconv.Itoa(e.rule)
 	if e.deny && proto == protoTCP {
 		prefix += "_tcp"
 	}
-	name, ok := c.decided[prefix]
+	ch, ok := c.decided[prefix]
 	if !ok {
-		name = c.name(prefix)
-		c.decided[prefix] = name
-		ch := c.chain(name)
+		ch = c.chain(c.name(prefix))
+		c.decided[prefix] = ch
 		if c.cfg.LimitRuleLogs {
 			tag := c.tag(e.tag)
 			ch.add(e.comment, Counter{Name: tag.String()}, c.limitedLog(tag))
@@ -774,7 +779,7 @@ func (c *compiler) decisionChain(e *entry, proto uint8) string {
 			ch.add(e.comment, slices.Clone(c.decision(e, proto))...)
 		}
 	}
-	return name
+	return ch
 }
 
 // FQDNSetName is the name of the set that holds the addresses of family
