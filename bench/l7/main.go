@@ -67,6 +67,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,6 +176,12 @@ type sample struct {
 	// kernel's softirq work included) and the part of it ticks found in
 	// softirq (charged to no process) during the rate measurement.
 	busy, softirq time.Duration
+	// wait, selfWait: the time the proxy's threads and this process's
+	// threads spent runnable on a run queue, waiting for a CPU, during
+	// the rate measurement (/proc/PID/task/*/schedstat); threads: the
+	// proxy's threads at its end.
+	wait, selfWait time.Duration
+	threads        int
 }
 
 // peer is a proxy process started by the benchmark in fw.
@@ -326,7 +333,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 				return fmt.Errorf("round %d, %s: %w (log: %s)", round+1, s, err, logs[s])
 			}
 			results[s] = append(results[s], smp)
-			fmt.Fprintf(out, "round %d %-13s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn  %4.1f ctxsw/conn  %4.1f segs/conn  bulk CPU %4.0f µs/MB (with client and server %4.0f), %3.0f segs/MB", round+1, s, smp.connsPS, smp.mbps, perConn(smp), ctxPerConn(smp), segsPerConn(smp), perMB(smp), allPerMB(smp), float64(smp.bulkSegs)/max(smp.bulkMB, 1))
+			fmt.Fprintf(out, "round %d %-13s %7.0f conn/s  %7.1f MB/s  proxy CPU %4.0f µs/conn  %4.1f ctxsw/conn  %4.1f segs/conn  bulk CPU %4.0f µs/MB (with client and server %4.0f), %3.0f segs/MB  run-queue wait %4.0f µs/conn (clients and server %4.0f), %d threads, idle %2.0f%%, own share %2.0f%%", round+1, s, smp.connsPS, smp.mbps, perConn(smp), ctxPerConn(smp), segsPerConn(smp), perMB(smp), allPerMB(smp), float64(smp.bulkSegs)/max(smp.bulkMB, 1), waitPerConn(smp), selfWaitPerConn(smp), smp.threads, 100*smp.idle, 100*ownShare(smp))
 			if smp.fails > 0 {
 				fmt.Fprintf(out, "  (%d failed)", smp.fails)
 			}
@@ -425,6 +432,44 @@ func selfPerConn(s sample) float64 {
 
 // busyPerConn and softPerConn are the machine's busy CPU and its softirq
 // part per connection, in µs.
+// waitPerConn and selfWaitPerConn: run-queue wait (µs) per connection of
+// the proxy's threads and of the clients' and server's.
+func waitPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.wait.Microseconds()) / float64(s.conns)
+}
+
+func selfWaitPerConn(s sample) float64 {
+	if s.conns == 0 {
+		return 0
+	}
+	return float64(s.selfWait.Microseconds()) / float64(s.conns)
+}
+
+// ownShare is the share of the machine's CPU time the proxy and this
+// process (the clients and the server) used during the rate measurement:
+// 1 - idle on a quiet machine but for softirq charged to no process; with
+// other work running at a lower priority (nice), where idle is filled by
+// that work, it is what the benchmark's own processes took.
+func ownShare(s sample) float64 {
+	if s.conns == 0 || s.connsPS == 0 {
+		return 0
+	}
+	elapsed := float64(s.conns) / s.connsPS
+	return (s.cpu + s.selfCPU).Seconds() / (elapsed * float64(runtime.NumCPU()))
+}
+
+// procThreads returns how many threads process pid has (0 if gone).
+func procThreads(pid int) int {
+	if pid == 0 {
+		return 0
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return len(tasks)
+}
+
 func busyPerConn(s sample) float64 {
 	if s.conns == 0 {
 		return 0
@@ -819,6 +864,8 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	var wg sync.WaitGroup
 	cpu0, sw0, net0 := benchkit.ProcCPU(pid), benchkit.ProcCtxSwitches(pid), cl.netCounters()
 	self0 := benchkit.ProcCPU(os.Getpid())
+	_, wait0 := benchkit.ProcSchedstat(pid)
+	_, selfWait0 := benchkit.ProcSchedstat(os.Getpid())
 	busy0, idle0, soft0 := machineCPU()
 	start := time.Now()
 	deadline := start.Add(c.connDur)
@@ -847,6 +894,10 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	elapsed := time.Since(start)
 	s.cpu = benchkit.ProcCPU(pid) - cpu0
 	s.selfCPU = benchkit.ProcCPU(os.Getpid()) - self0
+	_, wait1 := benchkit.ProcSchedstat(pid)
+	_, selfWait1 := benchkit.ProcSchedstat(os.Getpid())
+	s.wait, s.selfWait = wait1-wait0, selfWait1-selfWait0
+	s.threads = procThreads(pid)
 	if busy1, idle1, soft1 := machineCPU(); busy1+idle1 > busy0+idle0 {
 		s.idle = (idle1 - idle0) / (busy1 + idle1 - busy0 - idle0)
 		s.busy, s.softirq = ticks(busy1-busy0), ticks(soft1-soft0)
@@ -945,12 +996,12 @@ func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string)
 	median := benchkit.Median
 	rate := func(s sample) float64 { return s.connsPS }
 	tput := func(s sample) float64 { return s.mbps }
-	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection | proxy CPU µs/MB in the bulk download, median | with client and server | clients and server CPU µs/connection | machine idle during the rate | machine busy µs/connection (softirq) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "\n| set-up | new TLS connections/s, median | bulk MB/s, median | proxy CPU µs/connection, median | context switches/connection | TCP segments sent by fw/connection | proxy CPU µs/MB in the bulk download, median | with client and server | clients and server CPU µs/connection | machine idle during the rate | machine busy µs/connection (softirq) | proxy run-queue wait µs/connection | clients' and server's run-queue wait µs/connection | proxy's, clients' and server's share of the machine |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range setups {
 		if len(r[s]) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f | %.0f | %.0f | %.0f | %.1f %% | %.0f (%.0f) |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)), median(get(s, perMB)), median(get(s, allPerMB)), median(get(s, selfPerConn)), 100*median(get(s, func(x sample) float64 { return x.idle })), median(get(s, busyPerConn)), median(get(s, softPerConn)))
+		fmt.Fprintf(out, "| %s | %.0f | %.1f | %.0f | %.1f | %.1f | %.0f | %.0f | %.0f | %.1f %% | %.0f (%.0f) | %.0f | %.0f | %.1f %% |\n", s, median(get(s, rate)), median(get(s, tput)), median(get(s, perConn)), median(get(s, ctxPerConn)), median(get(s, segsPerConn)), median(get(s, perMB)), median(get(s, allPerMB)), median(get(s, selfPerConn)), 100*median(get(s, func(x sample) float64 { return x.idle })), median(get(s, busyPerConn)), median(get(s, softPerConn)), median(get(s, waitPerConn)), median(get(s, selfWaitPerConn)), 100*median(get(s, ownShare)))
 	}
 	fmt.Fprintf(out, "\n| ratio (median of the per-round ratios) | connection rate | throughput | CPU per connection | CPU per MB (bulk) | with client and server | machine busy CPU per connection |\n|---|---|---|---|---|---|---|\n")
 	pair := func(num, den setup, label string) {
@@ -967,14 +1018,14 @@ func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string)
 	pair(setupClusterwall, setupForward, "clusterwall / forward")
 	pair(setupHAProxy, setupForward, "haproxy / forward")
 	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
-	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection / proxy µs per MB in the bulk / clients and server µs per connection / machine idle during the rate / machine busy µs per connection):\n")
+	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection / proxy µs per MB in the bulk / clients and server µs per connection / machine idle during the rate / machine busy µs per connection / proxy run-queue wait µs per connection / clients' and server's run-queue wait µs per connection / their and the proxy's share of the machine):\n")
 	for _, s := range setups {
 		if len(r[s]) == 0 {
 			continue
 		}
 		var parts []string
 		for _, x := range r[s] {
-			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f/%.0f/%.0f%%/%.0f", x.connsPS, x.mbps, perConn(x), perMB(x), selfPerConn(x), 100*x.idle, busyPerConn(x)))
+			parts = append(parts, fmt.Sprintf("%.0f/%.0f/%.0f/%.0f/%.0f/%.0f%%/%.0f/%.0f/%.0f/%.0f%%", x.connsPS, x.mbps, perConn(x), perMB(x), selfPerConn(x), 100*x.idle, busyPerConn(x), waitPerConn(x), selfWaitPerConn(x), 100*ownShare(x)))
 		}
 		fmt.Fprintf(out, "  %-13s %s\n", s, strings.Join(parts, "  "))
 	}

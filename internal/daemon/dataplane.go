@@ -151,11 +151,14 @@ func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) 
 		out := make([]ruleGen, len(rules))
 		kept := make([]bool, len(rules))
 		for i, r := range rules {
-			out[i] = ruleGen{ident: logIdentity(p, r.Policy), gen: gen}
-			if i < len(old) && old[i].ident == out[i].ident {
-				out[i].gen = old[i].gen
+			if i < len(old) && sameLogIdentity(old[i].ident, p, r.Policy) {
+				// The old identity's string is the new one's (no string
+				// built per rule: a one-rule apply keeps nearly all).
+				out[i] = old[i]
 				kept[i] = true
+				continue
 			}
+			out[i] = ruleGen{ident: logIdentity(p, r.Policy), gen: gen}
 		}
 		return out, kept
 	}
@@ -268,6 +271,21 @@ func logIdentity(p *policy.Policy, r *policy.Rule) string {
 		b.WriteString(strconv.Itoa(int(r.TranslatedPort)))
 	}
 	return b.String()
+}
+
+// sameLogIdentity reports whether ident is logIdentity(p, r), without
+// building the latter (TestSameLogIdentity).
+func sameLogIdentity(ident string, p *policy.Policy, r *policy.Rule) bool {
+	if r.Kind() == policy.KindDNAT {
+		return ident == logIdentity(p, r) // rare: built and compared
+	}
+	for _, s := range [...]string{p.Name, r.Collection.Group.Name, r.Collection.Name, r.Name, r.Action().String(), r.Kind().String()} {
+		if len(ident) <= len(s) || ident[:len(s)] != s || ident[len(s)] != 0 {
+			return false
+		}
+		ident = ident[len(s)+1:]
+	}
+	return ident == ""
 }
 
 // KeptCounter reports whether the kernel counters of tag (its generation

@@ -58,6 +58,13 @@ type classifier struct {
 	seqs   map[string]string
 	leaves map[string]string // leaf content -> chain
 	cost   map[string]int    // chain -> largest number of leaf rules a flow meets in it
+	// With a cache: the record of the node build (or leaf) made last,
+	// and those of the nodes memo and leaves hold, with the sequence
+	// chains by key (subtree.go).
+	last    *subRec
+	memoRec map[string]*subRec
+	leafRec map[string]*subRec
+	seqObj  map[string]*Chain
 }
 
 // entry is one rule of the classifier: a network rule for one family and
@@ -74,6 +81,14 @@ type entry struct {
 	fid     [numFields]uint32 // its intervals' ids per field in the cache's shapes (treecache.go); 0 without a cache
 	// fidEpoch is the Cache.ivEpoch of fid (0: none).
 	fidEpoch uint32
+	// eid is the id of everything a subtree is built from of the entry
+	// (its intervals' ids, rule, FQDN set and decision; subtree.go).
+	eid uint32
+	// What eid was made from that can change without the entry: the
+	// cache's subEpoch, its log generation and its FQDN set's content.
+	eidEpoch  uint64
+	eidLogGen uint32
+	eidFQDN   string
 }
 
 // Tuning of the classifier, measured on the 10,000-rule policy of the
@@ -162,6 +177,7 @@ func memoKey(used uint8, es []*entry) string {
 
 // build returns the chains that, tried in order, classify es.
 func (cl *classifier) build(es []*entry, used uint8) []string {
+	cl.last = nil
 	es = cl.prune(es, used)
 	if len(es) == 0 {
 		return nil
@@ -170,10 +186,12 @@ func (cl *classifier) build(es []*entry, used uint8) []string {
 		// Nothing left to test: go straight to the rule's decision.
 		name := cl.c.decisionChain(es[0], cl.proto)
 		cl.cost[name] = 1
+		cl.recDecision(name) // subtree.go
 		return []string{name}
 	}
 	key := memoKey(used, es)
 	if r, ok := cl.memo[key]; ok {
+		cl.last = cl.memoRec[key]
 		return r
 	}
 	var out []string
@@ -181,6 +199,13 @@ func (cl *classifier) build(es []*entry, used uint8) []string {
 	case len(es) <= leafMax:
 		out = []string{cl.leaf(es, used)}
 	default:
+		// The last compile's subtree of the same entries, taken as it
+		// was (subtree.go).
+		sub, r := cl.subtree(es, used)
+		if r != nil {
+			out = cl.replayNode(r, es, used)
+			break
+		}
 		// How es is cut: the last compile's cut of the same intervals
 		// (treecache.go), else found now.
 		sk, sh := cl.c.shape(cl, es, used)
@@ -191,17 +216,26 @@ func (cl *classifier) build(es []*entry, used uint8) []string {
 		switch {
 		case sh.pieces != nil:
 			out = []string{cl.dispatch(sh.f, sh.piecesOf(es), used)}
+			cl.recNode(sub, sh)
 		case sh.segs != nil:
 			start := 0
-			for _, end := range sh.segs {
-				out = append(out, cl.build(es[start:end], used)...)
+			kids := cl.recKids(len(sh.segs))
+			for i, end := range sh.segs {
+				part := cl.build(es[start:end], used)
+				out = append(out, part...)
+				cl.recKid(kids, i, len(part))
 				start = end
 			}
+			cl.last = kids
+			cl.recNode(sub, sh)
 		default:
 			out = []string{cl.leaf(es, used)}
 		}
 	}
 	cl.memo[key] = out
+	if cl.memoRec != nil {
+		cl.memoRec[key] = cl.last
+	}
 	return out
 }
 
@@ -277,6 +311,7 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 	// Leaves with the same rules (the copies of one rule made by expand,
 	// once the field they differ in was dispatched on) are one chain.
 	if name, ok := cl.leaves[string(key)]; ok {
+		cl.last = cl.leafRecOf(string(key))
 		return name
 	}
 	full := cl.c.leafKey(key, es) // treecache.go
@@ -284,6 +319,7 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 		cl.leaves[string(key)] = name
 		cl.c.rs.Stats.Leaves += len(es)
 		cl.cost[name] = len(es)
+		cl.recLeaf(string(key), full, nil, cl.c.building.hit[len(cl.c.building.hit)-1].l)
 		return name
 	}
 	rules := make([]*Rule, 0, len(es))
@@ -313,6 +349,9 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 	cl.c.rs.Stats.Leaves += len(es)
 	cl.cost[ch.Name] = len(es)
 	cl.c.builtLeaf(full, ch)
+	if full != "" {
+		cl.recLeaf(string(key), full, cl.c.building.leaves[len(cl.c.building.leaves)-1].l, nil)
+	}
 	return ch.Name
 }
 
@@ -329,6 +368,9 @@ func (cl *classifier) seqChain(names []string) string {
 	}
 	cl.cost[ch.Name] = sum
 	cl.seqs[key] = ch.Name
+	if cl.seqObj != nil {
+		cl.seqObj[key] = ch
+	}
 	return ch.Name
 }
 
@@ -339,8 +381,10 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 		set.Family = 0
 	}
 	worst := 0
-	for _, p := range pieces {
+	rec := cl.recKids(len(pieces))
+	for i, p := range pieces {
 		kids := cl.build(p.members, used|1<<f)
+		cl.recKid(rec, i, len(kids))
 		var target string
 		switch len(kids) {
 		case 0:
@@ -349,6 +393,7 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 			target = kids[0]
 		default:
 			target = cl.seqChain(kids)
+			cl.recSeq(rec, i, kids)
 		}
 		worst = max(worst, cl.cost[target])
 		set.Elems = append(set.Elems, Elem{iv: p.iv, Chain: target})
@@ -362,6 +407,7 @@ func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
 	cl.c.rs.Stats.DispatchMaps++
 	cl.c.rs.Stats.MapElements += len(set.Elems)
 	cl.cost[ch.Name] = worst
+	cl.recDispatch(rec, ch, set)
 	return ch.Name
 }
 

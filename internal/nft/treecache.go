@@ -52,6 +52,14 @@ type Cache struct {
 	// pointer, sameTree).
 	rules []*ruleRec
 
+	// The ids of entries by what their subtrees are made from
+	// (entryIDs, subtree.go), emptied with ivIDs; eidIV is the ivEpoch
+	// they were made in, eidGen counts the maps made.
+	eids          map[string]uint32
+	eidIV, eidGen uint32
+	subHits       int // subtrees replayed: for the tests
+	reusedLen     int // the size of the last compile's compiler.reused
+
 	hits, built, leafHits, shapeHits, partHits, ruleHits int // trees reused and built, leaves, shapes, partitions and rules' entries reused: for the tests
 }
 
@@ -89,6 +97,10 @@ type cachedTree struct {
 	sums   []nameSum // final names and the namer's sums
 	stats  treeStats
 	leaves []keyedLeaf // the leaves built in it, or taken from the cache
+	// The records of its nodes by key (subtree.go), of the cache's
+	// subEpoch subsEpoch.
+	subs      map[string]*subRec
+	subsEpoch uint64
 }
 
 // cachedLeaf is a classifier leaf of the last compile: its chain and what
@@ -126,6 +138,7 @@ type treeStats struct {
 type builtLeaf struct {
 	chain        *Chain
 	chains, sets []string
+	cached       *cachedLeaf // what keep made of it
 }
 
 // builtTree is a tree of the compile under way.
@@ -143,6 +156,11 @@ type builtTree struct {
 	// The last build's shapes of this family and protocol, and those this
 	// build used or found.
 	old, now *shapeCache
+	// Its nodes' records (subtree.go): every record made, children
+	// first; those of nodes made (keyed) and replayed; the last build's.
+	recs, newSubs, hitSubs []*subRec
+	oldSubs                map[string]*subRec
+	subsEpoch              uint64 // the cache's subEpoch the records' keys are of
 }
 
 // tree classifies the entries l of a family and protocol, or takes the
@@ -151,11 +169,13 @@ type builtTree struct {
 func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	fp := famProto{fam, proto}
 	var head []byte
+	var last *cachedTree
 	if c.cache != nil {
 		head = c.treeHead(fam, proto)
 		c.cache.mu.Lock()
 		t := c.cache.trees[fp]
 		c.cache.mu.Unlock()
+		last = t
 		if t != nil && !c.sameTree(t, head, l) {
 			t = nil
 		}
@@ -169,9 +189,7 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 		if t != nil {
 			c.rs.Chains = append(c.rs.Chains, t.chains...)
 			c.rs.Sets = append(c.rs.Sets, t.sets...)
-			if c.reused == nil {
-				c.reused = make(map[string][hashSize]byte, len(t.sums))
-			}
+			c.reusing() // subtree.go
 			for _, x := range t.sums {
 				c.reused[x.name] = x.sum
 			}
@@ -189,10 +207,22 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	if c.cache != nil {
 		c.leafHead = head
 		c.shapeIDs(fam, proto, l, bt)
+		if c.recordSubs(l) {
+			c.entryIDs(l) // subtree.go
+			bt.subsEpoch = c.cache.subEpoch()
+			if last != nil && last.subsEpoch == c.cache.subEpoch() {
+				bt.oldSubs = last.subs
+			}
+		}
 	}
 	c.decided = make(map[string]string, len(l))
 	c.treeInterned = map[string]string{}
 	cl := newClassifier(c, fam, proto, len(l))
+	if c.cache != nil && c.recordSubs(l) {
+		cl.memoRec = make(map[string]*subRec, len(l))
+		cl.leafRec = make(map[string]*subRec, len(l))
+		cl.seqObj = map[string]*Chain{}
+	}
 	root := cl.root(l)
 	st := treeStats{
 		leaves: c.rs.Stats.Leaves - before.Leaves,
@@ -282,7 +312,9 @@ func (c *compiler) keep(n *namer) {
 				l.chains = append(l.chains, d)
 			}
 			t.leaves = append(t.leaves, keyedLeaf{x.key, l})
+			bl.cached = l
 		}
+		t.subs, t.subsEpoch = keepSubs(b, n), b.subsEpoch // subtree.go
 		for _, x := range t.leaves {
 			leaves[x.key] = x.l
 		}
@@ -300,6 +332,7 @@ func (c *compiler) keep(n *namer) {
 	c.cache.mu.Lock()
 	c.cache.trees = trees
 	c.cache.leaves = leaves
+	c.cache.reusedLen = len(c.reused)
 	c.cache.rules = c.ruleRecs
 	c.cache.ruleHits += c.ruleHits
 	c.cache.mu.Unlock()
@@ -463,9 +496,7 @@ func (c *compiler) reuseLeaf(full string) string {
 	}
 	c.rs.Sets = append(c.rs.Sets, l.sets...)
 	c.rs.Chains = append(append(c.rs.Chains, l.chains...), l.chain)
-	if c.reused == nil {
-		c.reused = map[string][hashSize]byte{}
-	}
+	c.reusing() // subtree.go
 	for _, x := range l.sums {
 		c.reused[x.name] = x.sum
 	}
@@ -549,6 +580,7 @@ func (c *Cache) Reset() {
 	c.trees, c.leaves = nil, nil
 	c.shapes, c.ivIDs = nil, nil
 	c.rules = nil
+	c.eids = nil
 	c.mu.Unlock()
 }
 

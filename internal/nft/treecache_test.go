@@ -90,10 +90,10 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 	if !reuse {
 		return
 	}
-	if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 || cache.ruleHits == 0 {
-		t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes, %d partitions and %d rules' entries reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits)
+	if cache.hits == 0 || cache.leafHits == 0 || cache.shapeHits == 0 || cache.partHits == 0 || cache.ruleHits == 0 || cache.subHits == 0 {
+		t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes, %d partitions, %d rules' entries and %d subtrees reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits, cache.subHits)
 	}
-	t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions, %d rules' entries", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits)
+	t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions, %d rules' entries, %d subtrees", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits, cache.subHits)
 }
 
 // editPolicy changes p in place at random and says how.
