@@ -200,6 +200,7 @@ func (d *Daemon) Reload(reason string) error {
 func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	defer gcForApply()() // applygc.go
 	stage := stageParse
 	defer d.recoverApply(&stage, reason, &err)     // recover.go
 	clock := startApplyClock()                     // applytime.go

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -429,14 +430,40 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 		st.NewRules += len(c.Rules)
 	}
 	t1 := time.Now()
+	// Stage 2's batch is encoded while the kernel works on stage 1's (in
+	// our sendmsg, on one processor).
+	var (
+		w2    *wire
+		seq2  uint32
+		err2  error
+		enc2  = make(chan struct{})
+		start = sync.OnceFunc(func() {
+			go func() {
+				defer close(enc2)
+				w2, seq2, err2 = batch(d.size2(), d.stage2()...)
+			}()
+		})
+	)
 	if !d.stage1Empty() {
-		if err := r.transact(d.size1(), d.stage1()...); err != nil {
+		w1, seq1, err := batch(d.size1(), d.stage1()...)
+		if err == nil && w1 != nil {
+			start()
+			if err = r.send(w1, seq1); err != nil {
+				<-enc2
+			}
+		}
+		if err != nil {
 			return kernelErr("apply ruleset (stage 1: new chains, sets and objects)", err)
 		}
 	}
 	t2 := time.Now()
 	st.Stage1 = t2.Sub(t1)
-	if err := r.transact(d.size2(), d.stage2()...); err != nil {
+	start()
+	<-enc2
+	if err2 == nil && w2 != nil {
+		err2 = r.send(w2, seq2)
+	}
+	if err := err2; err != nil {
 		// The running ruleset is untouched; remove what stage 1 made, and
 		// list the table at the next apply.
 		r.known = nil

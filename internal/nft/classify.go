@@ -365,6 +365,12 @@ func (cl *classifier) leaf(es []*entry, used uint8) string {
 			}
 			stmts = append(stmts, cl.c.matchIn(cl.c.treeInterned, cl.fam, f, e.iv[f]))
 		}
+		if len(es) == 1 {
+			if fused := cl.c.fusedLeaf(e, cl.proto, stmts); fused != nil {
+				rules = fused
+				break
+			}
+		}
 		rules = append(rules, &Rule{Comment: e.comment, Stmts: append(stmts, cl.c.decision(e, cl.proto)...)})
 	}
 	ch := cl.newChain("_leaf")

@@ -782,6 +782,48 @@ func (c *compiler) decisionChainOf(e *entry, proto uint8) *Chain {
 	return ch
 }
 
+// fusedLeaf returns the rules of a leaf of the one entry e whose matches
+// are stmts, with e's decision in the leaf itself, or nil when the leaf
+// goes to e's decision chain instead. With Config.LimitRuleLogs a leaf
+// rule goes to its rule's decision chain (decisionChain: the counter and
+// the limited log, then the verdict); a leaf of one rule whose matches the
+// kernel can compare with one != is instead
+//
+//	ip saddr . th dport != 10.1.2.0/24 . 443 return
+//	counter name … limit name … log …
+//	verdict
+//
+// one chain where there were two, for the same three rules and
+// expressions (a flow that fails the match returns, as it would at the
+// end of the leaf; one that matches is counted, logged and decided as in
+// the decision chain). The kernel's cost per network rule to add and to
+// remove it is lower (docs/benchmarks.md, branch kobjects); the flat
+// policies, where every rule has a leaf of its own, are made of them. It
+// depends only on the leaf's content, as a chain's name does (names.go).
+func (c *compiler) fusedLeaf(e *entry, proto uint8, stmts []Stmt) []*Rule {
+	if !c.cfg.LimitRuleLogs || e.fqdnSet != "" || len(stmts) == 0 {
+		return nil
+	}
+	ms := make([]MatchRange, 0, len(stmts))
+	for _, st := range stmts {
+		m, ok := st.(MatchRange)
+		if !ok {
+			return nil
+		}
+		ms = append(ms, m)
+	}
+	not, ok := notAllOf(ms)
+	if !ok {
+		return nil
+	}
+	tag := c.tag(e.tag)
+	return []*Rule{
+		{Comment: e.comment, Stmts: []Stmt{not, Verdict{Kind: VerdictReturn}}},
+		{Comment: e.comment, Stmts: []Stmt{Counter{Name: tag.String()}, c.limitedLog(tag)}},
+		{Comment: e.comment, Stmts: []Stmt{verdictOf(e, proto)}},
+	}
+}
+
 // FQDNSetName is the name of the set that holds the addresses of family
 // ip ("v4" or "v6") resolved for network rule index's destinationFqdns.
 func FQDNSetName(index int, v6 bool) string {

@@ -426,10 +426,31 @@ func TestRecorder(t *testing.T) {
 // from the kernel (the lowered expressions rendered by exprText) is the
 // compiled rule's text, for every statement kind the compiler emits.
 func TestShowRendersCompiled(t *testing.T) {
-	for _, path := range []string{"testdata/kinds.yaml", "../../examples/aks-egress.yaml"} {
+	for _, path := range []string{"testdata/kinds.yaml", "../../examples/aks-egress.yaml", "flat", "fused", "big"} {
 		cfg := labConfig()
 		cfg.SNAT = SNATFixed
-		rs, err := compilePolicy(loadPolicy(t, path), cfg)
+		var p *policy.Policy
+		switch path {
+		case "flat", "fused", "big":
+			// Leaves with their decision (compiler.fusedLeaf): negated
+			// concatenations (all three) and single matches (big).
+			cfg.LimitRuleLogs = true
+			var err error
+			switch path {
+			case "flat":
+				p = flatPolicy(40, 0)
+			case "fused":
+				p, err = loadPolicyBytes("fused.yaml", []byte(fusedLeafPolicy()))
+			default:
+				p = bigPolicy(2000, 1)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			p = loadPolicy(t, path)
+		}
+		rs, err := compilePolicy(p, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

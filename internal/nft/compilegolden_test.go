@@ -17,7 +17,9 @@ import (
 // TestCompileGoldenSums: the rulesets of the large policies (the
 // 10,000-rule enterprise policy, with and without LimitRuleLogs, and the
 // flat 100,000-rule one) and of the example are, byte for byte, those the
-// compile of main c674058 made: testdata/compile_sums.txt holds the
+// compile of main made (c674058; 8deca2a for big10k-limited, whose
+// leaves of one rule kobjects fused with their decision):
+// testdata/compile_sums.txt holds the
 // SHA-256 of each one's text (Ruleset.String: every set with its
 // elements, every chain with its rules, in order, names included), its
 // Stats and its FQDN sets. The speed-ups of the compile's steps (naming,

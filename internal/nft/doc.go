@@ -139,7 +139,13 @@
 // rule_<i>_<hash>, shared by all the rule's leaves, which `goto` it:
 // `counter name "cw:A:<i>" limit name "cw_log_…" log prefix "cw:A:<i>"
 // group 100`, then `accept` (or the reject, or drop) in the next rule; the
-// counter comes before the limit and counts every flow. The counter is a named counter object, one per
+// counter comes before the limit and counts every flow. A leaf of one rule
+// whose matches the kernel compares with one != (whole bytes: prefixes on
+// byte boundaries, single addresses and ports) holds the decision itself
+// instead, in one chain where the goto took two: `ip saddr . th dport !=
+// 10.1.2.0/24 . 443 return`, then the decision's two rules
+// (compiler.fusedLeaf; every rule of a flat policy has such a leaf). The
+// counter is a named counter object, one per
 // policy rule (its log tag), shared by every classifier leaf that holds a
 // copy of the rule, so that Counters reads a rule's count in one object
 // dump, and a chain kept by an apply keeps counting. Each rule is also

@@ -122,6 +122,20 @@ rules:
 				if !ok || v.less(s.iv.lo) || s.iv.hi.less(v) {
 					continue rules
 				}
+			case MatchNotAll:
+				all := true
+				for _, m := range s.Ms {
+					if m.Family != 0 && m.Family != p.fam {
+						return ev.fail("chain %s: %s on a %s packet", c.Name, s, p.fam)
+					}
+					v, ok := ev.value(p, m.Family, m.Field)
+					if !ok || v.less(m.iv.lo) || m.iv.hi.less(v) {
+						all = false
+					}
+				}
+				if all {
+					continue rules
+				}
 			case MatchSet:
 				set := ev.rs.Set(s.Set)
 				if set == nil {

@@ -336,8 +336,38 @@ func concatLoads(ms []MatchRange) ([]expr.Any, bool) {
 	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: reg32First, Data: data}), true
 }
 
+// notAllOf returns the MatchNotAll of ms, if the kernel can compare them
+// with one != (one whole-byte match, or several that concatLoads lays
+// out).
+func notAllOf(ms []MatchRange) (MatchNotAll, bool) {
+	switch {
+	case len(ms) == 1:
+		_, _, ok := wholeLoad(ms[0])
+		return MatchNotAll{ms}, ok
+	case len(ms) > 1:
+		_, ok := concatLoads(ms)
+		return MatchNotAll{ms}, ok
+	}
+	return MatchNotAll{}, false
+}
+
 func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftables.Chain) ([]expr.Any, error) {
 	switch s := st.(type) {
+	case MatchNotAll:
+		var out []expr.Any
+		if len(s.Ms) == 1 {
+			p, b, ok := wholeLoad(s.Ms[0])
+			if ok {
+				out = []expr.Any{p, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: b}}
+			}
+		} else if ex, ok := concatLoads(s.Ms); ok {
+			ex[len(ex)-1].(*expr.Cmp).Op = expr.CmpOpNeq
+			out = ex
+		}
+		if out == nil {
+			return nil, fmt.Errorf("%s: not one comparison", s)
+		}
+		return out, nil
 	case MatchNFProto:
 		return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto(s.Family)}}}, nil
 	case MatchL4Proto:

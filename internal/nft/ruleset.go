@@ -198,6 +198,15 @@ type MatchRange struct {
 	iv     ivl
 }
 
+// MatchNotAll matches a packet that fails at least one of Ms: the kernel
+// compares the fields' bytes, loaded as one concatenation, with != (`ip
+// saddr . th dport != 10.0.0.0/24 . 443`). Ms are whole-byte matches
+// (wholeLoad) that fit one comparison (concatLoads), or one such match;
+// notAllOf builds it. A classifier leaf of one rule with a decision of its
+// own is `MatchNotAll return`, then the decision's rules, in one chain
+// (classifier.leaf).
+type MatchNotAll struct{ Ms []MatchRange }
+
 // MatchSet looks a field up in a named set.
 type MatchSet struct {
 	Family family
@@ -275,6 +284,7 @@ func (MatchL4Proto) stmt()   {}
 func (MatchIfName) stmt()    {}
 func (MatchCtState) stmt()   {}
 func (MatchCtDNAT) stmt()    {}
+func (MatchNotAll) stmt()    {}
 func (MatchRange) stmt()     {}
 func (MatchSet) stmt()       {}
 func (VMap) stmt()           {}
@@ -354,6 +364,14 @@ func fieldExpr(fam family, f field) string {
 
 func (m MatchRange) String() string {
 	return fieldExpr(m.Family, m.Field) + " " + fmtInterval(m.Family, m.Field, m.iv)
+}
+func (m MatchNotAll) String() string {
+	var f, v []string
+	for _, x := range m.Ms {
+		f = append(f, fieldExpr(x.Family, x.Field))
+		v = append(v, fmtInterval(x.Family, x.Field, x.iv))
+	}
+	return strings.Join(f, " . ") + " != " + strings.Join(v, " . ")
 }
 func (m MatchSet) String() string { return fieldExpr(m.Family, m.Field) + " @" + m.Set }
 func (m VMap) String() string     { return fieldExpr(m.Family, m.Field) + " vmap @" + m.Map }

@@ -341,6 +341,10 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 		case *expr.Bitwise:
 			mask = x.Mask
 		case *expr.Cmp:
+			if p := loads[reg32(x.Register)]; p != nil && x.Op == expr.CmpOpNeq && mask == nil {
+				parts = append(parts, notAllText(loads, x))
+				continue
+			}
 			if p := loads[reg32(x.Register)]; p != nil && len(x.Data) > int(p.Len) {
 				parts = append(parts, concatText(loads, x)...)
 				continue
@@ -435,6 +439,12 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 // payloadMatchText renders the match of a payload load p compared with
 // val (under mask, if any).
 func payloadMatchText(p *expr.Payload, val, mask []byte) string {
+	return payloadMatch(p, val, mask).String()
+}
+
+// payloadMatch is the match of a payload load p compared with val (under
+// mask, if any).
+func payloadMatch(p *expr.Payload, val, mask []byte) MatchRange {
 	fam, fld := payloadField(p)
 	if width := len(valBytes(fam, fld, u128{})); len(val) < width && mask == nil {
 		// A prefix on a byte boundary loads only its bytes.
@@ -449,7 +459,7 @@ func payloadMatchText(p *expr.Payload, val, mask []byte) string {
 	if mask != nil {
 		hi = bytesVal(orNot(val, mask))
 	}
-	return MatchRange{Family: fam, Field: fld, iv: ivl{lo, hi}}.String()
+	return MatchRange{Family: fam, Field: fld, iv: ivl{lo, hi}}
 }
 
 // reg32 is the 32-bit register a register number names: the kernel
@@ -463,6 +473,24 @@ func reg32(r uint32) uint32 {
 
 // concatText renders a concatenated comparison (concatLoads): the loads
 // into consecutive registers from c's, each compared with its bytes.
+// notAllText renders a != comparison of one payload load or of a
+// concatenation (MatchNotAll).
+func notAllText(loads map[uint32]*expr.Payload, c *expr.Cmp) string {
+	var ms []MatchRange
+	reg, data := reg32(c.Register), c.Data
+	for len(data) > 0 {
+		p := loads[reg]
+		if p == nil || int(p.Len) > len(data) {
+			return "cmp? !="
+		}
+		ms = append(ms, payloadMatch(p, data[:p.Len], nil))
+		n := int(p.Len+3) / 4 * 4
+		data = data[min(n, len(data)):]
+		reg += uint32(n / 4)
+	}
+	return MatchNotAll{ms}.String()
+}
+
 func concatText(loads map[uint32]*expr.Payload, c *expr.Cmp) []string {
 	var out []string
 	reg, data := reg32(c.Register), c.Data
