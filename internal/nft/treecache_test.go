@@ -18,10 +18,9 @@ import (
 // warnings, FQDN sets, statistics) must be the same, and the cache must
 // have reused trees.
 func TestCompileCachedEqualsCompile(t *testing.T) {
+	// 40 steps even with -short (about 7 s): in 15, no partition was
+	// reused, and the test requires every kind of reuse.
 	steps := 40
-	if testing.Short() {
-		steps = 15
-	}
 	for _, seed := range []uint64{3, 11} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { compileCachedEdits(t, seed, steps, true) })
 	}
