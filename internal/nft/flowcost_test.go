@@ -9,7 +9,6 @@ import (
 
 	cwlab "github.com/clusterwall/clusterwall/internal/lab"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,16 +74,7 @@ func asBefore(rs *Ruleset, maps, pre bool) *Ruleset {
 func BenchmarkKernelNewFlowCost(b *testing.B) {
 	l := newLab(b)
 	r := l.runner()
-	h, err := netns.GetFromPath("/run/netns/" + l.fw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
-	ct, err := netlink.NewHandleAt(h)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ct.Close()
+	ct := l.fwHandle(b)
 	p, err := loadPolicyBytes("bench.yaml", benchShapePolicy(10000))
 	if err != nil {
 		b.Fatal(err)

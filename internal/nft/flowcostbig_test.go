@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,16 +64,7 @@ func bigPolicyFlows(tb testing.TB, rs *Ruleset, n int) ([]rawFlow, []int) {
 func BenchmarkKernelBigPolicyFlowCost(b *testing.B) {
 	l := newLab(b)
 	r := l.runner()
-	h, err := netns.GetFromPath("/run/netns/" + l.fw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
-	ct, err := netlink.NewHandleAt(h)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ct.Close()
+	ct := l.fwHandle(b)
 	cfg := labConfig()
 	cfg.SNAT = SNATOff
 	cfg.LimitRuleLogs, cfg.LogRate, cfg.LogBurst = true, 1000, 2000

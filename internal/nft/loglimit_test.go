@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/net/icmp"
 	xipv4 "golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -171,16 +170,7 @@ func BenchmarkKernelDecisionCost(b *testing.B) {
 		}
 	}()
 	defer func() { nl.Close(); <-done }()
-	h, err := netns.GetFromPath("/run/netns/" + l.fw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
-	ct, err := netlink.NewHandleAt(h)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ct.Close()
+	ct := l.fwHandle(b)
 	p := loadPolicy(b, "testdata/kinds.yaml")
 	rulesets := map[bool]*Ruleset{}
 	for _, limited := range []bool{false, true} {

@@ -15,6 +15,9 @@ import (
 	xipv6 "golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/clusterwall/clusterwall/internal/namespace"
 	"github.com/clusterwall/clusterwall/internal/policy"
 )
@@ -102,6 +105,23 @@ func sysctl(t testing.TB, ns, key, val string) {
 type lab struct {
 	node, fw, inet string
 	fwFD           int
+}
+
+// fwHandle is a netlink handle in l's fw namespace (conntrack and links
+// there), closed when the test ends.
+func (l *lab) fwHandle(t testing.TB) *netlink.Handle {
+	t.Helper()
+	h, err := netns.GetFromPath("/run/netns/" + l.fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ct, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ct.Close)
+	return ct
 }
 
 func newLab(t testing.TB) *lab {
