@@ -312,12 +312,16 @@ func (c *compiler) addSums(s []nameSum) {
 	}
 }
 
-// reusing makes c.reused, as large as the last compile's.
+// reusing makes c.reused, as large as the last compile's (a tree's
+// compiler: as its last build's tree).
 func (c *compiler) reusing() {
 	if c.reused == nil {
-		c.cache.mu.Lock()
-		n := c.cache.reusedLen
-		c.cache.mu.Unlock()
+		n := c.reuseHint // a tree's compiler (forTree)
+		if !c.ownHint {
+			c.cache.mu.Lock()
+			n = c.cache.reusedLen
+			c.cache.mu.Unlock()
+		}
 		c.reused = make(map[string][hashSize]byte, n)
 	}
 }
