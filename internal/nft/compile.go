@@ -147,13 +147,6 @@ type compiler struct {
 	leafHead []byte                    // its treeHead
 	trees    []*builtTree              // the trees of this compile (treecache.go)
 	reused   map[string][hashSize]byte // final names of reused trees' objects -> their sums
-
-	// A compiler of one tree (forTree): what its provisional names carry
-	// after provisionalSep, and the size reused starts at (else the last
-	// compile's, Cache.reusedLen).
-	nameTag   string
-	reuseHint int
-	ownHint   bool
 }
 
 // name returns a new name that starts with prefix. It is provisional:
@@ -161,13 +154,10 @@ type compiler struct {
 // what follows the prefix (provisionalSep and a number) with the hash.
 // The number is the compile's, not the prefix's, and the prefix is found
 // again in the name, not in a map (two map operations per chain, each a
-// cache miss at 100,000 rules, were 4 % of a large compile's CPU). The
-// compiler of a tree built at the same time as others (forTree) numbers
-// its names after a tag of its own, so that names stay unique across
-// the compile's compilers.
+// cache miss at 100,000 rules, were 4 % of a large compile's CPU).
 func (c *compiler) name(prefix string) string {
 	c.nameSeq++
-	return prefix + provisionalSep + c.nameTag + strconv.Itoa(c.nameSeq)
+	return prefix + provisionalSep + strconv.Itoa(c.nameSeq)
 }
 
 // tag returns t with the generation of its log prefix
@@ -637,12 +627,6 @@ func (c *compiler) network(fwd *Chain) {
 	for _, l := range lists {
 		c.nEntries += len(l)
 	}
-	// The trees are prepared one after the other, in order (the cache's
-	// ids and records are shared), then built, several at a time when
-	// there are processors for it (buildTrees): each by a compiler of its
-	// own, whose chains and sets join the ruleset in the trees' order, as
-	// if built one after the other (TestCompileParallelEqualsSequential).
-	var jobs []*treeJob
 	for _, fam := range []family{ipv4, ipv6} {
 		protos := []uint8{protoTCP, protoUDP, protoICMP}
 		if fam == ipv6 {
@@ -654,26 +638,14 @@ func (c *compiler) network(fwd *Chain) {
 				continue
 			}
 			c.rs.Stats.Entries += len(l)
-			jobs = append(jobs, c.prepTree(fam, proto, l)) // treecache.go
-		}
-	}
-	c.buildTrees(jobs)
-	for _, j := range jobs {
-		root, maxSeq := j.root, j.maxSeq
-		switch {
-		case j.hit != nil:
-			root, maxSeq = c.takeTree(j.fp, j.hit)
-		case j.c != nil:
-			c.join(j.c)
-		default:
-			root, maxSeq = c.buildTree(j.bt)
-		}
-		if root == "" {
-			continue
-		}
-		fwd.add("", MatchNFProto{j.fp.fam}, MatchL4Proto{j.fp.proto}, Verdict{Kind: VerdictJump, Chain: root})
-		if maxSeq > c.rs.Stats.MaxSequential {
-			c.rs.Stats.MaxSequential = maxSeq
+			root, maxSeq := c.tree(fam, proto, l) // treecache.go
+			if root == "" {
+				continue
+			}
+			fwd.add("", MatchNFProto{fam}, MatchL4Proto{proto}, Verdict{Kind: VerdictJump, Chain: root})
+			if maxSeq > c.rs.Stats.MaxSequential {
+				c.rs.Stats.MaxSequential = maxSeq
+			}
 		}
 	}
 }

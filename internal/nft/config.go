@@ -95,9 +95,7 @@ type Config struct {
 	// log prefix (and named counter) instead of LogGeneration, by its tag
 	// (Kind and Index; Gen 0). The daemon keeps a rule's generation for as
 	// long as the rule logs the same decision line, so that an apply that
-	// changes one rule changes only that rule's kernel objects. A compile
-	// may call it from several goroutines at once (it builds its
-	// classifier trees in parallel).
+	// changes one rule changes only that rule's kernel objects.
 	LogGenerations func(LogTag) uint32
 	// LogRate and LogBurst limit the packets logged, all rules together,
 	// per second (defaults 200 and 400): the default deny's, the input

@@ -312,16 +312,12 @@ func (c *compiler) addSums(s []nameSum) {
 	}
 }
 
-// reusing makes c.reused, as large as the last compile's (a tree's
-// compiler: as its last build's tree).
+// reusing makes c.reused, as large as the last compile's.
 func (c *compiler) reusing() {
 	if c.reused == nil {
-		n := c.reuseHint // a tree's compiler (forTree)
-		if !c.ownHint {
-			c.cache.mu.Lock()
-			n = c.cache.reusedLen
-			c.cache.mu.Unlock()
-		}
+		c.cache.mu.Lock()
+		n := c.cache.reusedLen
+		c.cache.mu.Unlock()
 		c.reused = make(map[string][hashSize]byte, n)
 	}
 }

@@ -2,10 +2,7 @@ package nft
 
 import (
 	"encoding/binary"
-	"maps"
-	"runtime"
 	"slices"
-	"strconv"
 	"sync"
 
 	"github.com/clusterwall/clusterwall/internal/match"
@@ -164,102 +161,64 @@ type builtTree struct {
 	recs, newSubs, hitSubs []*subRec
 	oldSubs                map[string]*subRec
 	subsEpoch              uint64 // the cache's subEpoch the records' keys are of
-	record                 bool   // whether its build records its subtrees (recordSubs)
-	ivEpoch                uint32 // the cache's ivEpoch its entries' interval ids are of
-	reuseHint              int    // how many names the last build of its family and protocol reused
 }
 
-// treeJob is a classifier tree of a compile (compiler.network): the
-// cache's tree when it was built from the same (hit), else the tree to
-// build (bt, prepared by prepTree), and, when it is built at the same time
-// as others (buildTrees), the compiler that builds it and what it gave.
-type treeJob struct {
-	fp     famProto
-	hit    *cachedTree
-	bt     *builtTree
-	c      *compiler // forTree; nil: built by the compile's compiler
-	root   string
-	maxSeq int
-}
-
-// prepTree finds the cache's tree for the entries l of a family and
-// protocol, or prepares the tree to build: its head, its entries' interval
-// and entry ids (shapeIDs, entryIDs), its last shapes and records. The
-// trees of a compile are prepared one after the other, in their order,
-// before any is built: the ids and records are the cache's, shared by the
-// trees (the ids may all be dropped between two trees), and a tree's
-// build touches only its own (buildTree).
-func (c *compiler) prepTree(fam family, proto uint8, l []*entry) *treeJob {
+// tree classifies the entries l of a family and protocol, or takes the
+// cache's tree for them; it returns the chain to jump to and the tree's
+// longest path (classifier.maxSeq).
+func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	fp := famProto{fam, proto}
-	bt := &builtTree{fp: fp, l: l}
-	if c.cache == nil {
-		return &treeJob{fp: fp, bt: bt}
-	}
-	head := c.treeHead(fam, proto)
-	c.cache.mu.Lock()
-	last := c.cache.trees[fp]
-	c.cache.mu.Unlock()
-	t := last
-	if t != nil && !c.sameTree(t, head, l) {
-		t = nil
-	}
-	c.cache.mu.Lock()
-	if t != nil {
-		c.cache.hits++
-	} else {
-		c.cache.built++
-	}
-	c.cache.mu.Unlock()
-	if t != nil {
-		return &treeJob{fp: fp, hit: t}
-	}
-	bt.head = head
-	c.shapeIDs(fam, proto, l, bt)
-	if c.recordSubs(l) {
-		bt.record = true
-		c.entryIDs(l) // subtree.go
-		bt.subsEpoch = c.cache.subEpoch()
-		if last != nil && last.subsEpoch == c.cache.subEpoch() {
-			bt.oldSubs = last.subs
+	var head []byte
+	var last *cachedTree
+	if c.cache != nil {
+		head = c.treeHead(fam, proto)
+		c.cache.mu.Lock()
+		t := c.cache.trees[fp]
+		c.cache.mu.Unlock()
+		last = t
+		if t != nil && !c.sameTree(t, head, l) {
+			t = nil
+		}
+		c.cache.mu.Lock()
+		if t != nil {
+			c.cache.hits++
+		} else {
+			c.cache.built++
+		}
+		c.cache.mu.Unlock()
+		if t != nil {
+			c.rs.Chains = append(c.rs.Chains, t.chains...)
+			c.rs.Sets = append(c.rs.Sets, t.sets...)
+			c.reusing() // subtree.go
+			for _, x := range t.sums {
+				c.reused[x.name] = x.sum
+			}
+			c.rs.Stats.Leaves += t.stats.leaves
+			c.rs.Stats.DispatchMaps += t.stats.maps
+			c.rs.Stats.MapElements += t.stats.elems
+			c.trees = append(c.trees, &builtTree{fp: fp, reused: t})
+			return t.root, t.stats.maxSeq
 		}
 	}
-	if last != nil {
-		bt.reuseHint = len(last.sums)
-	}
-	return &treeJob{fp: fp, bt: bt}
-}
-
-// takeTree puts the cache's tree t in the ruleset and returns the chain
-// to jump to and the tree's longest path.
-func (c *compiler) takeTree(fp famProto, t *cachedTree) (string, int) {
-	c.rs.Chains = append(c.rs.Chains, t.chains...)
-	c.rs.Sets = append(c.rs.Sets, t.sets...)
-	c.reusing() // subtree.go
-	for _, x := range t.sums {
-		c.reused[x.name] = x.sum
-	}
-	c.rs.Stats.Leaves += t.stats.leaves
-	c.rs.Stats.DispatchMaps += t.stats.maps
-	c.rs.Stats.MapElements += t.stats.elems
-	c.trees = append(c.trees, &builtTree{fp: fp, reused: t})
-	return t.root, t.stats.maxSeq
-}
-
-// buildTree classifies the entries of bt (prepTree) and returns the chain
-// to jump to and the tree's longest path (classifier.maxSeq). It changes
-// only c's own state, bt and, under its lock, the cache's counters and
-// the shapes of bt's family and protocol: the compilers of other trees
-// (forTree) may build theirs at the same time.
-func (c *compiler) buildTree(bt *builtTree) (string, int) {
-	fam, proto, l := bt.fp.fam, bt.fp.proto, bt.l
 	before := c.rs.Stats
 	nc, ns := len(c.rs.Chains), len(c.rs.Sets)
+	bt := &builtTree{fp: fp, head: head, l: l}
 	c.building = bt
-	c.leafHead = bt.head
+	if c.cache != nil {
+		c.leafHead = head
+		c.shapeIDs(fam, proto, l, bt)
+		if c.recordSubs(l) {
+			c.entryIDs(l) // subtree.go
+			bt.subsEpoch = c.cache.subEpoch()
+			if last != nil && last.subsEpoch == c.cache.subEpoch() {
+				bt.oldSubs = last.subs
+			}
+		}
+	}
 	c.decided = make(map[string]*Chain, len(l))
 	c.treeInterned = map[string]string{}
 	cl := newClassifier(c, fam, proto, len(l))
-	if bt.record {
+	if c.cache != nil && c.recordSubs(l) {
 		cl.memoRec = make(map[string]*subRec, len(l))
 		cl.leafRec = make(map[string]*subRec, len(l))
 		cl.seqObj = map[string]*Chain{}
@@ -274,11 +233,7 @@ func (c *compiler) buildTree(bt *builtTree) (string, int) {
 	c.building = nil
 	if c.cache != nil {
 		c.cache.mu.Lock()
-		// Unless the ids were dropped since (by a later tree's
-		// shapeIDs): these shapes' keys are of the ids before.
-		if bt.ivEpoch == c.cache.ivEpoch {
-			c.cache.shapes[bt.fp] = bt.now
-		}
+		c.cache.shapes[famProto{fam, proto}] = bt.now
 		c.cache.mu.Unlock()
 		bt.now, bt.old = nil, nil
 	}
@@ -289,83 +244,6 @@ func (c *compiler) buildTree(bt *builtTree) (string, int) {
 		c.trees = append(c.trees, bt)
 	}
 	return root, st.maxSeq
-}
-
-// treeWorkers is how many trees a compile builds at a time: one per
-// processor the Go scheduler runs on (a variable for the tests).
-var treeWorkers = func() int { return runtime.GOMAXPROCS(0) }
-
-// buildTrees builds the trees of jobs that are to be built, up to
-// treeWorkers at a time, the largest first (a compile takes as long as
-// its largest tree at least), each by a compiler of its own (forTree);
-// network joins them in the trees' order. With one worker or one tree to
-// build it builds nothing: network builds them in order itself.
-func (c *compiler) buildTrees(jobs []*treeJob) {
-	var todo []*treeJob
-	for _, j := range jobs {
-		if j.bt != nil {
-			todo = append(todo, j)
-		}
-	}
-	workers := min(treeWorkers(), len(todo))
-	if workers <= 1 {
-		return
-	}
-	for i, j := range todo {
-		j.c = c.forTree(i, j.bt)
-	}
-	slices.SortStableFunc(todo, func(a, b *treeJob) int { return len(b.bt.l) - len(a.bt.l) })
-	next := make(chan *treeJob, len(todo))
-	for _, j := range todo {
-		next <- j
-	}
-	close(next)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range next {
-				j.root, j.maxSeq = j.c.buildTree(j.bt)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// forTree returns a compiler for the i-th tree to build, bt, of c's
-// compile: it shares c's config, matcher, FQDN sets and cache, and has a
-// ruleset, decisions, interned sets and reused names of its own, so that
-// trees can be built at the same time. Its provisional names carry i
-// (compiler.name): no two trees make the same, and the final names, by
-// content, are those c would give.
-func (c *compiler) forTree(i int, bt *builtTree) *compiler {
-	return &compiler{
-		cfg: c.cfg, m: c.m, gw: c.gw,
-		rs:           &Ruleset{Table: c.rs.Table, LogGroup: c.rs.LogGroup, LogLimit: c.rs.LogLimit},
-		fqdnComments: c.fqdnComments,
-		nEntries:     c.nEntries,
-		cache:        c.cache,
-		nameTag:      "t" + strconv.Itoa(i) + ".",
-		reuseHint:    bt.reuseHint,
-		ownHint:      true,
-	}
-}
-
-// join adds to c what the compiler of a tree (forTree) made: its chains
-// and sets, in the order it made them, statistics, reused names and its
-// tree for the cache.
-func (c *compiler) join(t *compiler) {
-	c.rs.Chains = append(c.rs.Chains, t.rs.Chains...)
-	c.rs.Sets = append(c.rs.Sets, t.rs.Sets...)
-	c.rs.Stats.Leaves += t.rs.Stats.Leaves
-	c.rs.Stats.DispatchMaps += t.rs.Stats.DispatchMaps
-	c.rs.Stats.MapElements += t.rs.Stats.MapElements
-	if len(t.reused) > len(c.reused) {
-		c.reused, t.reused = t.reused, c.reused // copy the smaller
-	}
-	maps.Copy(c.reused, t.reused)
-	c.trees = append(c.trees, t.trees...)
 }
 
 // keep makes the cache hold this compile's trees (and only them), once n
@@ -748,7 +626,6 @@ func (c *compiler) shapeIDs(fam family, proto uint8, l []*entry, bt *builtTree) 
 			e.fid[f] = id
 		}
 	}
-	bt.ivEpoch = c.cache.ivEpoch
 	bt.old = c.cache.shapes[famProto{fam, proto}]
 	if bt.old == nil {
 		bt.old = &shapeCache{}
