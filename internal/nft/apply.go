@@ -402,8 +402,16 @@ type ApplyStats struct {
 	// listing when the runner's memory of it was not current).
 	List   time.Duration
 	Listed bool
-	// Stage1 and Stage2 are the two transactions (encoding and kernel).
+	// Lower is lowering the ruleset and comparing it with the table.
+	Lower time.Duration
+	// Stage1 and Stage2 are the two transactions (encoding and kernel);
+	// Encode1 is the part of Stage1 spent encoding its batch, Wait2 the
+	// part of Stage2 spent waiting for its batch's encoding (which runs
+	// while the kernel works on stage 1's).
 	Stage1, Stage2 time.Duration
+	Encode1, Wait2 time.Duration
+	// After is reading the table's handle and use count after the switch.
+	After time.Duration
 	// What the apply added and removed.
 	NewChains, NewSets, NewObjects, NewRules int
 	OldChains, OldSets, OldObjects           int
@@ -424,6 +432,7 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 		return err
 	}
 	d := diff(pl, old)
+	st.Lower = time.Since(t0) - st.List
 	st.NewChains, st.NewSets, st.NewObjects = len(d.newChains), len(d.newSets), len(d.newObjs)
 	st.OldChains, st.OldSets, st.OldObjects, st.BaseChains = len(d.oldChains), len(d.oldSets), len(d.oldObjs), len(d.writeBase)
 	for _, c := range d.newChains {
@@ -446,6 +455,7 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	)
 	if !d.stage1Empty() {
 		w1, seq1, err := batch(d.size1(), d.stage1()...)
+		st.Encode1 = time.Since(t1)
 		if err == nil && w1 != nil {
 			start()
 			if err = r.send(w1, seq1); err != nil {
@@ -460,6 +470,7 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	st.Stage1 = t2.Sub(t1)
 	start()
 	<-enc2
+	st.Wait2 = time.Since(t2)
 	if err2 == nil && w2 != nil {
 		err2 = r.send(w2, seq2)
 	}
@@ -475,6 +486,7 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 		return kernelErr("apply ruleset", err)
 	}
 	st.Stage2 = time.Since(t2)
+	t3 := time.Now()
 	kt := d.after()
 	// The table's handle and use count, to recognise it next time.
 	if exists, handle, use, err := r.tableInfo(rs.Table); err == nil && exists {
@@ -483,6 +495,7 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	} else {
 		r.known = nil
 	}
+	st.After = time.Since(t3)
 	r.current = rs
 	r.last = st
 	r.keptCounters = r.keptCounters[:0]
