@@ -478,8 +478,10 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 	}
 	kept := keptOf(pl, d)
 	t1 := time.Now()
-	// during runs while stage 1 is encoded and sent; stage 2 waits for it.
-	overlapped := func() {}
+	// during runs while the kernel works on stage 1 (started once stage
+	// 1's batch is encoded, so as not to take a processor from the
+	// encoding); stage 2 waits for it.
+	overlapped, startDuring := func() {}, func() {}
 	if during != nil {
 		table, paths := r.table(), r.paths() // the running ruleset's
 		read := func(tags []LogTag) ([]RuleCounter, error) {
@@ -495,11 +497,13 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 			return out, nil
 		}
 		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			during(kept, read)
-		}()
-		overlapped = sync.OnceFunc(func() { <-done })
+		startDuring = sync.OnceFunc(func() {
+			go func() {
+				defer close(done)
+				during(kept, read)
+			}()
+		})
+		overlapped = func() { startDuring(); <-done }
 	}
 	defer overlapped() // never left running after the apply returns
 	// Stage 2's batch is encoded while the kernel works on stage 1's (in
@@ -521,6 +525,7 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 		st.Encode1 = time.Since(t1)
 		if err == nil && w1 != nil {
 			start()
+			startDuring()
 			if err = r.send(w1, seq1); err != nil {
 				<-enc2
 			}
@@ -532,6 +537,7 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 	t2 := time.Now()
 	st.Stage1 = t2.Sub(t1)
 	start()
+	startDuring()
 	<-enc2
 	overlapped()
 	st.Wait2 = time.Since(t2)
