@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clusterwall/clusterwall/internal/lab"
 	"github.com/clusterwall/clusterwall/internal/match"
@@ -155,6 +156,7 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 	var sum ApplyTimes
 	var totals []float64
 	var cpu int64
+	var ks nft.ApplyStats // the runner's part of the kernel stage, summed
 	b.ResetTimer()
 	b.StopTimer()
 	for i := range b.N {
@@ -175,6 +177,16 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 		sum.CompileMs += t.CompileMs
 		sum.KernelMs += t.KernelMs
 		totals = append(totals, t.TotalMs)
+		if r, ok := d.dp.(*NFTDataplane).Runner.(*nft.NetlinkRunner); ok {
+			a := r.LastApply()
+			ks.List += a.List
+			ks.Lower += a.Lower
+			ks.Encode1 += a.Encode1
+			ks.Stage1 += a.Stage1
+			ks.Wait2 += a.Wait2
+			ks.Stage2 += a.Stage2
+			ks.After += a.After
+		}
 	}
 	n := float64(b.N)
 	slices.Sort(totals)
@@ -182,6 +194,15 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 	b.ReportMetric(sum.ValidateMs/n, "validate-ms")
 	b.ReportMetric(sum.CompileMs/n, "compile-ms")
 	b.ReportMetric(sum.KernelMs/n, "kernel-ms")
+	perOp := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	b.ReportMetric(perOp(ks.List), "k-list-ms")
+	b.ReportMetric(perOp(ks.Lower), "k-lower-ms")
+	b.ReportMetric(perOp(ks.Encode1), "k-enc1-ms")
+	b.ReportMetric(perOp(ks.Stage1-ks.Encode1), "k-send1-ms")
+	b.ReportMetric(perOp(ks.Wait2), "k-wait2-ms")
+	b.ReportMetric(perOp(ks.Stage2-ks.Wait2), "k-send2-ms")
+	b.ReportMetric(perOp(ks.After), "k-after-ms")
+	b.ReportMetric(sum.KernelMs/n-perOp(ks.List+ks.Lower+ks.Stage1+ks.Stage2+ks.After), "k-rest-ms")
 	b.ReportMetric(totals[len(totals)/2], "p50-ms")
 	b.ReportMetric(totals[len(totals)-1], "max-ms")
 	b.ReportMetric(float64(cpu)/1e6/n, "cpu-ms/op")

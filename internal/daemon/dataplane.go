@@ -113,6 +113,11 @@ func (d *NFTDataplane) freshCounters(next []string) []nft.LogTag {
 	if ok {
 		kept = kr.KeptCounters()
 	}
+	return freshOf(next, kept)
+}
+
+// freshOf are the tags of the counters of next that are not in kept.
+func freshOf(next, kept []string) []nft.LogTag {
 	if len(kept) == len(next) {
 		return nil // the runner keeps only counters of next
 	}
@@ -202,21 +207,50 @@ func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) 
 	d.recent.add(x)
 	counters := rs.Counters()
 	folded := fold != nil && d.counters != nil
-	if folded {
-		fold.Gone(goneCounters(d.counters, counters), d.countersByTag)
-	}
-	if err := d.Runner.Apply(rs); err != nil {
+	if err := d.runnerApply(rs, fold, folded, counters); err != nil {
 		d.recent.remove(x)
 		return nil, err
-	}
-	if folded {
-		fold.Fresh(d.freshCounters(counters))
 	}
 	d.counters = counters
 	d.gen, d.network, d.dnat, d.policyGen = gen, network, dnat, pgen
 	d.keptNetwork, d.keptDNAT, d.keptPolicy = keptNetwork, keptDNAT, keptPolicy
 	d.compileTime, d.kernelTime = compiled.Sub(start), time.Since(compiled)
 	return x, nil
+}
+
+// overlappingRunner is a runner that runs work of the apply's while the
+// kernel works on the apply's first transaction
+// (nft.NetlinkRunner.ApplyOverlapping).
+type overlappingRunner interface {
+	ApplyOverlapping(rs *nft.Ruleset, during func(kept []string, read func([]nft.LogTag) ([]nft.RuleCounter, error))) error
+}
+
+// runnerApply programs rs and, when folded, tells fold which counters the
+// apply deletes (before the switch deletes them) and creates. When the
+// runner can, both happen while the kernel works on the apply's first
+// transaction, which adds only what nothing refers to yet: the counters
+// the switch deletes are read just before it, not before the whole
+// apply, and the apply does not wait for the read (at 10,000 rules a
+// replace reads some 2,000 counters by name: about 26 ms). Fresh may so
+// be called for an apply that then fails; the daemon drops the fold of a
+// failed apply.
+func (d *NFTDataplane) runnerApply(rs *nft.Ruleset, fold GoneFold, folded bool, counters []string) error {
+	if or, ok := d.Runner.(overlappingRunner); ok && folded {
+		return or.ApplyOverlapping(rs, func(kept []string, read func([]nft.LogTag) ([]nft.RuleCounter, error)) {
+			fold.Gone(goneCounters(d.counters, counters), read)
+			fold.Fresh(freshOf(counters, kept))
+		})
+	}
+	if folded {
+		fold.Gone(goneCounters(d.counters, counters), d.countersByTag)
+	}
+	if err := d.Runner.Apply(rs); err != nil {
+		return err
+	}
+	if folded {
+		fold.Fresh(d.freshCounters(counters))
+	}
+	return nil
 }
 
 // goneCounters are the tags of the counters named in old that next does

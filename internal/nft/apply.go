@@ -402,16 +402,62 @@ type ApplyStats struct {
 	// listing when the runner's memory of it was not current).
 	List   time.Duration
 	Listed bool
-	// Stage1 and Stage2 are the two transactions (encoding and kernel).
+	// Lower is lowering the ruleset and comparing it with the table.
+	Lower time.Duration
+	// Stage1 and Stage2 are the two transactions (encoding and kernel);
+	// Encode1 is the part of Stage1 spent encoding its batch, Wait2 the
+	// part of Stage2 spent waiting for its batch's encoding (which runs
+	// while the kernel works on stage 1's) and for ApplyOverlapping's
+	// during.
 	Stage1, Stage2 time.Duration
+	Encode1, Wait2 time.Duration
+	// After is reading the table's handle and use count after the switch.
+	After time.Duration
 	// What the apply added and removed.
 	NewChains, NewSets, NewObjects, NewRules int
 	OldChains, OldSets, OldObjects           int
 	BaseChains                               int // base chains written
 }
 
+// ApplyOverlapping is Apply, calling during, in a goroutine of its own,
+// while the apply's first transaction is encoded and the kernel works on
+// it (which changes nothing packets see), and waiting for it to return
+// before the second transaction, the switch, deletes anything. during is
+// given the named counters of rs the table has already (kept by the
+// apply: the others it creates, at zero) and a function that reads the
+// running ruleset's counters by tag with their generation, as CountersOf
+// does (Apply holds the runner's lock: during must read through it). The
+// daemon so reads the counters the switch deletes while the kernel is
+// busy with the new chains, not before it starts (NFTDataplane). during
+// is called only when the apply gets as far as the transactions, and may
+// run even when the apply then fails.
+func (r *NetlinkRunner) ApplyOverlapping(rs *Ruleset, during func(kept []string, read func([]LogTag) ([]RuleCounter, error))) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applyWith(rs, during)
+}
+
 // apply programs rs; r.mu is held.
-func (r *NetlinkRunner) apply(rs *Ruleset) error {
+func (r *NetlinkRunner) apply(rs *Ruleset) error { return r.applyWith(rs, nil) }
+
+// keptOf are the named counters of pl the change d does not create.
+func keptOf(pl *plan, d *change) []string {
+	fresh := make(map[string]bool, len(d.newObjs))
+	for _, o := range d.newObjs {
+		fresh[o.Name] = true
+	}
+	var kept []string
+	for _, o := range pl.objs {
+		if o.Type == nftables.ObjTypeCounter && !fresh[o.Name] {
+			kept = append(kept, o.Name)
+		}
+	}
+	return kept
+}
+
+// applyWith is apply, running during as ApplyOverlapping does; r.mu is
+// held.
+func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read func([]LogTag) ([]RuleCounter, error))) error {
 	t0 := time.Now()
 	old, err := r.kernelState(rs.Table)
 	if err != nil {
@@ -424,12 +470,42 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 		return err
 	}
 	d := diff(pl, old)
+	st.Lower = time.Since(t0) - st.List
 	st.NewChains, st.NewSets, st.NewObjects = len(d.newChains), len(d.newSets), len(d.newObjs)
 	st.OldChains, st.OldSets, st.OldObjects, st.BaseChains = len(d.oldChains), len(d.oldSets), len(d.oldObjs), len(d.writeBase)
 	for _, c := range d.newChains {
 		st.NewRules += len(c.Rules)
 	}
+	kept := keptOf(pl, d)
 	t1 := time.Now()
+	// during runs while the kernel works on stage 1 (started once stage
+	// 1's batch is encoded, so as not to take a processor from the
+	// encoding); stage 2 waits for it.
+	overlapped, startDuring := func() {}, func() {}
+	if during != nil {
+		table, paths := r.table(), r.paths() // the running ruleset's
+		read := func(tags []LogTag) ([]RuleCounter, error) {
+			names := make([]string, len(tags))
+			for i, t := range tags {
+				names[i] = t.String()
+			}
+			out, err := r.countersNamedIn(table, paths, names)
+			if err != nil {
+				return nil, err
+			}
+			sortCounters(out)
+			return out, nil
+		}
+		done := make(chan struct{})
+		startDuring = sync.OnceFunc(func() {
+			go func() {
+				defer close(done)
+				during(kept, read)
+			}()
+		})
+		overlapped = func() { startDuring(); <-done }
+	}
+	defer overlapped() // never left running after the apply returns
 	// Stage 2's batch is encoded while the kernel works on stage 1's (in
 	// our sendmsg, on one processor).
 	var (
@@ -446,8 +522,10 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	)
 	if !d.stage1Empty() {
 		w1, seq1, err := batch(d.size1(), d.stage1()...)
+		st.Encode1 = time.Since(t1)
 		if err == nil && w1 != nil {
 			start()
+			startDuring()
 			if err = r.send(w1, seq1); err != nil {
 				<-enc2
 			}
@@ -459,7 +537,10 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	t2 := time.Now()
 	st.Stage1 = t2.Sub(t1)
 	start()
+	startDuring()
 	<-enc2
+	overlapped()
+	st.Wait2 = time.Since(t2)
 	if err2 == nil && w2 != nil {
 		err2 = r.send(w2, seq2)
 	}
@@ -475,6 +556,7 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 		return kernelErr("apply ruleset", err)
 	}
 	st.Stage2 = time.Since(t2)
+	t3 := time.Now()
 	kt := d.after()
 	// The table's handle and use count, to recognise it next time.
 	if exists, handle, use, err := r.tableInfo(rs.Table); err == nil && exists {
@@ -483,18 +565,10 @@ func (r *NetlinkRunner) apply(rs *Ruleset) error {
 	} else {
 		r.known = nil
 	}
+	st.After = time.Since(t3)
 	r.current = rs
 	r.last = st
-	r.keptCounters = r.keptCounters[:0]
-	fresh := make(map[string]bool, len(d.newObjs))
-	for _, o := range d.newObjs {
-		fresh[o.Name] = true
-	}
-	for _, o := range pl.objs {
-		if o.Type == nftables.ObjTypeCounter && !fresh[o.Name] {
-			r.keptCounters = append(r.keptCounters, o.Name)
-		}
-	}
+	r.keptCounters = kept
 	r.log.Debug("data plane applied", "table", rs.Table, "list", st.List, "listed", st.Listed,
 		"stage1", st.Stage1, "stage2", st.Stage2, "new_chains", st.NewChains, "new_sets", st.NewSets,
 		"new_objects", st.NewObjects, "new_rules", st.NewRules, "old_chains", st.OldChains, "old_sets", st.OldSets,

@@ -210,3 +210,82 @@ func TestCountersAfterApply(t *testing.T) {
 		t.Fatalf("re-applied: %v, %v; want %v", got, err, want)
 	}
 }
+
+// TestApplyOverlappingReadsBeforeSwitch: ApplyOverlapping's during runs
+// before the switch deletes anything — it reads, with the runner's lock
+// held by the apply, a counter of the running ruleset that the apply
+// deletes, with its count — and is told which counters the apply keeps;
+// the apply then deletes the counter as Apply would.
+func TestApplyOverlappingReadsBeforeSwitch(t *testing.T) {
+	l := newLab(t)
+	cfg := labConfig()
+	cfg.LogGeneration = 5
+	rs, err := compilePolicy(loadExample(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := rs.Counters()
+	left := names[2]
+	r := l.runner()
+	c, err := r.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := c.AddTable(&nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet})
+	c.AddObj(&nftables.NamedObj{Table: table, Name: left, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{Packets: 7, Bytes: 700}})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseLasting()
+	if err := r.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	lt, err := ParseLogTag(left)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same policy at another generation: every counter is new.
+	cfg.LogGeneration = 6
+	next, err := compilePolicy(loadExample(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		called bool
+		kept   []string
+		read   []RuleCounter
+		rerr   error
+	)
+	err = r.ApplyOverlapping(next, func(k []string, rd func([]LogTag) ([]RuleCounter, error)) {
+		called, kept = true, k
+		// Late: an apply that did not wait for during would have
+		// switched (and deleted the counter) by now.
+		time.Sleep(100 * time.Millisecond)
+		read, rerr = rd([]LogTag{lt})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !called || rerr != nil {
+		t.Fatalf("during called %v, read error %v", called, rerr)
+	}
+	if len(kept) != 0 {
+		t.Errorf("kept %v: every counter of the new generation is new", kept)
+	}
+	if len(read) != 1 || read[0].Packets != 7 || read[0].Bytes != 700 {
+		t.Fatalf("during read %v: want the deleted counter %s with its 7 packets (read before the switch)", read, left)
+	}
+	if got, err := r.CountersOf([]LogTag{lt}); err != nil || len(got) != 0 {
+		t.Fatalf("after the apply, %s: %v, %v; want it deleted", left, got, err)
+	}
+	if got := r.KeptCounters(); len(got) != 0 {
+		t.Errorf("KeptCounters %v after an apply that kept none", got)
+	}
+	// Applied again: every counter kept, and during is told so.
+	if err := r.ApplyOverlapping(next, func(k []string, _ func([]LogTag) ([]RuleCounter, error)) { kept = k }); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != len(next.Counters()) {
+		t.Errorf("re-applied: during told %d kept, the ruleset has %d counters", len(kept), len(next.Counters()))
+	}
+}

@@ -113,6 +113,13 @@ func (r *NetlinkRunner) countersNamed(names []string) ([]RuleCounter, error) {
 	table := r.table()
 	paths := r.paths()
 	r.mu.Unlock()
+	return r.countersNamedIn(table, paths, names)
+}
+
+// countersNamedIn is countersNamed for table, whose rules' paths are
+// paths, without r.mu (an apply holding it reads counters this way while
+// the kernel works on its stage 1: ApplyOverlapping).
+func (r *NetlinkRunner) countersNamedIn(table string, paths map[string]string, names []string) ([]RuleCounter, error) {
 	c, err := r.getRaw()
 	if err != nil {
 		return nil, err
