@@ -234,15 +234,25 @@ type overlappingRunner interface {
 // replace reads some 2,000 counters by name: about 26 ms). Fresh may so
 // be called for an apply that then fails; the daemon drops the fold of a
 // failed apply.
+//
+// An apply that deletes fewer than overlapGoneMin counters (a change of a
+// few rules) reads them first, as before: the goroutine and the read's
+// netlink round trips beside the kernel's transaction cost a one-rule
+// apply of the 10,000-rule policy 2-4 ms of its kernel stage (quiet A/B,
+// 4 rounds of 30, docs/benchmarks.md) for a read of a few counters.
 func (d *NFTDataplane) runnerApply(rs *nft.Ruleset, fold GoneFold, folded bool, counters []string) error {
-	if or, ok := d.Runner.(overlappingRunner); ok && folded {
+	var gone []nft.LogTag
+	if folded {
+		gone = goneCounters(d.counters, counters)
+	}
+	if or, ok := d.Runner.(overlappingRunner); ok && folded && len(gone) >= overlapGoneMin {
 		return or.ApplyOverlapping(rs, func(kept []string, read func([]nft.LogTag) ([]nft.RuleCounter, error)) {
-			fold.Gone(goneCounters(d.counters, counters), read)
+			fold.Gone(gone, read)
 			fold.Fresh(freshOf(counters, kept))
 		})
 	}
 	if folded {
-		fold.Gone(goneCounters(d.counters, counters), d.countersByTag)
+		fold.Gone(gone, d.countersByTag)
 	}
 	if err := d.Runner.Apply(rs); err != nil {
 		return err
@@ -252,6 +262,10 @@ func (d *NFTDataplane) runnerApply(rs *nft.Ruleset, fold GoneFold, folded bool, 
 	}
 	return nil
 }
+
+// overlapGoneMin is how many counters an apply must delete for their
+// read to run beside the kernel's first transaction (runnerApply).
+const overlapGoneMin = 64
 
 // goneCounters are the tags of the counters named in old that next does
 // not name.
