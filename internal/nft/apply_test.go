@@ -159,19 +159,7 @@ func TestCountersAfterApply(t *testing.T) {
 	// A counter of the ruleset, left with counts by an earlier process.
 	left := names[2]
 	r := l.runner()
-	c, err := r.conn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := c.AddTable(&nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet})
-	c.AddObj(&nftables.NamedObj{Table: table, Name: left, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{Packets: 7, Bytes: 700}})
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	c.CloseLasting()
-	if err := r.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	applyOverLeftCounter(t, r, rs, left)
 	got, err := r.CountersAfterApply()
 	if err != nil {
 		t.Fatal(err)
@@ -227,19 +215,7 @@ func TestApplyOverlappingReadsBeforeSwitch(t *testing.T) {
 	names := rs.Counters()
 	left := names[2]
 	r := l.runner()
-	c, err := r.conn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := c.AddTable(&nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet})
-	c.AddObj(&nftables.NamedObj{Table: table, Name: left, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{Packets: 7, Bytes: 700}})
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	c.CloseLasting()
-	if err := r.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	applyOverLeftCounter(t, r, rs, left)
 	lt, err := ParseLogTag(left)
 	if err != nil {
 		t.Fatal(err)
@@ -287,5 +263,25 @@ func TestApplyOverlappingReadsBeforeSwitch(t *testing.T) {
 	}
 	if len(kept) != len(next.Counters()) {
 		t.Errorf("re-applied: during told %d kept, the ruleset has %d counters", len(kept), len(next.Counters()))
+	}
+}
+
+// applyOverLeftCounter creates rs's table with only the named counter
+// left, at 7 packets and 700 bytes (as an earlier process would leave
+// it), then applies rs.
+func applyOverLeftCounter(t *testing.T, r *NetlinkRunner, rs *Ruleset, left string) {
+	t.Helper()
+	c, err := r.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := c.AddTable(&nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet})
+	c.AddObj(&nftables.NamedObj{Table: table, Name: left, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{Packets: 7, Bytes: 700}})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseLasting()
+	if err := r.Apply(rs); err != nil {
+		t.Fatal(err)
 	}
 }
