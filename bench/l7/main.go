@@ -391,12 +391,8 @@ func (d *daemons) stopB() {
 	d.cmdB = nil
 }
 
-func perConn(s sample) float64 {
-	if s.conns == 0 {
-		return 0
-	}
-	return float64(s.cpu.Microseconds()) / float64(s.conns)
-}
+// perConn is the proxy's CPU per connection, in µs.
+func perConn(s sample) float64 { return usPerConn(s, s.cpu) }
 
 // perMB is the proxy's CPU per MB of the bulk download, in µs.
 func perMB(s sample) float64 {
@@ -423,30 +419,25 @@ func ctxPerConn(s sample) float64 {
 }
 
 // selfPerConn is the clients' and the server's CPU per connection, in µs.
-func selfPerConn(s sample) float64 {
+func selfPerConn(s sample) float64 { return usPerConn(s, s.selfCPU) }
+
+// usPerConn is d per connection of s, in µs.
+func usPerConn(s sample, d time.Duration) float64 {
 	if s.conns == 0 {
 		return 0
 	}
-	return float64(s.selfCPU.Microseconds()) / float64(s.conns)
+	return float64(d.Microseconds()) / float64(s.conns)
 }
+
+// waitPerConn and selfWaitPerConn: run-queue wait (µs) per connection of
+// the proxy's threads and of the clients' and server's.
+func waitPerConn(s sample) float64     { return usPerConn(s, s.wait) }
+func selfWaitPerConn(s sample) float64 { return usPerConn(s, s.selfWait) }
 
 // busyPerConn and softPerConn are the machine's busy CPU and its softirq
 // part per connection, in µs.
-// waitPerConn and selfWaitPerConn: run-queue wait (µs) per connection of
-// the proxy's threads and of the clients' and server's.
-func waitPerConn(s sample) float64 {
-	if s.conns == 0 {
-		return 0
-	}
-	return float64(s.wait.Microseconds()) / float64(s.conns)
-}
-
-func selfWaitPerConn(s sample) float64 {
-	if s.conns == 0 {
-		return 0
-	}
-	return float64(s.selfWait.Microseconds()) / float64(s.conns)
-}
+func busyPerConn(s sample) float64 { return usPerConn(s, s.busy) }
+func softPerConn(s sample) float64 { return usPerConn(s, s.softirq) }
 
 // ownShare is the share of the machine's CPU time the proxy and this
 // process (the clients and the server) used during the rate measurement:
@@ -468,20 +459,6 @@ func procThreads(pid int) int {
 	}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	return len(tasks)
-}
-
-func busyPerConn(s sample) float64 {
-	if s.conns == 0 {
-		return 0
-	}
-	return float64(s.busy.Microseconds()) / float64(s.conns)
-}
-
-func softPerConn(s sample) float64 {
-	if s.conns == 0 {
-		return 0
-	}
-	return float64(s.softirq.Microseconds()) / float64(s.conns)
 }
 
 // ticks converts /proc/stat's clock ticks (USER_HZ, 100 on Linux) to time.
