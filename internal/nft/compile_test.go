@@ -296,6 +296,10 @@ func TestLogTags(t *testing.T) {
 		{"cw:D:default", LogTag{Kind: LogDefaultDeny}, ""},
 		{"cw:D:input", LogTag{Kind: LogInputDrop}, ""},
 		{"cw:A:99", LogTag{Kind: LogAllow, Index: 99}, ""},
+		{"cw:A:3:g7", LogTag{Kind: LogAllow, Index: 3, Gen: 7}, "net/allow/ping"},
+		{"cw:N:2:g4294967295", LogTag{Kind: LogDNAT, Index: 2, Gen: 1<<32 - 1}, "dnat/web/api"},
+		{"cw:D:123456789:g1", LogTag{Kind: LogDeny, Index: 123456789, Gen: 1}, ""},
+		{"cw:D:default:g12", LogTag{Kind: LogDefaultDeny, Gen: 12}, ""},
 	} {
 		got, err := ParseLogTag(tc.prefix)
 		if err != nil || got != tc.tag {

@@ -62,6 +62,18 @@ type LogTag struct {
 }
 
 func (t LogTag) String() string {
+	switch t.Kind {
+	case LogAllow, LogDeny, LogDNAT:
+		// One string per tag (a large compile makes two per rule).
+		var buf [48]byte
+		b := append(buf[:0], "cw:"...)
+		b = append(b, "ADN"[t.Kind-LogAllow], ':')
+		b = strconv.AppendInt(b, int64(t.Index), 10)
+		if t.Gen != 0 {
+			b = strconv.AppendUint(append(b, ":g"...), uint64(t.Gen), 10)
+		}
+		return string(b)
+	}
 	s := t.base()
 	if t.Gen != 0 {
 		s += ":g" + strconv.FormatUint(uint64(t.Gen), 10)

@@ -436,8 +436,26 @@ func appendStmtKey(b []byte, st Stmt) []byte {
 	case Redirect:
 		return binary.BigEndian.AppendUint16(append(b, 17), x.Port)
 	}
-	// The statements of ha.go and snatpool.go: their text says all.
+	// A fused leaf's match and the statements of ha.go and snatpool.go:
+	// their text says all.
+	if m, ok := st.(MatchNotAll); ok {
+		return appendText(append(b, 0xff), m.appendText)
+	}
 	return appendStr(append(b, 0xff), st.String())
+}
+
+// appendText appends what appendStr appends for the text that text
+// appends, without the text as a string of its own.
+func appendText(b []byte, text func([]byte) []byte) []byte {
+	start := len(b)
+	b = text(b)
+	n := len(b) - start
+	var l [binary.MaxVarintLen64]byte
+	k := binary.PutUvarint(l[:], uint64(n))
+	b = append(b, l[:k]...)
+	copy(b[start+k:], b[start:start+n])
+	copy(b[start:], l[:k])
+	return b
 }
 
 func appendStr(b []byte, s string) []byte {

@@ -362,16 +362,36 @@ func fieldExpr(fam family, f field) string {
 	return fam.String() + " " + f.String()
 }
 
+// appendFieldExpr appends fieldExpr(fam, f).
+func appendFieldExpr(b []byte, fam family, f field) []byte {
+	if f == fieldPort {
+		return append(b, "th dport"...)
+	}
+	return append(append(append(b, fam.String()...), ' '), f.String()...)
+}
+
 func (m MatchRange) String() string {
 	return fieldExpr(m.Family, m.Field) + " " + fmtInterval(m.Family, m.Field, m.iv)
 }
-func (m MatchNotAll) String() string {
-	var f, v []string
-	for _, x := range m.Ms {
-		f = append(f, fieldExpr(x.Family, x.Field))
-		v = append(v, fmtInterval(x.Family, x.Field, x.iv))
+func (m MatchNotAll) String() string { return string(m.appendText(nil)) }
+
+// appendText appends m's text (String) to b: a fused leaf's content
+// hash reads it for every rule of a large ruleset (names.go).
+func (m MatchNotAll) appendText(b []byte) []byte {
+	for i, x := range m.Ms {
+		if i > 0 {
+			b = append(b, " . "...)
+		}
+		b = appendFieldExpr(b, x.Family, x.Field)
 	}
-	return strings.Join(f, " . ") + " != " + strings.Join(v, " . ")
+	b = append(b, " != "...)
+	for i, x := range m.Ms {
+		if i > 0 {
+			b = append(b, " . "...)
+		}
+		b = appendInterval(b, x.Family, x.Field, x.iv)
+	}
+	return b
 }
 func (m MatchSet) String() string { return fieldExpr(m.Family, m.Field) + " @" + m.Set }
 func (m VMap) String() string     { return fieldExpr(m.Family, m.Field) + " vmap @" + m.Map }
@@ -424,20 +444,26 @@ func (r Redirect) String() string { return fmt.Sprintf("redirect to :%d", r.Port
 
 // fmtInterval renders an interval as nft would: a value, a prefix or a range.
 func fmtInterval(fam family, f field, iv ivl) string {
+	return string(appendInterval(nil, fam, f, iv))
+}
+
+// appendInterval appends fmtInterval(fam, f, iv) to b.
+func appendInterval(b []byte, fam family, f field, iv ivl) []byte {
 	if f == fieldPort {
+		b = strconv.AppendUint(b, iv.lo.lo, 10)
 		if iv.lo == iv.hi {
-			return strconv.FormatUint(iv.lo.lo, 10)
+			return b
 		}
-		return fmt.Sprintf("%d-%d", iv.lo.lo, iv.hi.lo)
+		return strconv.AppendUint(append(b, '-'), iv.hi.lo, 10)
 	}
 	lo := valAddr(fam, iv.lo)
 	if iv.lo == iv.hi {
-		return lo.String()
+		return lo.AppendTo(b)
 	}
 	if bits, ok := prefixLen(fam, f, iv); ok {
-		return netip.PrefixFrom(lo, bits).String()
+		return netip.PrefixFrom(lo, bits).AppendTo(b)
 	}
-	return lo.String() + "-" + valAddr(fam, iv.hi).String()
+	return valAddr(fam, iv.hi).AppendTo(append(lo.AppendTo(b), '-'))
 }
 
 func (r *Rule) String() string {

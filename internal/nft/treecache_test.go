@@ -247,6 +247,13 @@ func BenchmarkCompileCached10k(b *testing.B) {
 	b.Run("new-cache", func(b *testing.B) {
 		run(b, func(int) (*match.Matcher, *Cache) { return m, &Cache{} })
 	})
+	// The daemon's first compile: rules' logs limited (fused leaves).
+	b.Run("new-cache-limited", func(b *testing.B) {
+		saved := cfg
+		cfg.LimitRuleLogs = true
+		defer func() { cfg = saved }()
+		run(b, func(int) (*match.Matcher, *Cache) { return m, &Cache{} })
+	})
 	for _, tc := range []struct {
 		name  string
 		proto policy.Proto
@@ -293,6 +300,14 @@ func BenchmarkCompileCached100k(b *testing.B) {
 		run(b, func(int) (*match.Matcher, *Cache) { return ms[0], nil })
 	})
 	b.Run("first", func(b *testing.B) {
+		run(b, func(int) (*match.Matcher, *Cache) { return ms[0], &Cache{} })
+	})
+	// The daemon's first compile: rules' logs limited (every rule a
+	// fused leaf).
+	b.Run("first-limited", func(b *testing.B) {
+		saved := cfg
+		cfg.LimitRuleLogs = true
+		defer func() { cfg = saved }()
 		run(b, func(int) (*match.Matcher, *Cache) { return ms[0], &Cache{} })
 	})
 	b.Run("replace", func(b *testing.B) {
