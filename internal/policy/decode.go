@@ -169,6 +169,17 @@ func (c cursor) Lookup(path string) Pos {
 	return Pos{File: c.p.file, Line: val.Line, Column: val.Column}
 }
 
+// Item is Lookup of path, the path of the cursor's i-th item
+// (item(c.path, i)): the item itself when the cursor is a sequence's,
+// without walking or parsing the path (validation looks up every rule).
+func (c cursor) Item(i int, path string) Pos {
+	if !c.ok || c.n == nil || c.n.Kind != yaml.SequenceNode || i < 0 || i >= len(c.n.Content) {
+		return c.Lookup(path)
+	}
+	val := unalias(c.n.Content[i])
+	return Pos{File: c.p.file, Line: val.Line, Column: val.Column}
+}
+
 func unalias(n *yaml.Node) *yaml.Node {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias

@@ -109,7 +109,11 @@ func TestCursorSameAsLookup(t *testing.T) {
 			for c := range 3 {
 				cp := item(gp+".ruleCollections", c)
 				at := pos.cursor(cp)
+				rules := pos.cursor(cp + ".rules")
 				for r := range 4 {
+					if got, want := rules.Item(r, item(cp+".rules", r)), pos.Lookup(item(cp+".rules", r)); got != want {
+						t.Fatalf("%s: %s: Item %v, Lookup %v", name, item(cp+".rules", r), got, want)
+					}
 					for _, path := range []string{item(cp+".rules", r), item(cp+".rules", r) + ".name", cp + ".name", cp + "x", cp + "[0]"} {
 						got, want := at.Lookup(path), pos.Lookup(path)
 						if got != want {

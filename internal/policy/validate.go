@@ -556,7 +556,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		v.errorf(cp+".action", "%s: a %s collection's action must be Allow or Deny, not DNAT", what, c.Kind)
 	}
 	names := map[string]int{}
-	at := v.pos.cursor(cp)
+	at := v.pos.cursor(cp + ".rules")
 	for ri := range wc.Rules {
 		wr := &wc.Rules[ri]
 		rp := item(cp+".rules", ri)
@@ -567,7 +567,7 @@ func (v *validator) collection(wc *WireCollection, cp string, g *Group) *Collect
 		} else {
 			names[strings.ToLower(wr.Name)] = ri
 		}
-		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: at.Lookup(rp)}
+		r := &Rule{Name: wr.Name, Description: wr.Description, Collection: c, Pos: at.Item(ri, rp)}
 		switch c.Kind {
 		case KindNetwork:
 			v.networkRule(wr, rp, r)
