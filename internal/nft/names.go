@@ -68,40 +68,49 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	// reuses nearly every chain and set).
 	fresh := max(0, len(rs.Chains)+len(rs.Sets)-len(final))
 	n := &namer{
-		rs:     rs,
-		named:  final,
-		chains: make(map[string]*nameRec, fresh),
-		sets:   make(map[string]*nameRec, fresh),
-		sums:   make(map[string][sha256.Size]byte, fresh),
+		rs:    rs,
+		named: final,
+		sums:  make(map[string][sha256.Size]byte, fresh),
 	}
 	// One record per object, in one block: a chain's record holds what
 	// the maps chainTo and visiting held (one lookup where there were
-	// three; naming was a tenth of a large compile).
+	// three; naming was a tenth of a large compile). A provisional name's
+	// record is found by its number (byNum), not by a map of 10^5 names.
+	maxNum := 0
+	for _, c := range rs.Chains {
+		maxNum = max(maxNum, provisionalNum(c.Name))
+	}
+	for _, s := range rs.Sets {
+		maxNum = max(maxNum, provisionalNum(s.Name))
+	}
+	if maxNum <= 4*(len(rs.Chains)+len(rs.Sets))+1024 {
+		n.byNum = make([]*nameRec, maxNum+1)
+	}
 	recs := make([]nameRec, 0, fresh)
 	for _, c := range rs.Chains {
 		if !n.isFinal(c.Name) {
-			if r := n.chains[c.Name]; r != nil {
+			if r := n.chainRec(c.Name); r != nil {
 				r.chain = c
 				continue
 			}
 			if len(recs) == cap(recs) {
 				recs = make([]nameRec, 0, 64)
 			}
-			recs = append(recs, nameRec{chain: c})
-			n.chains[c.Name] = &recs[len(recs)-1]
+			recs = append(recs, nameRec{chain: c, name: c.Name})
+			n.add(&recs[len(recs)-1], &n.chains)
 		}
 	}
 	for _, s := range rs.Sets {
 		if !n.isFinal(s.Name) {
-			if r := n.sets[s.Name]; r != nil {
+			if r := n.setRec(s.Name); r != nil {
 				r.set = s
 				continue
 			}
 			if len(recs) == cap(recs) {
 				recs = make([]nameRec, 0, 64)
 			}
-			recs = append(recs, nameRec{set: s})
-			n.sets[s.Name] = &recs[len(recs)-1]
+			recs = append(recs, nameRec{set: s, name: s.Name})
+			n.add(&recs[len(recs)-1], &n.sets)
 		}
 	}
 	for _, c := range rs.Chains {
@@ -167,7 +176,8 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 
 type namer struct {
 	rs     *Ruleset
-	chains map[string]*nameRec          // provisional name -> the chain and its final name
+	byNum  []*nameRec                   // provisional name's number -> its chain or set and final name
+	chains map[string]*nameRec          // the chains not in byNum (no number, or another's)
 	sets   map[string]*nameRec          // the same for sets
 	sums   map[string][sha256.Size]byte // kind and final name -> full hash (collision check)
 	named  map[string][hashSize]byte    // the names already final (reused) -> their sums
@@ -179,8 +189,59 @@ type namer struct {
 type nameRec struct {
 	chain    *Chain
 	set      *Set
+	name     string // the provisional name
 	to       string
 	visiting bool
+}
+
+// provisionalNum is the number of a provisional name (compiler.name), 0
+// if name has none.
+func provisionalNum(name string) int {
+	i := strings.LastIndexByte(name, provisionalSep[0])
+	if i < 0 || len(name)-i-1 > 9 || i == len(name)-1 {
+		return 0
+	}
+	num := 0
+	for _, c := range []byte(name[i+1:]) {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		num = num*10 + int(c-'0')
+	}
+	return num
+}
+
+// add files r under its number, or else in m.
+func (n *namer) add(r *nameRec, m *map[string]*nameRec) {
+	if num := provisionalNum(r.name); num > 0 && num < len(n.byNum) && n.byNum[num] == nil {
+		n.byNum[num] = r
+		return
+	}
+	if *m == nil {
+		*m = map[string]*nameRec{}
+	}
+	(*m)[r.name] = r
+}
+
+// chainRec is the record of the chain of provisional name old (nil if
+// none).
+func (n *namer) chainRec(old string) *nameRec {
+	if num := provisionalNum(old); num > 0 && num < len(n.byNum) {
+		if r := n.byNum[num]; r != nil && r.chain != nil && r.name == old {
+			return r
+		}
+	}
+	return n.chains[old]
+}
+
+// setRec is the record of the set of provisional name old (nil if none).
+func (n *namer) setRec(old string) *nameRec {
+	if num := provisionalNum(old); num > 0 && num < len(n.byNum) {
+		if r := n.byNum[num]; r != nil && r.set != nil && r.name == old {
+			return r
+		}
+	}
+	return n.sets[old]
 }
 
 func (n *namer) final(kind, old string, content []byte) (string, error) {
@@ -212,7 +273,7 @@ func (n *namer) final(kind, old string, content []byte) (string, error) {
 
 // chain returns the final name of the regular chain named old.
 func (n *namer) chain(old string) (string, error) {
-	rec := n.chains[old]
+	rec := n.chainRec(old)
 	if rec == nil {
 		if n.isFinal(old) {
 			return old, nil
@@ -253,7 +314,7 @@ func (n *namer) chain(old string) (string, error) {
 
 // set returns the final name of the set named old.
 func (n *namer) set(old string) (string, error) {
-	rec := n.sets[old]
+	rec := n.setRec(old)
 	if rec == nil {
 		if n.isFinal(old) {
 			return old, nil
@@ -307,7 +368,7 @@ func (n *namer) isFinal(name string) bool {
 
 // chainName is the final name of a named chain (its own when final).
 func (n *namer) chainName(name string) string {
-	if r := n.chains[name]; r != nil && r.to != "" {
+	if r := n.chainRec(name); r != nil && r.to != "" {
 		return r.to
 	}
 	return name
@@ -315,7 +376,7 @@ func (n *namer) chainName(name string) string {
 
 // setName is the final name of a named set (its own when final).
 func (n *namer) setName(name string) string {
-	if r := n.sets[name]; r != nil && r.to != "" {
+	if r := n.setRec(name); r != nil && r.to != "" {
 		return r.to
 	}
 	return name

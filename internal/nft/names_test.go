@@ -106,3 +106,46 @@ func TestNamesByContent(t *testing.T) {
 		t.Error("renaming a named ruleset changed it")
 	}
 }
+
+// TestNamerRecords: the namer finds a chain's or set's record by the
+// number of its provisional name, and by its whole name when the name has
+// no number, or one another object has (a chain and a set, two prefixes):
+// every reference is renamed to its own object's name.
+func TestNamerRecords(t *testing.T) {
+	for _, tc := range []struct{ num, v string }{{"1", "0"}, {"", "1"}, {"007", "x"}, {"123456789012", "y"}} {
+		if got := provisionalNum("a#" + tc.num); (tc.num == "1") != (got == 1) || tc.num == "007" && got != 7 {
+			t.Errorf("provisionalNum(a#%s) = %d", tc.num, got)
+		}
+	}
+	leaf := func(name string, port uint64) *Chain {
+		ch := &Chain{Name: name}
+		ch.add("", MatchRange{Family: ipv4, Field: fieldPort, iv: ivl{lo: u128{lo: port}, hi: u128{lo: port}}}, Verdict{Kind: VerdictAccept})
+		return ch
+	}
+	rs := &Ruleset{Table: "t"}
+	base := &Chain{Name: "forward", Hook: HookForward, Type: "filter", Policy: "accept"}
+	names := []string{"a#1", "b#1", "c", "d#2", "e#1000"}
+	for i, name := range names {
+		rs.Chains = append(rs.Chains, leaf(name, uint64(100+i)))
+		base.add("", Verdict{Kind: VerdictJump, Chain: name})
+	}
+	set := &Set{Name: "a#2", Kind: SetPlain, Family: ipv4, Field: fieldPort, Elems: []Elem{{iv: ivl{lo: u128{lo: 7}, hi: u128{lo: 7}}}}}
+	rs.Sets = append(rs.Sets, set)
+	base.add("", MatchSet{Family: ipv4, Field: fieldPort, Set: "a#2"}, Verdict{Kind: VerdictAccept})
+	rs.Chains = append([]*Chain{base}, rs.Chains...)
+	if err := nameByContent(rs); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range names {
+		want := rs.Chains[1+i].Name
+		if stripHash(want) != strings.Split(name, "#")[0] || want == name {
+			t.Errorf("chain %s named %s", name, want)
+		}
+		if got := base.Rules[i].Stmts[0].(Verdict).Chain; got != want {
+			t.Errorf("jump to %s renamed %s, the chain is %s", name, got, want)
+		}
+	}
+	if got := base.Rules[len(names)].Stmts[0].(MatchSet).Set; got != set.Name || stripHash(got) != "a" || got == "a#2" {
+		t.Errorf("set a#2 renamed %s, the set is %s", got, set.Name)
+	}
+}

@@ -300,14 +300,14 @@ func (c *compiler) keep(n *namer) {
 			l := &cachedLeaf{chain: ch, sums: make([]nameSum, 1, 1+len(bl.sets)+len(bl.chains))}
 			l.sums[0] = n.nameSum(ch.Name)
 			for _, name := range bl.sets {
-				s := n.sets[name].set
+				s := n.setRec(name).set
 				l.sums = append(l.sums, n.nameSum(s.Name))
 				if s.Kind == SetPlain { // interned; FQDN sets are not the tree's
 					l.sets = append(l.sets, s)
 				}
 			}
 			for _, name := range bl.chains {
-				d := n.chains[name].chain
+				d := n.chainRec(name).chain
 				l.sums = append(l.sums, n.nameSum(d.Name))
 				l.chains = append(l.chains, d)
 			}
