@@ -148,9 +148,11 @@ type compiler struct {
 	trees    []*builtTree              // the trees of this compile (treecache.go)
 	reused   map[string][hashSize]byte // final names of reused trees' objects -> their sums
 
-	limitName  string // rs.LogLimit.Name(), made once (limitedLogAs)
-	fusedRules []Rule // the block fusedLeaf allocates its rules in
-	fusedStmts []Stmt // and their statements
+	limitName  string       // rs.LogLimit.Name(), made once (limitedLogAs)
+	fusedRules []Rule       // the block fusedLeaf allocates its rules in
+	fusedPtrs  []*Rule      // the lists of them
+	fusedStmts []Stmt       // their statements
+	fusedMs    []MatchRange // and their matches
 }
 
 // name returns a new name that starts with prefix. It is provisional:
@@ -816,34 +818,41 @@ func (c *compiler) fusedLeaf(e *entry, proto uint8, stmts []Stmt) []*Rule {
 	if !c.cfg.LimitRuleLogs || e.fqdnSet != "" || len(stmts) == 0 {
 		return nil
 	}
-	ms := make([]MatchRange, 0, len(stmts))
 	for _, st := range stmts {
-		m, ok := st.(MatchRange)
-		if !ok {
+		if _, ok := st.(MatchRange); !ok {
 			return nil
 		}
-		ms = append(ms, m)
+	}
+	if len(c.fusedMs) < len(stmts) {
+		c.fusedMs = make([]MatchRange, max(len(stmts), 2*64))
+	}
+	ms := c.fusedMs[:len(stmts):len(stmts)]
+	for i, st := range stmts {
+		ms[i] = st.(MatchRange)
 	}
 	not, ok := notAllOf(ms)
 	if !ok {
 		return nil
 	}
+	c.fusedMs = c.fusedMs[len(ms):]
 	tag := c.tag(e.tag).String()
 	// The rules and statements of a flat policy's 100,000 leaves in
 	// blocks (each statement slice at its capacity: a rewrite copies).
 	if len(c.fusedRules) < 3 {
 		c.fusedRules = make([]Rule, 3*64)
+		c.fusedPtrs = make([]*Rule, 3*64)
 		c.fusedStmts = make([]Stmt, 5*64)
 	}
-	rules, st := c.fusedRules[:3:3], c.fusedStmts[:5:5]
-	c.fusedRules, c.fusedStmts = c.fusedRules[3:], c.fusedStmts[5:]
+	rules, ptrs, st := c.fusedRules[:3:3], c.fusedPtrs[:3:3], c.fusedStmts[:5:5]
+	c.fusedRules, c.fusedPtrs, c.fusedStmts = c.fusedRules[3:], c.fusedPtrs[3:], c.fusedStmts[5:]
 	st[0], st[1] = not, Verdict{Kind: VerdictReturn}
 	st[2], st[3] = Counter{Name: tag}, c.limitedLogAs(tag)
 	st[4] = verdictOf(e, proto)
 	rules[0] = Rule{Comment: e.comment, Stmts: st[0:2:2]}
 	rules[1] = Rule{Comment: e.comment, Stmts: st[2:4:4]}
 	rules[2] = Rule{Comment: e.comment, Stmts: st[4:5:5]}
-	return []*Rule{&rules[0], &rules[1], &rules[2]}
+	ptrs[0], ptrs[1], ptrs[2] = &rules[0], &rules[1], &rules[2]
+	return ptrs
 }
 
 // FQDNSetName is the name of the set that holds the addresses of family
