@@ -24,6 +24,9 @@
 #                   measurement (a restarted daemon's first connections)
 #   -prio           the benchmark's and the proxy's autogroups at nice -19
 #                   (bench/l7prio.sh built in), on a shared machine
+#   -order balanced the set-ups of each round in a Williams design (each in
+#                   every position and right after every other one equally
+#                   often) instead of the default rotation
 #   The report adds, per pair, the median of the per-round ratios with its
 #   95 % confidence interval, quartiles, range and rounds above 1, and the
 #   per-round ratios; e.g.

@@ -130,6 +130,7 @@ type config struct {
 	pinProxy, pinBench string
 	warmup             time.Duration
 	prio               bool
+	order              string // rotate or balanced
 }
 
 type setup string
@@ -166,6 +167,7 @@ func main() {
 	flag.StringVar(&c.pinBench, "pin-bench", "", "pin this process (the clients and the HTTPS server) to these CPUs")
 	flag.DurationVar(&c.warmup, "warmup", 0, "connection loops run before each rate measurement without being counted (e.g. 300ms: a restarted daemon's first connections)")
 	flag.BoolVar(&c.prio, "prio", false, "give this process's and the measured proxy's autogroups nice -19 (what bench/l7prio.sh does), for runs on a machine shared with other work")
+	flag.StringVar(&c.order, "order", "rotate", "the order of the set-ups in each round: rotate (round r rotated by r) or balanced (a Williams design: every set-up in every position and directly after every other one equally often over len(set-ups) rounds, twice that for an odd count)")
 	daemonProcs := flag.Int("daemon-gomaxprocs", 0, "GOMAXPROCS of the daemon (0: the Go default, one per CPU)")
 	flag.Parse()
 	if *daemonProcs > 0 {
@@ -233,6 +235,9 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if c.order != "rotate" && c.order != "balanced" {
+		return fmt.Errorf("-order %q: want rotate or balanced", c.order)
+	}
 	var pinProxy, pinBench *unix.CPUSet
 	if pinProxy, err = parseCPUs(c.pinProxy); err != nil {
 		return fmt.Errorf("-pin-proxy: %w", err)
@@ -283,8 +288,8 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	fmt.Fprintf(out, "clusterwall L7 benchmark: SNI allow-list proxy vs HAProxy and Squid, %d rounds, %d clients, lab %s\n", c.rounds, c.clients, c.name)
-	if c.aa || c.pinProxy != "" || c.pinBench != "" || c.warmup > 0 || c.prio {
-		fmt.Fprintf(out, "set-ups %v, measured %q; proxy pinned to CPUs %q, clients and server to %q; warm-up %v; autogroup nice -19: %v\n", setups, c.only, c.pinProxy, c.pinBench, c.warmup, c.prio)
+	if c.aa || c.pinProxy != "" || c.pinBench != "" || c.warmup > 0 || c.prio || c.order != "rotate" {
+		fmt.Fprintf(out, "set-ups %v, measured %q, order %s; proxy pinned to CPUs %q, clients and server to %q; warm-up %v; autogroup nice -19: %v\n", setups, c.only, c.order, c.pinProxy, c.pinBench, c.warmup, c.prio)
 	}
 	if !c.keep {
 		defer benchkit.RemoveLab(c.name, &err)
@@ -379,6 +384,10 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	var loads []string
 	for round := range c.rounds {
 		order := benchkit.Rotate(setups, round)
+		if c.order == "balanced" {
+			// Only the measured set-ups: the design balances what runs.
+			order = benchkit.Balanced(slices.DeleteFunc(slices.Clone(setups), func(s setup) bool { return !measured(s) }), round)
+		}
 		loads = append(loads, benchkit.Loadavg())
 		for _, s := range order {
 			if !measured(s) {
