@@ -44,6 +44,19 @@
 // and -only ...,forward adds a set-up without a proxy (every table
 // dormant, fw's kernel forwards): the ceiling of the client and the server.
 //
+// For the connection rate, which moves with everything else on the
+// machine: -aa measures clusterwall against itself and HAProxy against a
+// second HAProxy (set-up haproxy-b, same configuration, its own port and
+// redirect table), the method's own noise; -pin-proxy and -pin-bench pin
+// the proxy's threads and this process to CPUs (each set-up alike);
+// -warmup runs the connection loops uncounted before each measurement;
+// -prio gives the benchmark's and the proxy's autogroups nice -19. The
+// report gives, per pair, the median of the per-round ratios with a
+// distribution-free 95 % confidence interval, quartiles, range and the
+// rounds above 1, and the per-round ratios themselves; besides the rate,
+// the connections per CPU-second of the proxy, clients and server, which
+// does not move with the share of the machine a round got.
+//
 // bench/l7.sh runs it; docs/benchmarks.md has the results.
 package main
 
@@ -60,6 +73,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
@@ -86,11 +100,12 @@ import (
 )
 
 const (
-	allowedName = "example.org"      // on the allow-list; the server's certificate
-	deniedName  = "evil.example.net" // not on it
-	benchPort   = 8443               // the application rule's port
-	haproxyPort = 15101
-	squidPort   = 15102
+	allowedName  = "example.org"      // on the allow-list; the server's certificate
+	deniedName   = "evil.example.net" // not on it
+	benchPort    = 8443               // the application rule's port
+	haproxyPort  = 15101
+	haproxyBPort = 15103 // the second HAProxy of -aa (set-up haproxy-b)
+	squidPort    = 15102
 )
 
 var server = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.14"), benchPort) // example.org in the lab internet
@@ -106,6 +121,16 @@ type config struct {
 	keep     bool
 	only     string
 	counters bool
+	// aa: A/A mode (clusterwall against itself, HAProxy against itself).
+	aa bool
+	// pinProxy, pinBench: CPU lists the proxy's threads and this
+	// process's (the clients' and the server's) are pinned to; warmup:
+	// connection loops run before each rate measurement, not counted;
+	// prio: the benchmark's and the proxy's autogroups at nice -19.
+	pinProxy, pinBench string
+	warmup             time.Duration
+	prio               bool
+	order              string // rotate or balanced
 }
 
 type setup string
@@ -114,6 +139,7 @@ const (
 	setupClusterwall setup = "clusterwall"
 	setupB           setup = "clusterwall-b" // -exe-b
 	setupHAProxy     setup = "haproxy"
+	setupHAProxyB    setup = "haproxy-b" // a second HAProxy, same configuration (-aa)
 	setupSquid       setup = "squid"
 	// setupForward: no proxy and no firewall, fw's kernel forwards (every
 	// table dormant) — the ceiling of the client and the server through
@@ -136,6 +162,12 @@ func main() {
 	flag.StringVar(&c.only, "only", "", "measure only these set-ups (comma-separated): clusterwall, clusterwall-b, haproxy, squid, forward (no proxy: fw forwards; a ceiling for the client and the server)")
 	flag.StringVar(&c.exeB, "exe-b", "", "a second daemon binary, measured as set-up clusterwall-b in the same rounds (A/B of a change); the daemon is restarted with the other binary when the set-up changes")
 	flag.BoolVar(&c.counters, "counters", false, "print fw's TCP/IP counters (/proc/net/snmp, netstat) per connection of each rate measurement")
+	flag.BoolVar(&c.aa, "aa", false, "A/A mode: set-ups clusterwall, clusterwall-b (the -exe binary again unless -exe-b is given), haproxy and haproxy-b (a second HAProxy, same configuration): the method's own noise, as ratios clusterwall-b / clusterwall and haproxy-b / haproxy")
+	flag.StringVar(&c.pinProxy, "pin-proxy", "", "pin every thread of the measured proxy to these CPUs (a list: 1, 0-1, 0,1) before each measurement; the same for every set-up")
+	flag.StringVar(&c.pinBench, "pin-bench", "", "pin this process (the clients and the HTTPS server) to these CPUs")
+	flag.DurationVar(&c.warmup, "warmup", 0, "connection loops run before each rate measurement without being counted (e.g. 300ms: a restarted daemon's first connections)")
+	flag.BoolVar(&c.prio, "prio", false, "give this process's and the measured proxy's autogroups nice -19 (what bench/l7prio.sh does), for runs on a machine shared with other work")
+	flag.StringVar(&c.order, "order", "rotate", "the order of the set-ups in each round: rotate (round r rotated by r) or balanced (a Williams design: every set-up in every position and directly after every other one equally often over len(set-ups) rounds, twice that for an odd count)")
 	daemonProcs := flag.Int("daemon-gomaxprocs", 0, "GOMAXPROCS of the daemon (0: the Go default, one per CPU)")
 	flag.Parse()
 	if *daemonProcs > 0 {
@@ -203,6 +235,27 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if c.order != "rotate" && c.order != "balanced" {
+		return fmt.Errorf("-order %q: want rotate or balanced", c.order)
+	}
+	var pinProxy, pinBench *unix.CPUSet
+	if pinProxy, err = parseCPUs(c.pinProxy); err != nil {
+		return fmt.Errorf("-pin-proxy: %w", err)
+	}
+	if pinBench, err = parseCPUs(c.pinBench); err != nil {
+		return fmt.Errorf("-pin-bench: %w", err)
+	}
+	if c.aa {
+		if c.exeB == "" {
+			c.exeB = c.exe
+		}
+		if c.only == "" {
+			c.only = "clusterwall,clusterwall-b,haproxy,haproxy-b"
+		}
+	}
+	if err := pinAll(os.Getpid(), pinBench); err != nil {
+		return fmt.Errorf("-pin-bench: %w", err)
+	}
 	setups := []setup{setupClusterwall, setupHAProxy, setupSquid}
 	exeB := ""
 	if c.exeB != "" {
@@ -210,6 +263,13 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			return err
 		}
 		setups = []setup{setupClusterwall, setupB, setupHAProxy, setupSquid}
+	}
+	withHAProxyB := slices.Contains(strings.Split(c.only, ","), string(setupHAProxyB))
+	if withHAProxyB {
+		// After haproxy: in the rotation, the two HAProxies are measured
+		// one after the other as the two daemons are.
+		i := slices.Index(setups, setupHAProxy)
+		setups = slices.Insert(setups, i+1, setupHAProxyB)
 	}
 	if slices.Contains(strings.Split(c.only, ","), string(setupForward)) {
 		setups = append(setups, setupForward)
@@ -228,6 +288,9 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	fmt.Fprintf(out, "clusterwall L7 benchmark: SNI allow-list proxy vs HAProxy and Squid, %d rounds, %d clients, lab %s\n", c.rounds, c.clients, c.name)
+	if c.aa || c.pinProxy != "" || c.pinBench != "" || c.warmup > 0 || c.prio || c.order != "rotate" {
+		fmt.Fprintf(out, "set-ups %v, measured %q, order %s; proxy pinned to CPUs %q, clients and server to %q; warm-up %v; autogroup nice -19: %v\n", setups, c.only, c.order, c.pinProxy, c.pinBench, c.warmup, c.prio)
+	}
 	if !c.keep {
 		defer benchkit.RemoveLab(c.name, &err)
 	}
@@ -265,9 +328,19 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	hap, err := startHAProxy(ctx, l, dir)
+	hap, err := startHAProxy(ctx, l, dir, "haproxy", haproxyPort)
 	if err != nil {
 		return err
+	}
+	var hapB *peer
+	if withHAProxyB {
+		if hapB, err = startHAProxy(ctx, l, dir, "haproxy-b", haproxyBPort); err != nil {
+			hap.stop()
+			return err
+		}
+		if !c.keep {
+			defer hapB.stop()
+		}
 	}
 	sq, err := startSquid(ctx, l, dir, ca, caKey)
 	if err != nil {
@@ -278,11 +351,12 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		defer hap.stop()
 		defer sq.stop()
 	}
-	for _, p := range []struct {
-		table string
-		port  uint16
-	}{{tableOf(setupHAProxy), haproxyPort}, {tableOf(setupSquid), squidPort}} {
-		if err := redirectTable(int(fwNS), p.table, p.port); err != nil {
+	peers := []setup{setupHAProxy, setupSquid}
+	if withHAProxyB {
+		peers = append(peers, setupHAProxyB)
+	}
+	for _, p := range peers {
+		if err := redirectTable(int(fwNS), tableOf(p), peerPort[p]); err != nil {
 			return err
 		}
 	}
@@ -294,9 +368,13 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		setupB:           dm.pidB,
 		setupHAProxy:     func() int { return hap.cmd.Process.Pid },
 		setupSquid:       func() int { return sq.cmd.Process.Pid },
+		setupHAProxyB:    func() int { return hapB.cmd.Process.Pid },
 		setupForward:     func() int { return 0 },
 	}
 	logs := map[setup]string{setupClusterwall: l.DecisionLog(), setupB: dm.out, setupHAProxy: hap.log, setupSquid: sq.log, setupForward: "-"}
+	if hapB != nil {
+		logs[setupHAProxyB] = hapB.log
+	}
 
 	client, err := newClient(l)
 	if err != nil {
@@ -306,6 +384,10 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 	var loads []string
 	for round := range c.rounds {
 		order := benchkit.Rotate(setups, round)
+		if c.order == "balanced" {
+			// Only the measured set-ups: the design balances what runs.
+			order = benchkit.Balanced(slices.DeleteFunc(slices.Clone(setups), func(s setup) bool { return !measured(s) }), round)
+		}
 		loads = append(loads, benchkit.Loadavg())
 		for _, s := range order {
 			if !measured(s) {
@@ -319,7 +401,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 					return fmt.Errorf("round %d, %s: %w", round+1, s, err)
 				}
 			}
-			if err := setMode(int(fwNS), s); err != nil {
+			if err := setMode(int(fwNS), s, peers); err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, s, err)
 			}
 			if err := benchkit.FlushConntrack(fwNS); err != nil {
@@ -328,7 +410,17 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 			if err := client.verify(srv, s == setupForward); err != nil {
 				return fmt.Errorf("round %d, %s: set-up check: %w (log: %s)", round+1, s, err, logs[s])
 			}
-			smp, err := measure(ctx, client, c, pids[s]())
+			pid := pids[s]()
+			if err := pinAll(pid, pinProxy); err != nil {
+				return fmt.Errorf("round %d, %s: -pin-proxy: %w", round+1, s, err)
+			}
+			if err := pinAll(os.Getpid(), pinBench); err != nil {
+				return fmt.Errorf("round %d: -pin-bench: %w", round+1, err)
+			}
+			if c.prio {
+				prioritize(os.Getpid(), pid)
+			}
+			smp, err := measure(ctx, client, c, pid)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w (log: %s)", round+1, s, err, logs[s])
 			}
@@ -389,6 +481,69 @@ func (d *daemons) pidB() int {
 func (d *daemons) stopB() {
 	benchkit.Stop(d.cmdB)
 	d.cmdB = nil
+}
+
+// spread describes per-round ratios: their median with a distribution-free
+// 95 % confidence interval (the order statistics x(k), x(n+1-k) for the
+// largest k with P(Binomial(n, ½) < k) ≤ 2.5 %; none below 6 rounds),
+// quartiles, range and how many are above 1.
+func spread(xs []float64) string {
+	n := len(xs)
+	if n == 0 {
+		return "-"
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	above := 0
+	for _, x := range s {
+		if x > 1 {
+			above++
+		}
+	}
+	ci := "n/a"
+	if k := medianCIRank(n); k > 0 {
+		ci = fmt.Sprintf("%.3f–%.3f", s[k-1], s[n-k])
+	}
+	return fmt.Sprintf("%.3f [%s] (%.3f–%.3f; %.3f–%.3f; %d of %d)", benchkit.Median(s), ci, quantile(s, 0.25), quantile(s, 0.75), s[0], s[n-1], above, n)
+}
+
+// medianCIRank is the largest k ≥ 1 with P(Binomial(n, ½) ≤ k-1) ≤ 0.025,
+// or 0 if there is none.
+func medianCIRank(n int) int {
+	k, cum, c := 0, 0.0, 1.0 // c = C(n, i)
+	p := math.Pow(0.5, float64(n))
+	for i := 0; i < n; i++ {
+		cum += c * p
+		if cum > 0.025 {
+			break
+		}
+		k = i + 1
+		c = c * float64(n-i) / float64(i+1)
+	}
+	return k
+}
+
+// quantile of sorted s (linear interpolation).
+func quantile(s []float64, q float64) float64 {
+	pos := q * float64(len(s)-1)
+	i := int(pos)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (pos-float64(i))*(s[i+1]-s[i])
+}
+
+// connsPerCPU is the connections per CPU-second of the proxy and this
+// process (the clients and the server) together: the rate the whole
+// set-up would reach on CPUs of its own, but for softirq charged to no
+// process and idle time. On a machine shared with other work it does not
+// move with the share of the CPUs the benchmark got in a round, as the
+// rate does (docs/benchmarks.md, "Branch l7rate").
+func connsPerCPU(s sample) float64 {
+	if t := s.cpu + s.selfCPU; t > 0 {
+		return float64(s.conns) / t.Seconds()
+	}
+	return 0
 }
 
 // perConn is the proxy's CPU per connection, in µs.
@@ -538,18 +693,23 @@ backend original
     server original 0.0.0.0:0
 `
 
-func startHAProxy(ctx context.Context, l *lab.Lab, dir string) (*peer, error) {
-	cfg := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyCfg, haproxyPort), 0o644); err != nil {
+// peerPort is the port each peer listens on (its redirect's target).
+var peerPort = map[setup]uint16{setupHAProxy: haproxyPort, setupHAProxyB: haproxyBPort, setupSquid: squidPort}
+
+// startHAProxy starts an HAProxy called name (haproxy, haproxy-b: the same
+// configuration on another port) in fw.
+func startHAProxy(ctx context.Context, l *lab.Lab, dir, name string, port int) (*peer, error) {
+	cfg := filepath.Join(dir, name+".cfg")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyCfg, port), 0o644); err != nil {
 		return nil, err
 	}
-	log := filepath.Join(dir, "haproxy.log") // stdout: option tcplog lines
-	p := &peer{name: "haproxy", out: log, log: log}
+	log := filepath.Join(dir, name+".log") // stdout: option tcplog lines
+	p := &peer{name: name, out: log, log: log}
 	if out, err := exec.CommandContext(ctx, "haproxy", "-c", "-f", cfg).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("haproxy -c: %v: %s", err, out)
 	}
 	// -db: foreground; ip netns exec execs haproxy, so the pid is its own.
-	return p, p.start(ctx, l, haproxyPort, "haproxy", "-db", "-f", cfg)
+	return p, p.start(ctx, l, port, "haproxy", "-db", "-f", cfg)
 }
 
 const squidCfg = `# Squid intercepting TLS: peek at the ClientHello, splice allowed SNI, terminate the rest.
@@ -836,38 +996,16 @@ func (cl *client) netCounters() map[string]int64 {
 // measure runs the connection loops and then the bulk download.
 func measure(ctx context.Context, cl *client, c config, pid int) (sample, error) {
 	var s sample
-	var n, fails atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
+	if c.warmup > 0 {
+		cl.loops(ctx, c.clients, time.Now().Add(c.warmup))
+	}
 	cpu0, sw0, net0 := benchkit.ProcCPU(pid), benchkit.ProcCtxSwitches(pid), cl.netCounters()
 	self0 := benchkit.ProcCPU(os.Getpid())
 	_, wait0 := benchkit.ProcSchedstat(pid)
 	_, selfWait0 := benchkit.ProcSchedstat(os.Getpid())
 	busy0, idle0, soft0 := machineCPU()
 	start := time.Now()
-	deadline := start.Add(c.connDur)
-	for range c.clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := cl.l.Do(lab.HostNode, func() error {
-				d := &net.Dialer{Timeout: 3 * time.Second}
-				for time.Now().Before(deadline) && ctx.Err() == nil {
-					if _, _, err := cl.get(d, allowedName, "/", true, 5*time.Second); err != nil {
-						fails.Add(1)
-						firstErr.CompareAndSwap(nil, err)
-						continue
-					}
-					n.Add(1)
-				}
-				return nil
-			})
-			if err != nil {
-				firstErr.CompareAndSwap(nil, err)
-			}
-		}()
-	}
-	wg.Wait()
+	conns, fails, firstErr := cl.loops(ctx, c.clients, start.Add(c.connDur))
 	elapsed := time.Since(start)
 	s.cpu = benchkit.ProcCPU(pid) - cpu0
 	s.selfCPU = benchkit.ProcCPU(os.Getpid()) - self0
@@ -882,7 +1020,7 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	s.ctxsw = benchkit.ProcCtxSwitches(pid) - sw0
 	net1 := cl.netCounters()
 	s.segs = net1["Tcp:OutSegs"] - net0["Tcp:OutSegs"]
-	if conns := n.Load(); c.counters && conns > 0 {
+	if c.counters && conns > 0 {
 		var keys []string
 		for k, v := range net1 {
 			if v != net0[k] {
@@ -894,10 +1032,9 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 			fmt.Printf("  counter %-32s %8.3f per connection\n", k, float64(net1[k]-net0[k])/float64(conns))
 		}
 	}
-	s.conns = n.Load()
-	s.fails = fails.Load()
+	s.conns, s.fails = conns, fails
 	if s.fails*100 > s.conns {
-		return s, fmt.Errorf("%d of %d connections failed: %v", s.fails, s.fails+s.conns, firstErr.Load())
+		return s, fmt.Errorf("%d of %d connections failed: %v", s.fails, s.fails+s.conns, firstErr)
 	}
 	s.connsPS = float64(s.conns) / elapsed.Seconds()
 
@@ -922,13 +1059,107 @@ func measure(ctx context.Context, cl *client, c config, pid int) (sample, error)
 	return s, err
 }
 
+// loops runs clients connection loops in node until deadline: each a new
+// TCP connection, a full TLS handshake, one small GET and close, again. It
+// returns the connections that succeeded, those that failed and the first
+// error.
+func (cl *client) loops(ctx context.Context, clients int, deadline time.Time) (conns, fails int64, firstErr error) {
+	var n, nf atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := cl.l.Do(lab.HostNode, func() error {
+				d := &net.Dialer{Timeout: 3 * time.Second}
+				for time.Now().Before(deadline) && ctx.Err() == nil {
+					if _, _, err := cl.get(d, allowedName, "/", true, 5*time.Second); err != nil {
+						nf.Add(1)
+						first.CompareAndSwap(nil, err)
+						continue
+					}
+					n.Add(1)
+				}
+				return nil
+			})
+			if err != nil {
+				first.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if e, ok := first.Load().(error); ok {
+		firstErr = e
+	}
+	return n.Load(), nf.Load(), firstErr
+}
+
+// parseCPUs parses a CPU list ("1", "0-1", "0,2-3"); nil for "".
+func parseCPUs(list string) (*unix.CPUSet, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var set unix.CPUSet
+	for part := range strings.SplitSeq(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= runtime.NumCPU() {
+			return nil, fmt.Errorf("%q: not a list of CPUs 0-%d", list, runtime.NumCPU()-1)
+		}
+		for i := a; i <= b; i++ {
+			set.Set(i)
+		}
+	}
+	return &set, nil
+}
+
+// pinAll sets the CPU affinity of every thread of process pid (threads
+// it creates later inherit it from their creator); nothing for a nil set
+// or pid 0.
+func pinAll(pid int, set *unix.CPUSet) error {
+	if set == nil || pid == 0 {
+		return nil
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, set); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("thread %d of %d: %w", tid, pid, err)
+		}
+	}
+	return nil
+}
+
+// prioritize gives the autogroups (sessions) of the given processes nice
+// -19: with kernel.sched_autogroup_enabled the kernel shares the CPUs
+// between sessions first, and every proxy runs in a session of its own
+// (bench/l7prio.sh).
+func prioritize(pids ...int) {
+	for _, p := range pids {
+		if p != 0 {
+			os.WriteFile(fmt.Sprintf("/proc/%d/autogroup", p), []byte("-19"), 0)
+		}
+	}
+}
+
 func tableOf(s setup) string { return "cwb-" + string(s) }
 
 // setMode leaves exactly one redirect live: the daemon's table for
 // clusterwall, else the peer's table (the daemon's table dormant: its input
 // chain would drop the peers' ports).
-func setMode(fwFD int, s setup) error {
-	for _, p := range []setup{setupHAProxy, setupSquid} {
+func setMode(fwFD int, s setup, peers []setup) error {
+	for _, p := range peers {
 		if err := benchkit.SetDormant(fwFD, tableOf(p), p != s); err != nil {
 			return err
 		}
@@ -990,10 +1221,34 @@ func report(out io.Writer, setups []setup, r map[setup][]sample, loads []string)
 	pair(setupClusterwall, setupHAProxy, "clusterwall / haproxy (targets ≥ 1.0, ≥ 1.0, ≤ 0.9)")
 	pair(setupB, setupHAProxy, "clusterwall-b / haproxy")
 	pair(setupB, setupClusterwall, "clusterwall-b / clusterwall")
+	pair(setupHAProxyB, setupHAProxy, "haproxy-b / haproxy (A/A)")
 	pair(setupClusterwall, setupSquid, "clusterwall / squid")
 	pair(setupHAProxy, setupSquid, "haproxy / squid")
 	pair(setupClusterwall, setupForward, "clusterwall / forward")
 	pair(setupHAProxy, setupForward, "haproxy / forward")
+	// The spread of the per-round ratios: the method's resolution (an
+	// A/A pair shows its noise).
+	type pairOf struct {
+		num, den setup
+		label    string
+	}
+	pairs := []pairOf{{setupClusterwall, setupHAProxy, "clusterwall / haproxy"}, {setupB, setupHAProxy, "clusterwall-b / haproxy"},
+		{setupB, setupClusterwall, "clusterwall-b / clusterwall"}, {setupHAProxyB, setupHAProxy, "haproxy-b / haproxy"}}
+	fmt.Fprintf(out, "\n| spread of the per-round ratios: median [95 %% confidence interval of the median] (quartiles; min–max; rounds above 1 of n) | connection rate | throughput | CPU per connection | connections per CPU-second of the proxy, clients and server |\n|---|---|---|---|---|\n")
+	var perRound []string
+	for _, p := range pairs {
+		if len(r[p.num]) == 0 || len(r[p.den]) == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s |\n", p.label, spread(ratios(p.num, p.den, rate)), spread(ratios(p.num, p.den, tput)), spread(ratios(p.num, p.den, perConn)), spread(ratios(p.num, p.den, connsPerCPU)))
+		var parts []string
+		rr, cr := ratios(p.num, p.den, rate), ratios(p.num, p.den, perConn)
+		for i := range min(len(rr), len(cr)) {
+			parts = append(parts, fmt.Sprintf("%.3f/%.3f", rr[i], cr[i]))
+		}
+		perRound = append(perRound, fmt.Sprintf("  %-27s %s", p.label, strings.Join(parts, "  ")))
+	}
+	fmt.Fprintf(out, "per-round ratios (connection rate / CPU per connection):\n%s\n", strings.Join(perRound, "\n"))
 	fmt.Fprintf(out, "\nload average at the start of each round: %s\n", strings.Join(loads, "; "))
 	fmt.Fprintf(out, "per round (conn/s / MB/s / proxy µs per connection / proxy µs per MB in the bulk / clients and server µs per connection / machine idle during the rate / machine busy µs per connection / proxy run-queue wait µs per connection / clients' and server's run-queue wait µs per connection / their and the proxy's share of the machine):\n")
 	for _, s := range setups {

@@ -119,6 +119,10 @@ type DecisionLog struct {
 	free       chan *lineBatch
 	batchLines atomic.Int64
 
+	// waits and gathers count the writer's waits on the queue (each
+	// ended by a producer waking it) and its gathers (sleep and drain).
+	waits, gathers atomic.Uint64
+
 	obsMu     sync.Mutex
 	observers atomic.Pointer[[]func(*Record)]
 }
@@ -253,20 +257,34 @@ func (l *DecisionLog) run(w io.Writer) {
 	// without a rate limit) holds batchDelay's worth of lines at 40,000
 	// (160,000) lines/s; the Lines' bound, four times the queue, 650,000
 	// flow lines/s without a rate limit.
+	//
+	// While records keep coming (the last gather found some), the writer
+	// does not wait on the queue at all: it sleeps batchDelay again and
+	// takes what came meanwhile, so a producer's send never finds it
+	// waiting and never has to wake it (a send to a waiting receiver
+	// readies it and wakes an idle thread to run it: a futex wake-up and
+	// a thread hand-off on the data path per batch). Only a gather that
+	// finds nothing sends it back to wait; a line still waits at most
+	// batchDelay (busyBatchDelay when busy).
 	closed := false
 	delay := batchDelay
+	waiting := true // the last gather found nothing: wait for a record
 	for !closed {
 		gathered = 0
-		select {
-		case r, ok := <-l.queue:
-			if !ok {
-				closed = true
-				break
+		l.gathers.Add(1)
+		if waiting {
+			l.waits.Add(1)
+			select {
+			case r, ok := <-l.queue:
+				if !ok {
+					closed = true
+					break
+				}
+				rec = r
+				add(&rec)
+			case lb := <-l.batches:
+				addBatch(lb)
 			}
-			rec = r
-			add(&rec)
-		case lb := <-l.batches:
-			addBatch(lb)
 		}
 		woke := time.Now()
 		if !closed {
@@ -296,6 +314,7 @@ func (l *DecisionLog) run(w io.Writer) {
 			}
 		}
 		flush()
+		waiting = gathered == 0
 		// Busy (the kernel's flow log at line rate): gather for
 		// busyBatchDelay, a quarter of the wake-ups.
 		delay = batchDelay

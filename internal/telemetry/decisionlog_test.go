@@ -126,3 +126,45 @@ func BenchmarkLogRateLimited(b *testing.B) {
 		}
 	})
 }
+
+// TestDecisionLogWriterNotWokenPerBatch: while records keep coming, the
+// writer keeps gathering on its timer and never waits on the queue, so no
+// producer has to wake it; a line still waits at most a batch delay. With
+// a wait at the start of every gather (the writer before), waits equal
+// gathers and this fails.
+func TestDecisionLogWriterNotWokenPerBatch(t *testing.T) {
+	var mu sync.Mutex
+	var lines int
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		lines += bytes.Count(p, []byte("\n"))
+		mu.Unlock()
+		return len(p), nil
+	})
+	l := NewDecisionLog(w, Options{})
+	sent := 0
+	for start := time.Now(); time.Since(start) < 400*time.Millisecond; sent++ {
+		l.Log(Record{Category: CategoryApplicationRule, Action: "Allow"})
+		time.Sleep(time.Millisecond)
+	}
+	// A last record, then wait two batch delays: it is written without
+	// waiting on Close.
+	sent++
+	l.Log(Record{Category: CategoryApplicationRule, Action: "Allow"})
+	time.Sleep(2*batchDelay + 10*time.Millisecond)
+	mu.Lock()
+	got := lines
+	mu.Unlock()
+	waits, gathers := l.waits.Load(), l.gathers.Load()
+	l.Close()
+	if got != sent {
+		t.Errorf("%d of %d lines written within two batch delays", got, sent)
+	}
+	if gathers < 8 || waits*2 > gathers {
+		t.Errorf("writer waited on the queue %d times in %d gathers; want it woken by producers at most once per quiet spell", waits, gathers)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

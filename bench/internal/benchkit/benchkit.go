@@ -299,6 +299,47 @@ func Rotate[T any](xs []T, n int) []T {
 	return append(slices.Clone(xs[k:]), xs[:k]...)
 }
 
+// Balanced returns xs in the order of round n of a Williams design: over
+// len(xs) consecutive rounds (2 × len(xs) for an odd count) every element
+// is measured in every position equally often and directly after every
+// other element equally often, so that neither a position in the round
+// nor what ran just before (a daemon restart, the TIME_WAIT sockets of a
+// faster set-up) favours one set-up. Rotate balances positions only:
+// with it the same element always follows the same other one. For two
+// elements both give AB, BA.
+func Balanced[T any](xs []T, n int) []T {
+	k := len(xs)
+	if k == 0 {
+		return nil
+	}
+	rows := k
+	if k%2 == 1 {
+		rows = 2 * k
+	}
+	r := n % rows
+	// The first row: 0, 1, k-1, 2, k-2, ...; row i adds i (mod k); for
+	// an odd k, rows k..2k-1 are rows 0..k-1 reversed.
+	seq := make([]int, k)
+	lo, hi := 1, k-1
+	for i := 1; i < k; i++ {
+		if i%2 == 1 {
+			seq[i], lo = lo, lo+1
+		} else {
+			seq[i], hi = hi, hi-1
+		}
+	}
+	out := make([]T, k)
+	for i, j := range seq {
+		idx := (j + r%k) % k
+		if r >= k {
+			out[k-1-i] = xs[idx]
+		} else {
+			out[i] = xs[idx]
+		}
+	}
+	return out
+}
+
 // Median returns the median of xs (0 for none).
 func Median(xs []float64) float64 {
 	if len(xs) == 0 {
