@@ -405,7 +405,7 @@ func (cl *classifier) seqChain(names []string) string {
 }
 
 func (cl *classifier) dispatch(f field, pieces []piece, used uint8) string {
-	if ck, ok := cl.foldKey(f, pieces, used); ok {
+	if ck, ok := cl.foldKey(f, pieces, used); ok && !noFold {
 		return cl.foldedDispatch(f, ck, pieces, used)
 	}
 	mapName := cl.c.name(cl.prefix + "_map")
@@ -511,6 +511,11 @@ func (cl *classifier) foldKey(f field, pieces []piece, used uint8) (catKey, bool
 	}
 	return ck, len(pieces) > 0
 }
+
+// noFold turns foldKey's folding off: for BenchmarkKernelBigPolicyFlowCost,
+// which compares a new flow's cost through folded keys and through the
+// leaves they replace in one run.
+var noFold bool
 
 // foldedDispatch is the dispatch on f into pieces whose children fold
 // into the map's key (foldKey: ck).

@@ -96,6 +96,21 @@ func testKernelFusedLeaf(t *testing.T, other string, folded bool) {
 	if err := r.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
+	if folded {
+		// Read back from the kernel, the dispatch is the compiled one.
+		st, err := r.Show()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		if err := st.Format(&b, true); err != nil {
+			t.Fatal(err)
+		}
+		const want = "th dport . ip saddr & 255.255.255.0 . ip daddr vmap @tcp4_map_"
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("the kernel's ruleset has no %q:\n%s", want, b.String())
+		}
+	}
 	in := newInjector(t, l.node, "eth0", macOf(t, l.fw, "inside"))
 	src, dst := netip.MustParseAddr("10.42.1.10"), netip.MustParseAddr("198.18.10.5")
 	counts := func() map[string]uint64 {

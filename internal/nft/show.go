@@ -364,7 +364,8 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 				mapped[x.DestRegister] = DNATMap{Family: loadFam, Map: x.SetName}
 				continue
 			}
-			if x.IsDestRegSet && x.SourceRegister == reg32First && loads[reg32First] != nil {
+			if x.IsDestRegSet && reg32(x.SourceRegister) == reg32First && loads[reg32First] != nil {
+				// (The kernel lists reg32First as NFT_REG_1: reg32.)
 				parts = append(parts, catVMap(loads, masks, x.SetName).String())
 			} else if x.IsDestRegSet {
 				parts = append(parts, VMap{Family: loadFam, Field: loadFld, Map: x.SetName}.String())
