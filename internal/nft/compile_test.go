@@ -430,21 +430,24 @@ func TestRecorder(t *testing.T) {
 // from the kernel (the lowered expressions rendered by exprText) is the
 // compiled rule's text, for every statement kind the compiler emits.
 func TestShowRendersCompiled(t *testing.T) {
-	for _, path := range []string{"testdata/kinds.yaml", "../../examples/aks-egress.yaml", "flat", "fused", "big"} {
+	for _, path := range []string{"testdata/kinds.yaml", "../../examples/aks-egress.yaml", "flat", "fused", "folded", "big"} {
 		cfg := labConfig()
 		cfg.SNAT = SNATFixed
 		var p *policy.Policy
 		switch path {
-		case "flat", "fused", "big":
+		case "flat", "fused", "folded", "big":
 			// Leaves with their decision (compiler.fusedLeaf): negated
-			// concatenations (all three) and single matches (big).
+			// concatenations (fused, big) and single matches (big);
+			// dispatches with concatenated keys (flat, folded).
 			cfg.LimitRuleLogs = true
 			var err error
 			switch path {
 			case "flat":
 				p = flatPolicy(40, 0)
 			case "fused":
-				p, err = loadPolicyBytes("fused.yaml", []byte(fusedLeafPolicy()))
+				p, err = loadPolicyBytes("fused.yaml", []byte(fusedLeafPolicy("10.99.0.0/16")))
+			case "folded":
+				p, err = loadPolicyBytes("folded.yaml", []byte(fusedLeafPolicy("10.99.0.0/24")))
 			default:
 				p = bigPolicy(2000, 1)
 			}

@@ -102,6 +102,9 @@ type diffStats struct {
 	allow, deny, dnat, defaultDeny, service, noService int
 	tiDeny, tiAlert, steered, dnatFQDN, fqdnNet        int
 	byProto                                            map[uint8]int
+	// flows of policies with concatenated dispatch keys
+	// (classifier.foldKey): decided by a network rule, and not
+	folded, foldedMiss int
 }
 
 func (s *diffStats) add(f diffFlow, d match.Decision, pc *diffCase) {
@@ -119,6 +122,13 @@ func (s *diffStats) add(f diffFlow, d match.Decision, pc *diffCase) {
 	}
 	s.byPath[d.Path]++
 	s.byProto[f.proto]++
+	if pc.folded > 0 && d.Path == match.PathForward && d.ThreatIntel != policy.ActionDeny {
+		if d.Kind == policy.KindNetwork {
+			s.folded++
+		} else {
+			s.foldedMiss++
+		}
+	}
 	switch {
 	case d.ThreatIntel == policy.ActionDeny:
 		s.tiDeny++
@@ -152,9 +162,11 @@ func (s *diffStats) add(f diffFlow, d match.Decision, pc *diffCase) {
 func (s diffStats) String() string {
 	return fmt.Sprintf("%d from inside, %d from outside, %d IPv6; TCP %d, UDP %d, ICMP %d; paths %v; "+
 		"network allow %d (by FQDN %d), network deny %d, DNAT %d (translatedFqdn %d), default deny %d, "+
-		"firewall service %d, firewall drop %d, to the L7 proxy %d, threat intel deny %d, alert %d",
+		"firewall service %d, firewall drop %d, to the L7 proxy %d, threat intel deny %d, alert %d; "+
+		"forwarded in policies with concatenated dispatch keys: by a network rule %d, by none %d",
 		s.inside, s.outside, s.v6, s.byProto[protoTCP], s.byProto[protoUDP], s.byProto[protoICMP], s.byPath,
-		s.allow, s.fqdnNet, s.deny, s.dnat, s.dnatFQDN, s.defaultDeny, s.service, s.noService, s.steered, s.tiDeny, s.tiAlert)
+		s.allow, s.fqdnNet, s.deny, s.dnat, s.dnatFQDN, s.defaultDeny, s.service, s.noService, s.steered, s.tiDeny, s.tiAlert,
+		s.folded, s.foldedMiss)
 }
 
 // requireCoverage fails the test when an outcome was (nearly) never
@@ -167,6 +179,7 @@ func (s diffStats) requireCoverage(t *testing.T) {
 		"network allow": s.allow, "network allow by FQDN": s.fqdnNet, "network deny": s.deny, "DNAT": s.dnat, "DNAT translatedFqdn": s.dnatFQDN,
 		"default deny": s.defaultDeny, "firewall service": s.service, "firewall drop": s.noService, "L7 proxy": s.steered,
 		"threat intel deny": s.tiDeny, "threat intel alert": s.tiAlert,
+		"a network rule with a concatenated dispatch key": s.folded, "no network rule with concatenated dispatch keys": s.foldedMiss,
 	} {
 		if n < min {
 			t.Errorf("only %d of %d flows exercised %s", n, s.flows, name)
@@ -339,6 +352,7 @@ type diffCase struct {
 	res    diffResolver
 	feed   string
 	tiMode string
+	folded int // the elements of its dispatch maps with concatenated keys
 }
 
 // diffResolver answers like the DNS proxy's table: the names' addresses.
@@ -579,6 +593,9 @@ func (dl *diffLab) randCase(t *testing.T, rng *rand.Rand, index int) *diffCase {
 			f.ThreatIntel.Allowlist = &policy.WireAllowlist{IPAddresses: []string{lines[0]}}
 		}
 	}
+	if index%4 == 3 {
+		flatBlock(f, index)
+	}
 	pc.file = f
 	var err error
 	if pc.p, err = policy.Validate(f, "", policy.Options{}); err != nil {
@@ -611,6 +628,58 @@ func (dl *diffLab) randCase(t *testing.T, rng *rand.Rand, index int) *diffCase {
 	return pc
 }
 
+// flatBlock gives every fourth policy (index%4 == 3) a group of network
+// rules before (nearly) all others that each go to a destination address of their
+// own from sources of one shape (any, single addresses, prefixes of whole
+// bytes, or not) on one port: the shape of the flat policies, whose
+// dispatch folds every rule into its key (classifier.foldKey). In half of
+// them (index%8 == 3) the policy's other network rules are dropped, so
+// that the tree is the block and the fold is at its root; in the others
+// they follow the block. Its choices come from a generator of their own,
+// so that the other policies stay those of the seed.
+func flatBlock(f *policy.File, index int) {
+	rng := rand.New(rand.NewPCG(uint64(index), 0x666c6174))
+	if index%8 == 3 {
+		for gi := range f.RuleCollectionGroups {
+			g := &f.RuleCollectionGroups[gi]
+			g.RuleCollections = slices.DeleteFunc(g.RuleCollections, func(c policy.WireCollection) bool { return c.Kind == "Network" })
+		}
+	}
+	v6 := rng.IntN(3) == 0
+	srcPool, dstPool := poolIn4, slices.Concat(poolOut4, poolIn4)
+	bytePrefix, bitPrefix := 24, 30
+	if v6 {
+		srcPool, dstPool = poolIn6, slices.Concat(poolOut6, poolIn6)
+		bytePrefix, bitPrefix = 64, 126
+	}
+	shape := rng.IntN(4)
+	protos := pick(rng, [][]string{{"TCP"}, {"UDP"}, {"TCP", "UDP"}})
+	dsts := rng.Perm(len(dstPool))[:5+rng.IntN(4)]
+	wg := policy.WireGroup{Name: "flat", Priority: 101}
+	for k, d := range dsts {
+		if k == 0 || rng.IntN(4) == 0 {
+			wg.RuleCollections = append(wg.RuleCollections, policy.WireCollection{Name: fmt.Sprintf("f%d", len(wg.RuleCollections)),
+				Kind: "Network", Priority: 100 + len(wg.RuleCollections), Action: pick(rng, []string{"Allow", "Allow", "Deny"})})
+		}
+		src := pick(rng, srcPool)
+		wr := policy.WireRule{Name: fmt.Sprintf("f%d", k), Protocols: protos, DestinationAddresses: []string{dstPool[d].String()},
+			DestinationPorts: []string{strconv.Itoa(int(pick(rng, poolPort)))}}
+		switch shape {
+		case 0:
+			wr.SourceAddresses = []string{"*"}
+		case 1:
+			wr.SourceAddresses = []string{src.String()}
+		case 2:
+			wr.SourceAddresses = []string{netip.PrefixFrom(src, bytePrefix).Masked().String()}
+		default:
+			wr.SourceAddresses = []string{netip.PrefixFrom(src, bitPrefix).Masked().String()}
+		}
+		c := &wg.RuleCollections[len(wg.RuleCollections)-1]
+		c.Rules = append(c.Rules, wr)
+	}
+	f.RuleCollectionGroups = append(f.RuleCollectionGroups, wg)
+}
+
 // install compiles pc's policy with its gateway, threat intelligence and
 // DNS answers, applies it, and feeds the answers to the runner.
 func (dl *diffLab) install(t *testing.T, pc *diffCase) {
@@ -636,6 +705,12 @@ func (dl *diffLab) install(t *testing.T, pc *diffCase) {
 	}
 	if err := dl.runner.Apply(rs); err != nil {
 		t.Fatalf("policy %d: apply: %v", index, err)
+	}
+	pc.folded = 0
+	for _, s := range rs.Sets {
+		if s.Cat.n > 0 {
+			pc.folded += len(s.Elems)
+		}
 	}
 	for _, n := range pc.m.FQDNs() {
 		if a := pc.res[n]; len(a) > 0 {

@@ -144,7 +144,15 @@
 // byte boundaries, single addresses and ports) holds the decision itself
 // instead, in one chain where the goto took two: `ip saddr . th dport !=
 // 10.1.2.0/24 . 443 return`, then the decision's two rules
-// (compiler.fusedLeaf; every rule of a flat policy has such a leaf). The
+// (compiler.fusedLeaf). When every child of a dispatch that is a hash map
+// is such a rule, each comparing the same fields with exact values or
+// prefixes of the same lengths, the dispatch folds those fields into its
+// key instead, `ip daddr . ip saddr & 255.255.255.0 . th dport vmap
+// @map`, whose elements go to the rules' decision chains (classifier.foldKey;
+// the flat policies are made of them): one lookup per new flow, and per
+// rule a decision chain of two rules where a leaf took three and twice the
+// expressions. A flow has one value of the dispatched field, so at most one
+// element can match it. The
 // counter is a named counter object, one per
 // policy rule (its log tag), shared by every classifier leaf that holds a
 // copy of the rule, so that Counters reads a rule's count in one object

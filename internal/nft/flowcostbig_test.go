@@ -48,6 +48,8 @@ func bigPolicyFlows(tb testing.TB, rs *Ruleset, n int) ([]rawFlow, []int) {
 	return flows, rules
 }
 
+const flatFlowRules = 10000
+
 // BenchmarkKernelBigPolicyFlowCost measures the kernel's CPU per new flow
 // through bigPolicy(10000)'s classifier (Config.LimitRuleLogs, as the
 // daemon runs it) against the minimal stateful ruleset, in one process,
@@ -61,6 +63,11 @@ func bigPolicyFlows(tb testing.TB, rs *Ruleset, n int) ([]rawFlow, []int) {
 // Root only; run with -benchtime 1x:
 //
 //	go test -run '^$' -bench BenchmarkKernelBigPolicyFlowCost -benchtime 1x ./internal/nft/
+//
+// flat-folded and flat-leaf: flows to 64 rules of flatPolicy(flatFlowRules),
+// whose dispatch folds every rule into its key (classifier.foldKey), and
+// the same ruleset compiled without folding (noFold: a leaf per rule,
+// `... != ... return`, decision): the flow's side of branch concatkey.
 func BenchmarkKernelBigPolicyFlowCost(b *testing.B) {
 	l := newLab(b)
 	r := l.runner()
@@ -88,12 +95,36 @@ func BenchmarkKernelBigPolicyFlowCost(b *testing.B) {
 	}
 	b.Logf("rules tested per flow: typical mean %.1f, long mean %.1f (max %d); MaxSequential %d",
 		float64(typRules)/sample, float64(longRules)/sample, rules[len(rules)-1], rs.Stats.MaxSequential)
+	// The flat policy (every rule its own /24 to its own address on one
+	// port), its dispatch's children folded into the key (the compiler's
+	// way) and as leaves (noFold): flows to 64 of its rules.
+	flat := flatPolicy(flatFlowRules, 0)
+	flatRS, err := compilePolicy(flat, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	noFold = true
+	leafRS, err := compilePolicy(flat, cfg)
+	noFold = false
+	if err != nil {
+		b.Fatal(err)
+	}
+	var flatFlows []rawFlow
+	for _, i := range rand.New(rand.NewPCG(4, 4)).Perm(flatFlowRules)[:sample] {
+		port := uint16(443)
+		if i%3 == 0 {
+			port = 8443
+		}
+		flatFlows = append(flatFlows, rawFlow{proto: protoTCP, src: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(1 + i%200)}),
+			dst: u32Addr(0xc6120000 + uint32(i)), dport: port})
+	}
 	minFlows := []rawFlow{{proto: protoTCP, src: netip.MustParseAddr("10.42.1.10"), dst: netip.MustParseAddr("198.18.10.5"), dport: 5202}}
 	setups := []struct {
 		name  string
 		rs    *Ruleset
 		flows []rawFlow
-	}{{"minimal", minimalRuleset(), minFlows}, {"typical", rs, typical}, {"long", rs, long}}
+	}{{"minimal", minimalRuleset(), minFlows}, {"typical", rs, typical}, {"long", rs, long},
+		{"flat-folded", flatRS, flatFlows}, {"flat-leaf", leafRS, flatFlows}}
 	in := newInjector(b, l.node, "eth0", macOf(b, l.fw, "inside"))
 	const flows, rounds = 20000, 7
 	costs := make([][]float64, len(setups))

@@ -13,8 +13,12 @@ import (
 // classifier dispatches on the port and every rule gets a leaf of its own,
 // `ip saddr . ip daddr != … return`, its decision, its verdict
 // (compiler.fusedLeaf). Rules 0-3 allow from the node's subnet, 4 denies
-// from it, 5-7 allow from 10.99.0.0/24 only.
-func fusedLeafPolicy() string {
+// from it, 5-7 allow from other, another only. With other a /24, as the
+// node's subnet, every leaf compares the same fields with prefixes of the
+// same length, and the dispatch folds them into its key instead
+// (classifier.foldKey): `th dport . ip saddr & 255.255.255.0 . ip daddr
+// vmap`, each element going to its rule's decision chain.
+func fusedLeafPolicy(other string) string {
 	var b strings.Builder
 	b.WriteString("name: fused\nruleCollectionGroups:\n  - name: g\n    priority: 200\n    ruleCollections:\n")
 	for i := range 8 {
@@ -23,7 +27,7 @@ func fusedLeafPolicy() string {
 			act = "Deny"
 		}
 		if i >= 5 {
-			src = "10.99.0.0/24"
+			src = other
 		}
 		fmt.Fprintf(&b, "      - {name: c%d, kind: Network, priority: %d, action: %s, rules: [{name: r%d, protocols: [TCP], sourceAddresses: [%s], destinationAddresses: [198.18.10.5], destinationPorts: ['%d']}]}\n",
 			i, 100+i, act, i, src, 5000+i)
@@ -39,10 +43,25 @@ func fusedLeafPolicy() string {
 // evaluation: a flow that fell out of the leaf after its decision would
 // count in the default deny too). With the leaf's != written as == (tried)
 // every matching flow returns and lands in the default deny.
+//
+// folded: the same with the leaves folded into the dispatch's key: the
+// node's address (10.42.1.10) is looked up masked to its /24, and the
+// flows to 5005-5007 (rules from 10.99.0.0/24) find no element. With the
+// key's source and destination swapped in the elements (tried), the
+// flows to 5000-5004 land in the default deny.
 func TestKernelFusedLeaf(t *testing.T) {
+	for _, tc := range []struct {
+		name, other string
+		folded      bool
+	}{{"fused", "10.99.0.0/16", false}, {"folded", "10.99.0.0/24", true}} {
+		t.Run(tc.name, func(t *testing.T) { testKernelFusedLeaf(t, tc.other, tc.folded) })
+	}
+}
+
+func testKernelFusedLeaf(t *testing.T, other string, folded bool) {
 	l := newLab(t)
 	r := l.runner()
-	p, err := loadPolicyBytes("fused.yaml", []byte(fusedLeafPolicy()))
+	p, err := loadPolicyBytes("fused.yaml", []byte(fusedLeafPolicy(other)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +71,7 @@ func TestKernelFusedLeaf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fused := 0
+	fused, decisions, cat := 0, 0, 0
 	for _, c := range rs.Chains {
 		if len(c.Rules) > 0 && len(c.Rules[0].Stmts) > 0 {
 			if _, ok := c.Rules[0].Stmts[0].(MatchNotAll); ok {
@@ -60,14 +79,37 @@ func TestKernelFusedLeaf(t *testing.T) {
 			}
 		}
 		if strings.HasPrefix(c.Name, "rule_") {
-			t.Errorf("decision chain %s: every rule's leaf should hold its decision", c.Name)
+			decisions++
 		}
 	}
-	if fused != 8 {
-		t.Fatalf("%d fused leaves, want 8:\n%s", fused, rs)
+	for _, s := range rs.Sets {
+		if s.Cat.n > 0 {
+			cat += len(s.Elems)
+		}
+	}
+	switch {
+	case !folded && (fused != 8 || decisions != 0 || cat != 0):
+		t.Fatalf("%d fused leaves, %d decision chains, %d elements with a concatenated key, want 8, 0, 0:\n%s", fused, decisions, cat, rs)
+	case folded && (fused != 0 || decisions != 8 || cat != 8):
+		t.Fatalf("%d fused leaves, %d decision chains, %d elements with a concatenated key, want 0, 8, 8:\n%s", fused, decisions, cat, rs)
 	}
 	if err := r.Apply(rs); err != nil {
 		t.Fatal(err)
+	}
+	if folded {
+		// Read back from the kernel, the dispatch is the compiled one.
+		st, err := r.Show()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		if err := st.Format(&b, true); err != nil {
+			t.Fatal(err)
+		}
+		const want = "th dport . ip saddr & 255.255.255.0 . ip daddr vmap @tcp4_map_"
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("the kernel's ruleset has no %q:\n%s", want, b.String())
+		}
 	}
 	in := newInjector(t, l.node, "eth0", macOf(t, l.fw, "inside"))
 	src, dst := netip.MustParseAddr("10.42.1.10"), netip.MustParseAddr("198.18.10.5")

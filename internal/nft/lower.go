@@ -88,14 +88,17 @@ func lower(rs *Ruleset, fqdnElems func(set string) []FQDNAddr, now time.Time) (*
 		if _, dup := sets[s.Name]; dup {
 			return nil, fmt.Errorf("ruleset: duplicate set %q", s.Name)
 		}
-		ns := &nftables.Set{Table: pl.table, Name: s.Name, Comment: s.Comment}
-		switch {
-		case s.Field == fieldPort:
-			ns.KeyType = nftables.TypeInetService
-		case s.Family == ipv4:
-			ns.KeyType = nftables.TypeIPAddr
-		default:
-			ns.KeyType = nftables.TypeIP6Addr
+		ns := &nftables.Set{Table: pl.table, Name: s.Name, Comment: s.Comment, KeyType: keyType(s.Family, s.Field)}
+		if s.Cat.n > 0 {
+			types := []nftables.SetDatatype{ns.KeyType}
+			for i := range int(s.Cat.n) {
+				types = append(types, keyType(s.Family, s.Cat.f[i]))
+			}
+			t, err := nftables.ConcatSetType(types...)
+			if err != nil {
+				return nil, fmt.Errorf("ruleset: set %s: %v", s.Name, err)
+			}
+			ns.KeyType = t
 		}
 		switch s.Kind {
 		case SetPlain, SetVMap:
@@ -139,7 +142,11 @@ func (pl *plan) elems(sp setPlan) ([]nftables.SetElement, error) {
 			if pl.chMap[e.Chain] == nil {
 				return nil, fmt.Errorf("ruleset: map %s: unknown chain %q", s.Name, e.Chain)
 			}
-			elems = append(elems, nftables.SetElement{Key: valBytes(s.Family, s.Field, e.iv.lo),
+			key := valBytes(s.Family, s.Field, e.iv.lo)
+			if s.Cat.n > 0 {
+				key = catBytes(key, s, e)
+			}
+			elems = append(elems, nftables.SetElement{Key: key,
 				VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}})
 		}
 	case SetPlain, SetVMap:
@@ -203,6 +210,65 @@ func dnatMapElems(s *Set, addrs []FQDNAddr, now time.Time) []nftables.SetElement
 	out := make([]nftables.SetElement, 0, len(s.Elems))
 	for _, e := range s.Elems {
 		out = append(out, nftables.SetElement{Key: valBytes(s.Family, fieldDst, e.iv.lo), Val: val, Timeout: left.Truncate(time.Millisecond)})
+	}
+	return out
+}
+
+// keyType is the key type of a set of field f.
+func keyType(fam family, f field) nftables.SetDatatype {
+	switch {
+	case f == fieldPort:
+		return nftables.TypeInetService
+	case fam == ipv4:
+		return nftables.TypeIPAddr
+	}
+	return nftables.TypeIP6Addr
+}
+
+// catBytes is the key of element e of a dispatch map with a concatenated
+// key (Set.Cat), whose own field's value is key: each field's value in
+// the registers catLoads fills, padded to whole registers.
+func catBytes(key []byte, s *Set, e Elem) []byte {
+	b := make([]byte, 0, 48)
+	b = append(b, key...)
+	for i := range int(s.Cat.n) {
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		b = append(b, valBytes(s.Family, s.Cat.f[i], e.cat[i])...)
+	}
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// catLoads loads the fields of m's concatenated key (its own field, then
+// m.Cat's) into consecutive 32-bit registers from reg32First, as nft
+// lowers a concatenation: a field compared on a prefix is masked (an IPv4
+// prefix of whole bytes is loaded alone: the payload expression clears
+// the rest of its register).
+func catLoads(m VMap) []expr.Any {
+	p := payloadOf(m.Family, m.Field)
+	p.DestRegister = reg32First
+	reg := reg32First + (p.Len+3)/4
+	out := []expr.Any{p}
+	for i := range int(m.Cat.n) {
+		f, bits := m.Cat.f[i], int(m.Cat.bits[i])
+		p := payloadOf(m.Family, f)
+		p.DestRegister = reg
+		out = append(out, p)
+		width := fieldWidth(m.Family, f)
+		switch {
+		case bits == width:
+		case m.Family == ipv4 && bits%8 == 0:
+			p.Len = uint32(bits / 8)
+		default:
+			mask, _ := valAddr(m.Family, fieldMax(m.Family, f)).Prefix(bits)
+			out = append(out, &expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: p.Len,
+				Mask: mask.Addr().AsSlice(), Xor: make([]byte, p.Len)})
+		}
+		reg += uint32(width/8+3) / 4
 	}
 	return out
 }
@@ -411,6 +477,9 @@ func lowerStmt(st Stmt, sets map[string]*nftables.Set, chains map[string]*nftabl
 		set := sets[s.Map]
 		if set == nil {
 			return nil, fmt.Errorf("unknown map %q", s.Map)
+		}
+		if s.Cat.n > 0 {
+			return append(catLoads(s), &expr.Lookup{SourceRegister: reg32First, DestRegister: 0, IsDestRegSet: true, SetName: set.Name, SetID: set.ID}), nil
 		}
 		return []expr.Any{payloadOf(s.Family, s.Field), &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: set.Name, SetID: set.ID}}, nil
 	case Counter:

@@ -344,11 +344,15 @@ func (n *namer) set(old string) (string, error) {
 	b = slices.Grow(b, 64+len(s.Comment)+len(s.FQDN)+len(s.Elems)*(4*8+1+len(old)+hashLen))
 	b = append(b, "set\n"...)
 	b = append(b, byte(s.Kind), byte(s.Family), byte(s.Field))
+	b = appendCat(b, s.Cat)
 	b = appendStr(b, s.Comment)
 	b = appendStr(b, s.FQDN)
 	b = binary.AppendUvarint(b, uint64(len(s.Elems)))
 	for _, e := range s.Elems {
 		b = appendIvl(b, e.iv)
+		for i := range int(s.Cat.n) {
+			b = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(b, e.cat[i].hi), e.cat[i].lo)
+		}
 		b = appendStr(b, e.Chain)
 	}
 	n.buf = b
@@ -475,7 +479,7 @@ func appendStmtKey(b []byte, st Stmt) []byte {
 	case MatchSet:
 		return appendStr(append(b, 7, byte(x.Family), byte(x.Field)), x.Set)
 	case VMap:
-		return appendStr(append(b, 8, byte(x.Family), byte(x.Field)), x.Map)
+		return appendCat(appendStr(append(b, 8, byte(x.Family), byte(x.Field)), x.Map), x.Cat)
 	case Counter:
 		return appendStr(append(b, 9), x.Name)
 	case Log:
@@ -516,6 +520,18 @@ func appendText(b []byte, text func([]byte) []byte) []byte {
 	b = append(b, l[:k]...)
 	copy(b[start+k:], b[start:start+n])
 	copy(b[start:], l[:k])
+	return b
+}
+
+// appendCat appends a concatenated key's fields (nothing without).
+func appendCat(b []byte, k catKey) []byte {
+	if k.n == 0 {
+		return b
+	}
+	b = append(b, 0xca, k.n)
+	for i := range int(k.n) {
+		b = append(b, byte(k.f[i]), k.bits[i])
+	}
 	return b
 }
 

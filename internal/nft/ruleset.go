@@ -135,23 +135,63 @@ type Set struct {
 	Elems   []Elem
 	// FQDN is the name a SetDNATFQDN map translates to.
 	FQDN string
+	// Cat is, for a SetVMapHash of the classifier, the fields its key
+	// has after Field (catKey; none: a key of Field alone).
+	Cat catKey
 }
 
 // Elem is an interval of a set; for a verdict map, with the chain it goes to.
 type Elem struct {
 	iv    ivl
 	Chain string
+	// cat are the values of the set's Cat fields (nil without).
+	cat *[maxCat]u128
+}
+
+// maxCat is the most fields a dispatch map's key has after its own.
+const maxCat = 2
+
+// catKey is the fields of a concatenated dispatch key after the map's own
+// field, in order (n of them), each compared on its first bits bits (the
+// field's width: the whole value; fewer: a prefix, the packet's value
+// masked). A dispatch whose children are each one rule that compares
+// these fields with exact values or prefixes looks them up with its own
+// field in one hash map (classifier.fold).
+type catKey struct {
+	n    uint8
+	f    [maxCat]field
+	bits [maxCat]uint8
+}
+
+// fieldWidth is the number of bits of a field's values.
+func fieldWidth(fam family, f field) int {
+	switch {
+	case f == fieldPort:
+		return 16
+	case fam == ipv4:
+		return 32
+	}
+	return 128
+}
+
+// keyTypeName is a field's key type in nft's words.
+func keyTypeName(fam family, f field) string {
+	switch {
+	case f == fieldPort:
+		return "inet_service"
+	case fam == ipv4:
+		return "ipv4_addr"
+	}
+	return "ipv6_addr"
 }
 
 // KeyType is the set's key type in nft's words.
 func (s *Set) KeyType() string {
-	switch {
-	case s.Field == fieldPort:
-		return "inet_service"
-	case s.Family == ipv4:
-		return "ipv4_addr"
+	t := keyTypeName(s.Family, s.Field)
+	for i := range int(s.Cat.n) {
+		t += " . " + keyTypeName(s.Family, s.Cat.f[i])
 	}
-	return "ipv6_addr"
+	return t
 }
 
 // dynamic reports whether the set's elements are filled at run time
@@ -160,6 +200,9 @@ func (s *Set) dynamic() bool { return s.Kind == SetFQDN || s.Kind == SetDNATFQDN
 
 func (s *Set) elemString(e Elem) string {
 	t := fmtInterval(s.Family, s.Field, e.iv)
+	for i := range int(s.Cat.n) {
+		t += " . " + fmtInterval(s.Family, s.Cat.f[i], ivl{e.cat[i], e.cat[i]})
+	}
 	if e.Chain != "" {
 		t += " : goto " + e.Chain
 	}
@@ -214,11 +257,13 @@ type MatchSet struct {
 	Set    string
 }
 
-// VMap looks a field up in a verdict map and takes the verdict it holds.
+// VMap looks a field (and, with Cat, more fields: a concatenation) up in
+// a verdict map and takes the verdict it holds.
 type VMap struct {
 	Family family
 	Field  field
 	Map    string
+	Cat    catKey
 }
 
 // Counter counts packets and bytes: in the rule itself, or, with Name, in
@@ -394,7 +439,18 @@ func (m MatchNotAll) appendText(b []byte) []byte {
 	return b
 }
 func (m MatchSet) String() string { return fieldExpr(m.Family, m.Field) + " @" + m.Set }
-func (m VMap) String() string     { return fieldExpr(m.Family, m.Field) + " vmap @" + m.Map }
+func (m VMap) String() string {
+	t := fieldExpr(m.Family, m.Field)
+	for i := range int(m.Cat.n) {
+		f, bits := m.Cat.f[i], int(m.Cat.bits[i])
+		t += " . " + fieldExpr(m.Family, f)
+		if bits < fieldWidth(m.Family, f) {
+			mask, _ := valAddr(m.Family, fieldMax(m.Family, f)).Prefix(bits)
+			t += " & " + mask.Addr().String()
+		}
+	}
+	return t + " vmap @" + m.Map
+}
 func (c Counter) String() string {
 	if c.Name != "" {
 		return "counter name " + strconv.Quote(c.Name)

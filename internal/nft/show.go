@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	stdbits "math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -286,6 +287,7 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 		imm     = map[uint32][]byte{}
 		mapped  = map[uint32]DNATMap{} // registers loaded from a DNAT map
 		loads   = map[uint32]*expr.Payload{}
+		masks   = map[uint32][]byte{}
 	)
 	for i := 0; i < len(exprs); i++ {
 		e := exprs[i]
@@ -340,6 +342,7 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 			}
 		case *expr.Bitwise:
 			mask = x.Mask
+			masks[reg32(x.DestRegister)] = x.Mask
 		case *expr.Cmp:
 			if p := loads[reg32(x.Register)]; p != nil && x.Op == expr.CmpOpNeq && mask == nil {
 				parts = append(parts, notAllText(loads, x))
@@ -361,7 +364,10 @@ func exprTextNamed(exprs []expr.Any) (string, *expr.Counter, string) {
 				mapped[x.DestRegister] = DNATMap{Family: loadFam, Map: x.SetName}
 				continue
 			}
-			if x.IsDestRegSet {
+			if x.IsDestRegSet && reg32(x.SourceRegister) == reg32First && loads[reg32First] != nil {
+				// (The kernel lists reg32First as NFT_REG_1: reg32.)
+				parts = append(parts, catVMap(loads, masks, x.SetName).String())
+			} else if x.IsDestRegSet {
 				parts = append(parts, VMap{Family: loadFam, Field: loadFld, Map: x.SetName}.String())
 			} else {
 				parts = append(parts, MatchSet{Family: loadFam, Field: loadFld, Set: x.SetName}.String())
@@ -505,6 +511,37 @@ func concatText(loads map[uint32]*expr.Payload, c *expr.Cmp) []string {
 		reg += uint32(n / 4)
 	}
 	return out
+}
+
+// catVMap is the lookup of a concatenated key (catLoads) in map name:
+// the loads into consecutive registers from reg32First, each field's
+// prefix length from its mask or its load's length.
+func catVMap(loads map[uint32]*expr.Payload, masks map[uint32][]byte, name string) VMap {
+	fam, f := payloadField(loads[reg32First])
+	m := VMap{Field: f, Map: name}
+	reg := reg32First + (loads[reg32First].Len+3)/4
+	for m.Cat.n < maxCat && loads[reg] != nil {
+		p := loads[reg]
+		pf, g := payloadField(p)
+		if g != fieldPort {
+			fam = pf
+		}
+		width := fieldWidth(pf, g)
+		bits := 8 * int(p.Len)
+		if mk := masks[reg]; mk != nil {
+			bits = 0
+			for _, c := range mk {
+				bits += stdbits.OnesCount8(c)
+			}
+		}
+		m.Cat.f[m.Cat.n], m.Cat.bits[m.Cat.n] = g, uint8(min(bits, width))
+		m.Cat.n++
+		reg += uint32(width/8+3) / 4
+	}
+	if f != fieldPort || fam != 0 {
+		m.Family = fam
+	}
+	return m
 }
 
 func payloadField(p *expr.Payload) (family, field) {
