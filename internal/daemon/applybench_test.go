@@ -184,6 +184,7 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 			ks.Encode1 += a.Encode1
 			ks.Stage1 += a.Stage1
 			ks.Wait2 += a.Wait2
+			ks.Wait1 += a.Wait1
 			ks.Stage2 += a.Stage2
 			ks.After += a.After
 		}
@@ -200,6 +201,7 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 	b.ReportMetric(perOp(ks.Encode1), "k-enc1-ms")
 	b.ReportMetric(perOp(ks.Stage1-ks.Encode1), "k-send1-ms")
 	b.ReportMetric(perOp(ks.Wait2), "k-wait2-ms")
+	b.ReportMetric(perOp(ks.Wait1), "k-wait1-ms") // split stage 1: between its transactions
 	b.ReportMetric(perOp(ks.Stage2-ks.Wait2), "k-send2-ms")
 	b.ReportMetric(perOp(ks.After), "k-after-ms")
 	b.ReportMetric(sum.KernelMs/n-perOp(ks.List+ks.Lower+ks.Stage1+ks.Stage2+ks.After), "k-rest-ms")

@@ -247,6 +247,17 @@ func (d *change) stage1Empty() bool {
 // stage1 creates what is new: the table, objects, chains, sets and their
 // elements, then the new chains' rules.
 func (d *change) stage1() []part {
+	return append(d.stage1Objects(), d.stage1Rules())
+}
+
+// stage1Rules is the part of stage 1 that writes the new chains' rules;
+// stage1Objects the rest (the table, objects, chains, sets and elements),
+// which a split stage 1 (splitStage1) sends first.
+func (d *change) stage1Rules() part {
+	return wirePart(func(w *wire) error { return appendRules(w, d.pl, d.newChains) })
+}
+
+func (d *change) stage1Objects() []part {
 	t := d.pl.table.Name
 	return []part{
 		nftPart(func(conn *nftables.Conn) error {
@@ -293,7 +304,6 @@ func (d *change) stage1() []part {
 			}
 			return nil
 		}),
-		wirePart(func(w *wire) error { return appendRules(w, d.pl, d.newChains) }),
 	}
 }
 
@@ -411,6 +421,11 @@ type ApplyStats struct {
 	// during.
 	Stage1, Stage2 time.Duration
 	Encode1, Wait2 time.Duration
+	// Split1 is set when stage 1 was two transactions (applysplit.go);
+	// Wait1 is then the time between them spent waiting for the second's
+	// encoding.
+	Split1 bool
+	Wait1  time.Duration
 	// After is reading the table's handle and use count after the switch.
 	After time.Duration
 	// What the apply added and removed.
@@ -520,7 +535,17 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 			}()
 		})
 	)
-	if !d.stage1Empty() {
+	if !d.stage1Empty() && r.splitStage1(st.NewRules) {
+		st.Split1 = true
+		committed, err := r.sendStage1Split(d, &st, t1, func() { start(); startDuring() })
+		if err != nil {
+			<-enc2
+			if committed {
+				r.unstageFailed(d)
+			}
+			return kernelErr("apply ruleset (stage 1: new chains, sets and objects)", err)
+		}
+	} else if !d.stage1Empty() {
 		w1, seq1, err := batch(d.size1(), d.stage1()...)
 		st.Encode1 = time.Since(t1)
 		if err == nil && w1 != nil {

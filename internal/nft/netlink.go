@@ -72,6 +72,9 @@ type NetlinkRunner struct {
 	pathsOf   *Ruleset
 	pathCache map[string]string
 	learned   map[string]map[netip.Addr]time.Time // fqdn -> address -> expiry
+	// splitMin is the number of new rules from which stage 1 is two
+	// transactions (applysplit.go); 0: splitRulesMin.
+	splitMin int
 }
 
 // NewNetlinkRunner returns a runner for the namespace in opts.
