@@ -72,6 +72,11 @@ type NetlinkRunner struct {
 	pathsOf   *Ruleset
 	pathCache map[string]string
 	learned   map[string]map[netip.Addr]time.Time // fqdn -> address -> expiry
+	// retiring is the deletion of the last apply's old ruleset, under way
+	// or not yet collected (retire.go); beforeRetire, when set (tests),
+	// runs before it, and an error it returns stands for the deletion's.
+	retiring     *retirement
+	beforeRetire func() error
 }
 
 // NewNetlinkRunner returns a runner for the namespace in opts.
@@ -321,6 +326,7 @@ func normName(s string) string {
 func (r *NetlinkRunner) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.settle()
 	t := &nftables.Table{Name: r.table(), Family: nftables.TableFamilyINet}
 	err := r.transact(0, nftPart(func(c *nftables.Conn) error {
 		c.AddTable(t)
@@ -345,6 +351,7 @@ func (r *NetlinkRunner) table() string {
 // Show implements Runner.
 func (r *NetlinkRunner) Show() (*State, error) {
 	r.mu.Lock()
+	r.settle()
 	name := r.table()
 	r.mu.Unlock()
 	c, err := r.conn()
