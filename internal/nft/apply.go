@@ -25,10 +25,15 @@ import (
 //     to lookups only at the end of the transaction that adds them, after
 //     the rules of that transaction are; see the package documentation).
 //   - stage 2, the switch: the base chains whose rules change are flushed
-//     and given their new rules (base chains are never deleted, so their
-//     hooks never change), and every chain, set and object the new ruleset
-//     does not have is removed (chains flushed first, then sets, chains
-//     and objects deleted, so that no reference is left when they go).
+//     and given their new rules (a base chain the new ruleset does not
+//     have, or whose hook changes, is deleted). Every other chain, set and
+//     object the new ruleset does not have is then unreachable from the
+//     base chains: it decides nothing.
+//   - stage 3, after the apply has returned: those are deleted (chains
+//     flushed first, then sets, chains and objects deleted, so that no
+//     reference is left when they go), in a transaction of their own that
+//     the apply does not wait for; the runner's next call waits for it
+//     (retire.go).
 //
 // Each stage is one netlink transaction, which the kernel commits all or
 // nothing: packets see the old ruleset or the new one. Re-applying the
@@ -321,16 +326,17 @@ func (d *change) size1() int {
 }
 
 func (d *change) size2() int {
-	n := 4096 + 2*64*len(d.oldChains) + 64*(len(d.oldSets)+len(d.oldObjs))
+	n := 4096 + 64*len(d.delBase)
 	for _, c := range d.writeBase {
 		n += 256 * len(c.Rules)
 	}
 	return n
 }
 
-// stage2 switches: base chains rewritten, what the new ruleset does not
-// have removed (chains flushed first, so that no rule refers to a set,
-// chain or object being deleted).
+// stage2 switches: base chains rewritten (or deleted, when the new
+// ruleset does not have them or their hook changes). What else the new
+// ruleset does not have is then unreachable from the base chains, and
+// decides nothing; stage3 (retire.go) deletes it.
 func (d *change) stage2() []part {
 	t := d.pl.table.Name
 	return []part{
@@ -344,18 +350,6 @@ func (d *change) stage2() []part {
 				if d.old.chains[c.Name] != nil && !deleted[c.Name] {
 					w.flushChain(t, c.Name)
 				}
-			}
-			for _, name := range d.oldChains {
-				w.flushChain(t, name)
-			}
-			for _, name := range d.oldSets {
-				w.delSet(t, name)
-			}
-			for _, name := range d.oldChains {
-				w.delChain(t, name)
-			}
-			for _, o := range d.oldObjs {
-				w.delObj(t, o.Name, o.Type)
 			}
 			return nil
 		}),
@@ -426,8 +420,14 @@ type ApplyStats struct {
 	// encoding.
 	Split1 bool
 	Wait1  time.Duration
-	// After is reading the table's handle and use count after the switch.
+	// After is reading the table's handle and use count after the switch
+	// (or starting the deletion of the old ruleset, which reads them).
 	After time.Duration
+	// Settle is the time the apply waited, before anything else, for the
+	// deletion of the previous apply's old ruleset (stage 3, which that
+	// apply did not wait for: retire.go); Retire is how long that
+	// deletion took (0 when none was left to wait for or account).
+	Settle, Retire time.Duration
 	// What the apply added and removed.
 	NewChains, NewSets, NewObjects, NewRules int
 	OldChains, OldSets, OldObjects           int
@@ -474,11 +474,14 @@ func keptOf(pl *plan, d *change) []string {
 // held.
 func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read func([]LogTag) ([]RuleCounter, error))) error {
 	t0 := time.Now()
+	// The last apply's old ruleset deleted first (retire.go).
+	settled, retired := r.settle()
+	t0 = time.Now()
 	old, err := r.kernelState(rs.Table)
 	if err != nil {
 		return err
 	}
-	st := ApplyStats{List: time.Since(t0), Listed: old != r.known}
+	st := ApplyStats{List: time.Since(t0), Listed: old != r.known, Settle: t0.Sub(settled), Retire: retired}
 	now := r.now()
 	pl, err := lower(rs, r.learnedFor(rs, now), now)
 	if err != nil {
@@ -583,12 +586,19 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 	st.Stage2 = time.Since(t2)
 	t3 := time.Now()
 	kt := d.after()
-	// The table's handle and use count, to recognise it next time.
-	if exists, handle, use, err := r.tableInfo(rs.Table); err == nil && exists {
-		kt.handle, kt.use = handle, use
-		r.known = kt
-	} else {
-		r.known = nil
+	switch {
+	case d.retires():
+		// The old ruleset deleted after the apply returns; the table's
+		// handle and use count read then.
+		r.retire(d, kt)
+	default:
+		// The table's handle and use count, to recognise it next time.
+		if exists, handle, use, err := r.tableInfo(rs.Table); err == nil && exists {
+			kt.handle, kt.use = handle, use
+			r.known = kt
+		} else {
+			r.known = nil
+		}
 	}
 	st.After = time.Since(t3)
 	r.current = rs

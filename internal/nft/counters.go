@@ -19,6 +19,7 @@ import (
 // every metrics scrape. A missing table yields no counters.
 func (r *NetlinkRunner) Counters() ([]RuleCounter, error) {
 	r.mu.Lock()
+	r.settle() // no deleted counter read beside its successor (retire.go)
 	name := r.table()
 	paths := r.paths()
 	r.mu.Unlock()
@@ -110,6 +111,7 @@ func (r *NetlinkRunner) CountersOf(tags []LogTag) ([]RuleCounter, error) {
 // CountersOf).
 func (r *NetlinkRunner) countersNamed(names []string) ([]RuleCounter, error) {
 	r.mu.Lock()
+	r.settle()
 	table := r.table()
 	paths := r.paths()
 	r.mu.Unlock()

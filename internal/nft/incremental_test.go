@@ -104,7 +104,8 @@ func dumpTable(t testing.TB, fd int) string {
 // applies: a policy, one rule changed, the same again, another policy of
 // another size and config, threat intelligence on and its feed refreshed,
 // and back; also when the runner does not remember the table (a
-// restarted daemon lists it).
+// restarted daemon lists it). The table is read once the runner is idle
+// (Settle: the old ruleset deleted).
 func TestKernelIncrementalEqualsFull(t *testing.T) {
 	requireRoot(t)
 	inc, fresh := newNS(t, "inc"), newNS(t, "full")
@@ -188,6 +189,10 @@ func TestKernelIncrementalEqualsFull(t *testing.T) {
 		}
 		took := time.Since(start)
 		stats := r.LastApply()
+		// The old ruleset is deleted after the apply returns (retire.go).
+		if err := r.Settle(); err != nil {
+			t.Fatalf("%s: deleting the old ruleset: %v", st.name, err)
+		}
 		got := dumpTable(t, int(incF.Fd()))
 		// The same ruleset applied to an empty table.
 		full := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(freshF.Fd())})

@@ -75,6 +75,11 @@ type NetlinkRunner struct {
 	// splitMin is the number of new rules from which stage 1 is two
 	// transactions (applysplit.go); 0: splitRulesMin.
 	splitMin int
+	// retiring is the deletion of the last apply's old ruleset, under way
+	// or not yet collected (retire.go); beforeRetire, when set (tests),
+	// runs before it, and an error it returns stands for the deletion's.
+	retiring     *retirement
+	beforeRetire func() error
 }
 
 // NewNetlinkRunner returns a runner for the namespace in opts.
@@ -324,6 +329,7 @@ func normName(s string) string {
 func (r *NetlinkRunner) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.settle()
 	t := &nftables.Table{Name: r.table(), Family: nftables.TableFamilyINet}
 	err := r.transact(0, nftPart(func(c *nftables.Conn) error {
 		c.AddTable(t)
@@ -348,6 +354,7 @@ func (r *NetlinkRunner) table() string {
 // Show implements Runner.
 func (r *NetlinkRunner) Show() (*State, error) {
 	r.mu.Lock()
+	r.settle()
 	name := r.table()
 	r.mu.Unlock()
 	c, err := r.conn()

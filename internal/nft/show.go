@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,6 +34,11 @@ type ChainState struct {
 	Priority int
 	Policy   string
 	Rules    []RuleState
+	// Unreachable: no base chain leads to the chain (through jumps, gotos
+	// and verdict maps). Such a chain decides nothing: it belongs to a
+	// replaced ruleset whose deletion, after the switch, is under way
+	// (docs/dataplane.md); its counters are not counted.
+	Unreachable bool
 }
 
 // RuleState is one rule read back from the kernel. Text renders its
@@ -77,6 +83,9 @@ func (s *State) Counters() []RuleCounter {
 	var out []*RuleCounter
 	named := map[string]bool{}
 	for _, c := range s.Chains {
+		if c.Unreachable {
+			continue
+		}
 		for _, r := range c.Rules {
 			if !r.HasCounter || !strings.HasPrefix(r.Comment, "cw:") {
 				continue
@@ -132,9 +141,12 @@ func (s *State) Format(w io.Writer, all bool) error {
 			otherRules += len(c.Rules)
 			continue
 		}
-		if c.Hook != "" {
+		switch {
+		case c.Hook != "":
 			fmt.Fprintf(w, "\nchain %s (type %s hook %s priority %d policy %s)\n", c.Name, c.Type, c.Hook, c.Priority, c.Policy)
-		} else {
+		case c.Unreachable:
+			fmt.Fprintf(w, "\nchain %s (unreachable: a replaced ruleset's, being deleted)\n", c.Name)
+		default:
 			fmt.Fprintf(w, "\nchain %s\n", c.Name)
 		}
 		for _, r := range c.Rules {
@@ -186,6 +198,9 @@ func readState(c *nftables.Conn, name string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What each chain and verdict map leads to (chains by name, maps by
+	// "@" and name), to find the chains no base chain reaches.
+	leads := map[string][]string{}
 	for _, ch := range chains {
 		cs := ChainState{Name: ch.Name, Type: string(ch.Type)}
 		if ch.Hooknum != nil {
@@ -203,6 +218,18 @@ func readState(c *nftables.Conn, name string) (*State, error) {
 			return nil, kernelErr("list rules of "+ch.Name, err)
 		}
 		for _, r := range rules {
+			for _, e := range r.Exprs {
+				switch x := e.(type) {
+				case *expr.Verdict:
+					if x.Chain != "" {
+						leads[ch.Name] = append(leads[ch.Name], x.Chain)
+					}
+				case *expr.Lookup:
+					if x.IsDestRegSet && x.DestRegister == 0 {
+						leads[ch.Name] = append(leads[ch.Name], "@"+x.SetName)
+					}
+				}
+			}
 			rs := RuleState{Handle: r.Handle}
 			if cm, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
 				rs.Comment = cm
@@ -246,8 +273,62 @@ func readState(c *nftables.Conn, name string) (*State, error) {
 		}
 		ss.Elements = len(els)
 		st.Sets = append(st.Sets, ss)
+		if s.IsMap {
+			for _, e := range els {
+				if to := verdictChain(e); to != "" {
+					leads["@"+s.Name] = append(leads["@"+s.Name], to)
+				}
+			}
+		}
+	}
+	reached := map[string]bool{}
+	var next []string
+	for _, ch := range st.Chains {
+		if ch.Hook != "" {
+			reached[ch.Name] = true
+			next = append(next, ch.Name)
+		}
+	}
+	for len(next) > 0 {
+		n := next[len(next)-1]
+		next = next[:len(next)-1]
+		for _, to := range leads[n] {
+			if !reached[to] {
+				reached[to] = true
+				next = append(next, to)
+			}
+		}
+	}
+	for i := range st.Chains {
+		st.Chains[i].Unreachable = !reached[st.Chains[i].Name]
 	}
 	return st, nil
+}
+
+// verdictChain is the chain a verdict map's element jumps or goes to, if
+// any: google/nftables leaves the verdict undecoded in Val (nested
+// NFTA_DATA_VERDICT attributes) unless it knows the map's data type.
+func verdictChain(e nftables.SetElement) string {
+	if e.VerdictData != nil {
+		return e.VerdictData.Chain
+	}
+	if len(e.Val) == 0 {
+		return ""
+	}
+	ad, err := netlink.NewAttributeDecoder(e.Val)
+	if err != nil {
+		return ""
+	}
+	var chain string
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
+			chain = ad.String()
+		}
+	}
+	if ad.Err() != nil {
+		return ""
+	}
+	return chain
 }
 
 func hookName(h nftables.ChainHook) string {
