@@ -204,26 +204,35 @@ func kernelCounts(p *policy.Policy, cs []nft.RuleCounter) map[hitKey]uint64 {
 		if err != nil {
 			continue
 		}
-		switch t.Kind {
-		case nft.LogDefaultDeny:
-			out[keyDefaultDeny] += c.Packets
-		case nft.LogInputDrop:
-			out[keyInputDrop] += c.Packets
-		case nft.LogThreatDeny:
-			out[keyThreatDeny] += c.Packets
-		case nft.LogThreatAlert:
-			out[keyThreatAlert] += c.Packets
-		case nft.LogAllow, nft.LogDeny:
-			if t.Index >= 0 && t.Index < len(network) {
-				out[keyOf(network[t.Index])] += c.Packets
-			}
-		case nft.LogDNAT:
-			if t.Index >= 0 && t.Index < len(dnat) {
-				out[keyOf(dnat[t.Index])] += c.Packets
-			}
+		if k, ok := tagKey(network, dnat, t); ok {
+			out[k] += c.Packets
 		}
 	}
 	return out
+}
+
+// tagKey is the rule key of a counter's tag, given the policy's network
+// and DNAT rules by index (policy.RulesOf); false for a tag of no rule.
+func tagKey(network, dnat []*policy.Rule, t nft.LogTag) (hitKey, bool) {
+	switch t.Kind {
+	case nft.LogDefaultDeny:
+		return keyDefaultDeny, true
+	case nft.LogInputDrop:
+		return keyInputDrop, true
+	case nft.LogThreatDeny:
+		return keyThreatDeny, true
+	case nft.LogThreatAlert:
+		return keyThreatAlert, true
+	case nft.LogAllow, nft.LogDeny:
+		if t.Index >= 0 && t.Index < len(network) {
+			return keyOf(network[t.Index]), true
+		}
+	case nft.LogDNAT:
+		if t.Index >= 0 && t.Index < len(dnat) {
+			return keyOf(dnat[t.Index]), true
+		}
+	}
+	return hitKey{}, false
 }
 
 // fold moves generation gen's kernel counts into base (called just before
@@ -510,12 +519,14 @@ func (f *carryFold) Fresh(fresh []nft.LogTag) {
 }
 
 func (f *carryFold) noteKeys(p *policy.Policy, tags []nft.LogTag) {
-	cs := make([]nft.RuleCounter, len(tags))
-	for i, t := range tags {
-		cs[i] = nft.RuleCounter{Tag: t.String()}
-	}
-	for k := range kernelCounts(p, cs) {
-		f.drop[k] = true
+	// The tags' keys as kernelCounts finds them, without a counter's
+	// tag string made and parsed back per tag (a 100,000-rule apply
+	// creates 100,000 counters).
+	network, dnat := p.RulesOf(policy.KindNetwork), p.RulesOf(policy.KindDNAT)
+	for _, t := range tags {
+		if k, ok := tagKey(network, dnat, t); ok {
+			f.drop[k] = true
+		}
 	}
 }
 
