@@ -245,7 +245,7 @@ func (d *NFTDataplane) runnerApply(rs *nft.Ruleset, fold GoneFold, folded bool, 
 	if folded {
 		gone = goneCounters(d.counters, counters)
 	}
-	if or, ok := d.Runner.(overlappingRunner); ok && folded && len(gone) >= overlapGoneMin {
+	if or, ok := d.Runner.(overlappingRunner); ok && folded && (len(gone) >= overlapGoneMin || len(counters) >= overlapCountersMin) {
 		return or.ApplyOverlapping(rs, func(kept []string, read func([]nft.LogTag) ([]nft.RuleCounter, error)) {
 			fold.Gone(gone, read)
 			fold.Fresh(freshOf(counters, kept))
@@ -266,6 +266,15 @@ func (d *NFTDataplane) runnerApply(rs *nft.Ruleset, fold GoneFold, folded bool, 
 // overlapGoneMin is how many counters an apply must delete for their
 // read to run beside the kernel's first transaction (runnerApply).
 const overlapGoneMin = 64
+
+// overlapCountersMin is the size of ruleset (named counters) from which
+// the fold's work always runs beside the kernel's first transaction, even
+// when the apply deletes none: the apply may create them all (a table
+// flushed under the daemon, or a policy whose rules all changed), and
+// noting 100,000 fresh counters after the switch cost a 100,000-rule apply
+// about 50 ms on its path (BenchmarkNoteKeys). Below it the one-rule
+// apply of a 10,000-rule policy keeps the cheaper sequential path.
+const overlapCountersMin = 32768
 
 // goneCounters are the tags of the counters named in old that next does
 // not name.
