@@ -17,13 +17,7 @@ import (
 // times. Apply must stay under a second.
 func TestKernelApply10k(t *testing.T) {
 	requireRoot(t)
-	fw := newNS(t, "fw10k")
-	f, err := OpenNetNS(fw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+	r := nsRunner(t, "fw10k")
 	p := bigPolicy(10000, 1)
 	for i := range 2 {
 		start := time.Now()
@@ -66,13 +60,7 @@ func cpuTimes() (user, sys time.Duration) {
 // machine than the wall time.
 func BenchmarkApply10k(b *testing.B) {
 	requireRoot(b)
-	fw := newNS(b, "bench")
-	f, err := OpenNetNS(fw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+	r := nsRunner(b, "bench")
 	rs, err := compilePolicy(bigPolicy(10000, 1), labConfig())
 	if err != nil {
 		b.Fatal(err)

@@ -18,13 +18,7 @@ import (
 // applyBench measures next(i)'s apply, after setup(i) (not timed).
 func applyBench(b *testing.B, setup func(r *NetlinkRunner, i int), next func(i int) *Ruleset) {
 	requireRoot(b)
-	fw := newNS(b, "bench")
-	f, err := OpenNetNS(fw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+	r := nsRunner(b, "bench")
 	var worst, wall time.Duration
 	var user, sys time.Duration
 	b.ResetTimer()

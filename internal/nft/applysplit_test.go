@@ -34,13 +34,7 @@ func BenchmarkApplySplit(b *testing.B) {
 			}
 			requireRoot(b)
 			rss := c.rs()
-			fw := newNS(b, "split")
-			f, err := OpenNetNS(fw)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+			r := nsRunner(b, "split")
 			type sum struct{ wall, stage1, enc1, wait1, user, sys time.Duration }
 			var s [2]sum
 			if !c.empty {

@@ -48,13 +48,7 @@ func BenchmarkKernelCostByKind(b *testing.B) {
 	for _, sh := range shapes {
 		b.Run(sh.name, func(b *testing.B) {
 			requireRoot(b)
-			fw := newNS(b, "cost")
-			f, err := OpenNetNS(fw)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+			r := nsRunner(b, "cost")
 			rs := &Ruleset{Table: "cwcost", LogGroup: 100, LogLimit: lim}
 			for i := range n {
 				rs.Chains = append(rs.Chains, &Chain{Name: fmt.Sprintf("c%06d", i), Rules: sh.rules(i)})

@@ -31,13 +31,7 @@ import (
 func BenchmarkKernelLeafLayout(b *testing.B) {
 	const n = 20000
 	requireRoot(b)
-	fw := newNS(b, "leaf")
-	f, err := OpenNetNS(fw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	r := NewNetlinkRunner(NetlinkOptions{NetNSFd: int(f.Fd())})
+	r := nsRunner(b, "leaf")
 	lim := LimitSpec{Rate: 1000, Burst: 2000}
 	port := MatchRange{Family: ipv4, Field: fieldPort, iv: ivl{u128{0, 443}, u128{0, 443}}}
 	leafMatch := func(i int, neq bool) []expr.Any {

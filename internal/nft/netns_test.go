@@ -44,6 +44,22 @@ func newNS(t testing.TB, role string) string {
 	return namespace.ForTest(t, "cwnft-"+role+"-")
 }
 
+// nsFD opens namespace ns for the test (closed when it ends) and
+// returns its descriptor (NetlinkOptions.NetNSFd).
+func nsFD(t testing.TB, ns string) int {
+	f, err := OpenNetNS(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
+// nsRunner is a runner in a new namespace of role's name (newNS).
+func nsRunner(t testing.TB, role string) *NetlinkRunner {
+	return NewNetlinkRunner(NetlinkOptions{NetNSFd: nsFD(t, newNS(t, role))})
+}
+
 func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()

@@ -49,12 +49,7 @@ func newRetireLab(t *testing.T) *retireLab {
 	}
 	x.leftTag.Gen = 0
 	x.freshNS = newNS(t, "rfresh")
-	f, err := OpenNetNS(x.freshNS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	x.freshFD = int(f.Fd())
+	x.freshFD = nsFD(t, x.freshNS)
 	return x
 }
 
