@@ -365,7 +365,7 @@ func TestLoadStateCounts(t *testing.T) {
 		if _, err := ld.Load("p.yaml", []byte(doc), Options{ServiceTags: ServiceTags{}}); err != nil {
 			t.Fatal(err)
 		}
-		st := ld.prev
+		st := ld.lastState()
 		tree, ok := parseFastYAML([]byte(doc))
 		if st == nil || !ok {
 			t.Fatal("no state, or not on the fast path")
@@ -405,4 +405,13 @@ func TestLoaderHashCollisions(t *testing.T) {
 	defer func() { textHash = maphash.Bytes }()
 	TestLoaderEqualsLoad(t)
 	TestLoaderReusesCollections(t)
+}
+
+// lastState is the state the Loader keeps of its last load, once built
+// (Load builds it in the background).
+func (l *Loader) lastState() *loadState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.collect()
+	return l.prev
 }

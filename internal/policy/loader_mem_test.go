@@ -39,7 +39,7 @@ func TestLoaderKeepsNoTree(t *testing.T) {
 	withState := live(func() any {
 		ld := &Loader{}
 		p, err := ld.Load("p.yaml", body, Options{})
-		if err != nil || ld.prev == nil {
+		if err != nil || ld.lastState() == nil {
 			t.Fatal(err, "or no state kept")
 		}
 		return []any{p, ld}
