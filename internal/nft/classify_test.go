@@ -325,24 +325,33 @@ func TestPortEvents(t *testing.T) {
 			}
 			es = append(es, e)
 		}
-		var want []event
-		for k, e := range es {
-			ivs := e.iv[fieldPort]
-			if ivs == nil {
-				ivs = []ivl{{u128{}, fmax}}
-			}
-			for _, iv := range ivs {
-				want = append(want, event{iv.lo, true, k})
-				if iv.hi != fmax {
-					want = append(want, event{iv.hi.next(), false, k})
-				}
-			}
-		}
-		slices.SortFunc(want, eventCmp)
+		want := sortedEvents(es, fieldPort, fmax)
 		if got, _ := portEvents(es, fmax, len(want), nil, nil); !slices.Equal(got, want) {
 			t.Fatalf("round %d: the counting sort differs from the comparison sort", round)
 		}
 	}
+}
+
+// sortedEvents is the tests' reference for partition's events of field
+// f (whose last value is fmax): each entry's intervals (a wildcard is the
+// whole range) as a start and, unless the interval ends at fmax, an end
+// event after it, in the comparison order (eventCmp).
+func sortedEvents(es []*entry, f field, fmax u128) []event {
+	var want []event
+	for k, e := range es {
+		ivs := e.iv[f]
+		if ivs == nil {
+			ivs = []ivl{{u128{}, fmax}}
+		}
+		for _, iv := range ivs {
+			want = append(want, event{iv.lo, true, k})
+			if iv.hi != fmax {
+				want = append(want, event{iv.hi.next(), false, k})
+			}
+		}
+	}
+	slices.SortFunc(want, eventCmp)
+	return want
 }
 
 // TestRankedEvents: partition's integer sort of events (rankedEvents)
@@ -393,22 +402,11 @@ func TestRankedEvents(t *testing.T) {
 					}
 				}
 			}
-			var want []event
+			want := sortedEvents(node, f, fmax)
 			n := 0
-			for k, e := range node {
-				ivs := e.iv[f]
-				if ivs == nil {
-					ivs = []ivl{{u128{}, fmax}}
-				}
-				for _, iv := range ivs {
-					want = append(want, event{iv.lo, true, k})
-					if iv.hi != fmax {
-						want = append(want, event{iv.hi.next(), false, k})
-					}
-				}
+			for _, e := range node {
 				n += 2 * max(1, len(e.iv[f]))
 			}
-			slices.SortFunc(want, eventCmp)
 			if got := cl.rankedEvents(node, f, n); !slices.Equal(got, want) {
 				t.Fatalf("round %d (family %d field %d) subset %d: the integer sort differs from the comparison sort", round, fam, f, sub)
 			}
