@@ -698,7 +698,7 @@ func TestRuleHitsPrunedOnApply(t *testing.T) {
 		cd.set(nft.RuleCounter{Tag: "cw:A:1", Packets: 1})
 	}
 	keys := map[hitKey]bool{}
-	d.hits.mu.Lock()
+	d.hits.lockSettled() // the last apply's prune done (settleRuleHits)
 	for _, m := range []map[hitKey]uint64{d.hits.base, d.hits.observed, d.hits.folded, d.hits.seen} {
 		for k := range m {
 			keys[k] = true

@@ -221,6 +221,8 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		counted []nft.RuleCounter
 		carry   *carryFold
 	)
+	// The last apply's hit totals settled (hits.go: settleRuleHits).
+	d.hits.await()
 	if cf := d.carryFold(p); cf != nil { // hits.go: the counters the apply deletes folded within it
 		clock.kerneled()
 		stage = stageKernel
@@ -243,14 +245,17 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	if old != nil {
 		gen = old.gen + 1
 	}
+	// The hit totals move to the new generation after the apply returns
+	// (hits.go: settleRuleHits); every reader of them waits for that from
+	// before the new generation is published.
+	var rebase func()
+	if carry == nil || !carry.carries(d.hits) {
+		rebase = d.rebaseLater(d.dp, gen, p, counted) // hits.go: reads the kernel now if it must
+	}
+	settled := d.hits.unsettle()
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
-	if carry == nil || !carry.carried(d.hits, gen) {
-		d.rebaseRuleHits(gen, p, counted) // hits.go
-	}
+	go d.settleRuleHits(settled, carry, rebase, gen, old, p) // hits.go
 	clock.kerneled()
-	if old == nil || rulesGone(old.policy, p) { // hits.go
-		d.hits.prune(p) // hits.go: only the running policy's rules
-	}
 	d.noteApplied(data)
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {

@@ -377,6 +377,20 @@ func (d *NFTDataplane) CountersAfterApply() ([]nft.RuleCounter, error) {
 	return d.Counters()
 }
 
+// CountersAfterApplyLater is CountersAfterApply with what it reads from
+// the kernel read now and the rest left to finish
+// (nft.NetlinkRunner.CountersAfterApplyLater); all read now when the
+// runner cannot split it.
+func (d *NFTDataplane) CountersAfterApplyLater() (finish func() ([]nft.RuleCounter, error)) {
+	if r, ok := d.Runner.(interface {
+		CountersAfterApplyLater() func() ([]nft.RuleCounter, error)
+	}); ok {
+		return r.CountersAfterApplyLater()
+	}
+	cs, err := d.CountersAfterApply()
+	return func() ([]nft.RuleCounter, error) { return cs, err }
+}
+
 // CountersOf reads the running ruleset's counters of tags (without their
 // generation) one by one (nft.NetlinkRunner.CountersOf), when the runner
 // can; errors.ErrUnsupported when it cannot.

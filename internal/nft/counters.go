@@ -47,34 +47,56 @@ func (r *NetlinkRunner) Counters() ([]RuleCounter, error) {
 // else by one dump. A first apply to an empty table so reads nothing,
 // where a dump of 100,000 counters costs the kernel about 1.5 s of CPU.
 func (r *NetlinkRunner) CountersAfterApply() ([]RuleCounter, error) {
+	return r.CountersAfterApplyLater()()
+}
+
+// CountersAfterApplyLater is CountersAfterApply in two parts: what it
+// reads from the kernel is read now, and the counters (the created ones
+// at zero, with those read, summed and sorted) are made by finish, which
+// may run later (after the apply has returned: at 100,000 counters that
+// is most of the work) and returns their values as of this call.
+func (r *NetlinkRunner) CountersAfterApplyLater() (finish func() ([]RuleCounter, error)) {
+	now := func(cs []RuleCounter, err error) func() ([]RuleCounter, error) {
+		return func() ([]RuleCounter, error) { return cs, err }
+	}
 	r.mu.Lock()
 	if r.current == nil {
 		r.mu.Unlock()
-		return r.Counters()
+		return now(r.Counters())
 	}
-	paths := r.paths()
-	all := r.current.Counters()
+	cur := r.current
 	kept := slices.Clone(r.keptCounters)
 	r.mu.Unlock()
 	var read []RuleCounter
 	if len(kept) > 0 {
-		if len(all) < 32768 && len(kept) > len(all)/16 {
-			return r.Counters()
+		if all := cur.Counters(); len(all) < 32768 && len(kept) > len(all)/16 {
+			return now(r.Counters())
 		}
 		var err error
 		if read, err = r.countersNamed(kept); err != nil {
-			return nil, err
+			return now(nil, err)
 		}
 	}
-	sums := newCounterSums(paths, len(all))
-	for _, n := range all {
-		sums.add(n, 0, 0)
+	return func() ([]RuleCounter, error) {
+		r.mu.Lock()
+		var paths map[string]string
+		if r.current == cur {
+			paths = r.paths() // made once per ruleset (100,000 rules: a map of as many)
+		} else {
+			paths = rulesetPaths(cur)
+		}
+		r.mu.Unlock()
+		all := cur.Counters()
+		sums := newCounterSums(paths, len(all))
+		for _, n := range all {
+			sums.add(n, 0, 0)
+		}
+		for _, c := range read {
+			sums.add(c.Tag, c.Packets, c.Bytes)
+		}
+		sortCounters(sums.out)
+		return sums.out, nil
 	}
-	for _, c := range read {
-		sums.add(c.Tag, c.Packets, c.Bytes)
-	}
-	sortCounters(sums.out)
-	return sums.out, nil
 }
 
 // KeptCounters returns the named counters the last apply found in the
@@ -218,8 +240,16 @@ func (r *NetlinkRunner) paths() map[string]string {
 	if r.pathsOf == r.current {
 		return r.pathCache
 	}
+	m := rulesetPaths(r.current)
+	r.pathsOf, r.pathCache = r.current, m
+	return m
+}
+
+// rulesetPaths maps the tags (without generation) of rs to the rule paths
+// of their comments.
+func rulesetPaths(rs *Ruleset) map[string]string {
 	m := map[string]string{}
-	for _, c := range r.current.Chains {
+	for _, c := range rs.Chains {
 		for _, ru := range c.Rules {
 			if tag, path, ok := strings.Cut(ru.Comment, " "); ok && strings.HasPrefix(tag, "cw:") {
 				if _, dup := m[tag]; !dup {
@@ -228,7 +258,6 @@ func (r *NetlinkRunner) paths() map[string]string {
 			}
 		}
 	}
-	r.pathsOf, r.pathCache = r.current, m
 	return m
 }
 
