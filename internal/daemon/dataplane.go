@@ -241,11 +241,21 @@ type overlappingRunner interface {
 // apply of the 10,000-rule policy 2-4 ms of its kernel stage (quiet A/B,
 // 4 rounds of 30, docs/benchmarks.md) for a read of a few counters.
 func (d *NFTDataplane) runnerApply(rs *nft.Ruleset, fold GoneFold, folded bool, counters []string) error {
+	or, overlaps := d.Runner.(overlappingRunner)
+	if overlaps && folded && len(counters) >= overlapCountersMin {
+		// Which counters go is found beside the kernel too (100,000
+		// counters: a map of as many names).
+		old := d.counters // d.mu is held until the apply returns
+		return or.ApplyOverlapping(rs, func(kept []string, read func([]nft.LogTag) ([]nft.RuleCounter, error)) {
+			fold.Gone(goneCounters(old, counters), read)
+			fold.Fresh(freshOf(counters, kept))
+		})
+	}
 	var gone []nft.LogTag
 	if folded {
 		gone = goneCounters(d.counters, counters)
 	}
-	if or, ok := d.Runner.(overlappingRunner); ok && folded && (len(gone) >= overlapGoneMin || len(counters) >= overlapCountersMin) {
+	if overlaps && folded && len(gone) >= overlapGoneMin {
 		return or.ApplyOverlapping(rs, func(kept []string, read func([]nft.LogTag) ([]nft.RuleCounter, error)) {
 			fold.Gone(gone, read)
 			fold.Fresh(freshOf(counters, kept))

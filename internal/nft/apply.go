@@ -494,7 +494,10 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 	for _, c := range d.newChains {
 		st.NewRules += len(c.Rules)
 	}
-	kept := keptOf(pl, d)
+	var kept []string // keptOf(pl, d): beside the kernel when during runs
+	if during == nil {
+		kept = keptOf(pl, d)
+	}
 	t1 := time.Now()
 	// during runs while the kernel works on stage 1 (started once stage
 	// 1's batch is encoded, so as not to take a processor from the
@@ -518,6 +521,7 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 		startDuring = sync.OnceFunc(func() {
 			go func() {
 				defer close(done)
+				kept = keptOf(pl, d) // read after done
 				during(kept, read)
 			}()
 		})
