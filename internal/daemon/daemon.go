@@ -221,6 +221,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		counted []nft.RuleCounter
 		carry   *carryFold
 	)
+	sum := sumLater(data) // admin.go: noteApplied's
 	// The last apply's hit totals settled (hits.go: settleRuleHits).
 	d.hits.await()
 	if cf := d.carryFold(p); cf != nil { // hits.go: the counters the apply deletes folded within it
@@ -256,7 +257,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
 	go d.settleRuleHits(settled, carry, rebase, gen, old, p) // hits.go
 	clock.kerneled()
-	d.noteApplied(data)
+	d.noteApplied(data, sum())
 	if d.dns != nil {
 		if err := d.dns.SetConfig(d.dnsConfig(p)); err != nil {
 			d.log.Warn("DNS proxy settings of the new policy rejected; the old ones stay", "err", err)
