@@ -35,7 +35,8 @@ func applyMemoryLimit() int64 {
 // gcForApply raises the collector's target for an apply, unless the
 // process's target is higher already or the collector is off, and returns
 // the function that restores the process's target and memory limit.
-// Applies run one at a time (Daemon.reloadMu).
+// Applies run one at a time (Daemon.reloadMu), each after the last one's
+// restore (ApplyBytes runs it once the hit totals are settled).
 func gcForApply() (restore func()) {
 	pct := debug.SetGCPercent(applyGCPercent)
 	if pct < 0 || pct >= applyGCPercent {

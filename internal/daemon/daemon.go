@@ -200,7 +200,16 @@ func (d *Daemon) Reload(reason string) error {
 func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	defer gcForApply()() // applygc.go
+	// The last apply's hit totals settled (hits.go: settleRuleHits), and
+	// with them its collector target restored.
+	d.hits.await()
+	restoreGC := gcForApply() // applygc.go
+	settling := false         // settleRuleHits restores it
+	defer func() {
+		if !settling {
+			restoreGC()
+		}
+	}()
 	stage := stageParse
 	defer d.recoverApply(&stage, reason, &err)     // recover.go
 	clock := startApplyClock()                     // applytime.go
@@ -221,9 +230,7 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		counted []nft.RuleCounter
 		carry   *carryFold
 	)
-	sum := sumLater(data) // admin.go: noteApplied's
-	// The last apply's hit totals settled (hits.go: settleRuleHits).
-	d.hits.await()
+	sum := sumLater(data)                // admin.go: noteApplied's
 	if cf := d.carryFold(p); cf != nil { // hits.go: the counters the apply deletes folded within it
 		clock.kerneled()
 		stage = stageKernel
@@ -253,9 +260,13 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	if carry == nil || !carry.carries(d.hits) {
 		rebase = d.rebaseLater(d.dp, gen, p, counted) // hits.go: reads the kernel now if it must
 	}
+	next := &state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)}
 	settled := d.hits.unsettle()
-	d.cur.Store(&state{policy: p, matcher: m, index: idx, gen: gen, applied: time.Now(), fqdns: fqdnNames(m)})
-	go d.settleRuleHits(settled, carry, rebase, gen, old, p) // hits.go
+	d.cur.Store(next)
+	settling = true
+	// The bookkeeping allocates maps of the policy's rules: the apply's
+	// collector target stays until it is done.
+	go d.settleRuleHits(func() { restoreGC(); settled() }, carry, rebase, gen, old, p) // hits.go
 	clock.kerneled()
 	d.noteApplied(data, sum())
 	if d.dns != nil {
