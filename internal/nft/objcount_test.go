@@ -1,0 +1,213 @@
+package nft
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"github.com/clusterwall/clusterwall/internal/policy"
+)
+
+// objCount is what a compiled ruleset asks of the kernel: chains, rules,
+// expressions by type, sets and their elements, named counters and set
+// lookups (each a walk of the table's set list by name).
+type objCount struct {
+	chains, rules, exprs, sets, elems, counters, lookups int
+	byType                                               map[string]int
+	shapes                                               map[string]int // a rule's statement types, with counts
+}
+
+func countObjects(tb testing.TB, rs *Ruleset) objCount {
+	tb.Helper()
+	pl, err := lower(rs, nil, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := objCount{chains: len(rs.Chains), sets: len(rs.Sets), counters: len(rs.Counters()),
+		byType: map[string]int{}, shapes: map[string]int{}}
+	for _, s := range rs.Sets {
+		c.elems += len(s.Elems)
+	}
+	for _, ch := range rs.Chains {
+		c.rules += len(ch.Rules)
+		for _, r := range ch.Rules {
+			var shape []string
+			n := 0
+			for _, st := range r.Stmts {
+				x, err := lowerStmt(st, pl.setMap, pl.chMap)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				n += len(x)
+				shape = append(shape, reflect.TypeOf(st).Name())
+				for _, e := range x {
+					c.byType[strings.TrimPrefix(reflect.TypeOf(e).String(), "*expr.")]++
+					if _, ok := e.(*expr.Lookup); ok {
+						c.lookups++
+					}
+				}
+			}
+			c.exprs += n
+			c.shapes[fmt.Sprintf("%s (%d)", strings.Join(shape, " "), n)]++
+		}
+	}
+	return c
+}
+
+func (c objCount) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chains %d, rules %d, expressions %d, sets %d, elements %d, named counters %d, lookups %d\n",
+		c.chains, c.rules, c.exprs, c.sets, c.elems, c.counters, c.lookups)
+	keys := make([]string, 0, len(c.byType))
+	for k := range c.byType {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %-10s %7d\n", k, c.byType[k])
+	}
+	shapes := make([]string, 0, len(c.shapes))
+	for k := range c.shapes {
+		shapes = append(shapes, k)
+	}
+	sort.Slice(shapes, func(i, j int) bool { return c.shapes[shapes[i]] > c.shapes[shapes[j]] })
+	for _, k := range shapes {
+		fmt.Fprintf(&b, "  %7d  %s\n", c.shapes[k], k)
+	}
+	return b.String()
+}
+
+// TestObjectCounts prints what the benchmarks' policies ask of the kernel
+// (CW_OBJCOUNT=1; docs/benchmarks.md, branch k10k).
+func TestObjectCounts(t *testing.T) {
+	if os.Getenv("CW_OBJCOUNT") == "" {
+		t.Skip("CW_OBJCOUNT not set")
+	}
+	cfg := labConfig()
+	cfg.LimitRuleLogs = true
+	if f := os.Getenv("CW_OBJCOUNT_FILE"); f != "" {
+		// A policy file (e.g. internal/daemon's policyYAML(10000, 1, false, 0)
+		// written out): what BenchmarkDaemonApply applies.
+		p, err := policy.LoadFile(f, policy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := mustCompileT(t, p, cfg)
+		t.Logf("%s:\n%s", f, countObjects(t, rs))
+		logSets(t, rs)
+		if out := os.Getenv("CW_OBJCOUNT_TEXT"); out != "" {
+			os.WriteFile(out, []byte(rs.String()), 0o644)
+		}
+		return
+	}
+	rs := mustCompileT(t, bigPolicy(10000, 1), cfg)
+	t.Logf("bigPolicy(10000, 1):\n%s", countObjects(t, rs))
+	logSets(t, rs)
+}
+
+// logSets logs the sets by kind, the lookups into them, the set-list walks
+// of those lookups, and the hash dispatches' elements whose chain is a
+// one-rule leaf (what a partial fold could take).
+func logSets(t *testing.T, rs *Ruleset) {
+	kinds := map[SetKind]int{}
+	kindOf := map[string]SetKind{}
+	for _, s := range rs.Sets {
+		kinds[s.Kind]++
+		kindOf[s.Name] = s.Kind
+	}
+	refs := map[string]int{}
+	for _, ch := range rs.Chains {
+		for _, r := range ch.Rules {
+			for _, st := range r.Stmts {
+				switch s := st.(type) {
+				case MatchSet:
+					refs[s.Set]++
+				case VMap:
+					refs[s.Map]++
+				}
+			}
+		}
+	}
+	byKind := map[SetKind]int{}
+	hist := map[int]int{}
+	for n, k := range refs {
+		byKind[kindOf[n]] += k
+		if kindOf[n] == SetFQDN {
+			hist[k]++
+		}
+	}
+	t.Logf("sets by kind %v, lookups by kind %v, referenced %d; FQDN sets by lookups %v", kinds, byKind, len(refs), hist)
+	// The kernel's walks of the set list for the lookups: in the ruleset's
+	// order and in the order a first apply creates them (orderNewSets).
+	d := diff(mustLower(t, rs), &kernelTable{chains: map[string]*nftables.Chain{}, sets: map[string]bool{}})
+	walk := func(order []string) int {
+		pos := map[string]int{}
+		for i, n := range order {
+			pos[n] = i + 1
+		}
+		w := 0
+		for n, k := range refs {
+			w += k * pos[n]
+		}
+		return w
+	}
+	var inRS, inApply []string
+	for _, s := range rs.Sets {
+		inRS = append(inRS, s.Name)
+	}
+	for _, sp := range d.newSets {
+		inApply = append(inApply, sp.set.Name)
+	}
+	t.Logf("sets walked by the lookups: ruleset order %d, apply order %d", walk(inRS), walk(inApply))
+	chains := map[string]*Chain{}
+	for _, ch := range rs.Chains {
+		chains[ch.Name] = ch
+	}
+	hashElems, oneRule, fused := 0, 0, 0
+	for _, s := range rs.Sets {
+		if s.Kind != SetVMapHash {
+			continue
+		}
+		for _, e := range s.Elems {
+			hashElems++
+			if ch := chains[e.Chain]; ch != nil && strings.Contains(ch.Name, "leaf") {
+				if len(ch.Rules) == 1 {
+					oneRule++
+				}
+				if len(ch.Rules) == 3 {
+					if _, ok := ch.Rules[0].Stmts[0].(MatchNotAll); ok {
+						fused++
+					}
+				}
+			}
+		}
+	}
+	t.Logf("hash dispatch elements %d: to a one-rule leaf %d, to a fused leaf %d", hashElems, oneRule, fused)
+	n := 0
+	for _, ch := range rs.Chains {
+		for _, r := range ch.Rules {
+			if len(r.Stmts) == 3 {
+				if _, ok := r.Stmts[1].(MatchSet); ok && n < 5 {
+					t.Logf("%s: %s", ch.Name, r.Stmts)
+					n++
+				}
+			}
+		}
+	}
+}
+
+func mustLower(tb testing.TB, rs *Ruleset) *plan {
+	tb.Helper()
+	pl, err := lower(rs, nil, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pl
+}
