@@ -211,3 +211,57 @@ func mustLower(tb testing.TB, rs *Ruleset) *plan {
 	}
 	return pl
 }
+
+// TestOrderNewSets: a stage 1 creates every new set once, those the new
+// chains look up most first, ties and unreferenced sets in the ruleset's
+// order; the kernel then walks fewer sets for the lookups than in the
+// ruleset's order (bigPolicy(3000) has FQDN sets that many leaves look up).
+func TestOrderNewSets(t *testing.T) {
+	rs := mustCompileT(t, bigPolicy(3000, 1), labConfig())
+	d := diff(mustLower(t, rs), &kernelTable{chains: map[string]*nftables.Chain{}, sets: map[string]bool{}})
+	refs := map[string]int{}
+	for _, c := range rs.Chains {
+		if c.Hook != HookNone {
+			continue
+		}
+		for _, r := range c.Rules {
+			for _, st := range r.Stmts {
+				switch s := st.(type) {
+				case MatchSet:
+					refs[s.Set]++
+				case VMap:
+					refs[s.Map]++
+				}
+			}
+		}
+	}
+	pos := map[string]int{}
+	for i, s := range rs.Sets {
+		pos[s.Name] = i
+	}
+	if len(d.newSets) != len(rs.Sets) {
+		t.Fatalf("%d new sets, want %d", len(d.newSets), len(rs.Sets))
+	}
+	seen := map[string]bool{}
+	walkRS, walkNew := 0, 0
+	for i, sp := range d.newSets {
+		n := sp.set.Name
+		if seen[n] {
+			t.Fatalf("set %s created twice", n)
+		}
+		seen[n] = true
+		walkRS += refs[n] * (pos[n] + 1)
+		walkNew += refs[n] * (i + 1)
+		if i == 0 {
+			continue
+		}
+		p := d.newSets[i-1].set.Name
+		if refs[p] < refs[n] || refs[p] == refs[n] && pos[p] > pos[n] {
+			t.Errorf("set %d %s (%d lookups) after %s (%d lookups)", i, n, refs[n], p, refs[p])
+		}
+	}
+	if walkNew >= walkRS {
+		t.Errorf("lookups walk %d sets in the apply's order, %d in the ruleset's", walkNew, walkRS)
+	}
+	t.Logf("%d sets, lookups walk %d sets (ruleset order: %d)", len(d.newSets), walkNew, walkRS)
+}
