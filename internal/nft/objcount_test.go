@@ -190,6 +190,28 @@ func logSets(t *testing.T, rs *Ruleset) {
 		}
 	}
 	t.Logf("hash dispatch elements %d: to a one-rule leaf %d, to a fused leaf %d", hashElems, oneRule, fused)
+	// Interval sets: the kernel elements the runner sends (a start and, but
+	// for the largest value, an end per interval) and the end elements
+	// that coincide with the next interval's start (which nft leaves out in
+	// anonymous sets only).
+	intervals, kernelElems, adjacent := 0, 0, 0
+	for _, s := range rs.Sets {
+		if s.Kind != SetVMap && s.Kind != SetPlain {
+			continue
+		}
+		fmax := fieldMax(s.Family, s.Field)
+		for i, e := range s.Elems {
+			intervals++
+			kernelElems++
+			if e.iv.hi != fmax {
+				kernelElems++
+				if i+1 < len(s.Elems) && s.Elems[i+1].iv.lo == e.iv.hi.next() {
+					adjacent++
+				}
+			}
+		}
+	}
+	t.Logf("interval sets: %d intervals, %d kernel elements, %d end elements adjacent to the next start", intervals, kernelElems, adjacent)
 	n := 0
 	for _, ch := range rs.Chains {
 		for _, r := range ch.Rules {
