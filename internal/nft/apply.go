@@ -250,6 +250,16 @@ func (d *change) orderNewSets() {
 	if len(d.newSets) < 2 {
 		return
 	}
+	// A dispatch map is looked up by its dispatch's one rule (a chain
+	// named by its content: equal dispatches are one chain); only plain,
+	// FQDN and DNAT sets can be looked up by many rules.
+	shared := false
+	for _, sp := range d.newSets {
+		shared = shared || !sp.src.vmap()
+	}
+	if !shared {
+		return
+	}
 	refs := make(map[string]int, len(d.newSets))
 	for _, sp := range d.newSets {
 		refs[sp.set.Name] = 0
