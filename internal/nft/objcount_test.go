@@ -91,7 +91,7 @@ func TestObjectCounts(t *testing.T) {
 		t.Skip("CW_OBJCOUNT not set")
 	}
 	cfg := labConfig()
-	cfg.LimitRuleLogs = true
+	cfg.LimitRuleLogs = os.Getenv("CW_OBJCOUNT_UNLIMITED") == ""
 	if f := os.Getenv("CW_OBJCOUNT_FILE"); f != "" {
 		// A policy file (e.g. internal/daemon's policyYAML(10000, 1, false, 0)
 		// written out): what BenchmarkDaemonApply applies.
