@@ -207,7 +207,6 @@ func diff(pl *plan, old *kernelTable) *change {
 			d.newSets = append(d.newSets, sp)
 		}
 	}
-	d.orderNewSets()
 	for name, oc := range old.chains {
 		if pl.chMap[name] != nil {
 			continue
@@ -237,7 +236,7 @@ func diff(pl *plan, old *kernelTable) *change {
 	return d
 }
 
-// orderNewSets puts the new sets that the new chains' rules look up most
+// orderNewSets (called after diff) puts the new sets that the new chains' rules look up most
 // first (stable: ties and unreferenced sets keep the ruleset's order). The
 // kernel finds a rule's set by name in a walk of the table's list of sets,
 // to which new sets are appended in the order they are created: the sets
@@ -540,6 +539,9 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 		return err
 	}
 	d := diff(pl, old)
+	if !r.setOrderOff {
+		d.orderNewSets()
+	}
 	st.Lower = time.Since(t0) - st.List
 	st.NewChains, st.NewSets, st.NewObjects = len(d.newChains), len(d.newSets), len(d.newObjs)
 	st.OldChains, st.OldSets, st.OldObjects, st.BaseChains = len(d.oldChains), len(d.oldSets), len(d.oldObjs), len(d.writeBase)

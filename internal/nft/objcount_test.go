@@ -147,6 +147,7 @@ func logSets(t *testing.T, rs *Ruleset) {
 	// The kernel's walks of the set list for the lookups: in the ruleset's
 	// order and in the order a first apply creates them (orderNewSets).
 	d := diff(mustLower(t, rs), &kernelTable{chains: map[string]*nftables.Chain{}, sets: map[string]bool{}})
+	d.orderNewSets()
 	walk := func(order []string) int {
 		pos := map[string]int{}
 		for i, n := range order {
@@ -241,6 +242,7 @@ func mustLower(tb testing.TB, rs *Ruleset) *plan {
 func TestOrderNewSets(t *testing.T) {
 	rs := mustCompileT(t, bigPolicy(3000, 1), labConfig())
 	d := diff(mustLower(t, rs), &kernelTable{chains: map[string]*nftables.Chain{}, sets: map[string]bool{}})
+	d.orderNewSets()
 	refs := map[string]int{}
 	for _, c := range rs.Chains {
 		if c.Hook != HookNone {
@@ -299,5 +301,55 @@ func BenchmarkOrderNewSets(b *testing.B) {
 	for range b.N {
 		copy(d.newSets, sets)
 		d.orderNewSets()
+	}
+}
+
+// BenchmarkApplySetOrder: bigPolicy(10000)'s applies (to an empty table,
+// and replacing bigPolicy(10000, 2) by bigPolicy(10000, 1) and back) with
+// the new sets created in orderNewSets' order and in the ruleset's, the two
+// alternating in one process (on, off, off, on, ...: a replace's two
+// directions as often in each mode); the process's kernel CPU per apply
+// (sys-ms) and stage 1's wall time. docs/benchmarks.md (branch k10k).
+func BenchmarkApplySetOrder(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		empty bool
+	}{{"10k-empty", true}, {"10k-replace", false}} {
+		b.Run(c.name, func(b *testing.B) {
+			requireRoot(b)
+			rss := []*Ruleset{mustCompile(b, bigPolicy(10000, 1)), mustCompile(b, bigPolicy(10000, 2))}
+			r := nsRunner(b, "order")
+			if !c.empty {
+				if err := r.Apply(rss[1]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var sys, stage1 [2]time.Duration
+			b.ResetTimer()
+			for i := range 2 * b.N {
+				mode := []int{0, 1, 1, 0}[i%4]
+				r.setOrderOff = mode == 1
+				rs := rss[0]
+				if c.empty {
+					if err := r.Flush(); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					rs = rss[i%2]
+				}
+				_, s0 := cpuTimes()
+				if err := r.Apply(rs); err != nil {
+					b.Fatal(err)
+				}
+				_, s1 := cpuTimes()
+				sys[mode] += s1 - s0
+				stage1[mode] += r.LastApply().Stage1
+			}
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+			for mode, name := range []string{"ordered", "ruleset"} {
+				b.ReportMetric(per(sys[mode]), name+"-sys-ms")
+				b.ReportMetric(per(stage1[mode]), name+"-stage1-ms")
+			}
+		})
 	}
 }
