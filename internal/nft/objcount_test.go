@@ -353,3 +353,38 @@ func BenchmarkApplySetOrder(b *testing.B) {
 		})
 	}
 }
+
+// TestKernelSetOrder: an apply to an empty table leaves the sets in the
+// kernel's list (which a dump returns in order) in orderNewSets' order.
+func TestKernelSetOrder(t *testing.T) {
+	requireRoot(t)
+	rs := mustCompileT(t, bigPolicy(2000, 1), labConfig())
+	d := diff(mustLower(t, rs), &kernelTable{chains: map[string]*nftables.Chain{}, sets: map[string]bool{}})
+	d.orderNewSets()
+	var want []string
+	for _, sp := range d.newSets {
+		want = append(want, sp.set.Name)
+	}
+	r := nsRunner(t, "setorder")
+	if err := r.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.listSets(rs.Table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("the kernel's sets in another order than orderNewSets':\n got %v\nwant %v", got, want)
+	}
+	if strings.Join(want, " ") == strings.Join(setNames(rs), " ") {
+		t.Fatal("bigPolicy(2000)'s sets are in lookup order already: the test shows nothing")
+	}
+}
+
+func setNames(rs *Ruleset) []string {
+	var out []string
+	for _, s := range rs.Sets {
+		out = append(out, s.Name)
+	}
+	return out
+}
