@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -233,6 +234,56 @@ func diff(pl *plan, old *kernelTable) *change {
 		}
 	}
 	return d
+}
+
+// orderNewSets (called after diff) puts the new sets that the new chains' rules look up most
+// first (stable: ties and unreferenced sets keep the ruleset's order). The
+// kernel finds a rule's set by name in a walk of the table's list of sets,
+// to which new sets are appended in the order they are created: the sets
+// most looked up found soonest (the 10,000-rule policy's 4,044 lookups
+// into its 707 sets walk 517,180 sets in the ruleset's order, 208,061 in
+// this one). The order changes nothing else: a lookup holds its set, not a
+// position, and `show` lists sets in the kernel's order, which kept sets
+// already make differ from the ruleset's.
+func (d *change) orderNewSets() {
+	if len(d.newSets) < 2 {
+		return
+	}
+	// A dispatch map is looked up by its dispatch's one rule (a chain
+	// named by its content: equal dispatches are one chain); only plain,
+	// FQDN and DNAT sets can be looked up by many rules.
+	shared := false
+	for _, sp := range d.newSets {
+		shared = shared || !sp.src.vmap()
+	}
+	if !shared {
+		return
+	}
+	refs := make(map[string]int, len(d.newSets))
+	for _, sp := range d.newSets {
+		refs[sp.set.Name] = 0
+	}
+	for _, c := range d.newChains {
+		for _, r := range c.Rules {
+			for _, st := range r.Stmts {
+				var name string
+				switch s := st.(type) {
+				case MatchSet:
+					name = s.Set
+				case VMap:
+					name = s.Map
+				case DNATMap:
+					name = s.Map
+				default:
+					continue
+				}
+				if n, ok := refs[name]; ok {
+					refs[name] = n + 1
+				}
+			}
+		}
+	}
+	sort.SliceStable(d.newSets, func(i, j int) bool { return refs[d.newSets[i].set.Name] > refs[d.newSets[j].set.Name] })
 }
 
 func chainText(c *Chain) string {
@@ -488,6 +539,9 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 		return err
 	}
 	d := diff(pl, old)
+	if !r.setOrderOff {
+		d.orderNewSets()
+	}
 	st.Lower = time.Since(t0) - st.List
 	st.NewChains, st.NewSets, st.NewObjects = len(d.newChains), len(d.newSets), len(d.newObjs)
 	st.OldChains, st.OldSets, st.OldObjects, st.BaseChains = len(d.oldChains), len(d.oldSets), len(d.oldObjs), len(d.writeBase)

@@ -75,6 +75,9 @@ type NetlinkRunner struct {
 	// splitMin is the number of new rules from which stage 1 is two
 	// transactions (applysplit.go); 0: splitRulesMin.
 	splitMin int
+	// setOrderOff (tests: BenchmarkApplySetOrder) creates the new sets in
+	// the ruleset's order instead of orderNewSets'.
+	setOrderOff bool
 	// retiring is the deletion of the last apply's old ruleset, under way
 	// or not yet collected (retire.go); beforeRetire, when set (tests),
 	// runs before it, and an error it returns stands for the deletion's.
