@@ -73,9 +73,6 @@ const (
 	// deferAcceptSeconds is the listener's TCP_DEFER_ACCEPT (startLoops):
 	// the kernel turns it into one SYN-ACK retransmission.
 	deferAcceptSeconds = 1
-	// earlySkip is how many dials skip the early write (earlyWrite) after
-	// one that found the connect still under way.
-	earlySkip = 15
 )
 
 type loop struct {
@@ -99,8 +96,6 @@ type loop struct {
 	armed   bool  // a park deadline is set
 	armedAt int64 // when it was set
 	paused  int64 // accepting paused until (EMFILE and the like)
-	// earlyMiss: dials left that skip the early write (earlyWrite).
-	earlyMiss int
 
 	conns map[int]*lconn // by client and upstream descriptor
 	again []*lconn       // connections whose pump ran out of its round
@@ -916,12 +911,8 @@ func (l *loop) dial(c *lconn) {
 			}
 			continue
 		}
-		if l.addUpstream(c, fd) {
-			if connected {
-				l.connected(c)
-			} else {
-				l.earlyWrite(c)
-			}
+		if l.addUpstream(c, fd) && connected {
+			l.connected(c)
 		}
 		return
 	}
@@ -940,49 +931,6 @@ func (l *loop) addUpstream(c *lconn, fd int) bool {
 	c.state = stDialing
 	c.deadline = l.now + int64(l.p.cfg.DialTimeout)
 	return true
-}
-
-// earlyWrite writes the head to an upstream whose connect returned
-// EINPROGRESS without waiting for epoll to report the connect's end: a
-// server on this host (another namespace over a veth, loopback) completes
-// the handshake inside the connect call itself — its SYN-ACK is processed
-// in the same softirq run, queued on the socket and handled when connect
-// releases the socket — and the head then goes out in this round instead
-// of after the loop's next epoll_wait (which, under load, is the rest of
-// a round of other connections later). HAProxy sends right after its
-// connect the same way. A connect still under way takes nothing (the
-// write fails with EAGAIN) and epoll reports its end as before; after such
-// a miss the next earlySkip dials do not try, so remote upstreams cost one
-// failed write per earlySkip+1 connections. The handshake's ACK still
-// rides on the head (connectNB), and established turns quick ACKs on
-// again as before.
-func (l *loop) earlyWrite(c *lconn) {
-	if l.earlyMiss > 0 {
-		l.earlyMiss--
-		return
-	}
-	if len(c.out) == 0 || c.hup[0] {
-		return // nothing to write, or the last bytes: the usual path (MSG_MORE)
-	}
-	w, e := rawWriteFD(c.ufd, c.out)
-	switch {
-	case e == unix.EAGAIN:
-		l.earlyMiss = earlySkip
-		return
-	case e != 0:
-		// The connect failed at once (a reset from a local port with no
-		// listener): the next address, as when epoll reports it.
-		l.upstreamFailed(c, os.NewSyscallError("connect", e))
-		return
-	}
-	l.p.stats.early.Add(1)
-	if c.out = c.out[w:]; len(c.out) == 0 {
-		// All of it: the head buffer goes back now (established would
-		// keep it as the pending bytes' buffer).
-		l.p.putBuf(c.bp)
-		c.bp, c.out = nil, nil
-	}
-	l.established(c)
 }
 
 // hookDial connects with Config.Dial on a goroutine (it may block), then

@@ -586,25 +586,3 @@ func TestLoopAcceptsQueuedConnections(t *testing.T) {
 		t.Errorf("%d connections counted active; want %d", st.Active, 3+maxAcceptBatch+2)
 	}
 }
-
-// TestEarlyWriteLocalUpstream: an upstream on this host (loopback)
-// completes the handshake inside the proxy's connect call, and the loop
-// writes the head right away (earlyWrite) instead of a round later; the
-// connections still work, and the refused connect of TestUpstreamUnreachable
-// still answers with an alert (that test). Without the early write the
-// counter stays at 0 (tried).
-func TestEarlyWriteLocalUpstream(t *testing.T) {
-	f := newFixture(t)
-	e := startProxy(t, f.config(t, f.good.addr))
-	const n = 5
-	for i := range n {
-		body, err := tlsGet(t, e.addr, "ok.test")
-		if err != nil || !strings.Contains(body, "good") {
-			t.Fatalf("connection %d: %q, %v", i, body, err)
-		}
-	}
-	if got := e.p.stats.early.Load(); got != n {
-		t.Errorf("%d of %d heads written right after connect, want all (a loopback upstream's connect completes inside the call)", got, n)
-	}
-	waitFor(t, "no active connection", func() bool { return e.p.Stats().Active == 0 })
-}

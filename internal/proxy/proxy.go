@@ -202,9 +202,6 @@ type Proxy struct {
 		// destination still full and moved nothing (evloop.go pauseSrc
 		// keeps them rare); read by tests.
 		futile atomic.Uint64
-		// early: heads written right after connect (evloop.go
-		// earlyWrite); read by tests.
-		early atomic.Uint64
 	}
 }
 
