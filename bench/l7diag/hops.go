@@ -137,6 +137,8 @@ func hops(path string, server netip.AddrPort) error {
 	}
 	steps := map[string]map[string][]time.Duration{}
 	var order []string
+	var conn *pairedConn
+	var all []*pairedConn
 	add := func(kind, name string, d time.Duration) {
 		if steps[kind] == nil {
 			steps[kind] = map[string][]time.Duration{}
@@ -145,6 +147,7 @@ func hops(path string, server netip.AddrPort) error {
 			order = append(order, name)
 		}
 		steps[kind][name] = append(steps[kind][name], d)
+		conn.steps[name] = d
 	}
 	for rnd, c := range cli {
 		u, ok := up[rnd]
@@ -181,6 +184,8 @@ func hops(path string, server netip.AddrPort) error {
 		if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7 && ok8) {
 			continue
 		}
+		conn = &pairedConn{start: cSyn.t, kind: kind, steps: map[string]time.Duration{}}
+		all = append(all, conn)
 		add(kind, "client: SYN in -> ClientHello in", hello.t-cSyn.t)
 		add(kind, "proxy: ClientHello in -> upstream SYN out", uSyn.t-hello.t)
 		add(kind, "server kernel: SYN out -> SYN-ACK in", uSynAck.t-uSyn.t)
@@ -238,7 +243,59 @@ func hops(path string, server netip.AddrPort) error {
 		}
 		fmt.Println()
 	}
+	printWindows(all)
 	return nil
+}
+
+type pairedConn struct {
+	start time.Duration
+	kind  string
+	steps map[string]time.Duration
+}
+
+// printWindows splits the connections into the benchmark's measurements
+// (bursts apart by more than 400 ms, or of another proxy: the set-up switches, checks and
+// restarts between them) and prints, per measurement, the sum of the
+// medians of the proxy's steps and of the client's and server's steps,
+// in time order: the lines follow bench/l7's "round N SET-UP" lines, which
+// tell set-ups the capture cannot (clusterwall-b, haproxy-b) apart.
+func printWindows(all []*pairedConn) {
+	slices.SortFunc(all, func(a, b *pairedConn) int { return int(a.start - b.start) })
+	fmt.Println("per measurement (time order): set-up, connections, µs: sums of the step medians of the proxy / the client and the server, median of all")
+	for i := 0; i < len(all); {
+		j := i + 1
+		for j < len(all) && all[j].start-all[j-1].start < 400*time.Millisecond && all[j].kind == all[i].kind {
+			j++
+		}
+		w := all[i:j]
+		i = j
+		if len(w) < 100 {
+			continue
+		}
+		var proxy, peers time.Duration
+		med := func(name string) time.Duration {
+			var v []time.Duration
+			for _, c := range w {
+				if d, ok := c.steps[name]; ok {
+					v = append(v, d)
+				}
+			}
+			if len(v) == 0 {
+				return 0
+			}
+			slices.Sort(v)
+			return v[len(v)/2]
+		}
+		for name := range w[0].steps {
+			switch {
+			case len(name) > 6 && name[:6] == "proxy:":
+				proxy += med(name)
+			case len(name) > 7 && (name[:7] == "client:" || name[:7] == "server:"):
+				peers += med(name)
+			}
+		}
+		fmt.Printf("  %-12s %5d  %6d / %6d  %6d\n", w[0].kind, len(w), proxy.Microseconds(), peers.Microseconds(), med("all: SYN in -> client's FIN in").Microseconds())
+	}
 }
 
 type seg struct {
