@@ -53,7 +53,10 @@ func hops(path string, server netip.AddrPort) error {
 	default:
 		return fmt.Errorf("%s: link type %d", path, lt)
 	}
-	conns := map[netip.AddrPort][]seg{} // by the peer's address (client, or the proxy's upstream socket)
+	// By the peer's address (client, or the proxy's upstream socket), one
+	// list per connection: a long run reuses ports, so a SYN towards the
+	// server starts a new one.
+	conns := map[netip.AddrPort][][]seg{}
 	var h [16]byte
 	buf := make([]byte, 1<<16)
 	for {
@@ -108,7 +111,12 @@ func hops(path string, server netip.AddrPort) error {
 		default:
 			continue
 		}
-		conns[peer] = append(conns[peer], s)
+		cs := conns[peer]
+		if len(cs) == 0 || s.out && s.flags&0x12 == 0x02 {
+			cs = append(cs, nil)
+		}
+		cs[len(cs)-1] = append(cs[len(cs)-1], s)
+		conns[peer] = cs
 	}
 	// One side per ClientHello random: the client's (from the node's
 	// subnet) and the upstream's.
@@ -117,7 +125,7 @@ func hops(path string, server netip.AddrPort) error {
 		segs []seg
 	}
 	cli, up := map[[32]byte]side{}, map[[32]byte]side{}
-	for peer, ss := range conns {
+	pair := func(peer netip.AddrPort, ss []seg) {
 		syns := 0
 		for _, s := range ss {
 			if s.flags&0x12 == 0x02 {
@@ -126,13 +134,18 @@ func hops(path string, server netip.AddrPort) error {
 		}
 		i := slices.IndexFunc(ss, func(s seg) bool { return s.out && s.n > 0 })
 		if syns != 1 || i < 0 || len(ss[i].data) < 43 || ss[i].data[0] != 0x16 {
-			continue
+			return
 		}
 		rnd := [32]byte(ss[i].data[11:43])
 		if peer.Addr().As4()[0] == 10 {
 			cli[rnd] = side{peer, ss}
 		} else {
 			up[rnd] = side{peer, ss}
+		}
+	}
+	for peer, cs := range conns {
+		for _, ss := range cs {
+			pair(peer, ss)
 		}
 	}
 	steps := map[string]map[string][]time.Duration{}

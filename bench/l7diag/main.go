@@ -2,7 +2,9 @@
 // on a lab kept with bench/l7 -keep it switches the set-up (mode), runs
 // the HTTPS server (server, in inet) and the connection loops (client, in
 // node) as separate processes, so that the clients' and the server's CPU
-// and context switches per connection can be told apart.
+// and context switches per connection can be told apart. l7diag hops
+// FILE reads a capture taken in fw during a benchmark run and prints
+// where a proxied connection's time goes, step by step (hops.go).
 package main
 
 import (
