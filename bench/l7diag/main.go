@@ -2,7 +2,9 @@
 // on a lab kept with bench/l7 -keep it switches the set-up (mode), runs
 // the HTTPS server (server, in inet) and the connection loops (client, in
 // node) as separate processes, so that the clients' and the server's CPU
-// and context switches per connection can be told apart.
+// and context switches per connection can be told apart. l7diag hops
+// FILE reads a capture taken in fw during a benchmark run and prints
+// where a proxied connection's time goes, step by step (hops.go).
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,6 +38,13 @@ func main() {
 	dur := flag.Duration("time", 3*time.Second, "rate measurement time")
 	pids := flag.String("pids", "", "name=pid,... processes whose CPU to report per connection")
 	flag.Parse()
+	if flag.Arg(0) == "hops" {
+		// No lab needed: a capture taken in fw (see hops).
+		if err := hops(flag.Arg(1), netip.MustParseAddrPort("192.0.2.14:8443")); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	l, err := lab.Open(*name)
 	if err != nil {
 		fatal(err)
@@ -142,7 +152,7 @@ func main() {
 			(us(ru1.Utime)-us(ru0.Utime))/float64(c), (us(ru1.Stime)-us(ru0.Stime))/float64(c),
 			float64(ru1.Nvcsw-ru0.Nvcsw)/float64(c), float64(ru1.Nivcsw-ru0.Nivcsw)/float64(c))
 	default:
-		fatal(fmt.Errorf("usage: l7diag -lab NAME mode SETUP | server | client"))
+		fatal(fmt.Errorf("usage: l7diag -lab NAME mode SETUP | server | client; l7diag hops CAPTURE.pcap"))
 	}
 }
 
