@@ -219,7 +219,15 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 	}
 	clock.lap()
 	d.reloadThreatIntel(p) // threatintel.go
-	m, err := match.Compile(p, match.Options{Resolver: d.table, ThreatIntel: d.matchThreatIntel(p), Gateway: d.gateway()})
+	// The matcher's indexes are built beside the kernel ruleset's compile
+	// (the data plane waits for them before it touches the kernel:
+	// builtWaiter); any other data plane gets a matcher built.
+	m, err := match.CompileStaged(p, match.Options{Resolver: d.table, ThreatIntel: d.matchThreatIntel(p), Gateway: d.gateway()})
+	if err == nil {
+		if _, ok := d.dp.(builtWaiter); !ok {
+			err = m.Built()
+		}
+	}
 	if err != nil {
 		d.restoreThreatIntel()
 		return d.reloadDone(reason, err)
@@ -243,6 +251,9 @@ func (d *Daemon) ApplyBytes(reason string, data []byte) (err error) {
 		idx, err = d.dp.Apply(p, m)
 	}
 	clock.dataplane(d.dp)
+	if err == nil {
+		err = m.Built() // the data plane waited for it already
+	}
 	if err != nil {
 		d.restoreThreatIntel()
 		return d.reloadDone(reason, fmt.Errorf("programming the kernel: %w (the previous ruleset stays)", err))

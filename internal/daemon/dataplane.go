@@ -136,6 +136,13 @@ func (d *NFTDataplane) ApplyFolding(p *policy.Policy, m *match.Matcher, fold Gon
 	return d.apply(p, m, fold)
 }
 
+// builtWaiter is a data plane that waits for the matcher's indexes
+// (match.Matcher.Built) itself, before it programs anything, so that the
+// daemon may hand it a matcher of match.CompileStaged.
+type builtWaiter interface{ waitsForBuilt() }
+
+func (d *NFTDataplane) waitsForBuilt() {}
+
 func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) (LogIndex, error) {
 	if m == nil || m.Policy() != p {
 		return nil, errors.New("data plane: apply needs the policy's compiled matcher")
@@ -194,6 +201,12 @@ func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) 
 	}
 	rs, err := nft.CompileCached(m, cfg, &d.cache)
 	if err != nil {
+		return nil, err
+	}
+	// The matcher's indexes (match.CompileStaged) were built beside the
+	// compile; a matcher that failed to build fails the apply before the
+	// kernel is touched.
+	if err := m.Built(); err != nil {
 		return nil, err
 	}
 	compiled := time.Now()

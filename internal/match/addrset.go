@@ -60,10 +60,48 @@ type range4 struct{ lo, hi uint32 }
 type range6 = iprange.Range
 
 func newAddrSet(s *policy.AddrSet) (addrSet, error) {
+	return (*rangeBlocks)(nil).addrSet(s)
+}
+
+// rangeBlocks hands out the ranges of many addrSets from a few blocks
+// (a compile makes two sets per rule: 20,000 small slices at 10,000
+// rules, grown one range at a time, were half of the matcher's build).
+// A nil *rangeBlocks allocates each set's own.
+type rangeBlocks struct {
+	v4 []range4
+	v6 []range6
+}
+
+// take returns an empty slice of capacity n cut from *blk (a new block
+// when it has less left).
+func take[T any](blk *[]T, n int) []T {
+	if n == 0 {
+		return nil
+	}
+	if len(*blk) < n {
+		*blk = make([]T, max(n, 1024))
+	}
+	out := (*blk)[:0:n]
+	*blk = (*blk)[n:]
+	return out
+}
+
+// addrSet is newAddrSet with the ranges cut from b's blocks.
+func (b *rangeBlocks) addrSet(s *policy.AddrSet) (addrSet, error) {
 	if s.Any {
 		return addrSet{any: true}, nil
 	}
 	var out addrSet
+	if b != nil {
+		n4 := 0
+		for i := range s.Ranges {
+			if s.Ranges[i].From.Is4() {
+				n4++
+			}
+		}
+		out.v4 = take(&b.v4, n4)
+		out.v6 = take(&b.v6, len(s.Ranges)-n4)
+	}
 	for i, r := range s.Ranges {
 		if !r.From.IsValid() || !r.To.IsValid() || r.From.Is4() != r.To.Is4() || r.To.Less(r.From) ||
 			r.From.Zone() != "" || r.To.Zone() != "" {

@@ -59,6 +59,11 @@ type Matcher struct {
 	netFQDNs []int32 // network rules with destinationFqdns, in order
 	app      ruleTable
 	appNames nameIndex
+
+	// built is closed when the indexes above are built (CompileStaged
+	// builds them in the background); buildErr is then the build's error.
+	built    chan struct{}
+	buildErr error
 }
 
 // none is larger than every rule index: "no candidate yet".
@@ -78,6 +83,25 @@ type flowKey struct {
 // policy.Validate) and, with a Gateway that has public IPs, on a DNAT rule
 // whose destination is not one of them; the error names the rule.
 func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
+	m, err := CompileStaged(p, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Built(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// CompileStaged is Compile in two stages: it normalises p's rules (what
+// Rules, Policy, Gateway, SteeredPorts and FQDNs answer) and returns,
+// and builds the indexes that Decide and the other decisions use in a
+// goroutine of its own, on another core if there is one. Built waits for
+// that build and returns its error: nothing may ask m for a decision
+// before Built has returned nil, and a Matcher whose Built fails must be
+// dropped as a failed Compile would be. The daemon compiles the kernel's
+// ruleset from the normalised rules meanwhile.
+func CompileStaged(p *policy.Policy, opts Options) (*Matcher, error) {
 	if p == nil {
 		return nil, errors.New("match: nil policy")
 	}
@@ -167,7 +191,36 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 		m.steer = sortedPorts(ports)
 	}
 
+	m.built = make(chan struct{})
+	go func() {
+		defer close(m.built)
+		defer func() {
+			// A panic in the build fails the compile (the apply keeps the
+			// running policy) instead of the process.
+			if r := recover(); r != nil {
+				m.buildErr = fmt.Errorf("match: building the indexes: %v", r)
+			}
+		}()
+		m.buildErr = m.buildIndexes(opts)
+	}()
+	return m, nil
+}
+
+// Built waits until m's indexes are built (at once for a Matcher of
+// Compile) and returns the build's error.
+func (m *Matcher) Built() error {
+	if m.built == nil {
+		return nil
+	}
+	<-m.built
+	return m.buildErr
+}
+
+// buildIndexes builds the indexes of m's normalised rules.
+func (m *Matcher) buildIndexes(opts Options) error {
+	dnat, net := m.norm[policy.KindDNAT], m.norm[policy.KindNetwork]
 	var b trieBuilder
+	var blocks rangeBlocks
 	m.ndnat = int32(len(dnat))
 	m.net.init(len(dnat) + len(net))
 	if l, ok := opts.Resolver.(AddrLister); ok {
@@ -180,13 +233,13 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 		} else {
 			r = &net[i-len(dnat)]
 		}
-		src, err := newAddrSet(r.Source)
+		src, err := blocks.addrSet(r.Source)
 		if err != nil {
-			return nil, fmt.Errorf("match: %s: source: %v", where(r.Policy), err)
+			return fmt.Errorf("match: %s: source: %v", where(r.Policy), err)
 		}
-		dst, err := newAddrSet(r.Destination)
+		dst, err := blocks.addrSet(r.Destination)
 		if err != nil {
-			return nil, fmt.Errorf("match: %s: destination: %v", where(r.Policy), err)
+			return fmt.Errorf("match: %s: destination: %v", where(r.Policy), err)
 		}
 		m.net.add(r.Policy, r.Action, src, r.Kind == policy.KindDNAT)
 		if len(r.FQDNs) > 0 {
@@ -205,9 +258,9 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 	nb.init(npat)
 	m.app.init(len(m.norm[policy.KindApplication]))
 	for i, r := range m.norm[policy.KindApplication] {
-		src, err := newAddrSet(r.Source)
+		src, err := blocks.addrSet(r.Source)
 		if err != nil {
-			return nil, fmt.Errorf("match: %s: source: %v", where(r.Policy), err)
+			return fmt.Errorf("match: %s: source: %v", where(r.Policy), err)
 		}
 		m.app.add(r.Policy, r.Action, src, false)
 		for _, pat := range r.Targets {
@@ -215,7 +268,7 @@ func Compile(p *policy.Policy, opts Options) (*Matcher, error) {
 		}
 	}
 	m.appNames = nb.build()
-	return m, nil
+	return nil
 }
 
 // checkDNAT checks that a DNAT rule's destinations are public IPs of the
