@@ -189,6 +189,8 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 			ks.After += a.After
 			ks.Settle += a.Settle
 			ks.Retire += a.Retire
+			ks.Prestage += a.Prestage
+			ks.Prestaged += a.Prestaged
 		}
 	}
 	n := float64(b.N)
@@ -210,6 +212,8 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 	// kernel_ms, before list), and how long that deletion took in the
 	// background.
 	b.ReportMetric(perOp(ks.Settle), "k-settle-ms")
+	b.ReportMetric(perOp(ks.Prestage), "k-pre-ms") // beside the compile (nft/prestage.go)
+	b.ReportMetric(float64(ks.Prestaged)/n, "k-preobjs")
 	b.ReportMetric(perOp(ks.Retire), "k-del-ms")
 	b.ReportMetric(sum.KernelMs/n-perOp(ks.Settle+ks.List+ks.Lower+ks.Stage1+ks.Stage2+ks.After), "k-rest-ms")
 	b.ReportMetric(totals[len(totals)/2], "p50-ms")

@@ -192,7 +192,7 @@ func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) 
 	if d.ThreatIntel != nil {
 		cfg.ThreatIntel = d.ThreatIntel()
 	}
-	rs, err := nft.CompileCached(m, cfg, &d.cache)
+	rs, err := d.compilePrestaged(m, cfg, keptNetwork)
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +216,73 @@ func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) 
 	d.keptNetwork, d.keptDNAT, d.keptPolicy = keptNetwork, keptDNAT, keptPolicy
 	d.compileTime, d.kernelTime = compiled.Sub(start), time.Since(compiled)
 	return x, nil
+}
+
+// prestager is a runner that creates an apply's named counters ahead of
+// it (nft.NetlinkRunner.Prestage).
+type prestager interface {
+	Prestage(counters []string) error
+	Unprestage()
+	KnowsTable() bool
+}
+
+// prestageMin is how many network rules must have a new log generation
+// (hence new counters), or be in a policy applied to a table the runner
+// does not know (KnowsTable), for their counters to be created while the
+// ruleset compiles (nft/prestage.go): a first apply, or one that changes
+// most rules. Below it (a change of a few rules) the apply is as before.
+// The runner creates only the counters its table lacks.
+var prestageMin = 2048
+
+// compilePrestaged compiles the ruleset (nft.CompileCached) while the
+// runner creates its new rules' counters (prestage); a compile that fails
+// or panics leaves no counter behind.
+func (d *NFTDataplane) compilePrestaged(m *match.Matcher, cfg nft.Config, kept []bool) (rs *nft.Ruleset, err error) {
+	wait := d.prestage(m, cfg, kept)
+	ok := false
+	defer func() { wait(!ok) }()
+	rs, err = nft.CompileCached(m, cfg, &d.cache)
+	ok = err == nil
+	return rs, err
+}
+
+// prestage starts creating the counters of the network rules that did
+// not keep their generation (kept) while the caller compiles, on the
+// second processor; the function it returns waits for that and, when
+// failed (the compile failed, or panicked), removes them again.
+func (d *NFTDataplane) prestage(m *match.Matcher, cfg nft.Config, kept []bool) func(failed bool) {
+	ps, ok := d.Runner.(prestager)
+	if !ok {
+		return func(bool) {}
+	}
+	n := 0
+	for _, k := range kept {
+		if !k {
+			n++
+		}
+	}
+	want := func(i int) bool { return i < len(kept) && !kept[i] }
+	if n < prestageMin {
+		// A change of a few rules, unless the table is not what the last
+		// apply left (flushed, or a failed apply): then every counter
+		// may be missing.
+		if len(kept) < prestageMin || ps.KnowsTable() {
+			return func(bool) {}
+		}
+		want = nil
+	}
+	names := nft.PlannedRuleCounters(m, cfg, want)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ps.Prestage(names) // an error: stage 1 creates them as before
+	}()
+	return func(failed bool) {
+		<-done
+		if failed {
+			ps.Unprestage()
+		}
+	}
 }
 
 // overlappingRunner is a runner that runs work of the apply's while the

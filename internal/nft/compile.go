@@ -168,13 +168,7 @@ func (c *compiler) name(prefix string) string {
 
 // tag returns t with the generation of its log prefix
 // (Config.LogGenerations, else Config.LogGeneration).
-func (c *compiler) tag(t LogTag) LogTag {
-	t.Gen = c.cfg.LogGeneration
-	if c.cfg.LogGenerations != nil {
-		t.Gen = c.cfg.LogGenerations(t)
-	}
-	return t
-}
+func (c *compiler) tag(t LogTag) LogTag { return c.cfg.cfgTag(t) }
 
 func (c *compiler) baseChain(name string, hook Hook, typ string, prio int, pol string) *Chain {
 	ch := &Chain{Name: name, Hook: hook, Type: typ, Priority: prio, Policy: pol}
