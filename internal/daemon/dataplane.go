@@ -234,10 +234,16 @@ type prestager interface {
 // The runner creates only the counters its table lacks.
 var prestageMin = 2048
 
+// backgroundKeep makes the compile cache's bookkeeping for the next
+// compile run after the compile returns (nft.Cache.Background): beside
+// the kernel's work on the apply. A variable for BenchmarkDaemonPrestage.
+var backgroundKeep = true
+
 // compilePrestaged compiles the ruleset (nft.CompileCached) while the
 // runner creates its new rules' counters (prestage); a compile that fails
 // or panics leaves no counter behind.
 func (d *NFTDataplane) compilePrestaged(m *match.Matcher, cfg nft.Config, kept []bool) (rs *nft.Ruleset, err error) {
+	d.cache.Background = backgroundKeep // its bookkeeping while the kernel works (nft.Cache)
 	wait := d.prestage(m, cfg, kept)
 	ok := false
 	defer func() { wait(!ok) }()

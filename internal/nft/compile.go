@@ -33,6 +33,9 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 	if m == nil {
 		return nil, fmt.Errorf("compile: no matcher")
 	}
+	if cache != nil {
+		cache.wait() // the last compile's keep (Cache.Background)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -117,7 +120,7 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 	if err != nil {
 		return nil, err
 	}
-	c.keep(n) // treecache.go
+	c.keepCache(n) // treecache.go
 	return c.rs, nil
 }
 
