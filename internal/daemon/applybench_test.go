@@ -320,7 +320,7 @@ func BenchmarkDaemonApply(b *testing.B) {
 
 // BenchmarkDaemonPrestage: the 10,000-rule policy applied by the daemon
 // to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
-// case) with the counters prestaged and the compile cache kept in the
+// and one-rule cases: the one-rule apply prestages nothing) with the counters prestaged and the compile cache kept in the
 // background (on: nft/prestage.go, nft.Cache.Background) and without
 // (off: prestageMin out of reach, backgroundKeep false), the modes
 // alternating apply by apply in one process (off, on, on, off, ...) so
@@ -330,11 +330,15 @@ func BenchmarkDaemonApply(b *testing.B) {
 func BenchmarkDaemonPrestage(b *testing.B) {
 	p10 := []byte(policyYAML(10000, 1, false, 0))
 	p10b := []byte(policyYAML(10000, 2, false, 0))
-	for _, c := range []string{"10k-first", "10k-replace"} {
+	p10one := []byte(policyYAML(10000, 1, false, 1))
+	for _, c := range []string{"10k-first", "10k-replace", "10k-one-rule"} {
 		b.Run(c, func(b *testing.B) {
 			d := benchDaemon(b)
-			if c == "10k-replace" {
+			switch c {
+			case "10k-replace":
 				mustApply(b, d, p10b)
+			case "10k-one-rule":
+				mustApply(b, d, p10)
 			}
 			savedMin, savedKeep := prestageMin, backgroundKeep
 			defer func() { prestageMin, backgroundKeep = savedMin, savedKeep }()
@@ -356,6 +360,9 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 					d.dp.(*NFTDataplane).cache.Reset()
 				} else if i%2 == 1 {
 					data = p10b
+					if c == "10k-one-rule" {
+						data = p10one
+					}
 				}
 				c0 := processCPU()
 				if err := d.ApplyBytes("bench", data); err != nil {
