@@ -322,7 +322,8 @@ func BenchmarkDaemonApply(b *testing.B) {
 // to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
 // and one-rule cases: the one-rule apply prestages nothing) with the counters prestaged and the compile cache kept in the
 // background (on: nft/prestage.go, nft.Cache.Background) and without
-// (off: prestageMin out of reach, backgroundKeep false), the modes
+// (off: prestageMin out of reach, backgroundKeep false; on: the
+// defaults, under which a 10,000-rule apply does not prestage), the modes
 // alternating apply by apply in one process (off, on, on, off, ...) so
 // that the machine's load weighs on both alike: per mode, the median and
 // mean wall time, the mean compile and kernel stages, stage 1's send and

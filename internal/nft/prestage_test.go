@@ -1,10 +1,15 @@
 package nft
 
 import (
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/clusterwall/clusterwall/internal/match"
+	"github.com/clusterwall/clusterwall/internal/policy"
 )
 
 // compileMatcher compiles testdata policy path with cfg, returning the
@@ -156,4 +161,78 @@ func TestPrestageFailureCleans(t *testing.T) {
 	if exists, _, _, err := r.tableInfo(r.table()); err != nil || exists {
 		t.Fatalf("the table a failed first apply's prestage created is left (exists %v, %v)", exists, err)
 	}
+}
+
+// threadSys is the calling thread's system CPU time (the kernel's work in
+// our sendmsg: the batches are handled in the sending thread).
+func threadSys() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_THREAD, &ru)
+	return time.Duration(ru.Stime.Nano())
+}
+
+// BenchmarkPrestage: the 10,000-rule policy (and the flat 100,000-rule one) applied to an emptied
+// table with its rule counters prestaged (on) and without (off),
+// alternately in one process: the kernel's work (the sending thread's
+// system CPU) in the prestage's transaction and in the apply's, so that
+// what the prestage takes off the apply's path (where the daemon runs it
+// beside the compile) and whether the kernel's total grows show without
+// the wall time, which the machine's other load moves more.
+func BenchmarkPrestage(b *testing.B) {
+	b.Run("10k", func(b *testing.B) { benchPrestage(b, bigPolicy(10000, 1)) })
+	b.Run("100k", func(b *testing.B) {
+		if testing.Short() {
+			b.Skip("-short")
+		}
+		benchPrestage(b, flatPolicy(100000, 0))
+	})
+}
+
+func benchPrestage(b *testing.B, p *policy.Policy) {
+	requireRoot(b)
+	cfg := labConfig()
+	cfg.LimitRuleLogs = true // the daemon's
+	m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rs, err := Compile(m, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	names := PlannedRuleCounters(m, cfg, nil)
+	r := nsRunner(b, "prebench")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var pre, apply [2]time.Duration
+	var wall [2]time.Duration
+	b.ResetTimer()
+	for i := range 2 * b.N {
+		mode := []int{0, 1, 1, 0}[i%4]
+		if err := r.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if mode == 1 {
+			s0 := threadSys()
+			if err := r.Prestage(names); err != nil {
+				b.Fatal(err)
+			}
+			pre[1] += threadSys() - s0
+		}
+		s0, t0 := threadSys(), time.Now()
+		if err := r.Apply(rs); err != nil {
+			b.Fatal(err)
+		}
+		apply[mode] += threadSys() - s0
+		wall[mode] += time.Since(t0)
+		if st := r.LastApply(); (st.Prestaged > 0) != (mode == 1) {
+			b.Fatalf("mode %d: %d prestaged", mode, st.Prestaged)
+		}
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(per(apply[0]), "off-apply-sys-ms")
+	b.ReportMetric(per(pre[1]), "on-prestage-sys-ms")
+	b.ReportMetric(per(apply[1]), "on-apply-sys-ms")
+	b.ReportMetric(per(wall[0]), "off-apply-ms")
+	b.ReportMetric(per(wall[1]), "on-apply-ms")
 }
