@@ -320,7 +320,8 @@ func BenchmarkDaemonApply(b *testing.B) {
 
 // BenchmarkDaemonPrestage: the 10,000-rule policy applied by the daemon
 // to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
-// and one-rule cases: the one-rule apply prestages nothing) with the counters prestaged and the compile cache kept in the
+// and one-rule cases: the one-rule apply prestages nothing; and the flat
+// 100,000-rule policy's first apply) with the counters prestaged and the compile cache kept in the
 // background (on: nft/prestage.go, nft.Cache.Background) and without
 // (off: prestageMin out of reach, backgroundKeep false; on: the
 // defaults, under which a 10,000-rule apply does not prestage), the modes
@@ -332,8 +333,15 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 	p10 := []byte(policyYAML(10000, 1, false, 0))
 	p10b := []byte(policyYAML(10000, 2, false, 0))
 	p10one := []byte(policyYAML(10000, 1, false, 1))
-	for _, c := range []string{"10k-first", "10k-replace", "10k-one-rule"} {
+	for _, c := range []string{"10k-first", "10k-replace", "10k-one-rule", "100k-first"} {
 		b.Run(c, func(b *testing.B) {
+			first := p10
+			if c == "100k-first" {
+				if testing.Short() {
+					b.Skip("-short")
+				}
+				first = []byte(policyYAML(100000, 1, true, 0))
+			}
 			d := benchDaemon(b)
 			switch c {
 			case "10k-replace":
@@ -352,8 +360,8 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 			for i := range 2 * b.N {
 				mode := []int{0, 1, 1, 0}[i%4]
 				prestageMin, backgroundKeep = []int{1 << 30, savedMin}[mode], mode == 1
-				data := p10
-				if c == "10k-first" {
+				data := first
+				if c == "10k-first" || c == "100k-first" {
 					if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
 						b.Fatal(err)
 					}
