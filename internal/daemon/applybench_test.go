@@ -322,9 +322,10 @@ func BenchmarkDaemonApply(b *testing.B) {
 // to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
 // and one-rule cases: the one-rule apply prestages nothing; and the flat
 // 100,000-rule policy's first apply) with the counters prestaged and the compile cache kept in the
-// background (on: nft/prestage.go, nft.Cache.Background) and without
-// (off: prestageMin out of reach, backgroundKeep false; on: the
-// defaults, under which a 10,000-rule apply does not prestage), the modes
+// background (on: nft/prestage.go, nft.Cache.Background, as the
+// defaults have them: a 10,000-rule apply does not prestage, the keep is
+// not in the background) and without (off: prestageMin out of reach,
+// backgroundKeep false), the modes
 // alternating apply by apply in one process (off, on, on, off, ...) so
 // that the machine's load weighs on both alike: per mode, the median and
 // mean wall time, the mean compile and kernel stages, stage 1's send and
@@ -359,7 +360,7 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 			b.ResetTimer()
 			for i := range 2 * b.N {
 				mode := []int{0, 1, 1, 0}[i%4]
-				prestageMin, backgroundKeep = []int{1 << 30, savedMin}[mode], mode == 1
+				prestageMin, backgroundKeep = []int{1 << 30, savedMin}[mode], mode == 1 && savedKeep
 				data := first
 				if c == "10k-first" || c == "100k-first" {
 					if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {

@@ -242,8 +242,11 @@ var prestageMin = 32768
 
 // backgroundKeep makes the compile cache's bookkeeping for the next
 // compile run after the compile returns (nft.Cache.Background): beside
-// the kernel's work on the apply. A variable for BenchmarkDaemonPrestage.
-var backgroundKeep = true
+// the kernel's work on the apply. Off: no gain measured for the 10k
+// applies, and the one-rule apply's kernel stage was 7-10 ms longer with
+// it in one round at load 6 (docs/benchmarks.md, branch stream). A
+// variable for BenchmarkDaemonPrestage.
+var backgroundKeep = false
 
 // compilePrestaged compiles the ruleset (nft.CompileCached) while the
 // runner creates its new rules' counters (prestage); a compile that fails
