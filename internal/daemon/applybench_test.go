@@ -190,6 +190,8 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 			ks.After += a.After
 			ks.Settle += a.Settle
 			ks.Retire += a.Retire
+			ks.Prestage += a.Prestage
+			ks.Prestaged += a.Prestaged
 		}
 	}
 	n := float64(b.N)
@@ -211,6 +213,8 @@ func daemonApplyBench(b *testing.B, setup func(d *Daemon, i int), next func(i in
 	// kernel_ms, before list), and how long that deletion took in the
 	// background.
 	b.ReportMetric(perOp(ks.Settle), "k-settle-ms")
+	b.ReportMetric(perOp(ks.Prestage), "k-pre-ms") // beside the compile (nft/prestage.go)
+	b.ReportMetric(float64(ks.Prestaged)/n, "k-preobjs")
 	b.ReportMetric(perOp(ks.Retire), "k-del-ms")
 	b.ReportMetric(sum.KernelMs/n-perOp(ks.Settle+ks.List+ks.Lower+ks.Stage1+ks.Stage2+ks.After), "k-rest-ms")
 	b.ReportMetric(totals[len(totals)/2], "p50-ms")
@@ -314,4 +318,96 @@ func BenchmarkDaemonApply(b *testing.B) {
 	b.Run("100k-to-8", func(b *testing.B) {
 		daemonApplyBench(b, func(d *Daemon, i int) { mustApply(b, d, p100) }, func(int) []byte { return small })
 	})
+}
+
+// BenchmarkDaemonPrestage: the 10,000-rule policy applied by the daemon
+// to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
+// and one-rule cases: the one-rule apply prestages nothing; and the flat
+// 100,000-rule policy's first apply) with the counters prestaged and the compile cache kept in the
+// background (on: nft/prestage.go, nft.Cache.Background, as the
+// defaults have them: a 10,000-rule apply does not prestage, the keep is
+// not in the background) and without (off: prestageMin out of reach,
+// backgroundKeep false), the modes
+// alternating apply by apply in one process (off, on, on, off, ...) so
+// that the machine's load weighs on both alike: per mode, the median and
+// mean wall time, the mean compile and kernel stages, stage 1's send and
+// the process CPU per apply.
+func BenchmarkDaemonPrestage(b *testing.B) {
+	p10 := []byte(policyYAML(10000, 1, false, 0))
+	p10b := []byte(policyYAML(10000, 2, false, 0))
+	p10one := []byte(policyYAML(10000, 1, false, 1))
+	for _, c := range []string{"10k-first", "10k-replace", "10k-one-rule", "100k-first"} {
+		b.Run(c, func(b *testing.B) {
+			first := p10
+			if c == "100k-first" {
+				if testing.Short() {
+					b.Skip("-short")
+				}
+				first = []byte(policyYAML(100000, 1, true, 0))
+			}
+			d := benchDaemon(b)
+			switch c {
+			case "10k-replace":
+				mustApply(b, d, p10b)
+			case "10k-one-rule":
+				mustApply(b, d, p10)
+			}
+			savedMin, savedKeep := prestageMin, backgroundKeep
+			defer func() { prestageMin, backgroundKeep = savedMin, savedKeep }()
+			type sum struct {
+				walls                            []float64
+				compile, kernel, send1, pre, cpu float64
+			}
+			var s [2]sum
+			b.ResetTimer()
+			for i := range 2 * b.N {
+				mode := []int{0, 1, 1, 0}[i%4]
+				prestageMin, backgroundKeep = []int{1 << 30, savedMin}[mode], mode == 1 && savedKeep
+				data := first
+				if c == "10k-first" || c == "100k-first" {
+					if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
+						b.Fatal(err)
+					}
+					d.loader.Reset()
+					d.dp.(*NFTDataplane).cache.Reset()
+				} else if i%2 == 1 {
+					data = p10b
+					if c == "10k-one-rule" {
+						data = p10one
+					}
+				}
+				c0 := processCPU()
+				if err := d.ApplyBytes("bench", data); err != nil {
+					b.Fatal(err)
+				}
+				x := &s[mode]
+				x.cpu += float64(processCPU()-c0) / 1e6
+				t := *d.lastApply.Load()
+				x.walls = append(x.walls, t.TotalMs)
+				x.compile += t.CompileMs
+				x.kernel += t.KernelMs
+				a := d.dp.(*NFTDataplane).Runner.(*nft.NetlinkRunner).LastApply()
+				x.send1 += float64((a.Stage1 - a.Encode1).Microseconds()) / 1000
+				x.pre += float64(a.Prestage.Microseconds()) / 1000
+			}
+			n := float64(b.N)
+			for mode, name := range []string{"off", "on"} {
+				x := s[mode]
+				slices.Sort(x.walls)
+				mean := 0.0
+				for _, w := range x.walls {
+					mean += w
+				}
+				b.ReportMetric(x.walls[len(x.walls)/2], name+"-p50-ms")
+				b.ReportMetric(mean/n, name+"-mean-ms")
+				b.ReportMetric(x.compile/n, name+"-compile-ms")
+				b.ReportMetric(x.kernel/n, name+"-kernel-ms")
+				b.ReportMetric(x.send1/n, name+"-send1-ms")
+				b.ReportMetric(x.cpu/n, name+"-cpu-ms")
+				if mode == 1 {
+					b.ReportMetric(x.pre/n, name+"-pre-ms")
+				}
+			}
+		})
+	}
 }

@@ -483,6 +483,10 @@ type ApplyStats struct {
 	NewChains, NewSets, NewObjects, NewRules int
 	OldChains, OldSets, OldObjects           int
 	BaseChains                               int // base chains written
+	// Prestaged is how many of the new objects a prestage created while
+	// the ruleset compiled, in Prestage's wall time (prestage.go).
+	Prestaged int
+	Prestage  time.Duration
 }
 
 // ApplyOverlapping is Apply, calling during, in a goroutine of its own,
@@ -506,9 +510,13 @@ func (r *NetlinkRunner) ApplyOverlapping(rs *Ruleset, during func(kept []string,
 // apply programs rs; r.mu is held.
 func (r *NetlinkRunner) apply(rs *Ruleset) error { return r.applyWith(rs, nil) }
 
-// keptOf are the named counters of pl the change d does not create.
-func keptOf(pl *plan, d *change) []string {
-	fresh := make(map[string]bool, len(d.newObjs))
+// keptOf are the named counters of pl the change d does not create and
+// no prestage created (pre, prestage.go).
+func keptOf(pl *plan, d *change, pre *prestaged) []string {
+	fresh := pre.names()
+	if fresh == nil {
+		fresh = make(map[string]bool, len(d.newObjs))
+	}
 	for _, o := range d.newObjs {
 		fresh[o.Name] = true
 	}
@@ -522,8 +530,25 @@ func keptOf(pl *plan, d *change) []string {
 }
 
 // applyWith is apply, running during as ApplyOverlapping does; r.mu is
-// held.
+// held. It consumes a pending prestage (prestage.go): its counters stay
+// with the applied ruleset (those the ruleset does not have are deleted
+// with the old ruleset), or go when the apply fails.
 func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read func([]LogTag) ([]RuleCounter, error))) error {
+	if r.pre != nil && r.pre.table != rs.Table {
+		r.unprestage()
+	}
+	err := r.applyDiff(rs, during)
+	if r.pre != nil {
+		if err != nil {
+			r.unprestage() // after stage 1's chains, which refer to them, are unstaged
+		}
+		r.pre = nil
+	}
+	return err
+}
+
+// applyDiff is applyWith but for the prestage.
+func (r *NetlinkRunner) applyDiff(rs *Ruleset, during func(kept []string, read func([]LogTag) ([]RuleCounter, error))) error {
 	t0 := time.Now()
 	// The last apply's old ruleset deleted first (retire.go).
 	settled, retired := r.settle()
@@ -548,9 +573,13 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 	for _, c := range d.newChains {
 		st.NewRules += len(c.Rules)
 	}
-	var kept []string // keptOf(pl, d): beside the kernel when during runs
+	pre := r.pre      // read by keptOf, also beside the kernel
+	var kept []string // keptOf(pl, d, pre): beside the kernel when during runs
 	if during == nil {
-		kept = keptOf(pl, d)
+		kept = keptOf(pl, d, pre)
+	}
+	if pre != nil {
+		st.Prestaged, st.Prestage = len(pre.objs), pre.took
 	}
 	t1 := time.Now()
 	// during runs while the kernel works on stage 1 (started once stage
@@ -575,7 +604,7 @@ func (r *NetlinkRunner) applyWith(rs *Ruleset, during func(kept []string, read f
 		startDuring = sync.OnceFunc(func() {
 			go func() {
 				defer close(done)
-				kept = keptOf(pl, d) // read after done
+				kept = keptOf(pl, d, pre) // read after done
 				during(kept, read)
 			}()
 		})

@@ -33,6 +33,9 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 	if m == nil {
 		return nil, fmt.Errorf("compile: no matcher")
 	}
+	if cache != nil {
+		cache.wait() // the last compile's keep (Cache.Background)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -117,7 +120,7 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 	if err != nil {
 		return nil, err
 	}
-	c.keep(n) // treecache.go
+	c.keepCache(n) // treecache.go
 	return c.rs, nil
 }
 
@@ -168,13 +171,7 @@ func (c *compiler) name(prefix string) string {
 
 // tag returns t with the generation of its log prefix
 // (Config.LogGenerations, else Config.LogGeneration).
-func (c *compiler) tag(t LogTag) LogTag {
-	t.Gen = c.cfg.LogGeneration
-	if c.cfg.LogGenerations != nil {
-		t.Gen = c.cfg.LogGenerations(t)
-	}
-	return t
-}
+func (c *compiler) tag(t LogTag) LogTag { return c.cfg.cfgTag(t) }
 
 func (c *compiler) baseChain(name string, hook Hook, typ string, prio int, pol string) *Chain {
 	ch := &Chain{Name: name, Hook: hook, Type: typ, Priority: prio, Policy: pol}

@@ -43,7 +43,9 @@
 //
 //   - stage 1: the objects, regular chains (with all their rules) and sets
 //     (with their elements) the table does not have yet. Nothing refers to
-//     them yet, so committing them changes nothing for packets. This is a
+//     them yet, so committing them changes nothing for packets. (A large
+//     apply's rule counters go ahead of it, while the ruleset compiles:
+//     prestage.go; a big stage 1 is two transactions: applysplit.go.) This is a
 //     transaction of its own because the elements of interval sets (rbtree,
 //     and pipapo too) become visible to lookups only when the set's own
 //     commit step runs, at the end of the transaction, after the new rules

@@ -83,6 +83,8 @@ type NetlinkRunner struct {
 	// runs before it, and an error it returns stands for the deletion's.
 	retiring     *retirement
 	beforeRetire func() error
+	// pre is what Prestage added for the next apply (prestage.go).
+	pre *prestaged
 }
 
 // NewNetlinkRunner returns a runner for the namespace in opts.
@@ -333,6 +335,7 @@ func (r *NetlinkRunner) Flush() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.settle()
+	r.pre = nil // the table goes, with what a prestage added
 	t := &nftables.Table{Name: r.table(), Family: nftables.TableFamilyINet}
 	err := r.transact(0, nftPart(func(c *nftables.Conn) error {
 		c.AddTable(t)
