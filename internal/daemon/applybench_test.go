@@ -323,11 +323,9 @@ func BenchmarkDaemonApply(b *testing.B) {
 // BenchmarkDaemonPrestage: the 10,000-rule policy applied by the daemon
 // to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
 // and one-rule cases: the one-rule apply prestages nothing; and the flat
-// 100,000-rule policy's first apply) with the counters prestaged and the compile cache kept in the
-// background (on: nft/prestage.go, nft.Cache.Background, as the
-// defaults have them: a 10,000-rule apply does not prestage, the keep is
-// not in the background) and without (off: prestageMin out of reach,
-// backgroundKeep false), the modes
+// 100,000-rule policy's first apply) with the counters prestaged (on:
+// nft/prestage.go, as the defaults have it: a 10,000-rule apply does not
+// prestage) and without (off: prestageMin out of reach), the modes
 // alternating apply by apply in one process (off, on, on, off, ...) so
 // that the machine's load weighs on both alike: per mode, the median and
 // mean wall time, the mean compile and kernel stages, stage 1's send and
@@ -352,8 +350,8 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 			case "10k-one-rule":
 				mustApply(b, d, p10)
 			}
-			savedMin, savedKeep := prestageMin, backgroundKeep
-			defer func() { prestageMin, backgroundKeep = savedMin, savedKeep }()
+			savedMin := prestageMin
+			defer func() { prestageMin = savedMin }()
 			type sum struct {
 				walls                            []float64
 				compile, kernel, send1, pre, cpu float64
@@ -362,7 +360,7 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 			b.ResetTimer()
 			for i := range 2 * b.N {
 				mode := []int{0, 1, 1, 0}[i%4]
-				prestageMin, backgroundKeep = []int{1 << 30, savedMin}[mode], mode == 1 && savedKeep
+				prestageMin = []int{1 << 30, savedMin}[mode]
 				data := first
 				if c == "10k-first" || c == "100k-first" {
 					if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {

@@ -253,19 +253,10 @@ type prestager interface {
 // and takes 0-3 ms off: no gain, so 10,000-rule applies do not prestage.
 var prestageMin = 32768
 
-// backgroundKeep makes the compile cache's bookkeeping for the next
-// compile run after the compile returns (nft.Cache.Background): beside
-// the kernel's work on the apply. Off: no gain measured for the 10k
-// applies, and the one-rule apply's kernel stage was 7-10 ms longer with
-// it in one round at load 6 (docs/benchmarks.md, branch stream). A
-// variable for BenchmarkDaemonPrestage.
-var backgroundKeep = false
-
 // compilePrestaged compiles the ruleset (nft.CompileCached) while the
 // runner creates its new rules' counters (prestage); a compile that fails
 // or panics leaves no counter behind.
 func (d *NFTDataplane) compilePrestaged(m *match.Matcher, cfg nft.Config, kept []bool) (rs *nft.Ruleset, err error) {
-	d.cache.Background = backgroundKeep // its bookkeeping while the kernel works (nft.Cache)
 	wait := d.prestage(m, cfg, kept)
 	ok := false
 	defer func() { wait(!ok) }()

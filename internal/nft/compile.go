@@ -33,9 +33,6 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 	if m == nil {
 		return nil, fmt.Errorf("compile: no matcher")
 	}
-	if cache != nil {
-		cache.wait() // the last compile's keep (Cache.Background)
-	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -120,7 +117,7 @@ func CompileCached(m *match.Matcher, cfg Config, cache *Cache) (*Ruleset, error)
 	if err != nil {
 		return nil, err
 	}
-	c.keepCache(n) // treecache.go
+	c.keep(n) // treecache.go
 	return c.rs, nil
 }
 

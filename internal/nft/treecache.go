@@ -32,13 +32,6 @@ import (
 // do not run at the same time; the chains and sets it hands out are those
 // of earlier rulesets (they are not changed after a compile).
 type Cache struct {
-	// Background makes a compile keep its trees for the next one (keep)
-	// after it returns, in a goroutine the next compile (or Reset) waits
-	// for: the daemon's apply so does that bookkeeping while the kernel
-	// works on the ruleset (on the other processor) rather than before.
-	Background bool
-	pending    chan struct{} // the keep under way (Background), under mu
-
 	mu     sync.Mutex
 	trees  map[famProto]*cachedTree
 	leaves map[string]*cachedLeaf
@@ -252,41 +245,6 @@ func (c *compiler) tree(fam family, proto uint8, l []*entry) (string, int) {
 	}
 	return root, st.maxSeq
 }
-
-// wait waits for the last compile's keep (Cache.Background).
-func (c *Cache) wait() {
-	c.mu.Lock()
-	p := c.pending
-	c.pending = nil
-	c.mu.Unlock()
-	if p != nil {
-		<-p
-	}
-}
-
-// keepCache is keep, in the background when the cache says so: the
-// compiler and namer are only read from then on, and so is the ruleset
-// (by the runner too).
-func (c *compiler) keepCache(n *namer) {
-	if c.cache == nil || !c.cache.Background {
-		c.keep(n)
-		return
-	}
-	done := make(chan struct{})
-	c.cache.mu.Lock()
-	c.cache.pending = done
-	c.cache.mu.Unlock()
-	go func() {
-		defer close(done)
-		if beforeKeep != nil {
-			beforeKeep()
-		}
-		c.keep(n)
-	}()
-}
-
-// beforeKeep, when set (tests), runs before a background keep.
-var beforeKeep func()
 
 // keep makes the cache hold this compile's trees (and only them), once n
 // has named the ruleset. The cache's map of leaves is changed in place:
@@ -615,7 +573,6 @@ func sameIvls(a, b []ivl) bool {
 
 // Reset empties the cache (the next compile builds every tree).
 func (c *Cache) Reset() {
-	c.wait()
 	c.mu.Lock()
 	c.trees, c.leaves = nil, nil
 	c.shapes, c.ivIDs = nil, nil

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/clusterwall/clusterwall/internal/match"
 	"github.com/clusterwall/clusterwall/internal/policy"
@@ -47,9 +46,7 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 	p := bigPolicy(1000, seed)
 	cfg := seedConfig()
 	gens := map[int]uint32{}
-	// Seed 11 keeps each compile's trees in the background (as the
-	// daemon does), while the ruleset is read.
-	cache := Cache{Background: seed == 11}
+	var cache Cache
 	for step := range steps {
 		what := editPolicy(r, p)
 		switch r.IntN(8) {
@@ -90,7 +87,6 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 			t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
 		}
 	}
-	cache.wait()
 	if !reuse {
 		return
 	}
@@ -393,39 +389,4 @@ func TestCompileCachedFoldedKeys(t *testing.T) {
 	// (The fold is the tree's root, whose entries every edit changes: its
 	// record is not replayed; the trees of the unchanged protocols are.)
 	t.Logf("%d of %d trees reused, %d rules' entries, %d subtrees", cache.hits, cache.built+cache.hits, cache.ruleHits, cache.subHits)
-}
-
-// TestCompileCachedBackground: with Cache.Background a compile keeps its
-// trees after it returns; the next compile, started at once, waits for
-// that and reuses every tree (without the wait it would find the cache
-// before the keep: nothing to reuse), and its ruleset is the full
-// compile's.
-func TestCompileCachedBackground(t *testing.T) {
-	cfg := seedConfig()
-	m, err := match.Compile(bigPolicy(3000, 5), match.Options{Gateway: cfg.Gateway()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	full, err := Compile(m, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The keep made slow: the next compile starts before it is done.
-	beforeKeep = func() { time.Sleep(500 * time.Millisecond) }
-	defer func() { beforeKeep = nil }()
-	cache := Cache{Background: true}
-	for i := range 2 {
-		rs, err := CompileCached(m, cfg, &cache)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a, b := describe(full), describe(rs); a != b {
-			t.Fatalf("compile %d: the cached compile differs from the full one: %s", i, firstDiff(a, b))
-		}
-	}
-	cache.wait()
-	if cache.built == 0 || cache.hits != cache.built {
-		t.Fatalf("%d trees built, %d reused; want every tree reused by the second compile", cache.built, cache.hits)
-	}
-	cache.Reset()
 }
