@@ -113,17 +113,7 @@ func TestApplySplitFailureUnstages(t *testing.T) {
 	// A rule the kernel refuses (a log prefix over its 127 bytes) in a
 	// regular chain the running ruleset does not have: its objects, chains
 	// and sets go in the first transaction, the refused rule in the second.
-	var target *Chain
-	for _, c := range bad.Chains {
-		if c.Hook == HookNone && good.Chain(c.Name) == nil && len(c.Rules) > 0 {
-			target = c
-			break
-		}
-	}
-	if target == nil {
-		t.Fatal("no new regular chain")
-	}
-	target.Rules = append(target.Rules, &Rule{Stmts: []Stmt{Log{Prefix: strings.Repeat("x", 300)}, Verdict{Kind: VerdictAccept}}})
+	target := refuseInNewChain(t, good, bad)
 	err = r.Apply(bad)
 	if err == nil {
 		t.Fatal("the kernel accepted a 300-byte log prefix")
@@ -213,4 +203,19 @@ func TestApplySplitOverlapping(t *testing.T) {
 	if got, err := r.CountersOf([]LogTag{lt}); err != nil || len(got) != 0 {
 		t.Fatalf("after the apply, %s: %v, %v; want it deleted", left, got, err)
 	}
+}
+
+// refuseInNewChain adds to bad a rule the kernel refuses (a log prefix
+// over its 127 bytes) in a regular chain with rules that good does not
+// have, and returns that chain.
+func refuseInNewChain(t testing.TB, good, bad *Ruleset) *Chain {
+	t.Helper()
+	for _, c := range bad.Chains {
+		if c.Hook == HookNone && good.Chain(c.Name) == nil && len(c.Rules) > 0 {
+			c.Rules = append(c.Rules, &Rule{Stmts: []Stmt{Log{Prefix: strings.Repeat("x", 300)}, Verdict{Kind: VerdictAccept}}})
+			return c
+		}
+	}
+	t.Fatal("no new regular chain")
+	return nil
 }

@@ -122,19 +122,7 @@ func logSets(t *testing.T, rs *Ruleset) {
 		kinds[s.Kind]++
 		kindOf[s.Name] = s.Kind
 	}
-	refs := map[string]int{}
-	for _, ch := range rs.Chains {
-		for _, r := range ch.Rules {
-			for _, st := range r.Stmts {
-				switch s := st.(type) {
-				case MatchSet:
-					refs[s.Set]++
-				case VMap:
-					refs[s.Map]++
-				}
-			}
-		}
-	}
+	refs := setRefs(rs, false)
 	byKind := map[SetKind]int{}
 	hist := map[int]int{}
 	for n, k := range refs {
@@ -243,22 +231,7 @@ func TestOrderNewSets(t *testing.T) {
 	rs := mustCompileT(t, bigPolicy(3000, 1), labConfig())
 	d := diff(mustLower(t, rs), &kernelTable{chains: map[string]*nftables.Chain{}, sets: map[string]bool{}})
 	d.orderNewSets()
-	refs := map[string]int{}
-	for _, c := range rs.Chains {
-		if c.Hook != HookNone {
-			continue
-		}
-		for _, r := range c.Rules {
-			for _, st := range r.Stmts {
-				switch s := st.(type) {
-				case MatchSet:
-					refs[s.Set]++
-				case VMap:
-					refs[s.Map]++
-				}
-			}
-		}
-	}
+	refs := setRefs(rs, true)
 	pos := map[string]int{}
 	for i, s := range rs.Sets {
 		pos[s.Name] = i
@@ -387,4 +360,26 @@ func setNames(rs *Ruleset) []string {
 		out = append(out, s.Name)
 	}
 	return out
+}
+
+// setRefs counts the rules of rs that look each set up (a set match or a
+// verdict map), in the regular chains only when regular is set.
+func setRefs(rs *Ruleset, regular bool) map[string]int {
+	refs := map[string]int{}
+	for _, c := range rs.Chains {
+		if regular && c.Hook != HookNone {
+			continue
+		}
+		for _, r := range c.Rules {
+			for _, st := range r.Stmts {
+				switch s := st.(type) {
+				case MatchSet:
+					refs[s.Set]++
+				case VMap:
+					refs[s.Map]++
+				}
+			}
+		}
+	}
+	return refs
 }

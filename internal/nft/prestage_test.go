@@ -96,18 +96,7 @@ func TestPrestageFailureCleans(t *testing.T) {
 	before := tableNames(t, r)
 	cfg.LogGeneration = 7 // every counter's name new
 	m, bad := compileMatcher(t, "../../examples/aks-egress.yaml", cfg)
-	var target *Chain
-	for _, c := range bad.Chains {
-		if c.Hook == HookNone && good.Chain(c.Name) == nil && len(c.Rules) > 0 {
-			target = c
-			break
-		}
-	}
-	if target == nil {
-		t.Fatal("no new regular chain")
-	}
-	// A rule the kernel refuses (a log prefix over its 127 bytes).
-	target.Rules = append(target.Rules, &Rule{Stmts: []Stmt{Log{Prefix: strings.Repeat("x", 300)}, Verdict{Kind: VerdictAccept}}})
+	refuseInNewChain(t, good, bad)
 	names := PlannedRuleCounters(m, cfg, nil)
 	for _, split := range []int{1 << 30, 1} { // stage 1 whole, then split (applysplit.go)
 		r.splitMin = split
