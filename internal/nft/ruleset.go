@@ -91,6 +91,14 @@ type Chain struct {
 	Priority int
 	Policy   string // "accept" or "drop"
 	Rules    []*Rule
+
+	// cnts are the names of the named counters Rules use, in the order
+	// of their first use, once findCounters has read them (cntsDone): a
+	// chain a later compile reuses (a cached classifier tree's, whose
+	// content its name fixes) is not walked again. Only a chain whose
+	// Rules are final (named) is memoised.
+	cnts     []string
+	cntsDone bool
 }
 
 // Rule is a rule: statements in order, and a comment (stored as the rule's
@@ -644,18 +652,35 @@ func (rs *Ruleset) findCounters() []string {
 	out := []string{}
 	seen := make(map[string]struct{}, rs.Stats.NetworkRules+rs.Stats.DNATRules+8)
 	for _, c := range rs.Chains {
-		for _, r := range c.Rules {
-			for _, st := range r.Stmts {
-				if cnt, ok := st.(Counter); ok && cnt.Name != "" {
-					if _, ok := seen[cnt.Name]; !ok {
-						seen[cnt.Name] = struct{}{}
-						out = append(out, cnt.Name)
-					}
-				}
+		for _, name := range c.counterNames() {
+			if _, ok := seen[name]; !ok {
+				seen[name] = struct{}{}
+				out = append(out, name)
 			}
 		}
 	}
 	return out
+}
+
+// counterNames are the names of the named counters c's rules use, in the
+// order of their first use (with repeats). They are read once per chain
+// and kept (Chain.cnts): findCounters runs after the chain's rules are
+// final, and a chain is not changed afterwards (a later compile that
+// reuses it reuses its content).
+func (c *Chain) counterNames() []string {
+	if c.cntsDone {
+		return c.cnts
+	}
+	var l []string
+	for _, r := range c.Rules {
+		for _, st := range r.Stmts {
+			if cnt, ok := st.(Counter); ok && cnt.Name != "" {
+				l = append(l, cnt.Name)
+			}
+		}
+	}
+	c.cnts, c.cntsDone = l, true
+	return l
 }
 
 // Set returns the set named name, or nil.
