@@ -99,6 +99,10 @@ type Chain struct {
 	// Rules are final (named) is memoised.
 	cnts     []string
 	cntsDone bool
+	// named: Name is the final name of this content (nameRuleset named
+	// the chain); a later compile that reuses the chain does not look
+	// its name up again (names.go).
+	named bool
 }
 
 // Rule is a rule: statements in order, and a comment (stored as the rule's
@@ -146,6 +150,8 @@ type Set struct {
 	// Cat is, for a SetVMapHash of the classifier, the fields its key
 	// has after Field (catKey; none: a key of Field alone).
 	Cat catKey
+	// named: as Chain.named.
+	named bool
 }
 
 // Elem is an interval of a set; for a verdict map, with the chain it goes to.
