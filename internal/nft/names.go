@@ -155,10 +155,14 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	seen := make(map[string]struct{}, len(rs.Chains))
 	chains := rs.Chains[:0]
 	for _, c := range rs.Chains {
-		if c.Hook == HookNone && !(trust && c.named) {
-			c.Name = n.chainName(c.Name)
+		if !(trust && c.named) {
+			// Only an object this compile named is written: a reused
+			// one may be read by another compile of the same Cache.
+			if c.Hook == HookNone {
+				c.Name = n.chainName(c.Name)
+			}
+			c.named = true
 		}
-		c.named = true
 		if _, ok := seen[c.Name]; !ok {
 			seen[c.Name] = struct{}{}
 			chains = append(chains, c)
@@ -170,8 +174,8 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	for _, s := range rs.Sets {
 		if !(trust && s.named) {
 			s.Name = n.setName(s.Name)
+			s.named = true
 		}
-		s.named = true
 		if _, ok := seen[s.Name]; !ok {
 			seen[s.Name] = struct{}{}
 			sets = append(sets, s)
