@@ -657,8 +657,9 @@ func (rs *Ruleset) Counters() []string {
 func (rs *Ruleset) findCounters() []string {
 	out := []string{}
 	seen := make(map[string]struct{}, rs.Stats.NetworkRules+rs.Stats.DNATRules+8)
+	var block []string // the memos of the chains read now, in one array
 	for _, c := range rs.Chains {
-		for _, name := range c.counterNames() {
+		for _, name := range c.counterNames(&block) {
 			if _, ok := seen[name]; !ok {
 				seen[name] = struct{}{}
 				out = append(out, name)
@@ -672,21 +673,24 @@ func (rs *Ruleset) findCounters() []string {
 // order of their first use (with repeats). They are read once per chain
 // and kept (Chain.cnts): findCounters runs after the chain's rules are
 // final, and a chain is not changed afterwards (a later compile that
-// reuses it reuses its content).
-func (c *Chain) counterNames() []string {
+// reuses it reuses its content). A chain read now keeps its names in
+// *block (one array for the chains one call reads, not one each: a
+// first compile reads every chain).
+func (c *Chain) counterNames(block *[]string) []string {
 	if c.cntsDone {
 		return c.cnts
 	}
-	var l []string
+	start := len(*block)
 	for _, r := range c.Rules {
 		for _, st := range r.Stmts {
 			if cnt, ok := st.(Counter); ok && cnt.Name != "" {
-				l = append(l, cnt.Name)
+				*block = append(*block, cnt.Name)
 			}
 		}
 	}
-	c.cnts, c.cntsDone = l, true
-	return l
+	end := len(*block)
+	c.cnts, c.cntsDone = (*block)[start:end:end], true
+	return c.cnts
 }
 
 // Set returns the set named name, or nil.
