@@ -76,18 +76,31 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	// the maps chainTo and visiting held (one lookup where there were
 	// three; naming was a tenth of a large compile). A provisional name's
 	// record is found by its number (byNum), not by a map of 10^5 names.
+	// A chain or set this function named in an earlier compile (named)
+	// and reused by this one has its final name: with final (a cached
+	// compile, the reused objects' names in final) it is not looked up.
+	// Without final nothing is taken as named (nameByContent renames
+	// whatever it is given).
+	trust := final != nil
 	maxNum := 0
 	for _, c := range rs.Chains {
-		maxNum = max(maxNum, provisionalNum(c.Name))
+		if !(trust && c.named) {
+			maxNum = max(maxNum, provisionalNum(c.Name))
+		}
 	}
 	for _, s := range rs.Sets {
-		maxNum = max(maxNum, provisionalNum(s.Name))
+		if !(trust && s.named) {
+			maxNum = max(maxNum, provisionalNum(s.Name))
+		}
 	}
 	if maxNum <= 4*(len(rs.Chains)+len(rs.Sets))+1024 {
 		n.byNum = make([]*nameRec, maxNum+1)
 	}
 	recs := make([]nameRec, 0, fresh)
 	for _, c := range rs.Chains {
+		if trust && c.named {
+			continue
+		}
 		if !n.isFinal(c.Name) {
 			if r := n.chainRec(c.Name); r != nil {
 				r.chain = c
@@ -101,6 +114,9 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 		}
 	}
 	for _, s := range rs.Sets {
+		if trust && s.named {
+			continue
+		}
 		if !n.isFinal(s.Name) {
 			if r := n.setRec(s.Name); r != nil {
 				r.set = s
@@ -120,11 +136,17 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 			}
 			continue
 		}
+		if trust && c.named {
+			continue
+		}
 		if _, err := n.chain(c.Name); err != nil {
 			return nil, err
 		}
 	}
 	for _, s := range rs.Sets {
+		if trust && s.named {
+			continue
+		}
 		if _, err := n.set(s.Name); err != nil {
 			return nil, err
 		}
@@ -133,8 +155,13 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	seen := make(map[string]struct{}, len(rs.Chains))
 	chains := rs.Chains[:0]
 	for _, c := range rs.Chains {
-		if c.Hook == HookNone {
-			c.Name = n.chainName(c.Name)
+		if !(trust && c.named) {
+			// Only an object this compile named is written: a reused
+			// one may be read by another compile of the same Cache.
+			if c.Hook == HookNone {
+				c.Name = n.chainName(c.Name)
+			}
+			c.named = true
 		}
 		if _, ok := seen[c.Name]; !ok {
 			seen[c.Name] = struct{}{}
@@ -145,7 +172,10 @@ func nameRuleset(rs *Ruleset, final map[string][hashSize]byte) (*namer, error) {
 	seen = make(map[string]struct{}, len(rs.Sets))
 	sets := rs.Sets[:0]
 	for _, s := range rs.Sets {
-		s.Name = n.setName(s.Name)
+		if !(trust && s.named) {
+			s.Name = n.setName(s.Name)
+			s.named = true
+		}
 		if _, ok := seen[s.Name]; !ok {
 			seen[s.Name] = struct{}{}
 			sets = append(sets, s)

@@ -91,6 +91,18 @@ type Chain struct {
 	Priority int
 	Policy   string // "accept" or "drop"
 	Rules    []*Rule
+
+	// cnts are the names of the named counters Rules use, in the order
+	// of their first use, once findCounters has read them (cntsDone): a
+	// chain a later compile reuses (a cached classifier tree's, whose
+	// content its name fixes) is not walked again. Only a chain whose
+	// Rules are final (named) is memoised.
+	cnts     []string
+	cntsDone bool
+	// named: Name is the final name of this content (nameRuleset named
+	// the chain); a later compile that reuses the chain does not look
+	// its name up again (names.go).
+	named bool
 }
 
 // Rule is a rule: statements in order, and a comment (stored as the rule's
@@ -138,6 +150,8 @@ type Set struct {
 	// Cat is, for a SetVMapHash of the classifier, the fields its key
 	// has after Field (catKey; none: a key of Field alone).
 	Cat catKey
+	// named: as Chain.named.
+	named bool
 }
 
 // Elem is an interval of a set; for a verdict map, with the chain it goes to.
@@ -643,19 +657,40 @@ func (rs *Ruleset) Counters() []string {
 func (rs *Ruleset) findCounters() []string {
 	out := []string{}
 	seen := make(map[string]struct{}, rs.Stats.NetworkRules+rs.Stats.DNATRules+8)
+	var block []string // the memos of the chains read now, in one array
 	for _, c := range rs.Chains {
-		for _, r := range c.Rules {
-			for _, st := range r.Stmts {
-				if cnt, ok := st.(Counter); ok && cnt.Name != "" {
-					if _, ok := seen[cnt.Name]; !ok {
-						seen[cnt.Name] = struct{}{}
-						out = append(out, cnt.Name)
-					}
-				}
+		for _, name := range c.counterNames(&block) {
+			if _, ok := seen[name]; !ok {
+				seen[name] = struct{}{}
+				out = append(out, name)
 			}
 		}
 	}
 	return out
+}
+
+// counterNames are the names of the named counters c's rules use, in the
+// order of their first use (with repeats). They are read once per chain
+// and kept (Chain.cnts): findCounters runs after the chain's rules are
+// final, and a chain is not changed afterwards (a later compile that
+// reuses it reuses its content). A chain read now keeps its names in
+// *block (one array for the chains one call reads, not one each: a
+// first compile reads every chain).
+func (c *Chain) counterNames(block *[]string) []string {
+	if c.cntsDone {
+		return c.cnts
+	}
+	start := len(*block)
+	for _, r := range c.Rules {
+		for _, st := range r.Stmts {
+			if cnt, ok := st.(Counter); ok && cnt.Name != "" {
+				*block = append(*block, cnt.Name)
+			}
+		}
+	}
+	end := len(*block)
+	c.cnts, c.cntsDone = (*block)[start:end:end], true
+	return c.cnts
 }
 
 // Set returns the set named name, or nil.

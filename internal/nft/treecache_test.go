@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/clusterwall/clusterwall/internal/match"
@@ -86,6 +87,16 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 		if a, b := describe(full), describe(cached); a != b {
 			t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
 		}
+		// The named counters, which findCounters takes from the chains'
+		// memos (Chain.cnts: a reused chain is not walked again), must be
+		// those of a walk of every rule of the cached ruleset, and the full
+		// compile's.
+		if got, want := cached.Counters(), walkCounters(cached); !slices.Equal(got, want) {
+			t.Fatalf("step %d (%s): the cached compile's counters (%d) are not its rules' (%d)", step, what, len(got), len(want))
+		}
+		if got, want := cached.Counters(), full.Counters(); !slices.Equal(got, want) {
+			t.Fatalf("step %d (%s): the cached compile's counters (%d) differ from the full one's (%d)", step, what, len(got), len(want))
+		}
 	}
 	if !reuse {
 		return
@@ -94,6 +105,24 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 		t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes, %d partitions, %d rules' entries and %d subtrees reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits, cache.subHits)
 	}
 	t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions, %d rules' entries, %d subtrees", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits, cache.subHits)
+}
+
+// walkCounters are the named counters of rs's rules in the order of their
+// first use, read from every statement (no memo).
+func walkCounters(rs *Ruleset) []string {
+	out := []string{}
+	seen := map[string]bool{}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			for _, st := range r.Stmts {
+				if cnt, ok := st.(Counter); ok && cnt.Name != "" && !seen[cnt.Name] {
+					seen[cnt.Name] = true
+					out = append(out, cnt.Name)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // editPolicy changes p in place at random and says how.
