@@ -69,6 +69,9 @@ func TestKernelSocketKept(t *testing.T) {
 }
 
 func idleSocket(r *NetlinkRunner) *rawConn {
+	// The last apply's old ruleset is deleted in the background on the
+	// pool's socket (retire.go): wait until it is back.
+	r.Settle()
 	r.pool.mu.Lock()
 	defer r.pool.mu.Unlock()
 	return r.pool.idle
