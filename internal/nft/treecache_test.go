@@ -72,31 +72,7 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 			}
 			return base
 		}
-		m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
-		if err != nil {
-			t.Fatalf("step %d (%s): %v", step, what, err)
-		}
-		full, err := Compile(m, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cached, err := CompileCached(m, cfg, &cache)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a, b := describe(full), describe(cached); a != b {
-			t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
-		}
-		// The named counters, which findCounters takes from the chains'
-		// memos (Chain.cnts: a reused chain is not walked again), must be
-		// those of a walk of every rule of the cached ruleset, and the full
-		// compile's.
-		if got, want := cached.Counters(), walkCounters(cached); !slices.Equal(got, want) {
-			t.Fatalf("step %d (%s): the cached compile's counters (%d) are not its rules' (%d)", step, what, len(got), len(want))
-		}
-		if got, want := cached.Counters(), full.Counters(); !slices.Equal(got, want) {
-			t.Fatalf("step %d (%s): the cached compile's counters (%d) differ from the full one's (%d)", step, what, len(got), len(want))
-		}
+		cachedSameAsFull(t, p, cfg, &cache, step, what)
 	}
 	if !reuse {
 		return
@@ -105,6 +81,37 @@ func compileCachedEdits(t *testing.T, seed uint64, steps int, reuse bool) {
 		t.Fatalf("in %d steps, %d trees, %d leaves, %d shapes, %d partitions, %d rules' entries and %d subtrees reused", steps, cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits, cache.subHits)
 	}
 	t.Logf("%d of %d trees reused, %d leaves, %d shapes, %d partitions, %d rules' entries, %d subtrees", cache.hits, cache.built+cache.hits, cache.leafHits, cache.shapeHits, cache.partHits, cache.ruleHits, cache.subHits)
+}
+
+// cachedSameAsFull compiles p with cache and without, fails t unless both
+// rulesets are the same, and returns the cached one. The named counters,
+// which findCounters takes from the chains' memos (Chain.cnts: a reused
+// chain is not walked again), must be those of a walk of every rule of
+// the cached ruleset, and the full compile's.
+func cachedSameAsFull(t *testing.T, p *policy.Policy, cfg Config, cache *Cache, step int, what string) *Ruleset {
+	t.Helper()
+	m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
+	if err != nil {
+		t.Fatalf("step %d (%s): %v", step, what, err)
+	}
+	full, err := Compile(m, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached, err := CompileCached(m, cfg, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := describe(full), describe(cached); a != b {
+		t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
+	}
+	if got, want := cached.Counters(), walkCounters(cached); !slices.Equal(got, want) {
+		t.Fatalf("step %d (%s): the cached compile's counters (%d) are not its rules' (%d)", step, what, len(got), len(want))
+	}
+	if got, want := cached.Counters(), full.Counters(); !slices.Equal(got, want) {
+		t.Fatalf("step %d (%s): the cached compile's counters (%d) differ from the full one's (%d)", step, what, len(got), len(want))
+	}
+	return cached
 }
 
 // walkCounters are the named counters of rs's rules in the order of their
@@ -390,21 +397,7 @@ func TestCompileCachedFoldedKeys(t *testing.T) {
 		}
 		g := maps.Clone(gens)
 		cfg.LogGenerations = func(tag LogTag) uint32 { return g[tag.Index] }
-		m, err := match.Compile(p, match.Options{Gateway: cfg.Gateway()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		full, err := Compile(m, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cached, err := CompileCached(m, cfg, &cache)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a, b := describe(full), describe(cached); a != b {
-			t.Fatalf("step %d (%s): the cached compile differs from the full one: %s", step, what, firstDiff(a, b))
-		}
+		cached := cachedSameAsFull(t, p, cfg, &cache, step, what)
 		folded := 0
 		for _, s := range cached.Sets {
 			if s.Cat.n > 0 {
