@@ -83,14 +83,27 @@ const (
 
 // PlanPrestage is what a prestage of a compile of m with cfg creates for
 // the network rules for which want (nil: every rule) returns true: their
-// counters (PlannedRuleCounters) and, with Config.LimitRuleLogs, the
-// decision chains chains says (PlannedDecisionChains).
+// counters (PlannedRuleCounters) or, with Config.LimitRuleLogs and
+// chains, the decision chains chains says (PlannedDecisionChains) and
+// their counters.
 func PlanPrestage(m *match.Matcher, cfg Config, want func(i int) bool, chains DecisionChains) Prestaging {
-	p := Prestaging{Counters: PlannedRuleCounters(m, cfg, want)}
-	if chains != NoDecisionChains && cfg.LimitRuleLogs {
-		cfg = cfg.withDefaults()
-		p.Chains = PlannedDecisionChains(m, cfg, want, chains == LikelyDecisionChains)
-		p.Limit = LimitSpec{Rate: cfg.LogRate, Burst: cfg.LogBurst}
+	if chains == NoDecisionChains || !cfg.LimitRuleLogs {
+		return Prestaging{Counters: PlannedRuleCounters(m, cfg, want)}
+	}
+	cfg = cfg.withDefaults()
+	p := Prestaging{Limit: LimitSpec{Rate: cfg.LogRate, Burst: cfg.LogBurst}}
+	p.Chains = PlannedDecisionChains(m, cfg, want, chains == LikelyDecisionChains)
+	// Only the counters of the planned chains: the others are cheaper
+	// in the apply's stage 1 (at 10,000 rules a prestage of every
+	// counter costs the kernel 22-27 ms and takes 0-3 ms off the apply:
+	// docs/benchmarks.md, branch stream).
+	seen := make(map[string]bool, len(p.Chains))
+	for _, c := range p.Chains {
+		name := c.Rules[0].Stmts[0].(Counter).Name
+		if !seen[name] {
+			seen[name] = true
+			p.Counters = append(p.Counters, name)
+		}
 	}
 	return p
 }

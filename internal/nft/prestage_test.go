@@ -285,13 +285,16 @@ func threadSys() time.Duration {
 	return time.Duration(ru.Stime.Nano())
 }
 
-// BenchmarkPrestage: the 10,000-rule policy (and the flat 100,000-rule one) applied to an emptied
-// table with its rule counters prestaged (on) and without (off),
+// BenchmarkPrestage: the 10,000-rule policy (and the flat 100,000-rule
+// one) applied to an emptied table with nothing prestaged (off), its rule
+// counters prestaged (counters), its likely decision chains with their
+// counters (likely: LikelyDecisionChains) and every rule's (all),
 // alternately in one process: the kernel's work (the sending thread's
 // system CPU) in the prestage's transaction and in the apply's, so that
 // what the prestage takes off the apply's path (where the daemon runs it
 // beside the compile) and whether the kernel's total grows show without
-// the wall time, which the machine's other load moves more.
+// the wall time, which the machine's other load moves more; and how many
+// of the prestaged objects the ruleset used.
 func BenchmarkPrestage(b *testing.B) {
 	b.Run("10k", func(b *testing.B) { benchPrestage(b, bigPolicy(10000, 1)) })
 	b.Run("100k", func(b *testing.B) {
@@ -314,24 +317,26 @@ func benchPrestage(b *testing.B, p *policy.Policy) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	names := PlanPrestage(m, cfg, nil, NoDecisionChains)
+	modes := []string{"off", "counters", "likely", "all"}
+	plans := []Prestaging{{}, PlanPrestage(m, cfg, nil, NoDecisionChains),
+		PlanPrestage(m, cfg, nil, LikelyDecisionChains), PlanPrestage(m, cfg, nil, AllDecisionChains)}
 	r := nsRunner(b, "prebench")
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var pre, apply [2]time.Duration
-	var wall [2]time.Duration
+	var pre, apply, wall [4]time.Duration
+	var used [4]int
 	b.ResetTimer()
-	for i := range 2 * b.N {
-		mode := []int{0, 1, 1, 0}[i%4]
+	for i := range 4 * b.N {
+		mode := []int{0, 1, 2, 3, 3, 2, 1, 0}[i%8]
 		if err := r.Flush(); err != nil {
 			b.Fatal(err)
 		}
-		if mode == 1 {
+		if mode > 0 {
 			s0 := threadSys()
-			if err := r.Prestage(names); err != nil {
+			if err := r.Prestage(plans[mode]); err != nil {
 				b.Fatal(err)
 			}
-			pre[1] += threadSys() - s0
+			pre[mode] += threadSys() - s0
 		}
 		s0, t0 := threadSys(), time.Now()
 		if err := r.Apply(rs); err != nil {
@@ -339,14 +344,20 @@ func benchPrestage(b *testing.B, p *policy.Policy) {
 		}
 		apply[mode] += threadSys() - s0
 		wall[mode] += time.Since(t0)
-		if st := r.LastApply(); (st.Prestaged > 0) != (mode == 1) {
+		st := r.LastApply()
+		if (st.Prestaged > 0) != (mode > 0) {
 			b.Fatalf("mode %d: %d prestaged", mode, st.Prestaged)
 		}
+		used[mode] += st.Prestaged - st.OldChains - st.OldObjects
 	}
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
-	b.ReportMetric(per(apply[0]), "off-apply-sys-ms")
-	b.ReportMetric(per(pre[1]), "on-prestage-sys-ms")
-	b.ReportMetric(per(apply[1]), "on-apply-sys-ms")
-	b.ReportMetric(per(wall[0]), "off-apply-ms")
-	b.ReportMetric(per(wall[1]), "on-apply-ms")
+	for mode, name := range modes {
+		b.ReportMetric(per(apply[mode]), name+"-apply-sys-ms")
+		b.ReportMetric(per(wall[mode]), name+"-apply-ms")
+		if mode > 0 {
+			b.ReportMetric(per(pre[mode]), name+"-prestage-sys-ms")
+			b.ReportMetric(float64(len(plans[mode].Counters)+len(plans[mode].Chains)), name+"-planned")
+			b.ReportMetric(float64(used[mode])/float64(b.N), name+"-used")
+		}
+	}
 }
