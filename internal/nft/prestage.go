@@ -99,7 +99,7 @@ func PlanPrestage(m *match.Matcher, cfg Config, want func(i int) bool, chains De
 	// docs/benchmarks.md, branch stream).
 	seen := make(map[string]bool, len(p.Chains))
 	for _, c := range p.Chains {
-		name := c.Rules[0].Stmts[0].(Counter).Name
+		name := c.Rules[0].Stmts[0].(Counter).Name // limitedDecision's
 		if !seen[name] {
 			seen[name] = true
 			p.Counters = append(p.Counters, name)
@@ -210,7 +210,7 @@ func (r *NetlinkRunner) Prestage(p Prestaging) error {
 		return err
 	}
 	var add []string
-	seen := make(map[string]bool, len(p.Counters)+len(p.Chains))
+	seen := make(map[string]bool, len(p.Counters))
 	for _, c := range p.Counters {
 		if _, ok := old.objs[c]; !ok && !seen[c] {
 			seen[c] = true
@@ -219,9 +219,10 @@ func (r *NetlinkRunner) Prestage(p Prestaging) error {
 	}
 	var chains []*Chain
 	rules := 0
+	seenCh := make(map[string]bool, len(p.Chains))
 	for _, c := range p.Chains {
-		if old.chains[c.Name] == nil && !seen["chain "+c.Name] {
-			seen["chain "+c.Name] = true
+		if old.chains[c.Name] == nil && !seenCh[c.Name] {
+			seenCh[c.Name] = true
 			chains = append(chains, c)
 			rules += len(c.Rules)
 		}
