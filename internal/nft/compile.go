@@ -148,7 +148,7 @@ type compiler struct {
 	trees    []*builtTree              // the trees of this compile (treecache.go)
 	reused   map[string][hashSize]byte // final names of reused trees' objects -> their sums
 
-	limitName  string       // rs.LogLimit.Name(), made once (limitedLogAs)
+	limitName  string       // rs.LogLimit.Name(), made once (logLimit)
 	fusedRules []Rule       // the block fusedLeaf allocates its rules in
 	fusedPtrs  []*Rule      // the lists of them
 	fusedStmts []Stmt       // their statements
@@ -199,10 +199,16 @@ func (c *compiler) limitedLog(t LogTag) Log {
 
 // limitedLogAs is limitedLog with the tag's text made already.
 func (c *compiler) limitedLogAs(prefix string) Log {
+	return Log{Prefix: prefix, Group: c.cfg.LogGroup, Limit: c.logLimit()}
+}
+
+// logLimit is the name of the shared log limit (rs.LogLimit.Name(), made
+// once).
+func (c *compiler) logLimit() string {
 	if c.limitName == "" {
 		c.limitName = c.rs.LogLimit.Name()
 	}
-	return Log{Prefix: prefix, Group: c.cfg.LogGroup, Limit: c.limitName}
+	return c.limitName
 }
 
 // truncComment keeps a comment within the kernel's userdata limit (one
@@ -814,7 +820,7 @@ func (c *compiler) decisionChainOf(e *entry, proto uint8) *Chain {
 		ch = c.chain(c.name(prefix))
 		c.decided[prefix] = ch
 		if c.cfg.LimitRuleLogs {
-			limitedDecision(ch, e.comment, c.tag(e.tag), c.cfg.LogGroup, c.limitedLogAs("").Limit, verdictOf(e, proto))
+			limitedDecision(ch, e.comment, c.tag(e.tag), c.cfg.LogGroup, c.logLimit(), verdictOf(e, proto))
 		} else {
 			ch.add(e.comment, slices.Clone(c.decision(e, proto))...)
 		}
