@@ -250,7 +250,16 @@ func mustApply(tb testing.TB, d *Daemon, data []byte) {
 // 10,000-rule policy (replace); a flat 100,000-rule policy to an empty
 // table (first, start) and replacing another one, and the seed's 8-rule
 // policy replacing it (100k-to-8).
+//
+// CW_BENCH_PRESTAGE_CHAINS=likely (or all) prestages the decision chains
+// (prestageChains, off by default) in these applies, so that a test
+// binary can be compared with another's in alternating runs.
 func BenchmarkDaemonApply(b *testing.B) {
+	if mode, ok := map[string]nft.DecisionChains{"likely": nft.LikelyDecisionChains, "all": nft.AllDecisionChains}[os.Getenv("CW_BENCH_PRESTAGE_CHAINS")]; ok {
+		saved := prestageChains
+		prestageChains = mode
+		defer func() { prestageChains = saved }()
+	}
 	p10 := []byte(policyYAML(10000, 1, false, 0))
 	p10b := []byte(policyYAML(10000, 2, false, 0))
 	p10one := []byte(policyYAML(10000, 1, false, 1))
@@ -323,13 +332,15 @@ func BenchmarkDaemonApply(b *testing.B) {
 // BenchmarkDaemonPrestage: the 10,000-rule policy applied by the daemon
 // to an emptied table (BenchmarkDaemonApply/10k/first, and its replace
 // and one-rule cases: the one-rule apply prestages nothing; and the flat
-// 100,000-rule policy's first apply) with the counters prestaged (on:
-// nft/prestage.go, as the defaults have it: a 10,000-rule apply does not
-// prestage) and without (off: prestageMin out of reach), the modes
-// alternating apply by apply in one process (off, on, on, off, ...) so
-// that the machine's load weighs on both alike: per mode, the median and
-// mean wall time, the mean compile and kernel stages, stage 1's send and
-// the process CPU per apply.
+// 100,000-rule policy's first apply) with nothing prestaged (off:
+// prestageMin and prestageChainsMin out of reach), with the counters and
+// the likely decision chains prestaged (likely: nft.LikelyDecisionChains,
+// prestageChainsMin 4,096) and with the counters and every rule's
+// decision chains (all), the modes alternating apply by apply in one
+// process (off, likely, all, all, likely, off, ...) so that the machine's
+// load weighs on all alike: per mode, the median and mean wall time, the
+// mean compile and kernel stages, stage 1's send, the prestage's wall
+// time and objects, and the process CPU per apply.
 func BenchmarkDaemonPrestage(b *testing.B) {
 	p10 := []byte(policyYAML(10000, 1, false, 0))
 	p10b := []byte(policyYAML(10000, 2, false, 0))
@@ -350,17 +361,25 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 			case "10k-one-rule":
 				mustApply(b, d, p10)
 			}
-			savedMin := prestageMin
-			defer func() { prestageMin = savedMin }()
+			savedMin, savedCh, savedCMin := prestageMin, prestageChains, prestageChainsMin
+			defer func() { prestageMin, prestageChains, prestageChainsMin = savedMin, savedCh, savedCMin }()
 			type sum struct {
-				walls                            []float64
-				compile, kernel, send1, pre, cpu float64
+				walls                                  []float64
+				compile, kernel, send1, pre, objs, cpu float64
 			}
-			var s [2]sum
+			modes := []string{"off", "likely", "all"}
+			var s [3]sum
 			b.ResetTimer()
-			for i := range 2 * b.N {
-				mode := []int{0, 1, 1, 0}[i%4]
-				prestageMin = []int{1 << 30, savedMin}[mode]
+			for i := range 3 * b.N {
+				mode := []int{0, 1, 2, 2, 1, 0}[i%6]
+				switch mode {
+				case 0:
+					prestageMin, prestageChainsMin, prestageChains = 1<<30, 1<<30, nft.NoDecisionChains
+				case 1:
+					prestageMin, prestageChainsMin, prestageChains = 1<<30, 4096, nft.LikelyDecisionChains
+				case 2:
+					prestageMin, prestageChainsMin, prestageChains = 1<<30, 4096, nft.AllDecisionChains
+				}
 				data := first
 				if c == "10k-first" || c == "100k-first" {
 					if err := d.dp.(*NFTDataplane).Runner.Flush(); err != nil {
@@ -378,6 +397,7 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 				if err := d.ApplyBytes("bench", data); err != nil {
 					b.Fatal(err)
 				}
+				d.hits.await()
 				x := &s[mode]
 				x.cpu += float64(processCPU()-c0) / 1e6
 				t := *d.lastApply.Load()
@@ -387,9 +407,10 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 				a := d.dp.(*NFTDataplane).Runner.(*nft.NetlinkRunner).LastApply()
 				x.send1 += float64((a.Stage1 - a.Encode1).Microseconds()) / 1000
 				x.pre += float64(a.Prestage.Microseconds()) / 1000
+				x.objs += float64(a.Prestaged)
 			}
 			n := float64(b.N)
-			for mode, name := range []string{"off", "on"} {
+			for mode, name := range modes {
 				x := s[mode]
 				slices.Sort(x.walls)
 				mean := 0.0
@@ -402,8 +423,9 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 				b.ReportMetric(x.kernel/n, name+"-kernel-ms")
 				b.ReportMetric(x.send1/n, name+"-send1-ms")
 				b.ReportMetric(x.cpu/n, name+"-cpu-ms")
-				if mode == 1 {
+				if mode > 0 {
 					b.ReportMetric(x.pre/n, name+"-pre-ms")
+					b.ReportMetric(x.objs/n, name+"-preobjs")
 				}
 			}
 		})

@@ -231,10 +231,10 @@ func (d *NFTDataplane) apply(p *policy.Policy, m *match.Matcher, fold GoneFold) 
 	return x, nil
 }
 
-// prestager is a runner that creates an apply's named counters ahead of
-// it (nft.NetlinkRunner.Prestage).
+// prestager is a runner that creates an apply's named counters and
+// decision chains ahead of it (nft.NetlinkRunner.Prestage).
 type prestager interface {
-	Prestage(counters []string) error
+	Prestage(nft.Prestaging) error
 	Unprestage()
 	KnowsTable() bool
 }
@@ -253,9 +253,20 @@ type prestager interface {
 // and takes 0-3 ms off: no gain, so 10,000-rule applies do not prestage.
 var prestageMin = 32768
 
+// prestageChainsMin is how many network rules must be new or changed
+// (a new log generation, or matches the last compile did not build them
+// from: nft.Cache.ChangedRules), or be in a policy applied to a table the
+// runner does not know, for their decision chains (with
+// Config.LimitRuleLogs) to be prestaged with their counters, as
+// prestageChains says; prestageChains NoDecisionChains turns it off.
+var (
+	prestageChainsMin = 4096
+	prestageChains    = nft.NoDecisionChains
+)
+
 // compilePrestaged compiles the ruleset (nft.CompileCached) while the
-// runner creates its new rules' counters (prestage); a compile that fails
-// or panics leaves no counter behind.
+// runner creates its new rules' counters and decision chains (prestage);
+// a compile that fails or panics leaves nothing behind.
 func (d *NFTDataplane) compilePrestaged(m *match.Matcher, cfg nft.Config, kept []bool) (rs *nft.Ruleset, err error) {
 	wait := d.prestage(m, cfg, kept)
 	ok := false
@@ -266,9 +277,10 @@ func (d *NFTDataplane) compilePrestaged(m *match.Matcher, cfg nft.Config, kept [
 }
 
 // prestage starts creating the counters of the network rules that did
-// not keep their generation (kept) while the caller compiles, on the
-// second processor; the function it returns waits for that and, when
-// failed (the compile failed, or panicked), removes them again.
+// not keep their generation (kept), and the decision chains of those
+// that changed, while the caller compiles, on the second processor; the
+// function it returns waits for that and, when failed (the compile
+// failed, or panicked), removes them again.
 func (d *NFTDataplane) prestage(m *match.Matcher, cfg nft.Config, kept []bool) func(failed bool) {
 	ps, ok := d.Runner.(prestager)
 	if !ok {
@@ -280,21 +292,41 @@ func (d *NFTDataplane) prestage(m *match.Matcher, cfg nft.Config, kept []bool) f
 			n++
 		}
 	}
+	knows := ps.KnowsTable()
 	want := func(i int) bool { return i < len(kept) && !kept[i] }
-	if n < prestageMin {
+	chains := nft.NoDecisionChains
+	if prestageChains != nft.NoDecisionChains && cfg.LimitRuleLogs && len(kept) >= prestageChainsMin {
+		// The rules whose trees the compile builds again: new
+		// generations and changed matches.
+		changed := d.cache.ChangedRules(m)
+		c := 0
+		for i, ch := range changed {
+			if ch || !kept[i] {
+				changed[i] = true
+				c++
+			}
+		}
+		switch {
+		case !knows:
+			chains, want = prestageChains, nil
+		case c >= prestageChainsMin:
+			chains, want = prestageChains, func(i int) bool { return i < len(changed) && changed[i] }
+		}
+	}
+	if chains == nft.NoDecisionChains && n < prestageMin {
 		// A change of a few rules, unless the table is not what the last
 		// apply left (flushed, or a failed apply): then every counter
 		// may be missing.
-		if len(kept) < prestageMin || ps.KnowsTable() {
+		if len(kept) < prestageMin || knows {
 			return func(bool) {}
 		}
 		want = nil
 	}
-	names := nft.PlannedRuleCounters(m, cfg, want)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ps.Prestage(names) // an error: stage 1 creates them as before
+		// An error: stage 1 creates them as before.
+		ps.Prestage(nft.PlanPrestage(m, cfg, want, chains))
 	}()
 	return func(failed bool) {
 		<-done

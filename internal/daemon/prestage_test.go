@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/clusterwall/clusterwall/internal/match"
@@ -13,14 +14,19 @@ import (
 // (nft.NetlinkRunner.Prestage) asked of it.
 type prestageRecorder struct {
 	nft.Recorder
-	pre   [][]string
-	unpre int
-	knows bool
+	pre    [][]string
+	chains [][]*nft.Chain
+	unpre  int
+	knows  bool
 }
 
-func (p *prestageRecorder) Prestage(c []string) error { p.pre = append(p.pre, c); return nil }
-func (p *prestageRecorder) Unprestage()               { p.unpre++ }
-func (p *prestageRecorder) KnowsTable() bool          { return p.knows }
+func (p *prestageRecorder) Prestage(x nft.Prestaging) error {
+	p.pre = append(p.pre, x.Counters)
+	p.chains = append(p.chains, x.Chains)
+	return nil
+}
+func (p *prestageRecorder) Unprestage()      { p.unpre++ }
+func (p *prestageRecorder) KnowsTable() bool { return p.knows }
 
 // TestPrestageCounters: an apply whose rules got a new log generation
 // prestages exactly the counters the compiled ruleset has for them; one
@@ -91,4 +97,93 @@ func TestPrestageCounters(t *testing.T) {
 	if len(rec.pre) != 3 || rec.unpre != 1 {
 		t.Fatalf("failed compile: prestages %d, unprestages %d", len(rec.pre), rec.unpre)
 	}
+}
+
+// TestPrestageChains: with decision chains prestaged (prestageChains),
+// a first apply prestages every decision chain the compiled ruleset has,
+// under its name with its rules; an apply that changes the matches of
+// most rules (a replace) prestages theirs, one that changes one rule
+// nothing; a compile that fails removes what it prestaged.
+func TestPrestageChains(t *testing.T) {
+	savedMin, savedCh, savedCMin := prestageMin, prestageChains, prestageChainsMin
+	prestageMin, prestageChains, prestageChainsMin = 1<<30, nft.AllDecisionChains, 2
+	defer func() { prestageMin, prestageChains, prestageChainsMin = savedMin, savedCh, savedCMin }()
+	load := func(seed uint64, variant int) (*policy.Policy, *match.Matcher) {
+		p, err := policy.Load("p.yaml", []byte(policyYAML(300, seed, false, variant)), policy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := match.Compile(p, match.Options{Gateway: nft.Config{Inside: "in", Outside: "out"}.Gateway()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, m
+	}
+	rec := &prestageRecorder{knows: true}
+	dp := &NFTDataplane{Runner: rec, Config: nft.Config{Inside: "in", Outside: "out", LimitRuleLogs: true}}
+	// Every decision chain of the ruleset was prestaged, with its rules.
+	check := func(what string, want int) {
+		t.Helper()
+		if len(rec.chains) != want {
+			t.Fatalf("%s: %d prestages, want %d", what, len(rec.chains), want)
+		}
+		planned := map[string]string{}
+		for _, c := range rec.chains[len(rec.chains)-1] {
+			planned[c.Name] = chainRules(c)
+		}
+		made := 0
+		for _, c := range rec.Current.Chains {
+			if strings.HasPrefix(c.Name, "rule_") {
+				made++
+				if planned[c.Name] != chainRules(c) {
+					t.Errorf("%s: chain %s of the ruleset not prestaged:\n%s\nprestaged: %q", what, c.Name, chainRules(c), planned[c.Name])
+				}
+			}
+		}
+		t.Logf("%s: %d decision chains, %d prestaged", what, made, len(planned))
+		if made == 0 {
+			t.Fatalf("%s: no decision chain", what)
+		}
+	}
+	p1, m1 := load(1, 0)
+	rec.knows = false // a first apply: no table known
+	if _, err := dp.Apply(p1, m1); err != nil {
+		t.Fatal(err)
+	}
+	check("first apply", 1)
+	rec.knows = true
+	p2, m2 := load(2, 0)
+	if _, err := dp.Apply(p2, m2); err != nil {
+		t.Fatal(err)
+	}
+	check("replace", 2)
+	// One rule changed: nothing prestaged.
+	p3, m3 := load(2, 1)
+	if _, err := dp.Apply(p3, m3); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.chains) != 2 || rec.unpre != 0 {
+		t.Fatalf("one-rule apply: %d prestages, %d unprestages", len(rec.chains), rec.unpre)
+	}
+	// A failed compile (another gateway) removes what it prestaged.
+	rec.knows = false
+	other, err := match.Compile(p1, match.Options{Gateway: nft.Config{Inside: "in", Outside: "out", InsideTCPPorts: []uint16{9999}}.Gateway()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dp.Apply(p1, other); err == nil {
+		t.Fatal("compiled for another gateway")
+	}
+	if len(rec.chains) != 3 || len(rec.chains[2]) == 0 || rec.unpre != 1 {
+		t.Fatalf("failed compile: prestages %d, unprestages %d", len(rec.chains), rec.unpre)
+	}
+}
+
+// chainRules is the text of c's rules with their comments.
+func chainRules(c *nft.Chain) string {
+	var b strings.Builder
+	for _, r := range c.Rules {
+		b.WriteString(r.String() + " # " + r.Comment + "\n")
+	}
+	return b.String()
 }

@@ -483,8 +483,9 @@ type ApplyStats struct {
 	NewChains, NewSets, NewObjects, NewRules int
 	OldChains, OldSets, OldObjects           int
 	BaseChains                               int // base chains written
-	// Prestaged is how many of the new objects a prestage created while
-	// the ruleset compiled, in Prestage's wall time (prestage.go).
+	// Prestaged is how many of the new objects (counters, the limit,
+	// decision chains) a prestage created while the ruleset compiled, in
+	// Prestage's wall time (prestage.go).
 	Prestaged int
 	Prestage  time.Duration
 }
@@ -579,7 +580,7 @@ func (r *NetlinkRunner) applyDiff(rs *Ruleset, during func(kept []string, read f
 		kept = keptOf(pl, d, pre)
 	}
 	if pre != nil {
-		st.Prestaged, st.Prestage = len(pre.objs), pre.took
+		st.Prestaged, st.Prestage = pre.count(), pre.took
 	}
 	t1 := time.Now()
 	// during runs while the kernel works on stage 1 (started once stage

@@ -148,7 +148,7 @@ type compiler struct {
 	trees    []*builtTree              // the trees of this compile (treecache.go)
 	reused   map[string][hashSize]byte // final names of reused trees' objects -> their sums
 
-	limitName  string       // rs.LogLimit.Name(), made once (limitedLogAs)
+	limitName  string       // rs.LogLimit.Name(), made once (logLimit)
 	fusedRules []Rule       // the block fusedLeaf allocates its rules in
 	fusedPtrs  []*Rule      // the lists of them
 	fusedStmts []Stmt       // their statements
@@ -199,10 +199,16 @@ func (c *compiler) limitedLog(t LogTag) Log {
 
 // limitedLogAs is limitedLog with the tag's text made already.
 func (c *compiler) limitedLogAs(prefix string) Log {
+	return Log{Prefix: prefix, Group: c.cfg.LogGroup, Limit: c.logLimit()}
+}
+
+// logLimit is the name of the shared log limit (rs.LogLimit.Name(), made
+// once).
+func (c *compiler) logLimit() string {
 	if c.limitName == "" {
 		c.limitName = c.rs.LogLimit.Name()
 	}
-	return Log{Prefix: prefix, Group: c.cfg.LogGroup, Limit: c.limitName}
+	return c.limitName
 }
 
 // truncComment keeps a comment within the kernel's userdata limit (one
@@ -570,11 +576,7 @@ func (c *compiler) network(fwd *Chain) {
 			recEs, recLists = recEs[:0], recLists[:0]
 		}
 		deny := r.Action == policy.ActionDeny
-		tag := LogTag{Kind: LogAllow, Index: i}
-		if deny {
-			tag.Kind = LogDeny
-		}
-		comment := truncComment(tag.String() + " " + r.Policy.Path())
+		tag, comment := ruleTag(&r), ruleComment(&r)
 		if rec != nil {
 			rec.comment = comment
 		}
@@ -750,13 +752,54 @@ type decisionKey struct {
 
 // verdictOf is what a network rule does with a flow of protocol proto.
 func verdictOf(e *entry, proto uint8) Stmt {
+	return ruleVerdict(e.deny, e.deny && proto == protoTCP)
+}
+
+// ruleVerdict is what a network rule does (deny: its action is Deny)
+// with a flow: reset, a Deny's TCP flow.
+func ruleVerdict(deny, reset bool) Stmt {
 	switch {
-	case !e.deny:
+	case !deny:
 		return Verdict{Kind: VerdictAccept}
-	case proto == protoTCP:
+	case reset:
 		return RejectTCPReset{}
 	}
 	return Verdict{Kind: VerdictDrop}
+}
+
+// ruleTag is the log tag of network rule r's decisions (without its
+// generation: compiler.tag).
+func ruleTag(r *match.Rule) LogTag {
+	t := LogTag{Kind: LogAllow, Index: r.Index}
+	if r.Action == policy.ActionDeny {
+		t.Kind = LogDeny
+	}
+	return t
+}
+
+// ruleComment is the comment of network rule r's kernel rules.
+func ruleComment(r *match.Rule) string {
+	return truncComment(ruleTag(r).String() + " " + r.Policy.Path())
+}
+
+// decisionPrefix is what the name of rule index's decision chain starts
+// with (reset: a Deny's chain for TCP); the namer adds its hash.
+func decisionPrefix(index int, reset bool) string {
+	prefix := "rule_" + strconv.Itoa(index)
+	if reset {
+		prefix += "_tcp"
+	}
+	return prefix
+}
+
+// limitedDecision fills ch, a decision chain with Config.LimitRuleLogs:
+// the counter (before the limit: it counts every flow) and the limited
+// log under the shared limit limit, then the verdict v. tag carries its
+// generation. PlannedDecisionChains makes the same chains.
+func limitedDecision(ch *Chain, comment string, tag LogTag, group uint16, limit string, v Stmt) {
+	t := tag.String()
+	ch.add(comment, Counter{Name: t}, Log{Prefix: t, Group: group, Limit: limit})
+	ch.add(comment, v)
 }
 
 // decisionChain returns a chain that holds only e's decision: where a
@@ -771,18 +814,13 @@ func (c *compiler) decisionChain(e *entry, proto uint8) string {
 // decisionChainOf is decisionChain's chain (subtree.go records it; the
 // compiler keeps no map of every chain by name).
 func (c *compiler) decisionChainOf(e *entry, proto uint8) *Chain {
-	prefix := "rule_" + strconv.Itoa(e.rule)
-	if e.deny && proto == protoTCP {
-		prefix += "_tcp"
-	}
+	prefix := decisionPrefix(e.rule, e.deny && proto == protoTCP)
 	ch, ok := c.decided[prefix]
 	if !ok {
 		ch = c.chain(c.name(prefix))
 		c.decided[prefix] = ch
 		if c.cfg.LimitRuleLogs {
-			tag := c.tag(e.tag)
-			ch.add(e.comment, Counter{Name: tag.String()}, c.limitedLog(tag))
-			ch.add(e.comment, verdictOf(e, proto))
+			limitedDecision(ch, e.comment, c.tag(e.tag), c.cfg.LogGroup, c.logLimit(), verdictOf(e, proto))
 		} else {
 			ch.add(e.comment, slices.Clone(c.decision(e, proto))...)
 		}

@@ -48,8 +48,7 @@ type FQDNAddr struct {
 // set (the runner carries resolved addresses over a re-apply).
 func lower(rs *Ruleset, fqdnElems func(set string) []FQDNAddr, now time.Time) (*plan, error) {
 	pl := &plan{table: &nftables.Table{Name: rs.Table, Family: nftables.TableFamilyINet}}
-	pl.objs = append(pl.objs, &nftables.NamedObj{Table: pl.table, Name: rs.LogLimit.Name(), Type: nftables.ObjTypeLimit,
-		Obj: &expr.Limit{Type: expr.LimitTypePkts, Rate: rs.LogLimit.Rate, Unit: expr.LimitTimeSecond, Burst: rs.LogLimit.Burst}})
+	pl.objs = append(pl.objs, limitObj(pl.table, rs.LogLimit))
 	for _, n := range rs.Counters() {
 		pl.objs = append(pl.objs, &nftables.NamedObj{Table: pl.table, Name: n, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
 	}
@@ -125,6 +124,12 @@ func lower(rs *Ruleset, fqdnElems func(set string) []FQDNAddr, now time.Time) (*
 	pl.setMap, pl.chMap, pl.rs = sets, chains, rs
 	pl.fqdnElems, pl.now = fqdnElems, now
 	return pl, nil
+}
+
+// limitObj is the limit object of l in table.
+func limitObj(table *nftables.Table, l LimitSpec) *nftables.NamedObj {
+	return &nftables.NamedObj{Table: table, Name: l.Name(), Type: nftables.ObjTypeLimit,
+		Obj: &expr.Limit{Type: expr.LimitTypePkts, Rate: l.Rate, Unit: expr.LimitTimeSecond, Burst: l.Burst}}
 }
 
 // elems lowers the elements of a set: computed only for the sets an

@@ -282,7 +282,7 @@ func (n *namer) final(kind, old string, content []byte) (string, error) {
 		prefix = stripHash(old)
 	}
 	sum := sha256.Sum256(content)
-	name := prefix + "_" + hex.EncodeToString(sum[:hashLen/2])
+	name := hashedName(prefix, &sum)
 	// Chains and sets have names of their own: a set's sum is kept
 	// complemented.
 	if kind == "set" {
@@ -324,15 +324,7 @@ func (n *namer) chain(old string) (string, error) {
 	if err := n.rewriteRules(c); err != nil {
 		return "", err
 	}
-	b := append(n.buf[:0], contentVersion...)
-	b = append(b, "chain\n"...)
-	for _, r := range c.Rules {
-		b = appendStr(b, r.Comment)
-		b = binary.AppendUvarint(b, uint64(len(r.Stmts)))
-		for _, st := range r.Stmts {
-			b = appendStmtKey(b, st)
-		}
-	}
+	b := appendChainContent(n.buf[:0], c.Rules)
 	n.buf = b
 	to, err := n.final("chain", old, b)
 	if err != nil {
@@ -340,6 +332,35 @@ func (n *namer) chain(old string) (string, error) {
 	}
 	rec.to = to
 	return to, nil
+}
+
+// appendChainContent appends what a regular chain's name is the hash of:
+// its rules, whose references have their final names.
+func appendChainContent(b []byte, rules []*Rule) []byte {
+	b = append(b, contentVersion...)
+	b = append(b, "chain\n"...)
+	for _, r := range rules {
+		b = appendStr(b, r.Comment)
+		b = binary.AppendUvarint(b, uint64(len(r.Stmts)))
+		for _, st := range r.Stmts {
+			b = appendStmtKey(b, st)
+		}
+	}
+	return b
+}
+
+// hashedName is the final name of an object of that prefix whose content
+// has the hash sum.
+func hashedName(prefix string, sum *[sha256.Size]byte) string {
+	return prefix + "_" + hex.EncodeToString(sum[:hashLen/2])
+}
+
+// chainNameOf is the final name of a chain of that prefix (the
+// compiler's, compiler.name) holding rules that refer to no chain or set
+// (a decision chain): the name the namer gives it.
+func chainNameOf(prefix string, rules []*Rule) string {
+	sum := sha256.Sum256(appendChainContent(nil, rules))
+	return hashedName(prefix, &sum)
 }
 
 // set returns the final name of the set named old.

@@ -697,3 +697,20 @@ func (c *compiler) partitionOf(cl *classifier, es []*entry, f field) partitioned
 	}
 	return pt
 }
+
+// ChangedRules reports, for each network rule of m, whether the last
+// compile with c had no rule of its index built from the same (ruleRec):
+// with a Cache the compile builds again the trees of such rules. Every
+// rule is changed after Reset. The daemon so tells an apply that replaces
+// the policy from one that changes a few rules.
+func (c *Cache) ChangedRules(m *match.Matcher) []bool {
+	c.mu.Lock()
+	prev := c.rules
+	c.mu.Unlock()
+	rules := m.Rules(policy.KindNetwork)
+	out := make([]bool, len(rules))
+	for i := range rules {
+		out[i] = i >= len(prev) || !prev[i].same(&rules[i])
+	}
+	return out
+}
