@@ -210,6 +210,13 @@ func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions
 	if err := CheckBudget(file, data, lim); err != nil {
 		return nil, pos, false, err
 	}
+	if !fastPathOff && !wireDecodeOff && !parallelOff && len(data) >= parallelMinBytes {
+		if parts := loadParts(); parts > 1 {
+			if f, pos, ok := decodeParallel(file, data, lim, parts); ok { // parallel.go
+				return f, pos, true, nil
+			}
+		}
+	}
 	var doc yaml.Node
 	if tree, ok := parseFastYAML(data); ok && !fastPathOff { // fastyaml.go
 		doc, fast = *tree, true
@@ -234,6 +241,13 @@ func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions
 	}
 	root := doc.Content[0]
 	pos.root = root
+	if !wireDecodeOff {
+		// The groups decoded by wiredecode.go need no walk (fields).
+		var f File
+		if decodeFile(root, &f) && headerClean(file, root, lim) {
+			return &f, pos, fast, nil
+		}
+	}
 	var errs ErrorList
 	w := walker{file: file, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
 	w.walk(root, reflect.TypeOf(File{}))
