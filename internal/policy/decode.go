@@ -207,15 +207,19 @@ func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error)
 func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions, fast bool, _ error) {
 	lim = lim.withDefaults()
 	pos := &Positions{file: file}
-	if err := CheckBudget(file, data, lim); err != nil {
-		return nil, pos, false, err
-	}
+	parts := 1
 	if !fastPathOff && !wireDecodeOff && !parallelOff && len(data) >= parallelMinBytes {
-		if parts := loadParts(); parts > 1 {
-			if f, pos, ok := decodeParallel(file, data, lim, parts); ok { // parallel.go
-				return f, pos, true, nil
-			}
+		parts = loadParts() // parallel.go
+	}
+	if parts > 1 {
+		if err := checkBudgetParallel(file, data, lim, parts); err != nil {
+			return nil, pos, false, err
 		}
+		if f, pos, ok := decodeParallel(file, data, lim, parts); ok {
+			return f, pos, true, nil
+		}
+	} else if err := CheckBudget(file, data, lim); err != nil {
+		return nil, pos, false, err
 	}
 	var doc yaml.Node
 	if tree, ok := parseFastYAML(data); ok && !fastPathOff { // fastyaml.go

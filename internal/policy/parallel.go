@@ -49,8 +49,8 @@ import (
 // Thresholds (docs/benchmarks.md, branch parload): below them, the
 // goroutines' start and the cut cost more than the second core gives.
 var (
-	parallelMinBytes = 256 << 10
-	parallelMinRules = 1000
+	parallelMinBytes = 128 << 10
+	parallelMinRules = 700
 	parallelOff      bool // tests: the sequential path alone
 	parallelParts    int  // tests: this many parts, whatever the cores
 	// The work is cut into runs of about chunksPerPart per core, of at
@@ -70,6 +70,45 @@ func loadParts() int {
 		return parallelParts
 	}
 	return min(runtime.GOMAXPROCS(0), 4)
+}
+
+// checkBudgetParallel is CheckBudget on parts cores: the text cut after
+// a line's end into parts, each estimated by estimateNodes (which reads
+// no byte before a line's start nor after its end, so that the estimates
+// add up to the whole text's); when their sum passes the limit, CheckBudget
+// finds the error and its position in the whole text.
+func checkBudgetParallel(file string, data []byte, lim Limits, parts int) error {
+	lim = lim.withDefaults()
+	max := 2 * lim.MaxNodes
+	cuts := []int{0}
+	for j := 1; j < parts; j++ {
+		at := len(data) * j / parts
+		k := bytes.IndexByte(data[at:], '\n')
+		if k < 0 || at+k+1 <= cuts[len(cuts)-1] {
+			break
+		}
+		cuts = append(cuts, at+k+1)
+	}
+	cuts = append(cuts, len(data))
+	counts := make([]int, len(cuts)-1)
+	var wg sync.WaitGroup
+	for j := 1; j < len(counts); j++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[j], _, _ = estimateNodes(data[cuts[j]:cuts[j+1]], max)
+		}()
+	}
+	counts[0], _, _ = estimateNodes(data[:cuts[1]], max)
+	wg.Wait()
+	n := 3 // the first line's document, counted once
+	for _, c := range counts {
+		n += c - 3
+	}
+	if n > max {
+		return CheckBudget(file, data, lim)
+	}
+	return nil
 }
 
 // groupList finds the top-level ruleCollectionGroups block list of data:

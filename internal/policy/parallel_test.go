@@ -169,6 +169,20 @@ func TestParallelLoadSame(t *testing.T) {
 		}
 	}
 
+	// A Loader keeps what a parallel load decoded: the next edit is
+	// loaded incrementally, to what Load gives.
+	for _, parts := range []int{2, 3} {
+		forceParallel(t, parts)
+		ld := &Loader{}
+		sameLoad(t, ld, []byte(big), opts)
+		for _, gi := range []int{0, 6, 11} {
+			if inc, ok := sameLoad(t, ld, []byte(edit(gi, "'401'", "'4001'")), opts); !inc || !ok || ld.Reused < 11 {
+				t.Errorf("%d parts, edit in g%d: incremental %v, loaded %v, %d groups reused", parts, gi, inc, ok, ld.Reused)
+			}
+			sameLoad(t, ld, []byte(big), opts)
+		}
+	}
+
 	// Random edits of the three texts.
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 15))
 	alpha := []byte("- :#'\"[],\n\n  ab1{}&*!|>?0./9")
@@ -291,5 +305,23 @@ func TestDecodedGroupsWalkClean(t *testing.T) {
 	t.Logf("%d groups decoded, %d the walker reports refused", took, refused)
 	if took < 100 || refused < 20 {
 		t.Errorf("%d groups decoded, %d refused: the corpus does not cover both", took, refused)
+	}
+}
+
+// TestBudgetParallelSame: the node estimate cut into parts adds up to the
+// whole text's, and over the limit the error is CheckBudget's.
+func TestBudgetParallelSame(t *testing.T) {
+	texts := [][]byte{[]byte(groupsPolicyYAML(12, 3, 5)), []byte(mixedPolicyYAML(4, true)), []byte("a: [b, c]\n- d\n? e\n"), []byte("x"), []byte("\n\n\n")}
+	for _, text := range texts {
+		whole, _, _ := estimateNodes(text, 1<<40)
+		for _, parts := range []int{2, 3, 4, 7} {
+			for _, max := range []int{whole/2 - 1, whole / 2, whole/2 + 1, whole, 1 << 30} {
+				lim := Limits{MaxNodes: max}
+				got, want := checkBudgetParallel("p.yaml", text, lim, parts), CheckBudget("p.yaml", text, lim)
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("%d parts, max %d: %v, want %v\n%s", parts, max, got, want, text)
+				}
+			}
+		}
 	}
 }
