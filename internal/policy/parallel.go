@@ -14,33 +14,35 @@ import (
 // validate stages of a 10,000-rule apply took ~49 ms on one core, the
 // second one idle, before anything else could start).
 //
-// Decoding (decodeParallel): the text is cut at the entries of the
-// top-level ruleCollectionGroups list into parts of about the same size;
-// each part other than the first is parsed by the fast YAML path
-// (fastyaml.go), counted (checkTree's budget), checked against the wire
-// types (the walker) and decoded (wiredecode.go) on a core of its own,
-// while this goroutine does the same for the rest of the text: what is
-// before the list, its first part and what follows the list. The parts'
-// entries are then put back in document order. The fast parser parses a
-// list's entry from its own lines, and an entry ends at the first line as
-// little indented as the list's entries — the next entry's, the line
-// after the list or the end of the text alike (TestParallelLoadSame
-// compares the trees), so the tree is the one parseFastYAML builds of the
-// whole text. Anything else — a text outside the fast path's subset in
-// any part, a list elsewhere or otherwise shaped than found, any limit
-// passed, any error of the walker, any value the wire decoder leaves to
-// yaml.v3 — drops the parts' work, and the text takes the sequential path
-// from the start: its results and errors (first errors, positions, the
-// cap on their number) are exactly those of a sequential load.
+// Decoding (decodeParallel): the node budget is estimated on every core
+// (checkBudgetParallel), then the text is cut at the entries of the
+// top-level ruleCollectionGroups list into runs of about the same size;
+// the runs after the first entry are parsed by the fast YAML path
+// (fastyaml.go), counted (checkTree's budget) and decoded by the wire
+// decoder (wiredecode.go: what it takes needs no walk, see fields) by
+// whichever core is free, while this goroutine does the same for the rest
+// of the text — what is before the list, its first entry and what follows
+// the list — and then takes runs too. The entries are put back in
+// document order. The fast parser parses a list's entry from its own
+// lines, and an entry ends at the first line as little indented as the
+// list's entries — the next entry's, the line after the list or the end
+// of the text alike (TestParallelLoadSame compares the trees), so the
+// tree is the one parseFastYAML builds of the whole text. Anything else —
+// a text outside the fast path's subset in any run, a list elsewhere or
+// otherwise shaped than found, any limit passed, any walker error in the
+// rest, any value the wire decoder leaves to yaml.v3 — drops the runs'
+// work, and the text takes the sequential path from the start: its
+// results and errors (first errors, positions, the cap on their number)
+// are exactly those of a sequential load.
 //
 // Validating (preValidate): the rule collections of all groups are
-// validated on the cores, each part by a copy of the validator that
-// shares its read-only context (service tags, IP groups, FQDN tags,
-// positions) and keeps its own errors; validateIn then takes them in
-// document order, and runs the checks across collections and groups as
-// before. A part that found an error or a warning drops all of them, and
-// validateIn validates every collection itself, so that the errors and
-// warnings, their order and the cap are a sequential load's.
+// validated in runs by whichever core is free, each core with a copy of
+// the validator that shares its read-only context (service tags, IP
+// groups, FQDN tags, positions) and keeps its own errors; validateIn then
+// takes them in document order, and runs the checks across collections
+// and groups as before. A run that found an error or a warning drops them
+// all, and validateIn validates every collection itself, so that the
+// errors and warnings, their order and the cap are a sequential load's.
 //
 // Only texts of at least parallelMinBytes take this path, and only
 // validations of at least parallelMinRules rules; the incremental loads
@@ -160,8 +162,8 @@ func chunkEntries(entries []entrySpan, end, size int) []int {
 	return append(bounds, len(entries))
 }
 
-// decodePart is one part of the list decoded on another core: entries
-// from..to-1.
+// decodePart is one run of the list's entries, from..to-1, decoded by
+// whichever core took it.
 type decodePart struct {
 	from, to int
 	nodes    []*yaml.Node
@@ -170,8 +172,8 @@ type decodePart struct {
 	ok       bool
 }
 
-// decode parses, counts, checks and decodes the part's entries (of the
-// list at indent); ok when all of it went through without an error.
+// decode parses, counts and decodes the run's entries (of the list at
+// indent); ok when all of it went through.
 func (r *decodePart) decode(file string, data []byte, src string, entries []entrySpan, end, indent int, lim Limits) {
 	s, e := entries[r.from].start, end
 	if r.to < len(entries) {
