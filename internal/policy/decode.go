@@ -207,7 +207,18 @@ func decodeYAML(file string, data []byte, lim Limits) (*File, *Positions, error)
 func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions, fast bool, _ error) {
 	lim = lim.withDefaults()
 	pos := &Positions{file: file}
-	if err := CheckBudget(file, data, lim); err != nil {
+	parts := 1
+	if !fastPathOff && !wireDecodeOff && !parallelOff && len(data) >= parallelMinBytes {
+		parts = loadParts() // parallel.go
+	}
+	if parts > 1 {
+		if err := checkBudgetParallel(file, data, lim, parts); err != nil {
+			return nil, pos, false, err
+		}
+		if f, pos, ok := decodeParallel(file, data, lim, parts); ok {
+			return f, pos, true, nil
+		}
+	} else if err := CheckBudget(file, data, lim); err != nil {
 		return nil, pos, false, err
 	}
 	var doc yaml.Node
@@ -234,6 +245,13 @@ func decodeYAMLTree(file string, data []byte, lim Limits) (_ *File, _ *Positions
 	}
 	root := doc.Content[0]
 	pos.root = root
+	if !wireDecodeOff {
+		// The groups decoded by wiredecode.go need no walk (fields).
+		var f File
+		if decodeFile(root, &f) && headerClean(file, root, lim) {
+			return &f, pos, fast, nil
+		}
+	}
 	var errs ErrorList
 	w := walker{file: file, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
 	w.walk(root, reflect.TypeOf(File{}))

@@ -112,6 +112,12 @@ func (p *fastParser) split(data []byte, num int) bool {
 	} else {
 		p.lines = p.lines[:0] // a scratch parser's, again
 	}
+	return p.addLines(data, num)
+}
+
+// addLines is split appending to the lines already there: data goes on
+// from them (a part of the document whose first line is line num).
+func (p *fastParser) addLines(data []byte, num int) bool {
 	for ; len(data) > 0; num++ {
 		line := data
 		if k := bytes.IndexByte(data, '\n'); k >= 0 {

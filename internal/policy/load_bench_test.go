@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,4 +97,39 @@ func BenchmarkLoader10kRuleAdded(b *testing.B) {
 	at := strings.Index(body, "          - name: r005000\n")
 	other := []byte(body[:at] + "          - name: added\n            protocols: [TCP]\n            sourceAddresses: ['*']\n            destinationAddresses: [192.0.2.1]\n            destinationPorts: ['22']\n" + body[at:])
 	loaderBench(b, [][]byte{[]byte(body), other}, 9)
+}
+
+// BenchmarkLoadParallel: Load of policies of 100 to 10,000 rules in
+// groups of 250 (as the daemon's benchmark policy; of 50 below 500 rules)
+// on the sequential path (seq) and on the parallel one whatever the size
+// (par): where parallel.go's thresholds come from. cpu-ms/op is the
+// process's CPU per load.
+func BenchmarkLoadParallel(b *testing.B) {
+	for _, n := range []int{100, 200, 500, 1000, 2000, 10000} {
+		body := []byte(groupsPolicyYAML(n/250, 10, 25))
+		if n < 500 {
+			body = []byte(groupsPolicyYAML(n/50, 2, 25))
+		}
+		for _, mode := range []string{"seq", "par"} {
+			b.Run(fmt.Sprintf("%d/%s", n, mode), func(b *testing.B) {
+				minBytes, minRules := parallelMinBytes, parallelMinRules
+				parallelOff = mode == "seq"
+				parallelMinBytes, parallelMinRules = 0, 0
+				defer func() { parallelOff, parallelMinBytes, parallelMinRules = false, minBytes, minRules }()
+				b.ReportAllocs()
+				var t, sum LoadTimings
+				cpu0 := loadCPU()
+				for b.Loop() {
+					if _, err := Load("p.yaml", body, Options{Timings: &t}); err != nil {
+						b.Fatal(err)
+					}
+					sum.Decode += t.Decode
+					sum.Validate += t.Validate
+				}
+				b.ReportMetric(float64(loadCPU()-cpu0)/1e6/float64(b.N), "cpu-ms/op")
+				b.ReportMetric(float64(sum.Decode.Microseconds())/1e3/float64(b.N), "decode-ms")
+				b.ReportMetric(float64(sum.Validate.Microseconds())/1e3/float64(b.N), "validate-ms")
+			})
+		}
+	}
 }

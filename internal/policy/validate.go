@@ -197,7 +197,8 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 
 	groupNames := map[string]int{}
 	groupPrios := map[int]int{}
-	reuse := opts.reuse.usable(v) // incremental.go
+	reuse := opts.reuse.usable(v)  // incremental.go
+	pre := v.preValidate(f, reuse) // parallel.go; nil: validate here
 	for gi := range f.RuleCollectionGroups {
 		wg := &f.RuleCollectionGroups[gi]
 		gp := fmt.Sprintf("ruleCollectionGroups[%d]", gi)
@@ -210,7 +211,12 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 			p.Groups = append(p.Groups, g)
 			continue
 		}
-		g := &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.Lookup(gp), Policy: f.Name}
+		var g *Group
+		if pre != nil {
+			g = pre.groups[gi]
+		} else {
+			g = &Group{Name: wg.Name, Priority: wg.Priority, Pos: v.pos.Lookup(gp), Policy: f.Name}
+		}
 		v.groupChecks(wg, gi, gp, groupNames, groupPrios, f)
 		collNames := map[string]int{}
 		collPrios := map[string]int{}
@@ -218,6 +224,9 @@ func validateIn(f *File, pos *Positions, file string, opts Options, prefix strin
 			wc := &wg.RuleCollections[ci]
 			cp := fmt.Sprintf("%s.ruleCollections[%d]", gp, ci)
 			c := reuse.collection(gi, ci, g) // incremental.go
+			if c == nil && pre != nil {
+				c = pre.colls[gi][ci]
+			}
 			if c == nil {
 				c = v.collection(wc, cp, g)
 			}

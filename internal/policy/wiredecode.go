@@ -53,8 +53,14 @@ func plainNode(n *yaml.Node) bool {
 }
 
 // fields calls field for each key of mapping n with its value; false when
-// n is not a plain mapping or a key is not a plain string, or field says
-// false.
+// n is not a plain mapping, a key is not a plain string or is there twice,
+// or field says false.
+//
+// What the decoder takes, the walker finds nothing wrong with: it answers
+// false for everything the walker reports in the groups (a duplicate
+// field, an unknown one, a value of another shape, a priority that is
+// not a whole number), so that decodeYAMLTree walks only the rest of a
+// document whose groups it decoded (TestDecodedGroupsWalkClean).
 func fields(n *yaml.Node, field func(key string, v *yaml.Node) bool) bool {
 	if n.Kind != yaml.MappingNode || !plainNode(n) {
 		return false
@@ -64,8 +70,34 @@ func fields(n *yaml.Node, field func(key string, v *yaml.Node) bool) bool {
 		if k.Kind != yaml.ScalarNode || !plainNode(k) || k.Tag != "!!str" || !field(k.Value, n.Content[i+1]) {
 			return false
 		}
+		for j := 0; j < i; j += 2 {
+			if n.Content[j].Value == k.Value {
+				return false // the walker's "duplicate field"
+			}
+		}
 	}
 	return len(n.Content)%2 == 0
+}
+
+// headerClean walks root, a document whose groups decodeFile decoded
+// (the walker finds nothing wrong in them, see fields), without the
+// groups' entries: true when the walker finds nothing wrong in the rest
+// either, as it would in the whole.
+func headerClean(file string, root *yaml.Node, lim Limits) bool {
+	shadow := *root
+	shadow.Content = make([]*yaml.Node, len(root.Content))
+	copy(shadow.Content, root.Content)
+	for i := 1; i < len(shadow.Content); i += 2 {
+		if shadow.Content[i-1].Value == "ruleCollectionGroups" {
+			seq := *shadow.Content[i]
+			seq.Content = nil
+			shadow.Content[i] = &seq
+		}
+	}
+	var errs ErrorList
+	w := walker{file: file, errs: &errs, cap: errorCap{max: lim.MaxErrors}}
+	w.walk(&shadow, fileType)
+	return !w.shapeErrors && len(errs) == 0
 }
 
 // wireDecoder allocates the rules' lists of strings from slabs (one
