@@ -251,14 +251,21 @@ func mustApply(tb testing.TB, d *Daemon, data []byte) {
 // table (first, start) and replacing another one, and the seed's 8-rule
 // policy replacing it (100k-to-8).
 //
-// CW_BENCH_PRESTAGE_CHAINS=likely (or all) prestages the decision chains
-// (prestageChains, off by default) in these applies, so that a test
-// binary can be compared with another's in alternating runs.
+// CW_BENCH_PRESTAGE_CHAINS=off (or likely, the default; or all) sets
+// which decision chains a first apply prestages (prestageChains), and
+// CW_BENCH_PRESTAGE_REPLACE=1 prestages them in a replace too
+// (prestageChainsChanged), so that a test binary can be compared with
+// itself and with another's in alternating runs.
 func BenchmarkDaemonApply(b *testing.B) {
-	if mode, ok := map[string]nft.DecisionChains{"likely": nft.LikelyDecisionChains, "all": nft.AllDecisionChains}[os.Getenv("CW_BENCH_PRESTAGE_CHAINS")]; ok {
+	if mode, ok := map[string]nft.DecisionChains{"off": nft.NoDecisionChains, "likely": nft.LikelyDecisionChains, "all": nft.AllDecisionChains}[os.Getenv("CW_BENCH_PRESTAGE_CHAINS")]; ok {
 		saved := prestageChains
 		prestageChains = mode
 		defer func() { prestageChains = saved }()
+	}
+	if os.Getenv("CW_BENCH_PRESTAGE_REPLACE") == "1" {
+		saved := prestageChainsChanged
+		prestageChainsChanged = true
+		defer func() { prestageChainsChanged = saved }()
 	}
 	p10 := []byte(policyYAML(10000, 1, false, 0))
 	p10b := []byte(policyYAML(10000, 2, false, 0))
@@ -361,8 +368,11 @@ func BenchmarkDaemonPrestage(b *testing.B) {
 			case "10k-one-rule":
 				mustApply(b, d, p10)
 			}
-			savedMin, savedCh, savedCMin := prestageMin, prestageChains, prestageChainsMin
-			defer func() { prestageMin, prestageChains, prestageChainsMin = savedMin, savedCh, savedCMin }()
+			savedMin, savedCh, savedCMin, savedChg := prestageMin, prestageChains, prestageChainsMin, prestageChainsChanged
+			defer func() {
+				prestageMin, prestageChains, prestageChainsMin, prestageChainsChanged = savedMin, savedCh, savedCMin, savedChg
+			}()
+			prestageChainsChanged = true // a replace prestages too (not the default)
 			type sum struct {
 				walls                                  []float64
 				compile, kernel, send1, pre, objs, cpu float64

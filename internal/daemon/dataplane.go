@@ -253,15 +253,26 @@ type prestager interface {
 // and takes 0-3 ms off: no gain, so 10,000-rule applies do not prestage.
 var prestageMin = 32768
 
-// prestageChainsMin is how many network rules must be new or changed
-// (a new log generation, or matches the last compile did not build them
-// from: nft.Cache.ChangedRules), or be in a policy applied to a table the
-// runner does not know, for their decision chains (with
-// Config.LimitRuleLogs) to be prestaged with their counters, as
+// prestageChainsMin is how many network rules a policy applied to a
+// table the runner does not know (a first apply: a daemon starting, or
+// after a flush or a failed apply) must have, and fewer than prestageMin
+// (there the counters' prestage pays more), for their decision chains
+// (with Config.LimitRuleLogs) to be prestaged with their counters, as
 // prestageChains says; prestageChains NoDecisionChains turns it off.
+// With prestageChainsChanged, also when that many rules of a known table
+// are new or changed (a new log generation, or matches the last compile
+// did not build them from: nft.Cache.ChangedRules), i.e. a replace.
+//
+// Measured on a quiet machine (docs/benchmarks.md, "Issue 15 goal 2 after
+// the seventh day's merges"): the likely chains take 20-25 ms off a 10k
+// first apply's median against the same build without them; a 10k replace
+// showed no gain (the prestage first waits for the replaced ruleset's
+// deletion, which the apply would have found done), hence
+// prestageChainsChanged is off.
 var (
-	prestageChainsMin = 4096
-	prestageChains    = nft.NoDecisionChains
+	prestageChainsMin     = 4096
+	prestageChains        = nft.LikelyDecisionChains
+	prestageChainsChanged = false
 )
 
 // compilePrestaged compiles the ruleset (nft.CompileCached) while the
@@ -295,22 +306,24 @@ func (d *NFTDataplane) prestage(m *match.Matcher, cfg nft.Config, kept []bool) f
 	knows := ps.KnowsTable()
 	want := func(i int) bool { return i < len(kept) && !kept[i] }
 	chains := nft.NoDecisionChains
-	if prestageChains != nft.NoDecisionChains && cfg.LimitRuleLogs && len(kept) >= prestageChainsMin {
-		// The rules whose trees the compile builds again: new
-		// generations and changed matches.
-		changed := d.cache.ChangedRules(m)
-		c := 0
-		for i, ch := range changed {
-			if ch || !kept[i] {
-				changed[i] = true
-				c++
-			}
-		}
+	if prestageChains != nft.NoDecisionChains && cfg.LimitRuleLogs && len(kept) >= prestageChainsMin && len(kept) < prestageMin {
 		switch {
 		case !knows:
 			chains, want = prestageChains, nil
-		case c >= prestageChainsMin:
-			chains, want = prestageChains, func(i int) bool { return i < len(changed) && changed[i] }
+		case prestageChainsChanged:
+			// The rules whose trees the compile builds again: new
+			// generations and changed matches.
+			changed := d.cache.ChangedRules(m)
+			c := 0
+			for i, ch := range changed {
+				if ch || !kept[i] {
+					changed[i] = true
+					c++
+				}
+			}
+			if c >= prestageChainsMin {
+				chains, want = prestageChains, func(i int) bool { return i < len(changed) && changed[i] }
+			}
 		}
 	}
 	if chains == nft.NoDecisionChains && n < prestageMin {

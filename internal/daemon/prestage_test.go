@@ -105,9 +105,11 @@ func TestPrestageCounters(t *testing.T) {
 // most rules (a replace) prestages theirs, one that changes one rule
 // nothing; a compile that fails removes what it prestaged.
 func TestPrestageChains(t *testing.T) {
-	savedMin, savedCh, savedCMin := prestageMin, prestageChains, prestageChainsMin
-	prestageMin, prestageChains, prestageChainsMin = 1<<30, nft.AllDecisionChains, 2
-	defer func() { prestageMin, prestageChains, prestageChainsMin = savedMin, savedCh, savedCMin }()
+	savedMin, savedCh, savedCMin, savedChg := prestageMin, prestageChains, prestageChainsMin, prestageChainsChanged
+	prestageMin, prestageChains, prestageChainsMin, prestageChainsChanged = 1<<30, nft.AllDecisionChains, 2, true
+	defer func() {
+		prestageMin, prestageChains, prestageChainsMin, prestageChainsChanged = savedMin, savedCh, savedCMin, savedChg
+	}()
 	load := func(seed uint64, variant int) (*policy.Policy, *match.Matcher) {
 		p, err := policy.Load("p.yaml", []byte(policyYAML(300, seed, false, variant)), policy.Options{})
 		if err != nil {
@@ -176,6 +178,29 @@ func TestPrestageChains(t *testing.T) {
 	}
 	if len(rec.chains) != 3 || len(rec.chains[2]) == 0 || rec.unpre != 1 {
 		t.Fatalf("failed compile: prestages %d, unprestages %d", len(rec.chains), rec.unpre)
+	}
+	// As the daemon runs (prestageChainsChanged off): a replace of a known
+	// table prestages no chain, a first apply does; and a policy of
+	// prestageMin rules or more prestages its counters, not chains.
+	prestageChainsChanged = false
+	rec.knows = true
+	if _, err := dp.Apply(p1, m1); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.chains) != 3 {
+		t.Fatalf("replace with prestageChainsChanged off: %d prestages, want 3", len(rec.chains))
+	}
+	rec.knows = false
+	if _, err := dp.Apply(p2, m2); err != nil {
+		t.Fatal(err)
+	}
+	check("first apply, defaults", 4)
+	prestageMin = 200 // the policies have 300 rules
+	if _, err := dp.Apply(p1, m1); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.chains) != 5 || len(rec.chains[4]) != 0 || len(rec.pre[4]) == 0 {
+		t.Fatalf("first apply of prestageMin rules: %d prestages, the last with %d chains", len(rec.chains), len(rec.chains[len(rec.chains)-1]))
 	}
 }
 
