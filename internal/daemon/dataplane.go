@@ -264,8 +264,9 @@ var prestageMin = 32768
 // did not build them from: nft.Cache.ChangedRules), i.e. a replace.
 //
 // Measured on a quiet machine (docs/benchmarks.md, "Issue 15 goal 2 after
-// the seventh day's merges"): the likely chains take 20-25 ms off a 10k
-// first apply's median against the same build without them; a 10k replace
+// the seventh day's merges"): the likely chains took 24-51 ms off a 10k
+// first apply's median against the same build without them in 5 of 7
+// alternating rounds (9 ms in one, +74 ms in one); a 10k replace
 // showed no gain (the prestage first waits for the replaced ruleset's
 // deletion, which the apply would have found done), hence
 // prestageChainsChanged is off.
