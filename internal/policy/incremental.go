@@ -566,14 +566,7 @@ func lineOffset(data []byte, line int) int {
 // content is not an entry.
 func scanEntries(data []byte, off, line, indent int) (entries []entrySpan, end, endLine int, ok bool) {
 	for off < len(data) {
-		next := len(data)
-		if k := bytes.IndexByte(data[off:], '\n'); k >= 0 {
-			next = off + k + 1
-		}
-		ind := off
-		for ind < next && data[ind] == ' ' {
-			ind++
-		}
+		next, ind := lineAt(data, off)
 		if ind < next && data[ind] != '\n' && data[ind] != '#' {
 			t := data[ind:next]
 			switch {
@@ -589,6 +582,21 @@ func scanEntries(data []byte, off, line, indent int) (entries []entrySpan, end, 
 		line++
 	}
 	return entries, len(data), line, len(entries) > 0
+}
+
+// lineAt returns where the line that starts at offset off ends (the
+// next line's offset, or len(data)) and the offset of its first byte
+// that is not a space (next when there is none).
+func lineAt(data []byte, off int) (next, ind int) {
+	next = len(data)
+	if k := bytes.IndexByte(data[off:], '\n'); k >= 0 {
+		next = off + k + 1
+	}
+	ind = off
+	for ind < next && data[ind] == ' ' {
+		ind++
+	}
+	return next, ind
 }
 
 // countNodes counts n's nodes into *visits as checkTree does (walkTree, n

@@ -127,14 +127,7 @@ func groupList(data []byte) (indent int, entries []entrySpan, end, endLine int, 
 		}
 		if t := data[off:next]; bytes.HasPrefix(t, key) && onlyComment(bytes.TrimSuffix(t[len(key):], []byte{'\n'})) {
 			for off, line = next, line+1; off < len(data); line++ {
-				next = len(data)
-				if k := bytes.IndexByte(data[off:], '\n'); k >= 0 {
-					next = off + k + 1
-				}
-				ind := off
-				for ind < next && data[ind] == ' ' {
-					ind++
-				}
+				next, ind := lineAt(data, off)
 				if ind < next && data[ind] != '\n' && data[ind] != '#' {
 					indent = ind - off
 					entries, end, endLine, ok = scanEntries(data, off, line, indent)
@@ -238,21 +231,14 @@ func decodeParallel(file string, data []byte, lim Limits, parts int) (*File, *Po
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	for range parts - 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			work()
-		}()
-	}
+	wait := onOtherCores(parts-1, work)
 	f, root, seq, visits, ok := decodeHead(file, data, src, entries[1].start, end, endLine, lim)
 	ok = ok && seq.Column-1 == indent && seq.Line == entries[0].line && len(seq.Content) == 1
 	if !ok {
 		failed.Store(1)
 	}
 	work()
-	wg.Wait()
+	wait()
 	if !ok || failed.Load() != 0 {
 		return nil, nil, false
 	}
@@ -380,19 +366,26 @@ func (v *validator) preValidate(f *File, reuse *groupReuse) *preValidated {
 			}
 		}
 	}
+	wait := onOtherCores(parts-1, work)
+	work()
+	wait()
+	if failed.Load() != 0 {
+		return nil
+	}
+	parallelValidations.Add(1)
+	return pre
+}
+
+// onOtherCores runs work on n goroutines and returns the function that
+// waits for them (the caller works too, then waits).
+func onOtherCores(n int, work func()) (wait func()) {
 	var wg sync.WaitGroup
-	for range parts - 1 {
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			work()
 		}()
 	}
-	work()
-	wg.Wait()
-	if failed.Load() != 0 {
-		return nil
-	}
-	parallelValidations.Add(1)
-	return pre
+	return wg.Wait
 }
