@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -215,10 +216,21 @@ func (r *groupReuse) collection(gi, ci int, g *Group) *Collection {
 	if r == nil || r.off {
 		return nil
 	}
-	if l := r.colls[gi]; ci < len(l) && l[ci].c != nil {
+	if r.reusesColl(gi, ci) {
+		l := r.colls[gi]
 		return copyCollection(l[ci].c, g, l[ci].delta)
 	}
 	return nil
+}
+
+// reusesColl reports whether collection ci of group gi is reused
+// (collection returns it).
+func (r *groupReuse) reusesColl(gi, ci int) bool {
+	if r == nil || r.off {
+		return false
+	}
+	l := r.colls[gi]
+	return ci < len(l) && l[ci].c != nil
 }
 
 func (r *groupReuse) noteColl(gi, ci, n int, c *Collection) {
@@ -669,14 +681,19 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 	colls := make([]*collState, n)
 	r := &groupReuse{tags: old.tags, old: reused, colls: map[int][]collReuse{}}
 	total := old.header
-	var src string
-	var sc *scratch
 	kept, keptColls := 0, 0
+	// The groups whose text is unchanged are reused; the others are
+	// parsed, checked and decoded (entryDecoder), on several cores when
+	// they are many (a policy replaced by another: see parallel.go).
+	ends := make([]int, n)
+	var todo []int
+	changed := 0 // bytes of the groups to decode
 	for i, e := range entries {
 		eEnd := end
 		if i+1 < n {
 			eEnd = entries[i+1].start
 		}
+		ends[i] = eEnd
 		if j := old.find(data[e.start:eEnd], i); j >= 0 {
 			g := old.groups[j]
 			if delta := e.line - old.entries[j].line; delta != 0 {
@@ -687,43 +704,22 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 			kept++
 			continue
 		}
-		if src == "" {
-			src = string(data)
-			sc = &scratch{fp: fastParser{data: data, src: src}}
-		}
-		if node, count, cs, cr, k, ok := old.partialGroup(data, sc, e, eEnd, i, name, lim); ok {
-			nodes[i], counts[i], colls[i] = node, count, cs
-			wgs[i] = WireGroup{Name: old.file.RuleCollectionGroups[i].Name, Priority: old.file.RuleCollectionGroups[i].Priority, RuleCollections: cs.wire}
-			cs.wire = nil // set from wgs[i] below
-			r.colls[i] = cr
-			total += count
-			keptColls += k
-			continue
-		}
-		p := sc.parser()
-		if !p.split(data[e.start:eEnd], e.line) || len(p.lines) == 0 {
+		todo = append(todo, i)
+		changed += eEnd - e.start
+	}
+	if len(todo) > 0 {
+		dec := &entryDecoder{old: old, data: data, src: string(data), entries: entries, ends: ends, name: name, lim: lim,
+			nodes: nodes, counts: counts, wgs: wgs, colls: colls, crs: make([][]collReuse, n), kept: make([]int, n), partial: make([]bool, n)}
+		if !dec.decode(todo, changed) {
 			return nil, false
 		}
-		seq := p.sequence(old.indent)
-		if !p.ok || seq == nil || p.i != len(p.lines) || len(seq.Content) != 1 {
-			return nil, false
+		for _, i := range todo {
+			total += counts[i]
+			if dec.partial[i] {
+				r.colls[i] = dec.crs[i]
+				keptColls += dec.kept[i]
+			}
 		}
-		nodes[i] = seq.Content[0]
-		if !countNodes(nodes[i], 2, lim.MaxDepth, &counts[i]) {
-			return nil, false
-		}
-		total += counts[i]
-		var errs ErrorList
-		w := walker{file: name, errs: &errs, cap: errorCap{max: lim.MaxErrors},
-			segs: []seg{{name: "ruleCollectionGroups"}, {idx: i}}}
-		w.walk(nodes[i], wireGroupType)
-		if w.shapeErrors || len(errs) > 0 {
-			return nil, false
-		}
-		if !sc.wd.groupOr(nodes[i], &wgs[i]) {
-			return nil, false
-		}
-		colls[i] = newCollState(data[e.start:eEnd], e.line, nodes[i], &wgs[i])
 	}
 	if total > lim.MaxNodes {
 		return nil, false
@@ -765,6 +761,111 @@ func (l *Loader) incremental(name string, data []byte, opts Options) (*Policy, b
 	l.prev = st
 	l.Reused, l.ReusedCollections = kept, keptColls
 	return p, true
+}
+
+// entryDecoder parses, checks and decodes the changed groups of an
+// incremental load into its slices, each group i into index i of them.
+type entryDecoder struct {
+	old     *loadState
+	data    []byte
+	src     string
+	entries []entrySpan
+	ends    []int
+	name    string
+	lim     Limits
+	// out, by group
+	nodes   []*yaml.Node
+	counts  []int
+	wgs     []WireGroup
+	colls   []*collState
+	crs     [][]collReuse // the reused collections of a group decoded in part
+	kept    []int         // how many
+	partial []bool        // decoded in part (partialGroup)
+}
+
+// decode decodes the groups todo (changed bytes of text in all); false
+// when one of them cannot be loaded incrementally. When they are at least
+// parallelMinBytes of text, whichever core is free takes the next group,
+// each core with its own scratch; each group is decoded alone (its own
+// text, its own old group's state), so the results are a sequential
+// loop's, and a failure anywhere fails the whole load as it would there
+// (the caller then takes the full path).
+func (d *entryDecoder) decode(todo []int, changed int) bool {
+	parts := 1
+	if !parallelOff && len(todo) >= 2 && changed >= parallelMinBytes {
+		parts = min(loadParts(), len(todo))
+	}
+	if parts < 2 {
+		sc := d.scratch()
+		for _, i := range todo {
+			if !d.entry(i, sc) {
+				return false
+			}
+		}
+		return true
+	}
+	var next, failed atomic.Int32
+	work := func() {
+		sc := d.scratch()
+		for failed.Load() == 0 {
+			k := int(next.Add(1)) - 1
+			if k >= len(todo) {
+				return
+			}
+			if !d.entry(todo[k], sc) {
+				failed.Store(1)
+			}
+		}
+	}
+	wait := onOtherCores(parts-1, work)
+	work()
+	wait()
+	if failed.Load() != 0 {
+		return false
+	}
+	parallelIncrementals.Add(1)
+	return true
+}
+
+func (d *entryDecoder) scratch() *scratch {
+	return &scratch{fp: fastParser{data: d.data, src: d.src}}
+}
+
+// entry decodes group i: only its changed collections when the rest of
+// its text is unchanged (partialGroup), else all of it.
+func (d *entryDecoder) entry(i int, sc *scratch) bool {
+	old, data, e, eEnd, lim := d.old, d.data, d.entries[i], d.ends[i], d.lim
+	if node, count, cs, cr, k, ok := old.partialGroup(data, sc, e, eEnd, i, d.name, lim); ok {
+		d.nodes[i], d.counts[i], d.colls[i] = node, count, cs
+		d.wgs[i] = WireGroup{Name: old.file.RuleCollectionGroups[i].Name, Priority: old.file.RuleCollectionGroups[i].Priority, RuleCollections: cs.wire}
+		cs.wire = nil // set from wgs[i] after validation
+		d.crs[i], d.kept[i], d.partial[i] = cr, k, true
+		return true
+	}
+	p := sc.parser()
+	if !p.split(data[e.start:eEnd], e.line) || len(p.lines) == 0 {
+		return false
+	}
+	seq := p.sequence(old.indent)
+	if !p.ok || seq == nil || p.i != len(p.lines) || len(seq.Content) != 1 {
+		return false
+	}
+	d.nodes[i] = seq.Content[0]
+	if !countNodes(d.nodes[i], 2, lim.MaxDepth, &d.counts[i]) {
+		return false
+	}
+	var errs ErrorList
+	w := walker{file: d.name, errs: &errs, cap: errorCap{max: lim.MaxErrors},
+		segs: []seg{{name: "ruleCollectionGroups"}, {idx: i}}}
+	w.walk(d.nodes[i], wireGroupType)
+	if w.shapeErrors || len(errs) > 0 {
+		return false
+	}
+	if !sc.wd.groupOr(d.nodes[i], &d.wgs[i]) {
+		return false
+	}
+	d.colls[i] = newCollState(data[e.start:eEnd], e.line, d.nodes[i], &d.wgs[i])
+	return true
 }
 
 var wireCollectionType = reflect.TypeOf(WireCollection{})

@@ -45,8 +45,13 @@ import (
 // errors and warnings, their order and the cap are a sequential load's.
 //
 // Only texts of at least parallelMinBytes take this path, and only
-// validations of at least parallelMinRules rules; the incremental loads
-// (incremental.go) do not.
+// validations of at least parallelMinRules rules. An incremental load
+// (incremental.go) decodes its changed groups on several cores when they
+// are at least parallelMinBytes of text (entryDecoder: a group per job),
+// and validates on several cores the collections it does not reuse when
+// they hold at least parallelMinRules rules: a policy replaced by another
+// of the same header (issue 15 goal 2's 10k replace) is decoded and
+// validated as a first load is, while one changed rule stays on one core.
 
 // Thresholds (docs/benchmarks.md, branch parload): below them, the
 // goroutines' start and the cut cost more than the second core gives.
@@ -61,8 +66,9 @@ var (
 	chunksPerPart = 8
 	chunkMinBytes = 16 << 10
 	chunkMinRules = 64
-	// How many loads decoded, and validated, on several cores (tests).
-	parallelDecodes, parallelValidations atomic.Int64
+	// How many loads decoded, and validated, on several cores, and
+	// incremental loads that decoded their changed groups so (tests).
+	parallelDecodes, parallelValidations, parallelIncrementals atomic.Int64
 )
 
 // loadParts is how many parts a big load is cut into: one per core, at
@@ -313,7 +319,7 @@ func (v *validator) fork() *validator {
 // or a warning.
 func (v *validator) preValidate(f *File, reuse *groupReuse) *preValidated {
 	parts := loadParts()
-	if parallelOff || parts < 2 || (reuse != nil && !reuse.off && (len(reuse.old) > 0 || len(reuse.colls) > 0)) {
+	if parallelOff || parts < 2 {
 		return nil
 	}
 	type job struct{ gi, ci int }
@@ -321,7 +327,13 @@ func (v *validator) preValidate(f *File, reuse *groupReuse) *preValidated {
 	var weights []int // cumulative: the rules and collections up to each job
 	total := 0
 	for gi := range f.RuleCollectionGroups {
+		if reuse.group(gi) != nil {
+			continue // an incremental load's unchanged group
+		}
 		for ci := range f.RuleCollectionGroups[gi].RuleCollections {
+			if reuse.reusesColl(gi, ci) {
+				continue // an unchanged collection of a changed group
+			}
 			total += 1 + len(f.RuleCollectionGroups[gi].RuleCollections[ci].Rules)
 			jobs = append(jobs, job{gi, ci})
 			weights = append(weights, total)

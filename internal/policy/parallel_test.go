@@ -325,3 +325,97 @@ func TestBudgetParallelSame(t *testing.T) {
 		}
 	}
 }
+
+// TestParallelIncrementalSame: a Loader whose next text changes many
+// groups decodes them on several cores and validates the collections it
+// does not reuse there too, to exactly what Load gives — every group
+// changed in part (one port per collection) or in whole (a group renamed),
+// half of them, a replaced policy of the same header, errors in one or
+// several changed groups (the full path's errors), warnings (validated on
+// one core); a one-rule change of a big policy stays on one core.
+func TestParallelIncrementalSame(t *testing.T) {
+	opts := Options{ServiceTags: ServiceTags{}}
+	// load is sameLoad, and whether the Loader's own load decoded and
+	// validated on several cores.
+	load := func(t *testing.T, ld *Loader, text string) (inc, dec, val bool) {
+		t.Helper()
+		d0, v0 := parallelIncrementals.Load(), parallelValidations.Load()
+		got, gerr := ld.Load("p.yaml", []byte(text), opts)
+		dec, val = parallelIncrementals.Load() > d0, parallelValidations.Load() > v0
+		want, werr := Load("p.yaml", []byte(text), opts)
+		if (gerr == nil) != (werr == nil) || (gerr != nil && gerr.Error() != werr.Error()) {
+			t.Fatalf("loader: %v\nload: %v\n%s", gerr, werr, text)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("the loader's policy differs from Load's (%d groups reused)\n%s", ld.Reused, text)
+		}
+		return ld.Reused >= 0, dec, val
+	}
+	base := groupsPolicyYAML(12, 3, 5)
+	every := strings.ReplaceAll(base, "'401'", "'4001'")
+	renamed := base
+	for gi := range 12 {
+		renamed = strings.Replace(renamed, fmt.Sprintf("  - name: g%d\n", gi), fmt.Sprintf("  - name: h%d\n", gi), 1)
+	}
+	half := base
+	for gi := 0; gi < 12; gi += 2 {
+		at := strings.Index(half, fmt.Sprintf("  - name: g%d\n", gi))
+		k := at + strings.Index(half[at:], "'402'")
+		half = half[:k] + "'4002'" + half[k+5:]
+	}
+	replaced := strings.ReplaceAll(strings.ReplaceAll(base, "10.", "172."), "192.0.", "198.51.")
+	cases := []struct {
+		name, from, to          string
+		inc, decoded, validated bool // loaded incrementally; on several cores
+	}{
+		{"every group in part", base, every, true, true, true},
+		{"every group renamed", base, renamed, true, true, true},
+		{"half", base, half, true, true, true},
+		{"replaced", base, replaced, true, true, true},
+		// An error fails the incremental load: the full path finds it.
+		{"one error", base, strings.Replace(every, "'4001'", "'0'", 1), false, true, false},
+		{"errors everywhere", base, strings.ReplaceAll(every, "'4001'", "'70000'"), false, true, false},
+		{"warnings", mixedPolicyYAML(6, false), mixedPolicyYAML(6, true), true, true, false},
+	}
+	for _, parts := range []int{2, 3} {
+		t.Run(fmt.Sprint(parts), func(t *testing.T) {
+			forceParallel(t, parts)
+			for _, c := range cases {
+				ld := &Loader{}
+				load(t, ld, c.from)
+				inc, dec, val := load(t, ld, c.to)
+				if inc != c.inc || dec != c.decoded || val != c.validated {
+					t.Errorf("%s: incremental %v, decoded on several cores %v, validated %v", c.name, inc, dec, val)
+				}
+				// And back: the loader's state after such a load is good.
+				load(t, ld, c.from)
+				load(t, ld, c.to)
+			}
+			// Random edits of every group at once.
+			r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 16))
+			alpha := []byte("- :#'\"[],\n\n  ab1{}&*!|>?0./9")
+			for range 100 {
+				ld := &Loader{}
+				load(t, ld, base)
+				b := []byte(every)
+				for range 1 + r.IntN(4) {
+					b = mutate(r, b, alpha)
+				}
+				load(t, ld, string(b))
+			}
+		})
+	}
+	// The thresholds: one changed rule of a big policy stays on one
+	// core; a replaced one does not.
+	if loadParts() >= 2 {
+		big := groupsPolicyYAML(40, 10, 25)
+		ld := &Loader{}
+		load(t, ld, big)
+		if inc, dec, val := load(t, ld, strings.Replace(big, "'401'", "'4001'", 1)); !inc || dec || val {
+			t.Errorf("one rule changed: incremental %v, decoded on several cores %v, validated %v", inc, dec, val)
+		}
+		if inc, dec, val := load(t, ld, strings.ReplaceAll(big, "10.", "172.")); !inc || !dec || !val {
+			t.Errorf("every rule changed: incremental %v, decoded on several cores %v, validated %v", inc, dec, val)
+		}
+	}
+}
