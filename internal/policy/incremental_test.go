@@ -349,7 +349,14 @@ func FuzzLoader(f *testing.F) {
 	f.Add(seed, []byte(strings.Replace(incrementalSeed, "  priority: 400", "  priority: 300", 1)))
 	g := groupsPolicyYAML(3, 2, 2)
 	f.Add([]byte(g), []byte(strings.Replace(g, "'401'", "'402'", 1)))
+	g2 := groupsPolicyYAML(4, 2, 2)
+	f.Add([]byte(g2), []byte(strings.ReplaceAll(g2, "'401'", "'402'")))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
+		// Odd lengths: the incremental load's parallel paths forced
+		// (parallel.go), in two or three parts.
+		if len(b)%2 == 1 {
+			forceParallel(t, 2+len(a)%2)
+		}
 		ld := &Loader{}
 		opts := Options{ServiceTags: ServiceTags{}}
 		ld.Load("p.yaml", a, opts)
