@@ -247,7 +247,8 @@ func mustApply(tb testing.TB, d *Daemon, data []byte) {
 // BenchmarkDaemonApply: the daemon applying a 10,000-rule policy to an
 // empty table (first: nothing decoded before; start: as a daemon that has just started), the
 // same text again (same), with one rule changed (one-rule), another
-// 10,000-rule policy (replace); a flat 100,000-rule policy to an empty
+// 10,000-rule policy (replace: back to back; replace-settled: each once
+// the last one's background deletion is done); a flat 100,000-rule policy to an empty
 // table (first, start) and replacing another one, and the seed's 8-rule
 // policy replacing it (100k-to-8).
 //
@@ -300,6 +301,21 @@ func BenchmarkDaemonApply(b *testing.B) {
 		daemonApplyBench(b, func(d *Daemon, i int) {
 			if i == 0 {
 				mustApply(b, d, p10b)
+			}
+		}, func(i int) []byte { return [][]byte{p10, p10b}[i%2] })
+	})
+	// replace-settled: the same, each apply once the last one's deletion
+	// of its replaced ruleset (in the background, after the return) is
+	// done, as when policies are applied seconds apart (bench/dataplane's
+	// applies); replace applies them back to back.
+	b.Run("10k/replace-settled", func(b *testing.B) {
+		daemonApplyBench(b, func(d *Daemon, i int) {
+			if i == 0 {
+				mustApply(b, d, p10b)
+			}
+			d.hits.await()
+			if err := d.dp.(*NFTDataplane).Runner.(*nft.NetlinkRunner).Settle(); err != nil {
+				b.Fatal(err)
 			}
 		}, func(i int) []byte { return [][]byte{p10, p10b}[i%2] })
 	})
