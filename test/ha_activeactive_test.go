@@ -27,11 +27,13 @@ func TestHAActiveActive(t *testing.T) {
 	}
 	f.Lab = lab.NewTestLab(t, lab.Config{Exe: exe, Daemon: &lab.DaemonOptions{Policy: f.policy}, HA: &lab.HAOptions{ActiveActive: true}})
 	h := &haLab{fwLab: f}
+	t.Cleanup(func() { h.dumpHALogs(t) })
 	for _, host := range []string{lab.HostFW, lab.HostFW2} {
 		if st := h.haStatus(t, host); st.Role != "active" || len(st.Groups) != 2 {
 			t.Fatalf("%s: %+v", host, st)
 		}
 	}
+	h.settled(t)
 	// New flows spread: the server sees both public IPs as sources.
 	seen := map[string]int{}
 	for i := 0; i < 24; i++ {
@@ -97,4 +99,64 @@ func TestHAActiveActive(t *testing.T) {
 		}
 	}
 	t.Logf("fw died: all %d streams continued (the last %s after the crash); fw2 holds both groups", len(streams), worst.Round(time.Millisecond))
+}
+
+// settled waits until keepalived's transitions are over on both gateways:
+// each group active on one and backup on the other, and the transitions'
+// notify scripts done (both notify.log files unchanged for a second). A
+// gateway that becomes a group's master commits the flows its peer
+// replicated to its kernel and empties its external cache (the
+// conntrack-tools' primary-backup.sh steps, ha.Spec.NotifyScript): a
+// late transition at start, under load, would empty what the test then
+// waits for (waitReplicated) — the one CI failure of this test (fw2 held
+// no replicated flow after 15 s) had no log to tell.
+func (h *haLab) settled(t *testing.T) {
+	t.Helper()
+	hosts := []string{lab.HostFW, lab.HostFW2}
+	deadline := time.Now().Add(30 * time.Second)
+	sizes := make([]int64, len(hosts))
+	stable := time.Now()
+	for {
+		states := map[string][]string{}
+		for _, host := range hosts {
+			for _, g := range h.haStatus(t, host).Groups {
+				states[g.Name] = append(states[g.Name], g.State)
+			}
+		}
+		ok := len(states) == 2
+		for _, s := range states {
+			slices.Sort(s)
+			ok = ok && slices.Equal(s, []string{"active", "backup"})
+		}
+		for i, host := range hosts {
+			var n int64
+			if fi, err := os.Stat(filepath.Join(h.Dir(), "ha-"+host, "notify.log")); err == nil {
+				n = fi.Size()
+			}
+			if n != sizes[i] {
+				sizes[i], stable = n, time.Now()
+			}
+		}
+		if ok && time.Since(stable) >= time.Second {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the HA pair did not settle in 30 s: group states %v", states)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// dumpHALogs logs both gateways' notify, conntrackd and keepalived logs
+// when t failed.
+func (h *haLab) dumpHALogs(t *testing.T) {
+	if !t.Failed() {
+		return
+	}
+	for _, host := range []string{lab.HostFW, lab.HostFW2} {
+		for _, n := range []string{"notify.log", "conntrackd.log", "keepalived.log"} {
+			data, _ := os.ReadFile(filepath.Join(h.Dir(), "ha-"+host, n))
+			t.Logf("%s %s:\n%s", host, n, tail(data, 25))
+		}
+	}
 }
