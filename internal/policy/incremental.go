@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -804,27 +803,14 @@ func (d *entryDecoder) decode(todo []int, changed int) bool {
 		}
 		return true
 	}
-	var next, failed atomic.Int32
-	work := func() {
+	ok := onCores(parts, len(todo), func() func(k int) bool {
 		sc := d.scratch()
-		for failed.Load() == 0 {
-			k := int(next.Add(1)) - 1
-			if k >= len(todo) {
-				return
-			}
-			if !d.entry(todo[k], sc) {
-				failed.Store(1)
-			}
-		}
+		return func(k int) bool { return d.entry(todo[k], sc) }
+	})
+	if ok {
+		parallelIncrementals.Add(1)
 	}
-	wait := onOtherCores(parts-1, work)
-	work()
-	wait()
-	if failed.Load() != 0 {
-		return false
-	}
-	parallelIncrementals.Add(1)
-	return true
+	return ok
 }
 
 func (d *entryDecoder) scratch() *scratch {

@@ -360,20 +360,38 @@ func (v *validator) preValidate(f *File, reuse *groupReuse) *preValidated {
 		}
 	}
 	bounds = append(bounds, len(jobs))
-	var next, failed atomic.Int32
-	work := func() {
+	ok := onCores(parts, len(bounds)-1, func() func(j int) bool {
 		w := v.fork()
-		for failed.Load() == 0 {
-			j := int(next.Add(1)) - 1
-			if j >= len(bounds)-1 {
-				return
-			}
+		return func(j int) bool {
 			for _, jb := range jobs[bounds[j]:bounds[j+1]] {
 				wc := &f.RuleCollectionGroups[jb.gi].RuleCollections[jb.ci]
 				cp := gps[jb.gi] + ".ruleCollections[" + strconv.Itoa(jb.ci) + "]"
 				pre.colls[jb.gi][jb.ci] = w.collection(wc, cp, pre.groups[jb.gi])
 			}
-			if len(w.errs) > 0 || len(w.warns) > 0 {
+			return len(w.errs) == 0 && len(w.warns) == 0
+		}
+	})
+	if !ok {
+		return nil
+	}
+	parallelValidations.Add(1)
+	return pre
+}
+
+// onCores runs jobs 0 to n-1 on parts cores, this goroutine one of them:
+// each core takes the next job when it is free, with its own worker
+// (newWorker runs once per core, on it). Once a job fails, no core takes
+// another; it reports whether every job succeeded.
+func onCores(parts, n int, newWorker func() func(j int) bool) bool {
+	var next, failed atomic.Int32
+	work := func() {
+		job := newWorker()
+		for failed.Load() == 0 {
+			j := int(next.Add(1)) - 1
+			if j >= n {
+				return
+			}
+			if !job(j) {
 				failed.Store(1)
 			}
 		}
@@ -381,11 +399,7 @@ func (v *validator) preValidate(f *File, reuse *groupReuse) *preValidated {
 	wait := onOtherCores(parts-1, work)
 	work()
 	wait()
-	if failed.Load() != 0 {
-		return nil
-	}
-	parallelValidations.Add(1)
-	return pre
+	return failed.Load() == 0
 }
 
 // onOtherCores runs work on n goroutines and returns the function that
